@@ -1,0 +1,39 @@
+# forecastguard: `make demo` plays the whole chain locally, `make test` runs the tests.
+# Both set everything up first (idempotent): a virtualenv in .venv with pinned packages.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+INPUTS := requirements/constraints.txt requirements/dev.txt shared/pyproject.toml jobs/trainer/requirements.txt
+
+.PHONY: setup test test-fast demo lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): $(INPUTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not mariadb"
+
+demo: setup
+	$(BIN)/forecastguard demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
