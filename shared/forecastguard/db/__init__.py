@@ -1,0 +1,1 @@
+"""The database: schema, engine factory, Alembic migrations and dialect-aware upserts."""

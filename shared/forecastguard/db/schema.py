@@ -1,0 +1,143 @@
+"""The database schema: SQLAlchemy Core tables, portable across SQLite and MySQL/MariaDB.
+
+`sales` and `predictions` are the contract with the serving side (DESIGN.md §4); the
+other tables are forecastguard's own. Alembic migrations under `migrations/` create
+exactly these tables (a test compares the migrated database with this metadata).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+PRODUCT_ID = 64
+MODEL_VERSION = 64
+
+# Double precision on MySQL (its plain FLOAT is single precision); REAL on SQLite.
+Real = sa.Double
+
+sales = sa.Table(
+    "sales",
+    metadata,
+    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("sale_date", sa.Date, primary_key=True),
+    sa.Column("units_sold", Real, nullable=False),
+)
+
+# Days on which a product was on promotion (one row a promoted day; absent = no promotion).
+promotions = sa.Table(
+    "promotions",
+    metadata,
+    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("promo_date", sa.Date, primary_key=True),
+)
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("target_date", sa.Date, primary_key=True),
+    sa.Column("predicted_units", Real, nullable=False),
+    sa.Column("model_version", sa.String(MODEL_VERSION), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_predictions_target_date", "target_date"),
+)
+
+# The champion's holdout errors (actual - predicted): the health check's reference
+# distribution when no earlier window has predictions.
+model_residuals = sa.Table(
+    "model_residuals",
+    metadata,
+    sa.Column("model_version", sa.String(MODEL_VERSION), primary_key=True),
+    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("target_date", sa.Date, primary_key=True),
+    sa.Column("error", Real, nullable=False),
+)
+
+health_checks = sa.Table(
+    "health_checks",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # uuid4 hex with dashes
+    sa.Column("checked_at", sa.DateTime, nullable=False),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("window_start", sa.Date, nullable=False),
+    sa.Column("window_end", sa.Date, nullable=False),
+    sa.Column("healthy", sa.Boolean, nullable=False),
+    sa.Column("avg_rmse", Real, nullable=True),
+    sa.Column("p_value", Real, nullable=True),
+    sa.Column("drift_detected", sa.Boolean, nullable=False),
+    sa.Column("drifted_share", Real, nullable=True),
+    sa.Column("n_products", sa.Integer, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of strings
+    sa.Column("model_versions", sa.Text, nullable=False),  # JSON list of strings
+    sa.Column("duration_s", Real, nullable=False),
+    sa.Column("result_json", sa.Text, nullable=False),  # the full result as returned
+    sa.Index("ix_health_checks_checked_at", "checked_at"),
+)
+
+health_check_products = sa.Table(
+    "health_check_products",
+    metadata,
+    sa.Column(
+        "health_check_id",
+        sa.String(36),
+        sa.ForeignKey("health_checks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("rmse", Real, nullable=True),
+    sa.Column("mae", Real, nullable=True),
+    sa.Column("bias", Real, nullable=True),
+    sa.Column("rmsse", Real, nullable=True),
+    sa.Column("ks_pvalue", Real, nullable=True),
+    sa.Column("ks_qvalue", Real, nullable=True),
+    sa.Column("drift", sa.Boolean, nullable=False),
+    sa.Column("reference", sa.String(16), nullable=True),  # previous_window | holdout | none
+)
+
+# The idempotency ledger of retrain requests; request_id is the Pub/Sub message's key.
+# status: received | rejected | queued | started | finished | failed | superseded
+retrain_requests = sa.Table(
+    "retrain_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("health_check_id", sa.String(36), nullable=True),
+    sa.Column("model_version", sa.String(MODEL_VERSION), nullable=True),
+    sa.Column("window_start", sa.Date, nullable=True),
+    sa.Column("window_end", sa.Date, nullable=True),
+    sa.Column("message_id", sa.String(128), nullable=True),
+    sa.Column("payload", sa.Text, nullable=True),  # the raw message, kept for rejected ones
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("execution_name", sa.String(512), nullable=True),
+    sa.Column("log_path", sa.String(1024), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=True),
+    sa.Column("finished_at", sa.DateTime, nullable=True),
+    sa.Index("ix_retrain_requests_status", "status"),
+)
+
+# Every trained model; status: candidate | champion | retired | rejected.
+model_registry = sa.Table(
+    "model_registry",
+    metadata,
+    sa.Column("model_version", sa.String(MODEL_VERSION), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("artifact_uri", sa.String(1024), nullable=False),
+    sa.Column("rmse", Real, nullable=True),
+    sa.Column("rmsse", Real, nullable=True),
+    sa.Column("disparity", Real, nullable=True),
+    sa.Column("metrics_json", sa.Text, nullable=True),
+    sa.Column("decision_reason", sa.Text, nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("promoted_at", sa.DateTime, nullable=True),
+)
+
+ALL_TABLES = tuple(metadata.sorted_tables)

@@ -1,0 +1,227 @@
+"""Reading sales files (long or wide format), validating them, and loading them.
+
+Long format: one row per (product, date) with columns `product_id`, `date` (or
+`sale_date`) and `units` (or `units_sold`), optionally `on_promotion`.
+Wide format (the pasta data set): `DATE` and one `QTY_<product>` column per product,
+optionally `PROMO_<product>` flags.
+
+Validation never writes: a file with problems raises `SalesFileError` listing the
+offending rows, unless problems are to be skipped, in which case they are reported.
+Loading is one transaction of upserts, so a failed load writes nothing and loading
+the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from forecastguard.db import schema
+from forecastguard.db.upsert import upsert_rows
+
+_LONG_ALIASES = {
+    "product_id": ("product_id", "product", "sku"),
+    "date": ("date", "sale_date", "day"),
+    "units": ("units", "units_sold", "qty", "quantity"),
+}
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One offending row: its line in the file (header = line 1), what and why."""
+
+    line: int
+    product_id: str
+    column: str
+    value: str
+    problem: str
+
+    def __str__(self) -> str:
+        who = f" product {self.product_id}" if self.product_id else ""
+        return f"line {self.line}{who}: {self.column}={self.value!r}: {self.problem}"
+
+
+@dataclass
+class SalesFrame:
+    """Validated sales in long form, with the problems found (skipped rows)."""
+
+    sales: pd.DataFrame  # product_id, sale_date (date), units_sold (float)
+    promotions: pd.DataFrame | None  # product_id, promo_date, on_promotion (bool); None = no flags
+    problems: list[RowProblem] = field(default_factory=list)
+    source_format: str = "long"
+
+
+class SalesFileError(ValueError):
+    """The file cannot be read, or has rows that break the rules (listed)."""
+
+    def __init__(self, message: str, problems: Iterable[RowProblem] = ()) -> None:
+        self.problems = list(problems)
+        listed = "\n".join(f"  {p}" for p in self.problems[:MAX_LISTED])
+        more = len(self.problems) - MAX_LISTED
+        if more > 0:
+            listed += f"\n  ... and {more} more"
+        super().__init__(message + (f"\n{listed}" if listed else ""))
+
+
+def read_sales_csv(path: str | Path, on_error: Literal["fail", "skip"] = "fail") -> SalesFrame:
+    """Read and validate a sales CSV in long or wide format."""
+    path = Path(path)
+    if not path.is_file():
+        raise SalesFileError(f"sales file not found: {path}")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SalesFileError(f"{path} is not a readable CSV file: {exc}") from None
+    return parse_sales_frame(raw, on_error=on_error, source=str(path))
+
+
+def parse_sales_frame(
+    raw: pd.DataFrame, on_error: Literal["fail", "skip"] = "fail", source: str = "input"
+) -> SalesFrame:
+    """Validate a frame of strings as read from a CSV (long or wide format)."""
+    columns = {c.strip(): c for c in raw.columns}
+    if "DATE" in columns and any(c.startswith("QTY_") for c in columns):
+        long, promo, fmt = _wide_to_long(raw.rename(columns=str.strip))
+    else:
+        long, promo, fmt = _long_columns(raw.rename(columns=str.strip), source), None, "long"
+        if "on_promotion" in long:
+            promo = long[["line", "product_id", "date", "on_promotion"]]
+    if long.empty:
+        raise SalesFileError(f"{source} has no data rows")
+
+    problems: list[RowProblem] = []
+    dates = pd.to_datetime(long["date"].str.strip(), format="%Y-%m-%d", errors="coerce")
+    units = pd.to_numeric(long["units"].str.strip(), errors="coerce")
+    pid = long["product_id"].str.strip()
+
+    def flag(mask: pd.Series, column: str, values: pd.Series, problem: str) -> None:
+        for line, product, value in zip(
+            long.loc[mask, "line"], pid[mask], values[mask], strict=True
+        ):
+            problems.append(RowProblem(int(line), product, column, str(value), problem))
+
+    bad_pid = (pid == "") | (pid.str.len() > schema.PRODUCT_ID)
+    flag(bad_pid, "product_id", pid, "must be 1-64 characters")
+    flag(dates.isna(), "date", long["date"], "not a date (YYYY-MM-DD)")
+    non_numeric = units.isna() | ~np.isfinite(units.fillna(0))
+    flag(non_numeric, "units", long["units"], "not a number")
+    flag(units < 0, "units", long["units"], "negative units")
+    valid = ~(bad_pid | dates.isna() | non_numeric | (units < 0))
+    dup = valid & pd.DataFrame({"p": pid, "d": dates}).duplicated(keep=False)
+    flag(dup, "date", long["date"], "duplicate (product, date) row")
+    valid &= ~dup
+
+    problems.sort(key=lambda p: (p.line, p.product_id))
+    if problems and on_error == "fail":
+        rows = len({(p.line, p.product_id) for p in problems})
+        raise SalesFileError(
+            f"{source}: {rows} row(s) break the rules; nothing was loaded", problems
+        )
+
+    sales = pd.DataFrame(
+        {
+            "product_id": pid[valid].to_numpy(),
+            "sale_date": dates[valid].dt.date.to_numpy(),
+            "units_sold": units[valid].astype(float).to_numpy(),
+        }
+    )
+    promotions = None
+    if promo is not None:
+        flags = promo.loc[valid.to_numpy()] if len(promo) == len(long) else promo
+        on = flags["on_promotion"].str.strip().str.lower().isin({"1", "true", "yes", "1.0"})
+        promotions = pd.DataFrame(
+            {
+                "product_id": flags["product_id"].str.strip().to_numpy(),
+                "promo_date": pd.to_datetime(flags["date"].str.strip()).dt.date.to_numpy(),
+                "on_promotion": on.to_numpy(),
+            }
+        )
+    return SalesFrame(sales, promotions, problems, fmt)
+
+
+def _long_columns(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    lower = {c.lower(): c for c in raw.columns}
+    picked = {}
+    for name, aliases in _LONG_ALIASES.items():
+        found = next((lower[a] for a in aliases if a in lower), None)
+        if found is None:
+            raise SalesFileError(
+                f"{source}: no {name} column (expected one of {', '.join(aliases)}; "
+                f"or the wide format with DATE and QTY_* columns); found {list(raw.columns)}"
+            )
+        picked[name] = raw[found].astype(str)
+    out = pd.DataFrame(picked)
+    if "on_promotion" in lower:
+        out["on_promotion"] = raw[lower["on_promotion"]].astype(str)
+    out.insert(0, "line", np.arange(2, len(out) + 2))
+    return out
+
+
+def _wide_to_long(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    qty = [c for c in raw.columns if c.startswith("QTY_")]
+    promo_cols = [c for c in raw.columns if c.startswith("PROMO_")]
+    frame = raw.assign(line=np.arange(2, len(raw) + 2))
+    long = frame.melt(id_vars=["line", "DATE"], value_vars=qty, var_name="product_id")
+    long = long.rename(columns={"DATE": "date", "value": "units"})
+    long["product_id"] = long["product_id"].str.removeprefix("QTY_")
+    long = long[["line", "product_id", "date", "units"]].astype({"units": str})
+    promo = None
+    if promo_cols:
+        p = frame.melt(id_vars=["line", "DATE"], value_vars=promo_cols, var_name="product_id")
+        p["product_id"] = p["product_id"].str.removeprefix("PROMO_")
+        p = p.rename(columns={"DATE": "date", "value": "on_promotion"})
+        # Align with the sales rows (same product and line); products without flags get none.
+        promo = long[["line", "product_id", "date"]].merge(
+            p[["line", "product_id", "on_promotion"]], on=["line", "product_id"], how="left"
+        )
+        promo["on_promotion"] = promo["on_promotion"].fillna("0").astype(str)
+    return long.reset_index(drop=True), promo, "wide"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load did."""
+
+    rows: int
+    products: int
+    first_date: object
+    last_date: object
+    promotion_days: int
+    skipped: int
+
+
+def load_sales(engine: sa.Engine, frame: SalesFrame) -> LoadResult:
+    """Upsert the sales (and promotion days) in one transaction."""
+    sales = frame.sales
+    promo_days = 0
+    with engine.begin() as conn:
+        upsert_rows(conn, schema.sales, sales.to_dict("records"))
+        if frame.promotions is not None and not frame.promotions.empty:
+            promos = frame.promotions
+            # The file is the truth for the days it covers: clear, then write its flags.
+            products = sorted(promos["product_id"].unique())
+            lo, hi = promos["promo_date"].min(), promos["promo_date"].max()
+            for start in range(0, len(products), 500):
+                conn.execute(
+                    schema.promotions.delete().where(
+                        schema.promotions.c.product_id.in_(products[start : start + 500]),
+                        schema.promotions.c.promo_date.between(lo, hi),
+                    )
+                )
+            on = promos.loc[promos["on_promotion"], ["product_id", "promo_date"]]
+            promo_days = upsert_rows(conn, schema.promotions, on.to_dict("records"))
+    return LoadResult(
+        rows=len(sales),
+        products=int(sales["product_id"].nunique()),
+        first_date=sales["sale_date"].min(),
+        last_date=sales["sale_date"].max(),
+        promotion_days=promo_days,
+        skipped=len({(p.line, p.product_id) for p in frame.problems}),
+    )

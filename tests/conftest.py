@@ -1,0 +1,66 @@
+"""Shared fixtures: migrated databases (SQLite and a real MariaDB), engines."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from forecastguard.db.engine import make_engine
+from forecastguard.db.migrate import upgrade
+from tests.support.mariadb import server_url
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[str]:
+    """The URL of a MariaDB server (without database) for the whole session."""
+    url, server = server_url()
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """A migrated SQLite database file in the test's temporary folder."""
+    url = f"sqlite:///{tmp_path / 'forecastguard.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: str) -> Iterator[str]:
+    """A fresh, migrated database on the MariaDB server; dropped afterwards."""
+    name = f"fg_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(mariadb_server + "/")
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    url = f"{mariadb_server}/{name}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def db_url(request) -> str:
+    """A migrated database, once on SQLite and once on MariaDB."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "mariadb_url"
+    return request.getfixturevalue(fixture)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """An engine on `db_url`, disposed afterwards."""
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
