@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
-INPUTS := requirements/constraints.txt requirements/dev.txt shared/pyproject.toml jobs/trainer/requirements.txt
+INPUTS := requirements/constraints.txt requirements/dev.txt shared/pyproject.toml jobs/trainer/requirements.txt jobs/trainer/pyproject.toml
 
 .PHONY: setup test test-fast demo lint format bench clean
 
@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): $(INPUTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared
+	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared -e jobs/trainer
 	@touch $@
 
 test: setup
