@@ -1,0 +1,225 @@
+"""Champion/challenger promotion, as TFX's "blessing".
+
+Champion and challenger are scored on the same latest test window. The challenger is
+promoted when its RMSE is lower than the champion's by more than `rmse_tolerance`
+(relative) and its disparity is not worse than the champion's by more than
+`disparity_tolerance` (relative). The first model (no usable champion) is promoted when
+it beats the seasonal-naive baseline.
+
+A promotion writes, in one transaction, the `model_registry` row (the old champion is
+retired) and the new champion's per-product holdout errors into `model_residuals` (the
+health check's reference distribution); `champion.json` is written afterwards, and only
+for a run whose manifest exists (`artifacts.write_champion`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from forecastguard.db.schema import model_registry, model_residuals
+from forecastguard.db.upsert import upsert_rows
+from forecastguard.logs import get_logger
+from forecastguard.storage import ArtifactStore
+from trainer.artifacts import ChampionPointer, write_champion
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's test-window scores used for the decision."""
+
+    rmse: float
+    disparity: float | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.rmse):
+            raise ValueError(f"RMSE must be finite, got {self.rmse}")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How much better the RMSE must be, how much worse the disparity may be (relative)."""
+
+    rmse: float = 0.0
+    disparity: float = 0.10
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rmse < 1.0 or self.disparity < 0.0:
+            raise ValueError(
+                f"tolerances must be 0 <= rmse < 1 and disparity >= 0, got {self.rmse}, "
+                f"{self.disparity}"
+            )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The promotion decision and why, in words that go into the report and the registry."""
+
+    promote: bool
+    reason: str
+    against: str  # "champion" | "seasonal_naive"
+
+
+def decide(
+    challenger: Scores,
+    champion: Scores | None,
+    seasonal_naive: Scores,
+    tol: Tolerances = Tolerances(),
+    champion_version: str | None = None,
+) -> Decision:
+    """Compare the challenger with the champion (or, for the first model, seasonal naive)."""
+    if champion is None:
+        if challenger.rmse < seasonal_naive.rmse:
+            return Decision(
+                True,
+                f"first model: RMSE {challenger.rmse:.4g} beats seasonal naive "
+                f"{seasonal_naive.rmse:.4g}",
+                "seasonal_naive",
+            )
+        return Decision(
+            False,
+            f"first model: RMSE {challenger.rmse:.4g} does not beat seasonal naive "
+            f"{seasonal_naive.rmse:.4g}",
+            "seasonal_naive",
+        )
+    name = f"champion {champion_version}" if champion_version else "champion"
+    bar = champion.rmse * (1.0 - tol.rmse)
+    if not challenger.rmse < bar:
+        margin = f" by more than {tol.rmse:.1%}" if tol.rmse else ""
+        return Decision(
+            False,
+            f"RMSE {challenger.rmse:.4g} is not lower than {name}'s {champion.rmse:.4g}{margin}",
+            "champion",
+        )
+    if challenger.disparity is not None and champion.disparity is not None:
+        limit = champion.disparity * (1.0 + tol.disparity)
+        if challenger.disparity > limit:
+            return Decision(
+                False,
+                f"RMSE {challenger.rmse:.4g} < {champion.rmse:.4g}, but disparity "
+                f"{challenger.disparity:.4g} is worse than {name}'s {champion.disparity:.4g} "
+                f"beyond the {tol.disparity:.0%} tolerance",
+                "champion",
+            )
+    disparity = (
+        f"; disparity {challenger.disparity:.4g} vs {champion.disparity:.4g}"
+        if challenger.disparity is not None and champion.disparity is not None
+        else ""
+    )
+    return Decision(
+        True,
+        f"RMSE {challenger.rmse:.4g} < {name}'s {champion.rmse:.4g}{disparity}",
+        "champion",
+    )
+
+
+def residual_rows(model_version: str, holdout: pd.DataFrame) -> list[dict[str, Any]]:
+    """`model_residuals` rows from a frame of (product_id, target_date, actual, predicted)."""
+    missing = {"product_id", "target_date", "actual", "predicted"} - set(holdout.columns)
+    if missing:
+        raise ValueError(f"holdout frame lacks column(s) {sorted(missing)}")
+    frame = holdout.dropna(subset=["actual", "predicted"])
+    errors = frame["actual"].astype(float) - frame["predicted"].astype(float)
+    dates = pd.to_datetime(frame["target_date"]).dt.date
+    return [
+        {"model_version": model_version, "product_id": str(p), "target_date": d, "error": float(e)}
+        for p, d, e in zip(frame["product_id"], dates, errors, strict=True)
+    ]
+
+
+def record(
+    engine: sa.Engine,
+    *,
+    model_version: str,
+    run_id: str,
+    run_uri: str,
+    metrics: dict[str, Any],
+    decision: Decision,
+    holdout: pd.DataFrame,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Write the decision to the database in one transaction.
+
+    Promoted: the previous champion becomes `retired`, this model's row is `champion`
+    and its holdout errors replace any earlier ones in `model_residuals`. Not promoted:
+    the row is `rejected` and nothing else changes.
+    """
+    now = (now or datetime.now(UTC)).replace(tzinfo=None)
+    model = metrics.get("model", {})
+    row = {
+        "model_version": model_version,
+        "run_id": run_id,
+        "status": "champion" if decision.promote else "rejected",
+        "artifact_uri": run_uri,
+        "rmse": model.get("rmse"),
+        "rmsse": model.get("rmsse"),
+        "disparity": metrics.get("fairness", {}).get("disparity_p90_over_median"),
+        "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
+        "decision_reason": decision.reason,
+        "request_id": request_id,
+        "created_at": now,
+        "promoted_at": now if decision.promote else None,
+    }
+    residuals = residual_rows(model_version, holdout) if decision.promote else []
+    with engine.begin() as conn:
+        if decision.promote:
+            conn.execute(
+                sa.update(model_registry)
+                .where(model_registry.c.status == "champion")
+                .where(model_registry.c.model_version != model_version)
+                .values(status="retired")
+            )
+            conn.execute(
+                sa.delete(model_residuals).where(model_residuals.c.model_version == model_version)
+            )
+            upsert_rows(conn, model_residuals, residuals)
+        upsert_rows(conn, model_registry, [row])
+    log.info(
+        "promotion recorded",
+        extra={
+            "model_version": model_version,
+            "promoted": decision.promote,
+            "reason": decision.reason,
+            "residual_rows": len(residuals),
+        },
+    )
+
+
+def publish(
+    store: ArtifactStore,
+    *,
+    model_version: str,
+    run_id: str,
+    run_uri: str,
+    scores: Scores,
+    now: datetime | None = None,
+) -> ChampionPointer:
+    """Point `champion.json` at the promoted (sealed) run."""
+    pointer = ChampionPointer(
+        model_version=model_version,
+        run_id=run_id,
+        run_uri=run_uri,
+        promoted_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
+        rmse=scores.rmse,
+        disparity=scores.disparity,
+    )
+    write_champion(store, pointer)
+    log.info("champion pointer updated", extra={"model_version": model_version})
+    return pointer
+
+
+def current_champion_version(engine: sa.Engine) -> str | None:
+    """The model_version whose registry status is `champion`, if any."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(model_registry.c.model_version).where(model_registry.c.status == "champion")
+        ).scalar_one_or_none()
