@@ -1,0 +1,187 @@
+"""Evaluation: RMSE, MAE, RMSSE and bias, overall and per product, for the model and baselines.
+
+Conventions: the error is `actual - predicted` (as the health check's residuals), so
+`bias` = mean error > 0 means the forecasts are too low. RMSSE of a product is
+`sqrt(mean((actual - predicted)^2) / scale)` where `scale` is the mean squared one-day
+change of that product's training series (M5's denominator); the overall RMSSE is the
+unweighted mean over products. Baselines forecast the same (product, origin) pairs:
+seasonal naive (the last 7 days repeated) and the moving average of the last
+`moving_average_days` days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from trainer.pipeline import Prepared
+
+
+def rmsse_scale(units: np.ndarray) -> np.ndarray:
+    """Per row of `units` (series × days, NaN = not listed): mean squared one-day change."""
+    diff = np.diff(units, axis=1)
+    with np.errstate(invalid="ignore"):
+        scale = np.nanmean(diff**2, axis=1) if diff.shape[1] else np.full(units.shape[0], np.nan)
+    return np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
+
+
+def per_product_rmsse(
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    product: np.ndarray,
+    scale: np.ndarray,
+    *,
+    n_products: int,
+) -> np.ndarray:
+    """RMSSE per product (NaN for products with no point); `product` is 0-based per row."""
+    sq = ((np.asarray(actual) - np.asarray(predicted)) ** 2).reshape(len(product), -1)
+    sums = np.bincount(product, weights=sq.sum(axis=1), minlength=n_products)
+    counts = np.bincount(product, minlength=n_products) * sq.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(sums / counts / scale[:n_products])
+
+
+def worst_decile_mean(values: np.ndarray) -> float:
+    """Mean of the worst (largest) 10% of finite values (at least one)."""
+    v = np.sort(np.asarray(values, dtype=float)[np.isfinite(values)])
+    if not v.size:
+        return float("nan")
+    k = max(1, int(np.ceil(0.1 * v.size)))
+    return float(v[-k:].mean())
+
+
+def disparity(rmsse: np.ndarray, products: list[str]) -> dict[str, Any]:
+    """Disparity of per-product RMSSE: p90 / median, the worst product, worst-decile mean."""
+    r = np.asarray(rmsse, dtype=float)
+    ok = np.isfinite(r)
+    if not ok.any():
+        nan = float("nan")
+        return {
+            "mean_rmsse": nan,
+            "median_rmsse": nan,
+            "p90_over_median": nan,
+            "worst_decile_rmsse": nan,
+            "worst_product": None,
+            "worst_rmsse": nan,
+        }
+    med = float(np.median(r[ok]))
+    worst = int(np.nanargmax(np.where(ok, r, -np.inf)))
+    return {
+        "mean_rmsse": float(r[ok].mean()),
+        "median_rmsse": med,
+        "p90_over_median": float(np.percentile(r[ok], 90) / med) if med > 0 else float("inf"),
+        "worst_decile_rmsse": worst_decile_mean(r),
+        "worst_product": products[worst],
+        "worst_rmsse": float(r[worst]),
+    }
+
+
+def point_metrics(
+    frame: pd.DataFrame, predicted: str, scale: pd.Series
+) -> tuple[dict, pd.DataFrame]:
+    """Overall and per-product RMSE, MAE, RMSSE and bias of column `predicted` vs `actual`."""
+    err = frame["actual"] - frame[predicted]
+    g = pd.DataFrame({"product_id": frame["product_id"], "e": err, "e2": err**2, "ae": err.abs()})
+    per = g.groupby("product_id").agg(
+        n=("e", "size"), mse=("e2", "mean"), mae=("ae", "mean"), bias=("e", "mean")
+    )
+    per["rmse"] = np.sqrt(per["mse"])
+    per["rmsse"] = np.sqrt(per["mse"] / scale.reindex(per.index).fillna(1.0))
+    per = per.drop(columns="mse")[["n", "rmse", "mae", "rmsse", "bias"]]
+    overall = {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "rmsse": float(per["rmsse"].mean()),
+        "bias": float(np.mean(err)),
+    }
+    return overall, per
+
+
+def baseline_forecasts(
+    units: np.ndarray, series: np.ndarray, origin: np.ndarray, horizon: int, ma_days: int
+) -> dict[str, np.ndarray]:
+    """(N, H) forecasts of the baselines for windows (series row, origin index) of `units`."""
+    steps7 = origin[:, None] + np.arange(-7, 0)[None, :]
+    week = units[series[:, None], np.clip(steps7, 0, None)]
+    week = np.nan_to_num(np.where(steps7 >= 0, week, np.nan), nan=0.0)
+    seasonal = np.tile(week, (1, int(np.ceil(horizon / 7))))[:, :horizon]
+    steps = origin[:, None] + np.arange(-ma_days, 0)[None, :]
+    hist = np.where(steps >= 0, units[series[:, None], np.clip(steps, 0, None)], np.nan)
+    counts = np.isfinite(hist).sum(axis=1)
+    ma = np.where(counts > 0, np.nansum(hist, axis=1) / np.maximum(counts, 1), 0.0)
+    return {
+        "seasonal_naive": seasonal,
+        "moving_average": np.repeat(ma[:, None], horizon, axis=1),
+    }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """`metrics` in the metrics.json shape (DESIGN.md) and the per-product table for the CSV."""
+
+    metrics: dict[str, Any]
+    per_product: pd.DataFrame
+
+
+def evaluate(pred: pd.DataFrame, prepared: Prepared) -> Evaluation:
+    """Score forecasts (from `predict_split`) and the baselines on the same points.
+
+    `pred` needs product_id, origin_date, target_date, actual, predicted.
+    """
+    missing = {"product_id", "origin_date", "target_date", "actual", "predicted"} - set(
+        pred.columns
+    )
+    if missing:
+        raise ValueError(f"prediction frame lacks column(s) {sorted(missing)}")
+    if pred.empty:
+        raise ValueError("prediction frame is empty: nothing to evaluate")
+    cfg = prepared.cfg
+    frame = pred.sort_values(["product_id", "origin_date", "target_date"]).reset_index(drop=True)
+    scale = pd.Series(prepared.scale, index=list(prepared.products))
+    model, per = point_metrics(frame, "predicted", scale)
+
+    # Baselines for the same (product, origin) windows.
+    windows = frame.drop_duplicates(["product_id", "origin_date"])[["product_id", "origin_date"]]
+    row = {p: i for i, p in enumerate(prepared.panel.series_ids)}
+    series = windows["product_id"].map(row).to_numpy(dtype=np.int64)
+    origin = prepared.panel.calendar.get_indexer(pd.to_datetime(windows["origin_date"]))
+    base = baseline_forecasts(
+        prepared.panel.units, series, origin, cfg.horizon, cfg.moving_average_days
+    )
+    keys = pd.DataFrame(
+        {
+            "product_id": np.repeat(windows["product_id"].to_numpy(), cfg.horizon),
+            "target_date": (
+                np.repeat(pd.to_datetime(windows["origin_date"]).to_numpy(), cfg.horizon)
+                + np.tile(np.arange(cfg.horizon), len(windows)).astype("timedelta64[D]")
+            ),
+        }
+    )
+    baselines: dict[str, Any] = {}
+    for name, values in base.items():
+        keyed = keys.assign(**{name: values.reshape(-1)})
+        joined = frame.merge(keyed, on=["product_id", "target_date"], how="left")
+        overall, per_b = point_metrics(joined, name, scale)
+        baselines[name] = overall
+        per[f"{name}_rmsse"] = per_b["rmsse"]
+    disp = disparity(per["rmsse"].to_numpy(), list(per.index))
+    metrics = {
+        "model": model,
+        "baselines": baselines,
+        "fairness": {
+            "disparity_p90_over_median": disp["p90_over_median"],
+            "worst_decile_rmsse": disp["worst_decile_rmsse"],
+            "worst_product": disp["worst_product"],
+            "worst_rmsse": disp["worst_rmsse"],
+        },
+        "improvement_vs_seasonal_naive": 1.0
+        - model["rmsse"] / baselines["seasonal_naive"]["rmsse"],
+        "n_products": int(per.shape[0]),
+        "n_points": int(frame.shape[0]),
+        "horizon": cfg.horizon,
+    }
+    return Evaluation(metrics=metrics, per_product=per.reset_index())

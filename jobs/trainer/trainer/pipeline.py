@@ -1,0 +1,472 @@
+"""The trainer's pipeline API: prepare the data, train, predict, evaluate, correct, forecast.
+
+Stages (one module each): `quality` (data-quality report and cleaning) ▸ `augment`
+(synthetic training series for sparse products) ▸ `features` (panel, features, the
+fitted `FeaturePipeline`) ▸ `windowing` (arrays) ▸ `model` (Keras LSTM) ▸ `fairness`
+(per-epoch re-weighting callback) ▸ `bias` (detection and correction) ▸ `evaluate`
+(metrics and baselines). Typical use::
+
+    from trainer.config import ModelParams, TrainConfig
+    from trainer.data import load_sales
+    from trainer import pipeline as tp
+
+    cfg = TrainConfig()
+    prepared = tp.prepare(load_sales(engine), cfg)          # quality, features, windows
+    trained = tp.train(prepared, ModelParams(), cfg)        # fairness on per cfg.fairness
+    val = tp.predict_split(trained.model, prepared, "val")
+    correction = tp.fit_bias_correction(val, cfg.bias_shrinkage)
+    test = tp.predict_split(trained.model, prepared, "test")
+    result = tp.evaluate(correction.apply(test), prepared)  # .metrics (metrics.json), .per_product
+    effect = tp.correction_effect(test, correction)         # test bias before / after
+    prepared.pipeline.save(model_dir); trained.model.save(model_dir / "model.keras")
+    future = tp.forecast_next(model, pipeline, sales, cfg)  # product_id, target_date, predicted_units
+
+Public API (issue 6 builds on it):
+
+- `prepare(sales, cfg) -> Prepared`: `.quality` (QualityReport, `.to_dict()`),
+  `.pipeline` (FeaturePipeline, `save(dir)`/`load(dir)`), `.train`/`.val`/`.test`
+  (`Windows`: x, known, y, product, series, origin, synthetic, weight;
+  `.inputs(lookback)` gives the model's input dict), `.refit_windows()` (train +
+  validation, for the final refit), `.products`, `.feature_names`, `.split_dates()`.
+  Windows are built for `cfg.lookback` days; a model with a shorter
+  `ModelParams.lookback` uses the last days of each (so the tuner can prepare once with
+  the longest lookback it searches).
+- `train(prepared, params, cfg, *, fairness=None, callbacks=(), train_windows=None,
+  early_stopping=True, verbose=True) -> Trained`: `.model`, `.history` (Keras history
+  dict: loss, val_loss, val_rmsse, val_disparity per epoch), `.fairness_history` (per
+  epoch disparity, per-product RMSSE and weights), `.val_metrics` (rmsse,
+  disparity_p90_over_median, worst_decile_rmsse, val_loss), `.best_epoch`. `callbacks`
+  are extra Keras callbacks (e.g. an Optuna pruning callback on `val_loss`).
+- `predict_split(model, prepared, split) -> DataFrame` (product_id, origin_date,
+  target_date, horizon_step, actual, predicted) in original units; split is "val" or "test".
+- `evaluate(pred_df, prepared) -> Evaluation` (`.metrics` in the metrics.json shape,
+  `.per_product` for the CSV).
+- `fit_bias_correction(val_pred_df, shrinkage) -> BiasCorrection` (`.apply(frame,
+  column="predicted")`, `.to_dict()`), `bias_report(frame)`, `correction_effect(test, c)`.
+- `forecast_next(model, pipeline, sales, cfg, params=None, promotions=None) -> DataFrame`
+  (product_id, target_date, predicted_units): the `cfg.horizon` days after the last sale.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from forecastguard.logs import get_logger, timed
+from trainer.augment import augment
+from trainer.bias import BiasCorrection, bias_report, correction_effect, fit_bias_correction
+from trainer.config import ModelParams, TrainConfig
+from trainer.data import DataError
+from trainer.evaluate import Evaluation, disparity, evaluate, rmsse_scale
+from trainer.features import FeatureArrays, FeaturePipeline, Panel, build_panel
+from trainer.quality import QualityReport, check_quality
+from trainer.windowing import Windows, make_windows, origins_every
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = [
+    "BiasCorrection",
+    "Evaluation",
+    "Prepared",
+    "Trained",
+    "bias_report",
+    "correction_effect",
+    "evaluate",
+    "fit_bias_correction",
+    "forecast_next",
+    "predict_split",
+    "prepare",
+    "train",
+]
+
+log = get_logger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything `prepare` produces; the input of `train`, `predict_split` and `evaluate`."""
+
+    cfg: TrainConfig
+    quality: QualityReport
+    pipeline: FeaturePipeline
+    panel: Panel
+    arrays: FeatureArrays
+    train_end: int  # calendar index of the first validation day
+    val_end: int  # calendar index of the first test day
+    scale: np.ndarray  # (P,) RMSSE denominators, in `products` order
+    train: Windows
+    val: Windows
+    test: Windows
+
+    @property
+    def products(self) -> tuple[str, ...]:
+        """The real products, in embedding order (index 1..P)."""
+        return self.pipeline.products
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the sequence features (the last axis of `Windows.x`)."""
+        return self.pipeline.feature_names
+
+    @property
+    def known_names(self) -> tuple[str, ...]:
+        """Names of the known-in-advance features (the last axis of `Windows.known`)."""
+        return (*self.pipeline.known_names, "horizon_step")
+
+    def windows(self, split: str) -> Windows:
+        """The windows of "train", "val" or "test"."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return getattr(self, split)
+
+    def refit_windows(self) -> Windows:
+        """Training windows over train + validation days (for the final refit)."""
+        origins = origins_every(
+            self.cfg.lookback, self.val_end, self.cfg.train_stride, self.cfg.horizon
+        )
+        return make_windows(
+            self.arrays,
+            origins,
+            self.cfg.lookback,
+            self.cfg.horizon,
+            synthetic=self.panel.synthetic,
+        )
+
+    def split_dates(self) -> dict[str, str]:
+        """First and last day of each split (ISO dates)."""
+        cal = self.panel.calendar
+        fmt = "%Y-%m-%d"
+        return {
+            "train_start": cal[0].strftime(fmt),
+            "train_end": cal[self.train_end - 1].strftime(fmt),
+            "val_start": cal[self.train_end].strftime(fmt),
+            "val_end": cal[self.val_end - 1].strftime(fmt),
+            "test_start": cal[self.val_end].strftime(fmt),
+            "test_end": cal[-1].strftime(fmt),
+        }
+
+
+def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
+    """Quality, augmentation (training days only), features and windows of the sales."""
+    with timed(log, "stage quality", stage="quality") as out:
+        qres = check_quality(sales, cfg)
+        out.update(qres.report.totals())
+    clean = qres.clean
+    calendar = pd.date_range(clean["date"].min(), clean["date"].max(), freq="D")
+    n_days = len(calendar)
+    train_end = n_days - cfg.val_days - cfg.test_days
+    need = cfg.lookback + cfg.horizon + cfg.val_days + cfg.test_days
+    if train_end < cfg.lookback + cfg.horizon:
+        raise DataError(
+            f"{n_days} days of sales are too few: lookback {cfg.lookback} + horizon "
+            f"{cfg.horizon} + validation {cfg.val_days} + test {cfg.test_days} needs {need}"
+        )
+    val_end = n_days - cfg.test_days
+
+    with timed(log, "stage augment", stage="augment") as out:
+        synthetic = augment(clean, qres.report.sparse_products, calendar[train_end], cfg)
+        out["synthetic_rows"] = len(synthetic)
+    with timed(log, "stage features", stage="features") as out:
+        panel = build_panel(clean, synthetic)
+        pipe = FeaturePipeline.fit(panel, train_end, cfg.holiday_country)
+        arrays = pipe.transform(panel)
+        out.update(series=len(panel.series_ids), days=n_days, features=len(pipe.feature_names))
+    real = np.flatnonzero(~panel.synthetic)
+    scale = rmsse_scale(panel.units[real, :train_end])
+
+    with timed(log, "stage windowing", stage="windowing") as out:
+        L, H = cfg.lookback, cfg.horizon
+        train = make_windows(
+            arrays,
+            origins_every(L, train_end, cfg.train_stride, H),
+            L,
+            H,
+            synthetic=panel.synthetic,
+        )
+        val = make_windows(arrays, np.arange(train_end, val_end, H), L, H, series=real)
+        test = make_windows(arrays, np.arange(val_end, n_days, H), L, H, series=real)
+        out.update(
+            train=len(train), val=len(val), test=len(test), synthetic=int(train.synthetic.sum())
+        )
+    if not len(train) or not len(val):
+        raise DataError(
+            f"no {'training' if not len(train) else 'validation'} window: products need "
+            f"{L + H} listed days before the split"
+        )
+    return Prepared(
+        cfg=cfg,
+        quality=qres.report,
+        pipeline=pipe,
+        panel=panel,
+        arrays=arrays,
+        train_end=train_end,
+        val_end=val_end,
+        scale=scale,
+        train=train,
+        val=val,
+        test=test,
+    )
+
+
+@dataclass
+class Trained:
+    """A trained model and what its training recorded."""
+
+    model: keras.Model
+    params: ModelParams
+    fairness: bool
+    history: dict[str, list[float]]
+    fairness_history: dict[str, Any]
+    val_metrics: dict[str, Any]
+    best_epoch: int
+    epochs_run: int
+    duration_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _model_lookback(model: keras.Model) -> int:
+    return int(model.get_layer("sequence").batch_shape[1])
+
+
+def _window_stats(prepared: Prepared, w: Windows) -> tuple[np.ndarray, np.ndarray]:
+    products = [prepared.panel.product_ids[s] for s in w.series]
+    return prepared.pipeline.series_stats(products)
+
+
+def _actual_units(prepared: Prepared, w: Windows) -> np.ndarray:
+    idx = w.origin[:, None] + np.arange(prepared.cfg.horizon)[None, :]
+    return prepared.panel.units[w.series[:, None], idx]
+
+
+def train(
+    prepared: Prepared,
+    params: ModelParams,
+    cfg: TrainConfig | None = None,
+    *,
+    fairness: bool | None = None,
+    callbacks: tuple[Any, ...] | list[Any] = (),
+    train_windows: Windows | None = None,
+    early_stopping: bool = True,
+    verbose: bool = True,
+) -> Trained:
+    """Train the LSTM on the training windows, validating (and re-weighting) every epoch.
+
+    `fairness` (default `cfg.fairness`) turns the re-weighting on; the callback always
+    measures the per-product disparity. `verbose` logs every epoch.
+    """
+    import keras
+
+    from trainer.fairness import FairnessCallback
+    from trainer.model import WeightedWindowData, build_model
+
+    cfg = cfg or prepared.cfg
+    mitigate = cfg.fairness if fairness is None else fairness
+    if params.lookback > prepared.cfg.lookback:
+        raise ValueError(
+            f"ModelParams.lookback={params.lookback} exceeds the prepared windows' "
+            f"lookback {prepared.cfg.lookback}; prepare with a longer TrainConfig.lookback"
+        )
+    keras.utils.set_random_seed(cfg.seed)
+    windows = train_windows if train_windows is not None else prepared.train
+    model = build_model(
+        params,
+        n_features=windows.x.shape[-1],
+        n_known=windows.known.shape[-1],
+        horizon=cfg.horizon,
+        n_products=len(prepared.products),
+    )
+    data = WeightedWindowData(
+        windows, lookback=params.lookback, batch_size=cfg.batch_size, seed=cfg.seed
+    )
+    data.product_weight = np.ones(len(prepared.products) + 1, dtype=np.float32)
+    val = prepared.val
+    mean, std = _window_stats(prepared, val)
+    fair_cb = FairnessCallback(
+        val,
+        val_actual=_actual_units(prepared, val),
+        val_mean=mean,
+        val_std=std,
+        scale=prepared.scale,
+        products=list(prepared.products),
+        lookback=params.lookback,
+        product_weight_target=data,
+        mitigate=mitigate,
+        eta=cfg.fairness_eta,
+        max_weight=cfg.fairness_max_weight,
+    )
+    cbs: list[Any] = [fair_cb]
+    if verbose:
+        cbs.append(_EpochLogger(cfg.epochs))
+    if early_stopping:
+        cbs.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+            )
+        )
+    cbs.extend(callbacks)
+    log.info(
+        "training started",
+        extra={
+            "windows": len(windows),
+            "synthetic_windows": int(windows.synthetic.sum()),
+            "epochs": cfg.epochs,
+            "batches_per_epoch": len(data),
+            "fairness": mitigate,
+            "params": params.to_dict(),
+        },
+    )
+    start = time.perf_counter()
+    hist = model.fit(
+        data,
+        validation_data=(val.inputs(params.lookback), val.y),
+        epochs=cfg.epochs,
+        callbacks=cbs,
+        verbose=0,
+    )
+    duration = time.perf_counter() - start
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    losses = history.get("val_loss", [])
+    best_epoch = int(np.argmin(losses)) + 1 if losses else len(losses)
+    val_pred = predict_split(model, prepared, "val")
+    rmsse = _product_rmsse(val_pred, prepared)
+    disp = disparity(rmsse, list(prepared.products))
+    val_metrics = {
+        "rmsse": disp["mean_rmsse"],
+        "disparity_p90_over_median": disp["p90_over_median"],
+        "worst_decile_rmsse": disp["worst_decile_rmsse"],
+        "worst_product": disp["worst_product"],
+        "val_loss": float(min(losses)) if losses else float("nan"),
+    }
+    log.info(
+        "training finished",
+        extra={"duration_s": round(duration, 2), "best_epoch": best_epoch, **val_metrics},
+    )
+    return Trained(
+        model=model,
+        params=params,
+        fairness=mitigate,
+        history=history,
+        fairness_history=fair_cb.history.to_dict(),
+        val_metrics=val_metrics,
+        best_epoch=best_epoch,
+        epochs_run=len(losses),
+        duration_s=duration,
+    )
+
+
+def _product_rmsse(pred: pd.DataFrame, prepared: Prepared) -> np.ndarray:
+    err2 = (pred["actual"] - pred["predicted"]) ** 2
+    mse = err2.groupby(pred["product_id"]).mean().reindex(list(prepared.products))
+    return np.sqrt(mse.to_numpy() / prepared.scale)
+
+
+class _EpochLogger:
+    """Logs one JSON line per epoch (built lazily: Keras is imported only when training)."""
+
+    def __new__(cls, epochs: int):
+        import keras
+
+        class EpochLogger(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                fields = {k: round(float(v), 5) for k, v in (logs or {}).items()}
+                log.info(
+                    f"epoch {epoch + 1}/{epochs}",
+                    extra={
+                        "epoch": epoch + 1,
+                        "epochs": epochs,
+                        "epoch_s": round(time.perf_counter() - self._start, 2),
+                        **fields,
+                    },
+                )
+
+        return EpochLogger()
+
+
+def _predict_windows(
+    model: keras.Model, pipeline: FeaturePipeline, w: Windows, products: list[str]
+) -> np.ndarray:
+    z = model.predict(w.inputs(_model_lookback(model)), verbose=0, batch_size=1024)
+    return pipeline.inverse_target(z, products)
+
+
+def predict_split(model: keras.Model, prepared: Prepared, split: str) -> pd.DataFrame:
+    """Forecasts of a split's windows, one row a product and target day, in units."""
+    if split not in ("val", "test"):
+        raise ValueError(f"predict_split: split must be 'val' or 'test', got {split!r}")
+    w = prepared.windows(split)
+    if not len(w):
+        raise DataError(f"the {split} split has no window")
+    H = prepared.cfg.horizon
+    products = [prepared.panel.product_ids[s] for s in w.series]
+    pred = _predict_windows(model, prepared.pipeline, w, products)
+    actual = _actual_units(prepared, w)
+    cal = prepared.panel.calendar
+    target_idx = w.origin[:, None] + np.arange(H)[None, :]
+    return pd.DataFrame(
+        {
+            "product_id": np.repeat(np.array(products, dtype=object), H),
+            "origin_date": np.repeat(cal[w.origin].to_numpy(), H),
+            "target_date": cal[target_idx.reshape(-1)].to_numpy(),
+            "horizon_step": np.tile(np.arange(1, H + 1), len(w)),
+            "actual": actual.reshape(-1),
+            "predicted": pred.reshape(-1),
+        }
+    )
+
+
+def forecast_next(
+    model: keras.Model,
+    pipeline: FeaturePipeline,
+    sales: pd.DataFrame,
+    cfg: TrainConfig,
+    params: ModelParams | None = None,
+    promotions: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Forecast the `cfg.horizon` days after the last sales day for every current product.
+
+    Products still listed on the last day (see `quality`) are forecast; unknown products
+    use the median group statistics and the "unknown" embedding. `promotions`
+    (product_id, date) marks future promoted days; without it, no promotion is assumed.
+    """
+    lookback = params.lookback if params is not None else _model_lookback(model)
+    qres = check_quality(sales, cfg)
+    clean = qres.clean
+    last = clean["date"].max()
+    panel = build_panel(clean, end=last + pd.Timedelta(days=cfg.horizon), promotions=promotions)
+    arrays = pipeline.transform(panel)
+    origin = len(panel.calendar) - cfg.horizon
+    if origin < lookback:
+        raise DataError(f"forecast needs {lookback} days of sales, got {origin}")
+    w = make_windows(arrays, np.array([origin]), lookback, cfg.horizon, require_targets=False)
+    if not len(w):
+        raise DataError("no product is listed on the last sales day: nothing to forecast")
+    products = [panel.product_ids[s] for s in w.series]
+    pred = _predict_windows(model, pipeline, w, products)
+    dates = panel.calendar[origin:]
+    out = pd.DataFrame(
+        {
+            "product_id": np.repeat(np.array(products, dtype=object), cfg.horizon),
+            "target_date": np.tile(dates.to_numpy(), len(w)),
+            "predicted_units": pred.reshape(-1),
+        }
+    )
+    log.info(
+        "forecast made",
+        extra={"products": len(w), "start": str(dates[0].date()), "days": cfg.horizon},
+    )
+    return out
+
+
+def with_overrides(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """`cfg` with some fields changed (validated again)."""
+    return replace(cfg, **changes)

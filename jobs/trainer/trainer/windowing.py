@@ -1,0 +1,109 @@
+"""Windowing: the panel's feature arrays sliced into (input window, H targets) arrays.
+
+Direct multi-output: one window of `lookback` days of features, plus what is known
+in advance about the next `horizon` days, maps to all `horizon` targets at once. The
+slicing is `numpy.lib.stride_tricks.sliding_window_view` (views, no copy) followed by one
+fancy-indexing gather of the chosen (series, origin) pairs — no per-window Python loop.
+
+An *origin* is the calendar index of a window's first target day: inputs are days
+`[origin - lookback, origin)`, targets `[origin, origin + horizon)`. A window is kept
+only when its series is listed the day before the origin and on every target day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from trainer.features import FeatureArrays
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Windowed arrays; row i of every array belongs to the same window."""
+
+    x: np.ndarray  # (N, L, F) float32 input features
+    known: np.ndarray  # (N, H, K + 1) float32 known-in-advance features (+ horizon step)
+    y: np.ndarray  # (N, H) float32 standardised targets
+    product: np.ndarray  # (N,) int32 embedding index (1..P; 0 unknown)
+    series: np.ndarray  # (N,) int32 panel row
+    origin: np.ndarray  # (N,) int32 calendar index of the first target day
+    synthetic: np.ndarray  # (N,) bool: from a synthetic (augmented) series
+    weight: np.ndarray  # (N,) float32 sample weights (1.0 unless re-weighted)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def inputs(self, lookback: int | None = None) -> dict[str, np.ndarray]:
+        """The model's inputs; `lookback` keeps only the last days of each window."""
+        x = self.x if lookback is None else self.x[:, self.x.shape[1] - lookback :]
+        return {"sequence": x, "known": self.known, "product": self.product}
+
+    def subset(self, mask: np.ndarray) -> Windows:
+        """The windows where `mask` is true."""
+        return Windows(**{k: getattr(self, k)[mask] for k in self.__dataclass_fields__})
+
+    def with_weight(self, weight: np.ndarray) -> Windows:
+        """The same windows with other sample weights."""
+        return replace(self, weight=np.asarray(weight, dtype=np.float32))
+
+
+def origins_every(start: int, stop: int, step: int, horizon: int) -> np.ndarray:
+    """Origins o with start <= o and o + horizon <= stop, aligned so the last ends at stop."""
+    last = stop - horizon
+    if last < start:
+        return np.empty(0, dtype=np.int64)
+    return np.arange(last, start - 1, -step)[::-1]
+
+
+def make_windows(
+    arrays: FeatureArrays,
+    origins: np.ndarray,
+    lookback: int,
+    horizon: int,
+    *,
+    series: np.ndarray | None = None,
+    synthetic: np.ndarray | None = None,
+    require_targets: bool = True,
+) -> Windows:
+    """Windows at `origins` for every series (or the rows in `series`) that qualify.
+
+    `require_targets=False` (forecasting the unknown future) only asks that the series
+    is listed the day before the origin.
+    """
+    n_series, n_days, _ = arrays.seq.shape
+    rows = np.arange(n_series) if series is None else np.asarray(series)
+    origins = np.asarray(origins, dtype=np.int64)
+    origins = np.unique(origins[(origins >= lookback) & (origins + horizon <= n_days)])
+    # All (series, origin) pairs, then keep those listed before the origin and on all targets.
+    s_idx = np.repeat(rows, origins.size)
+    o_idx = np.tile(origins, rows.size)
+    listed_targets = sliding_window_view(arrays.listed, horizon, axis=1)  # (S, T-H+1, H)
+    keep = arrays.listed[s_idx, o_idx - 1]
+    if require_targets:
+        keep &= listed_targets[s_idx, o_idx].all(axis=1)
+    s_idx, o_idx = s_idx[keep], o_idx[keep]
+
+    x_view = sliding_window_view(arrays.seq, lookback, axis=1)  # (S, T-L+1, F, L)
+    k_view = sliding_window_view(arrays.known, horizon, axis=1)  # (S, T-H+1, K, H)
+    y_view = sliding_window_view(arrays.target, horizon, axis=1)  # (S, T-H+1, H)
+    x = np.ascontiguousarray(x_view[s_idx, o_idx - lookback].transpose(0, 2, 1))
+    known = k_view[s_idx, o_idx].transpose(0, 2, 1)
+    step = np.broadcast_to(
+        (np.arange(1, horizon + 1, dtype=np.float32) / horizon)[None, :, None],
+        (known.shape[0], horizon, 1),
+    )
+    known = np.concatenate([known, step], axis=-1).astype(np.float32)
+    syn = np.zeros(n_series, dtype=bool) if synthetic is None else np.asarray(synthetic)
+    return Windows(
+        x=x,
+        known=known,
+        y=np.ascontiguousarray(y_view[s_idx, o_idx]),
+        product=arrays.product_index[s_idx].astype(np.int32),
+        series=s_idx.astype(np.int32),
+        origin=o_idx.astype(np.int32),
+        synthetic=syn[s_idx],
+        weight=np.ones(s_idx.size, dtype=np.float32),
+    )
