@@ -1,0 +1,32 @@
+# Docker repository of the trainer image (cloudbuild.yaml pushes, the Cloud Run job pulls).
+
+resource "google_artifact_registry_repository" "images" {
+  #checkov:skip=CKV_GCP_84:Google-managed encryption; the image holds code and libraries, no data or secrets.
+  project       = var.project_id
+  location      = var.region
+  repository_id = var.artifact_registry_repository_id
+  format        = "DOCKER"
+  description   = "forecastguard trainer images"
+
+  # Keep the ten newest images; untagged leftovers of rebuilt tags go after 30 days.
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 10
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old-untagged"
+    action = "DELETE"
+    condition {
+      tag_state  = "UNTAGGED"
+      older_than = "2592000s"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Cloud Run pulls the image as its service agent, which reads same-project repositories:
+# the trainer's own account needs no role here.

@@ -1,0 +1,92 @@
+# An optional Cloud SQL MySQL instance with the forecastguard database and its user;
+# set create_sql_instance = false and existing_sql_instance to use an instance you have.
+#
+# The components reach it only through the Cloud SQL connector (IAM-authorised, TLS with
+# client certificates); no network is authorised.
+
+resource "google_sql_database_instance" "main" {
+  #checkov:skip=CKV_GCP_60:Public IP without authorised networks, reachable only through the Cloud SQL connector (IAM + client certificates); a private IP would add a VPC and connector for no gain here.
+  count = var.create_sql_instance ? 1 : 0
+
+  project             = var.project_id
+  name                = var.sql_instance_name
+  region              = var.region
+  database_version    = var.sql_database_version
+  deletion_protection = var.sql_deletion_protection
+
+  settings {
+    tier                        = var.sql_tier
+    edition                     = "ENTERPRISE"
+    availability_type           = var.sql_availability_type
+    deletion_protection_enabled = var.sql_deletion_protection
+    user_labels                 = merge({ app = "forecastguard" }, var.labels)
+
+    ip_configuration {
+      ipv4_enabled = true
+      ssl_mode     = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
+    }
+
+    backup_configuration {
+      enabled            = true
+      binary_log_enabled = true
+      start_time         = "02:00"
+    }
+
+    database_flags {
+      name  = "local_infile"
+      value = "off"
+    }
+    database_flags {
+      name  = "skip_show_database"
+      value = "on"
+    }
+    dynamic "database_flags" {
+      for_each = var.db_iam_auth ? ["on"] : []
+      content {
+        name  = "cloudsql_iam_authentication"
+        value = database_flags.value
+      }
+    }
+
+    insights_config {
+      query_insights_enabled = true
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_sql_database" "forecastguard" {
+  count = var.create_sql_instance ? 1 : 0
+
+  project  = var.project_id
+  instance = google_sql_database_instance.main[0].name
+  name     = var.db_name
+  charset  = "utf8mb4"
+}
+
+# Password authentication: the user is created without a password (none in state); set it
+# from the db-pass secret out of band (README, "Adding secret versions").
+resource "google_sql_user" "password" {
+  count = var.create_sql_instance && !var.db_iam_auth ? 1 : 0
+
+  project  = var.project_id
+  instance = google_sql_database_instance.main[0].name
+  name     = var.db_user
+  host     = "%"
+
+  lifecycle {
+    ignore_changes = [password]
+  }
+}
+
+# IAM database authentication: one user per component's service account. Grant them
+# privileges on the database once (README).
+resource "google_sql_user" "iam" {
+  for_each = var.create_sql_instance && var.db_iam_auth ? local.database_components : toset([])
+
+  project  = var.project_id
+  instance = google_sql_database_instance.main[0].name
+  name     = google_service_account.component[each.value].email
+  type     = "CLOUD_IAM_SERVICE_ACCOUNT"
+}

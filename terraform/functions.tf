@@ -1,0 +1,193 @@
+# The three Cloud Functions (gen2). scripts/stage_functions.py writes each function's
+# self-contained folder (forecastguard vendored, listed in requirements.txt by path);
+# archive_file zips it and the zip's MD5 goes into the object name, so changed code
+# (and only changed code) redeploys.
+#
+#   health_http    HTTPS /model/health, entry point health_http
+#   health_pubsub  the same code triggered by health-check-requests, entry point health_pubsub
+#   train_trigger  triggered by retrain-requests, entry point on_retrain_request
+#
+# The event-driven two retry failed deliveries; after max_delivery_attempts a message goes
+# to the dead-letter topic (scripts/attach_dead_letters.sh wires Eventarc's subscriptions).
+
+locals {
+  staged = {
+    health        = "${path.module}/${var.staged_functions_dir}/health"
+    train_trigger = "${path.module}/${var.staged_functions_dir}/train_trigger"
+  }
+}
+
+data "archive_file" "function" {
+  for_each = local.staged
+
+  type             = "zip"
+  source_dir       = each.value
+  output_path      = "${path.module}/.build/${each.key}.zip"
+  output_file_mode = "0644"
+  excludes         = ["__pycache__", "**/__pycache__/**", "**/*.pyc"]
+}
+
+resource "google_storage_bucket_object" "function_source" {
+  for_each = data.archive_file.function
+
+  bucket = google_storage_bucket.sources.name
+  name   = "functions/${each.key}-${each.value.output_md5}.zip"
+  source = each.value.output_path
+}
+
+resource "google_cloudfunctions2_function" "health_http" {
+  #checkov:skip=CKV_GCP_124:The HTTPS /model/health endpoint is meant to be called from outside Google Cloud; the function authenticates every request (HEALTH_API_TOKEN bearer or Google ID token).
+  project     = var.project_id
+  location    = var.region
+  name        = local.function_names.health_http
+  description = "forecastguard health check, HTTPS /model/health (bearer token or Google ID token)"
+
+  build_config {
+    runtime     = var.function_runtime
+    entry_point = "health_http"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function_source["health"].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.component["health"].email
+    min_instance_count               = var.health_min_instances
+    max_instance_count               = var.health_max_instances
+    available_memory                 = var.function_memory
+    timeout_seconds                  = var.health_timeout_s
+    ingress_settings                 = "ALLOW_ALL"
+    all_traffic_on_latest_revision   = true
+    environment_variables            = local.health_env
+    max_instance_request_concurrency = 1
+
+    secret_environment_variables {
+      key        = "HEALTH_API_TOKEN"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.secret["health-api-token"].secret_id
+      version    = "latest"
+    }
+
+    dynamic "secret_environment_variables" {
+      for_each = local.db_pass_secrets
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.reader]
+}
+
+resource "google_cloudfunctions2_function" "health_pubsub" {
+  project     = var.project_id
+  location    = var.region
+  name        = local.function_names.health_pubsub
+  description = "forecastguard health check, triggered by ${var.health_topic_name}"
+
+  build_config {
+    runtime     = var.function_runtime
+    entry_point = "health_pubsub"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function_source["health"].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.component["health"].email
+    min_instance_count               = var.health_min_instances
+    max_instance_count               = var.health_max_instances
+    available_memory                 = var.function_memory
+    timeout_seconds                  = var.health_timeout_s
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    environment_variables            = local.health_env
+    max_instance_request_concurrency = 1
+
+    secret_environment_variables {
+      key        = "HEALTH_API_TOKEN"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.secret["health-api-token"].secret_id
+      version    = "latest"
+    }
+
+    dynamic "secret_environment_variables" {
+      for_each = local.db_pass_secrets
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.health.id
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.component["events"].email
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.reader]
+}
+
+resource "google_cloudfunctions2_function" "train_trigger" {
+  project     = var.project_id
+  location    = var.region
+  name        = local.function_names.train_trigger
+  description = "forecastguard train_trigger, triggered by ${var.retrain_topic_name}: runs the trainer job"
+
+  build_config {
+    runtime     = var.function_runtime
+    entry_point = "on_retrain_request"
+    source {
+      storage_source {
+        bucket = google_storage_bucket.sources.name
+        object = google_storage_bucket_object.function_source["train_trigger"].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.component["train-trigger"].email
+    min_instance_count               = var.train_trigger_min_instances
+    max_instance_count               = var.train_trigger_max_instances
+    available_memory                 = var.function_memory
+    timeout_seconds                  = var.train_trigger_timeout_s
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    environment_variables            = local.train_trigger_env
+    max_instance_request_concurrency = 1
+
+    dynamic "secret_environment_variables" {
+      for_each = local.db_pass_secrets
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = secret_environment_variables.value
+        version    = "latest"
+      }
+    }
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.retrain.id
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.component["events"].email
+  }
+
+  depends_on = [google_secret_manager_secret_iam_member.reader]
+}

@@ -1,0 +1,66 @@
+output "health_url" {
+  description = "HTTPS health endpoint (also HEALTH_AUDIENCE): POST/GET it with the bearer token or a Google ID token."
+  value       = local.health_url
+}
+
+output "health_audience" {
+  description = "Audience the health function expects in Google ID tokens."
+  value       = local.health_url
+}
+
+output "topics" {
+  description = "Pub/Sub topic ids: health requests, retrain requests, dead letters."
+  value = {
+    health      = google_pubsub_topic.health.id
+    retrain     = google_pubsub_topic.retrain.id
+    dead_letter = google_pubsub_topic.dead_letter.id
+  }
+}
+
+output "dead_letter_subscription" {
+  description = "Pull subscription that keeps dead-lettered messages."
+  value       = google_pubsub_subscription.dead_letter.id
+}
+
+output "eventarc_triggers" {
+  description = "Eventarc triggers of the event-driven functions (scripts/attach_dead_letters.sh reads them)."
+  value = {
+    health_pubsub = google_cloudfunctions2_function.health_pubsub.event_trigger[0].trigger
+    train_trigger = google_cloudfunctions2_function.train_trigger.event_trigger[0].trigger
+  }
+}
+
+output "trainer_job" {
+  description = "Cloud Run job of the trainer (TRAINER_JOB)."
+  value       = google_cloud_run_v2_job.trainer.id
+}
+
+output "artifact_uri" {
+  description = "ARTIFACT_URI of the trainer: runs, reports and the champion pointer."
+  value       = local.trainer_env["ARTIFACT_URI"]
+}
+
+output "artifact_registry" {
+  description = "Docker repository path for the trainer image."
+  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+}
+
+output "cloud_sql_instance" {
+  description = "Connection name of the Cloud SQL instance (CLOUD_SQL_INSTANCE)."
+  value       = local.cloud_sql_instance
+}
+
+output "secrets" {
+  description = "Secret Manager secrets to add versions to (out of band)."
+  value       = { for key, secret in google_secret_manager_secret.secret : key => secret.secret_id }
+}
+
+output "service_accounts" {
+  description = "Service account email of each component."
+  value       = { for key, sa in google_service_account.component : key => sa.email }
+}
+
+output "dashboard" {
+  description = "Cloud Monitoring dashboard of the model's health."
+  value       = "https://console.cloud.google.com/monitoring/dashboards/builder/${element(split("/", google_monitoring_dashboard.health.id), 3)}?project=${var.project_id}"
+}

@@ -1,0 +1,406 @@
+# Every variable has a description and a type. Defaults mirror forecastguard.config.Settings.
+
+# --- Project -------------------------------------------------------------------------------
+
+variable "project_id" {
+  description = "Google Cloud project that hosts forecastguard."
+  type        = string
+}
+
+variable "region" {
+  description = "Region for the functions, the Cloud Run job, the scheduler, the bucket and Cloud SQL."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (service accounts, functions, job, secrets)."
+  type        = string
+  default     = "forecastguard"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,18}$", var.name_prefix))
+    error_message = "name_prefix must be 2-19 lowercase letters, digits or dashes, starting with a letter (service account ids are at most 30 characters)."
+  }
+}
+
+variable "labels" {
+  description = "Extra labels put on every resource that takes labels."
+  type        = map(string)
+  default     = {}
+}
+
+# --- Pub/Sub -------------------------------------------------------------------------------
+
+variable "health_topic_name" {
+  description = "Topic the scheduler publishes health-check requests to (the health function's trigger)."
+  type        = string
+  default     = "health-check-requests"
+}
+
+variable "retrain_topic_name" {
+  description = "Topic the health function publishes retrain requests to (train_trigger's trigger)."
+  type        = string
+  default     = "retrain-requests"
+}
+
+variable "dead_letter_topic_name" {
+  description = "Topic that receives messages the event-driven functions failed on max_delivery_attempts times."
+  type        = string
+  default     = "forecastguard-dead-letters"
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of one message before it is moved to the dead-letter topic (Pub/Sub allows 5-100)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be between 5 and 100."
+  }
+}
+
+variable "dead_letter_retention" {
+  description = "How long the dead-letter subscription keeps unacknowledged messages (at most 31 days)."
+  type        = string
+  default     = "2678400s"
+}
+
+# --- Schedules -----------------------------------------------------------------------------
+
+variable "health_check_schedule" {
+  description = "Cron expression of the daily health check."
+  type        = string
+  default     = "0 6 * * *"
+}
+
+variable "forecast_schedule" {
+  description = "Cron expression of the daily forecast-only run of the trainer job."
+  type        = string
+  default     = "0 4 * * *"
+}
+
+variable "schedule_time_zone" {
+  description = "Time zone of both cron expressions."
+  type        = string
+  default     = "Etc/UTC"
+}
+
+# --- Cloud Functions -----------------------------------------------------------------------
+
+variable "function_runtime" {
+  description = "Cloud Functions runtime of the health and train_trigger functions."
+  type        = string
+  default     = "python311"
+}
+
+variable "staged_functions_dir" {
+  description = "Folder (relative to this module) holding the staged functions: scripts/stage_functions.py writes it."
+  type        = string
+  default     = "../build/functions"
+}
+
+variable "function_memory" {
+  description = "Memory of each function instance."
+  type        = string
+  default     = "1Gi"
+}
+
+variable "health_min_instances" {
+  description = "Minimum instances of the health functions (HTTP and Pub/Sub)."
+  type        = number
+  default     = 0
+}
+
+variable "health_max_instances" {
+  description = "Maximum instances of the health functions (HTTP and Pub/Sub)."
+  type        = number
+  default     = 3
+}
+
+variable "health_timeout_s" {
+  description = "Timeout of one health-check invocation, in seconds."
+  type        = number
+  default     = 540
+}
+
+variable "train_trigger_min_instances" {
+  description = "Minimum instances of the train_trigger function."
+  type        = number
+  default     = 0
+}
+
+variable "train_trigger_max_instances" {
+  description = "Maximum instances of the train_trigger function."
+  type        = number
+  default     = 1
+}
+
+variable "train_trigger_timeout_s" {
+  description = "Timeout of one train_trigger invocation, in seconds."
+  type        = number
+  default     = 120
+}
+
+variable "health_http_public" {
+  description = "Let anyone reach the HTTPS /model/health endpoint at the Cloud Run IAM layer; the function itself still demands the HEALTH_API_TOKEN bearer or a Google ID token. When false only health_http_invokers may call it (with ID tokens)."
+  type        = bool
+  default     = true
+}
+
+variable "health_http_invokers" {
+  description = "IAM members (e.g. \"user:ops@example.com\") allowed to invoke the HTTPS health endpoint when health_http_public is false."
+  type        = list(string)
+  default     = []
+}
+
+# --- Trainer (Cloud Run job) ---------------------------------------------------------------
+
+variable "trainer_image" {
+  description = "Trainer image (cloudbuild.yaml passes the pushed digest). The default is Google's public sample job so the very first apply succeeds before the trainer image exists."
+  type        = string
+  default     = "us-docker.pkg.dev/cloudrun/container/job:latest"
+}
+
+variable "trainer_cpu" {
+  description = "CPU limit of the trainer container."
+  type        = string
+  default     = "4"
+}
+
+variable "trainer_memory" {
+  description = "Memory limit of the trainer container."
+  type        = string
+  default     = "16Gi"
+}
+
+variable "trainer_timeout_s" {
+  description = "Timeout of one trainer task, in seconds (also TRAINER_TIMEOUT_S for train_trigger)."
+  type        = number
+  default     = 21600
+}
+
+variable "trainer_max_retries" {
+  description = "Retries of a failed trainer task."
+  type        = number
+  default     = 1
+}
+
+variable "trainer_task_count" {
+  description = "Tasks per trainer execution."
+  type        = number
+  default     = 1
+}
+
+variable "artifact_registry_repository_id" {
+  description = "Artifact Registry Docker repository for the trainer image."
+  type        = string
+  default     = "forecastguard"
+}
+
+# --- Artifacts -----------------------------------------------------------------------------
+
+variable "artifact_bucket_name" {
+  description = "Name of the artifact bucket; null means \"<project_id>-<name_prefix>-artifacts\"."
+  type        = string
+  default     = null
+}
+
+variable "artifact_prefix" {
+  description = "Object prefix of the artifacts inside the bucket (ARTIFACT_URI is gs://bucket/prefix)."
+  type        = string
+  default     = "forecastguard"
+}
+
+variable "run_coldline_after_days" {
+  description = "Age in days after which a run's artifacts (<prefix>/runs/...) move to COLDLINE storage."
+  type        = number
+  default     = 90
+}
+
+variable "run_delete_after_days" {
+  description = "Age in days after which a run's artifacts are deleted; null keeps them (the champion's run must outlive this)."
+  type        = number
+  default     = null
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "Days an overwritten or deleted object version is kept in the versioned buckets."
+  type        = number
+  default     = 30
+}
+
+variable "force_destroy_buckets" {
+  description = "Allow terraform destroy to delete non-empty buckets (artifacts, function sources)."
+  type        = bool
+  default     = false
+}
+
+# --- Cloud SQL -----------------------------------------------------------------------------
+
+variable "create_sql_instance" {
+  description = "Create a Cloud SQL MySQL instance, database and user; false uses existing_sql_instance."
+  type        = bool
+  default     = true
+}
+
+variable "existing_sql_instance" {
+  description = "Connection name (project:region:instance) of an existing Cloud SQL MySQL instance, used when create_sql_instance is false."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.existing_sql_instance == "" || can(regex("^[^:]+:[^:]+:[^:]+$", var.existing_sql_instance))
+    error_message = "existing_sql_instance must be a connection name: project:region:instance."
+  }
+}
+
+variable "sql_instance_name" {
+  description = "Name of the Cloud SQL instance created when create_sql_instance is true."
+  type        = string
+  default     = "forecastguard"
+}
+
+variable "sql_database_version" {
+  description = "MySQL version of the created instance."
+  type        = string
+  default     = "MYSQL_8_0"
+}
+
+variable "sql_tier" {
+  description = "Machine tier of the created instance."
+  type        = string
+  default     = "db-custom-1-3840"
+}
+
+variable "sql_availability_type" {
+  description = "ZONAL or REGIONAL (high availability) for the created instance."
+  type        = string
+  default     = "ZONAL"
+}
+
+variable "sql_deletion_protection" {
+  description = "Protect the created instance from deletion (by Terraform and by the API)."
+  type        = bool
+  default     = true
+}
+
+variable "db_name" {
+  description = "Database name (DB_NAME)."
+  type        = string
+  default     = "forecastguard"
+}
+
+variable "db_user" {
+  description = "Database user (DB_USER) for password authentication; its password is the db-pass secret, set out of band."
+  type        = string
+  default     = "forecastguard"
+}
+
+variable "db_iam_auth" {
+  description = "Use Cloud SQL IAM database authentication (DB_IAM_AUTH): each component logs in as its own service account and no password exists."
+  type        = bool
+  default     = false
+}
+
+# --- Health-check settings (forecastguard.config.Settings) ---------------------------------
+
+variable "rmse_threshold" {
+  description = "RMSE_THRESHOLD: average RMSE above which the model is unhealthy."
+  type        = number
+  default     = 18.0
+}
+
+variable "window_days" {
+  description = "WINDOW_DAYS: days of sales compared with forecasts per check."
+  type        = number
+  default     = 30
+}
+
+variable "fdr_alpha" {
+  description = "FDR_ALPHA: false-discovery rate of the per-product drift tests."
+  type        = number
+  default     = 0.05
+}
+
+variable "min_samples" {
+  description = "MIN_SAMPLES: fewest paired days for a product to be tested."
+  type        = number
+  default     = 7
+}
+
+variable "stale_days" {
+  description = "STALE_DAYS: days without sales or forecasts after which the data is stale."
+  type        = number
+  default     = 3
+}
+
+variable "data_drift_unhealthy" {
+  description = "DATA_DRIFT_UNHEALTHY: whether significant drift alone makes the model unhealthy."
+  type        = bool
+  default     = false
+}
+
+# --- Trainer settings ----------------------------------------------------------------------
+
+variable "holiday_country" {
+  description = "HOLIDAY_COUNTRY: country code of the holiday calendar used as a feature."
+  type        = string
+  default     = "IT"
+}
+
+variable "smtp_host" {
+  description = "SMTP_HOST of the report email."
+  type        = string
+  default     = "smtp.gmail.com"
+}
+
+variable "smtp_port" {
+  description = "SMTP_PORT of the report email."
+  type        = number
+  default     = 587
+}
+
+variable "smtp_user" {
+  description = "SMTP_USER of the report email (its password is the smtp-password secret)."
+  type        = string
+  default     = ""
+}
+
+variable "smtp_starttls" {
+  description = "SMTP_STARTTLS: upgrade the SMTP connection with STARTTLS."
+  type        = bool
+  default     = true
+}
+
+variable "report_from" {
+  description = "REPORT_FROM: sender address of the report email."
+  type        = string
+  default     = ""
+}
+
+variable "report_recipients" {
+  description = "REPORT_RECIPIENTS: addresses that receive the report email."
+  type        = list(string)
+  default     = []
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of every component."
+  type        = string
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], var.log_level)
+    error_message = "log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL."
+  }
+}
+
+# --- Monitoring ----------------------------------------------------------------------------
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) told when the model is unhealthy."
+  type        = list(string)
+  default     = []
+}
