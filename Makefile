@@ -1,11 +1,14 @@
 # forecastguard: `make demo` plays the whole chain locally, `make test` runs the tests.
 # Both set everything up first (idempotent): a virtualenv in .venv with pinned packages.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# This machine's pip config lists local mirrors that warn for every package they lack.
+QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 INPUTS := requirements/constraints.txt requirements/dev.txt shared/pyproject.toml jobs/trainer/requirements.txt jobs/trainer/pyproject.toml
 
 .PHONY: setup test test-fast demo lint format bench clean
@@ -14,8 +17,8 @@ setup: $(STAMP)
 
 $(STAMP): $(INPUTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared -e jobs/trainer
+	$(PIP_INSTALL) --upgrade pip $(QUIET)
+	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared -e jobs/trainer $(QUIET)
 	@touch $@
 
 test: setup
