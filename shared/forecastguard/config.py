@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,15 @@ def _list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.replace(";", ",").split(",") if part.strip())
 
 
+def _argv(name: str, raw: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name} must be a shell-style command line, got {raw!r}: {exc}"
+        ) from None
+
+
 def _choice(*choices: str):
     def parse(name: str, raw: str) -> str:
         value = raw.strip().upper()
@@ -86,6 +96,10 @@ class Settings:
     retrain_topic: str | None = _setting("RETRAIN_TOPIC")
     trainer_job: str | None = _setting("TRAINER_JOB")
     trainer_timeout_s: int = _setting("TRAINER_TIMEOUT_S", 6 * 3600, _number(int, low=1))
+    # TRAINER_JOB=local: the command run as a subprocess (default: python -m trainer
+    # --mode train) and the folder of its log files (default: a temporary folder).
+    trainer_command: tuple[str, ...] = _setting("TRAINER_COMMAND", (), _argv)
+    trainer_log_dir: str | None = _setting("TRAINER_LOG_DIR")
     # The /model/health endpoint.
     health_api_token: str | None = _setting("HEALTH_API_TOKEN")
     health_audience: str | None = _setting("HEALTH_AUDIENCE")
