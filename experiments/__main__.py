@@ -1,0 +1,129 @@
+"""Command line: `python -m experiments --data PATH` (or `--synthetic N`) runs the backtest.
+
+Writes `results.md`, `backtest.png`, `per_product.csv` and `summary.json` into `--out`
+(default `experiments/results/<pasta|synthetic>/`). Progress is logged as JSON lines on
+stderr, one per model and cutoff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from experiments.backtest import run_backtest
+from experiments.data import Panel, read_pasta, synthetic
+from experiments.metrics import aggregate, per_product
+from experiments.models import MODEL_NAMES, ModelOptions, build_models
+from experiments.report import markdown_table, write_report
+from forecastguard.logs import configure_logging, get_logger
+
+log = get_logger("experiments")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line's options."""
+    p = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--data", type=Path, help="pasta CSV, or the folder that holds it (read in place)"
+    )
+    src.add_argument(
+        "--synthetic", type=int, metavar="N", help="N products from forecastguard.synth"
+    )
+    p.add_argument("--synthetic-start", default="2016-01-01")
+    p.add_argument("--synthetic-end", default="2018-12-31")
+    p.add_argument("--products", type=int, help="keep the first N products (quick runs)")
+    p.add_argument(
+        "--models",
+        default=",".join(MODEL_NAMES),
+        help=f"comma-separated, from {','.join(MODEL_NAMES)} (default: all)",
+    )
+    p.add_argument("--horizon", type=int, default=28)
+    p.add_argument("--cutoffs", type=int, default=3, help="number of forecast origins")
+    p.add_argument("--step", type=int, help="days between cutoffs (default: the horizon)")
+    p.add_argument("--jobs", type=int, default=2, help="processes/threads per model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sarima-history-days", type=int, default=728)
+    p.add_argument("--lgbm-rounds", type=int, default=400)
+    p.add_argument("--deepar-epochs", type=int, default=30)
+    p.add_argument("--lstm-epochs", type=int, default=12)
+    p.add_argument("--out", type=Path, help="output folder (default experiments/results/<dataset>)")
+    return p.parse_args(argv)
+
+
+def load(args: argparse.Namespace) -> tuple[str, Panel]:
+    """The dataset's name and panel."""
+    if args.data is not None:
+        return "pasta", read_pasta(args.data, products=args.products)
+    panel = synthetic(
+        args.synthetic, start=args.synthetic_start, end=args.synthetic_end, seed=args.seed
+    )
+    if args.products:
+        panel = panel.select(list(range(min(args.products, len(panel.products)))))
+    return "synthetic", panel
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the backtest and write the report; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    dataset, panel = load(args)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    opts = ModelOptions(
+        n_jobs=args.jobs,
+        seed=args.seed,
+        sarima_history_days=args.sarima_history_days,
+        lgbm_rounds=args.lgbm_rounds,
+        deepar_epochs=args.deepar_epochs,
+        lstm_epochs=args.lstm_epochs,
+    )
+    models = build_models(names, opts)
+    log.info(
+        "backtest started",
+        extra={
+            "dataset": dataset,
+            "products": len(panel.products),
+            "days": len(panel.dates),
+            "models": names,
+            "cutoffs": args.cutoffs,
+            "horizon": args.horizon,
+        },
+    )
+    start = time.perf_counter()
+    result = run_backtest(
+        panel, models, horizon=args.horizon, n_cutoffs=args.cutoffs, step=args.step
+    )
+    products = per_product(result.forecasts, result.scales)
+    summary = aggregate(products, result.timings)
+    out = args.out or RESULTS / dataset
+    command = "python -m experiments " + shlex.join(argv)
+    context = {
+        "Data": (
+            f"{args.data} ({panel.dates[0].date()} – {panel.dates[-1].date()})"
+            if args.data is not None
+            else f"forecastguard.synth.generate_sales(n_products={args.synthetic}, seed={args.seed}, "
+            f"{args.synthetic_start} – {args.synthetic_end})"
+        ),
+        "Settings": (
+            f"SARIMA on the last {args.sarima_history_days} days per product; LightGBM "
+            f"{args.lgbm_rounds} rounds; DeepAR {args.deepar_epochs} epochs × 50 batches; "
+            f"LSTMs up to {args.lstm_epochs} epochs (early stopping); {args.jobs} processes/threads"
+        ),
+        "Total run time": f"{time.perf_counter() - start:.0f} s",
+    }
+    paths = write_report(
+        out, result, products, summary, command=command, dataset=dataset, context=context
+    )
+    print(markdown_table(summary))
+    log.info("backtest written", extra={k: str(v) for k, v in paths.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""The forecasters the harness compares, by name; heavy libraries load only when used."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from experiments.models.base import Forecast, Forecaster, ForecastTask
+
+MODEL_NAMES: tuple[str, ...] = (
+    "seasonal_naive",
+    "sarima",
+    "sarima_adf",
+    "lightgbm",
+    "deepar",
+    "lstm",
+    "debiased_lstm",
+)
+CHEAP_MODELS: tuple[str, ...] = ("seasonal_naive", "sarima", "sarima_adf")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Knobs the command line passes to the models (defaults fit a 2-core machine)."""
+
+    n_jobs: int = 2
+    seed: int = 0
+    sarima_history_days: int = 728
+    lgbm_rounds: int = 400
+    deepar_epochs: int = 30
+    lstm_epochs: int = 12
+
+
+def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list[Forecaster]:
+    """Instantiate the named models (unknown names raise `ValueError`)."""
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)}")
+    models: list[Any] = []
+    for name in names:
+        if name == "seasonal_naive":
+            from experiments.models.naive import SeasonalNaive
+
+            models.append(SeasonalNaive())
+        elif name in ("sarima", "sarima_adf"):
+            from experiments.models.sarima import Sarima
+
+            models.append(
+                Sarima(
+                    adf=name == "sarima_adf",
+                    history_days=opts.sarima_history_days,
+                    n_jobs=opts.n_jobs,
+                )
+            )
+        elif name == "lightgbm":
+            from experiments.models.lgbm import LightGBMGlobal
+
+            models.append(
+                LightGBMGlobal(
+                    num_boost_round=opts.lgbm_rounds, num_threads=opts.n_jobs, seed=opts.seed
+                )
+            )
+        elif name == "deepar":
+            from experiments.models.deepar import DeepAR
+
+            models.append(
+                DeepAR(max_epochs=opts.deepar_epochs, num_threads=opts.n_jobs, seed=opts.seed)
+            )
+        else:
+            from experiments.models.lstm import TrainerLSTM
+
+            models.append(TrainerLSTM(fairness=name == "debiased_lstm", epochs=opts.lstm_epochs))
+    return models
+
+
+__all__ = [
+    "CHEAP_MODELS",
+    "MODEL_NAMES",
+    "Forecast",
+    "ForecastTask",
+    "Forecaster",
+    "ModelOptions",
+    "build_models",
+]
