@@ -1,0 +1,331 @@
+"""Hyper-parameter tuning with Optuna: seeded TPE, median pruning on per-epoch reports.
+
+The objective is the validation RMSSE plus a disparity penalty,
+`rmsse + disparity_weight * max(0, p90/median - 1)`, reported after every epoch (from
+the fairness callback's `val_rmsse`/`val_disparity`) so the `MedianPruner` can stop a
+poor trial early.
+
+The study lives in memory, or in an RDB (`OPTUNA_STORAGE`, e.g. the same Cloud SQL
+database): then several Cloud Run Job tasks (`CLOUD_RUN_TASK_INDEX` of
+`CLOUD_RUN_TASK_COUNT`) load the same study by name and tune it in parallel until the
+study holds `n_trials` finished trials. Each task seeds its sampler with `seed + index`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import pandas as pd
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from forecastguard.logs import get_logger
+from trainer.config import ACTIVATIONS, ModelParams, TrainConfig
+
+if TYPE_CHECKING:
+    from trainer.pipeline import Prepared, Trained
+
+log = get_logger(__name__)
+
+LOOKBACKS = (7, 14, 21, 28, 56)
+UNITS = (16, 32, 64, 128)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class TuningError(RuntimeError):
+    """Tuning produced no usable trial."""
+
+
+def search_space(
+    trial: optuna.Trial, *, max_lookback: int = 28, units: tuple[int, ...] = UNITS
+) -> dict[str, Any]:
+    """The hyper-parameters of one trial (`ModelParams` fields).
+
+    Window lengths longer than the prepared windows (`max_lookback`) are left out.
+    """
+    lookbacks = [lb for lb in LOOKBACKS if lb <= max_lookback] or [max_lookback]
+    return {
+        "units": trial.suggest_categorical("units", list(units)),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.4, step=0.05),
+        "activation": trial.suggest_categorical("activation", [a for a in ACTIVATIONS[:3]]),
+        "learning_rate": trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
+        "lookback": trial.suggest_categorical("lookback", lookbacks),
+    }
+
+
+def objective_value(rmsse: float, disparity: float, weight: float) -> float:
+    """Validation RMSSE plus the disparity penalty (disparity 1.0 means perfectly even)."""
+    if not math.isfinite(rmsse):
+        return math.inf
+    penalty = max(0.0, disparity - 1.0) if math.isfinite(disparity) else 0.0
+    return float(rmsse + weight * penalty)
+
+
+class _PruningCallbackFactory:
+    """Builds a Keras callback that reports the objective each epoch and prunes.
+
+    Built lazily so importing this module does not load Keras.
+    """
+
+    def __new__(cls, trial: optuna.Trial, weight: float) -> Any:
+        import keras
+
+        class OptunaPruning(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                logs = logs or {}
+                if "val_rmsse" not in logs:
+                    raise TuningError("the epoch logs lack val_rmsse (fairness callback missing)")
+                value = objective_value(
+                    float(logs["val_rmsse"]), float(logs.get("val_disparity", math.nan)), weight
+                )
+                trial.report(value, step=epoch + 1)
+                if trial.should_prune():
+                    log.info(
+                        "trial pruned",
+                        extra={"trial": trial.number, "epoch": epoch + 1, "objective": value},
+                    )
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}: {value:.4f}")
+
+        return OptunaPruning()
+
+
+def pruning_callback(trial: optuna.Trial, disparity_weight: float) -> Any:
+    """The Keras callback reporting `objective_value` per epoch to `trial` (may prune)."""
+    return _PruningCallbackFactory(trial, disparity_weight)
+
+
+TrainFn = Callable[..., "Trained"]
+
+
+def make_objective(
+    prepared: Prepared,
+    cfg: TrainConfig,
+    *,
+    disparity_weight: float = 0.5,
+    units: tuple[int, ...] = UNITS,
+    train_fn: TrainFn | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The objective closure: train with the trial's parameters, return the penalised error."""
+    if train_fn is None:
+        from trainer.pipeline import train as train_fn
+
+    def objective(trial: optuna.Trial) -> float:
+        params = ModelParams(**search_space(trial, max_lookback=prepared.cfg.lookback, units=units))
+        trained = train_fn(
+            prepared,
+            params,
+            cfg,
+            fairness=True,
+            callbacks=(pruning_callback(trial, disparity_weight),),
+            verbose=False,
+        )
+        vm = trained.val_metrics
+        value = objective_value(vm["rmsse"], vm["disparity_p90_over_median"], disparity_weight)
+        trial.set_user_attr("val_rmsse", float(vm["rmsse"]))
+        trial.set_user_attr("val_disparity", float(vm["disparity_p90_over_median"]))
+        trial.set_user_attr("best_epoch", int(trained.best_epoch))
+        trial.set_user_attr("epochs_run", int(trained.epochs_run))
+        trial.set_user_attr("duration_s", round(float(trained.duration_s), 2))
+        return value
+
+    return objective
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """What tuning found (the table goes into the artifacts and the report)."""
+
+    study_name: str
+    best_params: ModelParams
+    best_value: float
+    best_trial: int
+    best_epoch: int
+    trials: pd.DataFrame
+    counts: dict[str, int]
+    storage: str
+    task_index: int
+    task_count: int
+    duration_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON summary."""
+        return {
+            "study_name": self.study_name,
+            "best_params": self.best_params.to_dict(),
+            "best_value": self.best_value,
+            "best_trial": self.best_trial,
+            "best_epoch": self.best_epoch,
+            "counts": self.counts,
+            "storage": self.storage,
+            "task_index": self.task_index,
+            "task_count": self.task_count,
+            "duration_s": round(self.duration_s, 2),
+        }
+
+
+def _progress(n_trials: int) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = len(study.get_trials(deepcopy=False, states=FINISHED))
+        try:
+            best = study.best_value
+        except ValueError:
+            best = None
+        log.info(
+            f"trial {trial.number} {trial.state.name.lower()} ({done}/{n_trials})",
+            extra={
+                "trial": trial.number,
+                "state": trial.state.name,
+                "value": trial.value,
+                "params": trial.params,
+                "best_value": best,
+                "finished": done,
+                "n_trials": n_trials,
+            },
+        )
+
+    return report
+
+
+def _storage_kind(storage: str | None) -> str:
+    if not storage:
+        return "memory"
+    return storage.split(":", 1)[0]
+
+
+def open_study(
+    study_name: str, *, storage: str | None, seed: int, task_index: int = 0
+) -> optuna.Study:
+    """Create or load the study (seeded TPE, median pruning after the first epoch)."""
+    sampler = optuna.samplers.TPESampler(seed=seed + task_index, n_startup_trials=5)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage or None,
+        sampler=sampler,
+        pruner=pruner,
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def wait_for_others(
+    study: optuna.Study, n_trials: int, deadline: float, poll_s: float, idle_polls: int = 3
+) -> None:
+    """Wait until the shared study holds `n_trials` finished trials and none is running.
+
+    Gives up at `deadline` (time.monotonic), or after `idle_polls` polls with nothing
+    running and trials still missing (another task failed or never started).
+    """
+    idle = 0
+    while time.monotonic() < deadline:
+        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if running == 0 and (finished >= n_trials or idle >= idle_polls):
+            return
+        idle = idle + 1 if running == 0 else 0
+        log.info(
+            "waiting for other tasks' trials",
+            extra={"running": running, "finished": finished, "n_trials": n_trials},
+        )
+        time.sleep(poll_s)
+
+
+def tune(
+    prepared: Prepared,
+    cfg: TrainConfig,
+    *,
+    n_trials: int,
+    timeout_s: float | None = None,
+    study_name: str,
+    storage: str | None = None,
+    task_index: int = 0,
+    task_count: int = 1,
+    disparity_weight: float = 0.5,
+    units: tuple[int, ...] = UNITS,
+    train_fn: TrainFn | None = None,
+    wait_poll_s: float = 10.0,
+) -> TuningResult:
+    """Run (this task's share of) the study; return the best trial of the whole study.
+
+    With an RDB `storage` every task adds trials to the same study until it holds
+    `n_trials` finished ones; task 0 then waits for the others' running trials.
+    """
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    if task_count > 1 and not storage:
+        log.warning(
+            "several tasks without OPTUNA_STORAGE: each task tunes its own in-memory study",
+            extra={"task_index": task_index, "task_count": task_count},
+        )
+    start = time.monotonic()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(study_name, storage=storage, seed=cfg.seed, task_index=task_index)
+    objective = make_objective(
+        prepared, cfg, disparity_weight=disparity_weight, units=units, train_fn=train_fn
+    )
+    already = len(study.get_trials(deepcopy=False, states=FINISHED))
+    log.info(
+        "tuning started",
+        extra={
+            "study": study_name,
+            "storage": _storage_kind(storage),
+            "n_trials": n_trials,
+            "already_finished": already,
+            "timeout_s": timeout_s,
+            "task_index": task_index,
+            "task_count": task_count,
+        },
+    )
+    if already < n_trials:
+        study.optimize(
+            objective,
+            n_trials=n_trials - already,
+            timeout=timeout_s,
+            catch=(ValueError, ArithmeticError),
+            callbacks=[MaxTrialsCallback(n_trials, states=FINISHED), _progress(n_trials)],
+            gc_after_trial=True,
+        )
+    if storage and task_count > 1 and task_index == 0:
+        deadline = start + (timeout_s or 3600.0) + 600.0
+        wait_for_others(study, n_trials, deadline, wait_poll_s)
+    return _result(study, storage, task_index, task_count, time.monotonic() - start)
+
+
+def _result(
+    study: optuna.Study, storage: str | None, task_index: int, task_count: int, duration: float
+) -> TuningResult:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    counts = {
+        state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
+    if not complete:
+        raise TuningError(
+            f"study {study.study_name}: no trial completed ({counts}); raise --trials or --timeout"
+        )
+    best = study.best_trial
+    params = ModelParams(**best.params)
+    frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs"))
+    log.info(
+        "tuning finished",
+        extra={"best_value": best.value, "best_params": best.params, **counts},
+    )
+    return TuningResult(
+        study_name=study.study_name,
+        best_params=params,
+        best_value=float(best.value),
+        best_trial=best.number,
+        best_epoch=int(best.user_attrs.get("best_epoch", 0)),
+        trials=frame,
+        counts=counts,
+        storage=_storage_kind(storage),
+        task_index=task_index,
+        task_count=task_count,
+        duration_s=duration,
+    )
