@@ -9,6 +9,7 @@ written only for a sealed run (`write_champion` checks the manifest first).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -88,8 +89,6 @@ class RunWriter:
 
     def put_json(self, name: str, obj: Any) -> str:
         """Write a JSON file (indented, sorted keys, no NaN)."""
-        import json
-
         text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str)
         return self.put_text(name, text + "\n")
 
@@ -193,3 +192,64 @@ def write_champion(store: ArtifactStore, pointer: ChampionPointer) -> str:
     if read_manifest(store, pointer.run_id) is None:
         raise IncompleteRun(f"refusing to promote run {pointer.run_id}: it has no {MANIFEST}")
     return store.write_json(CHAMPION, asdict(pointer))
+
+
+MODEL_DIR = "model"
+PARAMS = "params.json"
+
+
+@dataclass
+class ModelBundle:
+    """What serving a run needs: the Keras model, the fitted feature pipeline, the
+    configuration and parameters it was trained with, and its bias correction."""
+
+    model: Any
+    pipeline: Any  # trainer.features.FeaturePipeline
+    cfg: Any  # trainer.config.TrainConfig
+    params: Any  # trainer.config.ModelParams
+    correction: Any  # trainer.bias.BiasCorrection
+    model_version: str
+    run_id: str
+
+
+def save_model_bundle(writer: RunWriter, bundle: ModelBundle, workdir: str | Path) -> list[str]:
+    """Write the model, scalers/encoders and bias correction under `model/`, and params.json."""
+    local = Path(workdir) / MODEL_DIR
+    local.mkdir(parents=True, exist_ok=True)
+    bundle.model.save(local / "model.keras")
+    bundle.pipeline.save(local)
+    names = writer.put_dir(MODEL_DIR, local)
+    names.append(writer.put_json(f"{MODEL_DIR}/bias_correction.json", bundle.correction.to_dict()))
+    writer.put_json(
+        PARAMS,
+        {
+            "model_version": bundle.model_version,
+            "run_id": bundle.run_id,
+            "model_params": bundle.params.to_dict(),
+            "train_config": bundle.cfg.to_dict(),
+        },
+    )
+    return names
+
+
+def load_model_bundle(store: ArtifactStore, run_id: str, workdir: str | Path) -> ModelBundle:
+    """Download a sealed run's model (hashes checked) and load it."""
+    import keras
+
+    from trainer.bias import BiasCorrection
+    from trainer.config import ModelParams, TrainConfig
+    from trainer.features import FeaturePipeline
+
+    manifest = download_run(store, run_id, workdir, names=[MODEL_DIR, PARAMS])
+    local = Path(workdir)
+    params = json.loads((local / PARAMS).read_text())
+    correction = json.loads((local / MODEL_DIR / "bias_correction.json").read_text())
+    return ModelBundle(
+        model=keras.saving.load_model(local / MODEL_DIR / "model.keras", compile=False),
+        pipeline=FeaturePipeline.load(local / MODEL_DIR),
+        cfg=TrainConfig.from_dict(params["train_config"]),
+        params=ModelParams.from_dict(params["model_params"]),
+        correction=BiasCorrection.from_dict(correction),
+        model_version=str(manifest.get("model_version") or params["model_version"]),
+        run_id=run_id,
+    )

@@ -109,7 +109,7 @@ def build_panel(
     promo_wide = long.pivot(index="date", columns="series_id", values="on_promotion").reindex(
         index=calendar, columns=order
     )
-    promo = promo_wide.fillna(0).to_numpy(dtype=np.float32).T
+    promo = np.array(promo_wide.fillna(0).to_numpy(dtype=np.float32).T)  # writable copy
     meta = long.drop_duplicates("series_id").set_index("series_id")
     product_ids = tuple(str(meta.loc[s, "product_id"]) for s in order)
     if promotions is not None and not promotions.empty:
@@ -145,7 +145,7 @@ def holiday_flags(calendar: pd.DatetimeIndex, country: str) -> tuple[np.ndarray,
 
 def calendar_features(calendar: pd.DatetimeIndex, country: str) -> np.ndarray:
     """(T, 6) calendar columns in `_CALENDAR` order."""
-    dow = calendar.dayofweek.to_numpy()
+    dow = calendar.day_of_week.to_numpy()
     month = calendar.month.to_numpy() - 1
     today, tomorrow = holiday_flags(calendar, country)
     return np.column_stack(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 
 def make_sales(
@@ -17,7 +16,7 @@ def make_sales(
     for p in range(n_products):
         level = 3.0 + 4.0 * p
         promo = (rng.random(days) < 0.2).astype(int)
-        weekly = 1.0 + 0.4 * np.sin(2 * np.pi * dates.dayofweek.to_numpy() / 7)
+        weekly = 1.0 + 0.4 * np.sin(2 * np.pi * dates.day_of_week.to_numpy() / 7)
         mu = level * weekly * (1.0 + 0.8 * promo)
         frames.append(
             pd.DataFrame(
@@ -30,9 +29,3 @@ def make_sales(
             )
         )
     return pd.concat(frames, ignore_index=True)
-
-
-@pytest.fixture
-def sales() -> pd.DataFrame:
-    """Four products, 260 days."""
-    return make_sales()
