@@ -98,7 +98,8 @@ health_check_products = sa.Table(
 )
 
 # The idempotency ledger of retrain requests; request_id is the Pub/Sub message's key.
-# status: received | rejected | queued | started | finished | failed | superseded
+# status: received | rejected | queued | superseded | launching | started | finished | failed
+# (forecastguard.retrain documents the life of a request).
 retrain_requests = sa.Table(
     "retrain_requests",
     metadata,
@@ -120,6 +121,16 @@ retrain_requests = sa.Table(
     sa.Column("started_at", sa.DateTime, nullable=True),
     sa.Column("finished_at", sa.DateTime, nullable=True),
     sa.Index("ix_retrain_requests_status", "status"),
+)
+
+# A one-row mutex: every change of a retrain request's status (after its first insert)
+# first updates this row, so the in-progress check and the claim are serialized on
+# SQLite and MySQL alike. The row is created by migration 0002 (or on first use).
+trainer_lock = sa.Table(
+    "trainer_lock",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
 )
 
 # Every trained model; status: candidate | champion | retired | rejected.

@@ -1,0 +1,44 @@
+"""Cloud Function train_trigger: a retrain message from Pub/Sub starts the trainer.
+
+`on_retrain_request` is the CloudEvent entry point. The work is done by
+`forecastguard.trigger.handle_event`; this module only builds the runtime (settings,
+database engine, launcher) once per process, on the first event.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import functions_framework
+from cloudevents.http.event import CloudEvent
+
+from forecastguard.config import Settings
+from forecastguard.logs import configure_logging
+from forecastguard.trigger import Runtime, handle_event
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def use_runtime(runtime: Runtime | None) -> None:
+    """Set the runtime this process uses (tests, local wiring); None rebuilds it from env."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def _get_runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            settings = Settings.from_env()
+            configure_logging(settings.log_level)
+            _runtime = Runtime.from_settings(settings, os.environ)
+        return _runtime
+
+
+@functions_framework.cloud_event
+def on_retrain_request(event: CloudEvent) -> None:
+    """Handle a Pub/Sub retrain message: returning acknowledges it, raising redelivers it."""
+    handle_event(_get_runtime(), event["id"], event.get_data())

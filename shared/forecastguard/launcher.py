@@ -1,0 +1,253 @@
+"""Starting the trainer: a Cloud Run Job execution (`run_job` with overrides), or a local
+subprocess running the same entry point (`TRAINER_JOB=local`).
+
+Both launchers take the request id and the trainer's environment (`trainer_env`) and
+return what identifies the run. A failure is either a `TransientLaunchError` (worth
+another try: the caller lets Pub/Sub redeliver) or a `PermanentLaunchError` (another
+try would fail the same way: the caller records it).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from forecastguard.config import ConfigError, Settings
+from forecastguard.logs import get_logger
+
+log = get_logger(__name__)
+
+JOB_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/jobs/[^/]+$")
+DEFAULT_COMMAND = (sys.executable, "-m", "trainer", "--mode", "train")
+# gRPC status codes (by name) that another try will not change.
+PERMANENT_CODES = frozenset(
+    {"PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNAUTHENTICATED"}
+)
+
+
+class LaunchError(RuntimeError):
+    """The trainer could not be started."""
+
+
+class TransientLaunchError(LaunchError):
+    """Starting failed for now (unavailable, deadline exceeded, ...): try again later."""
+
+
+class PermanentLaunchError(LaunchError):
+    """Starting cannot succeed as configured (permission denied, job not found, ...)."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A started run: the Cloud Run execution (or `local:pid=N`) and the local log file."""
+
+    execution_name: str | None
+    log_path: str | None = None
+    pid: int | None = None
+
+
+class Launcher(Protocol):
+    """Starts one trainer run for a request, with these extra environment variables."""
+
+    def launch(self, request_id: str, env: Mapping[str, str]) -> Launched:
+        """Start the run; raise `TransientLaunchError` or `PermanentLaunchError`."""
+        ...
+
+
+def trainer_env(
+    request_id: str,
+    reason: str | None,
+    health_check_id: str | None,
+    window_start: date | None,
+    window_end: date | None,
+) -> dict[str, str]:
+    """The environment that tells the trainer which request it serves (all strings)."""
+    return {
+        "REQUEST_ID": request_id,
+        "REASON": reason or "",
+        "HEALTH_CHECK_ID": health_check_id or "",
+        "WINDOW_START": window_start.isoformat() if window_start else "",
+        "WINDOW_END": window_end.isoformat() if window_end else "",
+    }
+
+
+class CloudRunLauncher:
+    """Runs the Cloud Run Job `job` with environment overrides.
+
+    The `run_v2.JobsClient` is created on first use (it needs credentials), once, unless
+    one is given. UNAVAILABLE and DEADLINE_EXCEEDED (and other non-permanent errors) are
+    tried `attempts` times with exponential backoff before a `TransientLaunchError`.
+    """
+
+    def __init__(
+        self,
+        job: str,
+        *,
+        client: Any = None,
+        attempts: int = 3,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 8.0,
+        call_timeout_s: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not JOB_NAME.match(job):
+            raise ConfigError(f"TRAINER_JOB must be projects/P/locations/L/jobs/J, got {job!r}")
+        self.job = job
+        self._client = client
+        self._client_lock = threading.Lock()
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.call_timeout_s = call_timeout_s
+        self._sleep = sleep
+
+    @property
+    def client(self) -> Any:
+        """The Cloud Run Admin API client (created lazily, once)."""
+        with self._client_lock:
+            if self._client is None:
+                from google.cloud import run_v2
+
+                self._client = run_v2.JobsClient()
+            return self._client
+
+    def request(self, env: Mapping[str, str]) -> Any:
+        """The `RunJobRequest`: this job, with `env` merged into its container's env."""
+        from google.cloud import run_v2
+
+        override = run_v2.RunJobRequest.Overrides.ContainerOverride(
+            env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()]
+        )
+        return run_v2.RunJobRequest(
+            name=self.job, overrides=run_v2.RunJobRequest.Overrides(container_overrides=[override])
+        )
+
+    def launch(self, request_id: str, env: Mapping[str, str]) -> Launched:
+        """Call `run_job`; return the execution's name without waiting for it to finish."""
+        from google.api_core import exceptions
+        from google.auth.exceptions import GoogleAuthError
+
+        request = self.request(env)
+        try:
+            client = self.client
+        except GoogleAuthError as exc:
+            raise PermanentLaunchError(f"no credentials for the Cloud Run API: {exc}") from exc
+        delay = self.backoff_s
+        for attempt in range(1, self.attempts + 1):
+            try:
+                operation = client.run_job(request=request, timeout=self.call_timeout_s, retry=None)
+            except exceptions.GoogleAPICallError as exc:
+                code = _code_name(exc)
+                text = f"run_job {self.job}: {code}: {exc.message}"
+                if code in PERMANENT_CODES:
+                    raise PermanentLaunchError(text) from exc
+                if attempt == self.attempts:
+                    raise TransientLaunchError(f"{text} (after {attempt} attempts)") from exc
+                log.warning(
+                    "run_job failed, retrying",
+                    extra={"request_id": request_id, "code": code, "attempt": attempt},
+                )
+                self._sleep(min(delay, self.max_backoff_s) * random.uniform(0.5, 1.0))
+                delay *= 2
+                continue
+            return Launched(execution_name=_execution_name(operation))
+        raise AssertionError("unreachable")
+
+
+class LocalLauncher:
+    """Runs the trainer as a detached subprocess, its output in a log file per run."""
+
+    def __init__(
+        self,
+        command: Sequence[str] = DEFAULT_COMMAND,
+        *,
+        log_dir: str | Path,
+        base_env: Mapping[str, str],
+    ) -> None:
+        if not command:
+            raise ConfigError("TRAINER_COMMAND is empty")
+        self.command = tuple(command)
+        self.log_dir = Path(log_dir)
+        self.base_env = dict(base_env)
+
+    def launch(self, request_id: str, env: Mapping[str, str]) -> Launched:
+        """Start the command in its own session; return its pid and log file."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", request_id)[:80]
+        log_path = self.log_dir / f"trainer-{stamp}-{safe_id}.log"
+        try:
+            with open(log_path, "ab") as out:
+                process = subprocess.Popen(
+                    self.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**self.base_env, **env},
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise PermanentLaunchError(f"cannot run {self.command[0]!r}: {exc}") from exc
+        except OSError as exc:
+            raise TransientLaunchError(f"cannot start {self.command[0]!r}: {exc}") from exc
+        # Reap the child when it ends, so a long-lived function process keeps no zombie.
+        threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+        return Launched(
+            execution_name=f"local:pid={process.pid}", log_path=str(log_path), pid=process.pid
+        )
+
+
+def make_launcher(
+    settings: Settings, environ: Mapping[str, str], *, jobs_client: Any = None
+) -> CloudRunLauncher | LocalLauncher:
+    """The launcher `settings.trainer_job` asks for.
+
+    `environ` is the environment the local subprocess inherits (the caller's boundary);
+    DATABASE_URL and ARTIFACT_URI from `settings` are passed through explicitly.
+    """
+    job = settings.trainer_job
+    if not job:
+        raise ConfigError(
+            "missing setting(s): TRAINER_JOB (projects/P/locations/L/jobs/J or local)"
+        )
+    if job != "local":
+        return CloudRunLauncher(job, client=jobs_client)
+    base_env = dict(environ)
+    for name, value in (
+        ("DATABASE_URL", settings.database_url),
+        ("ARTIFACT_URI", settings.artifact_uri),
+    ):
+        if value:
+            base_env[name] = value
+    log_dir = settings.trainer_log_dir or str(
+        Path(tempfile.gettempdir()) / "forecastguard" / "trainer-logs"
+    )
+    return LocalLauncher(
+        settings.trainer_command or DEFAULT_COMMAND, log_dir=log_dir, base_env=base_env
+    )
+
+
+def _code_name(exc: Any) -> str:
+    code = getattr(exc, "grpc_status_code", None)
+    return code.name if code is not None else type(exc).__name__
+
+
+def _execution_name(operation: Any) -> str | None:
+    """The execution's name from the operation's metadata (an Execution), if present."""
+    metadata = getattr(operation, "metadata", None)
+    name = getattr(metadata, "name", None)
+    if name:
+        return str(name)
+    raw = getattr(operation, "operation", None)
+    return getattr(raw, "name", None) or None
