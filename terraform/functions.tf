@@ -61,7 +61,7 @@ resource "google_cloudfunctions2_function" "health_http" {
     timeout_seconds                  = var.health_timeout_s
     ingress_settings                 = "ALLOW_ALL"
     all_traffic_on_latest_revision   = true
-    environment_variables            = local.health_env
+    environment_variables            = merge(local.common_env, local.health_env)
     max_instance_request_concurrency = 1
 
     secret_environment_variables {
@@ -110,7 +110,7 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
     timeout_seconds                  = var.health_timeout_s
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
-    environment_variables            = local.health_env
+    environment_variables            = merge(local.common_env, local.health_env)
     max_instance_request_concurrency = 1
 
     secret_environment_variables {
@@ -167,7 +167,7 @@ resource "google_cloudfunctions2_function" "train_trigger" {
     timeout_seconds                  = var.train_trigger_timeout_s
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
-    environment_variables            = local.train_trigger_env
+    environment_variables            = merge(local.common_env, local.train_trigger_env)
     max_instance_request_concurrency = 1
 
     dynamic "secret_environment_variables" {

@@ -12,39 +12,41 @@ locals {
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
   project_roles = {
-    "health/cloudsql.client"          = { component = "health", role = "roles/cloudsql.client" }
-    "health/monitoring.metricWriter"  = { component = "health", role = "roles/monitoring.metricWriter" }
-    "train-trigger/cloudsql.client"   = { component = "train-trigger", role = "roles/cloudsql.client" }
-    "trainer/cloudsql.client"         = { component = "trainer", role = "roles/cloudsql.client" }
+    "health/cloudsql.client"         = { component = "health", role = "roles/cloudsql.client" }
+    "health/monitoring.metricWriter" = { component = "health", role = "roles/monitoring.metricWriter" }
+    "train-trigger/cloudsql.client"  = { component = "train-trigger", role = "roles/cloudsql.client" }
+    "trainer/cloudsql.client"        = { component = "trainer", role = "roles/cloudsql.client" }
   }
-  # IAM database authentication also needs the instance-user role.
-  iam_db_roles = var.db_iam_auth ? {
-    for component in local.database_components :
-    "${component}/cloudsql.instanceUser" => { component = component, role = "roles/cloudsql.instanceUser" }
-  } : {}
 
-  secret_readers = merge(
-    {
-      "health/health-api-token" = { component = "health", secret = "health-api-token" }
-      "trainer/smtp-password"   = { component = "trainer", secret = "smtp-password" }
-    },
-    var.db_iam_auth ? {} : {
-      for component in local.database_components :
-      "${component}/db-pass" => { component = component, secret = "db-pass" }
-    },
-  )
+  # "when": always, or only with password database logins (db_auth_mode in locals.tf).
+  secret_readers = {
+    "health/health-api-token" = { component = "health", secret = "health-api-token", when = "always" }
+    "trainer/smtp-password"   = { component = "trainer", secret = "smtp-password", when = "always" }
+    "health/db-pass"          = { component = "health", secret = "db-pass", when = "password_auth" }
+    "train-trigger/db-pass"   = { component = "train-trigger", secret = "db-pass", when = "password_auth" }
+    "trainer/db-pass"         = { component = "trainer", secret = "db-pass", when = "password_auth" }
+  }
 }
 
 resource "google_project_iam_member" "component" {
-  for_each = merge(local.project_roles, local.iam_db_roles)
+  for_each = local.project_roles
 
   project = var.project_id
   role    = each.value.role
   member  = google_service_account.component[each.value.component].member
 }
 
+# IAM database authentication also needs the instance-user role.
+resource "google_project_iam_member" "iam_db_user" {
+  for_each = var.db_iam_auth ? local.database_components : toset([])
+
+  project = var.project_id
+  role    = "roles/cloudsql.instanceUser"
+  member  = google_service_account.component[each.key].member
+}
+
 resource "google_secret_manager_secret_iam_member" "reader" {
-  for_each = local.secret_readers
+  for_each = { for key, grant in local.secret_readers : key => grant if contains(["always", local.db_auth_mode], grant.when) }
 
   project   = var.project_id
   secret_id = google_secret_manager_secret.secret[each.value.secret].secret_id

@@ -23,9 +23,11 @@ locals {
     for component in local.database_components :
     component => var.db_iam_auth ? google_service_account.component[component].account_id : var.db_user
   }
+  db_auth_mode = var.db_iam_auth ? "iam_auth" : "password_auth"
   # DB_PASS comes from Secret Manager only when passwords are in use.
   db_pass_secrets = var.db_iam_auth ? {} : { DB_PASS = google_secret_manager_secret.secret["db-pass"].secret_id }
 
+  # Every component gets common_env merged with its own map below.
   common_env = {
     CLOUD_SQL_INSTANCE = local.cloud_sql_instance
     DB_NAME            = var.db_name
@@ -34,7 +36,7 @@ locals {
     LOG_LEVEL          = var.log_level
   }
 
-  health_env = merge(local.common_env, {
+  health_env = {
     DB_USER               = local.db_users["health"]
     METRICS_SINK          = "cloud-monitoring"
     RETRAIN_TOPIC         = google_pubsub_topic.retrain.id
@@ -46,15 +48,15 @@ locals {
     MIN_SAMPLES           = tostring(var.min_samples)
     STALE_DAYS            = tostring(var.stale_days)
     DATA_DRIFT_UNHEALTHY  = var.data_drift_unhealthy ? "1" : "0"
-  })
+  }
 
-  train_trigger_env = merge(local.common_env, {
+  train_trigger_env = {
     DB_USER           = local.db_users["train-trigger"]
     TRAINER_JOB       = google_cloud_run_v2_job.trainer.id
     TRAINER_TIMEOUT_S = tostring(var.trainer_timeout_s)
-  })
+  }
 
-  trainer_env = merge(local.common_env, {
+  trainer_env = {
     DB_USER           = local.db_users["trainer"]
     ARTIFACT_URI      = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
     HOLIDAY_COUNTRY   = var.holiday_country
@@ -64,7 +66,7 @@ locals {
     SMTP_STARTTLS     = var.smtp_starttls ? "1" : "0"
     REPORT_FROM       = var.report_from
     REPORT_RECIPIENTS = join(",", var.report_recipients)
-  })
+  }
 
   # Metric types the health function writes (forecastguard's Cloud Monitoring sink).
   metric_prefix = "custom.googleapis.com/forecastguard"

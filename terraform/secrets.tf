@@ -4,25 +4,21 @@
 # Every consumer reads version "latest".
 
 locals {
-  secrets = merge(
-    {
-      "health-api-token" = "HEALTH_API_TOKEN: bearer token of the HTTPS /model/health endpoint"
-      "smtp-password"    = "SMTP_PASSWORD: password (Gmail app password) of the report email account"
-    },
-    var.db_iam_auth ? {} : {
-      "db-pass" = "DB_PASS: password of the Cloud SQL user"
-    },
-  )
+  secrets = {
+    "health-api-token" = { purpose = "HEALTH_API_TOKEN: bearer token of the HTTPS /model/health endpoint", when = "always" }
+    "smtp-password"    = { purpose = "SMTP_PASSWORD: password (Gmail app password) of the report email account", when = "always" }
+    "db-pass"          = { purpose = "DB_PASS: password of the Cloud SQL user", when = "password_auth" }
+  }
 }
 
 resource "google_secret_manager_secret" "secret" {
-  for_each = local.secrets
+  for_each = { for key, secret in local.secrets : key => secret if contains(["always", local.db_auth_mode], secret.when) }
 
   project   = var.project_id
   secret_id = "${var.name_prefix}-${each.key}"
 
   annotations = {
-    purpose = each.value
+    purpose = each.value.purpose
   }
 
   replication {

@@ -28,7 +28,7 @@ resource "google_cloud_run_v2_job" "trainer" {
         }
 
         dynamic "env" {
-          for_each = local.trainer_env
+          for_each = merge(local.common_env, local.trainer_env)
           content {
             name  = env.key
             value = env.value
