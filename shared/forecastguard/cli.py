@@ -7,6 +7,7 @@ Every option that has an environment variable reads it when the flag is absent
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -136,6 +137,227 @@ def load_sales_command(database_url: str | None, csv_path: Path, on_error: str) 
             click.echo(f"  {problem}", err=True)
         if len(frame.problems) > 50:
             click.echo(f"  ... and {len(frame.problems) - 50} more", err=True)
+
+
+_DAY = click.DateTime(["%Y-%m-%d"])
+# forecastguard.synth.DRIFT_KINDS, spelled out so --help does not import numpy (a test checks).
+_DRIFT_KINDS = ("level_shift", "seasonality_change", "variance_change")
+
+
+@main.command("synth")
+@click.option(
+    "--products",
+    "n_products",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Number of products (ids P0001, P0002, ...).",
+)
+@click.option("--start", type=_DAY, required=True, help="First day of sales (YYYY-MM-DD).")
+@click.option("--end", type=_DAY, required=True, help="Last day of sales (YYYY-MM-DD).")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Random seed: the same options always give the same data.",
+)
+@click.option(
+    "--country",
+    default="IT",
+    show_default=True,
+    help="Public holidays of this country (ISO code); the store is closed on them.",
+)
+@click.option(
+    "--predictions-from",
+    type=_DAY,
+    metavar="DATE",
+    help="Also write the forecasts a reasonable model would have served, from "
+    "DATE to --end (they do not know about the drift).",
+)
+@click.option(
+    "--model-version",
+    default="synthetic-v1",
+    show_default=True,
+    help="model_version of the forecasts.",
+)
+@click.option(
+    "--forecast-noise",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="Log-sd of the forecasts' daily error.",
+)
+@click.option(
+    "--drift-share",
+    type=click.FloatRange(0, 1),
+    metavar="F",
+    help="Inject drift into this share of the products (needs --drift-start).",
+)
+@click.option("--drift-start", type=_DAY, metavar="DATE", help="First day of the drift.")
+@click.option(
+    "--drift-kind",
+    type=click.Choice(_DRIFT_KINDS),
+    default="level_shift",
+    show_default=True,
+    help="What changes from --drift-start on.",
+)
+@click.option(
+    "--drift-magnitude",
+    type=float,
+    metavar="M",
+    help="level_shift: demand x (1 + M), default 1.0; seasonality_change: "
+    "amplitude of the new weekly pattern in (0, 1], default 0.8; "
+    "variance_change: factor on the spread around the expected demand, default 3.0.",
+)
+@database_url_option
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    metavar="FILE.csv",
+    help="Write a long CSV (product_id,date,units,on_promotion) instead of the "
+    "database; forecasts go to FILE_predictions.csv.",
+)
+def synth_command(
+    n_products: int,
+    start,
+    end,
+    seed: int,
+    country: str,
+    predictions_from,
+    model_version: str,
+    forecast_noise: float,
+    drift_share: float | None,
+    drift_start,
+    drift_kind: str,
+    drift_magnitude: float | None,
+    database_url: str | None,
+    out: Path | None,
+) -> None:
+    """Generate realistic synthetic daily sales (and forecasts, and drift).
+
+    Products range from intermittent slow sellers to hundreds of units a day, with
+    weekday and yearly seasonality, public holidays, promotions, trend and
+    over-dispersed noise. Writes to the database (sales, promotions and predictions
+    upserted in one transaction: --database-url or $DATABASE_URL) or, with --out, to CSV.
+
+    \b
+    Example:
+      forecastguard synth --products 50 --start 2024-01-01 --end 2024-06-30 --seed 7 \\
+        --predictions-from 2024-05-01 --drift-share 0.3 --drift-start 2024-06-01 \\
+        --database-url sqlite:///demo.db
+    """
+    if out is not None and database_url:
+        raise click.UsageError("give either --out or --database-url, not both")
+    if (drift_share is None) != (drift_start is None):
+        raise click.UsageError("--drift-share and --drift-start go together")
+    if drift_magnitude is not None and drift_share is None:
+        raise click.UsageError("--drift-magnitude needs --drift-share and --drift-start")
+    if predictions_from is not None and not start <= predictions_from <= end:
+        raise click.UsageError("--predictions-from must lie between --start and --end")
+    engine = None if out is not None else engine_from(settings_from(database_url=database_url))
+
+    from forecastguard.synth import generate_predictions, generate_sales, inject_drift
+
+    began = time.perf_counter()
+    drifted: list[str] = []
+    predictions = None
+    try:
+        sales = generate_sales(n_products, start, end, seed, country=country)
+        if drift_share is not None:
+            sales, drifted = inject_drift(
+                sales,
+                share=drift_share,
+                start=drift_start,
+                kind=drift_kind,
+                seed=seed,
+                magnitude=drift_magnitude,
+            )
+        if predictions_from is not None:
+            predictions = generate_predictions(
+                sales,
+                start=predictions_from,
+                end=end,
+                seed=seed,
+                noise=forecast_noise,
+                model_version=model_version,
+            )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    duration = round(time.perf_counter() - began, 4)
+    log.info("synthetic data generated", extra={"rows": len(sales), "duration_s": duration})
+
+    promo_days = int(sales["on_promotion"].sum())
+    n_predictions = 0 if predictions is None else len(predictions)
+    if out is not None:
+        from forecastguard.synth.output import write_predictions_csv, write_sales_csv
+
+        write_sales_csv(sales, out)
+        where = str(out)
+        if predictions is not None:
+            forecasts = out.with_name(f"{out.stem}_predictions.csv")
+            write_predictions_csv(predictions, forecasts)
+            where += f" and {forecasts}"
+    else:
+        from forecastguard.db.engine import DatabaseUnavailable, check_connection
+        from forecastguard.synth.output import write_database
+
+        try:
+            check_connection(engine)
+            with timed(log, "synthetic data written", rows=len(sales) + n_predictions):
+                write_database(engine, sales, predictions)
+        except DatabaseUnavailable as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        where = engine.url.render_as_string(hide_password=True)
+    click.echo(
+        f"wrote {len(sales)} sales rows for {n_products} products "
+        f"({start:%Y-%m-%d} to {end:%Y-%m-%d}), {promo_days} promotion days and "
+        f"{n_predictions} predictions to {where}"
+    )
+    if drifted:
+        click.echo(
+            f"drift ({drift_kind}) from {drift_start:%Y-%m-%d} in {len(drifted)} products: "
+            + ", ".join(drifted)
+        )
+
+
+@main.command("health")
+@database_url_option
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Last day of the window (YYYY-MM-DD). Default: yesterday (UTC).",
+)
+@click.option(
+    "--window-days",
+    type=click.IntRange(1, 366),
+    help="Days in the window. Default: $WINDOW_DAYS, else 30.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@click.option(
+    "--top", type=click.IntRange(1), default=20, show_default=True, help="Rows in the table."
+)
+def health_command(
+    database_url: str | None, as_of, window_days: int | None, as_json: bool, top: int
+) -> None:
+    """Check the model on a window: RMSE, error drift, freshness (exit 0 healthy, 1 not, 2 error).
+
+    Stores the check, writes metrics to $METRICS_SINK and, when the model is unhealthy,
+    publishes a retrain request to $RETRAIN_TOPIC (each only when set).
+    """
+    from forecastguard.db.engine import DatabaseUnavailable
+    from forecastguard.health.render import to_json, to_text
+    from forecastguard.health.service import HealthService
+
+    settings = settings_from(database_url=database_url, window_days=window_days)
+    service = HealthService(settings, engine=engine_from(settings))
+    try:
+        result = service.run(as_of.date() if as_of else None, settings.window_days)
+    except (DatabaseUnavailable, ConfigError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(to_json(result) if as_json else to_text(result, top=top))
+    sys.exit(0 if result.healthy else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover
