@@ -197,26 +197,37 @@ class LoadResult:
     skipped: int
 
 
+def write_sales(conn: sa.Connection, sales: pd.DataFrame, promotions: pd.DataFrame | None) -> int:
+    """Upsert sales rows and their promotion flags inside the caller's transaction.
+
+    `sales` has product_id, sale_date, units_sold; `promotions` (or None when the data
+    has no flags) has product_id, promo_date, on_promotion. The flags are the truth for
+    the products and days they cover: earlier promotion days there are cleared first.
+    Returns the number of promotion days written.
+    """
+    upsert_rows(
+        conn, schema.sales, sales[["product_id", "sale_date", "units_sold"]].to_dict("records")
+    )
+    if promotions is None or promotions.empty:
+        return 0
+    products = sorted(promotions["product_id"].unique())
+    lo, hi = promotions["promo_date"].min(), promotions["promo_date"].max()
+    for start in range(0, len(products), 500):
+        conn.execute(
+            schema.promotions.delete().where(
+                schema.promotions.c.product_id.in_(products[start : start + 500]),
+                schema.promotions.c.promo_date.between(lo, hi),
+            )
+        )
+    on = promotions.loc[promotions["on_promotion"].astype(bool), ["product_id", "promo_date"]]
+    return upsert_rows(conn, schema.promotions, on.to_dict("records"))
+
+
 def load_sales(engine: sa.Engine, frame: SalesFrame) -> LoadResult:
     """Upsert the sales (and promotion days) in one transaction."""
     sales = frame.sales
-    promo_days = 0
     with engine.begin() as conn:
-        upsert_rows(conn, schema.sales, sales.to_dict("records"))
-        if frame.promotions is not None and not frame.promotions.empty:
-            promos = frame.promotions
-            # The file is the truth for the days it covers: clear, then write its flags.
-            products = sorted(promos["product_id"].unique())
-            lo, hi = promos["promo_date"].min(), promos["promo_date"].max()
-            for start in range(0, len(products), 500):
-                conn.execute(
-                    schema.promotions.delete().where(
-                        schema.promotions.c.product_id.in_(products[start : start + 500]),
-                        schema.promotions.c.promo_date.between(lo, hi),
-                    )
-                )
-            on = promos.loc[promos["on_promotion"], ["product_id", "promo_date"]]
-            promo_days = upsert_rows(conn, schema.promotions, on.to_dict("records"))
+        promo_days = write_sales(conn, sales, frame.promotions)
     return LoadResult(
         rows=len(sales),
         products=int(sales["product_id"].nunique()),

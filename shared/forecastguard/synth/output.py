@@ -10,8 +10,7 @@ import sqlalchemy as sa
 
 from forecastguard.db import schema
 from forecastguard.db.upsert import upsert_rows
-
-_IN_CHUNK = 500  # products per DELETE ... IN (...)
+from forecastguard.sales_io import write_sales
 
 
 def _days(values: pd.Series) -> list:
@@ -30,50 +29,32 @@ def write_database(
     The frame is the truth for the products and days it covers: their earlier
     promotion days are cleared first. Returns the number of rows written per table.
     """
+    written = {"sales": 0, "promotions": 0, "predictions": 0}
+    if sales.empty:
+        return written
     created = (created_at or datetime.now(UTC)).replace(tzinfo=None)
-    products = [str(p) for p in sales["product_id"]]
+    products = sales["product_id"].astype(str)
     days = _days(sales["date"])
-    sales_rows = [
-        {"product_id": p, "sale_date": d, "units_sold": float(u)}
-        for p, d, u in zip(products, days, sales["units_sold"], strict=True)
-    ]
-    promo_rows = [
-        {"product_id": p, "promo_date": d}
-        for p, d, on in zip(products, days, sales["on_promotion"], strict=True)
-        if on
-    ]
+    rows = pd.DataFrame(
+        {"product_id": products, "sale_date": days, "units_sold": sales["units_sold"].astype(float)}
+    )
+    flags = pd.DataFrame(
+        {"product_id": products, "promo_date": days, "on_promotion": sales["on_promotion"]}
+    )
     prediction_rows = []
     if predictions is not None:
-        prediction_rows = [
+        prediction_rows = pd.DataFrame(
             {
-                "product_id": str(p),
-                "target_date": d,
-                "predicted_units": float(y),
-                "model_version": str(v),
+                "product_id": predictions["product_id"].astype(str),
+                "target_date": _days(predictions["target_date"]),
+                "predicted_units": predictions["predicted_units"].astype(float),
+                "model_version": predictions["model_version"].astype(str),
                 "created_at": created,
             }
-            for p, d, y, v in zip(
-                predictions["product_id"],
-                _days(predictions["target_date"]),
-                predictions["predicted_units"],
-                predictions["model_version"],
-                strict=True,
-            )
-        ]
-    written = {"sales": 0, "promotions": 0, "predictions": 0}
-    if not sales_rows:
-        return written
-    unique_products = sorted(set(products))
+        ).to_dict("records")
     with engine.begin() as conn:
-        written["sales"] = upsert_rows(conn, schema.sales, sales_rows)
-        for i in range(0, len(unique_products), _IN_CHUNK):
-            conn.execute(
-                schema.promotions.delete().where(
-                    schema.promotions.c.product_id.in_(unique_products[i : i + _IN_CHUNK]),
-                    schema.promotions.c.promo_date.between(min(days), max(days)),
-                )
-            )
-        written["promotions"] = upsert_rows(conn, schema.promotions, promo_rows)
+        written["promotions"] = write_sales(conn, rows, flags)
+        written["sales"] = len(rows)
         written["predictions"] = upsert_rows(conn, schema.predictions, prediction_rows)
     return written
 
