@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -223,3 +225,63 @@ def current_champion_version(engine: sa.Engine) -> str | None:
         return conn.execute(
             sa.select(model_registry.c.model_version).where(model_registry.c.status == "champion")
         ).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class ChampionEvaluation:
+    """The champion scored on the challenger's test window (or why it could not be)."""
+
+    model_version: str | None
+    evaluation: Any  # trainer.evaluate.Evaluation | None
+    note: str | None = None
+
+    @property
+    def scores(self) -> Scores | None:
+        """The champion's scores, when it was evaluated."""
+        if self.evaluation is None:
+            return None
+        m = self.evaluation.metrics
+        return Scores(m["model"]["rmse"], m["fairness"]["disparity_p90_over_median"])
+
+
+def evaluate_champion(
+    store: ArtifactStore, prepared: Any, workdir: str | Path
+) -> ChampionEvaluation:
+    """Score the current champion on exactly the challenger's test windows.
+
+    The champion's own feature pipeline transforms the current panel; its own bias
+    correction is applied, as when it serves. A champion that cannot be loaded or
+    scored is reported with a note, and the challenger is judged as a first model.
+    """
+    from trainer.artifacts import IncompleteRun, load_model_bundle, read_champion
+    from trainer.pipeline import evaluate, predict_split
+    from trainer.windowing import make_windows
+
+    pointer = read_champion(store)
+    if pointer is None:
+        return ChampionEvaluation(None, None, None)
+    try:
+        bundle = load_model_bundle(store, pointer.run_id, workdir)
+        horizon = prepared.cfg.horizon
+        if bundle.cfg.horizon != horizon:
+            raise ValueError(f"its horizon is {bundle.cfg.horizon} days, not {horizon}")
+        arrays = bundle.pipeline.transform(prepared.panel)
+        test = make_windows(
+            arrays,
+            np.unique(prepared.test.origin),
+            bundle.params.lookback,
+            horizon,
+            series=np.unique(prepared.test.series),
+        )
+        replica = replace(prepared, pipeline=bundle.pipeline, arrays=arrays, test=test)
+        pred = bundle.correction.apply(predict_split(bundle.model, replica, "test"))
+        evaluation = evaluate(pred, prepared)
+    except (IncompleteRun, OSError, ValueError, KeyError, TypeError) as exc:
+        note = f"champion {pointer.model_version} could not be evaluated ({exc}); judged as a first model"
+        log.warning("champion not evaluated", extra={"error": str(exc)})
+        return ChampionEvaluation(pointer.model_version, None, note)
+    log.info(
+        "champion evaluated",
+        extra={"model_version": pointer.model_version, **evaluation.metrics["model"]},
+    )
+    return ChampionEvaluation(pointer.model_version, evaluation, None)

@@ -1,0 +1,252 @@
+"""`python -m trainer`: the job's command line (each flag also from its environment variable).
+
+Settings shared with the rest of forecastguard (DATABASE_URL or CLOUD_SQL_INSTANCE,
+ARTIFACT_URI, OPTUNA_STORAGE, SMTP_*, REPORT_*) come from `Settings.from_env()`, a flag
+overriding its variable; the request this run serves comes from REQUEST_ID, REASON,
+HEALTH_CHECK_ID, WINDOW_START, WINDOW_END (set by train_trigger); the Cloud Run task
+from CLOUD_RUN_EXECUTION, CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, CLOUD_RUN_TASK_ATTEMPT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from forecastguard.config import ConfigError, Settings
+from forecastguard.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+
+def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {raw!r}")
+    return value
+
+
+def _train_config(raw: str | None, epochs: int | None, country: str) -> Any:
+    """TrainConfig from a JSON object or a path to a JSON file, plus --epochs."""
+    from trainer.config import ConfigError as TrainConfigError
+    from trainer.config import TrainConfig
+
+    values: dict[str, Any] = {"holiday_country": country}
+    if raw:
+        text = Path(raw).read_text() if not raw.lstrip().startswith("{") else raw
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"TRAIN_CONFIG is not a JSON object: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError("TRAIN_CONFIG must be a JSON object of TrainConfig fields")
+        values.update(loaded)
+    if epochs is not None:
+        values["epochs"] = epochs
+    try:
+        return TrainConfig.from_dict(values)
+    except (TrainConfigError, TypeError) as exc:
+        raise ConfigError(f"TRAIN_CONFIG: {exc}") from exc
+
+
+def _units(raw: str | None) -> tuple[int, ...]:
+    from trainer.tuning import UNITS
+
+    if not raw:
+        return UNITS
+    try:
+        units = tuple(int(u) for u in raw.replace(";", ",").split(",") if u.strip())
+    except ValueError:
+        raise ConfigError(
+            f"SEARCH_UNITS must be integers separated by commas, got {raw!r}"
+        ) from None
+    if not units or min(units) < 1:
+        raise ConfigError(f"SEARCH_UNITS must list positive integers, got {raw!r}")
+    return units
+
+
+def default_ids(environ: Mapping[str, str], attempt: int) -> tuple[str, str]:
+    """(run id, study id): the Cloud Run execution's name, or a time stamp and random
+    suffix; a retried attempt gets its own run folder but resumes the same study."""
+    execution = (environ.get("CLOUD_RUN_EXECUTION") or "").strip()
+    base = execution or (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+    run_id = f"{base}-a{attempt}" if attempt else base
+    return run_id[:64], base[:60]
+
+
+def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings, Any]:
+    """Settings and JobOptions from the parsed flags and the environment (pure)."""
+    from trainer.artifacts import check_run_id
+    from trainer.main import JobOptions, RequestInfo
+    from trainer.promotion import Tolerances
+
+    settings = Settings.from_env(
+        environ,
+        database_url=params.get("database_url"),
+        artifact_uri=params.get("artifact_uri"),
+        optuna_storage=params.get("optuna_storage"),
+    )
+    settings.require("artifact_uri")
+    settings.require_database()
+    attempt = _int_env(environ, "CLOUD_RUN_TASK_ATTEMPT", 0)
+    task_index = _int_env(environ, "CLOUD_RUN_TASK_INDEX", 0)
+    task_count = max(1, _int_env(environ, "CLOUD_RUN_TASK_COUNT", 1))
+    run_id, study_id = default_ids(environ, attempt)
+    if params.get("run_id"):
+        run_id = study_id = params["run_id"]
+    try:
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise ConfigError(f"RUN_ID: {exc}") from None
+    storage = settings.optuna_storage
+    if storage == "database":
+        if not settings.database_url:
+            raise ConfigError("OPTUNA_STORAGE=database needs DATABASE_URL (a SQLAlchemy URL)")
+        storage = settings.database_url
+    try:
+        tolerances = Tolerances(params["rmse_tolerance"], params["disparity_tolerance"])
+    except ValueError as exc:
+        raise ConfigError(f"PROMOTION_*_TOLERANCE: {exc}") from None
+    opts = JobOptions(
+        mode=params["mode"],
+        run_id=run_id,
+        study_id=study_id,
+        train_config=_train_config(
+            params.get("train_config"), params.get("epochs"), settings.holiday_country
+        ),
+        trials=params["trials"],
+        timeout_s=params.get("timeout"),
+        optuna_storage=storage,
+        task_index=task_index,
+        task_count=task_count,
+        attempt=attempt,
+        max_retries=params["max_retries"],
+        search_units=_units(params.get("search_units")),
+        disparity_weight=params["disparity_weight"],
+        tolerances=tolerances,
+        shap_products=params["shap_products"],
+        request=RequestInfo.from_env(environ),
+    )
+    if task_index >= task_count:
+        raise ConfigError(f"CLOUD_RUN_TASK_INDEX={task_index} >= CLOUD_RUN_TASK_COUNT={task_count}")
+    return settings, opts
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--mode",
+    type=click.Choice(["train", "forecast"]),
+    envvar="TRAINER_MODE",
+    default="train",
+    show_default=True,
+    help="Train (and promote), or forecast only.",
+)
+@click.option("--database-url", envvar="DATABASE_URL", help="SQLAlchemy URL (else Cloud SQL).")
+@click.option("--artifact-uri", envvar="ARTIFACT_URI", help="file:///path or gs://bucket/prefix.")
+@click.option("--run-id", envvar="RUN_ID", help="Run folder name (default: the execution's).")
+@click.option(
+    "--trials",
+    envvar="TRIALS",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Optuna trials (in total over all tasks).",
+)
+@click.option(
+    "--epochs",
+    envvar="EPOCHS",
+    type=click.IntRange(min=1),
+    help="Epochs per training (default: TrainConfig's).",
+)
+@click.option(
+    "--timeout",
+    envvar="TUNING_TIMEOUT_S",
+    type=click.FloatRange(min=1),
+    help="Stop starting new trials after this many seconds.",
+)
+@click.option(
+    "--optuna-storage",
+    envvar="OPTUNA_STORAGE",
+    help="RDB URL of a shared study, or 'database' (DATABASE_URL); default in memory.",
+)
+@click.option(
+    "--train-config",
+    envvar="TRAIN_CONFIG",
+    help="TrainConfig fields as a JSON object, or a JSON file's path.",
+)
+@click.option("--search-units", envvar="SEARCH_UNITS", help="LSTM sizes to search, e.g. 32,64.")
+@click.option(
+    "--disparity-weight",
+    envvar="DISPARITY_WEIGHT",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Objective's disparity penalty weight.",
+)
+@click.option(
+    "--rmse-tolerance",
+    envvar="PROMOTION_RMSE_TOLERANCE",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Relative RMSE margin the challenger must beat the champion by.",
+)
+@click.option(
+    "--disparity-tolerance",
+    envvar="PROMOTION_DISPARITY_TOLERANCE",
+    type=click.FloatRange(min=0),
+    default=0.10,
+    show_default=True,
+    help="Relative disparity worsening allowed.",
+)
+@click.option(
+    "--shap-products",
+    envvar="SHAP_PRODUCTS",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Products whose test windows SHAP explains.",
+)
+@click.option(
+    "--max-retries",
+    envvar="TRAINER_MAX_RETRIES",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="The job's max retries: earlier failed attempts leave the request running.",
+)
+def command(**params: Any) -> None:
+    """Run the forecastguard trainer job once."""
+    environ = dict(os.environ)
+    try:
+        level = Settings.from_env(environ).log_level
+    except ConfigError:
+        level = "INFO"
+    configure_logging(level)
+    try:
+        settings, opts = build(params, environ)
+    except ConfigError as exc:
+        log.error("bad configuration", extra={"error": str(exc)})
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    from trainer.main import run_job
+
+    sys.exit(run_job(settings, opts))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point for `python -m trainer`."""
+    command.main(args=list(argv) if argv is not None else None, prog_name="python -m trainer")

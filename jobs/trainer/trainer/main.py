@@ -1,0 +1,488 @@
+"""The trainer job: `--mode train` (tune, train, judge, promote, forecast, report) and
+`--mode forecast` (the champion's next H days). `trainer.cli` parses the flags.
+
+Order of a training run, so that a crash at any point changes no champion:
+tune ▸ train (with and without the fairness callback) ▸ bias correction ▸ refit on
+train + validation ▸ evaluate challenger and champion on the same test window ▸ decide
+▸ SHAP ▸ report ▸ artifacts ▸ manifest (last file of the run) ▸ one DB transaction
+(registry + residuals) ▸ champion.json ▸ forecasts ▸ email. The retrain request is
+marked finished or failed at the end.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from forecastguard.config import Settings
+from forecastguard.logs import get_logger, timed
+from forecastguard.storage import ArtifactStore
+from trainer.config import TrainConfig
+from trainer.emailer import Attachment, EmailOutcome, SmtpConfig, build_message, send
+from trainer.promotion import Decision, Scores, Tolerances
+from trainer.tuning import UNITS
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """The retrain request this run serves (as train_trigger sets it in the environment)."""
+
+    request_id: str | None = None
+    reason: str | None = None
+    health_check_id: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | Any) -> RequestInfo:
+        """Read REQUEST_ID, REASON, HEALTH_CHECK_ID, WINDOW_START, WINDOW_END."""
+        values = {
+            name: (environ.get(name.upper()) or "").strip() or None
+            for name in ("request_id", "reason", "health_check_id", "window_start", "window_end")
+        }
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The run's options (flags and their environment variables), read at the entry point."""
+
+    mode: str
+    run_id: str
+    study_id: str
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    trials: int = 20
+    timeout_s: float | None = None
+    optuna_storage: str | None = None
+    task_index: int = 0
+    task_count: int = 1
+    attempt: int = 0
+    max_retries: int = 0
+    search_units: tuple[int, ...] = UNITS
+    disparity_weight: float = 0.5
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    shap_products: int = 8
+    request: RequestInfo = field(default_factory=RequestInfo)
+
+
+@dataclass
+class TrainOutcome:
+    """What a training run produced (for the log and the tests)."""
+
+    run_id: str
+    model_version: str
+    run_uri: str
+    decision: Decision
+    metrics: dict[str, Any]
+    files: list[str]
+    forecast: dict[str, Any] | None = None
+    email: dict[str, Any] | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _product_bias(frame: pd.DataFrame) -> pd.Series:
+    return (frame["actual"] - frame["predicted"]).groupby(frame["product_id"]).mean()
+
+
+def run_train(
+    settings: Settings,
+    opts: JobOptions,
+    engine: sa.Engine,
+    store: ArtifactStore,
+    *,
+    workdir: Path,
+    smtp: SmtpConfig | None = None,
+) -> TrainOutcome | None:
+    """One training run; returns None on a tuning-only task (index > 0)."""
+    from trainer import pipeline as tp
+    from trainer.artifacts import ModelBundle, RunWriter, save_model_bundle
+    from trainer.data import load_sales
+    from trainer.explain import explain
+    from trainer.forecast import forecast_with
+    from trainer.promotion import decide, evaluate_champion, publish, record
+    from trainer.report import ReportData, make_plots, markdown_to_html, render_markdown
+    from trainer.tuning import tune
+
+    cfg = opts.train_config
+    run_id = model_version = opts.run_id
+    writer = RunWriter(store, run_id) if opts.task_index == 0 else None
+    with timed(log, "stage load", stage="load") as out:
+        sales = load_sales(engine)
+        out.update(rows=len(sales), products=int(sales["product_id"].nunique()))
+    prepared = tp.prepare(sales, cfg)
+
+    tuning = tune(
+        prepared,
+        cfg,
+        n_trials=opts.trials,
+        timeout_s=opts.timeout_s,
+        study_name=f"forecastguard-{opts.study_id}",
+        storage=opts.optuna_storage,
+        task_index=opts.task_index,
+        task_count=opts.task_count,
+        disparity_weight=opts.disparity_weight,
+        units=opts.search_units,
+    )
+    if writer is None:
+        log.info("tuning share done; task 0 trains the final model", extra=tuning.to_dict())
+        return None
+    params = tuning.best_params
+    refit_epochs = max(1, tuning.best_epoch or cfg.epochs)
+
+    with timed(log, "stage fairness comparison", stage="fairness"):
+        fair = tp.train(prepared, params, cfg, fairness=True)
+        unfair = tp.train(prepared, params, cfg, fairness=False)
+        ev_fair = tp.evaluate(tp.predict_split(fair.model, prepared, "test"), prepared)
+        ev_unfair = tp.evaluate(tp.predict_split(unfair.model, prepared, "test"), prepared)
+        correction = tp.fit_bias_correction(
+            tp.predict_split(fair.model, prepared, "val"), cfg.bias_shrinkage
+        )
+    with timed(log, "stage refit", stage="refit", epochs=refit_epochs):
+        final = tp.train(
+            prepared,
+            params,
+            replace(cfg, epochs=refit_epochs),
+            fairness=True,
+            train_windows=prepared.refit_windows(),
+            early_stopping=False,
+        )
+    test_raw = tp.predict_split(final.model, prepared, "test")
+    test = correction.apply(test_raw)
+    evaluation = tp.evaluate(test, prepared)
+    effect = tp.correction_effect(test_raw, correction)
+    metrics = evaluation.metrics
+
+    with timed(log, "stage champion", stage="champion"):
+        champ = evaluate_champion(store, prepared, workdir / "champion")
+    challenger = Scores(metrics["model"]["rmse"], metrics["fairness"]["disparity_p90_over_median"])
+    naive = Scores(metrics["baselines"]["seasonal_naive"]["rmse"])
+    decision = decide(challenger, champ.scores, naive, opts.tolerances, champ.model_version)
+    log.info("promotion decision", extra=asdict(decision))
+
+    per = evaluation.per_product.set_index("product_id")
+    explanation = explain(
+        final.model,
+        prepared,
+        lookback=params.lookback,
+        per_product_error=per["rmsse"],
+        max_products=opts.shap_products,
+        seed=cfg.seed,
+    )
+
+    per_product = per.reset_index()
+    per_product["rmsse_without_callback"] = per_product["product_id"].map(
+        ev_unfair.per_product.set_index("product_id")["rmsse"]
+    )
+    per_product["rmsse_with_callback_uncorrected"] = per_product["product_id"].map(
+        ev_fair.per_product.set_index("product_id")["rmsse"]
+    )
+    if champ.evaluation is not None:
+        per_product["champion_rmsse"] = per_product["product_id"].map(
+            champ.evaluation.per_product.set_index("product_id")["rmsse"]
+        )
+    bias_frame = pd.DataFrame(
+        {"bias_before": _product_bias(test_raw), "bias_after": _product_bias(test)}
+    ).rename_axis("product_id")
+    fairness_compare = {
+        "with callback": ev_fair.metrics["fairness"] | {"rmsse": ev_fair.metrics["model"]["rmsse"]},
+        "without callback": ev_unfair.metrics["fairness"]
+        | {"rmsse": ev_unfair.metrics["model"]["rmsse"]},
+    }
+    metrics_doc = {
+        **metrics,
+        "run_id": run_id,
+        "model_version": model_version,
+        "split": prepared.split_dates(),
+        "validation": final.val_metrics | {"tuning_objective": tuning.best_value},
+        "fairness_comparison": fairness_compare,
+        "bias_correction": effect,
+        "champion": (
+            {"model_version": champ.model_version, **champ.evaluation.metrics}
+            if champ.evaluation is not None
+            else {"model_version": champ.model_version, "note": champ.note}
+        ),
+        "decision": asdict(decision),
+    }
+    data = ReportData(
+        run_id=run_id,
+        model_version=model_version,
+        created_at=_now(),
+        request=asdict(opts.request),
+        split_dates=prepared.split_dates(),
+        quality=prepared.quality.to_dict(),
+        tuning=tuning.to_dict() | {"refit_epochs": refit_epochs},
+        trials=tuning.trials,
+        metrics=metrics,
+        champion=(
+            {"model_version": champ.model_version, "metrics": champ.evaluation.metrics}
+            if champ.evaluation is not None
+            else None
+        ),
+        champion_note=champ.note,
+        per_product=per_product[
+            [c for c in per_product.columns if c in ("product_id", "n", "rmse", "bias")]
+            + [c for c in per_product.columns if "rmsse" in c]
+        ],
+        fairness_compare=fairness_compare,
+        bias=effect,
+        per_product_bias=bias_frame.reset_index(),
+        shap_summary=explanation.summary,
+        shap_per_product=explanation.per_product,
+        history=final.history,
+        decision=asdict(decision),
+    )
+    with timed(log, "stage report", stage="report"):
+        plots = make_plots(data)
+        data.artifacts = sorted(
+            [
+                "model/",
+                "params.json",
+                "metrics.json",
+                "per_product.csv",
+                "holdout.csv",
+                "quality.json",
+                "history.json",
+                "tuning/trials.csv",
+                "tuning/summary.json",
+                "shap/summary.csv",
+                "shap/per_product.csv",
+                "shap/values.npz",
+                "report.md",
+                "report.html",
+                *plots,
+            ]
+        )
+        markdown = render_markdown(data)
+        html = markdown_to_html(markdown, f"forecastguard run {run_id}")
+
+    bundle = ModelBundle(
+        model=final.model,
+        pipeline=prepared.pipeline,
+        cfg=cfg,
+        params=params,
+        correction=correction,
+        model_version=model_version,
+        run_id=run_id,
+    )
+    with timed(log, "stage artifacts", stage="artifacts", run_uri=writer.uri) as out:
+        save_model_bundle(writer, bundle, workdir / "bundle")
+        writer.put_json("metrics.json", metrics_doc)
+        writer.put_text("per_product.csv", per_product.to_csv(index=False))
+        writer.put_text("holdout.csv", test.to_csv(index=False))
+        writer.put_json("quality.json", prepared.quality.to_dict())
+        writer.put_json(
+            "history.json",
+            {
+                "final": final.history,
+                "with_callback": {"keras": fair.history, "fairness": fair.fairness_history},
+                "without_callback": {"keras": unfair.history, "fairness": unfair.fairness_history},
+            },
+        )
+        writer.put_text("tuning/trials.csv", tuning.trials.to_csv(index=False))
+        writer.put_json("tuning/summary.json", tuning.to_dict() | {"refit_epochs": refit_epochs})
+        writer.put_text("shap/summary.csv", explanation.summary.to_csv(index=False))
+        writer.put_text("shap/per_product.csv", explanation.per_product.to_csv(index=False))
+        npz = workdir / "shap_values.npz"
+        np.savez_compressed(npz, **explanation.npz_arrays())
+        writer.put_file("shap/values.npz", npz)
+        for name, png in plots.items():
+            writer.put_bytes(name, png)
+        writer.put_text("report.md", markdown)
+        writer.put_text("report.html", html)
+        writer.seal(
+            model_version=model_version,
+            request_id=opts.request.request_id,
+            decision=asdict(decision),
+            rmse=metrics["model"]["rmse"],
+        )
+        out["files"] = len(writer.files) + 1
+
+    record(
+        engine,
+        model_version=model_version,
+        run_id=run_id,
+        run_uri=writer.uri,
+        metrics=metrics_doc,
+        decision=decision,
+        holdout=test,
+        request_id=opts.request.request_id,
+    )
+    forecast = None
+    if decision.promote:
+        publish(
+            store, model_version=model_version, run_id=run_id, run_uri=writer.uri, scores=challenger
+        )
+        forecast = forecast_with(engine, bundle).to_dict()
+
+    outcome = TrainOutcome(
+        run_id=run_id,
+        model_version=model_version,
+        run_uri=writer.uri,
+        decision=decision,
+        metrics=metrics_doc,
+        files=[*sorted(writer.files), "manifest.json"],
+        forecast=forecast,
+    )
+    if smtp is not None:
+        email = send_report(
+            smtp, store, data, markdown, html, plots, per_product, decision, forecast
+        )
+        outcome.email = email.to_dict()
+    return outcome
+
+
+def send_report(
+    smtp: SmtpConfig,
+    store: ArtifactStore,
+    data: Any,
+    markdown: str,
+    html: str,
+    plots: dict[str, bytes],
+    per_product: pd.DataFrame,
+    decision: Decision,
+    forecast: dict[str, Any] | None,
+) -> EmailOutcome:
+    """Email the report; record the outcome beside the run (never raises)."""
+    verdict = "promoted" if decision.promote else "not promoted"
+    subject = f"forecastguard: model {data.model_version} {verdict}"
+    text = markdown
+    if forecast:
+        text += f"\n\nForecasts written: {forecast['written']} rows ({forecast['first_date']} – {forecast['last_date']}).\n"
+    try:
+        msg = build_message(
+            sender=smtp.sender or smtp.user or "forecastguard@localhost",
+            recipients=smtp.recipients,
+            subject=subject,
+            text=text,
+            html=html,
+            inline_images={k: v for k, v in plots.items() if f"]({k})" in markdown},
+            attachments=[Attachment(n, b) for n, b in plots.items()]
+            + [Attachment("per_product.csv", per_product.to_csv(index=False).encode())],
+        )
+        outcome = send(smtp, msg)
+    except ValueError as exc:  # no recipients configured
+        outcome = EmailOutcome(False, smtp.recipients, subject, _now(), str(exc), skipped=True)
+    try:
+        store.write_json(f"notifications/{data.run_id}/email.json", outcome.to_dict())
+    except Exception as exc:  # recording the outcome must not fail the run either
+        log.error("could not record the email outcome", extra={"error": str(exc)})
+    return outcome
+
+
+def _ledger(
+    engine: sa.Engine | None, opts: JobOptions, settings: Settings, error: str | None
+) -> None:
+    """Mark the retrain request finished/failed; start a queued one if the trigger allows."""
+    rid = opts.request.request_id
+    if not rid or engine is None or opts.task_index != 0:
+        return
+    from forecastguard import retrain
+
+    try:
+        if error is None:
+            waiting = retrain.mark_finished(engine, rid)
+        elif opts.attempt < opts.max_retries:
+            log.warning(
+                "run failed; Cloud Run will retry it",
+                extra={"request_id": rid, "attempt": opts.attempt, "max_retries": opts.max_retries},
+            )
+            return
+        else:
+            waiting = retrain.mark_failed(engine, rid, error[:2000])
+    except Exception as exc:
+        log.error(
+            "could not update the retrain ledger", extra={"request_id": rid, "error": str(exc)}
+        )
+        return
+    if waiting is not None and settings.trainer_job:
+        try:
+            import os
+
+            from forecastguard.trigger import Runtime, start_next
+
+            start_next(Runtime.from_settings(settings, dict(os.environ)))
+        except Exception as exc:
+            log.error("could not start the queued request", extra={"error": str(exc)})
+
+
+def run_job(
+    settings: Settings,
+    opts: JobOptions,
+    *,
+    engine: sa.Engine | None = None,
+    store: ArtifactStore | None = None,
+    smtp: SmtpConfig | None = None,
+) -> int:
+    """Run the job in `opts.mode`; returns the process exit code (0 ok, 1 failed)."""
+    from forecastguard.db.engine import make_engine
+    from forecastguard.storage import open_store
+
+    log.info(
+        "trainer started",
+        extra={
+            "mode": opts.mode,
+            "run_id": opts.run_id,
+            "request_id": opts.request.request_id,
+            "task_index": opts.task_index,
+            "task_count": opts.task_count,
+            "attempt": opts.attempt,
+        },
+    )
+    own_engine = engine is None
+    try:
+        settings.require("artifact_uri")
+        engine = engine or make_engine(settings)
+        store = store or open_store(settings.artifact_uri)
+        with tempfile.TemporaryDirectory(prefix="fg-trainer-") as tmp:
+            if opts.mode == "forecast":
+                from trainer.forecast import run_forecast
+
+                result = run_forecast(engine, store, workdir=Path(tmp)).to_dict()
+            else:
+                smtp = smtp if smtp is not None else SmtpConfig.from_settings(settings)
+                outcome = run_train(settings, opts, engine, store, workdir=Path(tmp), smtp=smtp)
+                result = (
+                    {
+                        "run_uri": outcome.run_uri,
+                        "promoted": outcome.decision.promote,
+                        "reason": outcome.decision.reason,
+                        "rmse": outcome.metrics["model"]["rmse"],
+                        "forecast": outcome.forecast,
+                        "email": outcome.email,
+                    }
+                    if outcome
+                    else {"tuning_only": True}
+                )
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "trainer failed",
+            extra={
+                "mode": opts.mode,
+                "run_id": opts.run_id,
+                "error": error,
+                "traceback": traceback.format_exc(),
+            },
+        )
+        _ledger(engine, opts, settings, error)
+        if own_engine and engine is not None:
+            engine.dispose()
+        return 1
+    log.info("trainer finished", extra={"mode": opts.mode, "run_id": opts.run_id, **result})
+    _ledger(engine, opts, settings, None)
+    if own_engine:
+        engine.dispose()
+    return 0

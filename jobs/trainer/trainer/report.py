@@ -1,0 +1,316 @@
+"""The run report: `report.md` plus PNG plots beside it (matplotlib, Agg backend).
+
+Built from plain dicts and frames (`ReportData`), so it renders without a model. The
+same Markdown becomes the email's HTML (markdown-it-py) with the plots inline.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PLOTS = ("fairness.png", "bias.png", "shap_summary.png", "training.png")
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows (plain data; no model objects)."""
+
+    run_id: str
+    model_version: str
+    created_at: str
+    request: dict[str, Any]  # request_id, reason, health_check_id, window_start, window_end
+    split_dates: dict[str, str]
+    quality: dict[str, Any]  # QualityReport.to_dict()
+    tuning: dict[str, Any]  # TuningResult.to_dict()
+    trials: pd.DataFrame  # study.trials_dataframe()
+    metrics: dict[str, Any]  # metrics.json of the challenger (corrected forecasts)
+    champion: dict[str, Any] | None  # {"model_version", "metrics"} on the same test window
+    champion_note: str | None
+    per_product: pd.DataFrame  # product_id, rmsse (fair), rmsse_without_callback, ...
+    fairness_compare: dict[str, Any]  # {"with": {...}, "without": {...}} disparity figures
+    bias: dict[str, Any]  # correction_effect(): {"before": {...}, "after": {...}}
+    per_product_bias: pd.DataFrame  # product_id, bias_before, bias_after
+    shap_summary: pd.DataFrame  # feature, input, mean_abs_shap, ...
+    shap_per_product: pd.DataFrame  # product_id, feature, input, mean_abs_shap
+    history: dict[str, list[float]]  # Keras history of the final model
+    decision: dict[str, Any]  # promote, reason, against
+    artifacts: list[str] = field(default_factory=list)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        if not math.isfinite(value):
+            return "–"
+        return f"{value:.{digits}g}"
+    return str(value).replace("|", "\\|")
+
+
+def md_table(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A GitHub-style Markdown table (numbers right-aligned)."""
+    if frame.empty:
+        return "_(none)_"
+    cols = [str(c) for c in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    head = "| " + " | ".join(cols) + " |"
+    rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
+    rows = [
+        "| " + " | ".join(_fmt(v, digits) for v in row) + " |"
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def _scores_table(data: ReportData) -> pd.DataFrame:
+    rows = [{"model": f"challenger {data.model_version}", **data.metrics["model"]}]
+    if data.champion is not None:
+        rows.append(
+            {
+                "model": f"champion {data.champion['model_version']}",
+                **data.champion["metrics"]["model"],
+            }
+        )
+    for name, scores in data.metrics["baselines"].items():
+        rows.append({"model": name.replace("_", " "), **scores})
+    frame = pd.DataFrame(rows)
+    disp = {
+        f"challenger {data.model_version}": data.metrics["fairness"]["disparity_p90_over_median"]
+    }
+    if data.champion is not None:
+        disp[f"champion {data.champion['model_version']}"] = data.champion["metrics"]["fairness"][
+            "disparity_p90_over_median"
+        ]
+    frame["disparity"] = frame["model"].map(disp).astype(float)
+    return frame[["model", "rmse", "mae", "rmsse", "bias", "disparity"]]
+
+
+def render_markdown(data: ReportData) -> str:
+    """The report's Markdown (plots referenced by file name, beside report.md)."""
+    d = data.decision
+    verdict = "**promoted** to champion" if d["promote"] else "**not promoted**"
+    req = data.request
+    out = [
+        f"# forecastguard training run {data.run_id}",
+        "",
+        f"Model version `{data.model_version}`, {data.created_at}. Decision: {verdict} — {d['reason']}.",
+        "",
+    ]
+    if req.get("request_id"):
+        out += [
+            f"Retrain request `{req['request_id']}`: {req.get('reason') or 'no reason given'}"
+            + (
+                f" (health check `{req['health_check_id']}`"
+                f", window {req.get('window_start') or '?'} – {req.get('window_end') or '?'})"
+                if req.get("health_check_id")
+                else ""
+            ),
+            "",
+        ]
+    s = data.split_dates
+    out += [
+        f"Data: training {s.get('train_start')} – {s.get('train_end')}, validation "
+        f"{s.get('val_start')} – {s.get('val_end')}, test {s.get('test_start')} – "
+        f"{s.get('test_end')}; {data.metrics['n_products']} products, horizon "
+        f"{data.metrics['horizon']} days.",
+        "",
+        "## Promotion decision",
+        "",
+        f"{verdict.capitalize()}: {d['reason']}. Judged against the "
+        f"{d['against'].replace('_', ' ')} on the same latest test window.",
+        "",
+    ]
+    if data.champion_note:
+        out += [f"Note: {data.champion_note}", ""]
+    out += [
+        "## Comparison with the champion and the baselines",
+        "",
+        md_table(_scores_table(data)),
+        "",
+    ]
+
+    totals = data.quality.get("totals", {})
+    out += ["## Data quality", ""]
+    out += [md_table(pd.DataFrame([{"finding": k, "count": v} for k, v in totals.items()])), ""]
+    if data.quality.get("dropped_products"):
+        out += [f"Dropped products: {', '.join(data.quality['dropped_products'])}.", ""]
+    if data.quality.get("closure_dates"):
+        out += [f"Store closure days filled: {len(data.quality['closure_dates'])}.", ""]
+    flagged = data.quality.get("products_with_findings", {})
+    if flagged:
+        frame = pd.DataFrame.from_dict(flagged, orient="index").rename_axis("product_id")
+        out += [
+            f"Products with findings ({len(frame)}; first 15):",
+            "",
+            md_table(frame.reset_index().head(15)),
+            "",
+        ]
+    if data.quality.get("rules"):
+        out += [
+            "Rules applied: " + "; ".join(f"{k}: {v}" for k, v in data.quality["rules"].items()),
+            "",
+        ]
+
+    t = data.tuning
+    out += [
+        "## Tuning (Optuna)",
+        "",
+        f"Study `{t['study_name']}` ({t['storage']} storage, task {t['task_index'] + 1} of "
+        f"{t['task_count']}): {t['counts'].get('complete', 0)} complete, "
+        f"{t['counts'].get('pruned', 0)} pruned, {t['counts'].get('fail', 0)} failed trials "
+        f"in {t['duration_s']:.0f} s. Objective: validation RMSSE + disparity penalty. Best "
+        f"trial {t['best_trial']}: {t['best_value']:.4g} with "
+        + ", ".join(f"{k}={_fmt(v)}" for k, v in t["best_params"].items())
+        + f"; refitted on training + validation for {t.get('refit_epochs', '?')} epochs.",
+        "",
+    ]
+    trials = data.trials.copy()
+    keep = [
+        c for c in trials.columns if c in ("number", "state", "value") or c.startswith("params_")
+    ]
+    out += [md_table(trials[keep].rename(columns=lambda c: c.removeprefix("params_"))), ""]
+
+    fc = data.fairness_compare
+    out += [
+        "## Per-product fairness",
+        "",
+        "Disparity is the 90th percentile of the products' RMSSE over its median (1.0 = even).",
+        "",
+        md_table(
+            pd.DataFrame(
+                [
+                    {"training": name, **{k: v for k, v in vals.items() if not isinstance(v, str)}}
+                    for name, vals in fc.items()
+                ]
+            )
+        ),
+        "",
+        "![Per-product error with and without the fairness callback](fairness.png)",
+        "",
+        md_table(data.per_product),
+        "",
+    ]
+
+    b = data.bias
+    out += [
+        "## Bias before and after correction",
+        "",
+        md_table(pd.DataFrame([{"forecasts": k, **v} for k, v in b.items()])),
+        "",
+        "![Per-product bias before and after correction](bias.png)",
+        "",
+        "## What drives the forecasts (SHAP)",
+        "",
+        "Mean |SHAP| of each feature on the H-day total forecast (standardised units), "
+        "over sampled test windows; `history` features are the LSTM's input days, `future` "
+        "ones the known-in-advance features of the forecast days.",
+        "",
+        "![SHAP summary](shap_summary.png)",
+        "",
+        md_table(data.shap_summary.head(15)),
+        "",
+    ]
+    if not data.shap_per_product.empty:
+        out += ["Top features of the worst products:", ""]
+        top = (
+            data.shap_per_product.sort_values(
+                ["product_id", "mean_abs_shap"], ascending=[True, False]
+            )
+            .groupby("product_id")
+            .head(5)
+        )
+        out += [md_table(top), ""]
+    out += ["## Training", "", "![Training history](training.png)", ""]
+    if data.artifacts:
+        out += ["## Artifacts", "", *[f"- `{a}`" for a in data.artifacts], ""]
+    return "\n".join(out)
+
+
+def markdown_to_html(markdown: str, title: str) -> str:
+    """The report as a standalone HTML page (tables enabled, raw HTML disabled)."""
+    from html import escape
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    style = (
+        "body{font-family:sans-serif;max-width:60em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>"
+    )
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def make_plots(data: ReportData) -> dict[str, bytes]:
+    """The report's PNG plots, by file name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots: dict[str, bytes] = {}
+
+    per = data.per_product.sort_values("rmsse", ascending=False)
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * len(per) + 1)))
+    y = np.arange(len(per))
+    ax.barh(y - 0.2, per["rmsse"], height=0.4, label="with fairness callback")
+    if "rmsse_without_callback" in per:
+        ax.barh(y + 0.2, per["rmsse_without_callback"], height=0.4, label="without")
+    ax.set_yticks(y, per["product_id"].astype(str))
+    ax.invert_yaxis()
+    ax.set_xlabel("test RMSSE")
+    ax.set_title("Per-product error with and without the fairness callback")
+    ax.legend()
+    plots["fairness.png"] = _png(fig)
+
+    pb = data.per_product_bias.sort_values("bias_before")
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * len(pb) + 1)))
+    y = np.arange(len(pb))
+    ax.barh(y - 0.2, pb["bias_before"], height=0.4, label="before correction")
+    ax.barh(y + 0.2, pb["bias_after"], height=0.4, label="after correction")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, pb["product_id"].astype(str))
+    ax.set_xlabel("mean error (actual − forecast), units")
+    ax.set_title("Per-product bias on the test window")
+    ax.legend()
+    plots["bias.png"] = _png(fig)
+
+    top = data.shap_summary.head(15).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(top) + 1)))
+    labels = [f"{f} ({i})" for f, i in zip(top["feature"], top["input"], strict=True)]
+    ax.barh(labels, top["sum_abs_shap_over_steps"])
+    ax.set_xlabel("mean |SHAP| summed over time steps")
+    ax.set_title("Feature attributions (SHAP, test windows)")
+    plots["shap_summary.png"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key in ("loss", "val_loss", "val_rmsse", "val_disparity"):
+        if data.history.get(key):
+            ax.plot(range(1, len(data.history[key]) + 1), data.history[key], marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_title("Final model training")
+    ax.legend()
+    plots["training.png"] = _png(fig)
+    return plots
