@@ -22,6 +22,7 @@ claim on SQLite and on MySQL (the row lock is held until the transaction ends).
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ import sqlalchemy as sa
 
 from forecastguard.db.schema import retrain_requests, trainer_lock
 from forecastguard.logs import get_logger
-from forecastguard.messages import RetrainMessage
+from forecastguard.messages import MessageError, RetrainMessage
 
 log = get_logger(__name__)
 
@@ -40,6 +41,8 @@ LOCK_NAME = "trainer"
 IN_PROGRESS = ("launching", "started")
 WAITING = ("received", "queued")
 ENDED = ("finished", "failed")
+# What a TEXT column holds on MySQL (65,535 bytes), with room to spare.
+TEXT_BYTES = 60_000
 _T = TypeVar("_T")
 
 
@@ -106,6 +109,34 @@ def payload_text(data: bytes) -> str:
         return "base64:" + base64.b64encode(data).decode("ascii")
 
 
+def check_fits(message: RetrainMessage) -> None:
+    """Raise `MessageError` when a field is longer than its column can hold.
+
+    A valid message that the database then refused would be redelivered forever.
+    """
+    c = retrain_requests.c
+    for name, column in (
+        ("request_id", c.request_id),
+        ("health_check_id", c.health_check_id),
+        ("model_version", c.model_version),
+    ):
+        value = getattr(message, name)
+        if value is not None and len(value) > column.type.length:
+            raise MessageError(f"{name} is longer than {column.type.length} characters")
+    if len(message.reason.encode("utf-8")) > TEXT_BYTES:
+        raise MessageError(f"reason is longer than {TEXT_BYTES} bytes")
+
+
+def fit_text(text: str, limit: int = TEXT_BYTES) -> str:
+    """`text` cut to `limit` UTF-8 bytes (a TEXT column on MySQL), saying what was cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    digest = hashlib.sha256(data).hexdigest()
+    note = f"...[truncated: {len(data)} bytes in all, sha256 {digest}]"
+    return data[: limit - len(note) - 4].decode("utf-8", "ignore") + note
+
+
 def rejected_key(message_id: str) -> str:
     """The ledger key of a rejected message: its own request id may be missing or bad."""
     return f"rejected:{message_id}"[:128]
@@ -151,6 +182,7 @@ def record(
     now: datetime | None = None,
 ) -> bool:
     """Insert a valid request as `received`; False when its id is already in the ledger."""
+    check_fits(message)
     now = now or utcnow()
     values = {
         "request_id": message.request_id,
@@ -160,8 +192,8 @@ def record(
         "model_version": message.model_version,
         "window_start": message.window_start,
         "window_end": message.window_end,
-        "message_id": message_id,
-        "payload": payload,
+        "message_id": message_id[:128] if message_id else None,
+        "payload": None if payload is None else fit_text(payload),
         "created_at": now,
         "updated_at": now,
     }
@@ -183,8 +215,8 @@ def reject(
         "request_id": key,
         "status": "rejected",
         "message_id": message_id[:128],
-        "payload": payload,
-        "error": error,
+        "payload": None if payload is None else fit_text(payload),
+        "error": fit_text(error, 4000),
         "created_at": now,
         "updated_at": now,
     }
@@ -247,7 +279,7 @@ def release(
         engine,
         request_id,
         from_statuses=("launching",),
-        values={"status": "queued", "error": error, "started_at": None},
+        values={"status": "queued", "error": fit_text(error, 4000), "started_at": None},
         now=now,
     )
 
@@ -490,7 +522,12 @@ def _end(
         _update(
             conn,
             request_id,
-            {"status": status, "error": text, "finished_at": now, "updated_at": now},
+            {
+                "status": status,
+                "error": None if text is None else fit_text(text, 4000),
+                "finished_at": now,
+                "updated_at": now,
+            },
         )
         return _next_queued(conn)
 

@@ -95,6 +95,7 @@ def handle_event(runtime: Runtime, event_id: str | None, data: Any) -> Outcome:
     try:
         raw = message_data_of(data)
         message = RetrainMessage.from_json(raw)
+        retrain.check_fits(message)
     except MessageError as exc:
         if raw is not None:
             payload = retrain.payload_text(raw)

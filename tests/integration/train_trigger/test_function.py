@@ -205,3 +205,29 @@ def test_a_permanent_error_is_recorded_and_acknowledged(setup, recorder, code):
 def test_the_event_payload_fixture_is_a_valid_retrain_message():
     body = payload_of(load_event("retrain_request"))
     assert body["request_id"] == REQUEST_ID and body["schema_version"] == 1
+
+
+def test_a_field_too_long_for_its_column_is_rejected_not_redelivered(setup, recorder):
+    client, runtime = setup
+    assert deliver(client, retrain_event("601", model_version="v" * 65)) == 200
+    row = retrain.get(runtime.engine, "rejected:601")
+    assert row.status == "rejected"
+    assert row.error == "model_version is longer than 64 characters"
+    assert recorder.calls_to(RUN_JOB) == []
+
+
+@pytest.mark.mariadb
+def test_a_huge_malformed_message_is_kept_truncated_on_mariadb(
+    function, make_runtime, mariadb_url, recorder
+):
+    app, module = function
+    runtime = make_runtime(mariadb_url)
+    module.use_runtime(runtime)
+    event = retrain_event("701", request_id="x" * 200_000)  # far beyond TEXT on MySQL
+    assert deliver(app.test_client(), event) == 200
+    row = retrain.get(runtime.engine, "rejected:701")
+    assert row.status == "rejected"
+    assert row.error.startswith("request_id must be 1-128 characters")
+    assert row.error.endswith("]") and "truncated" in row.error
+    assert row.payload.startswith('{"schema_version": 1')
+    assert "...[truncated: " in row.payload and len(row.payload.encode()) <= 60_000

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from forecastguard import retrain
 from forecastguard.db.schema import retrain_requests, trainer_lock
-from forecastguard.messages import RetrainMessage
+from forecastguard.messages import MessageError, RetrainMessage
 
 T0 = datetime(2026, 5, 31, 6, 0, 0)
 TIMEOUT = 3600
@@ -200,3 +200,16 @@ def test_a_rejected_message_is_kept_once(db):
 def test_payload_text_keeps_every_byte():
     assert retrain.payload_text(b'{"a": "\xc3\xa9"}') == '{"a": "é"}'
     assert retrain.payload_text(b"\xff\xfe") == "base64://4="
+
+
+def test_fit_text_cuts_to_the_byte_limit_and_says_so():
+    assert retrain.fit_text("short") == "short"
+    cut = retrain.fit_text("é" * 1000, limit=500)
+    assert len(cut.encode("utf-8")) <= 500
+    assert cut.startswith("éé") and "[truncated: 2000 bytes in all, sha256 " in cut
+
+
+def test_a_message_too_long_for_the_ledger_is_refused(db):
+    long = RetrainMessage("r1", "x", date(2026, 5, 1), date(2026, 5, 2), health_check_id="h" * 37)
+    with pytest.raises(MessageError, match="health_check_id is longer than 36 characters"):
+        retrain.record(db, long, message_id="m", payload="{}")
