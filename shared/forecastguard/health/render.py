@@ -1,0 +1,84 @@
+"""Show a health result: JSON for machines, a short report with a table for people."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from forecastguard.health.check import HealthResult
+
+
+def to_json(result: HealthResult) -> str:
+    """The full result (summary and every product) as JSON."""
+    return json.dumps(result.to_dict(), default=str, indent=2)
+
+
+def worst_first(products: pd.DataFrame) -> pd.DataFrame:
+    """Products ordered worst first: drifted ones, then by RMSSE (else RMSE), descending."""
+    if products.empty:
+        return products
+    key = products["rmsse"].where(products["rmsse"].notna(), -1.0)
+    frame = products.assign(_drift=products["drift"].astype(int), _key=key)
+    order = frame.sort_values(
+        ["_drift", "_key", "rmse", "product_id"], ascending=[False, False, False, True]
+    )
+    return order.drop(columns=["_drift", "_key"])
+
+
+def _fmt(value: object, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def to_text(result: HealthResult, top: int = 20) -> str:
+    """A readable report: verdict, reasons, figures and the `top` worst products."""
+    verdict = "HEALTHY" if result.healthy else "UNHEALTHY"
+    lines = [
+        f"model {verdict}  window {result.window_start} .. {result.window_end}  "
+        f"model {result.model_version or '-'}",
+        f"avg_rmse {_fmt(result.avg_rmse, '.3f')} (threshold {result.params.rmse_threshold:g})  "
+        f"global p {_fmt(result.p_value, '.3g')}  drift {'yes' if result.drift_detected else 'no'}"
+        f"  products {result.n_products} ({result.n_tested} tested)  pairs {result.n_pairs}",
+    ]
+    refs = result.references
+    lines.append(
+        f"reference: previous window {refs.get('previous_window', 0)}, holdout "
+        f"{refs.get('holdout', 0)}, none (fewer than {result.params.min_samples} errors) "
+        f"{refs.get('none', 0)}"
+    )
+    dd = result.data_drift
+    lines.append(
+        f"sales drift (information): {dd['n_drifted']} of {dd['n_tested']} products, "
+        f"mean normalised Wasserstein {_fmt(dd['mean_wasserstein'], '.3f')}"
+    )
+    for reason in result.reasons:
+        lines.append(f"  - {reason}")
+    if result.products.empty:
+        return "\n".join(lines)
+    worst = worst_first(result.products).head(top)
+    header = ("product", "n", "rmse", "mae", "bias", "rmsse", "ks_p", "ks_q", "drift", "reference")
+    rows = [
+        (
+            str(r.product_id),
+            str(r.n),
+            _fmt(r.rmse, ".2f"),
+            _fmt(r.mae, ".2f"),
+            _fmt(r.bias, "+.2f"),
+            _fmt(r.rmsse, ".2f"),
+            _fmt(r.ks_pvalue, ".3g"),
+            _fmt(r.ks_qvalue, ".3g"),
+            "DRIFT" if r.drift else "",
+            str(r.reference),
+        )
+        for r in worst.itertuples(index=False)
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines.append("")
+    lines.append(f"worst {len(rows)} of {result.n_products} products:")
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Store a health check: one `health_checks` row and its products, in one transaction."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import sqlalchemy as sa
+
+from forecastguard.db.schema import health_check_products, health_checks
+from forecastguard.health.check import HealthResult
+
+_PRODUCT_COLUMNS = ("product_id", "n", "rmse", "mae", "bias", "rmsse", "ks_pvalue", "ks_qvalue")
+
+
+def store_result(engine: sa.Engine, result: HealthResult) -> None:
+    """Insert the check and its per-product rows atomically (all or nothing).
+
+    `result_json` keeps the summary without the product list (MySQL's TEXT holds 64 KB);
+    the products are the `health_check_products` rows.
+    """
+    if not result.check_id or result.checked_at is None:
+        raise ValueError("store_result: the result needs check_id and checked_at")
+    summary = result.summary()
+    row = {
+        "id": result.check_id,
+        "checked_at": result.checked_at.replace(tzinfo=None),
+        "as_of": result.as_of,
+        "window_start": result.window_start,
+        "window_end": result.window_end,
+        "healthy": result.healthy,
+        "avg_rmse": summary["avg_rmse"],
+        "p_value": summary["p_value"],
+        "drift_detected": result.drift_detected,
+        "drifted_share": summary["drifted_share"],
+        "n_products": result.n_products,
+        "reasons": json.dumps(result.reasons),
+        "model_versions": json.dumps(result.model_versions),
+        "duration_s": float(result.duration_s),
+        "result_json": json.dumps(summary, default=str),
+    }
+    frame = result.products
+    values = {c: _column(frame[c].to_numpy()) for c in _PRODUCT_COLUMNS}
+    values["drift"] = frame["drift"].to_numpy(bool).tolist()
+    values["reference"] = frame["reference"].tolist()
+    products = [
+        {"health_check_id": result.check_id, **{c: v[i] for c, v in values.items()}}
+        for i in range(len(frame))
+    ]
+    with engine.begin() as conn:
+        conn.execute(health_checks.insert(), [row])
+        if products:
+            conn.execute(health_check_products.insert(), products)
+
+
+def _column(values: np.ndarray) -> list:
+    if values.dtype.kind == "f":
+        return [v if math.isfinite(v) else None for v in values.tolist()]
+    return values.tolist()

@@ -1,0 +1,265 @@
+"""The health check's data: the window's sales and forecasts, read in one query per table.
+
+Days are counted from `hist_start`, the first day read: the history before the window
+(at least four weeks, and at least the reference window), then the window itself.
+
+The (product, day) rows are aggregated per product in the database (GROUP_CONCAT of
+"day:units:predicted") and parsed by pandas' C reader: pymysql decodes rows in pure
+Python, and 600,000 rows one by one take longer than the whole check may (3 s). Numbers
+come back as text with 15 (SQLite) or 17 (MySQL) significant digits.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from forecastguard.db.schema import model_residuals, predictions, sales
+
+MIN_HISTORY_DAYS = 28  # four weeks of history for the seasonal-naive scale
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """Sales (with the forecast for that day, NaN if none) of every product, by day offset."""
+
+    as_of: date
+    window_days: int
+    history_days: int
+    products: np.ndarray  # product ids (str), sorted; `codes` index into it
+    codes: np.ndarray  # int64 product code of each row
+    day: np.ndarray  # int64 days since hist_start
+    units: np.ndarray  # actual units sold
+    predicted: np.ndarray  # predicted units, NaN where the day has no forecast
+    model_versions: tuple[str, ...] = ()  # versions that forecast the window
+    current_version: str | None = None  # the newest of them
+    last_sale_date: date | None = None  # newest sales day on or before as_of
+
+    @property
+    def window_end(self) -> date:
+        """The last day of the window (= as_of)."""
+        return self.as_of
+
+    @property
+    def window_start(self) -> date:
+        """The first day of the window."""
+        return self.as_of - timedelta(days=self.window_days - 1)
+
+    @property
+    def hist_start(self) -> date:
+        """The first day read (day offset 0)."""
+        return self.window_start - timedelta(days=self.history_days)
+
+    @property
+    def ref_start(self) -> date:
+        """The first day of the reference window (the `window_days` days before)."""
+        return self.window_start - timedelta(days=self.window_days)
+
+
+def history_days(window_days: int) -> int:
+    """How many days before the window are read: the reference window, at least 4 weeks."""
+    return max(window_days, MIN_HISTORY_DAYS)
+
+
+def _day_offset(column: sa.ColumnElement, start: date, dialect: str) -> sa.ColumnElement:
+    if dialect == "sqlite":
+        days = sa.func.julianday(column) - sa.func.julianday(sa.literal(start.isoformat()))
+        return sa.cast(sa.func.round(days), sa.Integer)
+    return sa.func.datediff(column, sa.literal(start, sa.Date))
+
+
+def _as_text(expr: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.cast(expr, sa.String)
+
+
+def _prepare(conn: sa.Connection) -> None:
+    if conn.dialect.name in {"mysql", "mariadb"}:
+        conn.execute(sa.text("SET SESSION group_concat_max_len = 67108864"))
+
+
+def _parse_groups(rows: list, columns: list[str]) -> tuple[list[str], np.ndarray, pd.DataFrame]:
+    """(product ids, row counts, parsed values) from rows of (product_id, count, text)."""
+    ids = [r[0] for r in rows]
+    counts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+    if not rows:
+        return ids, counts, pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    text = "\n".join(r[2] for r in rows).replace(",", "\n")
+    frame = pd.read_csv(
+        io.StringIO(text), sep=":", header=None, names=columns, dtype=float, engine="c"
+    )
+    if len(frame) != counts.sum():
+        raise RuntimeError(
+            f"read {len(frame)} values but the database counted {counts.sum()}: "
+            "GROUP_CONCAT was truncated (raise group_concat_max_len)"
+        )
+    return ids, counts, frame
+
+
+def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
+    """Read the sales of the history and the window, each with its forecast if any.
+
+    At most three queries: the sales joined with their predictions (aggregated per
+    product, with the model versions of the window), the version that forecast the
+    window's newest day, and — only when no sales were read — the newest sales day.
+    Model versions are those of forecasts that have a sales row.
+    """
+    if window_days < 1:
+        raise ValueError(f"window_days must be >= 1, got {window_days}")
+    hist = history_days(window_days)
+    window_start = as_of - timedelta(days=window_days - 1)
+    hist_start = window_start - timedelta(days=hist)
+    ref_start = window_start - timedelta(days=window_days)
+    with engine.connect() as conn:
+        _prepare(conn)
+        dialect = conn.dialect.name
+        s, p = sales.alias("s"), predictions.alias("p")
+        entry = (
+            _as_text(_day_offset(s.c.sale_date, hist_start, dialect))
+            + ":"
+            + _as_text(s.c.units_sold)
+            + ":"
+            + sa.func.coalesce(_as_text(p.c.predicted_units), "")
+        )
+        window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
+        query = (
+            sa.select(
+                s.c.product_id,
+                sa.func.count(),
+                sa.func.group_concat(entry),
+                sa.func.group_concat(window_version.distinct()),
+            )
+            .select_from(
+                s.outerjoin(
+                    p,
+                    sa.and_(
+                        p.c.product_id == s.c.product_id,
+                        p.c.target_date == s.c.sale_date,
+                        p.c.target_date >= ref_start,
+                    ),
+                )
+            )
+            .where(s.c.sale_date.between(hist_start, as_of))
+            .group_by(s.c.product_id)
+            .order_by(s.c.product_id)
+        )
+        rows = conn.execute(query).all()
+        ids, counts, frame = _parse_groups(rows, ["day", "units", "pred"])
+        versions = sorted({v for r in rows if r[3] for v in r[3].split(",")})
+        # The current model: the one that forecast the newest day of the window.
+        newest_day = (
+            sa.select(sa.func.max(predictions.c.target_date))
+            .where(predictions.c.target_date.between(window_start, as_of))
+            .scalar_subquery()
+        )
+        current = conn.execute(
+            sa.select(predictions.c.model_version)
+            .where(predictions.c.target_date == newest_day)
+            .order_by(predictions.c.created_at.desc(), predictions.c.model_version.desc())
+            .limit(1)
+        ).scalar()
+        day = frame["day"].to_numpy(np.int64)
+        if len(day):
+            last_sale: date | None = hist_start + timedelta(days=int(day.max()))
+        else:
+            last_sale = conn.execute(
+                sa.select(sa.func.max(sales.c.sale_date)).where(sales.c.sale_date <= as_of)
+            ).scalar()
+    return WindowData(
+        as_of=as_of,
+        window_days=window_days,
+        history_days=hist,
+        products=np.array(ids, dtype=object),
+        codes=np.repeat(np.arange(len(ids), dtype=np.int64), counts),
+        day=day,
+        units=frame["units"].to_numpy(np.float64),
+        predicted=frame["pred"].to_numpy(np.float64),
+        model_versions=tuple(versions),
+        current_version=current,
+        last_sale_date=last_sale,
+    )
+
+
+def load_residuals(
+    engine: sa.Engine, model_version: str, products: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The holdout errors of `model_version` as (product codes into `products`, errors).
+
+    One query; products not in `products` are dropped.
+    """
+    r = model_residuals
+    query = (
+        sa.select(r.c.product_id, sa.func.count(), sa.func.group_concat(_as_text(r.c.error)))
+        .where(r.c.model_version == model_version)
+        .group_by(r.c.product_id)
+    )
+    with engine.connect() as conn:
+        _prepare(conn)
+        ids, counts, frame = _parse_groups(conn.execute(query).all(), ["error"])
+    index = pd.Index(products).get_indexer(ids)
+    codes = np.repeat(index, counts)
+    keep = codes >= 0
+    return codes[keep].astype(np.int64), frame["error"].to_numpy(np.float64)[keep]
+
+
+def window_from_frames(
+    as_of: date,
+    window_days: int,
+    sales_frame: pd.DataFrame,
+    predictions_frame: pd.DataFrame | None = None,
+) -> WindowData:
+    """Build `WindowData` from frames, as `load_window` would read them (tests, benchmarks).
+
+    `sales_frame`: product_id, sale_date, units_sold; `predictions_frame`: product_id,
+    target_date, predicted_units and optionally model_version.
+    """
+    hist = history_days(window_days)
+    window_start = as_of - timedelta(days=window_days - 1)
+    hist_start = window_start - timedelta(days=hist)
+    ref_start = window_start - timedelta(days=window_days)
+    frame = sales_frame.copy()
+    frame["sale_date"] = pd.to_datetime(frame["sale_date"])
+    frame = frame[
+        (frame["sale_date"] >= pd.Timestamp(hist_start))
+        & (frame["sale_date"] <= pd.Timestamp(as_of))
+    ]
+    versions: tuple[str, ...] = ()
+    current = None
+    if predictions_frame is not None and len(predictions_frame):
+        preds = predictions_frame.copy()
+        preds["target_date"] = pd.to_datetime(preds["target_date"])
+        preds = preds[preds["target_date"] >= pd.Timestamp(ref_start)]
+        in_window = preds[preds["target_date"] >= pd.Timestamp(window_start)]
+        if "model_version" in preds and len(in_window):
+            versions = tuple(sorted(in_window["model_version"].unique()))
+            latest = in_window.sort_values("target_date")["model_version"].iloc[-1]
+            current = str(latest)
+        frame = frame.merge(
+            preds[["product_id", "target_date", "predicted_units"]],
+            left_on=["product_id", "sale_date"],
+            right_on=["product_id", "target_date"],
+            how="left",
+        )
+    else:
+        frame["predicted_units"] = np.nan
+    frame = frame.sort_values(["product_id", "sale_date"])
+    codes, products = pd.factorize(frame["product_id"], sort=True)
+    day = ((frame["sale_date"] - pd.Timestamp(hist_start)).dt.days).to_numpy(np.int64)
+    last = hist_start + timedelta(days=int(day.max())) if len(day) else None
+    return WindowData(
+        as_of=as_of,
+        window_days=window_days,
+        history_days=hist,
+        products=np.asarray(products, dtype=object),
+        codes=codes.astype(np.int64),
+        day=day,
+        units=frame["units_sold"].to_numpy(np.float64),
+        predicted=frame["predicted_units"].to_numpy(np.float64),
+        model_versions=versions,
+        current_version=current,
+        last_sale_date=last,
+    )
