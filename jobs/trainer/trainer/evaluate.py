@@ -119,6 +119,62 @@ def baseline_forecasts(
     }
 
 
+ETS_CANDIDATES: tuple[tuple[str | None, bool, str | None], ...] = (
+    (None, False, None),
+    (None, False, "add"),
+    ("add", True, None),
+    ("add", True, "add"),
+)
+
+
+def auto_ets_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
+    """ETS with additive errors, the best of (trend: none/damped) × (weekly season: none/additive) by AICc.
+
+    A statsmodels stand-in for statsforecast's AutoETS (which needs pandas < 3 and so
+    does not install here). Falls back to the history's mean when no candidate fits.
+    """
+    import warnings
+
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    y = np.asarray(history, dtype=float)
+    y = y[np.isfinite(y)]
+    if y.size < 21:
+        return np.full(horizon, float(y.mean()) if y.size else 0.0)
+    best, best_aicc = None, np.inf
+    for trend, damped, seasonal in ETS_CANDIDATES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                fit = ETSModel(
+                    y,
+                    error="add",
+                    trend=trend,
+                    damped_trend=damped,
+                    seasonal=seasonal,
+                    seasonal_periods=7 if seasonal else None,
+                ).fit(disp=False)
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+        if np.isfinite(fit.aicc) and fit.aicc < best_aicc:
+            best, best_aicc = fit, fit.aicc
+    if best is None:
+        return np.full(horizon, float(y.mean()))
+    return np.clip(np.asarray(best.forecast(horizon), dtype=float), 0.0, None)
+
+
+def auto_ets_forecasts(
+    units: np.ndarray, series: np.ndarray, origin: np.ndarray, horizon: int, history_days: int = 364
+) -> np.ndarray:
+    """(N, H) `auto_ets_forecast` for each (series row, origin), from the last `history_days`."""
+    return np.stack(
+        [
+            auto_ets_forecast(units[s, max(0, o - history_days) : o], horizon)
+            for s, o in zip(series, origin, strict=True)
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """`metrics` in the metrics.json shape (DESIGN.md) and the per-product table for the CSV."""
@@ -127,10 +183,11 @@ class Evaluation:
     per_product: pd.DataFrame
 
 
-def evaluate(pred: pd.DataFrame, prepared: Prepared) -> Evaluation:
+def evaluate(pred: pd.DataFrame, prepared: Prepared, *, auto_ets: bool = False) -> Evaluation:
     """Score forecasts (from `predict_split`) and the baselines on the same points.
 
-    `pred` needs product_id, origin_date, target_date, actual, predicted.
+    `pred` needs product_id, origin_date, target_date, actual, predicted. `auto_ets`
+    adds the (slower: four model fits a product and origin) `auto_ets` baseline.
     """
     missing = {"product_id", "origin_date", "target_date", "actual", "predicted"} - set(
         pred.columns
@@ -152,6 +209,8 @@ def evaluate(pred: pd.DataFrame, prepared: Prepared) -> Evaluation:
     base = baseline_forecasts(
         prepared.panel.units, series, origin, cfg.horizon, cfg.moving_average_days
     )
+    if auto_ets:
+        base["auto_ets"] = auto_ets_forecasts(prepared.panel.units, series, origin, cfg.horizon)
     keys = pd.DataFrame(
         {
             "product_id": np.repeat(windows["product_id"].to_numpy(), cfg.horizon),

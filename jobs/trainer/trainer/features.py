@@ -12,7 +12,9 @@ into arrays the windowing stage slices:
   calendar (day of week, month: sine/cosine), holiday today / tomorrow (the `holidays`
   package, configurable country), promotion, listed, and the group mean/std.
 - `known` (series, days, K): what is known in advance about a day, for the forecast
-  days of a window — calendar, holidays and promotion.
+  days of a window — calendar, holidays, promotion, and `last_year`: the standardised
+  units of the same weekday 52 weeks before (7-day centred mean), which carries the
+  yearly pattern (the Christmas run-up) into a 28-day forecast.
 - `target` (series, days): units standardised per product, `(units - mean) / std`.
 
 The pipeline is saved with the model (`save(dir)` / `load(dir)`).
@@ -57,7 +59,9 @@ KNOWN_FEATURES: tuple[str, ...] = (
     "holiday",
     "holiday_tomorrow",
     "promo",
+    "last_year",
 )
+LAST_YEAR_DAYS = 364  # 52 weeks: the same weekday a year before
 _CALENDAR = ("dow_sin", "dow_cos", "month_sin", "month_cos", "holiday", "holiday_tomorrow")
 
 
@@ -158,6 +162,16 @@ def calendar_features(calendar: pd.DatetimeIndex, country: str) -> np.ndarray:
             tomorrow,
         ]
     ).astype(np.float32)
+
+
+def last_year(z: np.ndarray, listed: np.ndarray) -> np.ndarray:
+    """(S, T): 7-day centred mean of `z` around the same weekday 52 weeks before (0 if none).
+
+    Day t uses days t-367..t-361 only, so it is known for forecasts up to 361 days ahead.
+    """
+    values = pd.DataFrame(np.where(listed, z, np.nan).T)
+    smooth = values.rolling(7, center=True, min_periods=1).mean().shift(LAST_YEAR_DAYS)
+    return smooth.fillna(0.0).to_numpy().T
 
 
 @dataclass(frozen=True)
@@ -279,12 +293,16 @@ class FeaturePipeline:
         shape = raw.shape
         seq = self.scaler.transform(raw.reshape(-1, shape[-1])).reshape(shape).astype(np.float32)
         n_series, n_days = panel.units.shape
-        known = np.concatenate(
-            [np.broadcast_to(cal[None], (n_series, n_days, cal.shape[1])), panel.promo[:, :, None]],
-            axis=-1,
-        ).astype(np.float32)
         listed = panel.listed
         target = np.where(listed, (panel.units - mean[:, None]) / std[:, None], 0.0)
+        known = np.concatenate(
+            [
+                np.broadcast_to(cal[None], (n_series, n_days, cal.shape[1])),
+                panel.promo[:, :, None],
+                last_year(target, listed)[:, :, None],
+            ],
+            axis=-1,
+        ).astype(np.float32)
         return FeatureArrays(
             seq=seq,
             known=known,

@@ -74,3 +74,14 @@ def test_disparity_and_worst_decile() -> None:
     assert d["p90_over_median"] == pytest.approx(np.percentile(r[:10], 90))
     assert worst_decile_mean(r) == 5.0
     assert worst_decile_mean(np.arange(1, 21, dtype=float)) == pytest.approx(19.5)
+
+
+def test_auto_ets_follows_a_weekly_pattern() -> None:
+    from trainer.evaluate import auto_ets_forecast
+
+    rng = np.random.default_rng(0)
+    week = np.array([2.0, 2.0, 3.0, 4.0, 8.0, 12.0, 1.0])
+    history = np.tile(week, 20) + rng.normal(0, 0.2, 140)
+    fc = auto_ets_forecast(history, 14)
+    np.testing.assert_allclose(fc, np.tile(week, 2), atol=1.0)
+    assert auto_ets_forecast(np.array([1.0, 3.0]), 3).tolist() == [2.0, 2.0, 2.0]

@@ -100,3 +100,15 @@ def test_promotions_mark_future_days() -> None:
     panel = build_panel(sales, end=end, promotions=promos)
     assert panel.promo[0, -1] == 1.0
     assert np.isnan(panel.units[0, -5:]).all()
+
+
+def test_last_year_uses_only_days_a_year_before() -> None:
+    from trainer.features import last_year
+
+    z = np.zeros((1, 800))
+    z[0, 400] = 7.0
+    listed = np.ones_like(z, dtype=bool)
+    ly = last_year(z, listed)
+    # Day 400 reaches days 761..767 only (a 7-day mean centred 364 days later).
+    assert np.flatnonzero(ly[0]).tolist() == list(range(761, 768))
+    np.testing.assert_allclose(ly[0, 764], 1.0)

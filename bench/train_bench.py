@@ -1,0 +1,109 @@
+"""Trainer benchmark on the real pasta data (118 products × 5 years).
+
+Times reading the data, the preparation stages and the windowing alone (target ≤ 5 s),
+then one training of the default model (`TrainConfig()`, `ModelParams()`; target ≤ 10
+minutes on the 2-core machine), and scores it on the test split against the baselines
+(seasonal naive, moving average, statsmodels AutoETS-style) before and after the bias
+correction fitted on validation. Prints one JSON document (also written to `--out`).
+
+    .venv/bin/python bench/train_bench.py [--out /tmp/train_bench.json] [--no-ets]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import _pasta
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from forecastguard.logs import configure_logging
+from trainer import pipeline as tp
+from trainer.config import ModelParams, TrainConfig
+from trainer.data import read_pasta_csv
+from trainer.windowing import make_windows, origins_every
+
+
+def _r(x: float, n: int = 4) -> float:
+    return round(float(x), n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-ets", action="store_true", help="skip the AutoETS baseline")
+    args = parser.parse_args()
+    configure_logging()
+    cfg, params = TrainConfig(), ModelParams()
+    result: dict = {"config": cfg.to_dict(), "params": params.to_dict(), "cpus": os.cpu_count()}
+
+    t = time.perf_counter()
+    sales = read_pasta_csv(_pasta.pasta_path())
+    result["read_csv_s"] = _r(time.perf_counter() - t, 2)
+
+    t = time.perf_counter()
+    prepared = tp.prepare(sales, cfg)
+    result["prepare_s"] = _r(time.perf_counter() - t, 2)
+    result["quality"] = prepared.quality.totals()
+    result["split"] = prepared.split_dates()
+
+    # Windowing alone, the same calls `prepare` makes: views + one gather into arrays.
+    L, H, a = cfg.lookback, cfg.horizon, prepared.arrays
+    real = np.flatnonzero(~prepared.panel.synthetic)
+    t = time.perf_counter()
+    train = make_windows(a, origins_every(L, prepared.train_end, cfg.train_stride, H), L, H)
+    make_windows(a, np.arange(prepared.train_end, prepared.val_end, H), L, H, series=real)
+    make_windows(a, np.arange(prepared.val_end, a.seq.shape[1], H), L, H, series=real)
+    result["windowing_s"] = _r(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    make_windows(a, origins_every(L, prepared.train_end, 1, H), L, H)
+    result["windowing_stride1_s"] = _r(time.perf_counter() - t, 3)
+    result["windows"] = {
+        "train": len(train),
+        "val": len(prepared.val),
+        "test": len(prepared.test),
+        "train_mb": _r((train.x.nbytes + train.known.nbytes + train.y.nbytes) / 2**20, 1),
+        "shape_x": list(train.x.shape),
+    }
+
+    trained = tp.train(prepared, params, cfg)
+    result["training"] = {
+        "duration_s": _r(trained.duration_s, 1),
+        "epochs_run": trained.epochs_run,
+        "best_epoch": trained.best_epoch,
+        "s_per_epoch": _r(trained.duration_s / max(trained.epochs_run, 1), 1),
+        "val": {k: (v if isinstance(v, str) else _r(v)) for k, v in trained.val_metrics.items()},
+    }
+
+    val = tp.predict_split(trained.model, prepared, "val")
+    test = tp.predict_split(trained.model, prepared, "test")
+    correction = tp.fit_bias_correction(val, cfg.bias_shrinkage)
+    t = time.perf_counter()
+    raw = tp.evaluate(test, prepared, auto_ets=not args.no_ets)
+    result["evaluate_s"] = _r(time.perf_counter() - t, 1)
+    corrected = tp.evaluate(correction.apply(test), prepared)
+    sn = raw.metrics["baselines"]["seasonal_naive"]["rmsse"]
+    result["test"] = {
+        "model": raw.metrics["model"],
+        "model_bias_corrected": corrected.metrics["model"],
+        "baselines": raw.metrics["baselines"],
+        "fairness": raw.metrics["fairness"],
+        "rmsse_vs_seasonal_naive": _r(1 - raw.metrics["model"]["rmsse"] / sn),
+        "corrected_rmsse_vs_seasonal_naive": _r(1 - corrected.metrics["model"]["rmsse"] / sn),
+    }
+    bias_val = tp.bias_report(val)
+    bias_val.pop("per_product")
+    result["bias"] = {"validation": bias_val, "test_effect": tp.correction_effect(test, correction)}
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
