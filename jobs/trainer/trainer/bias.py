@@ -16,6 +16,10 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.diagnostic import het_breuschpagan
 
+from forecastguard.logs import get_logger
+
+log = get_logger(__name__)
+
 
 def _check(frame: pd.DataFrame, predicted: str) -> None:
     missing = {"product_id", "actual", predicted} - set(frame.columns)
@@ -93,6 +97,15 @@ def fit_bias_correction(
         .agg(["size", "median"])
     )
     offsets = per["median"] * per["size"] / (per["size"] + shrinkage)
+    log.info(
+        "stage bias correction fitted",
+        extra={
+            "stage": "bias",
+            "products": len(offsets),
+            "mean_abs_offset": round(float(offsets.abs().mean()), 4),
+            "median_error": round(float(np.median(err)), 4),
+        },
+    )
     return BiasCorrection(
         offsets={str(k): float(v) for k, v in offsets.items()}, shrinkage=shrinkage
     )

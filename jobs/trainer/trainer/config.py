@@ -74,7 +74,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.horizon > 361:
-            raise ConfigError(f"TrainConfig.horizon must be <= 361 (last-year feature), got {self.horizon}")
+            raise ConfigError(
+                f"TrainConfig.horizon must be <= 361 (last-year feature), got {self.horizon}"
+            )
         for name in ("val_days", "test_days"):
             value = getattr(self, name)
             if value < self.horizon or value % self.horizon:

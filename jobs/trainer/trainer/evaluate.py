@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from forecastguard.logs import get_logger
+
 if TYPE_CHECKING:
     from trainer.pipeline import Prepared
+
+
+log = get_logger(__name__)
 
 
 def rmsse_scale(units: np.ndarray) -> np.ndarray:
@@ -243,4 +248,13 @@ def evaluate(pred: pd.DataFrame, prepared: Prepared, *, auto_ets: bool = False) 
         "n_points": int(frame.shape[0]),
         "horizon": cfg.horizon,
     }
+    log.info(
+        "stage evaluate",
+        extra={
+            "stage": "evaluate",
+            "rmsse": round(model["rmsse"], 4),
+            **{f"{k}_rmsse": round(v["rmsse"], 4) for k, v in baselines.items()},
+            "products": metrics["n_products"],
+        },
+    )
     return Evaluation(metrics=metrics, per_product=per.reset_index())
