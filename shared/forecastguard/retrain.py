@@ -11,7 +11,8 @@ The life of a request (its `status`):
   TRAINER_TIMEOUT_S (then it is presumed dead and no longer blocks);
 - `queued`: arrived while another run was in progress, or its start failed for a while;
   it is started when the trainer is free (`claim_next`);
-- `superseded`: a queued request replaced by a newer one (the latest window wins).
+- `superseded`: a queued request replaced by a newer one (the latest window wins), or
+  covered by a run started for a window at least as late.
 
 A run is in progress while a request is `launching` or `started` and was claimed less
 than TRAINER_TIMEOUT_S ago; at most one is. Every status change after the first insert
@@ -441,6 +442,26 @@ def _set_launching(conn: sa.Connection, row: RetrainRequest, now: datetime) -> R
         row.request_id,
         {"status": "launching", "started_at": now, "finished_at": None, "updated_at": now},
     )
+    if row.window_end is not None:
+        # Queued requests whose window this run also covers need no run of their own.
+        c = retrain_requests.c
+        covered = conn.execute(
+            sa.select(c.request_id).where(
+                c.status == "queued",
+                c.request_id != row.request_id,
+                c.window_end <= row.window_end,
+            )
+        ).scalars()
+        for request_id in covered.all():
+            _update(
+                conn,
+                request_id,
+                {
+                    "status": "superseded",
+                    "error": f"superseded by {row.request_id}",
+                    "updated_at": now,
+                },
+            )
     return _read(conn, row.request_id)
 
 

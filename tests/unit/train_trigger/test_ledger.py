@@ -213,3 +213,24 @@ def test_a_message_too_long_for_the_ledger_is_refused(db):
     long = RetrainMessage("r1", "x", date(2026, 5, 1), date(2026, 5, 2), health_check_id="h" * 37)
     with pytest.raises(MessageError, match="health_check_id is longer than 36 characters"):
         retrain.record(db, long, message_id="m", payload="{}")
+
+
+def test_a_started_run_covers_the_queued_requests_of_earlier_windows(db):
+    arrive(db, "run", window_end=date(2026, 5, 30))
+    later = T0 + timedelta(minutes=1)
+    arrive(db, "left-over", now=later, window_end=date(2026, 5, 31))
+    retrain.mark_finished(db, "run", now=later)  # nobody started the queued request
+    # A request for a later window arrives: it starts, and covers the left-over one.
+    claim = arrive(db, "newest", now=later, window_end=date(2026, 6, 1))
+    assert claim.decision == "start"
+    assert status(db, "left-over") == "superseded"
+    assert retrain.get(db, "left-over").error == "superseded by newest"
+
+
+def test_a_queued_request_of_a_later_window_stays_queued_when_an_earlier_one_starts(db):
+    arrive(db, "run", window_end=date(2026, 5, 30))
+    arrive(db, "later-window", window_end=date(2026, 6, 5))
+    retrain.mark_failed(db, "run", "boom")
+    retrain.record(db, message("late-arrival", date(2026, 6, 1)), message_id="m", payload="{}")
+    assert retrain.claim(db, "late-arrival", timeout_s=TIMEOUT, now=T0).decision == "start"
+    assert status(db, "later-window") == "queued"
