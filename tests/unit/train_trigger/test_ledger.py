@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from forecastguard import retrain
+from forecastguard.db.engine import make_engine
 from forecastguard.db.schema import retrain_requests, trainer_lock
 from forecastguard.messages import MessageError, RetrainMessage
 
@@ -35,11 +36,16 @@ def arrive(engine, request_id, *, now=T0, window_end=date(2026, 5, 30)) -> retra
 
 @pytest.fixture
 def db(sqlite_url):
-    from forecastguard.db.engine import make_engine
-
+    """A migrated SQLite database."""
     eng = make_engine(sqlite_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def db_both(engine):
+    """Once SQLite, once MariaDB (the `engine` fixture): for the dialect-sensitive tests."""
+    return engine
 
 
 def status(engine, request_id) -> str:
@@ -77,40 +83,40 @@ def test_claiming_an_unknown_request_names_it(db):
         retrain.claim(db, "nope", timeout_s=TIMEOUT)
 
 
-def test_a_request_during_a_run_is_queued_and_the_latest_window_wins(db):
-    arrive(db, "run")
-    retrain.mark_started(db, "run", execution_name="exec-1", now=T0)
+def test_a_request_during_a_run_is_queued_and_the_latest_window_wins(db_both):
+    arrive(db_both, "run")
+    retrain.mark_started(db_both, "run", execution_name="exec-1", now=T0)
     later = T0 + timedelta(minutes=1)
-    queued = arrive(db, "q-new", now=later, window_end=date(2026, 6, 2))
+    queued = arrive(db_both, "q-new", now=later, window_end=date(2026, 6, 2))
     assert (queued.decision, queued.blocking) == ("queued", "run")
     # An older window arriving later does not displace the newer one: it is superseded.
-    old = arrive(db, "q-old", now=later + timedelta(minutes=1), window_end=date(2026, 6, 1))
+    old = arrive(db_both, "q-old", now=later + timedelta(minutes=1), window_end=date(2026, 6, 1))
     assert old.decision == "queued"
-    assert status(db, "q-old") == "superseded"
-    assert retrain.get(db, "q-old").error == "superseded by q-new"
-    assert status(db, "q-new") == "queued"
+    assert status(db_both, "q-old") == "superseded"
+    assert retrain.get(db_both, "q-old").error == "superseded by q-new"
+    assert status(db_both, "q-new") == "queued"
     # Same window: the later arrival wins.
-    arrive(db, "q-same", now=later + timedelta(minutes=2), window_end=date(2026, 6, 2))
-    assert status(db, "q-new") == "superseded"
-    assert retrain.next_queued(db).request_id == "q-same"
-    assert retrain.in_progress(db, timeout_s=TIMEOUT, now=later).request_id == "run"
+    arrive(db_both, "q-same", now=later + timedelta(minutes=2), window_end=date(2026, 6, 2))
+    assert status(db_both, "q-new") == "superseded"
+    assert retrain.next_queued(db_both).request_id == "q-same"
+    assert retrain.in_progress(db_both, timeout_s=TIMEOUT, now=later).request_id == "run"
 
 
-def test_finishing_frees_the_trainer_for_the_queued_request(db):
-    arrive(db, "run")
-    arrive(db, "waiting", now=T0 + timedelta(minutes=1))
-    nothing = retrain.claim_next(db, timeout_s=TIMEOUT, now=T0 + timedelta(minutes=2))
+def test_finishing_frees_the_trainer_for_the_queued_request(db_both):
+    arrive(db_both, "run")
+    arrive(db_both, "waiting", now=T0 + timedelta(minutes=1))
+    nothing = retrain.claim_next(db_both, timeout_s=TIMEOUT, now=T0 + timedelta(minutes=2))
     assert (nothing.decision, nothing.blocking) == ("nothing", "run")
 
-    waiting = retrain.mark_finished(db, "run", now=T0 + timedelta(hours=1))
+    waiting = retrain.mark_finished(db_both, "run", now=T0 + timedelta(hours=1))
     assert waiting is not None and waiting.request_id == "waiting"
-    row = retrain.get(db, "run")
+    row = retrain.get(db_both, "run")
     assert (row.status, row.finished_at) == ("finished", T0 + timedelta(hours=1))
 
-    claim = retrain.claim_next(db, timeout_s=TIMEOUT, now=T0 + timedelta(hours=1, seconds=1))
+    claim = retrain.claim_next(db_both, timeout_s=TIMEOUT, now=T0 + timedelta(hours=1, seconds=1))
     assert claim.decision == "start" and claim.request.request_id == "waiting"
-    assert status(db, "waiting") == "launching"
-    assert retrain.claim_next(db, timeout_s=TIMEOUT).decision == "nothing"
+    assert status(db_both, "waiting") == "launching"
+    assert retrain.claim_next(db_both, timeout_s=TIMEOUT).decision == "nothing"
 
 
 def test_a_failed_run_also_frees_the_trainer(db):
@@ -121,20 +127,20 @@ def test_a_failed_run_also_frees_the_trainer(db):
     assert arrive(db, "next", now=T0 + timedelta(minutes=6)).decision == "start"
 
 
-def test_a_run_older_than_the_timeout_is_presumed_dead(db):
-    arrive(db, "stuck")
-    retrain.mark_started(db, "stuck", execution_name="exec-1", now=T0)
+def test_a_run_older_than_the_timeout_is_presumed_dead(db_both):
+    arrive(db_both, "stuck")
+    retrain.mark_started(db_both, "stuck", execution_name="exec-1", now=T0)
     late = T0 + timedelta(seconds=TIMEOUT + 1)
-    assert retrain.in_progress(db, timeout_s=TIMEOUT, now=late) is None
-    claim = arrive(db, "fresh", now=late)
+    assert retrain.in_progress(db_both, timeout_s=TIMEOUT, now=late) is None
+    claim = arrive(db_both, "fresh", now=late)
     assert claim.decision == "start"
     assert claim.timed_out == ("stuck",)
-    stuck = retrain.get(db, "stuck")
+    stuck = retrain.get(db_both, "stuck")
     assert stuck.status == "failed"
     assert stuck.error.startswith("timed out: no end reported within TRAINER_TIMEOUT_S=3600s")
     # If it does end after all, the ledger says so truthfully.
-    retrain.mark_finished(db, "stuck", now=late + timedelta(minutes=1))
-    stuck = retrain.get(db, "stuck")
+    retrain.mark_finished(db_both, "stuck", now=late + timedelta(minutes=1))
+    stuck = retrain.get(db_both, "stuck")
     assert stuck.status == "finished"
     assert "ended after being presumed dead" in stuck.error
 
@@ -179,11 +185,11 @@ def test_ends_are_checked(db):
         retrain.mark_failed(db, "run", "x")
 
 
-def test_a_missing_lock_row_is_created_on_first_use(db):
-    with db.begin() as conn:
+def test_a_missing_lock_row_is_created_on_first_use(db_both):
+    with db_both.begin() as conn:
         conn.execute(sa.delete(trainer_lock))
-    assert arrive(db, "r1").decision == "start"
-    with db.connect() as conn:
+    assert arrive(db_both, "r1").decision == "start"
+    with db_both.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(trainer_lock)).scalar() == 1
 
 
@@ -215,16 +221,16 @@ def test_a_message_too_long_for_the_ledger_is_refused(db):
         retrain.record(db, long, message_id="m", payload="{}")
 
 
-def test_a_started_run_covers_the_queued_requests_of_earlier_windows(db):
-    arrive(db, "run", window_end=date(2026, 5, 30))
+def test_a_started_run_covers_the_queued_requests_of_earlier_windows(db_both):
+    arrive(db_both, "run", window_end=date(2026, 5, 30))
     later = T0 + timedelta(minutes=1)
-    arrive(db, "left-over", now=later, window_end=date(2026, 5, 31))
-    retrain.mark_finished(db, "run", now=later)  # nobody started the queued request
+    arrive(db_both, "left-over", now=later, window_end=date(2026, 5, 31))
+    retrain.mark_finished(db_both, "run", now=later)  # nobody started the queued request
     # A request for a later window arrives: it starts, and covers the left-over one.
-    claim = arrive(db, "newest", now=later, window_end=date(2026, 6, 1))
+    claim = arrive(db_both, "newest", now=later, window_end=date(2026, 6, 1))
     assert claim.decision == "start"
-    assert status(db, "left-over") == "superseded"
-    assert retrain.get(db, "left-over").error == "superseded by newest"
+    assert status(db_both, "left-over") == "superseded"
+    assert retrain.get(db_both, "left-over").error == "superseded by newest"
 
 
 def test_a_queued_request_of_a_later_window_stays_queued_when_an_earlier_one_starts(db):
