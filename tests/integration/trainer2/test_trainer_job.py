@@ -1,0 +1,421 @@
+"""The trainer job end to end on SQLite with real TensorFlow, Optuna, SHAP and SMTP.
+
+One module-scoped world (a database with 4 products' sales, a file:// artifact store,
+an in-test SMTP server) is shared by the tests in order:
+
+- run A (2 trials × 2 epochs) against a planted, deliberately bad champion: every
+  artifact is written, the challenger is promoted, residuals and forecasts are written,
+  the email carries the report and its attachments, the request is finished;
+- forecast mode twice: H × products rows, the second run changes nothing;
+- run B on gs:// (gcp-storage-emulator) with run A as champion and a promotion margin
+  it cannot meet: every artifact uploaded, the champion is kept;
+- run C crashes while writing its artifacts: no manifest, no champion change, the
+  request is failed, exit code 1;
+- `python -m trainer` as a subprocess: forecast mode exits 0; a failing run exits 1.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from forecastguard.config import Settings
+from forecastguard.db.engine import make_engine
+from forecastguard.db.migrate import upgrade
+from forecastguard.db.schema import model_registry, model_residuals, predictions, retrain_requests
+from forecastguard.storage import open_store
+from tests.integration.trainer2.smtp_server import start_server
+from tests.unit.trainer.helpers import make_sales
+from trainer.artifacts import read_champion, read_manifest, verify_run
+from trainer.config import TrainConfig
+from trainer.emailer import SmtpConfig
+from trainer.main import JobOptions, RequestInfo, run_job
+from trainer.promotion import Tolerances
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+CFG = TrainConfig(
+    horizon=7,
+    lookback=14,
+    val_days=14,
+    test_days=14,
+    epochs=2,
+    batch_size=64,
+    min_observations=30,
+    augment_copies=1,
+)
+N_PRODUCTS = 4
+
+
+def _options(run_id: str, **changes) -> JobOptions:
+    base = JobOptions(
+        mode="train",
+        run_id=run_id,
+        study_id=run_id,
+        train_config=CFG,
+        trials=2,
+        search_units=(8,),
+        shap_products=2,
+    )
+    return replace(base, **changes)
+
+
+def _request(engine: sa.Engine, request_id: str) -> RequestInfo:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(retrain_requests).values(
+                request_id=request_id,
+                status="started",
+                reason="avg_rmse 21.4 > 18.0",
+                created_at=now,
+                updated_at=now,
+                started_at=now,
+            )
+        )
+    return RequestInfo(request_id=request_id, reason="avg_rmse 21.4 > 18.0")
+
+
+def _request_row(engine: sa.Engine, request_id: str):
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(retrain_requests).where(retrain_requests.c.request_id == request_id)
+        ).one()
+
+
+def _plant_bad_champion(engine, store, tmp: Path) -> None:
+    """An untrained model whose bias correction adds 1000 units: any trained model beats it."""
+    from trainer import pipeline as tp
+    from trainer.artifacts import ModelBundle, RunWriter, save_model_bundle
+    from trainer.bias import BiasCorrection
+    from trainer.config import ModelParams
+    from trainer.data import load_sales
+    from trainer.model import build_model
+    from trainer.promotion import Decision, Scores, publish, record
+
+    prepared = tp.prepare(load_sales(engine), CFG)
+    params = ModelParams(units=4, lookback=7)
+    model = build_model(
+        params,
+        n_features=prepared.train.x.shape[-1],
+        n_known=prepared.train.known.shape[-1],
+        horizon=CFG.horizon,
+        n_products=len(prepared.products),
+    )
+    bundle = ModelBundle(
+        model=model,
+        pipeline=prepared.pipeline,
+        cfg=CFG,
+        params=params,
+        correction=BiasCorrection({p: 1000.0 for p in prepared.products}, 0.0),
+        model_version="planted",
+        run_id="planted",
+    )
+    writer = RunWriter(store, "planted")
+    save_model_bundle(writer, bundle, tmp)
+    writer.seal(model_version="planted")
+    empty = pd.DataFrame(columns=["product_id", "target_date", "actual", "predicted"])
+    record(
+        engine,
+        model_version="planted",
+        run_id="planted",
+        run_uri=writer.uri,
+        metrics={},
+        decision=Decision(True, "planted by the test", "seasonal_naive"),
+        holdout=empty,
+    )
+    publish(
+        store, model_version="planted", run_id="planted", run_uri=writer.uri, scores=Scores(1e3)
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trainer-job")
+    url = f"sqlite:///{tmp / 'fg.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    from forecastguard.synth.output import write_database
+
+    write_database(engine, make_sales(N_PRODUCTS, 200))
+    uri = (tmp / "artifacts").as_uri()
+    store = open_store(uri)
+    _plant_bad_champion(engine, store, tmp / "planted")
+    controller, inbox, client_ctx = start_server(tmp, "bot@example.com", "app-pass")
+    smtp = SmtpConfig(
+        host="127.0.0.1",
+        port=controller.port,
+        user="bot@example.com",
+        password="app-pass",
+        sender="bot@example.com",
+        recipients=("ops@example.com",),
+        ssl_context=client_ctx,
+    )
+    settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
+    request = _request(engine, "req-a")
+    code = run_job(
+        settings, _options("run-a", request=request), engine=engine, store=store, smtp=smtp
+    )
+    yield {
+        "tmp": tmp,
+        "url": url,
+        "uri": uri,
+        "engine": engine,
+        "store": store,
+        "settings": settings,
+        "smtp": smtp,
+        "inbox": inbox,
+        "code_a": code,
+    }
+    controller.stop()
+    engine.dispose()
+
+
+EXPECTED_FILES = {
+    "model/model.keras",
+    "model/feature_pipeline.joblib",
+    "model/feature_pipeline.json",
+    "model/bias_correction.json",
+    "params.json",
+    "metrics.json",
+    "per_product.csv",
+    "holdout.csv",
+    "quality.json",
+    "history.json",
+    "tuning/trials.csv",
+    "tuning/summary.json",
+    "shap/summary.csv",
+    "shap/per_product.csv",
+    "shap/values.npz",
+    "report.md",
+    "report.html",
+    "fairness.png",
+    "bias.png",
+    "shap_summary.png",
+    "training.png",
+}
+
+
+def test_run_a_writes_every_artifact_sealed_by_the_manifest(world):
+    assert world["code_a"] == 0
+    store = world["store"]
+    manifest = verify_run(store, "run-a")
+    assert set(manifest["files"]) == EXPECTED_FILES
+    assert set(store.child("runs/run-a").list()) == EXPECTED_FILES | {"manifest.json"}
+    metrics = store.read_json("runs/run-a/metrics.json")
+    assert set(metrics["model"]) >= {"rmse", "mae", "rmsse", "bias"}
+    assert set(metrics["baselines"]) == {"seasonal_naive", "moving_average"}
+    assert set(metrics["fairness"]) >= {"disparity_p90_over_median", "worst_decile_rmsse"}
+    assert metrics["n_products"] == N_PRODUCTS and metrics["horizon"] == CFG.horizon
+    assert metrics["champion"]["model_version"] == "planted"
+    trials = pd.read_csv(store.key_uri("runs/run-a/tuning/trials.csv"))
+    assert len(trials) == 2
+    report = store.read_text("runs/run-a/report.md")
+    for section in (
+        "## Promotion decision",
+        "## Comparison with the champion and the baselines",
+        "## Data quality",
+        "## Tuning (Optuna)",
+        "## Per-product fairness",
+        "## Bias before and after correction",
+        "## What drives the forecasts (SHAP)",
+        "champion planted",
+        "seasonal naive",
+    ):
+        assert section in report, section
+    assert store.read_bytes("runs/run-a/fairness.png").startswith(b"\x89PNG")
+    per = pd.read_csv(store.key_uri("runs/run-a/per_product.csv"))
+    assert {"rmsse", "rmsse_without_callback", "champion_rmsse"} <= set(per.columns)
+    assert len(per) == N_PRODUCTS
+
+
+def test_better_challenger_is_promoted_with_its_residuals(world):
+    engine, store = world["engine"], world["store"]
+    pointer = read_champion(store)
+    assert pointer.run_id == "run-a" and pointer.model_version == "run-a"
+    with engine.connect() as conn:
+        status = dict(
+            conn.execute(sa.select(model_registry.c.model_version, model_registry.c.status)).all()
+        )
+        residuals = conn.execute(
+            sa.select(sa.func.count()).where(model_residuals.c.model_version == "run-a")
+        ).scalar()
+    assert status == {"planted": "retired", "run-a": "champion"}
+    holdout = pd.read_csv(store.key_uri("runs/run-a/holdout.csv"))
+    assert residuals == len(holdout) > 0
+    assert _request_row(engine, "req-a").status == "finished"
+
+
+def test_promotion_ends_with_forecasts_for_every_product(world):
+    with world["engine"].connect() as conn:
+        rows = conn.execute(sa.select(predictions)).mappings().all()
+    assert len(rows) == CFG.horizon * N_PRODUCTS
+    assert {r["model_version"] for r in rows} == {"run-a"}
+    last_sale = pd.Timestamp("2023-01-02") + pd.Timedelta(days=199)
+    assert min(r["target_date"] for r in rows) == (last_sale + pd.Timedelta(days=1)).date()
+
+
+def test_email_carries_report_plots_and_csv(world):
+    [got] = world["inbox"].messages
+    assert got["tls"] and got["rcpt_tos"] == ["ops@example.com"]
+    msg = email.message_from_bytes(got["content"], policy=email.policy.default)
+    assert msg["Subject"] == "forecastguard: model run-a promoted"
+    text = msg.get_body(("plain",)).get_content()
+    assert "Promotion decision" in text and "champion planted" in text
+    assert "<table>" in msg.get_body(("html",)).get_content()
+    names = {p.get_filename() for p in msg.iter_attachments()}
+    assert {"per_product.csv", "fairness.png", "shap_summary.png", "bias.png"} <= names
+    recorded = world["store"].read_json("notifications/run-a/email.json")
+    assert recorded["sent"] is True and recorded["error"] is None
+
+
+def _prediction_rows(engine):
+    with engine.connect() as conn:
+        return sorted(tuple(r) for r in conn.execute(sa.select(predictions)).all())
+
+
+def test_forecast_mode_is_idempotent(world):
+    engine = world["engine"]
+    before = _prediction_rows(engine)
+    opts = _options("fc-1", mode="forecast")
+    assert run_job(world["settings"], opts, engine=engine, store=world["store"]) == 0
+    after_first = _prediction_rows(engine)
+    assert run_job(world["settings"], opts, engine=engine, store=world["store"]) == 0
+    assert _prediction_rows(engine) == after_first == before  # same champion, same data
+    assert len(after_first) == CFG.horizon * N_PRODUCTS
+
+
+def test_run_b_on_gcs_uploads_everything_and_keeps_the_champion(world, gcs_client):
+    engine, local = world["engine"], world["store"]
+    gcs = open_store("gs://fg-artifacts/forecastguard", client=gcs_client)
+    for name in [*read_manifest(local, "run-a")["files"], "manifest.json"]:
+        gcs.write_bytes(f"runs/run-a/{name}", local.read_bytes(f"runs/run-a/{name}"))
+    gcs.write_bytes("champion.json", local.read_bytes("champion.json"))
+    before = _prediction_rows(engine)
+    opts = _options("run-b", trials=1, tolerances=Tolerances(rmse=0.95))
+    assert run_job(world["settings"], opts, engine=engine, store=gcs, smtp=SmtpConfig(None)) == 0
+    manifest = verify_run(gcs, "run-b")
+    assert set(manifest["files"]) == EXPECTED_FILES
+    assert manifest["decision"]["promote"] is False
+    assert "by more than 95.0%" in manifest["decision"]["reason"]
+    assert read_champion(gcs).run_id == "run-a"
+    blob = gcs_client.bucket("fg-artifacts").get_blob("forecastguard/runs/run-b/manifest.json")
+    assert blob is not None and blob.size > 0
+    with engine.connect() as conn:
+        status = dict(
+            conn.execute(sa.select(model_registry.c.model_version, model_registry.c.status)).all()
+        )
+        versions = set(
+            conn.execute(sa.select(model_residuals.c.model_version).distinct()).scalars()
+        )
+    assert status["run-b"] == "rejected" and status["run-a"] == "champion"
+    assert "run-b" not in versions
+    assert _prediction_rows(engine) == before
+    assert gcs.read_json("notifications/run-b/email.json")["skipped"] is True
+
+
+def test_run_c_crashing_midway_changes_no_champion(world, monkeypatch):
+    engine, store = world["engine"], world["store"]
+    from trainer.artifacts import RunWriter
+
+    original = RunWriter.put_text
+
+    def crash_on_report(self, name, text):
+        if name == "report.md":
+            raise OSError("disk full (simulated)")
+        return original(self, name, text)
+
+    monkeypatch.setattr(RunWriter, "put_text", crash_on_report)
+    request = _request(engine, "req-c")
+    champion_before = store.read_bytes("champion.json")
+    opts = _options("run-c", trials=1, request=request)
+    assert run_job(world["settings"], opts, engine=engine, store=store) == 1
+    assert store.exists("runs/run-c/metrics.json")  # partly written ...
+    assert read_manifest(store, "run-c") is None  # ... but never sealed
+    assert store.read_bytes("champion.json") == champion_before
+    with engine.connect() as conn:
+        versions = set(conn.execute(sa.select(model_registry.c.model_version)).scalars())
+    assert "run-c" not in versions
+    row = _request_row(engine, "req-c")
+    assert row.status == "failed" and "disk full (simulated)" in row.error
+
+
+def _subprocess_env(world, **extra) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUD_RUN_", "REQUEST_"))}
+    pythonpath = [str(ROOT / "shared"), str(ROOT / "jobs" / "trainer"), str(ROOT)]
+    env.update(
+        PYTHONPATH=os.pathsep.join(pythonpath),
+        DATABASE_URL=world["url"],
+        ARTIFACT_URI=world["uri"],
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    env.update(extra)
+    return env
+
+
+def test_entry_point_forecast_mode_exits_zero(world):
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "--mode", "forecast"],
+        env=_subprocess_env(world),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finished = [
+        json.loads(line) for line in proc.stderr.splitlines() if '"trainer finished"' in line
+    ]
+    assert finished and finished[0]["written"] == 0
+    assert finished[0]["unchanged"] == CFG.horizon * N_PRODUCTS
+
+
+def test_entry_point_failure_exits_nonzero_and_fails_the_request(world, tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    engine = make_engine(url)
+    upgrade(engine)  # no sales: the run fails at loading
+    _request(engine, "req-empty")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer",
+            "--mode",
+            "train",
+            "--database-url",
+            url,
+            "--trials",
+            "1",
+        ],
+        env=_subprocess_env(world, REQUEST_ID="req-empty", RUN_ID="run-empty"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    row = _request_row(engine, "req-empty")
+    assert row.status == "failed" and "no rows" in row.error
+    engine.dispose()
+
+
+def test_entry_point_bad_configuration_exits_two(world):
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "--mode", "train"],
+        env=_subprocess_env(world, ARTIFACT_URI="", RUN_ID="../escape"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "ARTIFACT_URI" in proc.stderr
