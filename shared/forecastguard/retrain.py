@@ -39,6 +39,7 @@ from forecastguard.messages import MessageError, RetrainMessage
 log = get_logger(__name__)
 
 LOCK_NAME = "trainer"
+REJECTED_PREFIX = "rejected:"
 IN_PROGRESS = ("launching", "started")
 WAITING = ("received", "queued")
 ENDED = ("finished", "failed")
@@ -115,6 +116,8 @@ def check_fits(message: RetrainMessage) -> None:
 
     A valid message that the database then refused would be redelivered forever.
     """
+    if message.request_id.startswith(REJECTED_PREFIX):
+        raise MessageError(f"request_id must not start with {REJECTED_PREFIX!r} (reserved)")
     c = retrain_requests.c
     for name, column in (
         ("request_id", c.request_id),
@@ -140,7 +143,7 @@ def fit_text(text: str, limit: int = TEXT_BYTES) -> str:
 
 def rejected_key(message_id: str) -> str:
     """The ledger key of a rejected message: its own request id may be missing or bad."""
-    return f"rejected:{message_id}"[:128]
+    return f"{REJECTED_PREFIX}{message_id}"[:128]
 
 
 # --- reading -------------------------------------------------------------------------

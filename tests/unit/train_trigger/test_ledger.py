@@ -240,3 +240,9 @@ def test_a_queued_request_of_a_later_window_stays_queued_when_an_earlier_one_sta
     retrain.record(db, message("late-arrival", date(2026, 6, 1)), message_id="m", payload="{}")
     assert retrain.claim(db, "late-arrival", timeout_s=TIMEOUT, now=T0).decision == "start"
     assert status(db, "later-window") == "queued"
+
+
+def test_the_rejected_prefix_is_reserved(db):
+    clash = RetrainMessage("rejected:1", "x", date(2026, 5, 1), date(2026, 5, 2))
+    with pytest.raises(MessageError, match="must not start with 'rejected:'"):
+        retrain.record(db, clash, message_id="m", payload="{}")
