@@ -120,7 +120,7 @@ def daily_features(
         roll_mean=roll_mean,
         roll_std=roll_std,
         promo=np.asarray(promo, dtype=float),
-        dow=dates.dayofweek.to_numpy().astype(float),
+        dow=dates.day_of_week.to_numpy().astype(float),
         month=dates.month.to_numpy().astype(float),
         day_of_month=dates.day.to_numpy().astype(float),
         holiday=today,

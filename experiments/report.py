@@ -63,7 +63,7 @@ def plot(
         product_metrics.loc[product_metrics["model"] == m, "rmsse"].dropna().to_numpy()
         for m in order
     ]
-    ax.boxplot(data, vert=False, showmeans=True, whis=(5, 95), showfliers=False)
+    ax.boxplot(data, orientation="horizontal", showmeans=True, whis=(5, 95), showfliers=False)
     ax.set_yticks(range(1, len(order) + 1), order)
     ax.invert_yaxis()
     ax.set_xlabel("per-product RMSSE (box: quartiles, whiskers: 5–95%, ▲ mean)")

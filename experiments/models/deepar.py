@@ -10,7 +10,10 @@ forecast is the mean of `num_samples` sample paths.
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,9 +41,6 @@ class DeepAR:
         import lightning.pytorch as pl
         import pandas as pd
         import torch
-        from gluonts.dataset.common import ListDataset
-        from gluonts.torch.distributions import NegativeBinomialOutput
-        from gluonts.torch.model.deepar import DeepAREstimator
 
         for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "gluonts"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -54,7 +54,7 @@ class DeepAR:
         n = units.shape[1]
         t_hist = units.shape[0]
 
-        def entries(with_future: bool) -> list[dict]:
+        def entries(with_future: bool) -> list[dict[str, Any]]:
             length = t_hist + (task.horizon if with_future else 0)
             return [
                 {
@@ -66,6 +66,20 @@ class DeepAR:
                 }
                 for j in range(n)
             ]
+
+        with tempfile.TemporaryDirectory(prefix="deepar-") as workdir:
+            return self._fit_predict(task, entries, workdir, n)
+
+    def _fit_predict(
+        self,
+        task: ForecastTask,
+        entries: Callable[[bool], list[dict[str, Any]]],
+        workdir: str,
+        n: int,
+    ) -> Forecast:
+        from gluonts.dataset.common import ListDataset
+        from gluonts.torch.distributions import NegativeBinomialOutput
+        from gluonts.torch.model.deepar import DeepAREstimator
 
         estimator = DeepAREstimator(
             freq="D",
@@ -88,7 +102,8 @@ class DeepAR:
                 "enable_progress_bar": False,
                 "enable_model_summary": False,
                 "logger": False,
-                "enable_checkpointing": False,
+                # GluonTS keeps the best epoch through a checkpoint: write it to a temp dir.
+                "default_root_dir": workdir,
             },
         )
         predictor = estimator.train(ListDataset(entries(False), freq="D"), cache_data=True)

@@ -1,0 +1,246 @@
+"""The backtest harness on tiny data: cutoffs, no look-ahead, metrics, cheap models, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.__main__ import main
+from experiments.backtest import cutoff_indices, make_task, run_backtest
+from experiments.data import DataError, Panel, panel_from_long, read_pasta, synthetic
+from experiments.features import Standardiser, daily_features, direct_rows
+from experiments.metrics import aggregate, disparity, per_product, scales, worst_decile
+from experiments.models import ModelOptions, build_models
+from experiments.models.base import Forecast, ForecastTask
+from experiments.models.naive import SeasonalNaive
+from experiments.models.sarima import Sarima, adf_order
+from experiments.report import write_report
+
+PASTA = Path(__file__).resolve().parents[2].parent / "shared/data/pasta_sales_uci611"
+
+
+def weekly_panel(n_days: int = 120, n_products: int = 3) -> Panel:
+    """Pure weekly patterns (seasonal naive is exact on them), one closed day in the test."""
+    dates = pd.date_range("2020-01-01", periods=n_days, freq="D")
+    week = np.array([3.0, 4.0, 5.0, 6.0, 9.0, 12.0, 1.0])
+    units = np.column_stack([np.resize(week * (j + 1), n_days) for j in range(n_products)])
+    units[-3, :] = np.nan  # the store was closed
+    promo = np.zeros_like(units)
+    promo[-10:, 0] = 1.0
+    return Panel(dates, tuple(f"P{j}" for j in range(n_products)), units, promo)
+
+
+class Spy:
+    """Records what the harness shows a model; forecasts the history's mean."""
+
+    name = "spy"
+
+    def __init__(self) -> None:
+        self.tasks: list[ForecastTask] = []
+
+    def forecast(self, task: ForecastTask) -> Forecast:
+        self.tasks.append(task)
+        mean = np.nanmean(task.history.units, axis=0)
+        return Forecast(values=np.tile(mean, (task.horizon, 1)))
+
+
+def test_cutoffs_tile_the_end_of_the_data() -> None:
+    assert cutoff_indices(100, 10, 3) == [69, 79, 89]
+    assert cutoff_indices(100, 10, 2, step=5) == [84, 89]
+    with pytest.raises(ValueError, match="too few"):
+        cutoff_indices(50, 10, 4)
+
+
+def test_models_see_only_the_history_and_future_promotions() -> None:
+    panel = weekly_panel()
+    spy = Spy()
+    result = run_backtest(panel, [spy], horizon=14, n_cutoffs=2)
+    assert [t.history.dates[-1] for t in spy.tasks] == result.cutoffs
+    for task in spy.tasks:
+        end = len(task.history.dates)
+        assert task.history.units.shape == (end, 3)
+        np.testing.assert_array_equal(task.history.units, panel.units[:end])
+        assert task.future_dates[0] == task.history.dates[-1] + pd.Timedelta(days=1)
+        np.testing.assert_array_equal(task.future_promo, panel.promo[end : end + 14])
+    # Test windows do not overlap and end with the data.
+    assert result.forecasts["date"].max() == panel.dates[-1]
+    assert result.forecasts.groupby(["model", "product_id", "date"]).size().max() == 1
+
+
+def test_seasonal_naive_is_exact_on_a_weekly_pattern_and_closed_days_are_not_scored() -> None:
+    panel = weekly_panel()
+    result = run_backtest(panel, [SeasonalNaive()], horizon=14, n_cutoffs=2)
+    metrics = per_product(result.forecasts, result.scales)
+    assert (metrics["n"] == 2 * 14 - 1).all()  # the closed day is left out
+    np.testing.assert_allclose(metrics[["rmse", "mae", "bias", "rmsse"]], 0.0, atol=1e-12)
+    # The in-sample seasonal naive is exact too, so MASE's scale is 0: left undefined.
+    assert metrics["mase"].isna().all()
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    cutoff = pd.Timestamp("2020-01-10")
+    forecasts = pd.DataFrame(
+        {
+            "model": "m",
+            "cutoff": cutoff,
+            "product_id": ["a", "a", "a", "b", "b", "b"],
+            "date": list(pd.date_range("2020-01-11", periods=3)) * 2,
+            "step": [1, 2, 3] * 2,
+            "actual": [2.0, 4.0, np.nan, 1.0, 1.0, 1.0],
+            "forecast": [1.0, 1.0, 5.0, 1.0, 2.0, 3.0],
+        }
+    )
+    scale_frame = pd.DataFrame(
+        {
+            "cutoff": cutoff,
+            "product_id": ["a", "b"],
+            "rmsse_scale": [2.0, 1.0],
+            "mase_scale": [1.0, 0.5],
+        }
+    )
+    m = per_product(forecasts, scale_frame).set_index("product_id")
+    # a: errors (actual − forecast) 1, 3; b: 0, −1, −2.
+    assert m.loc["a", "n"] == 2 and m.loc["b", "n"] == 3
+    assert m.loc["a", "rmse"] == pytest.approx(np.sqrt(5.0))
+    assert m.loc["a", "mae"] == pytest.approx(2.0)
+    assert m.loc["a", "bias"] == pytest.approx(2.0)
+    assert m.loc["a", "rmsse"] == pytest.approx(np.sqrt(5.0) / 2.0)
+    assert m.loc["a", "mase"] == pytest.approx(2.0)
+    assert m.loc["b", "bias"] == pytest.approx(-1.0)
+    assert m.loc["b", "mase"] == pytest.approx(2.0)
+    timings = pd.DataFrame({"model": ["m"], "cutoff": [cutoff], "wall_s": [1.5], "cpu_s": [1.0]})
+    summary = aggregate(m.reset_index(), timings)
+    assert summary.loc[0, "rmse"] == pytest.approx((np.sqrt(5.0) + np.sqrt(5.0 / 3.0)) / 2)
+    assert summary.loc[0, "wall_s"] == 1.5
+
+
+def test_scales_start_at_the_first_sale() -> None:
+    history = np.array([[0.0, 5.0], [0.0, 5.0], [2.0, 5.0], [4.0, 5.0], [np.nan, 5.0]])
+    rmsse_scale, mase_scale = scales(history, season=1)
+    # Product 0 from its first sale: 2, 4, 0 (closed day) -> changes 2, -4.
+    assert rmsse_scale[0] == pytest.approx(np.sqrt((4 + 16) / 2))
+    assert mase_scale[0] == pytest.approx(3.0)
+    assert np.isnan(rmsse_scale[1]) and np.isnan(mase_scale[1])  # constant: no scale
+
+
+def test_disparity_and_worst_decile() -> None:
+    rmsse = np.arange(1.0, 11.0)
+    assert disparity(rmsse) == pytest.approx(np.percentile(rmsse, 90) / 5.5)
+    assert worst_decile(rmsse) == 10.0
+    assert disparity(np.ones(5)) == 1.0
+
+
+def test_adf_chooses_differencing_after_the_weekly_difference() -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.normal(10, 1, 400)
+    # After the (fixed) weekly difference a random walk is stationary; an I(2) series is not.
+    walk = np.cumsum(rng.normal(0, 1, 400))
+    integrated_twice = np.cumsum(np.cumsum(rng.normal(0, 1, 400)))
+    assert adf_order(noise) == 0
+    assert adf_order(walk) == 0
+    assert adf_order(integrated_twice) >= 1
+
+
+def test_lightgbm_rows_do_not_look_past_the_origin() -> None:
+    panel = weekly_panel(n_days=90, n_products=2)
+    scaler = Standardiser.fit(panel.units[:60])
+    origins, steps, products = np.array([59, 59, 59]), np.array([1, 7, 28]), np.array([0, 1, 0])
+    rows = direct_rows(
+        daily_features(panel.units, panel.promo, panel.dates, scaler), origins, steps, products
+    )
+    changed = panel.units.copy()
+    changed[60:] = 1000.0
+    rows_changed = direct_rows(
+        daily_features(changed, panel.promo, panel.dates, scaler), origins, steps, products
+    )
+    np.testing.assert_array_equal(rows, rows_changed)
+    # The same-weekday feature is last week's value for the target's weekday.
+    z = scaler.transform(panel.units)
+    assert rows[1, 9] == pytest.approx(z[59, 1])
+
+
+def test_cheap_models_on_synthetic_data_and_the_report(tmp_path: Path) -> None:
+    panel = synthetic(3, start="2017-01-01", end="2018-03-31", seed=3)
+    assert panel.units.shape == (455, 3)
+    opts = ModelOptions(n_jobs=1, sarima_history_days=70)
+    models = build_models(["seasonal_naive", "sarima", "sarima_adf"], opts)
+    result = run_backtest(panel.select([0, 1]), models, horizon=7, n_cutoffs=2)
+    metrics = per_product(result.forecasts, result.scales)
+    assert set(metrics["model"]) == {"seasonal_naive", "sarima", "sarima_adf"}
+    assert metrics[["rmse", "mae", "rmsse", "mase"]].notna().all().all()
+    summary = aggregate(metrics, result.timings)
+    assert summary.set_index("model").loc["sarima", "beats_baseline"] >= 0.0
+    for note in result.notes["sarima"]:
+        assert note["fallbacks"] == 0 and note["d_counts"] == {"1": 2}
+    paths = write_report(
+        tmp_path,
+        result,
+        metrics,
+        summary,
+        command="python -m experiments --synthetic 3",
+        dataset="synthetic",
+        context={"k": "v"},
+    )
+    text = paths["table"].read_text()
+    assert "python -m experiments --synthetic 3" in text
+    assert all(f"| {m} |" in text for m in ("seasonal_naive", "sarima", "sarima_adf"))
+    assert paths["plot"].stat().st_size > 10_000
+    data = json.loads(paths["summary"].read_text())
+    assert data["horizon"] == 7 and len(data["cutoffs"]) == 2
+
+
+def test_sarima_tracks_a_seasonal_series_better_than_its_fallback() -> None:
+    rng = np.random.default_rng(1)
+    n = 200
+    dates = pd.date_range("2021-01-01", periods=n, freq="D")
+    week = np.array([5.0, 6.0, 7.0, 8.0, 12.0, 15.0, 3.0])
+    units = (np.resize(week, n) + rng.normal(0, 0.5, n))[:, None]
+    panel = Panel(dates, ("x",), units, np.zeros_like(units))
+    task = make_task(panel, n - 29, 28)
+    out = Sarima(n_jobs=1, history_days=140).forecast(task)
+    assert out.notes["fallbacks"] == 0
+    truth = np.resize(week, n)[n - 28 :]
+    assert np.sqrt(np.mean((out.values[:, 0] - truth) ** 2)) < 1.0
+
+
+def test_read_pasta_wide_csv_with_a_closed_day(tmp_path: Path) -> None:
+    csv = tmp_path / "hierarchical_sales_data.csv"
+    csv.write_text(
+        "DATE,QTY_B1_1,QTY_B1_2,PROMO_B1_1,PROMO_B1_2\n"
+        "2014-01-02,3,0,0,1\n2014-01-03,4,1,1,0\n2014-01-05,2,2,0,0\n"
+    )
+    panel = read_pasta(tmp_path)
+    assert panel.products == ("B1_1", "B1_2")
+    assert list(panel.dates.strftime("%d")) == ["02", "03", "04", "05"]
+    assert np.isnan(panel.units[2]).all()
+    np.testing.assert_array_equal(panel.promo[:, 0], [0, 1, 0, 0])
+    assert len(panel.to_long()) == 6
+    assert panel_from_long(panel.to_long()).products == panel.products
+    with pytest.raises(DataError, match="not found"):
+        read_pasta(tmp_path / "nope.csv")
+
+
+def test_cli_writes_the_report(tmp_path: Path) -> None:
+    code = main(
+        ["--synthetic", "2", "--synthetic-start", "2017-06-01", "--synthetic-end", "2018-03-31",
+         "--models", "seasonal_naive", "--horizon", "7", "--cutoffs", "2", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "results.md").read_text().count("| seasonal_naive |") == 1
+    assert len(pd.read_csv(tmp_path / "per_product.csv")) == 2
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not PASTA.is_dir(), reason="pasta data not present")
+def test_real_pasta_data_reads_in_place() -> None:
+    panel = read_pasta(PASTA)
+    assert len(panel.products) == 118
+    assert panel.dates[0] == pd.Timestamp("2014-01-02") and panel.dates[-1] == pd.Timestamp(
+        "2018-12-31"
+    )
+    closed = np.isnan(panel.units).all(axis=1)
+    assert len(panel.dates) - closed.sum() == 1798
