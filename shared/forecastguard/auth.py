@@ -38,7 +38,7 @@ class GoogleIdTokenVerifier:
     The signing certificates are fetched from `certs_url` through one reused session.
     """
 
-    def __init__(self, audience: str, certs_url: str = GOOGLE_CERTS_URL) -> None:
+    def __init__(self, audience: str, certs_url: str | None = None) -> None:
         self.audience = audience
         self.certs_url = certs_url
         self._request: Any = None
@@ -51,7 +51,10 @@ class GoogleIdTokenVerifier:
         if self._request is None:
             self._request = google_requests.Request()
         claims = id_token.verify_token(
-            token, self._request, audience=self.audience, certs_url=self.certs_url
+            token,
+            self._request,
+            audience=self.audience,
+            certs_url=self.certs_url or GOOGLE_CERTS_URL,
         )
         if claims.get("iss") not in GOOGLE_ISSUERS:
             raise ValueError(f"wrong issuer {claims.get('iss')!r}")

@@ -1,0 +1,127 @@
+"""The health check against real databases (SQLite and MariaDB): read, store, run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from forecastguard.config import Settings
+from forecastguard.db.schema import health_check_products, health_checks
+from forecastguard.health.check import HealthParams, compute_health
+from forecastguard.health.service import HealthService
+from forecastguard.health.store import store_result
+from forecastguard.health.window import load_residuals, load_window
+from tests.integration.health.synthetic import frames, synthetic_window, write
+
+AS_OF = date(2026, 5, 30)
+
+
+def test_load_window_reads_what_was_written(engine: sa.Engine) -> None:
+    data = synthetic_window(25, AS_OF, seed=1)
+    sales_frame, predictions_frame = frames(data)
+    # A product with sales but no forecasts, and forecasts of another model version.
+    extra = pd.DataFrame({"product_id": "Z-no-forecast", "sale_date": [AS_OF], "units_sold": [3.0]})
+    predictions_frame.loc[predictions_frame["target_date"] == AS_OF, "model_version"] = "m2"
+    write(engine, pd.concat([sales_frame, extra]), predictions_frame)
+    window = load_window(engine, AS_OF, 30)
+    assert list(window.products) == [*data.products, "Z-no-forecast"]
+    mine = window.codes < 25
+    np.testing.assert_array_equal(window.codes[mine], data.codes)
+    np.testing.assert_array_equal(window.day[mine], data.day)
+    np.testing.assert_allclose(window.units[mine], data.units)
+    np.testing.assert_allclose(window.predicted[mine], data.predicted, rtol=1e-14)
+    assert np.isnan(window.predicted[~mine]).all()
+    assert window.model_versions == ("m1", "m2") and window.current_version == "m2"
+    assert window.last_sale_date == AS_OF
+    # The same statistics as on the arrays themselves.
+    from_db = compute_health(window, HealthParams())
+    direct = compute_health(data, HealthParams())
+    assert from_db.n_products == 25 and from_db.avg_rmse == pytest.approx(direct.avg_rmse)
+    np.testing.assert_array_equal(from_db.products["ks_pvalue"], direct.products["ks_pvalue"])
+
+
+def test_load_window_without_sales_finds_the_last_sale(engine: sa.Engine) -> None:
+    old = pd.DataFrame({"product_id": ["A"], "sale_date": [date(2025, 1, 5)], "units_sold": [1.0]})
+    write(engine, old)
+    window = load_window(engine, AS_OF, 30)
+    assert len(window.products) == 0 and window.last_sale_date == date(2025, 1, 5)
+    result = compute_health(window, HealthParams())
+    assert result.reason_kinds == ["empty", "stale"]
+
+
+def test_holdout_residuals_by_model_version(engine: sa.Engine) -> None:
+    data = synthetic_window(12, AS_OF, seed=2)
+    sales_frame, predictions_frame = frames(data, predictions_from=data.window_start)
+    rng = np.random.default_rng(3)
+    residuals = pd.DataFrame(
+        {
+            "model_version": np.repeat(["m1", "m0"], 12 * 20),
+            "product_id": np.tile(np.repeat(data.products, 20), 2),
+            "target_date": np.tile(pd.date_range("2025-12-01", periods=20).date, 24),
+            "error": rng.normal(0, 2, 480),
+        }
+    )
+    write(engine, sales_frame, predictions_frame, residuals)
+    window = load_window(engine, AS_OF, 30)
+    codes, errors = load_residuals(engine, "m1", window.products)
+    assert len(codes) == 240 and np.bincount(codes).tolist() == [20] * 12
+    mine = residuals[residuals["model_version"] == "m1"].sort_values(["product_id", "target_date"])
+    got = pd.DataFrame({"c": codes, "e": errors}).sort_values(["c", "e"])
+    np.testing.assert_allclose(
+        np.sort(got["e"].to_numpy()), np.sort(mine["error"].to_numpy()), rtol=1e-14
+    )
+    service = HealthService(Settings.from_env({}), engine=engine)
+    result = service.run(AS_OF, 30)
+    assert result.references == {"previous_window": 0, "holdout": 12, "none": 0}
+
+
+def test_store_is_one_transaction(engine: sa.Engine) -> None:
+    data = synthetic_window(30, AS_OF, seed=4)
+    result = compute_health(data, HealthParams())
+    result.check_id, result.checked_at = "c" * 36, pd.Timestamp("2026-05-31T06:00").to_pydatetime()
+    store_result(engine, result)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(health_checks)).one()
+        products = conn.execute(sa.select(health_check_products)).all()
+    assert row.healthy == result.healthy and len(products) == 30
+    assert json.loads(row.result_json)["n_products"] == 30
+    # A failure among the product rows (a duplicate product) leaves nothing behind.
+    broken = replace(result, check_id="d" * 36)
+    broken.products = pd.concat([result.products, result.products.iloc[:1]])
+    with pytest.raises(sa.exc.IntegrityError):
+        store_result(engine, broken)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(health_checks)).scalar() == 1
+        count = sa.select(sa.func.count()).select_from(health_check_products)
+        assert conn.execute(count).scalar() == 30
+
+
+def test_service_run_stores_and_writes_metrics(engine: sa.Engine, tmp_path) -> None:
+    data = synthetic_window(40, AS_OF, seed=5, drift_share=0.25, drift_factor=2.0)
+    write(engine, *frames(data))
+    sink = tmp_path / "metrics.jsonl"
+    service = HealthService(Settings.from_env({}, metrics_sink=str(sink)), engine=engine)
+    result = service.run(AS_OF, 30)
+    assert not result.healthy and "drift" in result.reason_kinds
+    assert result.outputs["metrics"]["written"]
+    assert result.outputs["retrain"]["skipped"] == "RETRAIN_TOPIC is not set"
+    lines = [json.loads(line) for line in sink.read_text().splitlines()]
+    by_metric = pd.Series([line["metric"] for line in lines]).value_counts()
+    prefix = "custom.googleapis.com/forecastguard/"
+    assert by_metric[prefix + "product_rmse"] == 40 and by_metric[prefix + "healthy"] == 1
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(health_checks)).one()
+        drifted = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(health_check_products)
+            .where(health_check_products.c.drift.is_(True))
+        ).scalar()
+    assert stored.id == result.check_id and not stored.healthy
+    assert json.loads(stored.reasons) == result.reasons
+    assert drifted == int(result.products["drift"].sum()) >= 5
