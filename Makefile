@@ -40,3 +40,18 @@ format: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Model comparisons (issue 9): a separate .venv-exp with the heavy extras (torch, gluonts,
+# lightgbm; pandas 2 for gluonts), then the backtest with its defaults on the pasta data.
+EXP_VENV := .venv-exp
+EXP_STAMP := $(EXP_VENV)/.installed
+EXP_ARGS ?= --data ../shared/data/pasta_sales_uci611
+.PHONY: experiments
+
+$(EXP_STAMP): experiments/constraints.txt shared/pyproject.toml jobs/trainer/requirements.txt jobs/trainer/pyproject.toml
+	@test -x $(EXP_VENV)/bin/python || $(PYTHON) -m venv $(EXP_VENV)
+	$(EXP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c experiments/constraints.txt -r jobs/trainer/requirements.txt -e 'shared[experiments]' -e jobs/trainer $(QUIET)
+	@touch $@
+
+experiments: $(EXP_STAMP)
+	$(EXP_VENV)/bin/python -m experiments $(EXP_ARGS)
