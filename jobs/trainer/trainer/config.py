@@ -118,9 +118,9 @@ class ModelParams:
     """The network's hyper-parameters (what the tuner searches)."""
 
     units: int = 64
-    dropout: float = 0.1
+    dropout: float = 0.2
     activation: str = "tanh"
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     lookback: int = 28
     embedding_dim: int = 8
 
