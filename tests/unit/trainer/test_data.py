@@ -10,7 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from forecastguard.db.schema import promotions, sales
+from trainer.config import TrainConfig
 from trainer.data import DataError, load_sales, read_pasta_csv, validate_long
+from trainer.quality import check_quality
 
 PASTA = Path("/work/shared/data/pasta_sales_uci611/hierarchical_sales_data.csv")
 
@@ -61,6 +63,11 @@ def test_read_real_pasta_data() -> None:
     assert long["product_id"].nunique() == 118
     assert long["date"].nunique() == 1798
     assert long["units_sold"].ge(0).all()
+    # The store's closed days are absent from the file: quality finds and fills them.
+    report = check_quality(long, TrainConfig()).report
+    assert len(report.closure_dates) == 27
+    assert "2018-12-25" in report.closure_dates
+    assert report.totals()["closure_days"] == 27 * 118
 
 
 def test_load_sales_joins_promotions(sqlite_url: str) -> None:
