@@ -5,11 +5,12 @@ package must travel inside it. For every `functions/<name>/` this script writes
 `build/functions/<name>/`:
 
 - the function's files (`main.py`, ...), without caches and tests;
-- `vendor/forecastguard/`: the library's `pyproject.toml` and package, an installable
-  local project;
+- `forecastguard/`: the library's `pyproject.toml` and package, an installable local
+  project next to `main.py` (the installed copy wins over this folder on import, because a
+  folder without `__init__.py` is only a namespace-package candidate);
 - `constraints.txt`: the repository's pins, so the cloud build resolves the same versions;
 - `requirements.txt`: the function's own requirements, with any reference to the
-  library replaced by `./vendor/forecastguard` (by path) and `-c constraints.txt` on top.
+  library replaced by `./forecastguard` (by path) and `-c constraints.txt` on top.
 
 Staging is deterministic (same sources, same bytes), so Terraform's zip hash, which names
 the uploaded object, changes only when the code does.
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENDOR_DIR = "vendor/forecastguard"
+VENDOR_DIR = "forecastguard"
 PACKAGE = "forecastguard"
 
 _IGNORE = shutil.ignore_patterns(
@@ -82,6 +83,8 @@ def stage_function(
     shutil.copytree(source, dest, ignore=_IGNORE)
 
     vendor = dest / VENDOR_DIR
+    if vendor.exists():
+        raise StagingError(f"{source} already holds {VENDOR_DIR}/: stage from a clean folder")
     vendor.mkdir(parents=True)
     shutil.copy2(shared_dir / "pyproject.toml", vendor / "pyproject.toml")
     shutil.copytree(package, vendor / PACKAGE, ignore=_IGNORE)

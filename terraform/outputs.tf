@@ -64,3 +64,8 @@ output "dashboard" {
   description = "Cloud Monitoring dashboard of the model's health."
   value       = "https://console.cloud.google.com/monitoring/dashboards/builder/${element(split("/", google_monitoring_dashboard.health.id), 3)}?project=${var.project_id}"
 }
+
+output "max_delivery_attempts" {
+  description = "Deliveries before a message is dead-lettered (scripts/attach_dead_letters.sh)."
+  value       = var.max_delivery_attempts
+}

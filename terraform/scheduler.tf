@@ -24,7 +24,8 @@ resource "google_cloud_scheduler_job" "health_check" {
     }
     body = base64encode(jsonencode({
       messages = [{
-        data       = base64encode(jsonencode({ source = "cloud-scheduler" }))
+        # An empty request: check the default window (as_of yesterday, WINDOW_DAYS).
+        data       = base64encode(jsonencode({}))
         attributes = { origin = "cloud-scheduler" }
       }]
     }))

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import ast
 import base64
+import inspect
+import json
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from forecastguard.config import Settings
+from forecastguard.health.params import parse_check_params
+from forecastguard.health.service import health_points
+from forecastguard.metrics import METRIC_PREFIX
 from tests.infra import infra_contract as contract
 from tests.infra.hcl import TERRAFORM_DIR, Terraform, load, walk_strings
 
@@ -457,6 +463,20 @@ def test_schedules(tf: Terraform) -> None:
     assert re.search(r'args\s*=\s*\["--mode",\s*"forecast"\]', body), body
     assert jobs["health_check"]["schedule"] == "${var.health_check_schedule}"
     assert forecast["schedule"] == "${var.forecast_schedule}"
+
+
+def test_scheduled_health_request_is_one_the_function_accepts(tf: Terraform) -> None:
+    body = _decoded_body(tf.resource("google_cloud_scheduler_job", "health_check"))
+    m = re.search(r"data\s*=\s*base64encode\(jsonencode\((.*?)\)\)", body)
+    assert m, body
+    assert m.group(1).strip() == "{}", "the health function refuses unknown parameters"
+    assert parse_check_params(json.loads(m.group(1)), date.today()) == (None, None)
+
+
+def test_monitoring_metrics_are_the_ones_the_health_check_writes(tf: Terraform) -> None:
+    assert tf.locals["metric_prefix"] + "/" == METRIC_PREFIX
+    written = set(re.findall(r'"(\w+)"', inspect.getsource(health_points)))
+    assert set(tf.local_map("metrics")) <= written
 
 
 def test_artifact_bucket_is_private_versioned_and_ages_old_runs(tf: Terraform) -> None:
