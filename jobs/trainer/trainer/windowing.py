@@ -86,11 +86,13 @@ def make_windows(
         keep &= listed_targets[s_idx, o_idx].all(axis=1)
     s_idx, o_idx = s_idx[keep], o_idx[keep]
 
-    x_view = sliding_window_view(arrays.seq, lookback, axis=1)  # (S, T-L+1, F, L)
-    k_view = sliding_window_view(arrays.known, horizon, axis=1)  # (S, T-H+1, K, H)
+    # Windows over (days, features) blocks: the gather yields (N, L, F) in one copy.
+    n_feat, n_known = arrays.seq.shape[2], arrays.known.shape[2]
+    x_view = sliding_window_view(arrays.seq, (lookback, n_feat), axis=(1, 2))  # (S, T-L+1, 1, L, F)
+    k_view = sliding_window_view(arrays.known, (horizon, n_known), axis=(1, 2))
     y_view = sliding_window_view(arrays.target, horizon, axis=1)  # (S, T-H+1, H)
-    x = np.ascontiguousarray(x_view[s_idx, o_idx - lookback].transpose(0, 2, 1))
-    known = k_view[s_idx, o_idx].transpose(0, 2, 1)
+    x = x_view[s_idx, o_idx - lookback, 0]
+    known = k_view[s_idx, o_idx, 0]
     step = np.broadcast_to(
         (np.arange(1, horizon + 1, dtype=np.float32) / horizon)[None, :, None],
         (known.shape[0], horizon, 1),
