@@ -46,7 +46,15 @@ def _train_config(raw: str | None, epochs: int | None, country: str) -> Any:
 
     values: dict[str, Any] = {"holiday_country": country}
     if raw:
-        text = Path(raw).read_text() if not raw.lstrip().startswith("{") else raw
+        if raw.lstrip().startswith(("{", "[")):
+            text = raw
+        else:
+            try:
+                text = Path(raw).read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    f"TRAIN_CONFIG is neither JSON nor a readable file: {exc}"
+                ) from exc
         try:
             loaded = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -201,9 +201,10 @@ def _storage_kind(storage: str | None) -> str:
 def open_study(
     study_name: str, *, storage: str | None, seed: int, task_index: int = 0
 ) -> optuna.Study:
-    """Create or load the study (seeded TPE, median pruning after the first epoch)."""
+    """Create or load the study (seeded TPE, median pruning from the second epoch on)."""
     sampler = optuna.samplers.TPESampler(seed=seed + task_index, n_startup_trials=5)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    # Steps are epochs counted from 1; the first epoch is too noisy to prune on.
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
     return optuna.create_study(
         study_name=study_name,
         storage=storage or None,

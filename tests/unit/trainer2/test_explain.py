@@ -1,0 +1,82 @@
+"""SHAP attributions on a tiny trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.unit.trainer.helpers import make_sales
+from trainer.config import ModelParams, TrainConfig
+from trainer.explain import _aggregate, explain, fixed_product_model
+
+pytestmark = pytest.mark.slow
+
+CFG = TrainConfig(
+    horizon=7,
+    lookback=14,
+    val_days=14,
+    test_days=14,
+    epochs=1,
+    batch_size=64,
+    min_observations=30,
+    augment_copies=0,
+)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from trainer import pipeline as tp
+
+    prepared = tp.prepare(make_sales(3, 150), CFG)
+    params = ModelParams(units=4, lookback=7)
+    return prepared, tp.train(prepared, params, CFG, verbose=False).model
+
+
+def test_fixed_product_model_equals_the_model_summed_over_the_horizon(trained):
+    prepared, model = trained
+    w = prepared.test
+    inputs = w.inputs(7)
+    product = int(w.product[0])
+    mask = w.product == product
+    wrapped = fixed_product_model(model, product, 7)
+    got = wrapped.predict([inputs["sequence"][mask], w.known[mask]], verbose=0)[:, 0]
+    want = model.predict({k: v[mask] for k, v in inputs.items()}, verbose=0).sum(axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_explain_aggregates_per_feature_and_names_the_worst_products(trained):
+    prepared, model = trained
+    errors = pd.Series({"P00": 0.5, "P01": 2.0, "P02": 1.0})
+    result = explain(
+        model,
+        prepared,
+        lookback=7,
+        per_product_error=errors,
+        n_worst=2,
+        max_products=3,
+        n_background=8,
+        n_explain=2,
+        nsamples=8,
+    )
+    assert result.worst_products == ["P01", "P02"]
+    n_seq, n_known = len(prepared.feature_names), len(prepared.known_names)
+    assert len(result.summary) == n_seq + n_known
+    assert set(result.summary["input"]) == {"history", "future"}
+    assert result.summary["sum_abs_shap_over_steps"].is_monotonic_decreasing
+    assert result.summary["mean_abs_shap"].gt(0).any()
+    assert set(result.per_product["product_id"]) == {"P01", "P02"}
+    seq = result.values["sequence"]
+    assert seq.shape[1:] == (7, n_seq) and result.values["known"].shape[1:] == (7, n_known)
+    assert set(result.npz_arrays()) >= {"sequence_shap", "known_shap", "product_id"}
+
+
+def test_aggregate_is_mean_abs_over_samples_and_steps():
+    seq = np.array([[[1.0, -2.0], [3.0, 0.0]]])  # 1 sample, 2 steps, 2 features
+    known = np.zeros((1, 2, 1))
+    table = _aggregate(seq, known, ["a", "b"], ["k"]).set_index("feature")
+    assert table.loc["a", "mean_abs_shap"] == 2.0 and table.loc["b", "mean_abs_shap"] == 1.0
+    assert table.loc["a", "sum_abs_shap_over_steps"] == 4.0
+    assert table.loc["b", "mean_shap"] == -1.0
+    with pytest.raises(ValueError, match="disagree"):
+        _aggregate(seq, known, ["a"], ["k"])

@@ -1,0 +1,163 @@
+"""The report renders from plain data: sections, tables, plots, HTML."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from trainer.report import ReportData, make_plots, markdown_to_html, md_table, render_markdown
+
+
+def _metrics(rmse: float) -> dict:
+    return {
+        "model": {"rmse": rmse, "mae": rmse / 2, "rmsse": 0.8, "bias": 0.1},
+        "baselines": {
+            "seasonal_naive": {"rmse": 3.0, "mae": 2.0, "rmsse": 1.1, "bias": 0.0},
+            "moving_average": {"rmse": 2.5, "mae": 1.9, "rmsse": 1.0, "bias": -0.2},
+        },
+        "fairness": {"disparity_p90_over_median": 1.4, "worst_decile_rmsse": 1.2},
+        "n_products": 2,
+        "horizon": 7,
+    }
+
+
+def _data(champion: bool) -> ReportData:
+    return ReportData(
+        run_id="r1",
+        model_version="r1",
+        created_at="2026-01-01T00:00:00+00:00",
+        request={
+            "request_id": "req-9",
+            "reason": "avg_rmse 21 > 18",
+            "health_check_id": "hc-1",
+            "window_start": "2025-12-01",
+            "window_end": "2025-12-30",
+        },
+        split_dates={
+            "train_start": "2025-01-01",
+            "train_end": "2025-10-01",
+            "val_start": "a",
+            "val_end": "b",
+            "test_start": "c",
+            "test_end": "d",
+        },
+        quality={
+            "totals": {"missing_days": 3, "negative_units": 1},
+            "dropped_products": ["P9"],
+            "closure_dates": ["2025-12-25"],
+            "rules": {"negative_units": "set to 0"},
+            "products_with_findings": {"P1": {"missing_days": 3, "sparse": False}},
+        },
+        tuning={
+            "study_name": "s",
+            "storage": "memory",
+            "task_index": 0,
+            "task_count": 1,
+            "counts": {"complete": 2, "pruned": 1, "fail": 0},
+            "duration_s": 12.0,
+            "best_trial": 1,
+            "best_value": 0.9,
+            "best_params": {"units": 8, "dropout": 0.1},
+            "refit_epochs": 2,
+        },
+        trials=pd.DataFrame(
+            {
+                "number": [0, 1],
+                "value": [1.2, 0.9],
+                "state": ["COMPLETE"] * 2,
+                "params_units": [8, 16],
+                "user_attrs_x": [1, 2],
+            }
+        ),
+        metrics=_metrics(2.0),
+        champion={"model_version": "old", "metrics": _metrics(2.2)} if champion else None,
+        champion_note=None if champion else "no champion yet",
+        per_product=pd.DataFrame(
+            {"product_id": ["P1", "P2"], "rmsse": [0.7, 0.9], "rmsse_without_callback": [0.6, 1.3]}
+        ),
+        fairness_compare={
+            "with callback": {"disparity_p90_over_median": 1.2},
+            "without callback": {"disparity_p90_over_median": 1.9},
+        },
+        bias={
+            "before": {"mean_error": 0.5, "rmse": 2.1},
+            "after": {"mean_error": 0.05, "rmse": 2.0},
+        },
+        per_product_bias=pd.DataFrame(
+            {"product_id": ["P1", "P2"], "bias_before": [0.4, 0.6], "bias_after": [0.0, 0.1]}
+        ),
+        shap_summary=pd.DataFrame(
+            {
+                "feature": ["lag_7", "promo"],
+                "input": ["history", "future"],
+                "mean_abs_shap": [0.3, 0.2],
+                "mean_shap": [0.1, 0.2],
+                "sum_abs_shap_over_steps": [4.2, 1.4],
+            }
+        ),
+        shap_per_product=pd.DataFrame(
+            {
+                "product_id": ["P2"],
+                "feature": ["promo"],
+                "input": ["future"],
+                "mean_abs_shap": [0.5],
+            }
+        ),
+        history={"loss": [1.0, 0.8], "val_loss": [1.1, 0.9]},
+        decision={"promote": True, "reason": "RMSE 2 < champion old's 2.2", "against": "champion"},
+        artifacts=["metrics.json", "report.md"],
+    )
+
+
+def test_markdown_has_every_section_and_the_decision():
+    md = render_markdown(_data(champion=True))
+    for text in (
+        "# forecastguard training run r1",
+        "**promoted** to champion — RMSE 2 < champion old's 2.2",
+        "Retrain request `req-9`: avg_rmse 21 > 18 (health check `hc-1`",
+        "## Comparison with the champion and the baselines",
+        "| champion old | 2.2 |",
+        "| seasonal naive | 3 |",
+        "## Data quality",
+        "Dropped products: P9.",
+        "## Tuning (Optuna)",
+        "2 complete, 1 pruned, 0 failed",
+        "refitted on training + validation for 2 epochs",
+        "## Per-product fairness",
+        "| without callback | 1.9 |",
+        "![Per-product error with and without the fairness callback](fairness.png)",
+        "## Bias before and after correction",
+        "## What drives the forecasts (SHAP)",
+        "| lag_7 | history |",
+        "Top features of the worst products:",
+        "- `metrics.json`",
+    ):
+        assert text in md, text
+    assert "user_attrs_x" not in md  # the trials table keeps number, state, value, params
+
+
+def test_first_model_report_and_html():
+    data = _data(champion=False)
+    data.decision = {
+        "promote": False,
+        "reason": "does not beat seasonal naive",
+        "against": "seasonal_naive",
+    }
+    md = render_markdown(data)
+    assert "**not promoted**" in md and "Note: no champion yet" in md
+    assert "champion old" not in md
+    html = markdown_to_html(md, "run <r1>")
+    assert "<title>run &lt;r1&gt;</title>" in html and "<table>" in html
+    assert '<img src="fairness.png"' in html
+
+
+def test_md_table_formats_and_escapes():
+    table = md_table(pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")]}))
+    assert table.splitlines()[1] == "|---|---:|"
+    assert "x\\|y" in table and "1.235" in table and "–" in table
+    assert md_table(pd.DataFrame()) == "_(none)_"
+
+
+def test_plots_are_pngs():
+    plots = make_plots(_data(champion=True))
+    assert set(plots) == {"fairness.png", "bias.png", "shap_summary.png", "training.png"}
+    assert all(png.startswith(b"\x89PNG\r\n") and len(png) > 1000 for png in plots.values())

@@ -1,0 +1,95 @@
+"""Optuna tuning: the search space, the objective, pruning, and a study shared by tasks."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from tests.unit.trainer.helpers import make_sales
+from trainer.config import ModelParams, TrainConfig
+from trainer.tuning import (
+    TuningError,
+    objective_value,
+    open_study,
+    pruning_callback,
+    search_space,
+    tune,
+)
+
+CFG = TrainConfig(
+    horizon=7,
+    lookback=14,
+    val_days=14,
+    test_days=14,
+    epochs=1,
+    batch_size=64,
+    min_observations=30,
+    augment_copies=0,
+)
+
+
+def test_search_space_respects_the_prepared_lookback_and_builds_params():
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
+    for _ in range(20):
+        trial = study.ask()
+        params = search_space(trial, max_lookback=14, units=(8, 16))
+        ModelParams(**params)  # every draw is a valid configuration
+        assert params["lookback"] in (7, 14) and params["units"] in (8, 16)
+        assert 3e-4 <= params["learning_rate"] <= 1e-2
+        study.tell(trial, 1.0)
+
+
+def test_objective_value_penalises_disparity_only_above_one():
+    assert objective_value(0.8, 1.0, 0.5) == pytest.approx(0.8)
+    assert objective_value(0.8, 0.9, 0.5) == pytest.approx(0.8)
+    assert objective_value(0.8, 1.6, 0.5) == pytest.approx(1.1)
+    assert objective_value(float("nan"), 1.0, 0.5) == math.inf
+
+
+def test_pruning_callback_prunes_a_trial_worse_than_the_median():
+    study = open_study("prune", storage=None, seed=0)
+    for value in (1.0, 1.1, 0.9):  # three finished trials with good first epochs
+        trial = study.ask()
+        trial.report(value, step=1)
+        trial.report(value, step=2)
+        study.tell(trial, value)
+    trial = study.ask()
+    cb = pruning_callback(trial, disparity_weight=0.5)
+    cb.on_epoch_end(0, {"val_rmsse": 3.0, "val_disparity": 1.0})  # first epoch: never pruned
+    with pytest.raises(optuna.TrialPruned, match="epoch 2"):
+        cb.on_epoch_end(1, {"val_rmsse": 5.0, "val_disparity": 1.0})
+    good = study.ask()
+    pruning_callback(good, 0.5).on_epoch_end(1, {"val_rmsse": 0.5, "val_disparity": 1.0})
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 3.0, 2: 5.0}
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    from trainer import pipeline as tp
+
+    return tp.prepare(make_sales(3, 150), CFG)
+
+
+@pytest.mark.slow
+def test_two_tasks_tune_one_study_in_a_shared_storage(prepared, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = dict(n_trials=2, study_name="shared", storage=storage, task_count=2, units=(4,))
+    first = tune(prepared, CFG, task_index=1, **common)
+    assert first.counts["complete"] + first.counts["pruned"] == 2
+    second = tune(prepared, CFG, task_index=0, wait_poll_s=0.01, **common)
+    # Task 0 found the study full and ran no trial of its own.
+    assert len(second.trials) == 2
+    assert second.best_value == first.best_value
+    assert second.best_params == first.best_params
+    assert isinstance(second.best_params, ModelParams)
+    assert {"user_attrs_val_rmsse", "user_attrs_best_epoch"} <= set(second.trials.columns)
+
+
+def test_no_completed_trial_is_a_clear_error(prepared):
+    def always_fails(*args, **kwargs):
+        raise ValueError("boom")
+
+    with pytest.raises(TuningError, match="no trial completed"):
+        tune(prepared, CFG, n_trials=2, study_name="fails", train_fn=always_fails)
