@@ -31,8 +31,10 @@ PATHS = ("/model/health", "/model/health/")
 
 @cache
 def _authenticator() -> Authenticator:
-    configure_logging(get_service().settings.log_level)
-    return Authenticator.from_settings(get_service().settings)
+    """Configure logging and build the authenticator, once per process."""
+    settings = get_service().settings
+    configure_logging(settings.log_level)
+    return Authenticator.from_settings(settings)
 
 
 def _reply(status: int, body: dict) -> flask.Response:
@@ -88,7 +90,7 @@ def health_http(request: flask.Request) -> flask.Response:
 @functions_framework.cloud_event
 def health_pubsub(event) -> None:
     """CloudEvent entry point for the scheduled Pub/Sub message; data may hold parameters."""
-    _authenticator()  # configures logging once
+    _authenticator()  # logging is configured with it, once
     message = (event.data or {}).get("message") or {}
     raw = base64.b64decode(message.get("data") or b"").strip()
     try:

@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 SEASON = 7  # the seasonal-naive scale of RMSSE: same weekday, one week earlier
 
@@ -167,6 +166,9 @@ def ks_pvalues(sample: TwoSample, min_samples: int) -> np.ndarray:
     """
     if min_samples < 1:
         raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    # Imported here: scipy.stats costs about half a second, half the function's cold start.
+    from scipy.stats import ks_2samp
+
     tested = (sample.n_a >= min_samples) & (sample.n_b >= min_samples)
     pvalues = np.full(len(sample.n_a), np.nan)
     groups = np.flatnonzero(tested)
@@ -183,7 +185,7 @@ def ks_pvalues(sample: TwoSample, min_samples: int) -> np.ndarray:
             with warnings.catch_warnings():
                 # scipy falls back to the asymptotic p-value where the exact one fails.
                 warnings.simplefilter("ignore", RuntimeWarning)
-                cached = float(stats.ks_2samp(a, b).pvalue)
+                cached = float(ks_2samp(a, b).pvalue)
             with _ks_lock:
                 if len(_ks_cache) >= _KS_CACHE_MAX:
                     _ks_cache.clear()

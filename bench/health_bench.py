@@ -1,0 +1,229 @@
+"""Benchmark of the health check: 10,000 products x 30 days, from SQLite and from MariaDB.
+
+Fills each database with 60 days of sales and forecasts (the window and the previous
+window, the error reference), then runs the whole check — read, statistics, store
+(10,000 product rows), metrics to a JSON-lines file — in a fresh process, twice: the
+first check of a cold process and a repeat in the same process (a warm function
+instance). Each child reports the check's wall time and the process's peak RSS. Also
+measures the cold import of functions/health/main.py and that TensorFlow never loads.
+
+    .venv/bin/python bench/health_bench.py [--products 10000] [--repeats 3] [--no-mariadb]
+
+Targets (issue 3): check <= 3 s, peak RSS <= 400 MB, cold import <= 1.5 s.
+The MariaDB server is the tests' (FG_TEST_MYSQL_URL, else root@127.0.0.1:3306); the
+benchmark creates a throwaway database there and drops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
+
+AS_OF = date(2026, 5, 30)
+WINDOW_DAYS = 30
+
+
+def _bulk_insert(engine, table: str, columns: list[str], rows: list[tuple]) -> None:
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        mark = "?" if engine.dialect.name == "sqlite" else "%s"
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+        for start in range(0, len(rows), 10_000):
+            cursor.executemany(sql, rows[start : start + 10_000])
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def fill(url: str, n_products: int) -> None:
+    """Migrate the database and write the synthetic sales and forecasts."""
+    from forecastguard.db.engine import make_engine
+    from forecastguard.db.migrate import upgrade
+    from tests.integration.health.synthetic import frames, synthetic_window
+
+    engine = make_engine(url)
+    upgrade(engine)
+    data = synthetic_window(n_products, AS_OF, WINDOW_DAYS, seed=42, drift_share=0.01)
+    sales_frame, predictions_frame = frames(data)
+    start = time.perf_counter()
+    _bulk_insert(
+        engine,
+        "sales",
+        ["product_id", "sale_date", "units_sold"],
+        list(
+            zip(
+                sales_frame["product_id"],
+                [d.isoformat() for d in sales_frame["sale_date"]],
+                sales_frame["units_sold"].astype(float),
+                strict=True,
+            )
+        ),
+    )
+    _bulk_insert(
+        engine,
+        "predictions",
+        ["product_id", "target_date", "predicted_units", "model_version", "created_at"],
+        [
+            (p, d.isoformat(), float(u), "lstm-bench", "2026-04-01 06:00:00")
+            for p, d, u in zip(
+                predictions_frame["product_id"],
+                predictions_frame["target_date"],
+                predictions_frame["predicted_units"],
+                strict=True,
+            )
+        ],
+    )
+    print(
+        f"  filled {len(sales_frame)} sales and {len(predictions_frame)} forecasts "
+        f"in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    engine.dispose()
+
+
+def child(url: str, metrics_path: str) -> None:
+    """Run the check twice in this (fresh) process; print the figures as JSON."""
+    start = time.perf_counter()
+    from forecastguard.config import Settings
+    from forecastguard.db.engine import make_engine
+    from forecastguard.health.service import HealthService
+
+    imported = time.perf_counter() - start
+    service = HealthService(
+        Settings.from_env({}, metrics_sink=metrics_path), engine=make_engine(url)
+    )
+    runs = []
+    for _ in range(2):
+        start = time.perf_counter()
+        result = service.run(AS_OF, WINDOW_DAYS)
+        runs.append(time.perf_counter() - start)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(
+        json.dumps(
+            {
+                "import_s": imported,
+                "first_s": runs[0],
+                "repeat_s": runs[1],
+                "compute_s": result.duration_s,
+                "rss_mb": rss,
+                "n_products": result.n_products,
+                "n_pairs": result.n_pairs,
+                "n_tested": result.n_tested,
+                "drift_detected": result.drift_detected,
+                "metrics_written": result.outputs["metrics"]["written"],
+                "tensorflow": "tensorflow" in sys.modules,
+            }
+        )
+    )
+
+
+def measure(url: str, repeats: int) -> list[dict]:
+    """Run the check in `repeats` fresh processes."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", url, str(Path(tmp) / "metrics.jsonl")],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "LOG_LEVEL": "WARNING"},
+            )
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def cold_import(repeats: int) -> list[float]:
+    """Seconds to import functions/health/main.py in a fresh interpreter."""
+    code = (
+        "import sys, time; t = time.perf_counter(); "
+        f"sys.path[:0] = [{str(ROOT / 'functions' / 'health')!r}, {str(ROOT / 'shared')!r}]; "
+        "import main; d = time.perf_counter() - t; "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; print(d)"
+    )
+    return [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(repeats)
+    ]
+
+
+def _summary(name: str, runs: list[dict]) -> dict:
+    first = statistics.median(r["first_s"] for r in runs)
+    repeat = statistics.median(r["repeat_s"] for r in runs)
+    compute = statistics.median(r["compute_s"] for r in runs)
+    rss = max(r["rss_mb"] for r in runs)
+    each = ", ".join(f"{r['first_s']:.2f}" for r in runs)
+    tensorflow = any(r["tensorflow"] for r in runs)
+    print(
+        f"{name:8s} first check {first:.2f} s (runs: {each}), repeat {repeat:.2f} s, "
+        f"read+statistics {compute:.2f} s, peak RSS {rss:.0f} MB, TensorFlow loaded: {tensorflow}",
+        flush=True,
+    )
+    return {"first_s": first, "repeat_s": repeat, "rss_mb": rss, "runs": runs}
+
+
+def main() -> None:
+    """Fill the databases, run the checks, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-mariadb", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("URL", "METRICS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    report: dict = {"products": args.products, "days": WINDOW_DAYS, "cpus": os.cpu_count()}
+    report["load_average_before"] = os.getloadavg()
+    imports = cold_import(args.repeats)
+    report["cold_import_s"] = imports
+    print(
+        f"cold import of functions/health/main.py: median {statistics.median(imports):.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in imports)}), no TensorFlow",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        print("SQLite:", flush=True)
+        fill(url, args.products)
+        report["sqlite"] = _summary("SQLite", measure(url, args.repeats))
+    if not args.no_mariadb:
+        import sqlalchemy as sa
+
+        server = os.environ.get("FG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
+        name = f"fg_bench_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(server + "/")
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+        try:
+            print("MariaDB:", flush=True)
+            fill(f"{server}/{name}", args.products)
+            report["mariadb"] = _summary("MariaDB", measure(f"{server}/{name}", args.repeats))
+        finally:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            admin.dispose()
+    report["load_average_after"] = os.getloadavg()
+    print(json.dumps(report, default=str))
+
+
+if __name__ == "__main__":
+    main()
