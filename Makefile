@@ -15,13 +15,22 @@ INPUTS := requirements/constraints.txt requirements/dev.txt shared/pyproject.tom
 
 setup: $(STAMP)
 
+# checkov (tests/infra) in its own virtualenv: its pins fight pytest's over `packaging`.
+VENV_CHECKOV := .venv-checkov
+CHECKOV_STAMP := $(VENV_CHECKOV)/.installed
+
+$(CHECKOV_STAMP): requirements/checkov.txt
+	@test -x $(VENV_CHECKOV)/bin/python || $(PYTHON) -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/checkov.txt $(QUIET)
+	@touch $@
+
 $(STAMP): $(INPUTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip $(QUIET)
 	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared -e jobs/trainer $(QUIET)
 	@touch $@
 
-test: setup
+test: setup $(CHECKOV_STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -39,7 +48,7 @@ format: setup
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_CHECKOV) .pytest_cache .ruff_cache
 
 # Model comparisons (issue 9): a separate .venv-exp with the heavy extras (torch, gluonts,
 # lightgbm; pandas 2 for gluonts), then the backtest with its defaults on the pasta data.
