@@ -92,8 +92,8 @@ def health_pubsub(event) -> None:
     """CloudEvent entry point for the scheduled Pub/Sub message; data may hold parameters."""
     _authenticator()  # logging is configured with it, once
     message = (event.data or {}).get("message") or {}
-    raw = base64.b64decode(message.get("data") or b"").strip()
     try:
+        raw = base64.b64decode(message.get("data") or b"", validate=True).strip()
         body = json.loads(raw) if raw else None
         as_of, window_days = parse_check_params(body, datetime.now(UTC).date())
     except (ValueError, BadRequest) as exc:  # a bad message will not improve on redelivery

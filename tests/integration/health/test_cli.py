@@ -31,6 +31,9 @@ def test_healthy_json_exit_0(filled_url: str) -> None:
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["healthy"] is True and body["n_products"] == 30 and len(body["products"]) == 30
+    first = body["products"][0]
+    assert isinstance(first["n"], int) and isinstance(first["rmse"], float)
+    assert isinstance(first["drift"], bool) and first["reference"] == "previous_window"
     for key in (
         "avg_rmse",
         "p_value",

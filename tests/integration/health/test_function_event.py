@@ -52,10 +52,14 @@ def test_binary_mode_event_and_event_without_parameters(filled_engine) -> None:
     assert not row.healthy and "empty window" in row.reasons
 
 
-def test_malformed_parameters_are_dropped_not_retried(filled_engine, caplog) -> None:
+@pytest.mark.parametrize("data", [None, "!!not base64!!", "bm90IGpzb24="])
+def test_malformed_parameters_are_dropped_not_retried(filled_engine, caplog, data) -> None:
     use_service(filled_engine)
     client = app("health_pubsub", "cloudevent").test_client()
-    response = client.post("/", json=_event("scheduled_bad_window.json"), headers=STRUCTURED)
+    event = _event("scheduled_bad_window.json")  # window_days 0
+    if data is not None:
+        event["data"]["message"]["data"] = data  # not base64 / base64 of "not json"
+    response = client.post("/", json=event, headers=STRUCTURED)
     assert response.status_code == 200  # acknowledged: redelivery would not help
     assert _stored(filled_engine) == []
     assert any("malformed" in r.getMessage() for r in caplog.records)
