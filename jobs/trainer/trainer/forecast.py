@@ -1,7 +1,9 @@
 """Forecast mode: the champion's next H days for every product, upserted into `predictions`.
 
 Idempotent: rows whose forecast and model version are already stored are left alone
-(their `created_at` too), so running it twice on the same data changes nothing.
+(their `created_at` too), so running it twice on the same data changes nothing. "The
+same forecast" allows float noise: TensorFlow on CPU (oneDNN) may differ in the last
+float32 digits between processes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from forecastguard.storage import ArtifactStore
 from trainer.artifacts import ModelBundle, load_model_bundle, read_champion
 
 log = get_logger(__name__)
+
+SAME_RTOL = 1e-5  # float32 noise between processes, far below a unit sold
+SAME_ATOL = 1e-4
 
 
 class NoChampion(RuntimeError):
@@ -54,8 +59,8 @@ def write_forecasts(
 ) -> tuple[int, int]:
     """Upsert (product_id, target_date, predicted_units) rows; returns (written, unchanged).
 
-    A row already holding the same value (to 1e-9 relative) from the same model version
-    is not rewritten.
+    A row already holding the same value (within `SAME_RTOL` relative or `SAME_ATOL`
+    units) from the same model version is not rewritten.
     """
     missing = {"product_id", "target_date", "predicted_units"} - set(forecasts.columns)
     if missing:
@@ -90,7 +95,8 @@ def write_forecasts(
         rows = []
         for p, d, v in zip(frame["product_id"], frame["target_date"], values, strict=True):
             prev = old.get((p, d))
-            if prev and prev[1] == model_version and np.isclose(prev[0], v, rtol=1e-9, atol=0):
+            same = prev and np.isclose(prev[0], v, rtol=SAME_RTOL, atol=SAME_ATOL)
+            if same and prev[1] == model_version:
                 continue
             rows.append(
                 {

@@ -118,6 +118,12 @@ def run_train(
 
     cfg = opts.train_config
     run_id = model_version = opts.run_id
+    if opts.task_index > 0 and not opts.optuna_storage:
+        log.warning(
+            "task > 0 without OPTUNA_STORAGE has no shared study to tune: nothing to do",
+            extra={"task_index": opts.task_index},
+        )
+        return None
     writer = RunWriter(store, run_id) if opts.task_index == 0 else None
     with timed(log, "stage load", stage="load") as out:
         sales = load_sales(engine)

@@ -304,7 +304,9 @@ def test_run_b_on_gcs_uploads_everything_and_keeps_the_champion(world, gcs_clien
         gcs.write_bytes(f"runs/run-a/{name}", local.read_bytes(f"runs/run-a/{name}"))
     gcs.write_bytes("champion.json", local.read_bytes("champion.json"))
     before = _prediction_rows(engine)
-    opts = _options("run-b", trials=1, tolerances=Tolerances(rmse=0.95))
+    opts = _options(
+        "run-b", trials=1, train_config=replace(CFG, epochs=1), tolerances=Tolerances(rmse=0.95)
+    )
     assert run_job(world["settings"], opts, engine=engine, store=gcs, smtp=SmtpConfig(None)) == 0
     manifest = verify_run(gcs, "run-b")
     assert set(manifest["files"]) == EXPECTED_FILES
@@ -340,7 +342,7 @@ def test_run_c_crashing_midway_changes_no_champion(world, monkeypatch):
     monkeypatch.setattr(RunWriter, "put_text", crash_on_report)
     request = _request(engine, "req-c")
     champion_before = store.read_bytes("champion.json")
-    opts = _options("run-c", trials=1, request=request)
+    opts = _options("run-c", trials=1, train_config=replace(CFG, epochs=1), request=request)
     assert run_job(world["settings"], opts, engine=engine, store=store) == 1
     assert store.exists("runs/run-c/metrics.json")  # partly written ...
     assert read_manifest(store, "run-c") is None  # ... but never sealed

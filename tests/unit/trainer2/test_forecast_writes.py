@@ -61,3 +61,10 @@ def test_forecast_mode_without_champion_says_so(sqlite_url, tmp_path):
     engine = sa.create_engine(sqlite_url)
     with pytest.raises(NoChampion, match="run --mode train first"):
         run_forecast(engine, open_store(tmp_path.as_uri()))
+
+
+def test_float_noise_between_processes_is_not_a_change(sqlite_url):
+    engine = sa.create_engine(sqlite_url)
+    write_forecasts(engine, _frame(3.5), "v1", now=T0)
+    assert write_forecasts(engine, _frame(3.5 + 1e-7), "v1", now=T0) == (0, 6)
+    assert write_forecasts(engine, _frame(3.51), "v1", now=T0) == (6, 0)
