@@ -26,9 +26,10 @@ class ModelOptions:
     n_jobs: int = 2
     seed: int = 0
     sarima_history_days: int = 728
-    lgbm_rounds: int = 400
-    deepar_epochs: int = 30
-    lstm_epochs: int = 12
+    lgbm_rounds: int = 300
+    deepar_epochs: int = 20
+    lstm_epochs: int = 8
+    lstm_train_stride: int = 4
 
 
 def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list[Forecaster]:
@@ -69,7 +70,13 @@ def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list
         else:
             from experiments.models.lstm import TrainerLSTM
 
-            models.append(TrainerLSTM(fairness=name == "debiased_lstm", epochs=opts.lstm_epochs))
+            models.append(
+                TrainerLSTM(
+                    fairness=name == "debiased_lstm",
+                    epochs=opts.lstm_epochs,
+                    train_stride=opts.lstm_train_stride,
+                )
+            )
     return models
 
 

@@ -29,7 +29,7 @@ from experiments.models.base import Forecast, ForecastTask
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "regression",
-    "learning_rate": 0.05,
+    "learning_rate": 0.07,
     "num_leaves": 63,
     "min_data_in_leaf": 100,
     "feature_fraction": 0.8,
@@ -45,8 +45,8 @@ class LightGBMGlobal:
     """A direct multi-horizon LightGBM on the trainer's features."""
 
     train_days: int = 728
-    origin_stride: int = 3
-    num_boost_round: int = 400
+    origin_stride: int = 5
+    num_boost_round: int = 300
     num_threads: int = 2
     seed: int = 0
     holiday_country: str = "IT"

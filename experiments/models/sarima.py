@@ -16,6 +16,7 @@ and is counted in the notes.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 import warnings
@@ -133,7 +134,11 @@ class Sarima:
         """Fit every product (in a pool of `n_jobs` processes) and forecast the horizon."""
         jobs = self._jobs(task)
         if self.n_jobs > 1:
-            with ProcessPoolExecutor(self.n_jobs, initializer=_single_thread) as pool:
+            # spawn, not fork: the parent may already run torch/TensorFlow thread pools.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                self.n_jobs, mp_context=ctx, initializer=_single_thread
+            ) as pool:
                 results = list(pool.map(_fit_one, jobs, chunksize=4))
             worker_cpu = sum(r[3] for r in results)
         else:
