@@ -9,8 +9,10 @@ functions-framework.
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -181,13 +183,18 @@ def _serve(python: Path, source: Path, target: str, signature: str, env: dict[st
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _request(url: str, *, data: bytes | None = None, headers: dict | None = None) -> int:
+JSON = {"Content-Type": "application/json"}
+
+
+def _request(
+    url: str, *, data: bytes | None = None, headers: dict | None = None
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=data, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read()
 
 
 def _wait_for(url: str, proc: subprocess.Popen, deadline_s: float = 60) -> None:
@@ -248,48 +255,78 @@ def installs(tmp_path_factory: pytest.TempPathFactory):
             proc.wait()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("folder", REAL_FUNCTIONS)
-def test_staged_function_installs_cleanly_and_serves(folder: str, installs) -> None:
+def _installed(installs, folder: str) -> tuple[Path, Path, Path]:
+    """Wait for one function's install; check it used the staged copy of forecastguard."""
     if folder not in installs:
         pytest.fail(f"functions/{folder}/main.py is missing")
-    tmp_path, staged, python, proc = installs[folder]
+    base, staged, python, proc = installs[folder]
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
-    # Installed from the staged folder, not from the checkout.
     where = subprocess.run(
-        [str(python), "-c", "import forecastguard, sys; print(forecastguard.__file__)"],
-        cwd=tmp_path,
+        [str(python), "-c", "import forecastguard; print(forecastguard.__file__)"],
+        cwd=base,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    assert str(tmp_path / "venv") in where, where
+    assert str(base / "venv") in where, f"forecastguard imported from {where}"
+    return base, staged, python
 
-    env = {
+
+@pytest.mark.slow
+def test_staged_functions_install_cleanly_and_serve_the_local_chain(
+    installs, tmp_path: Path
+) -> None:
+    """health (own venv) finds an empty window unhealthy and posts a retrain request to
+    train_trigger (own venv), which records it and starts the (stand-in) trainer."""
+    _, health_src, health_py = _installed(installs, "health")
+    _, trigger_src, trigger_py = _installed(installs, "train_trigger")
+    db = tmp_path / "fg.db"
+    token = "a-test-token-of-enough-length"
+    base_env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'fg.db'}",
-        "HEALTH_API_TOKEN": "a-test-token-of-enough-length",
-        "METRICS_SINK": str(tmp_path / "metrics.jsonl"),
-        "RETRAIN_TOPIC": "http://127.0.0.1:9/unused",
-        "TRAINER_JOB": "local",
+        "DATABASE_URL": f"sqlite:///{db}",
         "LOG_LEVEL": "WARNING",
     }
-    if folder == "health":
-        proc, url = _serve(python, staged, "health_http", "http", env)
-        try:
-            _wait_for(url + "/", proc)
-            status = _request(url + "/model/health")
-        finally:
-            log = _stop(proc)
-        assert status == 401, f"expected 401 without a token, got {status}\n{log}"
-    else:
-        proc, url = _serve(python, staged, "on_retrain_request", "cloudevent", env)
-        try:
-            _wait_for(url + "/", proc)
-            # Not a CloudEvent and not a Pub/Sub push: the framework refuses it with 400.
-            status = _request(url + "/", data=b"{}", headers={"Content-Type": "application/json"})
-        finally:
-            log = _stop(proc)
-        assert status == 400, f"expected 400 for a non-event, got {status}\n{log}"
+    forecastguard_cli = health_py.parent / "forecastguard"
+    subprocess.run([str(forecastguard_cli), "db", "upgrade"], env=base_env, check=True)
+
+    trigger_env = {
+        **base_env,
+        "TRAINER_JOB": "local",
+        "TRAINER_COMMAND": f"{trigger_py} -c pass",
+        "TRAINER_LOG_DIR": str(tmp_path / "trainer-logs"),
+    }
+    trigger, trigger_url = _serve(
+        trigger_py, trigger_src, "on_retrain_request", "cloudevent", trigger_env
+    )
+    health_env = {
+        **base_env,
+        "HEALTH_API_TOKEN": token,
+        "METRICS_SINK": str(tmp_path / "metrics.jsonl"),
+        "RETRAIN_TOPIC": trigger_url + "/",
+    }
+    health, health_url = _serve(health_py, health_src, "health_http", "http", health_env)
+    logs = ""
+    try:
+        _wait_for(trigger_url + "/", trigger)
+        _wait_for(health_url + "/", health)
+        # Not a CloudEvent and not a Pub/Sub push: the framework refuses it.
+        assert _request(trigger_url + "/", data=b"{}", headers=JSON)[0] == 400
+        assert _request(health_url + "/model/health")[0] == 401
+        status, body = _request(
+            health_url + "/model/health", headers={"Authorization": f"Bearer {token}"}
+        )
+    finally:
+        logs = _stop(health) + _stop(trigger)
+    assert status == 200, f"{status} {body}\n{logs}"
+    result = json.loads(body)
+    assert result["healthy"] is False, result  # an empty window is not healthy
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"metric": "custom.googleapis.com/forecastguard/healthy", "value": 0.0}.items() <= (
+        metrics[0].items()
+    ), metrics[0]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT status, reason FROM retrain_requests").fetchall()
+    assert len(rows) == 1 and rows[0][0] != "rejected", f"{rows}\n{logs}"
