@@ -23,6 +23,7 @@ locals {
     for component in local.database_components :
     component => var.db_iam_auth ? google_service_account.component[component].account_id : var.db_user
   }
+  # Which conditional grants and secrets apply (their "when" field, iam.tf and secrets.tf).
   db_auth_mode = var.db_iam_auth ? "iam_auth" : "password_auth"
   # DB_PASS comes from Secret Manager only when passwords are in use.
   db_pass_secrets = var.db_iam_auth ? {} : { DB_PASS = google_secret_manager_secret.secret["db-pass"].secret_id }
