@@ -79,8 +79,7 @@ def _record(engine, version, promote, holdout=None):
     )
 
 
-def test_record_promotion_then_rejection(sqlite_url):
-    engine = sa.create_engine(sqlite_url)
+def test_record_promotion_then_rejection(engine):
     _record(engine, "v1", True)
     _record(engine, "v2", False)
     _record(engine, "v3", True)
