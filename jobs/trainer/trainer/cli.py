@@ -238,6 +238,8 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
 )
 def command(**params: Any) -> None:
     """Run the forecastguard trainer job once."""
+    # TensorFlow's C++ INFO lines are not JSON; keep them out of the job's log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     environ = dict(os.environ)
     try:
         level = Settings.from_env(environ).log_level
