@@ -1,0 +1,1 @@
+"""The model health check: statistics, the windowed read, storage and its outside effects."""

@@ -100,13 +100,101 @@ def _parse_groups(rows: list, columns: list[str]) -> tuple[list[str], np.ndarray
     return ids, counts, frame
 
 
+def _joined(
+    conn: sa.Connection, hist_start: date, ref_start: date, window_start: date, as_of: date
+):
+    """SQLite: sales LEFT JOIN predictions, one row a product (the join is cheap there)."""
+    s, p = sales.alias("s"), predictions.alias("p")
+    entry = (
+        _as_text(_day_offset(s.c.sale_date, hist_start, conn.dialect.name))
+        + ":"
+        + _as_text(s.c.units_sold)
+        + ":"
+        + sa.func.coalesce(_as_text(p.c.predicted_units), "")
+    )
+    window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
+    query = (
+        sa.select(
+            s.c.product_id,
+            sa.func.count(),
+            sa.func.group_concat(entry),
+            sa.func.group_concat(window_version.distinct()),
+        )
+        .select_from(
+            s.outerjoin(
+                p,
+                sa.and_(
+                    p.c.product_id == s.c.product_id,
+                    p.c.target_date == s.c.sale_date,
+                    p.c.target_date >= ref_start,
+                ),
+            )
+        )
+        .where(s.c.sale_date.between(hist_start, as_of))
+        .group_by(s.c.product_id)
+        .order_by(s.c.product_id)
+    )
+    rows = conn.execute(query).all()
+    ids, counts, frame = _parse_groups(rows, ["day", "units", "pred"])
+    versions = {v for r in rows if r[3] for v in r[3].split(",")}
+    return ids, counts, frame, versions
+
+
+def _separate(
+    conn: sa.Connection, hist_start: date, ref_start: date, window_start: date, as_of: date
+):
+    """MySQL: one query per table, matched by (product, day) in numpy (a join costs more)."""
+    dialect = conn.dialect.name
+    sales_entry = (
+        _as_text(_day_offset(sales.c.sale_date, hist_start, dialect))
+        + ":"
+        + _as_text(sales.c.units_sold)
+    )
+    rows = conn.execute(
+        sa.select(sales.c.product_id, sa.func.count(), sa.func.group_concat(sales_entry))
+        .where(sales.c.sale_date.between(hist_start, as_of))
+        .group_by(sales.c.product_id)
+        .order_by(sales.c.product_id)
+    ).all()
+    ids, counts, frame = _parse_groups(rows, ["day", "units"])
+    p = predictions
+    pred_entry = (
+        _as_text(_day_offset(p.c.target_date, hist_start, dialect))
+        + ":"
+        + _as_text(p.c.predicted_units)
+    )
+    window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
+    pred_rows = conn.execute(
+        sa.select(
+            p.c.product_id,
+            sa.func.count(),
+            sa.func.group_concat(pred_entry),
+            sa.func.group_concat(window_version.distinct()),
+        )
+        .where(p.c.target_date.between(ref_start, as_of))
+        .group_by(p.c.product_id)
+    ).all()
+    pred_ids, pred_counts, pred = _parse_groups(pred_rows, ["day", "pred"])
+    n_days = (as_of - hist_start).days + 1
+    dense = np.full((len(ids), n_days), np.nan)
+    pcode = np.repeat(pd.Index(ids).get_indexer(pred_ids), pred_counts)
+    known = pcode >= 0  # forecasts of products without sales cannot be judged
+    pday = pred["day"].to_numpy(np.int64)
+    dense[pcode[known], pday[known]] = pred["pred"].to_numpy(np.float64)[known]
+    codes = np.repeat(np.arange(len(ids)), counts)
+    frame["pred"] = dense[codes, frame["day"].to_numpy(np.int64)]
+    versions = {v for r in pred_rows if r[3] for v in r[3].split(",")}
+    return ids, counts, frame, versions
+
+
 def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
     """Read the sales of the history and the window, each with its forecast if any.
 
-    At most three queries: the sales joined with their predictions (aggregated per
-    product, with the model versions of the window), the version that forecast the
+    Never a query per product: the sales and their forecasts (aggregated per product,
+    with the model versions that forecast the window), the version that forecast the
     window's newest day, and — only when no sales were read — the newest sales day.
-    Model versions are those of forecasts that have a sales row.
+    SQLite joins the two tables in the database; MySQL reads each table once and the
+    rows are matched in numpy, which is faster there.
     """
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
@@ -116,40 +204,8 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
     ref_start = window_start - timedelta(days=window_days)
     with engine.connect() as conn:
         _prepare(conn)
-        dialect = conn.dialect.name
-        s, p = sales.alias("s"), predictions.alias("p")
-        entry = (
-            _as_text(_day_offset(s.c.sale_date, hist_start, dialect))
-            + ":"
-            + _as_text(s.c.units_sold)
-            + ":"
-            + sa.func.coalesce(_as_text(p.c.predicted_units), "")
-        )
-        window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
-        query = (
-            sa.select(
-                s.c.product_id,
-                sa.func.count(),
-                sa.func.group_concat(entry),
-                sa.func.group_concat(window_version.distinct()),
-            )
-            .select_from(
-                s.outerjoin(
-                    p,
-                    sa.and_(
-                        p.c.product_id == s.c.product_id,
-                        p.c.target_date == s.c.sale_date,
-                        p.c.target_date >= ref_start,
-                    ),
-                )
-            )
-            .where(s.c.sale_date.between(hist_start, as_of))
-            .group_by(s.c.product_id)
-            .order_by(s.c.product_id)
-        )
-        rows = conn.execute(query).all()
-        ids, counts, frame = _parse_groups(rows, ["day", "units", "pred"])
-        versions = sorted({v for r in rows if r[3] for v in r[3].split(",")})
+        read = _joined if conn.dialect.name == "sqlite" else _separate
+        ids, counts, frame, versions = read(conn, hist_start, ref_start, window_start, as_of)
         # The current model: the one that forecast the newest day of the window.
         newest_day = (
             sa.select(sa.func.max(predictions.c.target_date))
@@ -178,7 +234,7 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
         day=day,
         units=frame["units"].to_numpy(np.float64),
         predicted=frame["pred"].to_numpy(np.float64),
-        model_versions=tuple(versions),
+        model_versions=tuple(sorted(versions)),
         current_version=current,
         last_sale_date=last_sale,
     )
