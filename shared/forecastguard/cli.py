@@ -360,5 +360,138 @@ def health_command(
     sys.exit(0 if result.healthy else 1)
 
 
+@main.command("serve")
+@database_url_option
+@click.option("--health-port", type=int, default=8080, show_default=True)
+@click.option("--pubsub-port", type=int, default=8081, show_default=True)
+@click.option("--trigger-port", type=int, default=8082, show_default=True)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".serve"),
+    show_default=True,
+    help="Folder for logs, the metrics file and artifacts (when not set in the environment).",
+)
+def serve_command(
+    database_url: str | None, health_port: int, pubsub_port: int, trigger_port: int, workdir: Path
+) -> None:
+    """Serve both functions on localhost for calls by hand (Ctrl-C stops them).
+
+    health_http answers POST/GET /model/health; health_pubsub and train_trigger take
+    Pub/Sub push CloudEvents. Settings come from the environment, with local defaults:
+    metrics to a JSON-lines file, retrain messages pushed to the local train_trigger,
+    the trainer as a subprocess, and a random bearer token when HEALTH_API_TOKEN is unset.
+    """
+    import os
+    import secrets
+    import time
+
+    from forecastguard.local import LocalStack, interrupts_as_exit
+
+    settings = settings_from(database_url=database_url)
+    settings.require_database()
+    work = workdir.resolve()
+    ports = {
+        "health_http": health_port,
+        "health_pubsub": pubsub_port,
+        "train_trigger": trigger_port,
+    }
+    stack = LocalStack(env={}, log_dir=work / "logs", ports=ports)
+    token = settings.health_api_token or secrets.token_urlsafe(24)
+    env = {
+        "DATABASE_URL": settings.database_url or "",
+        "HEALTH_API_TOKEN": token,
+        "METRICS_SINK": settings.metrics_sink or str(work / "metrics.jsonl"),
+        "RETRAIN_TOPIC": settings.retrain_topic or stack.url("train_trigger"),
+        "TRAINER_JOB": settings.trainer_job or "local",
+        "TRAINER_LOG_DIR": str(work / "logs"),
+        "ARTIFACT_URI": settings.artifact_uri or (work / "artifacts").as_uri(),
+    }
+    stack.env = {k: v for k, v in env.items() if v}
+    with interrupts_as_exit(), stack:
+        stack.start()
+        click.echo("serving (logs in " + str(work / "logs") + "):")
+        for name in ports:
+            click.echo(f"  {name:<14} {stack.url(name)}")
+        shown = token if not settings.health_api_token else "$HEALTH_API_TOKEN"
+        click.echo(
+            "\ntry:\n"
+            f"  curl -s -X POST {stack.url('health_http')}model/health \\\n"
+            f"       -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' \\\n"
+            "       -d '{\"window_days\": 30}'\n"
+        )
+        if not settings.health_api_token:
+            os.environ.setdefault("HEALTH_API_TOKEN", token)
+        try:
+            while all(fn.process.poll() is None for fn in stack.served.values()):
+                time.sleep(0.5)
+            click.echo("a function exited; stopping (see its log)", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("stopping")
+
+
+@main.command("demo")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the demo keeps everything; emptied at the start of each run.",
+)
+@click.option("--products", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--years", type=click.FloatRange(0.5, 10), default=2.0, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--sales-csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use real sales (long or wide CSV, e.g. the pasta data set) instead of synthetic ones.",
+)
+@click.option("--trials", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--drift-share", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option(
+    "--drift-kind",
+    type=click.Choice(_DRIFT_KINDS),
+    default="level_shift",
+    show_default=True,
+)
+def demo_command(
+    workdir: Path,
+    products: int,
+    years: float,
+    seed: int,
+    sales_csv: Path | None,
+    trials: int,
+    epochs: int,
+    drift_share: float,
+    drift_kind: str,
+) -> None:
+    """Play the whole event chain on this machine, step by step (about 5 minutes).
+
+    Sales history -> first model -> 4 weeks of sales with drift -> scheduled health check
+    (Pub/Sub push to the health function) -> retrain message -> train_trigger -> trainer
+    -> promotion, forecasts, report, email -> a second check over /model/health.
+    """
+    from forecastguard.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        workdir=workdir,
+        products=products,
+        years=years,
+        seed=seed,
+        sales_csv=sales_csv,
+        trials=trials,
+        epochs=epochs,
+        drift_share=drift_share,
+        drift_kind=drift_kind,
+    )
+    try:
+        run_demo(opts)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: every child process was stopped", err=True)
+        sys.exit(130)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

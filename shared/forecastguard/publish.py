@@ -73,6 +73,19 @@ def pubsub_cloudevent(
     message: RetrainMessage, topic: str = LOCAL_TOPIC, *, message_id: str | None = None
 ) -> tuple[dict[str, str], bytes]:
     """(headers, body) of the structured-mode CloudEvent Eventarc delivers for a message."""
+    return pubsub_cloudevent_for(
+        message.to_json(), topic, attributes=_attributes(message), message_id=message_id
+    )
+
+
+def pubsub_cloudevent_for(
+    data: bytes,
+    topic: str,
+    *,
+    attributes: dict[str, str] | None = None,
+    message_id: str | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """(headers, body) of the Pub/Sub push CloudEvent carrying `data` on `topic`."""
     from cloudevents.conversion import to_structured
     from cloudevents.http import CloudEvent
 
@@ -88,8 +101,8 @@ def pubsub_cloudevent(
         },
         {
             "message": {
-                "data": base64.b64encode(message.to_json()).decode("ascii"),
-                "attributes": _attributes(message),
+                "data": base64.b64encode(data).decode("ascii"),
+                "attributes": attributes or {},
                 "messageId": message_id,
                 "message_id": message_id,
                 "publishTime": now,
