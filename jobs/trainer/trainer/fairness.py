@@ -94,6 +94,7 @@ class FairnessCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         z = self.model.predict(self.val.inputs(self.lookback), verbose=0, batch_size=1024)
+        z = z + self.val.level[:, None]
         pred = np.clip(z * self.val_std[:, None] + self.val_mean[:, None], 0.0, None)
         rmsse = per_product_rmsse(
             self.val_actual, pred, self.val.product - 1, self.scale, n_products=len(self.products)

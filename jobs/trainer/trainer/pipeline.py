@@ -25,7 +25,8 @@ Public API (issue 6 builds on it):
 
 - `prepare(sales, cfg) -> Prepared`: `.quality` (QualityReport, `.to_dict()`),
   `.pipeline` (FeaturePipeline, `save(dir)`/`load(dir)`), `.train`/`.val`/`.test`
-  (`Windows`: x, known, y, product, series, origin, synthetic, weight;
+  (`Windows`: x, known, y (relative to `level`), level, product, series, origin,
+  synthetic, weight;
   `.inputs(lookback)` gives the model's input dict), `.refit_windows()` (train +
   validation, for the final refit), `.products`, `.feature_names`, `.split_dates()`.
   Windows are built for `cfg.lookback` days; a model with a shorter
@@ -396,7 +397,7 @@ def _predict_windows(
     model: keras.Model, pipeline: FeaturePipeline, w: Windows, products: list[str]
 ) -> np.ndarray:
     z = model.predict(w.inputs(_model_lookback(model)), verbose=0, batch_size=1024)
-    return pipeline.inverse_target(z, products)
+    return pipeline.inverse_target(z + w.level[:, None], products)
 
 
 def predict_split(model: keras.Model, prepared: Prepared, split: str) -> pd.DataFrame:

@@ -8,6 +8,11 @@ fancy-indexing gather of the chosen (series, origin) pairs — no per-window Pyt
 An *origin* is the calendar index of a window's first target day: inputs are days
 `[origin - lookback, origin)`, targets `[origin, origin + horizon)`. A window is kept
 only when its series is listed the day before the origin and on every target day.
+
+Targets are relative to the window's *level*: the mean standardised units of the
+`LEVEL_DAYS` days before the origin. The network forecasts the change from the recent
+level, so a product whose sales drift away from its long-run mean is not pulled back to
+it; forecasts add the level back (`Windows.level`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from trainer.features import FeatureArrays
 
+LEVEL_DAYS = 28
+
 
 @dataclass(frozen=True)
 class Windows:
@@ -26,7 +33,8 @@ class Windows:
 
     x: np.ndarray  # (N, L, F) float32 input features
     known: np.ndarray  # (N, H, K + 1) float32 known-in-advance features (+ horizon step)
-    y: np.ndarray  # (N, H) float32 standardised targets
+    y: np.ndarray  # (N, H) float32 standardised targets minus `level`
+    level: np.ndarray  # (N,) float32 mean standardised units of the LEVEL_DAYS before origin
     product: np.ndarray  # (N,) int32 embedding index (1..P; 0 unknown)
     series: np.ndarray  # (N,) int32 panel row
     origin: np.ndarray  # (N,) int32 calendar index of the first target day
@@ -98,14 +106,28 @@ def make_windows(
         (known.shape[0], horizon, 1),
     )
     known = np.concatenate([known, step], axis=-1).astype(np.float32)
+    level = window_level(arrays, s_idx, o_idx)
     syn = np.zeros(n_series, dtype=bool) if synthetic is None else np.asarray(synthetic)
     return Windows(
         x=x,
         known=known,
-        y=np.ascontiguousarray(y_view[s_idx, o_idx]),
+        y=(y_view[s_idx, o_idx] - level[:, None]).astype(np.float32),
+        level=level,
         product=arrays.product_index[s_idx].astype(np.int32),
         series=s_idx.astype(np.int32),
         origin=o_idx.astype(np.int32),
         synthetic=syn[s_idx],
         weight=np.ones(s_idx.size, dtype=np.float32),
     )
+
+
+def window_level(arrays: FeatureArrays, series: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Mean standardised units over the listed days among the LEVEL_DAYS before each origin."""
+    listed = arrays.listed.astype(np.float64)
+    zero = np.zeros((listed.shape[0], 1))
+    sums = np.concatenate([zero, np.cumsum(arrays.target * listed, axis=1)], axis=1)
+    counts = np.concatenate([zero, np.cumsum(listed, axis=1)], axis=1)
+    start = np.maximum(origin - LEVEL_DAYS, 0)
+    total = sums[series, origin] - sums[series, start]
+    n = counts[series, origin] - counts[series, start]
+    return (total / np.maximum(n, 1.0)).astype(np.float32)

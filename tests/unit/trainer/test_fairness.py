@@ -39,6 +39,7 @@ def _windows(n_products: int = 3, horizon: int = 4) -> Windows:
         x=np.zeros((n, 5, 2), np.float32),
         known=np.zeros((n, horizon, 1), np.float32),
         y=np.zeros((n, horizon), np.float32),
+        level=np.zeros(n, np.float32),
         product=np.repeat(np.arange(1, n_products + 1), 2).astype(np.int32),
         series=np.repeat(np.arange(n_products), 2).astype(np.int32),
         origin=np.zeros(n, np.int32),

@@ -15,6 +15,7 @@ def windows(n: int = 10, lookback: int = 6, horizon: int = 3) -> Windows:
         x=rng.normal(size=(n, lookback, 4)).astype(np.float32),
         known=rng.normal(size=(n, horizon, 2)).astype(np.float32),
         y=rng.normal(size=(n, horizon)).astype(np.float32),
+        level=np.zeros(n, np.float32),
         product=(np.arange(n) % 2 + 1).astype(np.int32),
         series=(np.arange(n) % 2).astype(np.int32),
         origin=np.arange(n, dtype=np.int32),

@@ -31,7 +31,9 @@ def test_window_contents_match_manual_slices() -> None:
         s, o = w.series[i], w.origin[i]
         np.testing.assert_array_equal(w.x[i], arrays.seq[s, o - 5 : o])
         np.testing.assert_array_equal(w.known[i, :, :2], arrays.known[s, o : o + 4])
-        np.testing.assert_array_equal(w.y[i], arrays.target[s, o : o + 4])
+        level = arrays.target[s, o - 28 : o].mean() if o >= 28 else arrays.target[s, :o].mean()
+        np.testing.assert_allclose(w.level[i], level, rtol=1e-6)
+        np.testing.assert_allclose(w.y[i] + w.level[i], arrays.target[s, o : o + 4], rtol=1e-6)
         assert w.product[i] == s + 1
     np.testing.assert_allclose(w.known[0, :, 2], [0.25, 0.5, 0.75, 1.0])
 
@@ -60,3 +62,10 @@ def test_origins_every_ends_at_the_stop() -> None:
 def test_lookback_can_be_shortened_for_the_model() -> None:
     w = make_windows(toy_arrays(), np.array([20]), lookback=8, horizon=4)
     np.testing.assert_array_equal(w.inputs(3)["sequence"], w.x[:, -3:])
+
+
+def test_level_averages_only_listed_days() -> None:
+    arrays = toy_arrays(1, 60)
+    arrays.listed[0, :25] = False  # the product starts on day 25
+    w = make_windows(arrays, np.array([40]), lookback=5, horizon=4)
+    np.testing.assert_allclose(w.level[0], arrays.target[0, 25:40].mean(), rtol=1e-6)
