@@ -188,7 +188,7 @@ variable "trainer_max_retries" {
 }
 
 variable "trainer_task_count" {
-  description = "Tasks per trainer execution."
+  description = "Tasks per trainer execution. Keep 1: extra tasks only help with a shared Optuna study (OPTUNA_STORAGE), which this module does not set up."
   type        = number
   default     = 1
 }
