@@ -367,6 +367,15 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo) -> dic
                 story.say(step, f"HTTP {response.status_code}")
                 for line in describe_health(second):
                     story.say(step, line)
+                if not second.get("healthy", True):
+                    # The check published another retrain request: follow it to its end
+                    # rather than leave a trainer behind.
+                    story.say(step, "unhealthy again: the chain retrains once more")
+                    again = wait_for_retrain(
+                        engine, opts.trainer_timeout_s, lambda s: story.say(step, s)
+                    )
+                    story.say(step, f"request {again['request_id']}: {again['status']}")
+                    story.say(step, _decision(engine))
         finally:
             stack.stop()
             for proc in children:
