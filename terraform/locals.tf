@@ -54,7 +54,8 @@ locals {
   train_trigger_env = {
     DB_USER           = local.db_users["train-trigger"]
     TRAINER_JOB       = google_cloud_run_v2_job.trainer.id
-    TRAINER_TIMEOUT_S = tostring(var.trainer_timeout_s)
+    # A run blocks new ones for as long as it can live: every retry of its task included.
+    TRAINER_TIMEOUT_S = tostring(var.trainer_timeout_s * (var.trainer_max_retries + 1))
   }
 
   trainer_env = {

@@ -176,7 +176,7 @@ variable "trainer_memory" {
 }
 
 variable "trainer_timeout_s" {
-  description = "Timeout of one trainer task, in seconds (also TRAINER_TIMEOUT_S for train_trigger)."
+  description = "Timeout of one trainer task, in seconds (train_trigger's TRAINER_TIMEOUT_S is this times the number of attempts)."
   type        = number
   default     = 21600
 }

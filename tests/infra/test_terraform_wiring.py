@@ -171,7 +171,10 @@ def test_env_values_point_at_the_right_resources(tf: Terraform) -> None:
     assert "${local.function_names.health_http}" in tf.locals["health_url"]
     trigger, _, _ = function_env(tf, "train_trigger")
     assert trigger["TRAINER_JOB"] == "${google_cloud_run_v2_job.trainer.id}"
-    assert trigger["TRAINER_TIMEOUT_S"] == "${tostring(var.trainer_timeout_s)}"
+    # The guard outlives every attempt of a run (the job retries a failed task).
+    assert trigger["TRAINER_TIMEOUT_S"] == (
+        "${tostring(var.trainer_timeout_s * (var.trainer_max_retries + 1))}"
+    )
     job, _, _ = trainer_env(tf)
     assert job["ARTIFACT_URI"].startswith("gs://${google_storage_bucket.artifacts.name}/")
     for where, _component, plain, _, _ in component_envs(tf):
