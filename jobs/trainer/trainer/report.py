@@ -126,7 +126,7 @@ def render_markdown(data: ReportData) -> str:
         "",
         "## Promotion decision",
         "",
-        f"{verdict.capitalize()}: {d['reason']}. Judged against the "
+        f"{verdict[0].upper()}{verdict[1:]}: {d['reason']}. Judged against the "
         f"{d['against'].replace('_', ' ')} on the same latest test window.",
         "",
     ]
@@ -197,7 +197,7 @@ def render_markdown(data: ReportData) -> str:
         "",
         "![Per-product error with and without the fairness callback](fairness.png)",
         "",
-        md_table(data.per_product),
+        md_table(data.per_product.sort_values("rmsse", ascending=False)),
         "",
     ]
 
