@@ -4,8 +4,9 @@ The model's `product` input is an embedding index, which has no gradient; so eac
 explained product gets a wrapper model with that product fixed, whose inputs are the
 float `sequence` (history: lookback days × features) and `known` (the horizon days'
 known-in-advance features), and whose single output is the H-day total of the
-standardised forecast. Background windows are that product's training windows,
-explained windows a sample of its test windows.
+network's output: the standardised forecast's change from the window's recent level
+(the level itself is added outside the network). Background windows are that
+product's training windows, explained windows a sample of its test windows.
 
 Attributions are aggregated per feature over time steps and samples (mean |SHAP|),
 into a global table (the summary bar plot) and a per-product table for the worst
@@ -164,7 +165,7 @@ def explain(
         },
         settings={
             "explainer": "shap.GradientExplainer",
-            "output": "sum of the standardised forecast over the horizon",
+            "output": "H-day sum of the network output (standardised change from the recent level)",
             "products": chosen,
             "n_background": n_background,
             "n_explain": n_explain,

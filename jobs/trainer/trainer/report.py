@@ -211,7 +211,8 @@ def render_markdown(data: ReportData) -> str:
         "",
         "## What drives the forecasts (SHAP)",
         "",
-        "Mean |SHAP| of each feature on the H-day total forecast (standardised units), "
+        "Mean |SHAP| of each feature on the network's H-day total (the standardised "
+        "forecast's change from the recent level), "
         "over sampled test windows; `history` features are the LSTM's input days, `future` "
         "ones the known-in-advance features of the forecast days.",
         "",
