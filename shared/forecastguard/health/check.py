@@ -142,26 +142,29 @@ def _error_masks(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
     return has_pred & in_window, has_pred & in_ref
 
 
-def compute_health(
+@dataclass(frozen=True)
+class _Drift:
+    """Per-product KS results (arrays over all products) and the reference used."""
+
+    pvalues: np.ndarray
+    qvalues: np.ndarray
+    drift: np.ndarray
+    reference: np.ndarray  # previous_window | holdout | none
+
+
+def _error_drift(
     data: WindowData,
     params: HealthParams,
-    holdout: tuple[np.ndarray, np.ndarray] | None = None,
-) -> HealthResult:
-    """Judge the model on one window: accuracy, error drift, sales drift, freshness.
-
-    `holdout` is (product codes, errors) of the champion's holdout, the reference for
-    products without enough errors in the previous window.
-    """
+    errors: np.ndarray,
+    holdout: tuple[np.ndarray, np.ndarray] | None,
+) -> _Drift:
+    """KS of each product's window errors against its reference errors, BH-adjusted."""
     n_all = len(data.products)
     window, previous = _error_masks(data)
-    errors = data.units - data.predicted
-    codes_w, err_w = data.codes[window], errors[window]
-    metrics = stats.error_metrics(codes_w, err_w, n_all)
-
-    # Reference errors: the previous window where it has enough, else the holdout.
     n_prev = np.bincount(data.codes[previous], minlength=n_all)
     use_prev = n_prev >= params.min_samples
-    ref_codes, ref_err = [data.codes[previous]], [errors[previous]]
+    keep = previous & use_prev[data.codes]
+    ref_codes, ref_err = [data.codes[keep]], [errors[keep]]
     reference = np.where(use_prev, "previous_window", "none").astype(object)
     if holdout is not None and len(holdout[0]):
         h_codes, h_err = holdout
@@ -171,77 +174,67 @@ def compute_health(
         ref_codes.append(h_codes[take])
         ref_err.append(h_err[take])
         reference[use_hold] = "holdout"
-    keep_prev = use_prev[ref_codes[0]]
-    ref_codes[0], ref_err[0] = ref_codes[0][keep_prev], ref_err[0][keep_prev]
-    ks = stats.two_sample(codes_w, err_w, np.concatenate(ref_codes), np.concatenate(ref_err), n_all)
+    ks = stats.two_sample(
+        data.codes[window],
+        errors[window],
+        np.concatenate(ref_codes),
+        np.concatenate(ref_err),
+        n_all,
+    )
     pvalues = stats.ks_pvalues(ks, params.min_samples)
     qvalues = stats.benjamini_hochberg(pvalues)
-    drift = qvalues <= params.fdr_alpha
     reference[np.isnan(pvalues)] = "none"
+    return _Drift(pvalues, qvalues, qvalues <= params.fdr_alpha, reference)
 
-    # Seasonal-naive scale from the history before the window (dense products x days).
-    dense = np.full((n_all, data.history_days), np.nan)
-    hist = data.day < data.history_days
-    dense[data.codes[hist], data.day[hist]] = data.units[hist]
-    rmsse = stats.rmsse(metrics.rmse, stats.seasonal_naive_scale(dense))
 
-    # Data drift of actual sales: window against the reference window.
+def _sales_drift(
+    data: WindowData, params: HealthParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Sales of the window against the reference window, per product: (KS q-values,
+    drift, Wasserstein distance over the pooled standard deviation, summary)."""
     in_window = data.day >= data.history_days
     in_ref = (data.day >= data.history_days - data.window_days) & ~in_window
-    sales_cmp = stats.two_sample(
+    cmp = stats.two_sample(
         data.codes[in_window],
         data.units[in_window],
         data.codes[in_ref],
         data.units[in_ref],
-        n_all,
+        len(data.products),
     )
-    sales_p = stats.ks_pvalues(sales_cmp, params.min_samples)
-    sales_q = stats.benjamini_hochberg(sales_p)
-    sales_drift = sales_q <= params.fdr_alpha
+    pvalues = stats.ks_pvalues(cmp, params.min_samples)
+    qvalues = stats.benjamini_hochberg(pvalues)
+    drift = qvalues <= params.fdr_alpha
     with np.errstate(invalid="ignore", divide="ignore"):
-        w_norm = np.where(
-            sales_cmp.wasserstein > 0, sales_cmp.wasserstein / sales_cmp.pooled_std, 0.0
-        )
-    w_norm[np.isnan(sales_cmp.wasserstein)] = np.nan
-
-    listed = metrics.n > 0
-    products = pd.DataFrame(
-        {
-            "product_id": data.products[listed].astype(str),
-            "n": metrics.n[listed],
-            "rmse": metrics.rmse[listed],
-            "mae": metrics.mae[listed],
-            "bias": metrics.bias[listed],
-            "rmsse": rmsse[listed],
-            "ks_pvalue": pvalues[listed],
-            "ks_qvalue": qvalues[listed],
-            "drift": drift[listed],
-            "reference": reference[listed].astype(str),
-            "sales_wasserstein": w_norm[listed],
-            "sales_ks_qvalue": sales_q[listed],
-            "sales_drift": sales_drift[listed],
-        }
-    ).reset_index(drop=True)
-
-    n_products = int(listed.sum())
-    tested = ~np.isnan(pvalues)
-    n_tested = int(tested.sum())
-    n_drifted = int(drift.sum())
-    avg_rmse = float(metrics.rmse[listed].mean()) if n_products else None
-    p_value = stats.simes(pvalues)
-    sales_tested = int((~np.isnan(sales_p)).sum())
-    data_drift = {
-        "detected": bool(sales_drift.any()),
-        "p_value": _num(stats.simes(sales_p)),
-        "n_tested": sales_tested,
-        "n_drifted": int(sales_drift.sum()),
-        "drifted_share": (int(sales_drift.sum()) / sales_tested) if sales_tested else None,
+        w_norm = np.where(cmp.wasserstein > 0, cmp.wasserstein / cmp.pooled_std, 0.0)
+    w_norm[np.isnan(cmp.wasserstein)] = np.nan
+    tested = int((~np.isnan(pvalues)).sum())
+    summary = {
+        "detected": bool(drift.any()),
+        "p_value": _num(stats.simes(pvalues)),
+        "n_tested": tested,
+        "n_drifted": int(drift.sum()),
+        "drifted_share": (int(drift.sum()) / tested) if tested else None,
         "mean_wasserstein": _num(float(np.nanmean(w_norm))) if (~np.isnan(w_norm)).any() else None,
         "reference_start": data.ref_start.isoformat(),
         "reference_end": (data.window_start - timedelta(days=1)).isoformat(),
         "makes_unhealthy": params.data_drift_unhealthy,
     }
+    return qvalues, drift, w_norm, summary
 
+
+def _reasons(
+    data: WindowData,
+    params: HealthParams,
+    *,
+    n_products: int,
+    avg_rmse: float | None,
+    n_drifted: int,
+    n_tested: int,
+    p_value: float | None,
+    stale: bool,
+    data_drift: dict[str, Any],
+) -> tuple[list[str], list[str]]:
+    """(reason texts, reason kinds) of every failed condition."""
     reasons: list[str] = []
     kinds: list[str] = []
     if n_products == 0:
@@ -259,7 +252,6 @@ def compute_health(
             f"forecast errors drifted in {n_drifted} of {n_tested} tested products "
             f"(BH q <= {params.fdr_alpha:g}; global p {p_value:.3g})"
         )
-    stale = _is_stale(data.last_sale_date, data.as_of, params.stale_days)
     if stale:
         kinds.append("stale")
         last = data.last_sale_date
@@ -270,9 +262,69 @@ def compute_health(
     if params.data_drift_unhealthy and data_drift["detected"]:
         kinds.append("data_drift")
         reasons.append(
-            f"sales drifted in {data_drift['n_drifted']} of {sales_tested} tested products "
-            f"(BH q <= {params.fdr_alpha:g})"
+            f"sales drifted in {data_drift['n_drifted']} of {data_drift['n_tested']} tested "
+            f"products (BH q <= {params.fdr_alpha:g})"
         )
+    return reasons, kinds
+
+
+def compute_health(
+    data: WindowData,
+    params: HealthParams,
+    holdout: tuple[np.ndarray, np.ndarray] | None = None,
+) -> HealthResult:
+    """Judge the model on one window: accuracy, error drift, sales drift, freshness.
+
+    `holdout` is (product codes, errors) of the champion's holdout, the reference for
+    products without enough errors in the previous window.
+    """
+    window, _ = _error_masks(data)
+    errors = data.units - data.predicted
+    metrics = stats.error_metrics(data.codes[window], errors[window], len(data.products))
+    drift = _error_drift(data, params, errors, holdout)
+    sales_q, sales_drift, w_norm, data_drift = _sales_drift(data, params)
+
+    # Seasonal-naive scale from the history before the window (dense products x days).
+    dense = np.full((len(data.products), data.history_days), np.nan)
+    hist = data.day < data.history_days
+    dense[data.codes[hist], data.day[hist]] = data.units[hist]
+    rmsse = stats.rmsse(metrics.rmse, stats.seasonal_naive_scale(dense))
+
+    listed = metrics.n > 0
+    products = pd.DataFrame(
+        {
+            "product_id": data.products[listed].astype(str),
+            "n": metrics.n[listed],
+            "rmse": metrics.rmse[listed],
+            "mae": metrics.mae[listed],
+            "bias": metrics.bias[listed],
+            "rmsse": rmsse[listed],
+            "ks_pvalue": drift.pvalues[listed],
+            "ks_qvalue": drift.qvalues[listed],
+            "drift": drift.drift[listed],
+            "reference": drift.reference[listed].astype(str),
+            "sales_wasserstein": w_norm[listed],
+            "sales_ks_qvalue": sales_q[listed],
+            "sales_drift": sales_drift[listed],
+        }
+    )
+    n_products = int(listed.sum())
+    n_tested = int((~np.isnan(drift.pvalues)).sum())
+    n_drifted = int(drift.drift.sum())
+    avg_rmse = float(metrics.rmse[listed].mean()) if n_products else None
+    p_value = stats.simes(drift.pvalues)
+    stale = _is_stale(data.last_sale_date, data.as_of, params.stale_days)
+    reasons, kinds = _reasons(
+        data,
+        params,
+        n_products=n_products,
+        avg_rmse=avg_rmse,
+        n_drifted=n_drifted,
+        n_tested=n_tested,
+        p_value=p_value,
+        stale=stale,
+        data_drift=data_drift,
+    )
     refs = products["reference"].value_counts()
     return HealthResult(
         as_of=data.as_of,
