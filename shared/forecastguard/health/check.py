@@ -23,6 +23,7 @@ from forecastguard.health import stats
 from forecastguard.health.window import WindowData
 
 REFERENCES = ("previous_window", "holdout", "none")
+MAX_LISTED_DRIFTED = 100  # in the summary; every product is in health_check_products
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class HealthResult:
             "n_pairs": self.n_pairs,
             "n_tested": self.n_tested,
             "references": dict(self.references),
+            "drifted_products": self.drifted_products(),
             "data_drift": self.data_drift,
             "last_sale_date": self.last_sale_date.isoformat() if self.last_sale_date else None,
             "stale": self.stale,
@@ -111,6 +113,11 @@ class HealthResult:
             "duration_s": round(self.duration_s, 4),
             **self.outputs,
         }
+
+    def drifted_products(self, limit: int = MAX_LISTED_DRIFTED) -> list[str]:
+        """Ids of the drifted products, smallest q-value first (at most `limit`)."""
+        drifted = self.products[self.products["drift"]]
+        return drifted.sort_values(["ks_qvalue", "product_id"])["product_id"].head(limit).tolist()
 
     def product_records(self) -> list[dict[str, Any]]:
         """The per-product results as JSON-ready dicts (NaN becomes None)."""

@@ -67,6 +67,7 @@ def test_injected_drift_is_detected_in_the_drifted_products() -> None:
     assert len(flagged & drifted) >= 15
     assert len(flagged - drifted) <= 2
     assert result.p_value is not None and result.p_value <= 0.05
+    assert set(result.summary()["drifted_products"]) == flagged
     # Sales drifted too: reported as information, not a reason (by default).
     assert result.data_drift["detected"] and "data_drift" not in result.reason_kinds
     strict = compute_health(data, HealthParams(data_drift_unhealthy=True))
