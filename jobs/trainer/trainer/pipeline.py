@@ -51,7 +51,7 @@ Public API (issue 6 builds on it):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -466,8 +466,3 @@ def forecast_next(
         extra={"products": len(w), "start": str(dates[0].date()), "days": cfg.horizon},
     )
     return out
-
-
-def with_overrides(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """`cfg` with some fields changed (validated again)."""
-    return replace(cfg, **changes)
