@@ -109,10 +109,7 @@ def two_sample(
     if np.isnan(values).any():
         raise ValueError("two_sample: samples must not contain NaN")
     is_b = np.concatenate([np.zeros(len(values_a), bool), np.ones(len(values_b), bool)])
-    # Sort by (group, value) through one integer key: faster than np.lexsort.
-    rank = np.empty(len(values), np.int64)
-    rank[np.argsort(values)] = np.arange(len(values), dtype=np.int64)
-    order = np.argsort(codes * max(len(values), 1) + rank)
+    order = np.lexsort((values, codes))
     codes, values, is_b = codes[order], values[order], is_b[order]
     n_a = np.bincount(codes_a, minlength=n_groups).astype(np.int64)
     n_b = np.bincount(codes_b, minlength=n_groups).astype(np.int64)
