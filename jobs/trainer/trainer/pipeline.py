@@ -105,6 +105,7 @@ class Prepared:
     train: Windows
     val: Windows
     test: Windows
+    new_products: tuple[str, ...] = ()  # first sold after training: left out (unknown)
 
     @property
     def products(self) -> tuple[str, ...]:
@@ -170,6 +171,16 @@ def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
             f"{cfg.horizon} + validation {cfg.val_days} + test {cfg.test_days} needs {need}"
         )
     val_end = n_days - cfg.test_days
+    # Products first sold after the training days have nothing to fit on: they are left
+    # out here and forecast as unknown products (median statistics, "unknown" embedding).
+    first = clean.groupby("product_id")["date"].min()
+    new_products = tuple(sorted(first.index[first >= calendar[train_end]].astype(str)))
+    if new_products:
+        clean = clean[~clean["product_id"].isin(new_products)]
+        log.warning(
+            "products without training days left out",
+            extra={"products": list(new_products), "count": len(new_products)},
+        )
 
     with timed(log, "stage augment", stage="augment") as out:
         synthetic = augment(clean, qres.report.sparse_products, calendar[train_end], cfg)
@@ -213,6 +224,7 @@ def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
         train=train,
         val=val,
         test=test,
+        new_products=new_products,
     )
 
 

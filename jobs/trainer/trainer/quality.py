@@ -31,7 +31,7 @@ import pandas as pd
 
 from forecastguard.logs import get_logger
 from trainer.config import TrainConfig
-from trainer.data import validate_long
+from trainer.data import DataError, validate_long
 
 log = get_logger(__name__)
 
@@ -189,7 +189,7 @@ def check_quality(sales: pd.DataFrame, cfg: TrainConfig) -> QualityResult:
             )
         )
     if not pieces:
-        raise ValueError("data quality: no product has any usable sales value")
+        raise DataError("data quality: no product has any usable sales value")
 
     per = pd.DataFrame.from_dict(stats, orient="index")
     per.index.name = "product_id"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from forecastguard.db.engine import make_engine
@@ -99,6 +100,11 @@ def test_tiny_training_end_to_end(engine_with_sales, tmp_path: Path) -> None:
     model = keras.models.load_model(tmp_path / "model.keras")
     again = tp.forecast_next(model, FeaturePipeline.load(tmp_path), long, cfg)
     np.testing.assert_allclose(again["predicted_units"], forecast["predicted_units"], rtol=1e-5)
+
+    # A product launched after training is forecast as an unknown product.
+    newcomer = long[long["product_id"] == "P0001"].tail(60).assign(product_id="NEW")
+    with_new = tp.forecast_next(model, prepared.pipeline, pd.concat([long, newcomer]), cfg)
+    assert with_new[with_new["product_id"] == "NEW"]["predicted_units"].notna().sum() == 28
 
     # Promotions planned in the table for the forecast days reach the model.
     future = forecast["target_date"].unique()

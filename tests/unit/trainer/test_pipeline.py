@@ -37,3 +37,14 @@ def test_split_is_time_ordered_and_windows_stay_in_their_split() -> None:
 def test_too_short_history_is_a_clear_error() -> None:
     with pytest.raises(DataError, match="too few"):
         prepare(make_sales(2, 100), CFG)
+
+
+def test_products_first_sold_after_training_are_left_out_not_fatal() -> None:
+    sales = make_sales(3, 240)
+    late = (sales["product_id"] == "P02") & (
+        sales["date"] < sales["date"].max() - np.timedelta64(40, "D")
+    )
+    p = prepare(sales[~late], CFG)
+    assert p.new_products == ("P02",)
+    assert p.products == ("P00", "P01")
+    assert "P02" not in {p.panel.product_ids[s] for s in p.test.series}
