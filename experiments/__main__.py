@@ -13,8 +13,9 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from experiments.backtest import run_backtest
+from experiments.backtest import BacktestResult, run_backtest
 from experiments.data import Panel, read_pasta, synthetic
 from experiments.metrics import aggregate, per_product
 from experiments.models import MODEL_NAMES, ModelOptions, build_models
@@ -69,6 +70,16 @@ def load(args: argparse.Namespace) -> tuple[str, Panel]:
     return "synthetic", panel
 
 
+def describe_data(args: argparse.Namespace, panel: Panel) -> str:
+    """Where the data came from, for the report."""
+    if args.data is not None:
+        return f"{args.data} ({panel.dates[0].date()} – {panel.dates[-1].date()})"
+    return (
+        f"forecastguard.synth.generate_sales(n_products={args.synthetic}, seed={args.seed}, "
+        f"{args.synthetic_start} – {args.synthetic_end})"
+    )
+
+
 def settings_line(names: list[str], args: argparse.Namespace) -> str:
     """The settings of the models that ran, for the report."""
     parts = {
@@ -117,28 +128,38 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     start = time.perf_counter()
-    result = run_backtest(
-        panel, models, horizon=args.horizon, n_cutoffs=args.cutoffs, step=args.step
-    )
-    products = per_product(result.forecasts, result.scales)
-    summary = aggregate(products, result.timings)
     out = args.out or RESULTS / dataset
     command = "python -m experiments " + shlex.join(argv)
-    context = {
-        "Data": (
-            f"{args.data} ({panel.dates[0].date()} – {panel.dates[-1].date()})"
-            if args.data is not None
-            else f"forecastguard.synth.generate_sales(n_products={args.synthetic}, seed={args.seed}, "
-            f"{args.synthetic_start} – {args.synthetic_end})"
-        ),
-        "Settings": settings_line(names, args),
-        "Total run time": f"{time.perf_counter() - start:.0f} s",
-    }
-    paths = write_report(
-        out, result, products, summary, command=command, dataset=dataset, context=context
+
+    written: dict[str, Any] = {}
+
+    def report(result: BacktestResult) -> None:
+        products = per_product(result.forecasts, result.scales)
+        summary = aggregate(products, result.timings)
+        done = len(result.cutoffs)
+        context = {
+            "Data": describe_data(args, panel),
+            "Settings": settings_line(names, args),
+            "Run time": f"{time.perf_counter() - start:.0f} s for {done} of {args.cutoffs} cutoffs"
+            + ("" if done == args.cutoffs else " (partial: the run was still going)"),
+        }
+        paths = write_report(
+            out, result, products, summary, command=command, dataset=dataset, context=context
+        )
+        written.update(summary=summary, paths=paths)
+        log.info(
+            "report written", extra={"cutoffs_done": done, **{k: str(v) for k, v in paths.items()}}
+        )
+
+    run_backtest(
+        panel,
+        models,
+        horizon=args.horizon,
+        n_cutoffs=args.cutoffs,
+        step=args.step,
+        on_cutoff=report,
     )
-    print(markdown_table(summary))
-    log.info("backtest written", extra={k: str(v) for k, v in paths.items()})
+    print(markdown_table(written["summary"]))
     return 0
 
 

@@ -10,7 +10,7 @@ the test window leaks into the scoring.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +88,13 @@ def run_backtest(
     horizon: int = 28,
     n_cutoffs: int = 3,
     step: int | None = None,
+    on_cutoff: Callable[[BacktestResult], None] | None = None,
 ) -> BacktestResult:
-    """Backtest every model on the same cutoffs; log progress per model and cutoff."""
+    """Backtest every model on the same cutoffs; log progress per model and cutoff.
+
+    `on_cutoff`, if given, is called with the results so far after every cutoff (the
+    command line rewrites its report then, so a long run leaves partial results).
+    """
     cutoffs = cutoff_indices(len(panel.dates), horizon, n_cutoffs, step)
     frames: list[pd.DataFrame] = []
     scale_frames: list[pd.DataFrame] = []
@@ -144,12 +149,15 @@ def run_backtest(
                     **{k: v for k, v in result.notes.items() if isinstance(v, int | float | str)},
                 },
             )
-    return BacktestResult(
-        forecasts=pd.concat(frames, ignore_index=True),
-        scales=pd.concat(scale_frames, ignore_index=True),
-        timings=pd.DataFrame(timing_rows),
-        notes=notes,
-        cutoffs=[panel.dates[c] for c in cutoffs],
-        horizon=horizon,
-        products=panel.products,
-    )
+        so_far = BacktestResult(
+            forecasts=pd.concat(frames, ignore_index=True),
+            scales=pd.concat(scale_frames, ignore_index=True),
+            timings=pd.DataFrame(timing_rows),
+            notes=notes,
+            cutoffs=[panel.dates[c] for c in cutoffs[:c_no]],
+            horizon=horizon,
+            products=panel.products,
+        )
+        if on_cutoff is not None:
+            on_cutoff(so_far)
+    return so_far

@@ -58,8 +58,12 @@ def test_cutoffs_tile_the_end_of_the_data() -> None:
 def test_models_see_only_the_history_and_future_promotions() -> None:
     panel = weekly_panel()
     spy = Spy()
-    result = run_backtest(panel, [spy], horizon=14, n_cutoffs=2)
+    partial: list[int] = []
+    result = run_backtest(
+        panel, [spy], horizon=14, n_cutoffs=2, on_cutoff=lambda r: partial.append(len(r.forecasts))
+    )
     assert [t.history.dates[-1] for t in spy.tasks] == result.cutoffs
+    assert partial == [14 * 3, 2 * 14 * 3]  # the results so far, after each cutoff
     for task in spy.tasks:
         end = len(task.history.dates)
         assert task.history.units.shape == (end, 3)
