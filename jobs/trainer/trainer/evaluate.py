@@ -1,7 +1,8 @@
 """Evaluation: RMSE, MAE, RMSSE and bias, overall and per product, for the model and baselines.
 
-Conventions: the error is `actual - predicted` (as the health check's residuals), so
-`bias` = mean error > 0 means the forecasts are too low. RMSSE of a product is
+Conventions: the error is `actual - predicted` (as the health check's residuals);
+`bias` is the mean of `predicted - actual`, as in the health check's per-product
+figures, so a positive bias means the forecasts are too high. RMSSE of a product is
 `sqrt(mean((actual - predicted)^2) / scale)` where `scale` is the mean squared one-day
 change of that product's training series (M5's denominator); the overall RMSSE is the
 unweighted mean over products. Baselines forecast the same (product, origin) pairs:
@@ -92,16 +93,17 @@ def point_metrics(
     err = frame["actual"] - frame[predicted]
     g = pd.DataFrame({"product_id": frame["product_id"], "e": err, "e2": err**2, "ae": err.abs()})
     per = g.groupby("product_id").agg(
-        n=("e", "size"), mse=("e2", "mean"), mae=("ae", "mean"), bias=("e", "mean")
+        n=("e", "size"), mse=("e2", "mean"), mae=("ae", "mean"), mean_error=("e", "mean")
     )
     per["rmse"] = np.sqrt(per["mse"])
     per["rmsse"] = np.sqrt(per["mse"] / scale.reindex(per.index).fillna(1.0))
-    per = per.drop(columns="mse")[["n", "rmse", "mae", "rmsse", "bias"]]
+    per["bias"] = -per["mean_error"]
+    per = per.drop(columns=["mse", "mean_error"])[["n", "rmse", "mae", "rmsse", "bias"]]
     overall = {
         "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": float(np.mean(np.abs(err))),
         "rmsse": float(per["rmsse"].mean()),
-        "bias": float(np.mean(err)),
+        "bias": float(-np.mean(err)),
     }
     return overall, per
 

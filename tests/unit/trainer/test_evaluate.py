@@ -34,7 +34,8 @@ def test_point_metrics_overall_and_per_product() -> None:
     overall, per = point_metrics(frame, "predicted", pd.Series({"a": 1.0, "b": 4.0}))
     assert overall["rmse"] == pytest.approx(np.sqrt((1 + 0 + 4 + 16) / 4))
     assert overall["mae"] == pytest.approx((1 + 0 + 2 + 4) / 4)
-    assert overall["bias"] == pytest.approx((1 + 0 - 2 - 4) / 4)  # actual - predicted
+    assert overall["bias"] == pytest.approx((-1 + 0 + 2 + 4) / 4)  # predicted - actual
+    assert per.loc["b", "bias"] == pytest.approx(3.0)
     assert per.loc["a", "rmsse"] == pytest.approx(np.sqrt(0.5 / 1.0))
     assert per.loc["b", "rmsse"] == pytest.approx(np.sqrt(10 / 4.0))
     assert overall["rmsse"] == pytest.approx((per.loc["a", "rmsse"] + per.loc["b", "rmsse"]) / 2)
