@@ -120,10 +120,11 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
     except ValueError as exc:
         raise ConfigError(f"RUN_ID: {exc}") from None
     storage = settings.optuna_storage
-    if storage == "database":
-        if not settings.database_url:
-            raise ConfigError("OPTUNA_STORAGE=database needs DATABASE_URL (a SQLAlchemy URL)")
-        storage = settings.database_url
+    if storage and storage == settings.database_url:
+        raise ConfigError(
+            "OPTUNA_STORAGE must not be DATABASE_URL: give Optuna a database of its own "
+            "(the same server is fine; both schemas use Alembic's alembic_version table)"
+        )
     try:
         tolerances = Tolerances(params["rmse_tolerance"], params["disparity_tolerance"])
     except ValueError as exc:

@@ -5,17 +5,19 @@ The objective is the validation RMSSE plus a disparity penalty,
 the fairness callback's `val_rmsse`/`val_disparity`) so the `MedianPruner` can stop a
 poor trial early.
 
-The study lives in memory, or in an RDB (`OPTUNA_STORAGE`, e.g. the same Cloud SQL
-database): then several Cloud Run Job tasks (`CLOUD_RUN_TASK_INDEX` of
+The study lives in memory, or in an RDB (`OPTUNA_STORAGE`: a database of its own, e.g. on
+the same Cloud SQL instance; not forecastguard's database, whose Alembic version table
+Optuna's own migrations would collide with): then several Cloud Run Job tasks (`CLOUD_RUN_TASK_INDEX` of
 `CLOUD_RUN_TASK_COUNT`) load the same study by name and tune it in parallel until the
 study holds `n_trials` finished trials. Each task seeds its sampler with `seed + index`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +200,75 @@ def _storage_kind(storage: str | None) -> str:
     return storage.split(":", 1)[0]
 
 
+HEARTBEAT_S = 60
+GRACE_S = 300
+
+
+@contextlib.contextmanager
+def _init_lock(url: str, timeout_s: int = 300) -> Iterator[None]:
+    """Serialize Optuna's storage initialization across processes.
+
+    Optuna creates its tables and stamps their schema version on first use; tasks doing
+    that at the same moment corrupt it (both stamp, one the oldest version). MySQL:
+    `GET_LOCK`; SQLite: an exclusive lock on a file beside the database.
+    """
+    import sqlalchemy as sa
+
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("mysql", "mariadb"):
+        engine = sa.create_engine(parsed, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                got = conn.execute(
+                    sa.text("SELECT GET_LOCK('forecastguard_optuna_init', :t)"), {"t": timeout_s}
+                ).scalar()
+                if got != 1:
+                    raise TuningError(f"could not lock the Optuna storage within {timeout_s} s")
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT RELEASE_LOCK('forecastguard_optuna_init')"))
+        finally:
+            engine.dispose()
+    elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        import fcntl
+
+        with open(f"{parsed.database}.optuna-init.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    else:
+        yield
+
+
+def _check_own_database(url: str) -> None:
+    """Refuse forecastguard's own database: Optuna and forecastguard's migrations would
+    share Alembic's `alembic_version` table, and Optuna would refuse the schema."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if "alembic_version" in tables and "studies" not in tables:
+        raise TuningError(
+            "OPTUNA_STORAGE points at a database that another Alembic schema (forecastguard's "
+            "own) already uses: give Optuna a database of its own (the same server is fine)"
+        )
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's RDB storage, created under a lock, with heartbeats: a crashed task's
+    running trial is failed after `GRACE_S`, so it does not hold the others up."""
+    _check_own_database(url)
+    with _init_lock(url):
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+
+
 def open_study(
     study_name: str, *, storage: str | None, seed: int, task_index: int = 0
 ) -> optuna.Study:
@@ -207,7 +278,7 @@ def open_study(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
     return optuna.create_study(
         study_name=study_name,
-        storage=storage or None,
+        storage=open_storage(storage) if storage else None,
         sampler=sampler,
         pruner=pruner,
         direction="minimize",
@@ -225,6 +296,7 @@ def wait_for_others(
     """
     idle = 0
     while time.monotonic() < deadline:
+        optuna.storages.fail_stale_trials(study)  # trials of tasks that died
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if running == 0 and (finished >= n_trials or idle >= idle_polls):

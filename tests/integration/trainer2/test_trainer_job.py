@@ -421,3 +421,70 @@ def test_entry_point_bad_configuration_exits_two(world):
     )
     assert proc.returncode == 2
     assert "ARTIFACT_URI" in proc.stderr
+
+
+@pytest.fixture
+def optuna_db(mariadb_server):
+    """An empty MariaDB database for Optuna (a database of its own); dropped afterwards."""
+    import uuid
+
+    name = f"fg_optuna_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(mariadb_server + "/")
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    try:
+        yield f"{mariadb_server}/{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.mark.mariadb
+def test_two_cloud_run_tasks_tune_one_study_in_parallel(world, tmp_path, optuna_db):
+    """Two `python -m trainer` processes (task 0 and 1 of 2) share an Optuna study in MariaDB."""
+    import optuna
+
+    mariadb_url = optuna_db
+
+    url = f"sqlite:///{tmp_path / 'tasks.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    from forecastguard.synth.output import write_database
+
+    write_database(engine, make_sales(N_PRODUCTS, 200))
+    engine.dispose()
+    uri = (tmp_path / "artifacts").as_uri()
+    common = {
+        "DATABASE_URL": url,
+        "ARTIFACT_URI": uri,
+        "OPTUNA_STORAGE": mariadb_url,
+        "CLOUD_RUN_EXECUTION": "exec-par",
+        "CLOUD_RUN_TASK_COUNT": "2",
+        "TRIALS": "4",
+        "TRAIN_CONFIG": json.dumps(replace(CFG, epochs=1).to_dict()),
+        "SEARCH_UNITS": "4",
+        "SHAP_PRODUCTS": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "trainer", "--mode", "train"],
+            env=_subprocess_env(world, **common, CLOUD_RUN_TASK_INDEX=str(i)),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    study = optuna.load_study(study_name="forecastguard-exec-par", storage=mariadb_url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) >= 4
+    # Both tasks ran trials: every task logs its own "trial N complete/pruned" lines.
+    for err in errs:
+        assert '"finished":' in err and "trial " in err
+    store = open_store(uri)
+    manifest = verify_run(store, "exec-par")  # only task 0 wrote the run
+    assert manifest["files"]["tuning/trials.csv"]
+    assert len(pd.read_csv(store.key_uri("runs/exec-par/tuning/trials.csv"))) == len(study.trials)
+    assert '"tuning_only": true' in errs[1]

@@ -67,9 +67,11 @@ def test_cloud_run_ids_and_retried_attempts():
     assert opts.run_id == "exec-9-a1" and opts.attempt == 1
 
 
-def test_optuna_storage_database_means_the_same_database():
-    _, opts = _build(optuna_storage="database")
-    assert opts.optuna_storage == "sqlite:///x.db"
+def test_optuna_storage_is_a_database_of_its_own():
+    _, opts = _build(optuna_storage="sqlite:///optuna.db")
+    assert opts.optuna_storage == "sqlite:///optuna.db"
+    with pytest.raises(ConfigError, match="OPTUNA_STORAGE must not be DATABASE_URL"):
+        _build(optuna_storage="sqlite:///x.db")
 
 
 @pytest.mark.parametrize(

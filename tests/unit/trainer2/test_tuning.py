@@ -93,3 +93,13 @@ def test_no_completed_trial_is_a_clear_error(prepared):
 
     with pytest.raises(TuningError, match="no trial completed"):
         tune(prepared, CFG, n_trials=2, study_name="fails", train_fn=always_fails)
+
+
+def test_optuna_storage_refuses_forecastguard_database(sqlite_url, tmp_path):
+    from trainer.tuning import open_storage
+
+    with pytest.raises(TuningError, match="a database of its own"):
+        open_storage(sqlite_url)  # migrated by forecastguard's Alembic
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert storage.get_all_studies() == []
+    open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")  # a second task opens it too
