@@ -98,11 +98,6 @@ class TrainConfig:
                 f"TrainConfig.fairness_max_weight must be >= 1, got {self.fairness_max_weight}"
             )
 
-    @property
-    def min_history(self) -> int:
-        """Days of history a product needs before its first training target."""
-        return self.lookback
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields."""
         return asdict(self)
