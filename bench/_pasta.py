@@ -11,9 +11,9 @@ for extra in (ROOT / "shared", ROOT / "jobs" / "trainer"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-PASTA_CSV = Path(
-    os.environ.get("PASTA_CSV", "/work/shared/data/pasta_sales_uci611/hierarchical_sales_data.csv")
-)
+# In ../shared beside the checkout (read-only reference material); PASTA_CSV overrides.
+_DEFAULT = ROOT.parent / "shared" / "data" / "pasta_sales_uci611" / "hierarchical_sales_data.csv"
+PASTA_CSV = Path(os.environ.get("PASTA_CSV", _DEFAULT))
 
 
 def pasta_path() -> Path:

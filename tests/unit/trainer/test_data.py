@@ -14,7 +14,9 @@ from trainer.config import TrainConfig
 from trainer.data import DataError, load_sales, read_pasta_csv, validate_long
 from trainer.quality import check_quality
 
-PASTA = Path("/work/shared/data/pasta_sales_uci611/hierarchical_sales_data.csv")
+# The real data lives in ../shared beside the checkout and is read in place.
+REPO = Path(__file__).resolve().parents[3]
+PASTA = REPO.parent / "shared" / "data" / "pasta_sales_uci611" / "hierarchical_sales_data.csv"
 
 
 def test_missing_column_is_named() -> None:
