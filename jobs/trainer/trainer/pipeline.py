@@ -26,9 +26,10 @@ Public API (issue 6 builds on it):
 - `prepare(sales, cfg) -> Prepared`: `.quality` (QualityReport, `.to_dict()`),
   `.pipeline` (FeaturePipeline, `save(dir)`/`load(dir)`), `.train`/`.val`/`.test`
   (`Windows`: x, known, y (relative to `level`), level, product, series, origin,
-  synthetic, weight;
-  `.inputs(lookback)` gives the model's input dict), `.refit_windows()` (train +
-  validation, for the final refit), `.products`, `.feature_names`, `.split_dates()`.
+  synthetic, weight; `.inputs(lookback)` gives the model's input dict),
+  `.refit_windows()` (train + validation, for the final refit), `.products`,
+  `.feature_names`, `.known_names`, `.split_dates()`, `.new_products` (first sold
+  after the training days: left out, forecast as unknown products).
   Windows are built for `cfg.lookback` days; a model with a shorter
   `ModelParams.lookback` uses the last days of each (so the tuner can prepare once with
   the longest lookback it searches).
@@ -40,12 +41,13 @@ Public API (issue 6 builds on it):
   are extra Keras callbacks (e.g. an Optuna pruning callback on `val_loss`).
 - `predict_split(model, prepared, split) -> DataFrame` (product_id, origin_date,
   target_date, horizon_step, actual, predicted) in original units; split is "val" or "test".
-- `evaluate(pred_df, prepared) -> Evaluation` (`.metrics` in the metrics.json shape,
-  `.per_product` for the CSV).
+- `evaluate(pred_df, prepared, auto_ets=False) -> Evaluation` (`.metrics` in the
+  metrics.json shape — bias is mean(predicted - actual) — and `.per_product` for the CSV).
 - `fit_bias_correction(val_pred_df, shrinkage) -> BiasCorrection` (`.apply(frame,
   column="predicted")`, `.to_dict()`), `bias_report(frame)`, `correction_effect(test, c)`.
 - `forecast_next(model, pipeline, sales, cfg, params=None, promotions=None) -> DataFrame`
-  (product_id, target_date, predicted_units): the `cfg.horizon` days after the last sale.
+  (product_id, target_date, predicted_units): the `cfg.horizon` days after the last sale;
+  pass `load_promotions(engine)` so planned promotions reach the model.
 """
 
 from __future__ import annotations
