@@ -11,6 +11,7 @@ marked finished or failed at the end.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -415,13 +416,24 @@ def _ledger(
         return
     if waiting is not None and settings.trainer_job:
         try:
-            import os
-
             from forecastguard.trigger import Runtime, start_next
 
             start_next(Runtime.from_settings(settings, dict(os.environ)))
         except Exception as exc:
             log.error("could not start the queued request", extra={"error": str(exc)})
+
+
+def _summary(outcome: TrainOutcome | None) -> dict[str, Any]:
+    if outcome is None:
+        return {"tuning_only": True}
+    return {
+        "run_uri": outcome.run_uri,
+        "promoted": outcome.decision.promote,
+        "reason": outcome.decision.reason,
+        "rmse": outcome.metrics["model"]["rmse"],
+        "forecast": outcome.forecast,
+        "email": outcome.email,
+    }
 
 
 def run_job(
@@ -432,7 +444,11 @@ def run_job(
     store: ArtifactStore | None = None,
     smtp: SmtpConfig | None = None,
 ) -> int:
-    """Run the job in `opts.mode`; returns the process exit code (0 ok, 1 failed)."""
+    """Run the job in `opts.mode`; returns the process exit code (0 ok, 1 failed).
+
+    Any failure is logged with its traceback and recorded on the retrain request;
+    it never escapes (the exit code tells Cloud Run to retry).
+    """
     from forecastguard.db.engine import make_engine
     from forecastguard.storage import open_store
 
@@ -449,46 +465,36 @@ def run_job(
     )
     own_engine = engine is None
     try:
-        settings.require("artifact_uri")
-        engine = engine or make_engine(settings)
-        store = store or open_store(settings.artifact_uri)
-        with tempfile.TemporaryDirectory(prefix="fg-trainer-") as tmp:
-            if opts.mode == "forecast":
-                from trainer.forecast import run_forecast
+        try:
+            settings.require("artifact_uri")
+            engine = engine or make_engine(settings)
+            store = store or open_store(settings.artifact_uri)
+            with tempfile.TemporaryDirectory(prefix="fg-trainer-") as tmp:
+                if opts.mode == "forecast":
+                    from trainer.forecast import run_forecast
 
-                result = run_forecast(engine, store, workdir=Path(tmp)).to_dict()
-            else:
-                smtp = smtp if smtp is not None else SmtpConfig.from_settings(settings)
-                outcome = run_train(settings, opts, engine, store, workdir=Path(tmp), smtp=smtp)
-                result = (
-                    {
-                        "run_uri": outcome.run_uri,
-                        "promoted": outcome.decision.promote,
-                        "reason": outcome.decision.reason,
-                        "rmse": outcome.metrics["model"]["rmse"],
-                        "forecast": outcome.forecast,
-                        "email": outcome.email,
-                    }
-                    if outcome
-                    else {"tuning_only": True}
-                )
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        log.error(
-            "trainer failed",
-            extra={
-                "mode": opts.mode,
-                "run_id": opts.run_id,
-                "error": error,
-                "traceback": traceback.format_exc(),
-            },
-        )
-        _ledger(engine, opts, settings, error)
+                    result = run_forecast(engine, store, workdir=Path(tmp)).to_dict()
+                else:
+                    smtp = smtp if smtp is not None else SmtpConfig.from_settings(settings)
+                    result = _summary(
+                        run_train(settings, opts, engine, store, workdir=Path(tmp), smtp=smtp)
+                    )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "trainer failed",
+                extra={
+                    "mode": opts.mode,
+                    "run_id": opts.run_id,
+                    "error": error,
+                    "traceback": traceback.format_exc(),
+                },
+            )
+            _ledger(engine, opts, settings, error)
+            return 1
+        log.info("trainer finished", extra={"mode": opts.mode, "run_id": opts.run_id, **result})
+        _ledger(engine, opts, settings, None)
+        return 0
+    finally:
         if own_engine and engine is not None:
             engine.dispose()
-        return 1
-    log.info("trainer finished", extra={"mode": opts.mode, "run_id": opts.run_id, **result})
-    _ledger(engine, opts, settings, None)
-    if own_engine:
-        engine.dispose()
-    return 0
