@@ -2,7 +2,10 @@
 
 Drift is judged on forecast errors (actual - predicted), per product, against a reference:
 the same product's errors in the `window_days` days before the window when it has at
-least `min_samples` there, otherwise the champion's holdout errors (`model_residuals`).
+least `min_samples` there, all from the model that forecast the window, otherwise the
+champion's holdout errors (`model_residuals`). (After a retrain the previous window's
+errors are another model's: a better model would look like drift and ask for another
+retrain.)
 A point forecast is less dispersed than the sales it predicts, so comparing predicted
 with actual values would call every intermittent product "drifted"; the errors of a
 healthy model keep their distribution, and a bias or a widening of them moves it.
@@ -134,12 +137,14 @@ def _num(value: float | None) -> float | None:
 
 
 def needs_holdout(data: WindowData, min_samples: int) -> bool:
-    """True when a product with window errors lacks `min_samples` previous-window errors."""
+    """True when a product with window errors has no usable previous window: fewer than
+    `min_samples` errors there, or errors of another model version."""
     window, previous = _error_masks(data)
     n = len(data.products)
     n_window = np.bincount(data.codes[window], minlength=n)
     n_previous = np.bincount(data.codes[previous], minlength=n)
-    return bool(((n_window > 0) & (n_previous < min_samples)).any())
+    usable = (n_previous >= min_samples) & data.same_model_reference()
+    return bool(((n_window > 0) & ~usable).any())
 
 
 def _error_masks(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +174,7 @@ def _error_drift(
     n_all = len(data.products)
     window, previous = _error_masks(data)
     n_prev = np.bincount(data.codes[previous], minlength=n_all)
-    use_prev = n_prev >= params.min_samples
+    use_prev = (n_prev >= params.min_samples) & data.same_model_reference()
     keep = previous & use_prev[data.codes]
     ref_codes, ref_err = [data.codes[keep]], [errors[keep]]
     reference = np.where(use_prev, "previous_window", "none").astype(object)

@@ -39,6 +39,18 @@ class WindowData:
     model_versions: tuple[str, ...] = ()  # versions that forecast the window
     current_version: str | None = None  # the newest of them
     last_sale_date: date | None = None  # newest sales day on or before as_of
+    # Per product: the model versions that forecast the reference window (None: unknown,
+    # taken to be the current model). Errors of another model are no reference.
+    reference_versions: tuple[frozenset[str], ...] | None = None
+
+    def same_model_reference(self) -> np.ndarray:
+        """Per product: were its reference-window forecasts all made by the current model?"""
+        if self.reference_versions is None:
+            return np.ones(len(self.products), bool)
+        current = frozenset({self.current_version}) if self.current_version else frozenset()
+        return np.fromiter(
+            (v <= current for v in self.reference_versions), bool, len(self.reference_versions)
+        )
 
     @property
     def window_end(self) -> date:
@@ -113,12 +125,14 @@ def _joined(
         + sa.func.coalesce(_as_text(p.c.predicted_units), "")
     )
     window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
+    ref_version = sa.case((p.c.target_date < window_start, p.c.model_version))
     query = (
         sa.select(
             s.c.product_id,
             sa.func.count(),
             sa.func.group_concat(entry),
             sa.func.group_concat(window_version.distinct()),
+            sa.func.group_concat(ref_version.distinct()),
         )
         .select_from(
             s.outerjoin(
@@ -137,7 +151,7 @@ def _joined(
     rows = conn.execute(query).all()
     ids, counts, frame = _parse_groups(rows, ["day", "units", "pred"])
     versions = {v for r in rows if r[3] for v in r[3].split(",")}
-    return ids, counts, frame, versions
+    return ids, counts, frame, versions, [_version_set(r[4]) for r in rows]
 
 
 def _separate(
@@ -164,12 +178,14 @@ def _separate(
         + _as_text(p.c.predicted_units)
     )
     window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
+    ref_version = sa.case((p.c.target_date < window_start, p.c.model_version))
     pred_rows = conn.execute(
         sa.select(
             p.c.product_id,
             sa.func.count(),
             sa.func.group_concat(pred_entry),
             sa.func.group_concat(window_version.distinct()),
+            sa.func.group_concat(ref_version.distinct()),
         )
         .where(p.c.target_date.between(ref_start, as_of))
         .group_by(p.c.product_id)
@@ -184,7 +200,11 @@ def _separate(
     codes = np.repeat(np.arange(len(ids)), counts)
     frame["pred"] = dense[codes, frame["day"].to_numpy(np.int64)]
     versions = {v for r in pred_rows if r[3] for v in r[3].split(",")}
-    return ids, counts, frame, versions
+    reference = [frozenset()] * len(ids)
+    for i, r in zip(pd.Index(ids).get_indexer(pred_ids), pred_rows, strict=True):
+        if i >= 0:
+            reference[i] = _version_set(r[4])
+    return ids, counts, frame, versions, reference
 
 
 def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
@@ -205,7 +225,9 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
     with engine.connect() as conn:
         _prepare(conn)
         read = _joined if conn.dialect.name == "sqlite" else _separate
-        ids, counts, frame, versions = read(conn, hist_start, ref_start, window_start, as_of)
+        ids, counts, frame, versions, reference = read(
+            conn, hist_start, ref_start, window_start, as_of
+        )
         # The current model: the one that forecast the newest day of the window.
         newest_day = (
             sa.select(sa.func.max(predictions.c.target_date))
@@ -237,7 +259,12 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
         model_versions=tuple(sorted(versions)),
         current_version=current,
         last_sale_date=last_sale,
+        reference_versions=tuple(reference),
     )
+
+
+def _version_set(text: str | None) -> frozenset[str]:
+    return frozenset(text.split(",")) if text else frozenset()
 
 
 def load_residuals(

@@ -27,7 +27,6 @@ def test_load_window_reads_what_was_written(engine: sa.Engine) -> None:
     sales_frame, predictions_frame = frames(data)
     # A product with sales but no forecasts, and forecasts of another model version.
     extra = pd.DataFrame({"product_id": "Z-no-forecast", "sale_date": [AS_OF], "units_sold": [3.0]})
-    predictions_frame.loc[predictions_frame["target_date"] == AS_OF, "model_version"] = "m2"
     write(engine, pd.concat([sales_frame, extra]), predictions_frame)
     window = load_window(engine, AS_OF, 30)
     assert list(window.products) == [*data.products, "Z-no-forecast"]
@@ -37,7 +36,8 @@ def test_load_window_reads_what_was_written(engine: sa.Engine) -> None:
     np.testing.assert_allclose(window.units[mine], data.units)
     np.testing.assert_allclose(window.predicted[mine], data.predicted, rtol=1e-14)
     assert np.isnan(window.predicted[~mine]).all()
-    assert window.model_versions == ("m1", "m2") and window.current_version == "m2"
+    assert window.model_versions == ("m1",) and window.current_version == "m1"
+    assert window.same_model_reference()[:25].all()
     assert window.last_sale_date == AS_OF
     # The same statistics as on the arrays themselves.
     from_db = compute_health(window, HealthParams())
@@ -125,3 +125,36 @@ def test_service_run_stores_and_writes_metrics(engine: sa.Engine, tmp_path) -> N
     assert stored.id == result.check_id and not stored.healthy
     assert json.loads(stored.reasons) == result.reasons
     assert drifted == int(result.products["drift"].sum()) >= 5
+
+
+def test_model_versions_of_the_window(engine: sa.Engine) -> None:
+    data = synthetic_window(4, AS_OF, seed=7)
+    sales_frame, predictions_frame = frames(data)
+    late = predictions_frame["target_date"] >= date(2026, 5, 20)
+    predictions_frame.loc[late, "model_version"] = "m2"
+    write(engine, sales_frame, predictions_frame)
+    window = load_window(engine, AS_OF, 30)
+    assert window.model_versions == ("m1", "m2") and window.current_version == "m2"
+    assert not window.same_model_reference().any()
+
+
+def test_after_a_retrain_the_holdout_is_the_reference(engine: sa.Engine) -> None:
+    data = synthetic_window(8, AS_OF, seed=6)
+    sales_frame, predictions_frame = frames(data)
+    before = predictions_frame["target_date"] < data.window_start
+    predictions_frame.loc[before, "model_version"] = "old"
+    predictions_frame.loc[~before, "model_version"] = "new"
+    residuals = pd.DataFrame(
+        {
+            "model_version": "new",
+            "product_id": np.repeat(data.products[:5], 10),
+            "target_date": np.tile(pd.date_range("2026-01-01", periods=10).date, 5),
+            "error": np.random.default_rng(0).normal(0, 2, 50),
+        }
+    )
+    write(engine, sales_frame, predictions_frame, residuals)
+    window = load_window(engine, AS_OF, 30)
+    assert window.current_version == "new" and window.model_versions == ("new",)
+    assert set(window.reference_versions) == {frozenset({"old"})}
+    result = HealthService(Settings.from_env({}), engine=engine).run(AS_OF, 30)
+    assert result.references == {"previous_window": 0, "holdout": 5, "none": 3}

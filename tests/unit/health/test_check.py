@@ -141,3 +141,24 @@ def test_window_from_frames_matches_the_arrays() -> None:
     np.testing.assert_allclose(window.predicted, data.predicted)
     assert window.current_version == "m1" and window.model_versions == ("m1",)
     assert isinstance(window.products[0], str) and pd.notna(window.last_sale_date)
+
+
+def test_previous_window_of_another_model_is_no_reference() -> None:
+    data = synthetic_window(6, AS_OF, seed=9, model_version="m2")
+    versions = (frozenset({"m1"}), frozenset({"m2"}), frozenset({"m1", "m2"}), *[frozenset()] * 3)
+    retrained = replace(data, reference_versions=versions)
+    np.testing.assert_array_equal(
+        retrained.same_model_reference(), [False, True, False, True, True, True]
+    )
+    assert needs_holdout(retrained, 7) and not needs_holdout(data, 7)
+    result = compute_health(retrained, HealthParams())
+    assert list(result.products["reference"]) == [
+        "none",
+        "previous_window",
+        "none",
+        *["previous_window"] * 3,
+    ]
+    rng = np.random.default_rng(1)
+    codes = np.repeat(np.arange(6), 20)
+    with_holdout = compute_health(retrained, HealthParams(), (codes, rng.normal(0, 3, 120)))
+    assert list(with_holdout.products["reference"][:3]) == ["holdout", "previous_window", "holdout"]
