@@ -345,10 +345,17 @@ def health_command(
     Stores the check, writes metrics to $METRICS_SINK and, when the model is unhealthy,
     publishes a retrain request to $RETRAIN_TOPIC (each only when set).
     """
+    from datetime import UTC, datetime
+
     from forecastguard.db.engine import DatabaseUnavailable
     from forecastguard.health.render import to_json, to_text
     from forecastguard.health.service import HealthService
 
+    today = datetime.now(UTC).date()
+    if as_of is not None and as_of.date() > today:
+        raise click.BadParameter(
+            f"{as_of.date()} is in the future (today is {today})", param_hint="--as-of"
+        )
     settings = settings_from(database_url=database_url, window_days=window_days)
     service = HealthService(settings, engine=engine_from(settings))
     try:

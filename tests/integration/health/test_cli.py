@@ -71,5 +71,7 @@ def test_errors_exit_2(tmp_path) -> None:
     assert unreachable.exit_code == 2 and "unreachable" in unreachable.stderr
     bad_date = _run("--database-url", "sqlite:///x.db", "--as-of", "30/05/2026")
     assert bad_date.exit_code == 2
+    future = _run("--database-url", "sqlite:///x.db", "--as-of", "2999-01-01")
+    assert future.exit_code == 2 and "in the future" in future.stderr
     bad_env = _run("--database-url", "sqlite:///x.db", env={"FDR_ALPHA": "2"})
     assert bad_env.exit_code == 2 and "FDR_ALPHA" in bad_env.stderr
