@@ -68,6 +68,9 @@ locals {
     SMTP_STARTTLS     = var.smtp_starttls ? "1" : "0"
     REPORT_FROM       = var.report_from
     REPORT_RECIPIENTS = join(",", var.report_recipients)
+    # The trainer marks its request failed only on the last attempt, so a retry that
+    # succeeds can still mark it finished.
+    TRAINER_MAX_RETRIES = tostring(var.trainer_max_retries)
   }
 
   # Metric types the health function writes (forecastguard's Cloud Monitoring sink).

@@ -42,6 +42,7 @@ COMPONENT_ENV: dict[str, frozenset[str]] = {
         "REPORT_FROM",
         "REPORT_RECIPIENTS",
         "LOG_LEVEL",
+        "TRAINER_MAX_RETRIES",
     },
 }
 
