@@ -191,7 +191,9 @@ def describe_health(result: dict[str, Any]) -> list[str]:
         f"window {result.get('window_start')} .. {result.get('window_end')}, "
         f"{result.get('n_products')} products, global p-value {result.get('p_value')}",
     ]
-    drifted = [p["product_id"] for p in result.get("products", []) if p.get("drift")]
+    drifted = result.get("drifted_products") or [
+        p["product_id"] for p in result.get("products", []) if p.get("drift")
+    ]
     if drifted:
         shown = ", ".join(drifted[:8]) + (" ..." if len(drifted) > 8 else "")
         lines.append(f"drift in {len(drifted)} products: {shown}")
