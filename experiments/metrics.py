@@ -1,9 +1,9 @@
 """Scoring: RMSE, MAE, RMSSE, MASE and bias per product, then aggregated per model.
 
-Definitions (errors e = actual − forecast, as in the trainer and the health check; on
-days with a record only):
+Definitions (errors e = actual − forecast, on days with a record only):
 
-- RMSE, MAE: in units. Bias: mean(e), so a positive bias means forecasts are too low.
+- RMSE, MAE: in units. Bias: mean(forecast − actual) = −mean(e), the convention of the
+  health check and the trainer, so a positive bias means forecasts are too high.
 - RMSSE (the M5 competition's measure): RMSE divided by the in-sample RMSE of the
   one-step naive forecast, computed on the cutoff's own history from the product's
   first sale; the scaled errors of all cutoffs are pooled per product.
@@ -70,10 +70,11 @@ def per_product(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFr
         n=("e", "size"),
         mse=("se", "mean"),
         mae=("ae", "mean"),
-        bias=("e", "mean"),
+        mean_error=("e", "mean"),
         msse=("sse", "mean"),
         mase=("sae", "mean"),
     ).reset_index()
+    out["bias"] = -out.pop("mean_error")
     out["rmse"] = np.sqrt(out.pop("mse"))
     out["rmsse"] = np.sqrt(out.pop("msse"))
     return out[["model", "product_id", "n", "rmse", "mae", "rmsse", "mase", "bias"]]

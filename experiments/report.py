@@ -170,7 +170,8 @@ def write_report(
         "",
         markdown_table(summary),
         "",
-        "Errors are actual − forecast (bias > 0: forecasts too low). RMSE, MAE, bias in units; "
+        "Bias is mean(forecast − actual), as in the health check and the trainer (> 0: forecasts "
+        "too high). RMSE, MAE, bias in units; "
         "RMSSE scaled by the one-step naive in-sample RMSE (M5), MASE by the 7-day seasonal "
         "naive in-sample MAE, both per product on each cutoff's own history; every column "
         "is the mean over products (each product counts once) unless it says otherwise. "

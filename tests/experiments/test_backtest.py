@@ -107,14 +107,14 @@ def test_metrics_match_hand_computed_values() -> None:
         }
     )
     m = per_product(forecasts, scale_frame).set_index("product_id")
-    # a: errors (actual − forecast) 1, 3; b: 0, −1, −2.
+    # a: errors (actual − forecast) 1, 3; b: 0, −1, −2. Bias is mean(forecast − actual).
     assert m.loc["a", "n"] == 2 and m.loc["b", "n"] == 3
     assert m.loc["a", "rmse"] == pytest.approx(np.sqrt(5.0))
     assert m.loc["a", "mae"] == pytest.approx(2.0)
-    assert m.loc["a", "bias"] == pytest.approx(2.0)
+    assert m.loc["a", "bias"] == pytest.approx(-2.0)  # forecasts too low
     assert m.loc["a", "rmsse"] == pytest.approx(np.sqrt(5.0) / 2.0)
     assert m.loc["a", "mase"] == pytest.approx(2.0)
-    assert m.loc["b", "bias"] == pytest.approx(-1.0)
+    assert m.loc["b", "bias"] == pytest.approx(1.0)  # forecasts too high
     assert m.loc["b", "mase"] == pytest.approx(2.0)
     timings = pd.DataFrame({"model": ["m"], "cutoff": [cutoff], "wall_s": [1.5], "cpu_s": [1.0]})
     summary = aggregate(m.reset_index(), timings)
