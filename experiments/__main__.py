@@ -51,6 +51,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sarima-history-days", type=int, default=728)
     p.add_argument("--lgbm-rounds", type=int, default=300)
+    p.add_argument(
+        "--lgbm-last-year",
+        action="store_true",
+        help="give LightGBM the trainer's last_year feature too",
+    )
     p.add_argument("--deepar-epochs", type=int, default=20)
     p.add_argument("--lstm-epochs", type=int, default=8)
     p.add_argument("--lstm-train-stride", type=int, default=4, help="days between training windows")
@@ -84,7 +89,8 @@ def settings_line(names: list[str], args: argparse.Namespace) -> str:
     """The settings of the models that ran, for the report."""
     parts = {
         "sarima": f"SARIMA fitted on the last {args.sarima_history_days} days of each product",
-        "lightgbm": f"LightGBM {args.lgbm_rounds} rounds",
+        "lightgbm": f"LightGBM {args.lgbm_rounds} rounds"
+        + (", with the last_year feature" if args.lgbm_last_year else ", without last_year"),
         "deepar": f"DeepAR {args.deepar_epochs} epochs × 50 batches of 64",
         "lstm": (
             f"LSTMs: trainer defaults except at most {args.lstm_epochs} epochs (early stopping, "
@@ -111,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         sarima_history_days=args.sarima_history_days,
         lgbm_rounds=args.lgbm_rounds,
+        lgbm_last_year=args.lgbm_last_year,
         deepar_epochs=args.deepar_epochs,
         lstm_epochs=args.lstm_epochs,
         lstm_train_stride=args.lstm_train_stride,

@@ -8,6 +8,9 @@ and promotions. `direct_rows` gives a tabular model the same information for one
 (product, origin, step) per row: the origin day's sequence features, the target day's
 known features, the step, and the value of the same weekday in the last observed week.
 The target is the standardised units of the target day, as in the trainer.
+
+With `last_year=True` a row also gets the trainer's `last_year` known feature: the
+standardised units of the target's weekday 52 weeks earlier (7-day centred mean).
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ FEATURE_NAMES: tuple[str, ...] = (
     "product",
 )
 CATEGORICAL: tuple[str, ...] = ("product",)
+LAST_YEAR = "last_year"
+YEAR_DAYS = 364  # 52 weeks: the same weekday a year before
+
+
+def feature_names(last_year: bool = False) -> list[str]:
+    """Column names of `direct_rows`."""
+    return [*FEATURE_NAMES, LAST_YEAR] if last_year else list(FEATURE_NAMES)
 
 
 def holiday_flags(dates: pd.DatetimeIndex, country: str = "IT") -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +103,7 @@ class DailyFeatures:
     holiday_tomorrow: np.ndarray  # (T,)
     group_mean: np.ndarray  # (N,) log1p of the product's mean units
     group_std: np.ndarray  # (N,) log1p of the product's std
+    last_year: np.ndarray  # (T, N) z of the same weekday 52 weeks before, 7-day centred mean
 
 
 def daily_features(
@@ -114,6 +125,8 @@ def daily_features(
         axis=-1,
     )
     today, tomorrow = holiday_flags(dates, country)
+    # Centred over days t-367..t-361: always before an origin at most 28 days earlier.
+    last_year = zf.rolling(7, center=True, min_periods=1).mean().shift(YEAR_DAYS).fillna(0.0)
     return DailyFeatures(
         z=z,
         lags=lags,
@@ -127,13 +140,19 @@ def daily_features(
         holiday_tomorrow=tomorrow,
         group_mean=np.log1p(scaler.mean),
         group_std=np.log1p(scaler.std),
+        last_year=last_year.to_numpy(),
     )
 
 
 def direct_rows(
-    feats: DailyFeatures, origins: np.ndarray, steps: np.ndarray, products: np.ndarray
+    feats: DailyFeatures,
+    origins: np.ndarray,
+    steps: np.ndarray,
+    products: np.ndarray,
+    *,
+    last_year: bool = False,
 ) -> np.ndarray:
-    """(R, len(FEATURE_NAMES)) rows for (origin day index, step >= 1, product column) triples.
+    """(R, len(feature_names(last_year))) rows for (origin index, step >= 1, product) triples.
 
     Only days up to the origin are used for the sequence features; the target day
     contributes only what is known in advance (calendar, holidays, promotion).
@@ -141,23 +160,24 @@ def direct_rows(
     o, h, p = (np.asarray(a, dtype=int) for a in (origins, steps, products))
     target = o + h
     same_weekday = target - 7 * ((h + 6) // 7)  # <= origin for every step
-    return np.column_stack(
-        [
-            feats.z[o, p],
-            feats.lags[o, p],
-            feats.roll_mean[o, p],
-            feats.roll_std[o, p],
-            feats.z[same_weekday, p],
-            h,
-            feats.dow[target],
-            feats.month[target],
-            feats.day_of_month[target],
-            feats.holiday[target],
-            feats.holiday_tomorrow[target],
-            feats.promo[target, p],
-            feats.promo[o, p],
-            feats.group_mean[p],
-            feats.group_std[p],
-            p,
-        ]
-    ).astype(np.float32)
+    columns = [
+        feats.z[o, p],
+        feats.lags[o, p],
+        feats.roll_mean[o, p],
+        feats.roll_std[o, p],
+        feats.z[same_weekday, p],
+        h,
+        feats.dow[target],
+        feats.month[target],
+        feats.day_of_month[target],
+        feats.holiday[target],
+        feats.holiday_tomorrow[target],
+        feats.promo[target, p],
+        feats.promo[o, p],
+        feats.group_mean[p],
+        feats.group_std[p],
+        p,
+    ]
+    if last_year:
+        columns.append(feats.last_year[target, p])
+    return np.column_stack(columns).astype(np.float32)

@@ -27,6 +27,7 @@ class ModelOptions:
     seed: int = 0
     sarima_history_days: int = 728
     lgbm_rounds: int = 300
+    lgbm_last_year: bool = False
     deepar_epochs: int = 20
     lstm_epochs: int = 8
     lstm_train_stride: int = 4
@@ -58,7 +59,10 @@ def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list
 
             models.append(
                 LightGBMGlobal(
-                    num_boost_round=opts.lgbm_rounds, num_threads=opts.n_jobs, seed=opts.seed
+                    num_boost_round=opts.lgbm_rounds,
+                    num_threads=opts.n_jobs,
+                    seed=opts.seed,
+                    last_year=opts.lgbm_last_year,
                 )
             )
         elif name == "deepar":

@@ -7,6 +7,8 @@ origin, and the forecast uses only the cutoff as origin, so no forecast is fed b
 Training origins are every `origin_stride` days over the last `train_days` of history
 (a stride prime to 7, so every weekday is an origin); rows whose target day has no
 record are left out. Fixed hyper-parameters, no tuning on the test windows.
+`last_year=True` adds the trainer's `last_year` known feature (off by default: the
+committed pasta results were made without it).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import pandas as pd
 
 from experiments.features import (
     CATEGORICAL,
-    FEATURE_NAMES,
     LAGS,
     Standardiser,
     daily_features,
     direct_rows,
+    feature_names,
 )
 from experiments.models.base import Forecast, ForecastTask
 
@@ -50,6 +52,7 @@ class LightGBMGlobal:
     num_threads: int = 2
     seed: int = 0
     holiday_country: str = "IT"
+    last_year: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     name: str = "lightgbm"
 
@@ -79,7 +82,8 @@ class LightGBMGlobal:
         )
         keep = hist.observed[o + h, p]
         o, h, p = o[keep], h[keep], p[keep]
-        x = direct_rows(feats, o, h, p)
+        names = feature_names(self.last_year)
+        x = direct_rows(feats, o, h, p, last_year=self.last_year)
         y = feats.z[o + h, p]
         params = {
             **DEFAULT_PARAMS,
@@ -88,7 +92,7 @@ class LightGBMGlobal:
             **self.params,
         }
         data = lgb.Dataset(
-            pd.DataFrame(x, columns=list(FEATURE_NAMES)).astype({"product": int}),
+            pd.DataFrame(x, columns=names).astype({"product": int}),
             label=y,
             categorical_feature=list(CATEGORICAL),
             free_raw_data=True,
@@ -98,12 +102,12 @@ class LightGBMGlobal:
         fo = np.full(horizon * n, t_hist - 1)
         fh = np.repeat(np.arange(1, horizon + 1), n)
         fp = np.tile(np.arange(n), horizon)
-        xf = pd.DataFrame(direct_rows(feats, fo, fh, fp), columns=list(FEATURE_NAMES)).astype(
-            {"product": int}
-        )
+        xf = pd.DataFrame(
+            direct_rows(feats, fo, fh, fp, last_year=self.last_year), columns=names
+        ).astype({"product": int})
         z = booster.predict(xf).reshape(horizon, n)
         importance = dict(
-            zip(FEATURE_NAMES, booster.feature_importance("gain").round(1).tolist(), strict=True)
+            zip(names, booster.feature_importance("gain").round(1).tolist(), strict=True)
         )
         top = sorted(importance, key=importance.__getitem__, reverse=True)[:5]
         return Forecast(

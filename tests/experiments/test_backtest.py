@@ -12,7 +12,7 @@ import pytest
 from experiments.__main__ import main
 from experiments.backtest import cutoff_indices, make_task, run_backtest
 from experiments.data import DataError, Panel, panel_from_long, read_pasta, synthetic
-from experiments.features import Standardiser, daily_features, direct_rows
+from experiments.features import Standardiser, daily_features, direct_rows, feature_names
 from experiments.metrics import aggregate, disparity, per_product, scales, worst_decile
 from experiments.models import ModelOptions, build_models
 from experiments.models.base import Forecast, ForecastTask
@@ -150,21 +150,24 @@ def test_adf_chooses_differencing_after_the_weekly_difference() -> None:
 
 
 def test_lightgbm_rows_do_not_look_past_the_origin() -> None:
-    panel = weekly_panel(n_days=90, n_products=2)
-    scaler = Standardiser.fit(panel.units[:60])
-    origins, steps, products = np.array([59, 59, 59]), np.array([1, 7, 28]), np.array([0, 1, 0])
-    rows = direct_rows(
-        daily_features(panel.units, panel.promo, panel.dates, scaler), origins, steps, products
-    )
+    panel = weekly_panel(n_days=430, n_products=2)
+    scaler = Standardiser.fit(panel.units[:400])
+    origins, steps, products = np.array([399, 399, 399]), np.array([1, 7, 28]), np.array([0, 1, 0])
+
+    def rows(units: np.ndarray) -> np.ndarray:
+        feats = daily_features(units, panel.promo, panel.dates, scaler)
+        return direct_rows(feats, origins, steps, products, last_year=True)
+
     changed = panel.units.copy()
-    changed[60:] = 1000.0
-    rows_changed = direct_rows(
-        daily_features(changed, panel.promo, panel.dates, scaler), origins, steps, products
-    )
-    np.testing.assert_array_equal(rows, rows_changed)
-    # The same-weekday feature is last week's value for the target's weekday.
+    changed[400:] = 1000.0
+    np.testing.assert_array_equal(rows(panel.units), rows(changed))
+    out = rows(panel.units)
+    assert out.shape == (3, len(feature_names(last_year=True)))
     z = scaler.transform(panel.units)
-    assert rows[1, 9] == pytest.approx(z[59, 1])
+    # The same-weekday feature is last week's value for the target's weekday ...
+    assert out[1, feature_names().index("same_weekday_last_week")] == pytest.approx(z[399, 1])
+    # ... and last_year the centred week around the same weekday 52 weeks before.
+    assert out[2, -1] == pytest.approx(z[427 - 364 - 3 : 427 - 364 + 4, 0].mean(), rel=1e-5)
 
 
 def test_cheap_models_on_synthetic_data_and_the_report(tmp_path: Path) -> None:
