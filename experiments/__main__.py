@@ -53,8 +53,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lgbm-rounds", type=int, default=300)
     p.add_argument(
         "--lgbm-last-year",
-        action="store_true",
-        help="give LightGBM the trainer's last_year feature too",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give LightGBM the trainer's last_year known feature (default: yes)",
     )
     p.add_argument("--deepar-epochs", type=int, default=20)
     p.add_argument("--lstm-epochs", type=int, default=8)

@@ -27,7 +27,7 @@ class ModelOptions:
     seed: int = 0
     sarima_history_days: int = 728
     lgbm_rounds: int = 300
-    lgbm_last_year: bool = False
+    lgbm_last_year: bool = True
     deepar_epochs: int = 20
     lstm_epochs: int = 8
     lstm_train_stride: int = 4
