@@ -1,10 +1,21 @@
 """Fairness benchmark on the real pasta data: the same model with and without the callback.
 
-For each seed, trains the default model twice on the same prepared data — once with
-the fairness callback's re-weighting, once without (the callback then only measures) —
-with the same seed, epochs cap and early-stopping rule, and compares the test set's
-per-product RMSSE: the mean, the worst decile's mean and the p90/median disparity. Goal:
-a lower worst-decile RMSSE with a mean no more than 2% worse. Prints one JSON document.
+For each seed, trains the default model on the same prepared data — once without the
+fairness callback's re-weighting (the callback then only measures) and once with it for
+each variant — with the same seed, epochs cap and early-stopping rule, and compares the
+test set's per-product RMSSE: the mean, the worst decile's mean and the p90/median
+disparity. Goal: a lower worst-decile RMSSE with a mean no more than 2% worse. Prints one
+JSON document.
+
+A secondary figure leaves one product out of the worst decile (`--outlier`, default
+B4_3: its test error is one day of 190 units, 60 times its median, which no model
+forecasts, so it sits in every worst decile and its size hides the other products').
+The headline figure is the plain worst decile.
+
+Variants (`--variant NAME key=value,...`, repeatable) override `TrainConfig` fields for
+the runs with the callback, e.g. `--variant soft fairness_eta=0.1,fairness_max_weight=2`;
+without `--variant` the only variant, "with", is the defaults. `--epochs` lowers the budget (for
+screening; the same cap applies to both sides).
 
     .venv/bin/python bench/fairness_bench.py [--seeds 42 43] [--out /tmp/fairness_bench.json]
 """
@@ -26,9 +37,18 @@ from forecastguard.logs import configure_logging
 from trainer import pipeline as tp
 from trainer.config import ModelParams, TrainConfig
 from trainer.data import read_pasta_csv
+from trainer.evaluate import worst_decile_mean
+
+KEYS = (
+    "test_mean_rmsse",
+    "test_worst_decile_rmsse",
+    "test_worst_decile_rmsse_wo_outlier",
+    "test_p90_over_median",
+    "test_rmse",
+)
 
 
-def run(prepared: tp.Prepared, cfg: TrainConfig, fairness: bool) -> dict:
+def run(prepared: tp.Prepared, cfg: TrainConfig, fairness: bool, outlier: str) -> dict:
     trained = tp.train(prepared, ModelParams(), cfg, fairness=fairness)
     test = tp.predict_split(trained.model, prepared, "test")
     ev = tp.evaluate(test, prepared)
@@ -37,6 +57,9 @@ def run(prepared: tp.Prepared, cfg: TrainConfig, fairness: bool) -> dict:
     return {
         "test_mean_rmsse": float(per.mean()),
         "test_worst_decile_rmsse": ev.metrics["fairness"]["worst_decile_rmsse"],
+        "test_worst_decile_rmsse_wo_outlier": worst_decile_mean(
+            per.drop(outlier, errors="ignore").to_numpy()
+        ),
         "test_p90_over_median": ev.metrics["fairness"]["disparity_p90_over_median"],
         "test_rmse": ev.metrics["model"]["rmse"],
         "val_mean_rmsse": trained.val_metrics["rmsse"],
@@ -49,44 +72,71 @@ def run(prepared: tp.Prepared, cfg: TrainConfig, fairness: bool) -> dict:
     }
 
 
+def parse_variant(name: str, spec: str) -> tuple[str, dict]:
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    out: dict = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--variant {name}: unknown TrainConfig field {key!r}")
+        out[key] = json.loads(value)
+    return name, out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="budget (default: TrainConfig)")
+    parser.add_argument("--outlier", default="B4_3", help="left out of the secondary figure")
+    parser.add_argument(
+        "--variant", nargs=2, action="append", metavar=("NAME", "KEY=VALUE,..."), default=None
+    )
     args = parser.parse_args()
+    variants = dict(parse_variant(n, s) for n, s in (args.variant or [("with", "")]))
     configure_logging()
     base = TrainConfig()
+    if args.epochs:
+        base = dataclasses.replace(base, epochs=args.epochs)
     prepared = tp.prepare(read_pasta_csv(_pasta.pasta_path()), base)
     runs = []
     for seed in args.seeds:
         cfg = dataclasses.replace(base, seed=seed)
-        without = run(prepared, cfg, fairness=False)
-        with_cb = run(prepared, cfg, fairness=True)
-        runs.append({"seed": seed, "without": without, "with": with_cb})
+        entry = {"seed": seed, "without": run(prepared, cfg, False, args.outlier)}
+        for name, over in variants.items():
+            entry[name] = run(prepared, dataclasses.replace(cfg, **over), True, args.outlier)
+        runs.append(entry)
 
     def mean(side: str, key: str) -> float:
         return float(np.mean([r[side][key] for r in runs]))
 
-    summary = {}
-    for key in ("test_mean_rmsse", "test_worst_decile_rmsse", "test_p90_over_median", "test_rmse"):
-        a, b = mean("without", key), mean("with", key)
-        summary[key] = {"without": round(a, 4), "with": round(b, 4), "change": round(b / a - 1, 4)}
-    summary["goal_met"] = bool(
-        summary["test_worst_decile_rmsse"]["change"] < 0
-        and summary["test_mean_rmsse"]["change"] <= 0.02
-    )
+    summaries = {}
+    for name in variants:
+        summary: dict = {}
+        for key in KEYS:
+            a, b = mean("without", key), mean(name, key)
+            summary[key] = {
+                "without": round(a, 4),
+                "with": round(b, 4),
+                "change": round(b / a - 1, 4),
+            }
+        summary["goal_met"] = bool(
+            summary["test_worst_decile_rmsse"]["change"] < 0
+            and summary["test_mean_rmsse"]["change"] <= 0.02
+        )
+        summaries[name] = summary
+    sides = ["without", *variants]
     result = {
         "config": base.to_dict(),
         "params": ModelParams().to_dict(),
         "seeds": args.seeds,
-        "summary": summary,
+        "variants": variants,
+        "outlier": args.outlier,
+        "summary": summaries["with"] if list(variants) == ["with"] else summaries,
         "runs": [
             {
                 "seed": r["seed"],
-                **{
-                    s: {k: v for k, v in r[s].items() if k != "per_product_rmsse"}
-                    for s in ("without", "with")
-                },
+                **{s: {k: v for k, v in r[s].items() if k != "per_product_rmsse"} for s in sides},
             }
             for r in runs
         ],
@@ -94,17 +144,8 @@ def main() -> None:
     text = json.dumps(result, indent=2, default=float)
     print(text)
     if args.out:
-        args.out.write_text(
-            json.dumps(
-                {
-                    **result,
-                    "per_product": [
-                        {s: r[s]["per_product_rmsse"] for s in ("without", "with")} for r in runs
-                    ],
-                },
-                default=float,
-            )
-        )
+        per_product = [{s: r[s]["per_product_rmsse"] for s in sides} for r in runs]
+        args.out.write_text(json.dumps({**result, "per_product": per_product}, default=float))
 
 
 if __name__ == "__main__":

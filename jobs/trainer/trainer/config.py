@@ -56,8 +56,11 @@ class TrainConfig:
     augment_copies: int = 3  # synthetic series per sparse product (training only)
     augment_noise: float = 0.1  # noise scale, as a fraction of the product's std
     fairness: bool = True
-    fairness_eta: float = 0.5  # step size of the exponentiated-weights update
-    fairness_max_weight: float = 3.0  # weights stay within [1/max, max] (mean 1)
+    fairness_eta: float = 0.1  # step size of the exponentiated-weights update
+    fairness_max_weight: float = 2.0  # weights stay within [1/max, max] (mean 1)
+    fairness_ema: float = 0.0  # weight of earlier epochs in the smoothed per-product error
+    fairness_trim: float = 0.0  # fraction of each product's largest squared errors left out
+    fairness_val_every: int = 28  # days between the fairness signal's validation origins
     moving_average_days: int = 28  # the moving-average baseline's window
     bias_shrinkage: float = 28.0  # prior strength (points) of the per-product correction
 
@@ -69,6 +72,7 @@ class TrainConfig:
             "epochs",
             "batch_size",
             "moving_average_days",
+            "fairness_val_every",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -92,6 +96,11 @@ class TrainConfig:
         if self.augment_noise < 0 or self.fairness_eta < 0 or self.bias_shrinkage < 0:
             raise ConfigError(
                 "TrainConfig.augment_noise, fairness_eta and bias_shrinkage must be >= 0"
+            )
+        if not 0 <= self.fairness_ema < 1 or not 0 <= self.fairness_trim < 0.5:
+            raise ConfigError(
+                "TrainConfig.fairness_ema must be in [0, 1) and fairness_trim in [0, 0.5), "
+                f"got {self.fairness_ema} and {self.fairness_trim}"
             )
         if self.fairness_max_weight < 1:
             raise ConfigError(

@@ -278,7 +278,7 @@ def train(
     """
     import keras
 
-    from trainer.fairness import FairnessCallback
+    from trainer.fairness import FairnessCallback, fairness_windows
     from trainer.model import WeightedWindowData, build_model
 
     cfg = cfg or prepared.cfg
@@ -302,10 +302,11 @@ def train(
     )
     data.product_weight = np.ones(len(prepared.products) + 1, dtype=np.float32)
     val = prepared.val
-    mean, std = _window_stats(prepared, val)
+    fval = fairness_windows(prepared, cfg.fairness_val_every)
+    mean, std = _window_stats(prepared, fval)
     fair_cb = FairnessCallback(
-        val,
-        val_actual=_actual_units(prepared, val),
+        fval,
+        val_actual=_actual_units(prepared, fval),
         val_mean=mean,
         val_std=std,
         scale=prepared.scale,
@@ -315,6 +316,8 @@ def train(
         mitigate=mitigate,
         eta=cfg.fairness_eta,
         max_weight=cfg.fairness_max_weight,
+        ema=cfg.fairness_ema,
+        trim=cfg.fairness_trim,
     )
     cbs: list[Any] = [fair_cb]
     if verbose:
