@@ -28,7 +28,7 @@ from forecastguard.logs import get_logger, timed
 from forecastguard.storage import ArtifactStore
 from trainer.config import TrainConfig
 from trainer.emailer import Attachment, EmailOutcome, SmtpConfig, build_message, send
-from trainer.promotion import Decision, Scores, Tolerances
+from trainer.promotion import Decision, Scores, Tolerances, reconcile_champion
 from trainer.tuning import UNITS
 
 log = get_logger(__name__)
@@ -469,6 +469,7 @@ def run_job(
             settings.require("artifact_uri")
             engine = engine or make_engine(settings)
             store = store or open_store(settings.artifact_uri)
+            reconcile_champion(engine, store)
             with tempfile.TemporaryDirectory(prefix="fg-trainer-") as tmp:
                 if opts.mode == "forecast":
                     from trainer.forecast import run_forecast

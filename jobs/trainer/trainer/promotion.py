@@ -227,6 +227,53 @@ def current_champion_version(engine: sa.Engine) -> str | None:
         ).scalar_one_or_none()
 
 
+def reconcile_champion(engine: sa.Engine, store: ArtifactStore) -> ChampionPointer | None:
+    """Make `champion.json` agree with the registry, which is the truth.
+
+    A run that crashed after its promotion transaction committed but before it wrote
+    `champion.json` leaves the pointer naming the previous champion. Both modes call this
+    first: the pointer is rewritten for the registry's champion when its run is sealed
+    (a manifest exists). Returns the pointer written, or None when nothing changed.
+    """
+    from trainer.artifacts import read_champion, read_manifest
+
+    with engine.connect() as conn:
+        row = (
+            conn.execute(sa.select(model_registry).where(model_registry.c.status == "champion"))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    current = read_champion(store)
+    if current is not None and current.model_version == row["model_version"]:
+        return None
+    if read_manifest(store, row["run_id"]) is None:
+        log.error(
+            "registry champion has no sealed run; champion.json left as it is",
+            extra={"model_version": row["model_version"], "run_id": row["run_id"]},
+        )
+        return None
+    promoted = row["promoted_at"] or row["created_at"]
+    pointer = ChampionPointer(
+        model_version=row["model_version"],
+        run_id=row["run_id"],
+        run_uri=row["artifact_uri"],
+        promoted_at=promoted.replace(tzinfo=UTC).isoformat(timespec="seconds"),
+        rmse=row["rmse"],
+        disparity=row["disparity"],
+    )
+    write_champion(store, pointer)
+    log.warning(
+        "champion.json repaired to match the registry",
+        extra={
+            "model_version": pointer.model_version,
+            "was": current.model_version if current else None,
+        },
+    )
+    return pointer
+
+
 @dataclass(frozen=True)
 class ChampionEvaluation:
     """The champion scored on the challenger's test window (or why it could not be)."""

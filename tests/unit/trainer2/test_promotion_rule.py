@@ -18,6 +18,7 @@ from trainer.promotion import (
     current_champion_version,
     decide,
     publish,
+    reconcile_champion,
     record,
 )
 
@@ -127,3 +128,35 @@ def test_publish_needs_a_sealed_run(tmp_path):
         store, model_version="v1", run_id="v1", run_uri=run.uri, scores=Scores(1.0, 1.2)
     )
     assert read_champion(store) == pointer
+
+
+def test_crash_between_commit_and_pointer_is_repaired(sqlite_url, tmp_path):
+    """The registry committed v2 as champion but the run died before champion.json."""
+    engine = sa.create_engine(sqlite_url)
+    store = open_store(tmp_path.as_uri())
+    for version in ("v1", "v2"):
+        run = RunWriter(store, version)
+        run.put_text("report.md", version)
+        run.seal()
+    _record(engine, "v1", True)
+    publish(store, model_version="v1", run_id="v1", run_uri="u1", scores=Scores(1.0, 1.2))
+    assert reconcile_champion(engine, store) is None  # in agreement: nothing to do
+    _record(engine, "v2", True)  # ... crash here: champion.json still names v1
+    assert read_champion(store).model_version == "v1"
+    repaired = reconcile_champion(engine, store)
+    assert repaired is not None and read_champion(store) == repaired
+    assert (repaired.model_version, repaired.run_id) == ("v2", "v2")
+    assert repaired.rmse == 1.0 and repaired.disparity == 1.3
+
+
+def test_pointer_is_not_moved_to_an_unsealed_run(sqlite_url, tmp_path):
+    engine = sa.create_engine(sqlite_url)
+    store = open_store(tmp_path.as_uri())
+    run = RunWriter(store, "v1")
+    run.put_text("report.md", "v1")
+    run.seal()
+    _record(engine, "v1", True)
+    publish(store, model_version="v1", run_id="v1", run_uri="u1", scores=Scores(1.0, 1.2))
+    _record(engine, "v2", True)  # registry says v2, but v2 has no manifest
+    assert reconcile_champion(engine, store) is None
+    assert read_champion(store).model_version == "v1"
