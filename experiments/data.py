@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainer.data import DataError, read_pasta_csv
 
-class DataError(ValueError):
-    """The input cannot be turned into a panel; the message says why."""
+__all__ = ["DataError", "Panel", "panel_from_long", "read_pasta", "synthetic"]
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,11 @@ class Panel:
         return frame[frame["units_sold"].notna()].reset_index(drop=True)
 
 
-def panel_from_long(frame: pd.DataFrame) -> Panel:
-    """Pivot a long sales frame (product_id, date, units_sold[, on_promotion]) to a panel."""
+def panel_from_long(frame: pd.DataFrame, *, order: tuple[str, ...] | None = None) -> Panel:
+    """Pivot a long sales frame (product_id, date, units_sold[, on_promotion]) to a panel.
+
+    Products come in `order` when given (e.g. the file's), else sorted.
+    """
     missing = {"product_id", "date", "units_sold"} - set(frame.columns)
     if missing:
         raise DataError(f"sales frame lacks column(s) {sorted(missing)}")
@@ -90,7 +93,7 @@ def panel_from_long(frame: pd.DataFrame) -> Panel:
     if "on_promotion" not in long.columns:
         long = long.assign(on_promotion=0)
     dates = pd.date_range(long["date"].min(), long["date"].max(), freq="D")
-    products = sorted(long["product_id"].unique())
+    products = list(order) if order is not None else sorted(long["product_id"].unique())
     units = long.pivot(index="date", columns="product_id", values="units_sold")
     promo = long.pivot(index="date", columns="product_id", values="on_promotion")
     return Panel(
@@ -111,29 +114,9 @@ def read_pasta(path: str | Path, *, products: int | None = None) -> Panel:
     path = Path(path)
     if path.is_dir():
         path = path / "hierarchical_sales_data.csv"
-    if not path.is_file():
-        raise DataError(f"pasta CSV not found: {path}")
-    wide = pd.read_csv(path)
-    if "DATE" not in wide.columns:
-        raise DataError(f"{path}: no DATE column")
-    qty_cols = [c for c in wide.columns if c.startswith("QTY_")]
-    if not qty_cols:
-        raise DataError(f"{path}: no QTY_ columns")
-    if products is not None:
-        qty_cols = qty_cols[:products]
-    ids = tuple(c.removeprefix("QTY_") for c in qty_cols)
-    dates = pd.to_datetime(wide["DATE"])
-    calendar = pd.date_range(dates.min(), dates.max(), freq="D")
-    qty = wide[qty_cols].set_axis(dates).reindex(calendar)
-    promo_cols = [f"PROMO_{i}" for i in ids]
-    present = [c for c in promo_cols if c in wide.columns]
-    promo = wide[present].set_axis(dates).reindex(index=calendar, columns=promo_cols)
-    return Panel(
-        dates=calendar,
-        products=ids,
-        units=qty.to_numpy(dtype=float),
-        promo=(promo.fillna(0).to_numpy(dtype=float) > 0).astype(float),
-    )
+    long = read_pasta_csv(path, products=products)
+    order = tuple(dict.fromkeys(long["product_id"]))  # file order
+    return panel_from_long(long, order=order)
 
 
 def synthetic(
