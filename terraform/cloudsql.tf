@@ -66,7 +66,7 @@ resource "google_sql_database" "forecastguard" {
 }
 
 # Password authentication: the user is created without a password (none in state); set it
-# from the db-pass secret out of band (README, "Adding secret versions").
+# from the db-pass secret out of band (docs/deploy.md, "Adding secret versions").
 resource "google_sql_user" "password" {
   count = var.create_sql_instance && !var.db_iam_auth ? 1 : 0
 
@@ -81,7 +81,7 @@ resource "google_sql_user" "password" {
 }
 
 # IAM database authentication: one user per component's service account. Grant them
-# privileges on the database once (README).
+# privileges on the database once (docs/deploy.md).
 resource "google_sql_user" "iam" {
   for_each = var.create_sql_instance && var.db_iam_auth ? local.database_components : toset([])
 

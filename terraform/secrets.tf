@@ -1,5 +1,5 @@
 # Secret Manager secrets WITHOUT versions: no secret value ever enters Terraform state.
-# Add the values out of band (README, "Adding secret versions"):
+# Add the values out of band (docs/deploy.md, "Adding secret versions"):
 #   printf %s "$VALUE" | gcloud secrets versions add <name_prefix>-<secret> --data-file=-
 # Every consumer reads version "latest".
 
