@@ -95,6 +95,15 @@ health_check_products = sa.Table(
     sa.Column("ks_qvalue", Real, nullable=True),
     sa.Column("drift", sa.Boolean, nullable=False),
     sa.Column("reference", sa.String(16), nullable=True),  # previous_window | holdout | none
+    # The drift test (issue 13): kind level | scale | shape (NULL: none), the test that found
+    # it, its p- and BH q-value, and the size of the change against the reference.
+    sa.Column("drift_kind", sa.String(8), nullable=True),
+    sa.Column("drift_test", sa.String(16), nullable=True),
+    sa.Column("drift_pvalue", Real, nullable=True),
+    sa.Column("drift_qvalue", Real, nullable=True),
+    sa.Column("bias_shift", Real, nullable=True),  # window mean error - reference mean error
+    sa.Column("bias_shift_sd", Real, nullable=True),  # the same in reference sd
+    sa.Column("spread_ratio", Real, nullable=True),  # window sd / reference sd
 )
 
 # The idempotency ledger of retrain requests; request_id is the Pub/Sub message's key.
