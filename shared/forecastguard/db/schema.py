@@ -8,11 +8,25 @@ exactly these tables (a test compares the migrated database with this metadata).
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 metadata = sa.MetaData()
 
 PRODUCT_ID = 64
 MODEL_VERSION = 64
+
+
+def Ident(length: int) -> sa.types.TypeEngine:
+    """A string identifier (product id, model version, key): compared byte for byte.
+
+    MySQL/MariaDB's default `utf8mb4_general_ci` treats `P1`/`p1` and `cafe`/`café` as the
+    same key, so one product's rows would overwrite another's (issue 14); `utf8mb4_bin`
+    keeps them apart. SQLite compares bytes already (BINARY is its default collation).
+    """
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
 
 # Double precision on MySQL (its plain FLOAT is single precision); REAL on SQLite.
 Real = sa.Double
@@ -20,7 +34,7 @@ Real = sa.Double
 sales = sa.Table(
     "sales",
     metadata,
-    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("product_id", Ident(PRODUCT_ID), primary_key=True),
     sa.Column("sale_date", sa.Date, primary_key=True),
     sa.Column("units_sold", Real, nullable=False),
 )
@@ -29,17 +43,17 @@ sales = sa.Table(
 promotions = sa.Table(
     "promotions",
     metadata,
-    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("product_id", Ident(PRODUCT_ID), primary_key=True),
     sa.Column("promo_date", sa.Date, primary_key=True),
 )
 
 predictions = sa.Table(
     "predictions",
     metadata,
-    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("product_id", Ident(PRODUCT_ID), primary_key=True),
     sa.Column("target_date", sa.Date, primary_key=True),
     sa.Column("predicted_units", Real, nullable=False),
-    sa.Column("model_version", sa.String(MODEL_VERSION), nullable=False),
+    sa.Column("model_version", Ident(MODEL_VERSION), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Index("ix_predictions_target_date", "target_date"),
 )
@@ -49,8 +63,8 @@ predictions = sa.Table(
 model_residuals = sa.Table(
     "model_residuals",
     metadata,
-    sa.Column("model_version", sa.String(MODEL_VERSION), primary_key=True),
-    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("model_version", Ident(MODEL_VERSION), primary_key=True),
+    sa.Column("product_id", Ident(PRODUCT_ID), primary_key=True),
     sa.Column("target_date", sa.Date, primary_key=True),
     sa.Column("error", Real, nullable=False),
 )
@@ -58,7 +72,7 @@ model_residuals = sa.Table(
 health_checks = sa.Table(
     "health_checks",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),  # uuid4 hex with dashes
+    sa.Column("id", Ident(36), primary_key=True),  # uuid4 hex with dashes
     sa.Column("checked_at", sa.DateTime, nullable=False),
     sa.Column("as_of", sa.Date, nullable=False),
     sa.Column("window_start", sa.Date, nullable=False),
@@ -73,6 +87,10 @@ health_checks = sa.Table(
     sa.Column("model_versions", sa.Text, nullable=False),  # JSON list of strings
     sa.Column("duration_s", Real, nullable=False),
     sa.Column("result_json", sa.Text, nullable=False),  # the full result as returned
+    # The Pub/Sub event that asked for the check (NULL over HTTP): a redelivery of the same
+    # scheduled message finds its stored check instead of storing another (issue 14).
+    sa.Column("event_id", Ident(128), nullable=True),
+    sa.UniqueConstraint("event_id", name="uq_health_checks_event_id"),
     sa.Index("ix_health_checks_checked_at", "checked_at"),
 )
 
@@ -81,11 +99,11 @@ health_check_products = sa.Table(
     metadata,
     sa.Column(
         "health_check_id",
-        sa.String(36),
+        Ident(36),
         sa.ForeignKey("health_checks.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("product_id", sa.String(PRODUCT_ID), primary_key=True),
+    sa.Column("product_id", Ident(PRODUCT_ID), primary_key=True),
     sa.Column("n", sa.Integer, nullable=False),
     sa.Column("rmse", Real, nullable=True),
     sa.Column("mae", Real, nullable=True),
@@ -113,11 +131,11 @@ retrain_requests = sa.Table(
     "retrain_requests",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("request_id", Ident(128), nullable=False, unique=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("health_check_id", sa.String(36), nullable=True),
-    sa.Column("model_version", sa.String(MODEL_VERSION), nullable=True),
+    sa.Column("health_check_id", Ident(36), nullable=True),
+    sa.Column("model_version", Ident(MODEL_VERSION), nullable=True),
     sa.Column("window_start", sa.Date, nullable=True),
     sa.Column("window_end", sa.Date, nullable=True),
     sa.Column("message_id", sa.String(128), nullable=True),
@@ -146,8 +164,8 @@ trainer_lock = sa.Table(
 model_registry = sa.Table(
     "model_registry",
     metadata,
-    sa.Column("model_version", sa.String(MODEL_VERSION), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("model_version", Ident(MODEL_VERSION), primary_key=True),
+    sa.Column("run_id", Ident(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("artifact_uri", sa.String(1024), nullable=False),
     sa.Column("rmse", Real, nullable=True),
@@ -155,7 +173,7 @@ model_registry = sa.Table(
     sa.Column("disparity", Real, nullable=True),
     sa.Column("metrics_json", sa.Text, nullable=True),
     sa.Column("decision_reason", sa.Text, nullable=True),
-    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("request_id", Ident(128), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("promoted_at", sa.DateTime, nullable=True),
 )
