@@ -16,8 +16,13 @@ Definitions (errors e = actual − forecast, on days with a record only):
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
+from scipy.stats import bootstrap
+
+from forecastguard.scoring import disparity_ratio, naive_scale, worst_decile
 
 SEASON = 7
 
@@ -26,25 +31,26 @@ def scales(history_units: np.ndarray, season: int = SEASON) -> tuple[np.ndarray,
     """Per-product (RMSSE scale, MASE scale) from a (T, N) history (NaN = no record).
 
     Each product's history starts at its first non-zero sale; days without a record
-    inside it count as zero sales. A product whose scale is 0 or undefined gets NaN
-    (its scaled errors are left out).
+    inside it count as zero sales. The RMSSE scale is the project's one
+    (`forecastguard.scoring.naive_scale`, lag 1). A product whose scale is 0 or
+    undefined gets NaN (its scaled errors are left out).
     """
     units = np.asarray(history_units, dtype=float)
-    n = units.shape[1]
-    rmsse_scale = np.full(n, np.nan)
+    t, n = units.shape
+    filled = np.nan_to_num(units)
+    sold = filled > 0
+    first = np.where(sold.any(axis=0), sold.argmax(axis=0), t)
+    # (N, T): zero-filled, NaN before the first sale (those pairs are skipped)
+    rows = np.where(np.arange(t)[None, :] >= first[:, None], filled.T, np.nan)
+    rmsse_scale = naive_scale(rows, lag=1)
     mase_scale = np.full(n, np.nan)
-    for j in range(n):
-        col = units[:, j]
-        sold = np.flatnonzero(np.nan_to_num(col) > 0)
-        if sold.size == 0:
-            continue
-        y = np.nan_to_num(col[sold[0] :])
-        if y.size > 1:
-            rmsse_scale[j] = np.sqrt(np.mean(np.diff(y) ** 2))
-        if y.size > season:
-            mase_scale[j] = np.mean(np.abs(y[season:] - y[:-season]))
-    rmsse_scale[rmsse_scale <= 0] = np.nan
-    mase_scale[mase_scale <= 0] = np.nan
+    if t > season:
+        diff = np.abs(rows[:, season:] - rows[:, :-season])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mase_scale = np.nanmean(diff, axis=1)
+    rmsse_scale[~(rmsse_scale > 0)] = np.nan
+    mase_scale[~(mase_scale > 0)] = np.nan
     return rmsse_scale, mase_scale
 
 
@@ -82,34 +88,34 @@ def per_product(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFr
 
 def disparity(rmsse: np.ndarray) -> float:
     """p90 / median of per-product RMSSE (NaN when the median is 0 or nothing is finite)."""
-    values = np.asarray(rmsse, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan")
-    median = float(np.median(values))
-    return float(np.percentile(values, 90) / median) if median > 0 else float("nan")
-
-
-def worst_decile(rmsse: np.ndarray) -> float:
-    """Mean per-product RMSSE over the worst 10% of products (at least one)."""
-    values = np.sort(np.asarray(rmsse, dtype=float)[np.isfinite(rmsse)])
-    if values.size == 0:
-        return float("nan")
-    k = max(1, int(np.ceil(0.1 * values.size)))
-    return float(values[-k:].mean())
+    ratio = disparity_ratio(rmsse)
+    return ratio if np.isfinite(ratio) else float("nan")
 
 
 def paired_delta(
     model: pd.Series, baseline: pd.Series, *, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """Mean of (model − baseline) over products with a 95% bootstrap interval over products."""
+    """Mean of (model − baseline) over paired items with a 95% BCa bootstrap interval.
+
+    `scipy.stats.bootstrap` over the paired differences (items: products, or product ×
+    cutoff cells); the interval is over those items, not over time.
+    """
     diff = (model - baseline).dropna().to_numpy(dtype=float)
     if diff.size == 0:
         return (float("nan"),) * 3
-    rng = np.random.default_rng(seed)
-    boots = rng.choice(diff, size=(n_boot, diff.size), replace=True).mean(axis=1)
-    low, high = np.percentile(boots, [2.5, 97.5])
-    return float(diff.mean()), float(low), float(high)
+    if diff.size < 3 or np.ptp(diff) == 0:
+        m = float(diff.mean())
+        return m, m, m
+    res = bootstrap(
+        (diff,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=0.95,
+        method="BCa",
+        rng=np.random.default_rng(seed),
+    )
+    ci = res.confidence_interval
+    return float(diff.mean()), float(ci.low), float(ci.high)
 
 
 def aggregate(

@@ -19,19 +19,28 @@ import numpy as np
 import pandas as pd
 
 from forecastguard.logs import get_logger
+from forecastguard.scoring import (
+    disparity_ratio,
+    naive_scale,
+    per_group_rmsse,
+    rmsse,
+    worst_decile,
+)
 
 if TYPE_CHECKING:
-    from trainer.pipeline import Prepared
+    from trainer.types import Prepared
 
 
 log = get_logger(__name__)
 
 
 def rmsse_scale(units: np.ndarray) -> np.ndarray:
-    """Per row of `units` (series × days, NaN = not listed): mean squared one-day change."""
-    diff = np.diff(units, axis=1)
-    with np.errstate(invalid="ignore"):
-        scale = np.nanmean(diff**2, axis=1) if diff.shape[1] else np.full(units.shape[0], np.nan)
+    """Per row of `units` (series × days, NaN = not listed): mean squared one-day change.
+
+    The square of `forecastguard.scoring.naive_scale(units, lag=1)` (the project's one
+    RMSSE scale); 1.0 where it is 0 or undefined, so such a product scores its plain RMSE.
+    """
+    scale = naive_scale(units, lag=1) ** 2
     return np.where(np.isfinite(scale) & (scale > 1e-12), scale, 1.0)
 
 
@@ -43,21 +52,20 @@ def per_product_rmsse(
     *,
     n_products: int,
 ) -> np.ndarray:
-    """RMSSE per product (NaN for products with no point); `product` is 0-based per row."""
-    sq = ((np.asarray(actual) - np.asarray(predicted)) ** 2).reshape(len(product), -1)
-    sums = np.bincount(product, weights=sq.sum(axis=1), minlength=n_products)
-    counts = np.bincount(product, minlength=n_products) * sq.shape[1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(sums / counts / scale[:n_products])
+    """RMSSE per product (NaN for products with no point); `product` is 0-based per row.
+
+    `scale` is `rmsse_scale`'s squared scale; the computation is `scoring.per_group_rmsse`.
+    """
+    err = (np.asarray(actual, dtype=float) - np.asarray(predicted, dtype=float)).reshape(
+        len(product), -1
+    )
+    groups = np.repeat(np.asarray(product), err.shape[1])
+    return per_group_rmsse(err.reshape(-1), groups, np.sqrt(scale), n_products)
 
 
 def worst_decile_mean(values: np.ndarray) -> float:
     """Mean of the worst (largest) 10% of finite values (at least one)."""
-    v = np.sort(np.asarray(values, dtype=float)[np.isfinite(values)])
-    if not v.size:
-        return float("nan")
-    k = max(1, int(np.ceil(0.1 * v.size)))
-    return float(v[-k:].mean())
+    return worst_decile(values)
 
 
 def disparity(rmsse: np.ndarray, products: list[str]) -> dict[str, Any]:
@@ -74,12 +82,11 @@ def disparity(rmsse: np.ndarray, products: list[str]) -> dict[str, Any]:
             "worst_product": None,
             "worst_rmsse": nan,
         }
-    med = float(np.median(r[ok]))
     worst = int(np.nanargmax(np.where(ok, r, -np.inf)))
     return {
         "mean_rmsse": float(r[ok].mean()),
-        "median_rmsse": med,
-        "p90_over_median": float(np.percentile(r[ok], 90) / med) if med > 0 else float("inf"),
+        "median_rmsse": float(np.median(r[ok])),
+        "p90_over_median": disparity_ratio(r),
         "worst_decile_rmsse": worst_decile_mean(r),
         "worst_product": products[worst],
         "worst_rmsse": float(r[worst]),
@@ -96,7 +103,7 @@ def point_metrics(
         n=("e", "size"), mse=("e2", "mean"), mae=("ae", "mean"), mean_error=("e", "mean")
     )
     per["rmse"] = np.sqrt(per["mse"])
-    per["rmsse"] = np.sqrt(per["mse"] / scale.reindex(per.index).fillna(1.0))
+    per["rmsse"] = rmsse(np.sqrt(per["mse"]), np.sqrt(scale.reindex(per.index).fillna(1.0)))
     per["bias"] = -per["mean_error"]
     per = per.drop(columns=["mse", "mean_error"])[["n", "rmse", "mae", "rmsse", "bias"]]
     overall = {

@@ -27,7 +27,7 @@ from forecastguard.logs import get_logger, timed
 if TYPE_CHECKING:
     import keras
 
-    from trainer.pipeline import Prepared
+    from trainer.types import Prepared
     from trainer.windowing import Windows
 
 log = get_logger(__name__)

@@ -32,7 +32,7 @@ from trainer.evaluate import disparity, per_product_rmsse
 from trainer.windowing import Windows, make_windows
 
 if TYPE_CHECKING:
-    from trainer.pipeline import Prepared
+    from trainer.types import Prepared
 
 log = get_logger(__name__)
 

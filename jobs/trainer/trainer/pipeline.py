@@ -53,7 +53,6 @@ Public API (issue 6 builds on it):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,8 +64,9 @@ from trainer.bias import BiasCorrection, bias_report, correction_effect, fit_bia
 from trainer.config import ModelParams, TrainConfig
 from trainer.data import DataError
 from trainer.evaluate import Evaluation, disparity, evaluate, rmsse_scale
-from trainer.features import FeatureArrays, FeaturePipeline, Panel, build_panel
-from trainer.quality import QualityReport, check_quality
+from trainer.features import FeaturePipeline, build_panel
+from trainer.quality import check_quality
+from trainer.types import Prepared, Trained
 from trainer.windowing import Windows, make_windows, origins_every
 
 if TYPE_CHECKING:
@@ -88,73 +88,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-
-SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything `prepare` produces; the input of `train`, `predict_split` and `evaluate`."""
-
-    cfg: TrainConfig
-    quality: QualityReport
-    pipeline: FeaturePipeline
-    panel: Panel
-    arrays: FeatureArrays
-    train_end: int  # calendar index of the first validation day
-    val_end: int  # calendar index of the first test day
-    scale: np.ndarray  # (P,) RMSSE denominators, in `products` order
-    train: Windows
-    val: Windows
-    test: Windows
-    new_products: tuple[str, ...] = ()  # first sold after training: left out (unknown)
-
-    @property
-    def products(self) -> tuple[str, ...]:
-        """The real products, in embedding order (index 1..P)."""
-        return self.pipeline.products
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        """Names of the sequence features (the last axis of `Windows.x`)."""
-        return self.pipeline.feature_names
-
-    @property
-    def known_names(self) -> tuple[str, ...]:
-        """Names of the known-in-advance features (the last axis of `Windows.known`)."""
-        return (*self.pipeline.known_names, "horizon_step")
-
-    def windows(self, split: str) -> Windows:
-        """The windows of "train", "val" or "test"."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return getattr(self, split)
-
-    def refit_windows(self) -> Windows:
-        """Training windows over train + validation days (for the final refit)."""
-        origins = origins_every(
-            self.cfg.lookback, self.val_end, self.cfg.train_stride, self.cfg.horizon
-        )
-        return make_windows(
-            self.arrays,
-            origins,
-            self.cfg.lookback,
-            self.cfg.horizon,
-            synthetic=self.panel.synthetic,
-        )
-
-    def split_dates(self) -> dict[str, str]:
-        """First and last day of each split (ISO dates)."""
-        cal = self.panel.calendar
-        fmt = "%Y-%m-%d"
-        return {
-            "train_start": cal[0].strftime(fmt),
-            "train_end": cal[self.train_end - 1].strftime(fmt),
-            "val_start": cal[self.train_end].strftime(fmt),
-            "val_end": cal[self.val_end - 1].strftime(fmt),
-            "test_start": cal[self.val_end].strftime(fmt),
-            "test_end": cal[-1].strftime(fmt),
-        }
 
 
 def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
@@ -228,22 +161,6 @@ def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
         test=test,
         new_products=new_products,
     )
-
-
-@dataclass
-class Trained:
-    """A trained model and what its training recorded."""
-
-    model: keras.Model
-    params: ModelParams
-    fairness: bool
-    history: dict[str, list[float]]
-    fairness_history: dict[str, Any]
-    val_metrics: dict[str, Any]
-    best_epoch: int
-    epochs_run: int
-    duration_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _model_lookback(model: keras.Model) -> int:

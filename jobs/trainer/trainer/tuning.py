@@ -30,7 +30,7 @@ from forecastguard.logs import get_logger
 from trainer.config import ACTIVATIONS, ModelParams, TrainConfig
 
 if TYPE_CHECKING:
-    from trainer.pipeline import Prepared, Trained
+    from trainer.types import Prepared, Trained
 
 log = get_logger(__name__)
 
