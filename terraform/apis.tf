@@ -1,12 +1,15 @@
-# The Google APIs forecastguard uses. Disabling them on destroy is left to people.
+# The Google APIs forecastguard uses, and the Pub/Sub service agent. Disabling APIs on
+# destroy is left to people. (scripts/bootstrap.sh enables the few the pipeline needs
+# before Terraform can run: Service Usage, Cloud Resource Manager, IAM, Cloud Build,
+# Storage.)
 
 locals {
   apis = toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
-    "eventarc.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
@@ -29,4 +32,33 @@ resource "google_project_service" "apis" {
 
 data "google_project" "this" {
   project_id = var.project_id
+}
+
+# The Pub/Sub service agent signs the push subscriptions' OIDC tokens and forwards dead
+# letters. Google creates it lazily, so on a fresh project it may not exist yet when we
+# grant it roles: create it explicitly (Service Usage generateServiceIdentity).
+resource "google_project_service_identity" "pubsub" {
+  provider = google-beta
+
+  project = var.project_id
+  service = "pubsub.googleapis.com"
+
+  depends_on = [google_project_service.apis]
+}
+
+# IAM changes propagate in about two minutes, sometimes up to seven (Google's IAM
+# documentation, "Access change propagation"). The functions and jobs are deployed, and the
+# subscriptions push, only after this wait, so a first apply does not fail on a grant that
+# exists but is not yet visible.
+resource "time_sleep" "iam_propagation" {
+  create_duration = var.iam_propagation_wait
+
+  depends_on = [
+    google_project_iam_member.component,
+    google_project_iam_member.functions_build,
+    google_secret_manager_secret_iam_member.reader,
+    google_service_account_iam_member.deployer_acts_as,
+    google_service_account_iam_member.pubsub_mints_event_tokens,
+    google_storage_bucket_iam_member.functions_build_reads_sources,
+  ]
 }

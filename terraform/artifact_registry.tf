@@ -30,3 +30,10 @@ resource "google_artifact_registry_repository" "images" {
 
 # Cloud Run pulls the image as its service agent, which reads same-project repositories:
 # the trainer's own account needs no role here.
+
+# scripts/bootstrap.sh creates the repository (the first build pushes the image before the
+# first apply); Terraform adopts it here and manages it from then on.
+import {
+  to = google_artifact_registry_repository.images
+  id = "projects/${var.project_id}/locations/${var.region}/repositories/${var.artifact_registry_repository_id}"
+}

@@ -65,23 +65,32 @@ resource "google_sql_database" "forecastguard" {
   charset  = "utf8mb4"
 }
 
-# Password authentication: the user is created without a password (none in state); set it
-# from the db-pass secret out of band (docs/deploy.md, "Adding secret versions").
-resource "google_sql_user" "password" {
-  count = var.create_sql_instance && !var.db_iam_auth ? 1 : 0
+# The shared Optuna study's database (the trainer's tasks tune into one study).
+resource "google_sql_database" "optuna" {
+  count = local.optuna_enabled ? 1 : 0
 
   project  = var.project_id
   instance = google_sql_database_instance.main[0].name
-  name     = var.db_user
-  host     = "%"
-
-  lifecycle {
-    ignore_changes = [password]
-  }
+  name     = var.optuna_db_name
+  charset  = "utf8mb4"
 }
 
-# IAM database authentication: one user per component's service account. Grant them
-# privileges on the database once (docs/deploy.md).
+# Password authentication: the password is the generated db-pass value, written through
+# the write-only password_wo (never in the state); a new secret_generation rotates it
+# together with the secret.
+resource "google_sql_user" "password" {
+  count = var.create_sql_instance && !var.db_iam_auth ? 1 : 0
+
+  project             = var.project_id
+  instance            = google_sql_database_instance.main[0].name
+  name                = var.db_user
+  host                = "%"
+  password_wo         = ephemeral.random_password.db.result
+  password_wo_version = var.secret_generation
+}
+
+# IAM database authentication: one user per component's service account. MySQL gives IAM
+# users no privileges: an admin grants them once (docs/deploy.md, "IAM database login").
 resource "google_sql_user" "iam" {
   for_each = var.create_sql_instance && var.db_iam_auth ? local.database_components : toset([])
 

@@ -4,11 +4,14 @@
 # (and only changed code) redeploys.
 #
 #   health_http    HTTPS /model/health, entry point health_http
-#   health_pubsub  the same code triggered by health-check-requests, entry point health_pubsub
-#   train_trigger  triggered by retrain-requests, entry point on_retrain_request
+#   health_pubsub  the same code, pushed health-check-requests, entry point health_pubsub
+#   train_trigger  pushed retrain-requests, entry point on_retrain_request
 #
-# The event-driven two retry failed deliveries; after max_delivery_attempts a message goes
-# to the dead-letter topic (scripts/attach_dead_letters.sh wires Eventarc's subscriptions).
+# The event-driven two are plain HTTP services to Cloud Functions: their Pub/Sub push
+# subscriptions (pubsub.tf) deliver the messages, retry failures with backoff and move a
+# message to the dead-letter topic after max_delivery_attempts. functions-framework turns
+# the push body into the same CloudEvent Eventarc delivered (the entry points are
+# @cloud_event functions; tests/infra/test_push_delivery.py).
 
 locals {
   staged = {
@@ -36,15 +39,16 @@ resource "google_storage_bucket_object" "function_source" {
 }
 
 resource "google_cloudfunctions2_function" "health_http" {
-  #checkov:skip=CKV_GCP_124:The HTTPS /model/health endpoint is meant to be called from outside Google Cloud; the function authenticates every request (HEALTH_API_TOKEN bearer or Google ID token).
+  #checkov:skip=CKV_GCP_124:Ingress is ALLOW_ALL so named callers outside Google Cloud can reach /model/health, but invocation is IAM-gated (run.invoker only for the scheduler's account and health_callers unless health_http_public) and the function checks the ID token's email against HEALTH_ALLOWED_CALLERS.
   project     = var.project_id
   location    = var.region
   name        = local.function_names.health_http
-  description = "forecastguard health check, HTTPS /model/health (bearer token or Google ID token)"
+  description = "forecastguard health check, HTTPS /model/health (allowed callers' Google ID tokens, or the bearer token)"
 
   build_config {
-    runtime     = var.function_runtime
-    entry_point = "health_http"
+    runtime         = var.function_runtime
+    entry_point     = "health_http"
+    service_account = google_service_account.component["fn-build"].id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -61,7 +65,7 @@ resource "google_cloudfunctions2_function" "health_http" {
     timeout_seconds                  = var.health_timeout_s
     ingress_settings                 = "ALLOW_ALL"
     all_traffic_on_latest_revision   = true
-    environment_variables            = merge(local.common_env, local.health_env)
+    environment_variables            = merge(local.common_env, local.health_check_env, local.health_http_env)
     max_instance_request_concurrency = 1
 
     secret_environment_variables {
@@ -82,18 +86,24 @@ resource "google_cloudfunctions2_function" "health_http" {
     }
   }
 
-  depends_on = [google_secret_manager_secret_iam_member.reader]
+  # Versions exist and grants have propagated before the first instance starts.
+  depends_on = [
+    google_secret_manager_secret_version.health_api_token,
+    google_secret_manager_secret_version.db_pass,
+    time_sleep.iam_propagation,
+  ]
 }
 
 resource "google_cloudfunctions2_function" "health_pubsub" {
   project     = var.project_id
   location    = var.region
   name        = local.function_names.health_pubsub
-  description = "forecastguard health check, triggered by ${var.health_topic_name}"
+  description = "forecastguard health check, pushed ${var.health_topic_name} by its Pub/Sub subscription"
 
   build_config {
-    runtime     = var.function_runtime
-    entry_point = "health_pubsub"
+    runtime         = var.function_runtime
+    entry_point     = "health_pubsub"
+    service_account = google_service_account.component["fn-build"].id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -110,15 +120,8 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
     timeout_seconds                  = var.health_timeout_s
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
-    environment_variables            = merge(local.common_env, local.health_env)
+    environment_variables            = merge(local.common_env, local.health_check_env)
     max_instance_request_concurrency = 1
-
-    secret_environment_variables {
-      key        = "HEALTH_API_TOKEN"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.secret["health-api-token"].secret_id
-      version    = "latest"
-    }
 
     dynamic "secret_environment_variables" {
       for_each = local.db_pass_secrets
@@ -131,26 +134,22 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
     }
   }
 
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.health.id
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.component["events"].email
-  }
-
-  depends_on = [google_secret_manager_secret_iam_member.reader]
+  depends_on = [
+    google_secret_manager_secret_version.db_pass,
+    time_sleep.iam_propagation,
+  ]
 }
 
 resource "google_cloudfunctions2_function" "train_trigger" {
   project     = var.project_id
   location    = var.region
   name        = local.function_names.train_trigger
-  description = "forecastguard train_trigger, triggered by ${var.retrain_topic_name}: runs the trainer job"
+  description = "forecastguard train_trigger, pushed ${var.retrain_topic_name} by its Pub/Sub subscription: runs the trainer job"
 
   build_config {
-    runtime     = var.function_runtime
-    entry_point = "on_retrain_request"
+    runtime         = var.function_runtime
+    entry_point     = "on_retrain_request"
+    service_account = google_service_account.component["fn-build"].id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -181,13 +180,8 @@ resource "google_cloudfunctions2_function" "train_trigger" {
     }
   }
 
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.retrain.id
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.component["events"].email
-  }
-
-  depends_on = [google_secret_manager_secret_iam_member.reader]
+  depends_on = [
+    google_secret_manager_secret_version.db_pass,
+    time_sleep.iam_propagation,
+  ]
 }

@@ -1,31 +1,52 @@
-# Least privilege: project-level roles only where Google offers no narrower resource
-# (Cloud SQL connections, metric writes); everything else is granted on the one resource.
+# Least privilege: project-level roles only where Google offers no narrower resource, and
+# the Cloud SQL ones conditioned on the one instance (IAM Conditions on its resource name,
+# as in Google's Cloud SQL IAM samples); everything else is granted on the one resource.
 #
-#   scheduler      publish to the health topic; run the trainer job with overrides (forecast mode)
+#   scheduler      publish to the health topic; run the trainer job with overrides (forecast
+#                  mode); invoke the HTTPS health endpoint
 #   health         Cloud SQL client, metric writer, publish to the retrain topic, read its token
-#   train-trigger  Cloud SQL client, run the trainer job with overrides
-#   trainer        Cloud SQL client, object user on the artifact bucket, read the SMTP secret
-#   events         invoke the two event-driven functions (the Eventarc push identity)
-# plus, when passwords are in use, each database component reads the db-pass secret.
+#   train-trigger  Cloud SQL client, run the trainer job with overrides, read its executions
+#   trainer        Cloud SQL client, object user on the artifact bucket, run its own job with
+#                  overrides (the next queued request), read the Optuna URL (and SMTP password)
+#   migrate        Cloud SQL client (forecastguard db upgrade)
+#   events         invoke the two event-driven functions (the push subscriptions' OIDC identity)
+#   fn-build       build the functions' images (Cloud Build, instead of the default account)
+# plus, when passwords are in use, each database component reads the db-pass secret; the
+# Pub/Sub service agent signs the events account's tokens and handles dead letters; the
+# deployer (Cloud Build's account) may act as each component account, not project-wide.
 
 locals {
-  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  pubsub_service_agent = google_project_service_identity.pubsub.member
 
+  # component -> role, conditioned on the instance for the Cloud SQL roles ("sql").
   project_roles = {
-    "health/cloudsql.client"         = { component = "health", role = "roles/cloudsql.client" }
-    "health/monitoring.metricWriter" = { component = "health", role = "roles/monitoring.metricWriter" }
-    "train-trigger/cloudsql.client"  = { component = "train-trigger", role = "roles/cloudsql.client" }
-    "trainer/cloudsql.client"        = { component = "trainer", role = "roles/cloudsql.client" }
+    "health/cloudsql.client"         = { component = "health", role = "roles/cloudsql.client", scope = "sql" }
+    "health/monitoring.metricWriter" = { component = "health", role = "roles/monitoring.metricWriter", scope = "project" }
+    "train-trigger/cloudsql.client"  = { component = "train-trigger", role = "roles/cloudsql.client", scope = "sql" }
+    "trainer/cloudsql.client"        = { component = "trainer", role = "roles/cloudsql.client", scope = "sql" }
+    "migrate/cloudsql.client"        = { component = "migrate", role = "roles/cloudsql.client", scope = "sql" }
   }
 
-  # "when": always, or only with password database logins (db_auth_mode in locals.tf).
+  # The condition Google's samples use to limit a Cloud SQL role to one instance.
+  sql_condition = {
+    title      = "only-${replace(element(split(":", local.cloud_sql_instance), 2), "/[^a-zA-Z0-9_-]/", "-")}"
+    expression = "resource.type == \"sqladmin.googleapis.com/Instance\" && resource.name == \"${local.sql_instance_resource}\""
+  }
+
+  # "when": always, or only with password database logins (db_auth_mode in locals.tf), or
+  # only when the shared Optuna study is set up.
   secret_readers = {
     "health/health-api-token" = { component = "health", secret = "health-api-token", when = "always" }
-    "trainer/smtp-password"   = { component = "trainer", secret = "smtp-password", when = "always" }
     "health/db-pass"          = { component = "health", secret = "db-pass", when = "password_auth" }
     "train-trigger/db-pass"   = { component = "train-trigger", secret = "db-pass", when = "password_auth" }
     "trainer/db-pass"         = { component = "trainer", secret = "db-pass", when = "password_auth" }
+    "migrate/db-pass"         = { component = "migrate", secret = "db-pass", when = "password_auth" }
+    "trainer/optuna-storage"  = { component = "trainer", secret = "optuna-storage", when = "optuna" }
   }
+
+  # Cloud Build of the functions: logs, the gcf-artifacts image repository Cloud Functions
+  # creates on first deploy (hence project level), and the sources it reads.
+  functions_build_roles = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"])
 }
 
 resource "google_project_iam_member" "component" {
@@ -34,24 +55,63 @@ resource "google_project_iam_member" "component" {
   project = var.project_id
   role    = each.value.role
   member  = google_service_account.component[each.value.component].member
+
+  dynamic "condition" {
+    for_each = each.value.scope == "sql" ? [local.sql_condition] : []
+    content {
+      title       = condition.value.title
+      description = "Cloud SQL access limited to forecastguard's instance"
+      expression  = condition.value.expression
+    }
+  }
 }
 
-# IAM database authentication also needs the instance-user role.
+# IAM database authentication also needs the instance-user role (same condition).
 resource "google_project_iam_member" "iam_db_user" {
   for_each = var.db_iam_auth ? local.database_components : toset([])
 
   project = var.project_id
   role    = "roles/cloudsql.instanceUser"
   member  = google_service_account.component[each.key].member
+
+  condition {
+    title       = local.sql_condition.title
+    description = "Cloud SQL login limited to forecastguard's instance"
+    expression  = local.sql_condition.expression
+  }
+}
+
+resource "google_project_iam_member" "functions_build" {
+  for_each = local.functions_build_roles
+
+  project = var.project_id
+  role    = each.value
+  member  = google_service_account.component["fn-build"].member
+}
+
+resource "google_storage_bucket_iam_member" "functions_build_reads_sources" {
+  bucket = google_storage_bucket.sources.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.component["fn-build"].member
 }
 
 resource "google_secret_manager_secret_iam_member" "reader" {
-  for_each = { for key, grant in local.secret_readers : key => grant if contains(["always", local.db_auth_mode], grant.when) }
+  for_each = { for key, grant in local.secret_readers : key => grant if contains(local.secret_conditions, grant.when) }
 
   project   = var.project_id
   secret_id = google_secret_manager_secret.secret[each.value.secret].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.component[each.value.component].member
+}
+
+# The SMTP password is a person's own secret (var.smtp_password_secret): only the trainer reads it.
+resource "google_secret_manager_secret_iam_member" "trainer_reads_smtp" {
+  count = local.email_enabled ? 1 : 0
+
+  project   = var.project_id
+  secret_id = var.smtp_password_secret
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.component["trainer"].member
 }
 
 resource "google_pubsub_topic_iam_member" "scheduler_publishes_health" {
@@ -68,13 +128,27 @@ resource "google_pubsub_topic_iam_member" "health_publishes_retrain" {
   member  = google_service_account.component["health"].member
 }
 
+# train_trigger starts runs; the trainer starts the next queued request when it ends
+# (TRAINER_JOB in its environment); the scheduler starts the daily forecast.
 resource "google_cloud_run_v2_job_iam_member" "runs_trainer" {
-  for_each = toset(["train-trigger", "scheduler"])
+  for_each = toset(["train-trigger", "trainer", "scheduler"])
 
   project  = var.project_id
   location = var.region
   name     = google_cloud_run_v2_job.trainer.name
   role     = "roles/run.jobsExecutorWithOverrides"
+  member   = google_service_account.component[each.key].member
+}
+
+# The retrain ledger asks Cloud Run whether a recorded execution is still alive
+# (run.executions.get on the trainer job's executions), from train_trigger and the trainer.
+resource "google_cloud_run_v2_job_iam_member" "reads_trainer_executions" {
+  for_each = toset(["train-trigger", "trainer"])
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_job.trainer.name
+  role     = "roles/run.viewer"
   member   = google_service_account.component[each.key].member
 }
 
@@ -84,7 +158,7 @@ resource "google_storage_bucket_iam_member" "trainer_writes_artifacts" {
   member = google_service_account.component["trainer"].member
 }
 
-# Eventarc pushes Pub/Sub messages to the event-driven functions as the "events" account.
+# The push subscriptions deliver to the event-driven functions as the "events" account.
 resource "google_cloud_run_service_iam_member" "events_invoke" {
   for_each = {
     health_pubsub = google_cloudfunctions2_function.health_pubsub.service_config[0].service
@@ -105,8 +179,8 @@ resource "google_service_account_iam_member" "pubsub_mints_event_tokens" {
   member             = local.pubsub_service_agent
 }
 
-# ... and forwards failed messages to the dead-letter topic. (Its subscriber role on the
-# Eventarc-managed subscriptions is granted by scripts/attach_dead_letters.sh.)
+# ... forwards failed messages to the dead-letter topic, and must be a subscriber of each
+# push subscription to acknowledge the messages it dead-letters.
 resource "google_pubsub_topic_iam_member" "pubsub_dead_letters" {
   project = var.project_id
   topic   = google_pubsub_topic.dead_letter.name
@@ -114,15 +188,35 @@ resource "google_pubsub_topic_iam_member" "pubsub_dead_letters" {
   member  = local.pubsub_service_agent
 }
 
-# The HTTPS health endpoint: open at the IAM layer (the function checks the bearer token
-# or Google ID token itself), or closed to all but the listed invokers.
+resource "google_pubsub_subscription_iam_member" "pubsub_acks_dead_letters" {
+  for_each = google_pubsub_subscription.push
+
+  project      = var.project_id
+  subscription = each.value.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# The HTTPS health endpoint: invokers are the scheduler's account and health_callers (with
+# Google ID tokens), or everyone with health_http_public (then the function's own check of
+# the bearer token or the caller's email is the only gate).
 resource "google_cloud_run_service_iam_member" "health_http_invoker" {
-  #checkov:skip=CKV_GCP_102:With health_http_public the endpoint is open at the IAM layer so the HEALTH_API_TOKEN bearer can reach it; the function rejects requests without a valid token. Set health_http_public = false to require Google ID tokens at the IAM layer.
-  for_each = toset(var.health_http_public ? ["allUsers"] : var.health_http_invokers)
+  #checkov:skip=CKV_GCP_102:allUsers is bound only when health_http_public is set explicitly (default false); the function still rejects requests without the bearer token or an allowed caller's ID token.
+  for_each = toset(var.health_http_public ? ["allUsers"] : [for email in local.health_callers : "${endswith(email, ".gserviceaccount.com") ? "serviceAccount" : "user"}:${email}"])
 
   project  = var.project_id
   location = var.region
   service  = google_cloudfunctions2_function.health_http.service_config[0].service
   role     = "roles/run.invoker"
   member   = each.value
+}
+
+# The deployer (Cloud Build's account) deploys functions, jobs, schedules and push
+# subscriptions that run as these accounts: Service Account User on each of them only.
+resource "google_service_account_iam_member" "deployer_acts_as" {
+  for_each = var.deployer_service_account == "" ? {} : google_service_account.component
+
+  service_account_id = each.value.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${var.deployer_service_account}"
 }

@@ -11,11 +11,17 @@ locals {
     train_trigger = "${var.name_prefix}-train-trigger"
   }
   trainer_job_name = "${var.name_prefix}-trainer"
+  migrate_job_name = "${var.name_prefix}-migrate"
+  # The job's full name (the API's and TRAINER_JOB's format), known before the job exists:
+  # the trainer's own environment names it, which a reference to the resource cannot do.
+  trainer_job_id = "projects/${var.project_id}/locations/${var.region}/jobs/${local.trainer_job_name}"
 
   # The Google ID tokens the HTTPS endpoint accepts carry this audience: the function's URL.
   health_url = "https://${var.region}-${var.project_id}.cloudfunctions.net/${local.function_names.health_http}"
 
   cloud_sql_instance = var.create_sql_instance ? google_sql_database_instance.main[0].connection_name : var.existing_sql_instance
+  # project:region:instance -> the instance's resource name, for IAM Conditions.
+  sql_instance_resource = "projects/${split(":", local.cloud_sql_instance)[0]}/instances/${element(split(":", local.cloud_sql_instance), 2)}"
 
   # With IAM database authentication each component logs in as its own service account
   # (for MySQL the user name is the service account email without the domain).
@@ -28,6 +34,22 @@ locals {
   # DB_PASS comes from Secret Manager only when passwords are in use.
   db_pass_secrets = var.db_iam_auth ? {} : { DB_PASS = google_secret_manager_secret.secret["db-pass"].secret_id }
 
+  # The shared Optuna study needs a database this module creates and a password login
+  # (its URL carries the password); otherwise the trainer runs one task with an in-memory study.
+  optuna_enabled     = var.create_sql_instance && !var.db_iam_auth
+  optuna_secrets     = local.optuna_enabled ? { OPTUNA_STORAGE = google_secret_manager_secret.secret["optuna-storage"].secret_id } : {}
+  trainer_task_count = coalesce(var.trainer_task_count, local.optuna_enabled ? 4 : 1)
+
+  # The report email needs the SMTP password, which only a person can provide.
+  email_enabled = var.smtp_password_secret != "" && length(var.report_recipients) > 0
+  smtp_secrets  = local.email_enabled ? { SMTP_PASSWORD = var.smtp_password_secret } : {}
+
+  # Who may call /model/health with a Google ID token: the scheduler's account and the
+  # listed people (HEALTH_ALLOWED_CALLERS; Cloud Run's invoker role, iam.tf).
+  # (The scheduler's email is spelled out: IAM's for_each needs it before the account exists.)
+  scheduler_email = "${var.name_prefix}-scheduler@${var.project_id}.iam.gserviceaccount.com"
+  health_callers  = concat([local.scheduler_email], var.health_callers)
+
   # Every component gets common_env merged with its own map below.
   common_env = {
     CLOUD_SQL_INSTANCE = local.cloud_sql_instance
@@ -37,32 +59,40 @@ locals {
     LOG_LEVEL          = var.log_level
   }
 
-  health_env = {
-    DB_USER               = local.db_users["health"]
-    METRICS_SINK          = "cloud-monitoring"
-    RETRAIN_TOPIC         = google_pubsub_topic.retrain.id
-    HEALTH_AUDIENCE       = local.health_url
-    ALLOW_UNAUTHENTICATED = "0"
-    RMSE_THRESHOLD        = tostring(var.rmse_threshold)
-    WINDOW_DAYS           = tostring(var.window_days)
-    FDR_ALPHA             = tostring(var.fdr_alpha)
-    MIN_SAMPLES           = tostring(var.min_samples)
-    STALE_DAYS            = tostring(var.stale_days)
-    DATA_DRIFT_UNHEALTHY  = var.data_drift_unhealthy ? "1" : "0"
+  # The health check's own settings (both health functions).
+  health_check_env = {
+    DB_USER              = local.db_users["health"]
+    METRICS_SINK         = "cloud-monitoring"
+    RETRAIN_TOPIC        = google_pubsub_topic.retrain.id
+    RMSE_THRESHOLD       = tostring(var.rmse_threshold)
+    WINDOW_DAYS          = tostring(var.window_days)
+    FDR_ALPHA            = tostring(var.fdr_alpha)
+    MIN_SAMPLES          = tostring(var.min_samples)
+    STALE_DAYS           = tostring(var.stale_days)
+    DATA_DRIFT_UNHEALTHY = var.data_drift_unhealthy ? "1" : "0"
+  }
+
+  # The HTTPS endpoint's authentication (health_http only; health_pubsub is reached by
+  # its push subscription, which Cloud Run authenticates).
+  health_http_env = {
+    HEALTH_AUDIENCE        = local.health_url
+    HEALTH_ALLOWED_CALLERS = join(",", local.health_callers)
+    ALLOW_UNAUTHENTICATED  = "0"
   }
 
   train_trigger_env = {
-    DB_USER           = local.db_users["train-trigger"]
-    TRAINER_JOB       = google_cloud_run_v2_job.trainer.id
+    DB_USER     = local.db_users["train-trigger"]
+    TRAINER_JOB = google_cloud_run_v2_job.trainer.id
     # A run blocks new ones for as long as it can live: every retry of its task included.
     TRAINER_TIMEOUT_S = tostring(var.trainer_timeout_s * (var.trainer_max_retries + 1))
   }
 
   trainer_env = {
-    DB_USER           = local.db_users["trainer"]
-    ARTIFACT_URI      = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
-    HOLIDAY_COUNTRY   = var.holiday_country
-    SMTP_HOST         = var.smtp_host
+    DB_USER         = local.db_users["trainer"]
+    ARTIFACT_URI    = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
+    HOLIDAY_COUNTRY = var.holiday_country
+    # No SMTP_HOST without the password: the trainer then skips the email and says so.
+    SMTP_HOST         = local.email_enabled ? var.smtp_host : ""
     SMTP_PORT         = tostring(var.smtp_port)
     SMTP_USER         = var.smtp_user
     SMTP_STARTTLS     = var.smtp_starttls ? "1" : "0"
@@ -71,6 +101,14 @@ locals {
     # The trainer marks its request failed only on the last attempt, so a retry that
     # succeeds can still mark it finished.
     TRAINER_MAX_RETRIES = tostring(var.trainer_max_retries)
+    # When a run ends, the trainer starts the next queued retrain request itself (it may
+    # run its own job with overrides, iam.tf), so the queue drains without a new message.
+    TRAINER_JOB       = local.trainer_job_id
+    TRAINER_TIMEOUT_S = tostring(var.trainer_timeout_s * (var.trainer_max_retries + 1))
+  }
+
+  migrate_env = {
+    DB_USER = local.db_users["migrate"]
   }
 
   # Metric types the health function writes (forecastguard's Cloud Monitoring sink).

@@ -1,5 +1,5 @@
 output "health_url" {
-  description = "HTTPS health endpoint (also HEALTH_AUDIENCE): POST/GET it with the bearer token or a Google ID token."
+  description = "HTTPS health endpoint (also HEALTH_AUDIENCE): GET/POST it with an allowed caller's Google ID token."
   value       = local.health_url
 }
 
@@ -22,12 +22,14 @@ output "dead_letter_subscription" {
   value       = google_pubsub_subscription.dead_letter.id
 }
 
-output "eventarc_triggers" {
-  description = "Eventarc triggers of the event-driven functions (scripts/attach_dead_letters.sh reads them)."
-  value = {
-    health_pubsub = google_cloudfunctions2_function.health_pubsub.event_trigger[0].trigger
-    train_trigger = google_cloudfunctions2_function.train_trigger.event_trigger[0].trigger
-  }
+output "push_subscriptions" {
+  description = "Pub/Sub push subscriptions delivering to the event-driven functions (with retry policy and dead-letter topic)."
+  value       = { for key, sub in google_pubsub_subscription.push : key => sub.id }
+}
+
+output "migrate_job" {
+  description = "Cloud Run job running forecastguard db upgrade (cloudbuild.yaml executes it on every deployment)."
+  value       = google_cloud_run_v2_job.migrate.name
 }
 
 output "trainer_job" {
@@ -51,7 +53,7 @@ output "cloud_sql_instance" {
 }
 
 output "secrets" {
-  description = "Secret Manager secrets to add versions to (out of band)."
+  description = "Secret Manager secrets this module manages (their versions are generated; values never in the state)."
   value       = { for key, secret in google_secret_manager_secret.secret : key => secret.secret_id }
 }
 
@@ -66,6 +68,6 @@ output "dashboard" {
 }
 
 output "max_delivery_attempts" {
-  description = "Deliveries before a message is dead-lettered (scripts/attach_dead_letters.sh)."
+  description = "Deliveries before a push subscription moves a message to the dead-letter topic."
   value       = var.max_delivery_attempts
 }

@@ -36,7 +36,7 @@ resource "google_cloud_scheduler_job" "health_check" {
     }
   }
 
-  depends_on = [google_pubsub_topic_iam_member.scheduler_publishes_health]
+  depends_on = [google_pubsub_topic_iam_member.scheduler_publishes_health, time_sleep.iam_propagation]
 }
 
 resource "google_cloud_scheduler_job" "daily_forecast" {

@@ -1,6 +1,10 @@
 # The trainer: a Cloud Run job running the debiased LSTM pipeline (jobs/trainer/Dockerfile).
 # train_trigger runs it with per-run environment overrides (REQUEST_ID, REASON, ...); the
-# daily forecast schedule runs it with the arguments "--mode forecast".
+# daily forecast schedule runs it with the arguments "--mode forecast". With the shared
+# Optuna study, task_count tasks tune into one study (task 0 also trains and reports).
+#
+# The migration job runs `forecastguard db upgrade` from the same image; cloudbuild.yaml
+# executes it after each apply's targeted step and before the functions take traffic.
 
 resource "google_cloud_run_v2_job" "trainer" {
   project             = var.project_id
@@ -9,7 +13,7 @@ resource "google_cloud_run_v2_job" "trainer" {
   deletion_protection = false
 
   template {
-    task_count = var.trainer_task_count
+    task_count = local.trainer_task_count
 
     template {
       service_account = google_service_account.component["trainer"].email
@@ -35,13 +39,83 @@ resource "google_cloud_run_v2_job" "trainer" {
           }
         }
 
-        env {
-          name = "SMTP_PASSWORD"
-          value_source {
-            secret_key_ref {
-              secret  = google_secret_manager_secret.secret["smtp-password"].secret_id
-              version = "latest"
+        # DB_PASS (password login), OPTUNA_STORAGE (shared study), SMTP_PASSWORD (email on).
+        dynamic "env" {
+          for_each = merge(local.db_pass_secrets, local.optuna_secrets, local.smtp_secrets)
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
             }
+          }
+        }
+
+        # The Cloud SQL socket the Optuna URL points at (/cloudsql/<connection name>).
+        volume_mounts {
+          name       = "cloudsql"
+          mount_path = "/cloudsql"
+        }
+      }
+
+      volumes {
+        name = "cloudsql"
+        cloud_sql_instance {
+          instances = [local.cloud_sql_instance]
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.cloud_sql_instance != ""
+      error_message = "Set existing_sql_instance (project:region:instance) when create_sql_instance is false."
+    }
+  }
+
+  depends_on = [
+    google_secret_manager_secret_version.db_pass,
+    google_secret_manager_secret_version.optuna_storage,
+    google_secret_manager_secret_iam_member.trainer_reads_smtp,
+    time_sleep.iam_propagation,
+  ]
+}
+
+# Schema migrations: the trainer image has the forecastguard library and its CLI.
+resource "google_cloud_run_v2_job" "migrate" {
+  project             = var.project_id
+  location            = var.region
+  name                = local.migrate_job_name
+  deletion_protection = false
+
+  template {
+    task_count = 1
+
+    template {
+      service_account = google_service_account.component["migrate"].email
+      timeout         = "600s"
+      max_retries     = 1
+
+      containers {
+        image   = var.trainer_image
+        command = ["forecastguard"]
+        args    = ["db", "upgrade"]
+
+        resources {
+          limits = {
+            cpu    = "1"
+            memory = "1Gi"
+          }
+        }
+
+        dynamic "env" {
+          for_each = merge(local.common_env, local.migrate_env)
+          content {
+            name  = env.key
+            value = env.value
           }
         }
 
@@ -61,12 +135,10 @@ resource "google_cloud_run_v2_job" "trainer" {
     }
   }
 
-  lifecycle {
-    precondition {
-      condition     = local.cloud_sql_instance != ""
-      error_message = "Set existing_sql_instance (project:region:instance) when create_sql_instance is false."
-    }
-  }
-
-  depends_on = [google_secret_manager_secret_iam_member.reader, google_project_service.apis]
+  depends_on = [
+    google_sql_database.forecastguard,
+    google_sql_user.password,
+    google_secret_manager_secret_version.db_pass,
+    time_sleep.iam_propagation,
+  ]
 }

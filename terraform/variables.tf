@@ -19,8 +19,13 @@ variable "name_prefix" {
   default     = "forecastguard"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,18}$", var.name_prefix))
-    error_message = "name_prefix must be 2-19 lowercase letters, digits or dashes, starting with a letter (service account ids are at most 30 characters)."
+    condition     = can(regex("^[a-z][a-z0-9-]*[a-z0-9]$", var.name_prefix)) && length("${var.name_prefix}-train-trigger") <= 30
+    error_message = "name_prefix must be lowercase letters, digits or dashes, start with a letter, end with a letter or digit, and be at most 16 characters: the longest service account id it makes, <name_prefix>-train-trigger, must fit in 30."
+  }
+
+  validation {
+    condition     = length("${var.project_id}-${var.name_prefix}-function-sources") <= 63
+    error_message = "<project_id>-<name_prefix>-function-sources (the function source bucket) must fit in 63 characters: shorten name_prefix."
   }
 }
 
@@ -144,15 +149,20 @@ variable "train_trigger_timeout_s" {
 }
 
 variable "health_http_public" {
-  description = "Let anyone reach the HTTPS /model/health endpoint at the Cloud Run IAM layer; the function itself still demands the HEALTH_API_TOKEN bearer or a Google ID token. When false only health_http_invokers may call it (with ID tokens)."
+  description = "Let anyone reach the HTTPS /model/health endpoint at the Cloud Run IAM layer (the function then still demands the HEALTH_API_TOKEN bearer or an allowed caller's ID token). Default false: only health_callers and the scheduler's account may invoke it."
   type        = bool
-  default     = true
+  default     = false
 }
 
-variable "health_http_invokers" {
-  description = "IAM members (e.g. \"user:ops@example.com\") allowed to invoke the HTTPS health endpoint when health_http_public is false."
+variable "health_callers" {
+  description = "Emails of the people or service accounts allowed to call /model/health with a Google ID token: they get the invoker role on the endpoint and are listed in HEALTH_ALLOWED_CALLERS (the scheduler's account is always added)."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for email in var.health_callers : can(regex("^[^@\\s:]+@[^@\\s:]+$", email))])
+    error_message = "health_callers are plain emails (ops@example.com), without a user: or serviceAccount: prefix."
+  }
 }
 
 # --- Trainer (Cloud Run job) ---------------------------------------------------------------
@@ -188,9 +198,20 @@ variable "trainer_max_retries" {
 }
 
 variable "trainer_task_count" {
-  description = "Tasks per trainer execution. Keep 1: extra tasks only help with a shared Optuna study (OPTUNA_STORAGE), which this module does not set up."
+  description = "Tasks per trainer execution; null means 4 when the module creates the Optuna database (a shared study, OPTUNA_STORAGE) and 1 otherwise. Task 0 trains and reports; the others only add tuning trials to the shared study."
   type        = number
-  default     = 1
+  default     = null
+
+  validation {
+    condition     = var.trainer_task_count == null ? true : var.trainer_task_count >= 1
+    error_message = "trainer_task_count must be at least 1."
+  }
+}
+
+variable "optuna_db_name" {
+  description = "Database of the shared Optuna study on the Cloud SQL instance (its own database: Optuna and forecastguard's migrations both use a table named alembic_version)."
+  type        = string
+  default     = "forecastguard_optuna"
 }
 
 variable "artifact_registry_repository_id" {
@@ -293,7 +314,7 @@ variable "db_name" {
 }
 
 variable "db_user" {
-  description = "Database user (DB_USER) for password authentication; its password is the db-pass secret, set out of band."
+  description = "Database user (DB_USER) for password authentication; Terraform generates its password (write-only, never in the state) into the db-pass secret."
   type        = string
   default     = "forecastguard"
 }
@@ -362,8 +383,14 @@ variable "smtp_port" {
   default     = 587
 }
 
+variable "smtp_password_secret" {
+  description = "Secret Manager secret id (in this project) holding the SMTP password, created and given a version by a person (only a person has it). Empty: the trainer sends no email and says so in its log and run record."
+  type        = string
+  default     = ""
+}
+
 variable "smtp_user" {
-  description = "SMTP_USER of the report email (its password is the smtp-password secret)."
+  description = "SMTP_USER of the report email (its password is the smtp_password_secret secret)."
   type        = string
   default     = ""
 }
@@ -403,4 +430,36 @@ variable "alert_notification_channels" {
   description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) told when the model is unhealthy."
   type        = list(string)
   default     = []
+}
+
+# --- Deployment ----------------------------------------------------------------------------
+
+variable "deployer_service_account" {
+  description = "Email of the account that applies this module (the Cloud Build account scripts/bootstrap.sh creates). It gets Service Account User on each component account only, instead of project-wide. Empty when a person applies with their own rights."
+  type        = string
+  default     = ""
+}
+
+variable "iam_propagation_wait" {
+  description = "Wait after the IAM grants before deploying what uses them (Google: changes usually propagate within 2 minutes, up to 7)."
+  type        = string
+  default     = "120s"
+}
+
+variable "secret_generation" {
+  description = "Generation of the generated secrets (API token, database password, Optuna URL): increase it to rotate them; the new values are written straight to Secret Manager and the SQL user (write-only, never in the state)."
+  type        = number
+  default     = 1
+}
+
+variable "push_min_backoff" {
+  description = "Shortest wait before Pub/Sub redelivers a message a function failed on."
+  type        = string
+  default     = "10s"
+}
+
+variable "push_max_backoff" {
+  description = "Longest wait before Pub/Sub redelivers a message a function failed on (at most 600s)."
+  type        = string
+  default     = "600s"
 }

@@ -41,6 +41,7 @@ class Terraform:
 
     resources: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    ephemeral: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     variables: dict[str, dict[str, Any]] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     locals: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +92,9 @@ def load(directory: Path = TERRAFORM_DIR) -> Terraform:
         for block in parsed.get("data", []):
             for rtype, by_name in normalize(block).items():
                 tf.data.setdefault(rtype, {}).update(by_name)
+        for block in parsed.get("ephemeral", []):
+            for rtype, by_name in normalize(block).items():
+                tf.ephemeral.setdefault(rtype, {}).update(by_name)
         for block in parsed.get("variable", []):
             tf.variables.update(normalize(block))
         for block in parsed.get("output", []):

@@ -10,30 +10,34 @@ from __future__ import annotations
 
 DB_VARS = frozenset({"CLOUD_SQL_INSTANCE", "DB_USER", "DB_PASS", "DB_NAME", "DB_IAM_AUTH"})
 
+# The health check's own settings (both health functions read them).
+_HEALTH_CHECK = DB_VARS | {
+    "GCP_PROJECT",
+    "METRICS_SINK",
+    "RETRAIN_TOPIC",
+    "RMSE_THRESHOLD",
+    "WINDOW_DAYS",
+    "FDR_ALPHA",
+    "MIN_SAMPLES",
+    "STALE_DAYS",
+    "DATA_DRIFT_UNHEALTHY",
+    "LOG_LEVEL",
+}
+
 # Environment variables each component's settings read on Google Cloud.
 COMPONENT_ENV: dict[str, frozenset[str]] = {
-    "health": DB_VARS
-    | {
-        "GCP_PROJECT",
-        "METRICS_SINK",
-        "RETRAIN_TOPIC",
-        "HEALTH_API_TOKEN",
-        "HEALTH_AUDIENCE",
-        "ALLOW_UNAUTHENTICATED",
-        "RMSE_THRESHOLD",
-        "WINDOW_DAYS",
-        "FDR_ALPHA",
-        "MIN_SAMPLES",
-        "STALE_DAYS",
-        "DATA_DRIFT_UNHEALTHY",
-        "LOG_LEVEL",
-    },
+    # The HTTPS endpoint also authenticates its callers.
+    "health": _HEALTH_CHECK
+    | {"HEALTH_API_TOKEN", "HEALTH_AUDIENCE", "HEALTH_ALLOWED_CALLERS", "ALLOW_UNAUTHENTICATED"},
+    # Reached only by its push subscription (Cloud Run checks the OIDC token): no token.
+    "health_pubsub": _HEALTH_CHECK,
     "train_trigger": DB_VARS | {"GCP_PROJECT", "TRAINER_JOB", "TRAINER_TIMEOUT_S", "LOG_LEVEL"},
     "trainer": DB_VARS
     | {
         "GCP_PROJECT",
         "ARTIFACT_URI",
         "HOLIDAY_COUNTRY",
+        "OPTUNA_STORAGE",
         "SMTP_HOST",
         "SMTP_PORT",
         "SMTP_USER",
@@ -43,7 +47,12 @@ COMPONENT_ENV: dict[str, frozenset[str]] = {
         "REPORT_RECIPIENTS",
         "LOG_LEVEL",
         "TRAINER_MAX_RETRIES",
+        # It starts the next queued retrain request itself when a run ends.
+        "TRAINER_JOB",
+        "TRAINER_TIMEOUT_S",
     },
+    # The migration job: `forecastguard db upgrade` needs the database only.
+    "migrate": DB_VARS | {"GCP_PROJECT", "LOG_LEVEL"},
 }
 
 # Set by train_trigger per run (Cloud Run job overrides), not by Terraform.
@@ -54,15 +63,20 @@ TRAINER_RUN_OVERRIDES = frozenset(
 # Settings that no deployed component gets on Google Cloud, and why.
 NOT_WIRED_ON_GCP: dict[str, str] = {
     "DATABASE_URL": "Cloud SQL is reached through the connector (CLOUD_SQL_INSTANCE ...)",
-    "OPTUNA_STORAGE": "optional: the trainer keeps its Optuna study in memory by default",
     "TRAINER_COMMAND": "local runner only (TRAINER_JOB=local); on GCP the Cloud Run job runs",
     "TRAINER_LOG_DIR": "local runner only (TRAINER_JOB=local)",
+    "DB_CONNECT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
+    "DB_READ_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
+    "DB_WRITE_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
+    "DB_STATEMENT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
 }
 
 # Values that must come from Secret Manager, never from plain environment variables.
-SECRET_ENV = frozenset({"DB_PASS", "HEALTH_API_TOKEN", "SMTP_PASSWORD"})
-# DB_PASS is a secret only with password authentication (DB_IAM_AUTH off).
-CONDITIONAL_SECRET_ENV = frozenset({"DB_PASS"})
+SECRET_ENV = frozenset({"DB_PASS", "HEALTH_API_TOKEN", "OPTUNA_STORAGE", "SMTP_PASSWORD"})
+# Secrets that exist only in some configurations: DB_PASS with password authentication
+# (DB_IAM_AUTH off), OPTUNA_STORAGE when the module creates the study's database,
+# SMTP_PASSWORD when a person provides it (the email is optional).
+CONDITIONAL_SECRET_ENV = frozenset({"DB_PASS", "OPTUNA_STORAGE", "SMTP_PASSWORD"})
 
 # Fixed values on Google Cloud.
 GCP_FIXED_ENV = {"METRICS_SINK": "cloud-monitoring", "ALLOW_UNAUTHENTICATED": "0"}
@@ -80,46 +94,80 @@ FUNCTIONS = {
 # Which component's settings each function's environment must satisfy.
 FUNCTION_COMPONENT = {
     "health_http": "health",
-    "health_pubsub": "health",
+    "health_pubsub": "health_pubsub",
     "train_trigger": "train_trigger",
 }
 
-# The complete set of IAM grants (issue 7): (principal, role, resource kind).
-# "project" means a project-wide binding; every other kind is bound on one resource.
+# The complete set of IAM grants: (principal, role, resource kind). "project" is a
+# project-wide binding, "project?sql" one conditioned on the Cloud SQL instance; every other
+# kind is bound on one resource. "deployer" is the Cloud Build account (acts as each
+# component account, never project-wide).
+COMPONENT_ACCOUNTS = (
+    "health",
+    "train-trigger",
+    "trainer",
+    "migrate",
+    "scheduler",
+    "events",
+    "fn-build",
+)
 ALLOWED_GRANTS = frozenset(
     {
         ("scheduler", "roles/pubsub.publisher", "pubsub_topic:health"),
         ("scheduler", "roles/run.jobsExecutorWithOverrides", "cloud_run_v2_job:trainer"),
-        ("health", "roles/cloudsql.client", "project"),
-        ("health", "roles/cloudsql.instanceUser", "project"),
+        ("health", "roles/cloudsql.client", "project?sql"),
+        ("health", "roles/cloudsql.instanceUser", "project?sql"),
         ("health", "roles/monitoring.metricWriter", "project"),
         ("health", "roles/pubsub.publisher", "pubsub_topic:retrain"),
         ("health", "roles/secretmanager.secretAccessor", "secret:health-api-token"),
         ("health", "roles/secretmanager.secretAccessor", "secret:db-pass"),
-        ("train-trigger", "roles/cloudsql.client", "project"),
-        ("train-trigger", "roles/cloudsql.instanceUser", "project"),
+        ("train-trigger", "roles/cloudsql.client", "project?sql"),
+        ("train-trigger", "roles/cloudsql.instanceUser", "project?sql"),
         ("train-trigger", "roles/run.jobsExecutorWithOverrides", "cloud_run_v2_job:trainer"),
+        ("train-trigger", "roles/run.viewer", "cloud_run_v2_job:trainer"),
         ("train-trigger", "roles/secretmanager.secretAccessor", "secret:db-pass"),
-        ("trainer", "roles/cloudsql.client", "project"),
-        ("trainer", "roles/cloudsql.instanceUser", "project"),
+        ("trainer", "roles/cloudsql.client", "project?sql"),
+        ("trainer", "roles/cloudsql.instanceUser", "project?sql"),
         ("trainer", "roles/storage.objectUser", "storage_bucket:artifacts"),
+        ("trainer", "roles/run.jobsExecutorWithOverrides", "cloud_run_v2_job:trainer"),
+        ("trainer", "roles/run.viewer", "cloud_run_v2_job:trainer"),
         ("trainer", "roles/secretmanager.secretAccessor", "secret:smtp-password"),
         ("trainer", "roles/secretmanager.secretAccessor", "secret:db-pass"),
+        ("trainer", "roles/secretmanager.secretAccessor", "secret:optuna-storage"),
+        ("migrate", "roles/cloudsql.client", "project?sql"),
+        ("migrate", "roles/cloudsql.instanceUser", "project?sql"),
+        ("migrate", "roles/secretmanager.secretAccessor", "secret:db-pass"),
         ("events", "roles/run.invoker", "cloud_run_service:health_pubsub"),
         ("events", "roles/run.invoker", "cloud_run_service:train_trigger"),
+        ("fn-build", "roles/logging.logWriter", "project"),
+        ("fn-build", "roles/artifactregistry.writer", "project"),
+        ("fn-build", "roles/storage.objectViewer", "storage_bucket:sources"),
         ("pubsub-agent", "roles/iam.serviceAccountTokenCreator", "service_account:events"),
         ("pubsub-agent", "roles/pubsub.publisher", "pubsub_topic:dead_letter"),
-        ("public-or-invokers", "roles/run.invoker", "cloud_run_service:health_http"),
+        ("pubsub-agent", "roles/pubsub.subscriber", "pubsub_subscription:push"),
+        ("callers-or-public", "roles/run.invoker", "cloud_run_service:health_http"),
+    }
+    | {
+        ("deployer", "roles/iam.serviceAccountUser", f"service_account:{a}")
+        for a in COMPONENT_ACCOUNTS
     }
 )
 
+# Project-wide roles allowed without a condition (no narrower resource exists).
+PROJECT_ROLES = frozenset(
+    {"roles/monitoring.metricWriter", "roles/logging.logWriter", "roles/artifactregistry.writer"}
+)
+# Roles allowed project-wide only with the Cloud SQL instance condition.
+SQL_CONDITIONED_ROLES = frozenset({"roles/cloudsql.client", "roles/cloudsql.instanceUser"})
+
+# Never granted anywhere (Service Account User is granted to the deployer on single
+# accounts only, checked with the grants).
 FORBIDDEN_ROLES = frozenset(
     {
         "roles/owner",
         "roles/editor",
         "roles/viewer",
         "roles/storage.admin",
-        "roles/iam.serviceAccountUser",
         "roles/iam.securityAdmin",
         "roles/run.admin",
         "roles/pubsub.admin",

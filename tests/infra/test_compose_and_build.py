@@ -18,10 +18,18 @@ from tests.infra.hcl import load
 ROOT = Path(__file__).resolve().parents[2]
 
 # On one machine the database is a URL and there is no Google project or audience.
-GCP_ONLY = contract.DB_VARS | {"GCP_PROJECT", "HEALTH_AUDIENCE", "TRAINER_JOB"}
+# Locally there are no ID tokens (no audience or allowed callers) and the trainer runs one
+# task with an in-memory Optuna study.
+GCP_ONLY = contract.DB_VARS | {
+    "GCP_PROJECT",
+    "HEALTH_AUDIENCE",
+    "HEALTH_ALLOWED_CALLERS",
+    "TRAINER_JOB",
+    "OPTUNA_STORAGE",
+}
 COMPOSE_COMPONENT = {
     "health": "health",
-    "health-pubsub": "health",
+    "health-pubsub": "health_pubsub",
     "train-trigger": "train_trigger",
     "trainer": "trainer",
 }
@@ -89,33 +97,122 @@ def _script(step: dict[str, Any]) -> str:
     return " ".join(str(a) for a in step.get("args", []))
 
 
-def test_cloudbuild_runs_tests_builds_stages_and_applies(cloudbuild: dict[str, Any]) -> None:
-    steps = {s["id"]: s for s in cloudbuild["steps"]}
-    order = [s["id"] for s in cloudbuild["steps"]]
+def _steps(cloudbuild: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in cloudbuild["steps"]}
+
+
+def _after(steps: dict[str, dict[str, Any]], step: str) -> set[str]:
+    """Every step `step` waits for, directly or not."""
+    seen: set[str] = set()
+    todo = list(steps[step].get("waitFor", []))
+    while todo:
+        name = todo.pop()
+        if name != "-" and name not in seen:
+            seen.add(name)
+            todo.extend(steps[name].get("waitFor", []))
+    return seen
+
+
+def test_cloudbuild_checks_before_it_plans(cloudbuild: dict[str, Any]) -> None:
+    steps = _steps(cloudbuild)
     assert "make test-fast" in _script(steps["unit-tests"])
     assert _script(steps["stage-functions"]) == "scripts/stage_functions.py"
-    assert "--file=jobs/trainer/Dockerfile" in _script(steps["build-trainer"])
+    assert _script(steps["terraform-fmt"]).startswith("fmt -check")
+    assert "terraform validate" in _script(steps["terraform-validate"])
+    checkov = _script(steps["checkov"])
+    assert "requirements/checkov.txt" in checkov and "checkov --directory terraform" in checkov
+    before_plan = _after(steps, "terraform-plan")
+    assert {"unit-tests", "terraform-fmt", "terraform-validate", "checkov", "push-trainer"} <= (
+        before_plan
+    )
+    plan = _script(steps["terraform-plan"])
+    assert "terraform plan -out=/workspace/tfplan" in plan
+    assert "trainer_image=$$(cat /workspace/trainer_image.txt)" in plan
+    assert "plans/$BUILD_ID/" in _script(steps["keep-plan"]), "the plan is kept for review"
+
+
+def test_cloudbuild_gates_the_apply_and_migrates_before_traffic(
+    cloudbuild: dict[str, Any],
+) -> None:
+    steps = _steps(cloudbuild)
+    order = [s["id"] for s in cloudbuild["steps"]]
+    assert cloudbuild["substitutions"]["_APPLY"] == "false", "plan only unless asked"
+    for step in ("apply-migrate-job", "migrate", "terraform-apply"):
+        assert '[ "${_APPLY}" = "true" ] || exit 0' in _script(steps[step]), step
+        assert "terraform-plan" in _after(steps, step), f"{step} before the plan"
+    # The migration job gets the new image first, runs to completion, then the rest applies.
+    targeted = _script(steps["apply-migrate-job"])
+    assert "-target=google_cloud_run_v2_job.migrate" in targeted
+    assert "terraform output -raw migrate_job" in targeted
+    migrate = _script(steps["migrate"])
+    assert "gcloud run jobs execute" in migrate and "--wait" in migrate
+    assert "migrate" in _after(steps, "terraform-apply")
+    assert order.index("migrate") < order.index("terraform-apply")
+    assert "terraform apply -auto-approve /workspace/tfplan-apply" in _script(
+        steps["terraform-apply"]
+    )
+    assert "attach-dead-letters" not in steps
+
+
+def test_cloudbuild_runs_as_the_bootstrapped_build_account(cloudbuild: dict[str, Any]) -> None:
+    bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text(encoding="utf-8")
+    m = re.search(r'^DEPLOYER="([\w-]+)"$', bootstrap, re.M)
+    assert m, "bootstrap.sh names the build account"
+    account = f"{m.group(1)}@$PROJECT_ID.iam.gserviceaccount.com"
+    assert cloudbuild["serviceAccount"] == f"projects/$PROJECT_ID/serviceAccounts/{account}"
+    assert cloudbuild["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+    # Terraform learns who deploys (Service Account User on each component account only).
+    assert (
+        f"deployer_service_account={m.group(1)}@${{PROJECT_ID}}"
+        in (cloudbuild["substitutions"]["_TF_VARS"])
+    )
+    roles = set(re.findall(r"^\s+(roles/[\w.]+)", bootstrap, re.M))
+    assert roles, "bootstrap.sh lists the build account's roles"
+    assert not roles & {"roles/owner", "roles/editor", "roles/iam.serviceAccountUser"}
+    assert "roles/logging.logWriter" in roles
+    # The state bucket, the APIs and the image repository come from the bootstrap.
+    assert "--versioning" in bootstrap and "--public-access-prevention" in bootstrap
+    assert "gcloud services enable" in bootstrap
+    assert "gcloud artifacts repositories create" in bootstrap
+    assert "--require-approval" in bootstrap, "the apply trigger waits for a person"
+    assert (ROOT / "scripts" / "bootstrap.sh").stat().st_mode & 0o111
+    tf = load()
+    assert "google_artifact_registry_repository.images" in tf.texts["artifact_registry.tf"]
+    assert "import {" in tf.texts["artifact_registry.tf"], "Terraform adopts the repository"
+
+
+def test_cloudbuild_records_and_caches_the_image(cloudbuild: dict[str, Any]) -> None:
+    steps = _steps(cloudbuild)
+    build = _script(steps["build-trainer"])
+    assert "--file=jobs/trainer/Dockerfile" in build
+    assert "--cache-from=${_IMAGE}:latest" in build
     assert "RepoDigests" in _script(steps["push-trainer"])
-    apply = _script(steps["terraform-apply"])
-    assert "terraform plan" in apply and "terraform apply" in apply
-    assert "trainer_image=$$(cat /workspace/trainer_image.txt)" in apply
-    assert set(steps["terraform-apply"]["waitFor"]) >= {"unit-tests", "push-trainer"}
-    assert order.index("terraform-apply") < order.index("attach-dead-letters")
-    init = _script(steps["terraform-bootstrap"])
-    assert "-target=google_artifact_registry_repository.images" in init
-    assert "backend-config" in init
+    assert cloudbuild["images"] == ["${_IMAGE}:$BUILD_ID"]
+
+
+def test_trainer_dockerfile_caches_dependencies_and_pins_its_base() -> None:
+    text = (ROOT / "jobs" / "trainer" / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim@sha256:[0-9a-f]{64}$", text, re.M)
+    logical = text.replace("\\\n", " ").splitlines()  # join continuation lines
+    lines = [line for line in logical if line.startswith(("COPY", "RUN"))]
+    first_code = next(i for i, line in enumerate(lines) if line.startswith("COPY shared/ "))
+    deps = next(i for i, line in enumerate(lines) if "pip install" in line)
+    assert deps < first_code, "dependencies are installed before the code is copied"
+    code_install = next(
+        line for line in lines[first_code:] if line.startswith("RUN") and "pip install" in line
+    )
+    assert "--no-deps" in code_install, "the code layer must not install dependencies"
 
 
 def test_cloudbuild_reads_outputs_and_variables_that_exist(cloudbuild: dict[str, Any]) -> None:
     tf = load()
     text = (ROOT / "cloudbuild.yaml").read_text(encoding="utf-8")
-    for var in set(re.findall(r'-var="(\w+)=', text)):
+    for var in set(re.findall(r'-var="?(\w+)=', text)):
         assert var in tf.variables, f"cloudbuild sets unknown variable {var}"
-    for output in set(re.findall(r'out\["(\w+)"\]', text)):
+    for output in set(re.findall(r"terraform output -raw (\w+)", text)):
         assert output in tf.outputs, f"cloudbuild reads unknown output {output}"
     for target in set(re.findall(r"-target=(google_\w+)\.(\w+)", text)):
         assert target[1] in tf.resources[target[0]], target
-    assert tf.outputs["topics"]["value"]["dead_letter"] == "${google_pubsub_topic.dead_letter.id}"
     # Built-in and declared substitutions only.
     declared = set(cloudbuild["substitutions"])
     for sub in set(re.findall(r"\$\{(_\w+)\}", text)):

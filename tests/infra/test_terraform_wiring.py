@@ -11,6 +11,8 @@ import base64
 import inspect
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -83,14 +85,20 @@ def _dynamic_blocks(body: dict[str, Any], block: str) -> list[dict[str, Any]]:
     return [d[block] for d in body.get("dynamic", []) if block in d]
 
 
-def _db_pass_secret_keys(tf: Terraform, for_each: str) -> set[str]:
-    """Keys of `local.db_pass_secrets`: a map that exists only without IAM database auth."""
-    assert for_each == "${local.db_pass_secrets}", f"unexpected secret for_each {for_each!r}"
-    expr = tf.locals["db_pass_secrets"]
-    m = re.fullmatch(r"\$\{var\.db_iam_auth \? \{\} : \{(.*)\}\}", expr)
-    assert m, f"local.db_pass_secrets must be empty exactly when db_iam_auth is on: {expr!r}"
-    assert 'google_secret_manager_secret.secret["db-pass"]' in m.group(1)
-    return set(re.findall(r"(\w+)\s*=", m.group(1)))
+def _conditional_secret_keys(tf: Terraform, for_each: str) -> set[str]:
+    """Keys of the conditional secret maps (`local.db_pass_secrets`, `optuna_secrets`,
+    `smtp_secrets`, alone or merged): each is `cond ? {KEY = ...} : {}` (or the reverse)."""
+    names = re.findall(r"local\.(\w+)", for_each)
+    assert names and re.fullmatch(r"\$\{(merge\()?[\w.,\s]+\)?\}", for_each), for_each
+    keys: set[str] = set()
+    for name in names:
+        expr = tf.locals[name]
+        m = re.fullmatch(r"\$\{(.+?) \? (\{.*\}) : (\{.*\})\}", expr)
+        assert m, f"local.{name} must be `condition ? {{...}} : {{}}`: {expr!r}"
+        branch = m.group(3) if m.group(2) == "{}" else m.group(2)
+        assert "{}" in (m.group(2), m.group(3)), f"local.{name}: one branch must be empty"
+        keys |= set(re.findall(r"(\w+)\s*=", branch))
+    return keys
 
 
 def function_env(tf: Terraform, name: str) -> tuple[dict[str, Any], set[str], set[str]]:
@@ -102,14 +110,16 @@ def function_env(tf: Terraform, name: str) -> tuple[dict[str, Any], set[str], se
         secret_keys.add(block["key"])
         secret_ids.add(block["secret"])
     for dyn in _dynamic_blocks(service, "secret_environment_variables"):
-        secret_keys |= _db_pass_secret_keys(tf, dyn["for_each"])
+        secret_keys |= _conditional_secret_keys(tf, dyn["for_each"])
         assert dyn["content"][0]["version"] == "latest"
     return plain, secret_keys, secret_ids
 
 
-def trainer_env(tf: Terraform) -> tuple[dict[str, Any], set[str], set[str]]:
-    """(plain env, secret env names, secret ids) of the trainer job's container."""
-    job = tf.resource("google_cloud_run_v2_job", "trainer")
+def trainer_env(
+    tf: Terraform, job_name: str = "trainer"
+) -> tuple[dict[str, Any], set[str], set[str]]:
+    """(plain env, secret env names, secret ids) of a Cloud Run job's container."""
+    job = tf.resource("google_cloud_run_v2_job", job_name)
     container = job["template"][0]["template"][0]["containers"][0]
     plain: dict[str, Any] = {}
     secret_keys, secret_ids = set(), set()
@@ -122,7 +132,7 @@ def trainer_env(tf: Terraform) -> tuple[dict[str, Any], set[str], set[str]]:
     for dyn in _dynamic_blocks(container, "env"):
         content = dyn["content"][0]
         if "value_source" in content:
-            secret_keys |= _db_pass_secret_keys(tf, dyn["for_each"])
+            secret_keys |= _conditional_secret_keys(tf, dyn["for_each"])
         else:
             assert content == {"name": "${env.key}", "value": "${env.value}"}
             plain.update(tf.env_map(dyn["for_each"]))
@@ -133,6 +143,7 @@ def component_envs(tf: Terraform) -> Iterator[tuple[str, str, dict, set[str], se
     for function, component in contract.FUNCTION_COMPONENT.items():
         yield (function, component, *function_env(tf, function))
     yield ("trainer job", "trainer", *trainer_env(tf))
+    yield ("migrate job", "migrate", *trainer_env(tf, "migrate"))
 
 
 def test_every_component_gets_every_variable_it_reads(tf: Terraform) -> None:
@@ -177,6 +188,20 @@ def test_env_values_point_at_the_right_resources(tf: Terraform) -> None:
     )
     job, _, _ = trainer_env(tf)
     assert job["ARTIFACT_URI"].startswith("gs://${google_storage_bucket.artifacts.name}/")
+    # The trainer names its own job (to start the next queued request) without a self-reference.
+    assert job["TRAINER_JOB"] == "${local.trainer_job_id}"
+    assert tf.locals["trainer_job_id"] == (
+        "projects/${var.project_id}/locations/${var.region}/jobs/${local.trainer_job_name}"
+    )
+    assert tf.resource("google_cloud_run_v2_job", "trainer")["name"] == "${local.trainer_job_name}"
+    assert job["TRAINER_TIMEOUT_S"] == trigger["TRAINER_TIMEOUT_S"]
+    # Without the SMTP password there is no SMTP_HOST: the trainer skips the email.
+    assert job["SMTP_HOST"] == '${local.email_enabled ? var.smtp_host : ""}'
+    assert "var.smtp_password_secret" in tf.locals["email_enabled"]
+    health, _, _ = function_env(tf, "health_http")
+    assert health["HEALTH_ALLOWED_CALLERS"] == '${join(",", local.health_callers)}'
+    assert "local.scheduler_email" in tf.locals["health_callers"]
+    assert "var.health_callers" in tf.locals["health_callers"]
     for where, _component, plain, _, _ in component_envs(tf):
         assert plain["CLOUD_SQL_INSTANCE"] == "${local.cloud_sql_instance}", where
         assert plain["GCP_PROJECT"] == "${var.project_id}", where
@@ -189,23 +214,68 @@ def test_every_referenced_secret_exists(tf: Terraform) -> None:
     assert referenced, "no secret is referenced"
     assert referenced <= declared, f"undeclared secrets: {referenced - declared}"
     for where, _c, _p, _k, ids in component_envs(tf):
-        for secret in ids:
+        for secret in ids - {"${env.value}"}:
             m = re.fullmatch(
                 r'\$\{google_secret_manager_secret\.secret\["([\w-]+)"\]\.secret_id\}', secret
             )
             assert m and m.group(1) in declared, f"{where} reads unknown secret {secret!r}"
     readers = {g["secret"] for g in tf.local_map("secret_readers").values()}
     assert readers == declared
+    # The one secret a person brings (SMTP) is referenced by id and read by the trainer only.
+    assert tf.locals["smtp_secrets"] == (
+        "${local.email_enabled ? {SMTP_PASSWORD = var.smtp_password_secret} : {}}"
+    )
 
 
-def test_no_secret_value_enters_terraform_state(tf: Terraform) -> None:
-    assert "google_secret_manager_secret_version" not in tf.resources
+def test_generated_secrets_have_versions_but_never_enter_the_state(tf: Terraform) -> None:
+    """Every secret a component reads at start has a version from the first apply, written
+    through write-only arguments from ephemeral passwords (in neither plan nor state)."""
+    assert "random_password" not in tf.resources, "random_password keeps its result in the state"
+    assert set(tf.ephemeral.get("random_password", {})) == {"api_token", "db"}
+    versions = tf.resources["google_secret_manager_secret_version"]
+    expected = {
+        "health_api_token": "health-api-token",
+        "db_pass": "db-pass",
+        "optuna_storage": "optuna-storage",
+    }
+    assert set(versions) == set(expected)
+    for name, secret in expected.items():
+        body = versions[name]
+        assert body["secret"] == f'${{google_secret_manager_secret.secret["{secret}"].id}}', name
+        assert "secret_data" not in body, f"{name}: secret_data would be stored in the state"
+        assert "ephemeral.random_password." in body["secret_data_wo"], name
+        assert body["secret_data_wo_version"] == "${var.secret_generation}", name
+    # The SQL user gets the same generated password, write-only, rotated with the secret.
+    user = tf.resource("google_sql_user", "password")
+    assert "password" not in user
+    assert user["password_wo"] == versions["db_pass"]["secret_data_wo"]
+    assert user["password_wo_version"] == "${var.secret_generation}"
+    optuna = versions["optuna_storage"]["secret_data_wo"]
+    assert "ephemeral.random_password.db.result" in optuna
+    assert "/${var.optuna_db_name}?unix_socket=/cloudsql/${local.cloud_sql_instance}" in optuna
+    # Nothing else writes a secret value.
     for rtype, by_name in tf.resources.items():
         for name, body in by_name.items():
-            keys = {k for s in walk_strings(body) for k in [s]}
-            assert "secret_data" not in keys, f"{rtype}.{name} writes a secret value"
-    for user in tf.resources["google_sql_user"].values():
-        assert "password" not in user, "the Cloud SQL user's password must be set out of band"
+            assert "secret_data" not in walk_strings(body), f"{rtype}.{name} writes a secret value"
+    # Deployed components wait for the versions they read.
+    functions = tf.resources["google_cloudfunctions2_function"]
+    assert "google_secret_manager_secret_version.health_api_token" in str(
+        functions["health_http"]["depends_on"]
+    )
+    for name in ("health_http", "health_pubsub", "train_trigger"):
+        assert "google_secret_manager_secret_version.db_pass" in str(functions[name]["depends_on"])
+    job_deps = str(tf.resource("google_cloud_run_v2_job", "trainer")["depends_on"])
+    assert "secret_version.db_pass" in job_deps and "secret_version.optuna_storage" in job_deps
+
+
+def test_write_only_arguments_have_the_versions_they_need(tf: Terraform) -> None:
+    """secret_data_wo/password_wo exist from google provider 6.23 and Terraform 1.11."""
+    block = tf.terraform[0]
+    assert block["required_version"].startswith(">= 1.11"), block["required_version"]
+    providers = block["required_providers"][0]
+    assert providers["google"]["version"].startswith(">= 6.23")
+    assert providers["google-beta"]["version"].startswith(">= 6.23")
+    assert providers["random"]["version"].startswith(">= 3.7.1"), "ephemeral random_password"
 
 
 def test_settings_fields_are_all_accounted_for() -> None:
@@ -224,32 +294,55 @@ def test_settings_fields_are_all_accounted_for() -> None:
 
 # --- IAM ----------------------------------------------------------------------------------
 
-_TARGETS = {
-    "google_project_iam_member": ("project", None),
+# IAM resource type -> (target attribute, patterns naming the target after substitution).
+_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "google_project_iam_member": ("project", ()),
     "google_secret_manager_secret_iam_member": (
         "secret_id",
-        r'\$\{google_secret_manager_secret\.secret\["([\w-]+)"\]\.secret_id\}',
+        (
+            r'\$\{google_secret_manager_secret\.secret\["([\w-]+)"\]\.secret_id\}',
+            # the SMTP password: a person's own secret, named by a variable
+            r"\$\{var\.(smtp)_password_secret\}",
+        ),
     ),
-    "google_pubsub_topic_iam_member": ("topic", r"\$\{google_pubsub_topic\.(\w+)\.name\}"),
-    "google_cloud_run_v2_job_iam_member": ("name", r"\$\{google_cloud_run_v2_job\.(\w+)\.name\}"),
-    "google_storage_bucket_iam_member": ("bucket", r"\$\{google_storage_bucket\.(\w+)\.name\}"),
+    "google_pubsub_topic_iam_member": ("topic", (r"\$\{google_pubsub_topic\.(\w+)\.name\}",)),
+    "google_pubsub_subscription_iam_member": (
+        "subscription",
+        (r'\$\{"google_pubsub_subscription\.(\w+)"\.name\}',),
+    ),
+    "google_cloud_run_v2_job_iam_member": (
+        "name",
+        (r"\$\{google_cloud_run_v2_job\.(\w+)\.name\}",),
+    ),
+    "google_storage_bucket_iam_member": (
+        "bucket",
+        (r"\$\{google_storage_bucket\.(\w+)\.name\}",),
+    ),
     "google_cloud_run_service_iam_member": (
         "service",
-        r"\$\{google_cloudfunctions2_function\.(\w+)\.service_config\[0\]\.service\}",
+        (r"\$\{google_cloudfunctions2_function\.(\w+)\.service_config\[0\]\.service\}",),
     ),
     "google_service_account_iam_member": (
         "service_account_id",
-        r'\$\{google_service_account\.component\["([\w-]+)"\]\.name\}',
+        (
+            r'\$\{google_service_account\.component\["([\w-]+)"\]\.name\}',
+            r'\$\{"([\w-]+)"\.name\}',  # for_each over the component accounts
+        ),
     ),
 }
 _KIND = {
     "google_secret_manager_secret_iam_member": "secret",
     "google_pubsub_topic_iam_member": "pubsub_topic",
+    "google_pubsub_subscription_iam_member": "pubsub_subscription",
     "google_cloud_run_v2_job_iam_member": "cloud_run_v2_job",
     "google_storage_bucket_iam_member": "storage_bucket",
     "google_cloud_run_service_iam_member": "cloud_run_service",
     "google_service_account_iam_member": "service_account",
 }
+_HEALTH_INVOKERS = (
+    '${toset(var.health_http_public ? ["allUsers"] : [for email in local.health_callers : '
+    '"${endswith(email, ".gserviceaccount.com") ? "serviceAccount" : "user"}:${email}"])}'
+)
 
 
 def _each_items(tf: Terraform, for_each: Any) -> list[tuple[str, Any]]:
@@ -262,17 +355,18 @@ def _each_items(tf: Terraform, for_each: Any) -> list[tuple[str, Any]]:
     if m := re.fullmatch(r"\$\{toset\(\[(.*)\]\)\}", text):
         items = re.findall(r'"([^"]+)"', m.group(1))
         return [(i, i) for i in items]
-    if re.fullmatch(
-        r"\$\{toset\(var\.health_http_public \? \[\"allUsers\"\] : var\.health_http_invokers\)\}",
-        text,
-    ):
-        return [("allUsers", "allUsers"), ("var.health_http_invokers", "var.health_http_invokers")]
+    if text == _HEALTH_INVOKERS:
+        return [("callers-or-public", "callers-or-public")]
     if m := re.fullmatch(r"\$\{\{for (\w+), (\w+) in local\.(\w+) : \1 => \2 if .*\}\}", text):
         return list(tf.local_map(m.group(3)).items())
     if m := re.fullmatch(r"\$\{local\.(\w+)\}", text):
-        return list(tf.local_map(m.group(1)).items())
+        return _each_items(tf, tf.locals[m.group(1)])
     if m := re.fullmatch(r"\$\{var\.db_iam_auth \? local\.(\w+) : toset\(\[\]\)\}", text):
         return _each_items(tf, tf.locals[m.group(1)])
+    if text == '${var.deployer_service_account == "" ? {} : google_service_account.component}':
+        return [(k, k) for k in tf.local_map("service_accounts")]
+    if m := re.fullmatch(r"\$\{(google_\w+\.\w+)\}", text):  # one grant per instance
+        return [("*", m.group(1))]
     raise AssertionError(f"cannot expand for_each {text!r}: extend the IAM test")
 
 
@@ -289,14 +383,28 @@ def _principal(member: str) -> str:
         return m.group(1)
     if member == "${local.pubsub_service_agent}":
         return "pubsub-agent"
-    if member in ('${"allUsers"}', '${"var.health_http_invokers"}'):
-        return "public-or-invokers"
+    if member == '${"callers-or-public"}':
+        return "callers-or-public"
+    if member == "serviceAccount:${var.deployer_service_account}":
+        return "deployer"
     raise AssertionError(f"unknown IAM member {member!r}")
 
 
 def _literal(expr: str) -> str:
     m = re.fullmatch(r'\$\{"([^"]*)"\}', expr)
     return m.group(1) if m else expr
+
+
+def _conditioned_on_sql(tf: Terraform, body: dict[str, Any], value: Any) -> bool:
+    """Whether a project grant carries the Cloud SQL instance condition."""
+    sql = "${local.sql_condition.expression}"
+    if "condition" in body:
+        return body["condition"][0]["expression"] == sql
+    for dyn in _dynamic_blocks(body, "condition"):
+        assert dyn["for_each"] == '${each.value.scope == "sql" ? [local.sql_condition] : []}'
+        assert dyn["content"][0]["expression"] == "${condition.value.expression}"
+        return isinstance(value, dict) and value.get("scope") == "sql"
+    return False
 
 
 def iam_grants(tf: Terraform) -> set[tuple[str, str, str]]:
@@ -308,19 +416,21 @@ def iam_grants(tf: Terraform) -> set[tuple[str, str, str]]:
         if not rtype.endswith("_iam_member"):
             continue
         assert rtype in _TARGETS, f"{rtype}: unknown IAM resource, extend the test"
-        attr, pattern = _TARGETS[rtype]
+        attr, patterns = _TARGETS[rtype]
         for name, body in by_name.items():
             for key, value in _each_items(tf, body.get("for_each")):
                 role = _literal(_subst(body["role"], key, value))
                 principal = _principal(_subst(body["member"], key, value))
-                if pattern is None:
-                    target = "project"
+                if not patterns:
+                    target = "project?sql" if _conditioned_on_sql(tf, body, value) else "project"
                 else:
                     raw = _subst(body[attr], key, value)
                     raw = re.sub(r'^\$\{"(.*)"\}$', r"\1", raw)
-                    m = re.fullmatch(pattern, raw)
-                    assert m, f"{rtype}.{name}: cannot read the {attr} {raw!r}"
-                    target = f"{_KIND[rtype]}:{m.group(1)}"
+                    found = [m.group(1) for p in patterns if (m := re.fullmatch(p, raw))]
+                    assert found, f"{rtype}.{name}: cannot read the {attr} {raw!r}"
+                    target = f"{_KIND[rtype]}:{found[0]}"
+                    if target == "secret:smtp":
+                        target = "secret:smtp-password"
                 grants.add((principal, role, target))
     return grants
 
@@ -337,25 +447,85 @@ def test_no_broad_roles_anywhere(tf: Terraform) -> None:
     text = "\n".join(tf.texts.values())
     for role in contract.FORBIDDEN_ROLES:
         assert f'"{role}"' not in text, f"{role} must not be granted"
-    # Project-wide roles are limited to those with no narrower resource.
-    project = {r for p, r, t in iam_grants(tf) if t == "project"}
-    assert project <= {
-        "roles/cloudsql.client",
-        "roles/cloudsql.instanceUser",
-        "roles/monitoring.metricWriter",
-    }
+    grants = iam_grants(tf)
+    # Project-wide roles only where no narrower resource exists; Cloud SQL's on the instance.
+    assert {r for _p, r, t in grants if t == "project"} <= contract.PROJECT_ROLES
+    assert {r for _p, r, t in grants if t == "project?sql"} <= contract.SQL_CONDITIONED_ROLES
+    # Service Account User only on single accounts (never the project-wide default).
+    acts_as = {t for p, r, t in grants if r == "roles/iam.serviceAccountUser"}
+    assert acts_as and all(t.startswith("service_account:") for t in acts_as)
+
+
+def test_cloud_sql_roles_are_conditioned_on_the_instance(tf: Terraform) -> None:
+    condition = tf.local_map("sql_condition")
+    assert condition["expression"] == (
+        'resource.type == "sqladmin.googleapis.com/Instance" && '
+        'resource.name == "${local.sql_instance_resource}"'
+    )
+    assert tf.locals["sql_instance_resource"] == (
+        'projects/${split(":", local.cloud_sql_instance)[0]}/instances/'
+        '${element(split(":", local.cloud_sql_instance), 2)}'
+    )
+    sql_grants = {(p, r) for p, r, t in iam_grants(tf) if r in contract.SQL_CONDITIONED_ROLES}
+    assert sql_grants and all(
+        (p, r, "project?sql") in contract.ALLOWED_GRANTS for p, r in sql_grants
+    )
+
+
+def test_health_endpoint_is_private_by_default(tf: Terraform) -> None:
+    assert tf.variables["health_http_public"]["default"] is False
+    invoker = tf.resource("google_cloud_run_service_iam_member", "health_http_invoker")
+    assert invoker["for_each"] == _HEALTH_INVOKERS
+    # The scheduler's email is spelled out so for_each is known at plan time; it must be
+    # the email of the scheduler's account.
+    assert tf.locals["scheduler_email"] == (
+        "${var.name_prefix}-scheduler@${var.project_id}.iam.gserviceaccount.com"
+    )
+    account = tf.resource("google_service_account", "component")
+    assert account["account_id"] == "${var.name_prefix}-${each.key}"
+    assert "scheduler" in tf.local_map("service_accounts")
 
 
 def test_each_component_runs_as_its_own_service_account(tf: Terraform) -> None:
     functions = tf.resources["google_cloudfunctions2_function"]
     for function, component in contract.FUNCTION_COMPONENT.items():
         sa = functions[function]["service_config"][0]["service_account_email"]
-        account = component.replace("_", "-")
+        account = {"health_pubsub": "health"}.get(component, component).replace("_", "-")
         assert sa == f'${{google_service_account.component["{account}"].email}}', function
     job = tf.resource("google_cloud_run_v2_job", "trainer")["template"][0]["template"][0]
     assert job["service_account"] == '${google_service_account.component["trainer"].email}'
-    accounts = set(tf.local_map("service_accounts"))
-    assert {"health", "train-trigger", "trainer", "scheduler", "events"} <= accounts
+    migrate = tf.resource("google_cloud_run_v2_job", "migrate")["template"][0]["template"][0]
+    assert migrate["service_account"] == '${google_service_account.component["migrate"].email}'
+    for function in functions.values():
+        build = function["build_config"][0]
+        assert build["service_account"] == '${google_service_account.component["fn-build"].id}'
+    assert set(tf.local_map("service_accounts")) == set(contract.COMPONENT_ACCOUNTS)
+
+
+def test_name_prefix_validation_covers_the_longest_derived_name(tf: Terraform) -> None:
+    """A prefix the validation accepts makes valid ids for every account, and the longest
+    accepted prefix is the longest that fits (service account ids: 6-30 characters)."""
+    accounts = tf.local_map("service_accounts")
+    longest = max(accounts, key=len)
+    assert tf.locals["longest_account_suffix"] == longest
+    rules = tf.variables["name_prefix"]["validation"]
+    condition = rules[0]["condition"]
+    assert f'length("${{var.name_prefix}}-{longest}") <= 30' in condition
+    regex = re.search(r'regex\("([^"]+)"', condition).group(1).replace("\\\\", "\\")
+    max_prefix = 30 - len(longest) - 1
+    for prefix in ("fg", "a" * max_prefix, "forecastguard", "a1-b2"):
+        assert re.fullmatch(regex, prefix) and len(f"{prefix}-{longest}") <= 30
+        for suffix in accounts:
+            assert 6 <= len(f"{prefix}-{suffix}") <= 30, (prefix, suffix)
+    assert len(f"{'a' * (max_prefix + 1)}-{longest}") > 30, "the bound is tight"
+    for bad in ("Forecast", "9lives", "trailing-", "under_score"):
+        assert not re.fullmatch(regex, bad), bad
+    # The longest bucket name is validated too (<project_id>-<prefix>-function-sources).
+    assert any('-function-sources") <= 63' in r["condition"] for r in rules)
+    assert tf.locals["sources_bucket_name"].endswith("-function-sources")
+    # Every account also checks its own id at plan time.
+    account = tf.resource("google_service_account", "component")
+    assert "<= 30" in account["lifecycle"][0]["precondition"][0]["condition"]
 
 
 # --- topics, triggers, schedules ----------------------------------------------------------
@@ -370,30 +540,92 @@ def test_topic_names_match_the_design(tf: Terraform) -> None:
     assert topics["dead_letter"]["name"] == "${var.dead_letter_topic_name}"
 
 
-def test_event_driven_functions_listen_to_their_topics_with_retries(tf: Terraform) -> None:
+def test_event_driven_functions_are_pushed_by_subscriptions_we_manage(tf: Terraform) -> None:
+    """Each event-driven function is an HTTP service fed by an ordinary push subscription:
+    OIDC token of the events account for the function's URL, retries with backoff, a
+    dead-letter topic, an ack deadline covering the function's timeout, no expiry."""
     functions = tf.resources["google_cloudfunctions2_function"]
-    expected = {"health_pubsub": "health", "train_trigger": "retrain"}
-    for name, topic in expected.items():
-        trigger = functions[name]["event_trigger"][0]
-        assert trigger["pubsub_topic"] == f"${{google_pubsub_topic.{topic}.id}}", name
-        assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
-        assert trigger["retry_policy"] == "RETRY_POLICY_RETRY", f"{name}: retries must be on"
-        assert trigger["service_account_email"].endswith('component["events"].email}')
-    assert "event_trigger" not in functions["health_http"]
+    for name in functions:
+        assert "event_trigger" not in functions[name], f"{name}: Eventarc trigger left over"
+    subs = tf.local_map("push_subscriptions")
+    expected = {
+        "health_pubsub": ("health", "var.health_timeout_s"),
+        "train_trigger": ("retrain", "var.train_trigger_timeout_s"),
+    }
+    assert set(subs) == set(expected)
+    for name, (topic, timeout) in expected.items():
+        assert subs[name]["topic"] == f"${{google_pubsub_topic.{topic}}}"
+        assert subs[name]["function"] == f"${{google_cloudfunctions2_function.{name}}}"
+        assert subs[name]["timeout"] == f"${{{timeout}}}"
+        assert functions[name]["service_config"][0]["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+    push = tf.resource("google_pubsub_subscription", "push")
+    assert push["for_each"] == "${local.push_subscriptions}"
+    assert push["topic"] == "${each.value.topic.id}"
+    config = push["push_config"][0]
+    assert config["push_endpoint"] == (
+        "${each.value.function.service_config[0].uri}/${each.value.topic.id}"
+    )
+    oidc = config["oidc_token"][0]
+    assert oidc["service_account_email"] == '${google_service_account.component["events"].email}'
+    assert oidc["audience"] == "${each.value.function.service_config[0].uri}"
+    assert "no_wrapper" not in config, "functions-framework needs the wrapped push body"
+    assert push["ack_deadline_seconds"] == "${min(600, max(10, each.value.timeout))}"
+    retry = push["retry_policy"][0]
+    assert retry == {
+        "minimum_backoff": "${var.push_min_backoff}",
+        "maximum_backoff": "${var.push_max_backoff}",
+    }
+    assert push["expiration_policy"][0]["ttl"] == ""
+    assert "google_cloud_run_service_iam_member.events_invoke" in str(push["depends_on"])
+    # The events account may invoke exactly these two functions (IAM test), and the Pub/Sub
+    # agent exists before it is granted anything.
+    assert tf.locals["pubsub_service_agent"] == "${google_project_service_identity.pubsub.member}"
+    identity = tf.resource("google_project_service_identity", "pubsub")
+    assert identity["service"] == "pubsub.googleapis.com"
+    assert identity["provider"] == "google-beta"
 
 
-def test_dead_letters_are_kept_and_attached(tf: Terraform) -> None:
-    sub = tf.resource("google_pubsub_subscription", "dead_letter")
-    assert sub["topic"] == "${google_pubsub_topic.dead_letter.id}"
-    assert sub["expiration_policy"][0]["ttl"] == "", "the dead-letter subscription must not expire"
-    triggers = tf.outputs["eventarc_triggers"]["value"]
-    assert set(triggers) == {"health_pubsub", "train_trigger"}
-    script = TERRAFORM_DIR / "scripts" / "attach_dead_letters.sh"
-    text = script.read_text(encoding="utf-8")
-    assert "--dead-letter-topic" in text and "roles/pubsub.subscriber" in text
-    assert script.stat().st_mode & 0o111, "attach_dead_letters.sh must be executable"
+def test_dead_letters_are_terraform_managed(tf: Terraform) -> None:
+    push = tf.resource("google_pubsub_subscription", "push")
+    policy = push["dead_letter_policy"][0]
+    assert policy == {
+        "dead_letter_topic": "${google_pubsub_topic.dead_letter.id}",
+        "max_delivery_attempts": "${var.max_delivery_attempts}",
+    }
+    # The Pub/Sub agent publishes dead letters and acknowledges them on each subscription.
+    acks = tf.resource("google_pubsub_subscription_iam_member", "pubsub_acks_dead_letters")
+    assert acks["for_each"] == "${google_pubsub_subscription.push}"
+    assert acks["role"] == "roles/pubsub.subscriber"
+    grants = iam_grants(tf)
+    assert ("pubsub-agent", "roles/pubsub.publisher", "pubsub_topic:dead_letter") in grants
+    keep = tf.resource("google_pubsub_subscription", "dead_letter")
+    assert keep["topic"] == "${google_pubsub_topic.dead_letter.id}"
+    assert keep["expiration_policy"][0]["ttl"] == "", "the dead-letter subscription must not expire"
+    # No script patches subscriptions after the apply any more.
+    assert not (TERRAFORM_DIR / "scripts" / "attach_dead_letters.sh").exists()
     cloudbuild = (ROOT / "cloudbuild.yaml").read_text(encoding="utf-8")
-    assert "terraform/scripts/attach_dead_letters.sh" in cloudbuild
+    assert "attach_dead_letters" not in cloudbuild and "eventarc" not in cloudbuild.lower()
+    assert "eventarc_triggers" not in tf.outputs
+
+
+def test_iam_grants_propagate_before_they_are_used(tf: Terraform) -> None:
+    wait = tf.resource("time_sleep", "iam_propagation")
+    assert wait["create_duration"] == "${var.iam_propagation_wait}"
+    deps = str(wait["depends_on"])
+    for grant in (
+        "google_secret_manager_secret_iam_member.reader",
+        "google_service_account_iam_member.pubsub_mints_event_tokens",
+        "google_service_account_iam_member.deployer_acts_as",
+        "google_project_iam_member.component",
+    ):
+        assert grant in deps, grant
+    users = [
+        *tf.resources["google_cloudfunctions2_function"].values(),
+        *tf.resources["google_cloud_run_v2_job"].values(),
+        tf.resource("google_pubsub_subscription", "push"),
+    ]
+    for body in users:
+        assert "time_sleep.iam_propagation" in str(body["depends_on"]), body.get("name")
 
 
 def test_functions_entry_points_and_sources(tf: Terraform) -> None:
@@ -438,7 +670,19 @@ def test_trainer_job_is_configurable_and_runs_in_train_mode(tf: Terraform) -> No
     outer = job["template"][0]
     inner = outer["template"][0]
     container = inner["containers"][0]
-    assert outer["task_count"] == "${var.trainer_task_count}"
+    assert outer["task_count"] == "${local.trainer_task_count}"
+    # More than one task exactly when the shared Optuna study exists.
+    assert tf.locals["trainer_task_count"] == (
+        "${coalesce(var.trainer_task_count, local.optuna_enabled ? 4 : 1)}"
+    )
+    assert tf.locals["optuna_enabled"] == "${var.create_sql_instance && !var.db_iam_auth}"
+    optuna_db = tf.resource("google_sql_database", "optuna")
+    assert optuna_db["name"] == "${var.optuna_db_name}"
+    assert tf.variables["optuna_db_name"]["default"] != tf.variables["db_name"]["default"]
+    mounts = container["volume_mounts"][0]
+    assert mounts == {"name": "cloudsql", "mount_path": "/cloudsql"}
+    volume = inner["volumes"][0]
+    assert volume["cloud_sql_instance"][0]["instances"] == ["${local.cloud_sql_instance}"]
     assert inner["timeout"] == "${var.trainer_timeout_s}s"
     assert inner["max_retries"] == "${var.trainer_max_retries}"
     assert container["image"] == "${var.trainer_image}"
@@ -524,7 +768,6 @@ def test_apis_cover_every_service_used(tf: Terraform) -> None:
     for needed in (
         "cloudfunctions",
         "run",
-        "eventarc",
         "pubsub",
         "cloudscheduler",
         "sqladmin",
@@ -534,6 +777,36 @@ def test_apis_cover_every_service_used(tf: Terraform) -> None:
         "cloudbuild",
     ):
         assert f"{needed}.googleapis.com" in apis, needed
+
+
+def test_migration_job_runs_db_upgrade_from_the_trainer_image(tf: Terraform) -> None:
+    job = tf.resource("google_cloud_run_v2_job", "migrate")
+    assert job["name"] == "${local.migrate_job_name}"
+    container = job["template"][0]["template"][0]["containers"][0]
+    assert container["image"] == "${var.trainer_image}"
+    assert container["command"] == ["forecastguard"]
+    assert container["args"] == ["db", "upgrade"]
+    assert job["template"][0]["task_count"] == 1
+    deps = str(job["depends_on"])
+    assert "google_sql_database.forecastguard" in deps and "google_sql_user.password" in deps
+    assert tf.outputs["migrate_job"]["value"] == "${google_cloud_run_v2_job.migrate.name}"
+
+
+def test_storage_data_access_is_audited(tf: Terraform) -> None:
+    audit = tf.resource("google_project_iam_audit_config", "storage")
+    assert audit["service"] == "storage.googleapis.com"
+    assert {c["log_type"] for c in audit["audit_log_config"]} == {"DATA_READ", "DATA_WRITE"}
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="no terraform binary installed")
+def test_terraform_fmt_is_clean() -> None:
+    proc = subprocess.run(
+        ["terraform", "fmt", "-check", "-diff", "-recursive", str(TERRAFORM_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"terraform fmt -check failed:\n{proc.stdout}{proc.stderr}"
 
 
 def test_body_encoding_helper_rejects_plain_bodies() -> None:
