@@ -167,6 +167,8 @@ model_registry = sa.Table(
     sa.Column("model_version", Ident(MODEL_VERSION), primary_key=True),
     sa.Column("run_id", Ident(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
+    # lstm | baseline:seasonal_naive | baseline:moving_average (trainer.forecast.KINDS)
+    sa.Column("kind", sa.String(32), nullable=False, server_default="lstm"),
     sa.Column("artifact_uri", sa.String(1024), nullable=False),
     sa.Column("rmse", Real, nullable=True),
     sa.Column("rmsse", Real, nullable=True),
