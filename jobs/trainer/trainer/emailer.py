@@ -55,6 +55,15 @@ class SmtpConfig:
         """Whether there is a server and at least one recipient."""
         return bool(self.host and self.recipients)
 
+    @property
+    def missing(self) -> list[str]:
+        """The settings the email still lacks (empty when it is configured)."""
+        return [
+            name
+            for name, value in (("SMTP_HOST", self.host), ("REPORT_RECIPIENTS", self.recipients))
+            if not value
+        ]
+
 
 @dataclass(frozen=True)
 class Attachment:
@@ -146,8 +155,14 @@ def send(cfg: SmtpConfig, msg: EmailMessage) -> EmailOutcome:
     now = datetime.now(UTC).isoformat(timespec="seconds")
     subject = str(msg["Subject"] or "")
     if not cfg.configured:
-        log.info("report email not configured (SMTP_HOST/REPORT_RECIPIENTS): not sent")
-        return EmailOutcome(False, cfg.recipients, subject, now, None, skipped=True)
+        # Email is optional (on Google Cloud it stays off until someone provides the SMTP
+        # password): say so plainly, in the log and in the run's email record.
+        reason = (
+            f"report email off: {' and '.join(cfg.missing)} not set; "
+            "the report is only in the run's artifacts"
+        )
+        log.warning(reason)
+        return EmailOutcome(False, cfg.recipients, subject, now, reason, skipped=True)
     try:
         with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s) as smtp:
             smtp.ehlo()
