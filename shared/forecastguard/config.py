@@ -55,6 +55,17 @@ def _list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.replace(";", ",").split(",") if part.strip())
 
 
+def _emails(name: str, raw: str) -> tuple[str, ...]:
+    emails = tuple(e.lower() for e in _list(name, raw))
+    bad = [e for e in emails if e.count("@") != 1 or e.startswith("@") or e.endswith("@")]
+    if bad:
+        raise ConfigError(
+            f"{name} must be comma-separated email addresses (service accounts or users), "
+            f"got {', '.join(map(repr, bad))}"
+        )
+    return emails
+
+
 def _argv(name: str, raw: str) -> tuple[str, ...]:
     try:
         return tuple(shlex.split(raw))
@@ -89,6 +100,13 @@ class Settings:
     db_pass: str | None = _setting("DB_PASS")
     db_name: str | None = _setting("DB_NAME")
     db_iam_auth: bool = _setting("DB_IAM_AUTH", False, _bool)
+    # Database timeouts (seconds): a stalled connection fails instead of holding a request.
+    # The statement timeout is MariaDB's max_statement_time / MySQL's max_execution_time
+    # (SELECTs) and SQLite's busy timeout; 0 turns it off.
+    db_connect_timeout_s: int = _setting("DB_CONNECT_TIMEOUT_S", 5, _number(int, low=1))
+    db_read_timeout_s: int = _setting("DB_READ_TIMEOUT_S", 30, _number(int, low=1))
+    db_write_timeout_s: int = _setting("DB_WRITE_TIMEOUT_S", 30, _number(int, low=1))
+    db_statement_timeout_s: float = _setting("DB_STATEMENT_TIMEOUT_S", 25.0, _number(float, low=0))
     # Google Cloud and the local adapters.
     gcp_project: str | None = _setting("GCP_PROJECT")
     artifact_uri: str | None = _setting("ARTIFACT_URI")
@@ -103,6 +121,8 @@ class Settings:
     # The /model/health endpoint.
     health_api_token: str | None = _setting("HEALTH_API_TOKEN")
     health_audience: str | None = _setting("HEALTH_AUDIENCE")
+    # Who may call with a Google ID token: service-account or user emails (verified).
+    health_allowed_callers: tuple[str, ...] = _setting("HEALTH_ALLOWED_CALLERS", (), _emails)
     allow_unauthenticated: bool = _setting("ALLOW_UNAUTHENTICATED", False, _bool)
     # The health check.
     rmse_threshold: float = _setting("RMSE_THRESHOLD", 18.0, _number(float, low=0, strict=True))

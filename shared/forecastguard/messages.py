@@ -12,6 +12,33 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# The dates forecastguard accepts from outside: sales data before 2000 or after 2100 is a
+# mistake (and year 1 overflows date arithmetic).
+MIN_DATE = date(2000, 1, 1)
+MAX_DATE = date(2100, 12, 31)
+
+
+def strict_date(value: Any, name: str, error: type[ValueError] = ValueError) -> date:
+    """`value` as a date, only when it is a `YYYY-MM-DD` string from MIN_DATE to MAX_DATE.
+
+    Raises `error` naming `name` otherwise (Python's own parser also takes `20260530` or
+    `2026-W22-6`, which no caller means).
+    """
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise error(f"{name} must be a date YYYY-MM-DD, got {_short(value)}")
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        raise error(f"{name} must be a date YYYY-MM-DD, got {_short(value)}") from None
+    if not MIN_DATE <= parsed <= MAX_DATE:
+        raise error(f"{name} must be between {MIN_DATE} and {MAX_DATE}, got {value}")
+    return parsed
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...(truncated)"
 
 
 class MessageError(ValueError):
@@ -48,16 +75,18 @@ class RetrainMessage:
                 body = json.loads(text)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise MessageError(f"message data is not UTF-8 JSON: {exc}") from None
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+                raise MessageError(f"message data is not usable JSON: {exc}") from None
         if not isinstance(body, dict):
             raise MessageError(f"message data must be a JSON object, got {type(body).__name__}")
         version = body.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise MessageError(f"schema_version must be {SCHEMA_VERSION}, got {version!r}")
+            raise MessageError(f"schema_version must be {SCHEMA_VERSION}, got {_short(version)}")
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
             raise MessageError(
                 "request_id must be 1-128 characters of letters, digits and ._:-, "
-                f"got {request_id!r}"
+                f"got {_short(request_id)}"
             )
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
@@ -70,19 +99,13 @@ class RetrainMessage:
         for name in ("health_check_id", "model_version"):
             value = body.get(name)
             if value is not None and not isinstance(value, str):
-                raise MessageError(f"{name} must be a string or null, got {value!r}")
+                raise MessageError(f"{name} must be a string or null, got {_short(value)}")
             optional[name] = value
         return cls(request_id, reason.strip(), start, end, **optional)
 
 
 def _date_field(body: dict[str, Any], name: str) -> date:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise MessageError(f"{name} must be a date YYYY-MM-DD, got {value!r}")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise MessageError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from None
+    return strict_date(body.get(name), name, MessageError)
 
 
 def make_request_id(window_end: date, model_version: str | None, reasons: Iterable[str]) -> str:

@@ -1,8 +1,16 @@
-"""Engine factory: a SQLAlchemy URL, or Cloud SQL through cloud-sql-python-connector."""
+"""Engine factory: a SQLAlchemy URL, or Cloud SQL through cloud-sql-python-connector.
+
+Every connection has timeouts (issue 14): connect, read and write for pymysql (directly or
+through the Cloud SQL connector), a per-statement limit where the server has one
+(MariaDB `max_statement_time`, MySQL `max_execution_time` for SELECTs) and SQLite's busy
+timeout. `database_error` sorts a driver error into `DatabaseUnavailable` (worth another
+try) or `SchemaMissing` (run `forecastguard db upgrade`).
+"""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +22,72 @@ _connector: Any = None
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database could not be reached (down, wrong address or credentials)."""
+    """The database could not be reached or failed mid-way (down, cut, stalled, locked)."""
+
+
+class SchemaMissing(DatabaseUnavailable):
+    """A table is missing: the database was not migrated."""
+
+
+UPGRADE_HINT = "run `forecastguard db upgrade`"
+# MySQL/MariaDB: 1146 no such table, 1054 unknown column.
+_MYSQL_SCHEMA_CODES = (1146, 1054)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds: connect, read, write, and one statement (0: no statement limit)."""
+
+    connect_s: int = 5
+    read_s: int = 30
+    write_s: int = 30
+    statement_s: float = 25.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Timeouts:
+        """The DB_*_TIMEOUT_S settings."""
+        return cls(
+            settings.db_connect_timeout_s,
+            settings.db_read_timeout_s,
+            settings.db_write_timeout_s,
+            settings.db_statement_timeout_s,
+        )
+
+    def pymysql_args(self) -> dict[str, Any]:
+        """pymysql's connect arguments."""
+        return {
+            "connect_timeout": self.connect_s,
+            "read_timeout": self.read_s,
+            "write_timeout": self.write_s,
+        }
+
+
+def database_error(exc: BaseException) -> DatabaseUnavailable | None:
+    """The `DatabaseUnavailable` (or `SchemaMissing`) a driver error means, else None.
+
+    Operational and interface errors (connection refused, cut, timed out, locked) are the
+    database failing; a missing table is `SchemaMissing`. Other errors are bugs.
+    """
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    if isinstance(exc, sa.exc.TimeoutError):  # the pool had no connection in time
+        return DatabaseUnavailable(f"no database connection available: {exc}")
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    orig = exc.orig
+    text = str(orig)
+    code = orig.args[0] if orig is not None and orig.args else None
+    if "no such table" in text or (
+        isinstance(exc, sa.exc.ProgrammingError | sa.exc.OperationalError)
+        and code in _MYSQL_SCHEMA_CODES
+    ):
+        return SchemaMissing(f"the database schema is missing or old ({text}): {UPGRADE_HINT}")
+    if (
+        isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        or exc.connection_invalidated
+    ):
+        return DatabaseUnavailable(f"database failed: {type(orig).__name__}: {text}")
+    return None
 
 
 def _cloud_sql_connector() -> Any:
@@ -28,37 +101,71 @@ def _cloud_sql_connector() -> Any:
         return _connector
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_pragmas(busy_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        cursor.close()
+
+    return on_connect
 
 
-def make_engine(settings_or_url: Settings | str, **engine_kwargs: Any) -> sa.Engine:
+def _mysql_statement_limit(seconds: float) -> Any:
+    """Set the session's statement time limit on each new MySQL/MariaDB connection."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+            if "mariadb" in version.lower():
+                cursor.execute(f"SET SESSION max_statement_time = {float(seconds):.3f}")
+            else:
+                cursor.execute(f"SET SESSION max_execution_time = {int(seconds * 1000)}")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def make_engine(
+    settings_or_url: Settings | str, *, timeouts: Timeouts | None = None, **engine_kwargs: Any
+) -> sa.Engine:
     """Build a pooled engine for a URL (SQLite, mysql+pymysql) or for Cloud SQL.
 
     With a `Settings` whose `database_url` is unset, connects through the Cloud SQL
     connector to `cloud_sql_instance`, with a password or IAM database authentication.
+    `timeouts` default to the settings' DB_*_TIMEOUT_S (or `Timeouts()` for a URL).
     """
     if isinstance(settings_or_url, str):
         url: str | None = settings_or_url
         settings = None
+        timeouts = timeouts or Timeouts()
     else:
         settings = settings_or_url
         settings.require_database()
         url = settings.database_url
+        timeouts = timeouts or Timeouts.from_settings(settings)
     if url:
         parsed = sa.make_url(url)
+        backend = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if parsed.get_backend_name() == "sqlite":
-            kwargs["connect_args"] = {"timeout": 30}
-        elif parsed.get_backend_name() in {"mysql", "mariadb"}:
-            kwargs.update(pool_recycle=1800, connect_args={"connect_timeout": 10})
+        if backend == "sqlite":
+            busy_s = timeouts.statement_s or timeouts.read_s
+            kwargs["connect_args"] = {"timeout": busy_s}
+        elif backend in {"mysql", "mariadb"}:
+            kwargs.update(
+                pool_recycle=1800,
+                pool_timeout=timeouts.read_s,
+                connect_args=timeouts.pymysql_args(),
+            )
         kwargs.update(engine_kwargs)
         engine = sa.create_engine(parsed, **kwargs)
-        if parsed.get_backend_name() == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if backend == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas(int(busy_s * 1000)))
+        elif backend in {"mysql", "mariadb"} and timeouts.statement_s > 0:
+            sa.event.listen(engine, "connect", _mysql_statement_limit(timeouts.statement_s))
         return engine
 
     assert settings is not None
@@ -71,12 +178,18 @@ def make_engine(settings_or_url: Settings | str, **engine_kwargs: Any) -> sa.Eng
             password=None if settings.db_iam_auth else settings.db_pass,
             db=settings.db_name,
             enable_iam_auth=settings.db_iam_auth,
+            timeout=timeouts.connect_s,
+            read_timeout=timeouts.read_s,
+            write_timeout=timeouts.write_s,
         )
 
     kwargs = {"creator": connect, "pool_size": 5, "max_overflow": 2, "pool_timeout": 30}
-    kwargs.update(pool_recycle=1800, pool_pre_ping=True)
+    kwargs.update(pool_recycle=1800, pool_pre_ping=True, pool_timeout=timeouts.read_s)
     kwargs.update(engine_kwargs)
-    return sa.create_engine("mysql+pymysql://", **kwargs)
+    engine = sa.create_engine("mysql+pymysql://", **kwargs)
+    if timeouts.statement_s > 0:
+        sa.event.listen(engine, "connect", _mysql_statement_limit(timeouts.statement_s))
+    return engine
 
 
 def check_connection(engine: sa.Engine) -> None:
@@ -84,6 +197,8 @@ def check_connection(engine: sa.Engine) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
         where = engine.url.render_as_string(hide_password=True)
-        raise DatabaseUnavailable(f"database {where} is unreachable: {exc.orig}") from exc
+        raise DatabaseUnavailable(
+            f"database {where} is unreachable: {getattr(exc, 'orig', None) or exc}"
+        ) from exc

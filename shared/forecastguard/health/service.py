@@ -4,10 +4,19 @@
 the publisher), each created on first use; tests pass their own. The stored result is
 never lost to a metrics or publishing failure: those are logged and reported in the
 result's `metrics` and `retrain` fields.
+
+A database failure anywhere in a check (refused, cut mid-read or mid-store, stalled past
+its timeout, locked, tables missing) raises `DatabaseUnavailable` (`SchemaMissing` for
+missing tables); the store is one transaction, so nothing is half-written. A check asked
+for by a Pub/Sub event is stored under the event's id: a redelivery reuses it.
+
+Missing or stale sales make the model unhealthy but never ask for a retrain (retraining
+cannot make up data): they raise an alert (an ERROR log line `health data missing`).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -18,6 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from forecastguard.config import Settings
+from forecastguard.db.engine import database_error
+from forecastguard.db.schema import health_checks
 from forecastguard.health.check import HealthParams, HealthResult, compute_health, needs_holdout
 from forecastguard.health.store import store_result
 from forecastguard.health.window import load_residuals, load_window
@@ -55,21 +66,45 @@ def health_points(result: HealthResult) -> list[MetricPoint]:
     return points
 
 
-def retrain_message(result: HealthResult) -> RetrainMessage:
-    """The retrain request of an unhealthy check.
+# Reasons that retraining cannot fix: no data in the window, or none lately.
+DATA_MISSING = frozenset({"empty", "stale"})
+
+
+def retrain_message(result: HealthResult | dict[str, Any]) -> RetrainMessage:
+    """The retrain request of an unhealthy check (a result, or its stored summary).
 
     Its request id hashes (window end, model version, reason kinds) — kinds such as
     "rmse" or "drift", not the texts with their numbers — so repeated checks of the same
     window ask for one retrain, however the figures move.
     """
+    s = result if isinstance(result, dict) else result.summary()
+    window_end = date.fromisoformat(s["window_end"])
     return RetrainMessage(
-        request_id=make_request_id(result.window_end, result.model_version, result.reason_kinds),
-        reason="; ".join(result.reasons),
-        window_start=result.window_start,
-        window_end=result.window_end,
-        health_check_id=result.check_id,
-        model_version=result.model_version,
+        request_id=make_request_id(window_end, s["model_version"], s["reason_kinds"]),
+        reason="; ".join(s["reasons"]),
+        window_start=date.fromisoformat(s["window_start"]),
+        window_end=window_end,
+        health_check_id=s["check_id"],
+        model_version=s["model_version"],
     )
+
+
+class StoredCheck:
+    """A check already stored for a Pub/Sub event (a redelivery): its summary."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+        self.outputs: dict[str, Any] = {}
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the stored check found the model healthy."""
+        return bool(self.summary["healthy"])
+
+    @property
+    def reason_kinds(self) -> list[str]:
+        """The stored check's reason kinds."""
+        return list(self.summary.get("reason_kinds") or [])
 
 
 class HealthService:
@@ -108,11 +143,57 @@ class HealthService:
         """The retrain publisher of RETRAIN_TOPIC, or None."""
         return make_publisher(self.settings)
 
-    def run(self, as_of: date | None = None, window_days: int | None = None) -> HealthResult:
+    def run(
+        self,
+        as_of: date | None = None,
+        window_days: int | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> HealthResult | StoredCheck:
         """Check the window of `window_days` days ending `as_of` and act on the result.
 
-        Raises `DatabaseUnavailable` when the database cannot be reached.
+        With `event_id` (a Pub/Sub event), a check already stored for that event is
+        reused (`StoredCheck`): only its retrain request is asked for again.
+        Raises `DatabaseUnavailable` (or `SchemaMissing`) when the database fails.
         """
+        try:
+            if event_id is not None:
+                stored = self._stored_for_event(event_id)
+                if stored is not None:
+                    log.info(
+                        "health check reused for a redelivered event",
+                        extra={"event_id": event_id, "check_id": stored.summary.get("check_id")},
+                    )
+                    stored.outputs["retrain"] = self._request_retrain(stored)
+                    return stored
+            result = self._check(as_of, window_days, event_id)
+        except sa.exc.IntegrityError:
+            # Two deliveries of one event raced: the other stored it first; reuse it.
+            stored = self._stored_for_event(event_id) if event_id is not None else None
+            if stored is None:
+                raise
+            log.info("health check stored by a concurrent delivery", extra={"event_id": event_id})
+            stored.outputs["retrain"] = self._request_retrain(stored)
+            return stored
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            error = database_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+        result.outputs["metrics"] = self._write_metrics(result)
+        result.outputs["retrain"] = self._request_retrain(result)
+        return result
+
+    def _stored_for_event(self, event_id: str) -> StoredCheck | None:
+        with self.engine.connect() as conn:
+            text = conn.execute(
+                sa.select(health_checks.c.result_json).where(health_checks.c.event_id == event_id)
+            ).scalar()
+        return None if text is None else StoredCheck(json.loads(text))
+
+    def _check(
+        self, as_of: date | None, window_days: int | None, event_id: str | None
+    ) -> HealthResult:
         from forecastguard.db.engine import check_connection
 
         as_of = as_of or default_as_of()
@@ -130,7 +211,15 @@ class HealthService:
             result.check_id = str(uuid.uuid4())
             result.checked_at = datetime.now(UTC).replace(microsecond=0)
             result.duration_s = time.perf_counter() - start
-            store_result(engine, result)
+            bad = data.bad_data()
+            if bad:
+                # Reported per product; those values took no part in the check.
+                result.outputs["bad_data"] = bad
+                log.warning(
+                    "health data has values that are not finite numbers",
+                    extra={"products": len(bad), "first": bad[0]["product_id"]},
+                )
+            store_result(engine, result, event_id)
             f.update(
                 check_id=result.check_id,
                 healthy=result.healthy,
@@ -140,8 +229,6 @@ class HealthService:
                 reasons=result.reason_kinds,
                 compute_s=round(result.duration_s, 4),
             )
-        result.outputs["metrics"] = self._write_metrics(result)
-        result.outputs["retrain"] = self._request_retrain(result)
         return result
 
     def _write_metrics(self, result: HealthResult) -> dict[str, Any]:
@@ -157,10 +244,28 @@ class HealthService:
             return {"written": False, "error": str(exc)}
         return {"written": True, "error": None, "points": len(points)}
 
-    def _request_retrain(self, result: HealthResult) -> dict[str, Any] | None:
+    def _request_retrain(self, result: HealthResult | StoredCheck) -> dict[str, Any] | None:
         if result.healthy:
             return None
-        message = retrain_message(result)
+        summary = result.summary if isinstance(result, StoredCheck) else result.summary()
+        missing = sorted(DATA_MISSING & set(result.reason_kinds))
+        if missing:
+            log.error(
+                "health data missing: alert, no retrain requested",
+                extra={
+                    "alert": "health_data_missing",
+                    "reason_kinds": missing,
+                    "window_end": summary["window_end"],
+                    "check_id": summary["check_id"],
+                },
+            )
+            return {
+                "published": False,
+                "error": None,
+                "skipped": f"data {' and '.join(missing)}: retraining cannot fix missing data",
+                "alert": "health_data_missing",
+            }
+        message = retrain_message(summary)
         outcome: dict[str, Any] = {
             "request_id": message.request_id,
             "published": False,

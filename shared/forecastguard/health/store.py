@@ -14,8 +14,11 @@ from forecastguard.health.check import HealthResult
 _PRODUCT_COLUMNS = ("product_id", "n", "rmse", "mae", "bias", "rmsse", "ks_pvalue", "ks_qvalue")
 
 
-def store_result(engine: sa.Engine, result: HealthResult) -> None:
+def store_result(engine: sa.Engine, result: HealthResult, event_id: str | None = None) -> None:
     """Insert the check and its per-product rows atomically (all or nothing).
+
+    `event_id` is the Pub/Sub event that asked for the check (unique: a redelivery that
+    raced the first delivery gets an IntegrityError and nothing is stored twice).
 
     `result_json` keeps the summary without the product list (MySQL's TEXT holds 64 KB);
     the products are the `health_check_products` rows.
@@ -39,6 +42,7 @@ def store_result(engine: sa.Engine, result: HealthResult) -> None:
         "model_versions": json.dumps(result.model_versions),
         "duration_s": float(result.duration_s),
         "result_json": json.dumps(summary, default=str),
+        "event_id": event_id,
     }
     frame = result.products
     columns = {c: _column(frame[c].to_numpy()) for c in _PRODUCT_COLUMNS}

@@ -7,11 +7,17 @@ The (product, day) rows are aggregated per product in the database (GROUP_CONCAT
 "day:units:predicted") and parsed by pandas' C reader: pymysql decodes rows in pure
 Python, and 600,000 rows one by one take longer than the whole check may (3 s). Numbers
 come back as text with 15 (SQLite) or 17 (MySQL) significant digits.
+
+A value that is not a finite number (SQLite stores `inf` or the text `'abc'` in a REAL
+column) is bad data (issue 14): a sale with a bad `units_sold` is left out, a bad
+forecast counts as no forecast, and `WindowData.bad_values` says which product had how
+many, so the check reports them instead of failing or returning `Infinity`.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -22,6 +28,8 @@ import sqlalchemy as sa
 from forecastguard.db.schema import model_residuals, predictions, sales
 
 MIN_HISTORY_DAYS = 28  # four weeks of history for the seasonal-naive scale
+# Text of plain finite numbers only; anything else (inf, NaN, letters) takes the slow path.
+_NOT_PLAIN = re.compile(r"[^0-9eE+\-.:\n]")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,16 @@ class WindowData:
     # Per product: the model versions that forecast the reference window (None: unknown,
     # taken to be the current model). Errors of another model are no reference.
     reference_versions: tuple[frozenset[str], ...] | None = None
+    # Values that are not finite numbers, per (product id, "sales" | "predictions"): count.
+    bad_values: tuple[tuple[str, str, int], ...] = ()
+
+    def bad_data(self) -> list[dict[str, object]]:
+        """Per product with bad values: {product_id, sales, predictions} (counts)."""
+        out: dict[str, dict[str, object]] = {}
+        for product, table, n in self.bad_values:
+            entry = out.setdefault(product, {"product_id": product, "sales": 0, "predictions": 0})
+            entry[table] = int(entry[table]) + n  # type: ignore[call-overload]
+        return [out[p] for p in sorted(out)]
 
     def same_model_reference(self) -> np.ndarray:
         """Per product: were its reference-window forecasts all made by the current model?"""
@@ -95,21 +113,63 @@ def _prepare(conn: sa.Connection) -> None:
 
 
 def _parse_groups(rows: list, columns: list[str]) -> tuple[list[str], np.ndarray, pd.DataFrame]:
-    """(product ids, row counts, parsed values) from rows of (product_id, count, text)."""
+    """(product ids, row counts, parsed values) from rows of (product_id, count, text).
+
+    A value that is not a finite number becomes NaN, and the frame's boolean column
+    `bad_<name>` marks it (an empty value, a missing forecast, is not bad).
+    """
     ids = [r[0] for r in rows]
     counts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+    values = [c for c in columns if c != "day"]
     if not rows:
-        return ids, counts, pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+        for c in values:
+            frame[f"bad_{c}"] = pd.Series(dtype=bool)
+        return ids, counts, frame
     text = "\n".join(r[2] for r in rows).replace(",", "\n")
-    frame = pd.read_csv(
-        io.StringIO(text), sep=":", header=None, names=columns, dtype=float, engine="c"
-    )
+    frame = None
+    if not _NOT_PLAIN.search(text):
+        try:
+            frame = pd.read_csv(
+                io.StringIO(text), sep=":", header=None, names=columns, dtype=float, engine="c"
+            )
+        except ValueError:
+            frame = None
+    if frame is not None:
+        for c in values:
+            frame[f"bad_{c}"] = False
+    else:
+        raw = pd.read_csv(
+            io.StringIO(text),
+            sep=":",
+            header=None,
+            names=columns,
+            dtype=str,
+            keep_default_na=False,
+            engine="c",
+        )
+        frame = pd.DataFrame(index=raw.index)
+        if "day" in columns:
+            frame["day"] = pd.to_numeric(raw["day"], errors="coerce")
+        for c in values:
+            number = pd.to_numeric(raw[c].replace("", np.nan), errors="coerce").to_numpy(float)
+            bad = (raw[c].to_numpy() != "") & ~np.isfinite(number)
+            number[bad] = np.nan
+            frame[c] = number
+            frame[f"bad_{c}"] = bad
     if len(frame) != counts.sum():
         raise RuntimeError(
             f"read {len(frame)} values but the database counted {counts.sum()}: "
             "GROUP_CONCAT was truncated (raise group_concat_max_len)"
         )
     return ids, counts, frame
+
+
+def _count_bad(ids: list[str], counts: np.ndarray, bad: np.ndarray, table: str) -> list:
+    if not bad.any():
+        return []
+    per = np.bincount(np.repeat(np.arange(len(ids)), counts)[bad], minlength=len(ids))
+    return [(ids[i], table, int(per[i])) for i in np.flatnonzero(per)]
 
 
 def _joined(
@@ -199,6 +259,10 @@ def _separate(
     dense[pcode[known], pday[known]] = pred["pred"].to_numpy(np.float64)[known]
     codes = np.repeat(np.arange(len(ids)), counts)
     frame["pred"] = dense[codes, frame["day"].to_numpy(np.int64)]
+    bad_pred = np.zeros(len(ids), np.int64)
+    pbad = pred["bad_pred"].to_numpy(bool)
+    np.add.at(bad_pred, pcode[known & pbad], 1)
+    frame.attrs["bad_pred_per_product"] = bad_pred
     versions = {v for r in pred_rows if r[3] for v in r[3].split(",")}
     reference = [frozenset()] * len(ids)
     for i, r in zip(pd.Index(ids).get_indexer(pred_ids), pred_rows, strict=True):
@@ -228,6 +292,17 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
         ids, counts, frame, versions, reference = read(
             conn, hist_start, ref_start, window_start, as_of
         )
+        bad = _count_bad(ids, counts, frame["bad_units"].to_numpy(bool), "sales")
+        if "bad_pred" in frame:
+            bad += _count_bad(ids, counts, frame["bad_pred"].to_numpy(bool), "predictions")
+        else:
+            per = frame.attrs.get("bad_pred_per_product", np.zeros(len(ids), np.int64))
+            bad += [(ids[i], "predictions", int(per[i])) for i in np.flatnonzero(per)]
+        # A sale without a usable number is no sale: leave the row out.
+        keep = ~frame["bad_units"].to_numpy(bool)
+        codes = np.repeat(np.arange(len(ids), dtype=np.int64), counts)
+        if not keep.all():
+            frame, codes = frame[keep].reset_index(drop=True), codes[keep]
         # The current model: the one that forecast the newest day of the window.
         newest_day = (
             sa.select(sa.func.max(predictions.c.target_date))
@@ -252,7 +327,7 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
         window_days=window_days,
         history_days=hist,
         products=np.array(ids, dtype=object),
-        codes=np.repeat(np.arange(len(ids), dtype=np.int64), counts),
+        codes=codes,
         day=day,
         units=frame["units"].to_numpy(np.float64),
         predicted=frame["pred"].to_numpy(np.float64),
@@ -260,6 +335,7 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
         current_version=current,
         last_sale_date=last_sale,
         reference_versions=tuple(reference),
+        bad_values=tuple(bad),
     )
 
 
@@ -285,7 +361,7 @@ def load_residuals(
         ids, counts, frame = _parse_groups(conn.execute(query).all(), ["error"])
     index = pd.Index(products).get_indexer(ids)
     codes = np.repeat(index, counts)
-    keep = codes >= 0
+    keep = (codes >= 0) & ~frame["bad_error"].to_numpy(bool)
     return codes[keep].astype(np.int64), frame["error"].to_numpy(np.float64)[keep]
 
 

@@ -60,9 +60,9 @@ def test_authenticator_token_and_id_token() -> None:
         seen.append(token)
         if token != "good-id-token":
             raise ValueError("bad signature")
-        return {"aud": "x"}
+        return {"aud": "x", "email": "ok@p.iam.gserviceaccount.com", "email_verified": True}
 
-    auth = Authenticator("s3cret", verify)
+    auth = Authenticator("s3cret", verify, allowed_callers=["ok@p.iam.gserviceaccount.com"])
     assert auth.allows("Bearer s3cret")
     assert auth.allows("Bearer good-id-token")
     assert not auth.allows("Bearer s3cret2")
