@@ -16,7 +16,7 @@
 # deployer (Cloud Build's account) may act as each component account, not project-wide.
 
 locals {
-  pubsub_service_agent = google_project_service_identity.pubsub.member
+  pubsub_service_agent = "serviceAccount:${google_project_service_identity.pubsub.email}"
 
   # component -> role, conditioned on the instance for the Cloud SQL roles ("sql").
   project_roles = {
@@ -27,10 +27,11 @@ locals {
     "migrate/cloudsql.client"        = { component = "migrate", role = "roles/cloudsql.client", scope = "sql" }
   }
 
-  # The condition Google's samples use to limit a Cloud SQL role to one instance.
+  # The condition Google's Cloud SQL guide ("Use IAM Conditions") uses to limit a role to one
+  # instance.
   sql_condition = {
     title      = "only-${replace(element(split(":", local.cloud_sql_instance), 2), "/[^a-zA-Z0-9_-]/", "-")}"
-    expression = "resource.type == \"sqladmin.googleapis.com/Instance\" && resource.name == \"${local.sql_instance_resource}\""
+    expression = "resource.name == \"${local.sql_instance_resource}\" && resource.service == \"sqladmin.googleapis.com\""
   }
 
   # "when": always, or only with password database logins (db_auth_mode in locals.tf), or
@@ -201,7 +202,6 @@ resource "google_pubsub_subscription_iam_member" "pubsub_acks_dead_letters" {
 # Google ID tokens), or everyone with health_http_public (then the function's own check of
 # the bearer token or the caller's email is the only gate).
 resource "google_cloud_run_service_iam_member" "health_http_invoker" {
-  #checkov:skip=CKV_GCP_102:allUsers is bound only when health_http_public is set explicitly (default false); the function still rejects requests without the bearer token or an allowed caller's ID token.
   for_each = toset(var.health_http_public ? ["allUsers"] : [for email in local.health_callers : "${endswith(email, ".gserviceaccount.com") ? "serviceAccount" : "user"}:${email}"])
 
   project  = var.project_id

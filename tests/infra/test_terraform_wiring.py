@@ -459,8 +459,8 @@ def test_no_broad_roles_anywhere(tf: Terraform) -> None:
 def test_cloud_sql_roles_are_conditioned_on_the_instance(tf: Terraform) -> None:
     condition = tf.local_map("sql_condition")
     assert condition["expression"] == (
-        'resource.type == "sqladmin.googleapis.com/Instance" && '
-        'resource.name == "${local.sql_instance_resource}"'
+        'resource.name == "${local.sql_instance_resource}" && '
+        'resource.service == "sqladmin.googleapis.com"'
     )
     assert tf.locals["sql_instance_resource"] == (
         'projects/${split(":", local.cloud_sql_instance)[0]}/instances/'
@@ -579,7 +579,9 @@ def test_event_driven_functions_are_pushed_by_subscriptions_we_manage(tf: Terraf
     assert "google_cloud_run_service_iam_member.events_invoke" in str(push["depends_on"])
     # The events account may invoke exactly these two functions (IAM test), and the Pub/Sub
     # agent exists before it is granted anything.
-    assert tf.locals["pubsub_service_agent"] == "${google_project_service_identity.pubsub.member}"
+    assert tf.locals["pubsub_service_agent"] == (
+        "serviceAccount:${google_project_service_identity.pubsub.email}"
+    )
     identity = tf.resource("google_project_service_identity", "pubsub")
     assert identity["service"] == "pubsub.googleapis.com"
     assert identity["provider"] == "google-beta"
