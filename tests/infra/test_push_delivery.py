@@ -115,6 +115,28 @@ def test_train_trigger_gets_the_message_id_and_data_from_a_push() -> None:
     }
 
 
+def test_a_failing_handler_answers_500_so_pubsub_redelivers() -> None:
+    app = create_app(
+        "on_retrain_request",
+        str(ROOT / "functions" / "train_trigger" / "main.py"),
+        signature_type="cloudevent",
+    )
+    module = sys.modules["main"]
+    module.use_runtime(object())
+    original = module.handle_event
+
+    def fail(*_args: Any) -> None:
+        raise RuntimeError("database unavailable")
+
+    module.handle_event = fail
+    try:
+        response = _post(app, push_body({"reason": "drift"}))
+    finally:
+        module.handle_event = original
+        module.use_runtime(None)
+    assert response.status_code == 500
+
+
 @pytest.mark.parametrize(
     ("payload", "runs"),
     [({"as_of": "2026-05-30", "window_days": 14}, 1), ({}, 1)],
@@ -126,13 +148,13 @@ def test_health_pubsub_runs_the_check_a_push_asks_for(payload: dict, runs: int) 
         signature_type="cloudevent",
     )
     module = sys.modules["main"]
-    checks: list[tuple[Any, Any]] = []
+    checks: list[tuple[Any, Any, dict[str, Any]]] = []
 
     class RecordingService:
         settings = Settings.from_env({})
 
-        def run(self, as_of: Any, window_days: Any) -> Any:
-            checks.append((as_of, window_days))
+        def run(self, as_of: Any, window_days: Any, **kwargs: Any) -> Any:
+            checks.append((as_of, window_days, kwargs))
             return SimpleNamespace(outputs={})
 
     original = module.get_service
@@ -145,7 +167,9 @@ def test_health_pubsub_runs_the_check_a_push_asks_for(payload: dict, runs: int) 
         module.get_service = original
     assert response.status_code == 200, response.get_data(as_text=True)
     assert len(checks) == runs
-    as_of, window_days = checks[0]
+    as_of, window_days, kwargs = checks[0]
+    # The push's message id reaches the check (a redelivered message is recognised).
+    assert kwargs == {"event_id": "1234567890"}
     if payload:
         assert str(as_of) == "2026-05-30" and window_days == 14
     else:
