@@ -1,8 +1,13 @@
 """Cloud Function train_trigger: a retrain message from Pub/Sub starts the trainer.
 
 `on_retrain_request` is the CloudEvent entry point. The work is done by
-`forecastguard.trigger.handle_event`; this module only builds the runtime (settings,
-database engine, launcher) once per process, on the first event.
+`forecastguard.trigger.handle_event`; this module only builds the runtime (database
+engine, launcher) once per process, on the first event. The settings are read when the
+module loads: a malformed setting stops the function at start-up, naming the variable.
+
+Returning acknowledges a delivery (also a malformed message: it is recorded as rejected
+and logged); raising makes Pub/Sub deliver it again (the database failing, the trainer
+not starting for now).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from forecastguard.trigger import Runtime, handle_event
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+_SETTINGS = Settings.from_env()  # raises ConfigError naming a malformed variable
+configure_logging(_SETTINGS.log_level)
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -32,9 +39,7 @@ def _get_runtime() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            settings = Settings.from_env()
-            configure_logging(settings.log_level)
-            _runtime = Runtime.from_settings(settings, os.environ)
+            _runtime = Runtime.from_settings(Settings.from_env(), os.environ)
         return _runtime
 
 

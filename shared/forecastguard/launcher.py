@@ -9,6 +9,7 @@ try would fail the same way: the caller records it).
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import subprocess
@@ -56,12 +57,53 @@ class Launched:
     pid: int | None = None
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """Whether a run is alive: True, False (ended or gone) or None (cannot tell now)."""
+
+    alive: bool | None
+    reason: str
+
+
 class Launcher(Protocol):
     """Starts one trainer run for a request, with these extra environment variables."""
 
     def launch(self, request_id: str, env: Mapping[str, str]) -> Launched:
         """Start the run; raise `TransientLaunchError` or `PermanentLaunchError`."""
         ...
+
+    def liveness(self, execution_name: str | None) -> Liveness:
+        """Is the run `execution_name` (what `launch` returned) still alive?"""
+        ...
+
+
+LOCAL_PID = re.compile(r"^local:pid=(\d+)$")
+
+
+def local_liveness(execution_name: str | None) -> Liveness:
+    """A local run (`local:pid=N`) is alive while its process exists and is no zombie."""
+    found = LOCAL_PID.match(execution_name or "")
+    if not found:
+        return Liveness(None, f"not a local run: {execution_name!r}")
+    pid = int(found.group(1))
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.parent.is_dir() and Path("/proc/self").exists():
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return Liveness(False, f"process {pid} is gone")
+        except (OSError, IndexError):
+            return Liveness(None, f"cannot read the state of process {pid}")
+        if state in ("Z", "X"):
+            return Liveness(False, f"process {pid} has exited")
+        return Liveness(True, f"process {pid} is running")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return Liveness(False, f"process {pid} is gone")
+    except PermissionError:
+        pass
+    return Liveness(True, f"process {pid} is running")
 
 
 def trainer_env(
@@ -94,6 +136,7 @@ class CloudRunLauncher:
         job: str,
         *,
         client: Any = None,
+        executions_client: Any = None,
         attempts: int = 3,
         backoff_s: float = 1.0,
         max_backoff_s: float = 8.0,
@@ -104,6 +147,7 @@ class CloudRunLauncher:
             raise ConfigError(f"TRAINER_JOB must be projects/P/locations/L/jobs/J, got {job!r}")
         self.job = job
         self._client = client
+        self._executions_client = executions_client
         self._client_lock = threading.Lock()
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
@@ -120,6 +164,56 @@ class CloudRunLauncher:
 
                 self._client = run_v2.JobsClient()
             return self._client
+
+    @property
+    def executions_client(self) -> Any:
+        """The Cloud Run Admin API's executions client (created lazily, once)."""
+        with self._client_lock:
+            if self._executions_client is None:
+                from google.cloud import run_v2
+
+                self._executions_client = run_v2.ExecutionsClient()
+            return self._executions_client
+
+    def liveness(self, execution_name: str | None) -> Liveness:
+        """The execution's state from the Admin API: ended (with how) or still running.
+
+        An execution that is not found is gone; an API error means "cannot tell now"
+        (the run keeps the trainer until TRAINER_TIMEOUT_S, as before).
+        """
+        from google.api_core import exceptions
+        from google.auth.exceptions import GoogleAuthError
+
+        if not execution_name or "/executions/" not in execution_name:
+            return Liveness(None, f"no execution to ask about: {execution_name!r}")
+        try:
+            execution = self.executions_client.get_execution(
+                name=execution_name, timeout=self.call_timeout_s, retry=None
+            )
+        except exceptions.NotFound:
+            return Liveness(False, f"execution {execution_name} not found")
+        except (exceptions.GoogleAPICallError, GoogleAuthError) as exc:
+            log.warning(
+                "cannot ask Cloud Run whether the run is alive",
+                extra={"execution_name": execution_name, "error": str(exc)[:300]},
+            )
+            return Liveness(None, f"get_execution failed: {_code_name(exc)}")
+        pb = type(execution).pb(execution)
+        ended = pb.HasField("completion_time") or (
+            execution.running_count == 0
+            and (execution.failed_count or execution.cancelled_count or execution.succeeded_count)
+        )
+        if not ended:
+            return Liveness(True, f"execution {execution_name} is running")
+        detail = "; ".join(f"{c.type_}: {c.message}" for c in execution.conditions if c.message)[
+            :500
+        ]
+        return Liveness(
+            False,
+            f"execution {execution_name} ended (succeeded {execution.succeeded_count}, "
+            f"failed {execution.failed_count}, cancelled {execution.cancelled_count})"
+            + (f": {detail}" if detail else ""),
+        )
 
     def request(self, env: Mapping[str, str]) -> Any:
         """The `RunJobRequest`: this job, with `env` merged into its container's env."""
@@ -207,9 +301,17 @@ class LocalLauncher:
             execution_name=f"local:pid={process.pid}", log_path=str(log_path), pid=process.pid
         )
 
+    def liveness(self, execution_name: str | None) -> Liveness:
+        """Whether the local process of the run still exists."""
+        return local_liveness(execution_name)
+
 
 def make_launcher(
-    settings: Settings, environ: Mapping[str, str], *, jobs_client: Any = None
+    settings: Settings,
+    environ: Mapping[str, str],
+    *,
+    jobs_client: Any = None,
+    executions_client: Any = None,
 ) -> CloudRunLauncher | LocalLauncher:
     """The launcher `settings.trainer_job` asks for.
 
@@ -222,7 +324,7 @@ def make_launcher(
             "missing setting(s): TRAINER_JOB (projects/P/locations/L/jobs/J or local)"
         )
     if job != "local":
-        return CloudRunLauncher(job, client=jobs_client)
+        return CloudRunLauncher(job, client=jobs_client, executions_client=executions_client)
     base_env = dict(environ)
     for name, value in (
         ("DATABASE_URL", settings.database_url),

@@ -7,7 +7,9 @@ The life of a request (its `status`):
 - `launching`: claimed the trainer, which is being started right now;
 - `started`: the trainer was started (`execution_name`, and `log_path` for a local run);
 - `finished` / `failed`: set by the trainer when it ends (`mark_finished`, `mark_failed`);
-  `failed` also when it could not be started for good, or reported nothing within
+  `failed` also when it could not be started for good, when the launcher says the run
+  is no longer alive (`mark_dead`: the Cloud Run execution ended or the local process is
+  gone, without reporting its end), or when it reported nothing within
   TRAINER_TIMEOUT_S (then it is presumed dead and no longer blocks);
 - `queued`: arrived while another run was in progress, or its start failed for a while;
   it is started when the trainer is free (`claim_next`);
@@ -340,6 +342,45 @@ def mark_failed(
     Returns the queued request now waiting to be started, like `mark_finished`.
     """
     return _end(engine, request_id, "failed", error, now)
+
+
+def mark_dead(
+    engine: sa.Engine,
+    request_id: str,
+    *,
+    started_at: datetime | None,
+    reason: str,
+    now: datetime | None = None,
+) -> bool:
+    """A `started` run that the launcher found dead: `failed` with `reason`.
+
+    Only when the request is still `started` from the same claim (`started_at`): a run
+    that reported its end meanwhile, or was claimed again, is left alone (False).
+    """
+    now = now or utcnow()
+
+    def work(conn: sa.Connection) -> bool:
+        _serialize(conn, now)
+        row = _locked_request(conn, request_id)
+        if row is None or row.status != "started" or row.started_at != started_at:
+            return False
+        error = f"run died without reporting its end: {reason}"
+        _update(
+            conn,
+            request_id,
+            {
+                "status": "failed",
+                "error": fit_text(error, 4000),
+                "finished_at": now,
+                "updated_at": now,
+            },
+        )
+        return True
+
+    marked = _transaction(engine, work)
+    if marked:
+        log.error("retrain run died", extra={"request_id": request_id, "reason": reason})
+    return marked
 
 
 # --- internals -----------------------------------------------------------------------

@@ -38,11 +38,18 @@ class Runtime:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, environ: Mapping[str, str], *, jobs_client: Any = None
+        cls,
+        settings: Settings,
+        environ: Mapping[str, str],
+        *,
+        jobs_client: Any = None,
+        executions_client: Any = None,
     ) -> Runtime:
         """Build from settings; `environ` is what a local trainer subprocess inherits."""
         settings.require_database()
-        launcher = make_launcher(settings, environ, jobs_client=jobs_client)
+        launcher = make_launcher(
+            settings, environ, jobs_client=jobs_client, executions_client=executions_client
+        )
         return cls(make_engine(settings), launcher, settings.trainer_timeout_s)
 
 
@@ -75,7 +82,7 @@ def message_data_of(data: Any) -> bytes:
     if isinstance(data, bytes | str):
         try:
             data = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not JSON, too deep, a 5,000-digit number
             raise MessageError("the event data is not a Pub/Sub JSON envelope") from None
     if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
         raise MessageError("the event data has no Pub/Sub 'message' object")
@@ -113,6 +120,7 @@ def handle_event(runtime: Runtime, event_id: str | None, data: Any) -> Outcome:
         runtime.engine, message, message_id=message_id, payload=retrain.payload_text(raw)
     ):
         log.info("retrain request seen before", extra=fields)
+    reap_dead(runtime)
     claim = retrain.claim(runtime.engine, message.request_id, timeout_s=runtime.timeout_s)
     assert claim.request is not None
     if claim.decision == "start":
@@ -139,11 +147,33 @@ def start_next(runtime: Runtime) -> Outcome | None:
     The function calls this after every delivery that started nothing, and the trainer
     may call it after `retrain.mark_finished` / `mark_failed`.
     """
+    reap_dead(runtime)
     claim = retrain.claim_next(runtime.engine, timeout_s=runtime.timeout_s)
     if claim.decision != "start" or claim.request is None:
         return None
     log.info("starting a queued retrain request", extra={"request_id": claim.request.request_id})
     return _launch(runtime, claim.request)
+
+
+def reap_dead(runtime: Runtime) -> str | None:
+    """Ask the launcher whether the run in progress is alive; a dead one is marked failed.
+
+    Returns the request id of the run found dead (None: none, alive, or cannot tell).
+    A run still `launching` is being started right now and is not asked about.
+    """
+    active = retrain.in_progress(runtime.engine, timeout_s=runtime.timeout_s)
+    if active is None or active.status != "started":
+        return None
+    liveness = getattr(runtime.launcher, "liveness", None)
+    if liveness is None:
+        return None
+    state = liveness(active.execution_name)
+    if state.alive is not False:
+        return None
+    marked = retrain.mark_dead(
+        runtime.engine, active.request_id, started_at=active.started_at, reason=state.reason
+    )
+    return active.request_id if marked else None
 
 
 def _launch(runtime: Runtime, request: retrain.RetrainRequest) -> Outcome:

@@ -228,6 +228,6 @@ def test_a_huge_malformed_message_is_kept_truncated_on_mariadb(
     row = retrain.get(runtime.engine, "rejected:701")
     assert row.status == "rejected"
     assert row.error.startswith("request_id must be 1-128 characters")
-    assert row.error.endswith("]") and "truncated" in row.error
+    assert row.error.endswith("...(truncated)") and len(row.error) < 200
     assert row.payload.startswith('{"schema_version": 1')
     assert "...[truncated: " in row.payload and len(row.payload.encode()) <= 60_000
