@@ -126,7 +126,7 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
             "(the same server is fine; both schemas use Alembic's alembic_version table)"
         )
     try:
-        tolerances = Tolerances(params["rmse_tolerance"], params["disparity_tolerance"])
+        tolerances = Tolerances(params["rmsse_tolerance"], params["disparity_tolerance"])
     except ValueError as exc:
         raise ConfigError(f"PROMOTION_*_TOLERANCE: {exc}") from None
     opts = JobOptions(
@@ -200,18 +200,19 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
 @click.option(
     "--disparity-weight",
     envvar="DISPARITY_WEIGHT",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=1),
     default=0.5,
     show_default=True,
-    help="Objective's disparity penalty weight.",
+    help="Tuning objective: weight of the worst-decile RMSSE beside the mean RMSSE (0-1).",
 )
 @click.option(
-    "--rmse-tolerance",
-    envvar="PROMOTION_RMSE_TOLERANCE",
+    "--rmsse-tolerance",
+    envvar="PROMOTION_RMSSE_TOLERANCE",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.0,
     show_default=True,
-    help="Relative RMSE margin the challenger must beat the champion by.",
+    help="Relative mean-RMSSE margin the challenger must beat the champion (or the best "
+    "baseline) by.",
 )
 @click.option(
     "--disparity-tolerance",

@@ -56,13 +56,12 @@ class TrainConfig:
     augment_copies: int = 3  # synthetic series per sparse product (training only)
     augment_noise: float = 0.1  # noise scale, as a fraction of the product's std
     fairness: bool = True
-    fairness_eta: float = 0.1  # step size of the exponentiated-weights update
-    fairness_max_weight: float = 2.0  # weights stay within [1/max, max] (mean 1)
-    fairness_ema: float = 0.0  # weight of earlier epochs in the smoothed per-product error
-    fairness_trim: float = 0.0  # fraction of each product's largest squared errors left out
-    fairness_val_every: int = 28  # days between the fairness signal's validation origins
+    fairness_eta: float = 0.01  # online group DRO: step size per training batch
+    fairness_decay: float = 0.01  # leak of the DRO log-weights per batch (eta/decay = temperature)
+    fairness_mix: float = 0.5  # DRO weights mixed with uniform ones: every product keeps >= mix
+    val_origin_every: int = 7  # days between validation forecast origins (bias fit, measurement)
     moving_average_days: int = 28  # the moving-average baseline's window
-    bias_shrinkage: float = 28.0  # prior strength (points) of the per-product correction
+    bias_shrinkage: float = 1.0  # k: multiplier of each product's noise in the offsets' shrinkage
 
     def __post_init__(self) -> None:
         positive = (
@@ -72,7 +71,7 @@ class TrainConfig:
             "epochs",
             "batch_size",
             "moving_average_days",
-            "fairness_val_every",
+            "val_origin_every",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -97,14 +96,10 @@ class TrainConfig:
             raise ConfigError(
                 "TrainConfig.augment_noise, fairness_eta and bias_shrinkage must be >= 0"
             )
-        if not 0 <= self.fairness_ema < 1 or not 0 <= self.fairness_trim < 0.5:
+        if not 0 <= self.fairness_decay < 1 or not 0 <= self.fairness_mix <= 1:
             raise ConfigError(
-                "TrainConfig.fairness_ema must be in [0, 1) and fairness_trim in [0, 0.5), "
-                f"got {self.fairness_ema} and {self.fairness_trim}"
-            )
-        if self.fairness_max_weight < 1:
-            raise ConfigError(
-                f"TrainConfig.fairness_max_weight must be >= 1, got {self.fairness_max_weight}"
+                "TrainConfig.fairness_decay must be in [0, 1) and fairness_mix in [0, 1], "
+                f"got {self.fairness_decay} and {self.fairness_mix}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,9 +4,13 @@ The model's `product` input is an embedding index, which has no gradient; so eac
 explained product gets a wrapper model with that product fixed, whose inputs are the
 float `sequence` (history: lookback days × features) and `known` (the horizon days'
 known-in-advance features), and whose single output is the H-day total of the
-network's output: the standardised forecast's change from the window's recent level
-(the level itself is added outside the network). Background windows are that
-product's training windows, explained windows a sample of its test windows.
+*forecast* in units, less its constant part: `std_p * sum_h (network_h + level)`, where
+the level (the mean standardised units of the last 28 days, which the pipeline adds to
+the network's output) is computed from the `units` input inside the wrapper, so its
+attribution goes to the history's `units` feature. The wrapper's level equals the
+pipeline's when every day of the window is listed and the lookback is at least 28 days
+(the default); otherwise it is the mean over the window's days. Background windows are
+that product's training windows, explained windows a sample of its test windows.
 
 Attributions are aggregated per feature over time steps and samples (mean |SHAP|),
 into a global table (the summary bar plot) and a per-product table for the worst
@@ -54,10 +58,24 @@ class Explanation:
         }
 
 
-def fixed_product_model(model: keras.Model, product_index: int, lookback: int) -> keras.Model:
-    """A model of (sequence, known) with the product fixed; output: the H-day total."""
+def fixed_product_model(
+    model: keras.Model,
+    product_index: int,
+    lookback: int,
+    *,
+    units_scale: tuple[float, float] = (1.0, 0.0),
+    product_std: float = 1.0,
+) -> keras.Model:
+    """A model of (sequence, known) with the product fixed; output: the H-day forecast total.
+
+    The output is `product_std * sum_h (network_h + level)`: the forecast in units less
+    the product's mean. `units_scale` = (scale, mean) of the feature pipeline's scaler
+    for the `units` feature (feature 0), which turns it back into standardised units.
+    """
     import keras
     from keras import ops
+
+    from trainer.windowing import LEVEL_DAYS
 
     seq_shape = model.get_layer("sequence").batch_shape
     known_shape = model.get_layer("known").batch_shape
@@ -69,7 +87,16 @@ def fixed_product_model(model: keras.Model, product_index: int, lookback: int) -
         lambda t: ops.full((ops.shape(t)[0],), product_index, dtype="int32"), name="fixed_product"
     )(seq)
     out = model({"sequence": seq, "known": known, "product": product})
-    total = keras.layers.Lambda(lambda t: ops.sum(t, axis=1, keepdims=True), name="total")(out)
+    days = min(LEVEL_DAYS, lookback)
+    scale, mean = float(units_scale[0]), float(units_scale[1])
+    level = keras.layers.Lambda(
+        lambda t: ops.mean(t[:, -days:, 0] * scale + mean, axis=1, keepdims=True), name="level"
+    )(seq)
+    horizon = known_shape[1]
+    net_total = keras.layers.Lambda(lambda t: ops.sum(t, axis=1, keepdims=True), name="total")(out)
+    level_total = keras.layers.Lambda(lambda t: horizon * t, name="level_total")(level)
+    summed = keras.layers.Add(name="standardised_total")([net_total, level_total])
+    total = keras.layers.Lambda(lambda t: product_std * t, name="forecast_total")(summed)
     return keras.Model([seq, known], total)
 
 
@@ -113,6 +140,8 @@ def explain(
     extra = list(rng.permutation(others)[: max(0, max_products - len(worst))])
     chosen = worst + sorted(extra)
 
+    scaler = prepared.pipeline.scaler
+    units_scale = (float(scaler.scale_[0]), float(scaler.mean_[0]))
     seq_parts, known_parts, owners = [], [], []
     with timed(log, "stage shap", stage="shap", products=len(chosen)) as out:
         for i, product in enumerate(chosen):
@@ -120,7 +149,10 @@ def explain(
             ex = np.flatnonzero(test_products == product)
             bg, ex = bg[_sample(bg.size, n_background, rng)], ex[_sample(ex.size, n_explain, rng)]
             index = int(test.product[ex[0]])
-            wrapped = fixed_product_model(model, index, lookback)
+            _, std = prepared.pipeline.series_stats([product])
+            wrapped = fixed_product_model(
+                model, index, lookback, units_scale=units_scale, product_std=float(std[0])
+            )
             background = [train.inputs(lookback)["sequence"][bg], train.known[bg]]
             explained = [test.inputs(lookback)["sequence"][ex], test.known[ex]]
             with warnings.catch_warnings():
@@ -165,7 +197,7 @@ def explain(
         },
         settings={
             "explainer": "shap.GradientExplainer",
-            "output": "H-day sum of the network output (standardised change from the recent level)",
+            "output": "H-day total of the forecast in units, less the product's mean",
             "products": chosen,
             "n_background": n_background,
             "n_explain": n_explain,

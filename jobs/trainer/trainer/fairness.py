@@ -1,22 +1,31 @@
-"""Fairness-aware training: per-product validation error after each epoch, and re-weighting.
+"""Fairness-aware training: online group DRO on training-batch losses, and its measurement.
 
-After every epoch the callback forecasts its validation windows, computes each product's
-RMSSE (scale-free, so products of any volume compare), logs the disparity (90th
-percentile over median, and the worst product) and — when mitigation is on — updates
-group-DRO-style exponentiated weights from a *signal* per product:
+**Mitigation** (`GroupDROModel`, on with `TrainConfig.fairness`): at every training step
+the batch's loss is re-weighted toward the groups (products) that the model currently
+serves worst *relative to a reference*, as in group DRO (Sagawa et al. 2020, online
+exponentiated-gradient weights), with two changes that keep it stable on 118 small,
+noisy groups:
 
-- the signal is the product's RMSSE, optionally *trimmed* (`trim`: the largest fraction
-  of its squared errors left out, so one outlier day does not drive its weight) and
-  smoothed across epochs by an exponential moving average (`ema`: weight of the previous
-  epochs' signal, 0 = none), so the weights follow persistent rather than noisy errors;
-- `log q_p += eta * signal_p / median(signal)`, `q = softmax(log q)`, product weight
-  `w_p = P * q_p` bounded to `[1/max_weight, max_weight]` and scaled to mean 1.
+- the group's signal is its *excess* loss over a reference forecaster on the same
+  windows, as a ratio: `sum(model loss) / sum(reference loss)` over the group's samples
+  in the batch. The reference is the window's level, i.e. the 28-day moving average
+  (the model's targets are relative to it, so its loss is `mean(y^2)`). A product that
+  is merely noisy has a large loss for both and is not up-weighted; one the network
+  forecasts worse than a moving average is;
+- the log-weights are leaky (`log q <- (1 - decay) log q + eta * signal` for the groups
+  in the batch), so they track the recent signal instead of growing without bound
+  (`eta / decay` is the temperature: 1 by default), and the weights are mixed with
+  uniform ones, `w = (1 - mix) * G * softmax(log q) + mix`: every group keeps at least
+  `mix` and the mean over groups is exactly 1.
 
-The training samples of product p get weight `w_p` in the next epoch. The validation
-windows may start more often than the validation split's own (every `horizon` days):
-`fairness_windows` builds windows every `every` days over the validation days, which
-gives each product more forecast origins and a less noisy error. The weight and
-disparity history is kept for the artifacts.
+The signal comes from the training batches, never from the validation windows that
+early stopping, tuning and the bias correction use.
+
+**Measurement** (`FairnessCallback`): after every epoch, each product's RMSSE on the
+validation windows, the disparity (p90 / median), the worst decile and the worst
+product, logged and kept in the history (`val_rmsse`, `val_disparity`,
+`val_worst_decile` in the Keras logs, for the tuner's pruning). With DRO on, the
+history also keeps the per-product weights at the end of each epoch.
 """
 
 from __future__ import annotations
@@ -37,60 +46,103 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-def update_weights(
-    log_q: np.ndarray, losses: np.ndarray, *, eta: float, max_weight: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """One exponentiated-gradient step: (new log q, bounded weights with mean 1).
+def dro_weights(log_q: np.ndarray, mix: float) -> np.ndarray:
+    """Group weights from log-weights: `(1 - mix) * G * softmax(log q) + mix` (mean 1)."""
+    z = np.asarray(log_q, dtype=float)
+    q = np.exp(z - z.max())
+    q /= q.sum()
+    return (1.0 - mix) * q.size * q + mix
 
-    `losses` are per-group errors; they are divided by their median so `eta` does not
-    depend on the error's scale. Groups with a NaN loss keep their log q.
+
+@keras.saving.register_keras_serializable(package="forecastguard")
+class GroupDROModel(keras.Model):
+    """A functional model whose training loss is re-weighted by online group DRO.
+
+    Built with `GroupDROModel(inputs, outputs, n_groups=..., eta=..., decay=..., mix=...)`;
+    groups are the `product` input (embedding index). Only training steps are
+    re-weighted: validation loss and predictions are the plain model's. Save
+    `plain(model)` (an ordinary functional model over the same layers).
     """
-    losses = np.asarray(losses, dtype=float)
-    med = np.nanmedian(losses) if np.any(np.isfinite(losses)) else 1.0
-    rel = np.where(np.isfinite(losses), losses / (med if med > 0 else 1.0), 0.0)
-    log_q = log_q + eta * rel
-    log_q = log_q - log_q.max()
-    q = np.exp(log_q) / np.exp(log_q).sum()
-    w = np.clip(q * q.size, 1.0 / max_weight, max_weight)
-    w = np.clip(w / w.mean(), 1.0 / max_weight, max_weight)
-    return log_q, w
+
+    def __init__(
+        self,
+        *args: Any,
+        n_groups: int = 1,
+        eta: float = 0.01,
+        decay: float = 0.01,
+        mix: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.n_groups = int(n_groups)
+        self.eta = float(eta)
+        self.decay = float(decay)
+        self.mix = float(mix)
+        self.dro_log_q = self.add_weight(
+            shape=(self.n_groups,), initializer="zeros", trainable=False, name="dro_log_q"
+        )
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        """The plain loss outside training; in training, the DRO-weighted loss."""
+        if not training or x is None or y is None:
+            return super().compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+            )
+        from keras import ops
+
+        group = ops.cast(ops.reshape(x["product"], (-1,)), "int32")
+        y = ops.cast(y, y_pred.dtype)
+        loss = ops.mean(ops.square(y - y_pred), axis=-1)  # (B,)
+        ref = ops.mean(ops.square(y), axis=-1)  # the moving average's loss on the window
+        base = (
+            ops.ones_like(loss)
+            if sample_weight is None
+            else ops.cast(ops.reshape(sample_weight, (-1,)), loss.dtype)
+        )
+        g = self.n_groups
+        num = ops.segment_sum(ops.stop_gradient(loss) * base, group, num_segments=g)
+        den = ops.segment_sum(ref * base, group, num_segments=g)
+        count = ops.segment_sum(base, group, num_segments=g)
+        present = count > 0
+        signal = ops.where(present, num / ops.maximum(den, 1e-6), 0.0)
+        log_q = self.dro_log_q
+        new = ops.where(present, (1.0 - self.decay) * log_q + self.eta * signal, log_q)
+        self.dro_log_q.assign(new)
+        q = ops.softmax(new)
+        weights = (1.0 - self.mix) * float(g) * q + self.mix
+        w = ops.take(weights, group) * base
+        return ops.sum(w * loss) / ops.maximum(ops.sum(base), 1e-6)
+
+    def group_weights(self) -> np.ndarray:
+        """The current per-group weights (mean 1 over groups)."""
+        return dro_weights(np.asarray(self.dro_log_q.numpy()), self.mix)
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras config (with the DRO settings)."""
+        return {
+            **super().get_config(),
+            "n_groups": self.n_groups,
+            "eta": self.eta,
+            "decay": self.decay,
+            "mix": self.mix,
+        }
 
 
-def trimmed_rmsse(
-    actual: np.ndarray,
-    predicted: np.ndarray,
-    product: np.ndarray,
-    scale: np.ndarray,
-    *,
-    n_products: int,
-    trim: float,
-) -> np.ndarray:
-    """Per-product RMSSE without the largest `trim` fraction of each product's squared errors.
-
-    `trim=0` is `per_product_rmsse`. At most `floor(trim * n)` of a product's `n` points
-    are left out, so a product keeps at least one point.
-    """
-    if trim <= 0:
-        return per_product_rmsse(actual, predicted, product, scale, n_products=n_products)
-    sq = ((np.asarray(actual) - np.asarray(predicted)) ** 2).reshape(len(product), -1)
-    out = np.full(n_products, np.nan)
-    for p in np.unique(product):
-        v = np.sort(sq[product == p].reshape(-1))
-        k = min(int(np.floor(trim * v.size)), v.size - 1)
-        out[p] = np.sqrt(v[: v.size - k].mean() / scale[p])
-    return out
+def plain(model: keras.Model) -> keras.Model:
+    """The same layers as an ordinary functional model (what is saved and served)."""
+    if isinstance(model, GroupDROModel):
+        return keras.Model(model.input, model.output, name="forecaster")
+    return model
 
 
-def smooth(previous: np.ndarray | None, current: np.ndarray, ema: float) -> np.ndarray:
-    """Exponential moving average across epochs; NaN on either side keeps the other."""
-    current = np.asarray(current, dtype=float)
-    if previous is None or ema <= 0:
-        return current
-    mixed = ema * previous + (1.0 - ema) * current
-    return np.where(np.isfinite(previous), np.where(np.isfinite(current), mixed, previous), current)
-
-
-def fairness_windows(prepared: Prepared, every: int) -> Windows:
+def validation_windows(prepared: Prepared, every: int) -> Windows:
     """Windows over the validation days whose origins start every `every` days.
 
     With `every >= horizon` these are the validation split's own windows.
@@ -105,7 +157,7 @@ def fairness_windows(prepared: Prepared, every: int) -> Windows:
 
 @dataclass
 class FairnessHistory:
-    """Per epoch: disparity figures and the product weights used for the next epoch."""
+    """Per epoch: disparity figures (and, with DRO, the product weights)."""
 
     products: list[str]
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -120,11 +172,7 @@ def _rounded(values: np.ndarray) -> list[float | None]:
 
 
 class FairnessCallback(keras.callbacks.Callback):
-    """Measures per-product validation RMSSE each epoch and (optionally) re-weights training.
-
-    `product_weight_target` is the object whose `product_weight` array (indexed by
-    embedding index) the training batches read — a `WeightedWindowData`.
-    """
+    """Measures per-product validation RMSSE after each epoch (it never re-weights)."""
 
     def __init__(
         self,
@@ -136,12 +184,6 @@ class FairnessCallback(keras.callbacks.Callback):
         scale: np.ndarray,
         products: list[str],
         lookback: int,
-        product_weight_target: Any,
-        mitigate: bool,
-        eta: float,
-        max_weight: float,
-        ema: float = 0.0,
-        trim: float = 0.0,
     ) -> None:
         super().__init__()
         self.val = val
@@ -150,15 +192,7 @@ class FairnessCallback(keras.callbacks.Callback):
         self.val_std = val_std
         self.scale = scale
         self.lookback = lookback
-        self.target = product_weight_target
-        self.mitigate = mitigate
-        self.eta = eta
-        self.max_weight = max_weight
-        self.ema = ema
-        self.trim = trim
         self.products = products
-        self.log_q = np.zeros(len(products))
-        self.signal: np.ndarray | None = None
         self.history = FairnessHistory(products=list(products))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -170,30 +204,22 @@ class FairnessCallback(keras.callbacks.Callback):
         rmsse = per_product_rmsse(self.val_actual, pred, product, self.scale, n_products=n)
         disp = disparity(rmsse, self.products)
         entry: dict[str, Any] = {"epoch": epoch + 1, **disp}
-        if self.mitigate:
-            error = trimmed_rmsse(
-                self.val_actual, pred, product, self.scale, n_products=n, trim=self.trim
-            )
-            self.signal = smooth(self.signal, error, self.ema)
-            self.log_q, weights = update_weights(
-                self.log_q, self.signal, eta=self.eta, max_weight=self.max_weight
-            )
-            self.target.product_weight[1:] = weights.astype(np.float32)
-            entry["weights"] = [round(float(w), 5) for w in weights]
-            entry["signal"] = _rounded(self.signal)
+        if isinstance(self.model, GroupDROModel):
+            entry["weights"] = [round(float(w), 5) for w in self.model.group_weights()[1:]]
         entry["rmsse"] = _rounded(rmsse)
         self.history.epochs.append(entry)
         if logs is not None:
             logs["val_rmsse"] = disp["mean_rmsse"]
             logs["val_disparity"] = disp["p90_over_median"]
-        log.info(
-            "fairness after epoch",
-            extra={
-                "epoch": epoch + 1,
-                "val_rmsse": round(disp["mean_rmsse"], 4),
-                "disparity_p90_over_median": round(disp["p90_over_median"], 4),
-                "worst_product": disp["worst_product"],
-                "worst_rmsse": round(disp["worst_rmsse"], 4),
-                "max_weight": round(float(self.target.product_weight[1:].max()), 3),
-            },
-        )
+            logs["val_worst_decile"] = disp["worst_decile_rmsse"]
+        extra = {
+            "epoch": epoch + 1,
+            "val_rmsse": round(disp["mean_rmsse"], 4),
+            "worst_decile_rmsse": round(disp["worst_decile_rmsse"], 4),
+            "disparity_p90_over_median": round(disp["p90_over_median"], 4),
+            "worst_product": disp["worst_product"],
+            "worst_rmsse": round(disp["worst_rmsse"], 4),
+        }
+        if "weights" in entry:
+            extra["max_weight"] = round(max(entry["weights"]), 3)
+        log.info("fairness after epoch", extra=extra)

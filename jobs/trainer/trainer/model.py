@@ -10,6 +10,7 @@ day's standardised forecast. All H outputs come from one pass (direct, not recur
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -18,10 +19,29 @@ from trainer.config import ModelParams
 from trainer.windowing import Windows
 
 
+@dataclass(frozen=True)
+class DROSettings:
+    """Online group DRO's step size, leak and uniform mix (see `trainer.fairness`)."""
+
+    eta: float = 0.01
+    decay: float = 0.01
+    mix: float = 0.5
+
+
 def build_model(
-    params: ModelParams, *, n_features: int, n_known: int, horizon: int, n_products: int
+    params: ModelParams,
+    *,
+    n_features: int,
+    n_known: int,
+    horizon: int,
+    n_products: int,
+    dro: DROSettings | None = None,
 ) -> keras.Model:
-    """A compiled model (Adam, MSE) for windows of `params.lookback` days."""
+    """A compiled model (Adam, MSE) for windows of `params.lookback` days.
+
+    With `dro`, a `GroupDROModel` (training loss re-weighted per product by online
+    group DRO); `trainer.fairness.plain(model)` is the same network as a plain model.
+    """
     sequence = keras.Input((params.lookback, n_features), name="sequence")
     known = keras.Input((horizon, n_known), name="known")
     product = keras.Input((), dtype="int32", name="product")
@@ -40,7 +60,15 @@ def build_model(
     out = keras.layers.Reshape((horizon,), name="forecast")(
         keras.layers.Dense(1, name="out")(hidden)
     )
-    model = keras.Model({"sequence": sequence, "known": known, "product": product}, out)
+    inputs = {"sequence": sequence, "known": known, "product": product}
+    if dro is None:
+        model = keras.Model(inputs, out)
+    else:
+        from trainer.fairness import GroupDROModel
+
+        model = GroupDROModel(
+            inputs, out, n_groups=n_products + 1, eta=dro.eta, decay=dro.decay, mix=dro.mix
+        )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate, clipnorm=1.0),
         loss="mse",
@@ -49,11 +77,7 @@ def build_model(
 
 
 class WeightedWindowData(keras.utils.PyDataset):
-    """Shuffled training batches whose sample weights are read live from `product_weight`.
-
-    `product_weight` (indexed by embedding index) may be changed between epochs — the
-    fairness callback does — and the next batch uses the new weights.
-    """
+    """Shuffled training batches with the windows' sample weights (`Windows.weight`)."""
 
     def __init__(self, windows: Windows, *, lookback: int, batch_size: int, seed: int) -> None:
         super().__init__(workers=1, use_multiprocessing=False)
@@ -62,7 +86,6 @@ class WeightedWindowData(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(windows))
-        self.product_weight = np.ones(int(windows.product.max(initial=0)) + 1, dtype=np.float32)
 
     def __len__(self) -> int:
         return math.ceil(len(self.windows) / self.batch_size)
@@ -72,8 +95,7 @@ class WeightedWindowData(keras.utils.PyDataset):
         w = self.windows
         start = w.x.shape[1] - self.lookback
         inputs = {"sequence": w.x[idx, start:], "known": w.known[idx], "product": w.product[idx]}
-        weight = w.weight[idx] * self.product_weight[w.product[idx]]
-        return inputs, w.y[idx], weight
+        return inputs, w.y[idx], w.weight[idx]
 
     def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(len(self.windows))

@@ -195,8 +195,8 @@ def train(
     """
     import keras
 
-    from trainer.fairness import FairnessCallback, fairness_windows
-    from trainer.model import WeightedWindowData, build_model
+    from trainer.fairness import FairnessCallback, plain, validation_windows
+    from trainer.model import DROSettings, WeightedWindowData, build_model
 
     cfg = cfg or prepared.cfg
     mitigate = cfg.fairness if fairness is None else fairness
@@ -207,19 +207,24 @@ def train(
         )
     keras.utils.set_random_seed(cfg.seed)
     windows = train_windows if train_windows is not None else prepared.train
+    dro = (
+        DROSettings(eta=cfg.fairness_eta, decay=cfg.fairness_decay, mix=cfg.fairness_mix)
+        if mitigate
+        else None
+    )
     model = build_model(
         params,
         n_features=windows.x.shape[-1],
         n_known=windows.known.shape[-1],
         horizon=cfg.horizon,
         n_products=len(prepared.products),
+        dro=dro,
     )
     data = WeightedWindowData(
         windows, lookback=params.lookback, batch_size=cfg.batch_size, seed=cfg.seed
     )
-    data.product_weight = np.ones(len(prepared.products) + 1, dtype=np.float32)
     val = prepared.val
-    fval = fairness_windows(prepared, cfg.fairness_val_every)
+    fval = validation_windows(prepared, cfg.val_origin_every)
     mean, std = _window_stats(prepared, fval)
     fair_cb = FairnessCallback(
         fval,
@@ -229,12 +234,6 @@ def train(
         scale=prepared.scale,
         products=list(prepared.products),
         lookback=params.lookback,
-        product_weight_target=data,
-        mitigate=mitigate,
-        eta=cfg.fairness_eta,
-        max_weight=cfg.fairness_max_weight,
-        ema=cfg.fairness_ema,
-        trim=cfg.fairness_trim,
     )
     cbs: list[Any] = [fair_cb]
     if verbose:
@@ -266,6 +265,7 @@ def train(
         verbose=0,
     )
     duration = time.perf_counter() - start
+    model = plain(model)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     losses = history.get("val_loss", [])
     best_epoch = int(np.argmin(losses)) + 1 if losses else len(losses)
@@ -334,16 +334,36 @@ def _predict_windows(
     return pipeline.inverse_target(z + w.level[:, None], products)
 
 
-def predict_split(model: keras.Model, prepared: Prepared, split: str) -> pd.DataFrame:
-    """Forecasts of a split's windows, one row a product and target day, in units."""
+def predict_split(
+    model: keras.Model, prepared: Prepared, split: str, *, every: int | None = None
+) -> pd.DataFrame:
+    """Forecasts of a split's windows, one row a product and target day, in units.
+
+    `every` (validation only): forecast origins every `every` days over the validation
+    days instead of every horizon (several overlapping origins per day).
+    """
     if split not in ("val", "test"):
         raise ValueError(f"predict_split: split must be 'val' or 'test', got {split!r}")
     w = prepared.windows(split)
+    if every is not None and split == "val":
+        from trainer.fairness import validation_windows
+
+        w = validation_windows(prepared, every)
     if not len(w):
         raise DataError(f"the {split} split has no window")
+    return windows_frame(
+        prepared, w, _predict_windows(model, prepared.pipeline, w, _ids(prepared, w))
+    )
+
+
+def _ids(prepared: Prepared, w: Windows) -> list[str]:
+    return [prepared.panel.product_ids[s] for s in w.series]
+
+
+def windows_frame(prepared: Prepared, w: Windows, pred: np.ndarray) -> pd.DataFrame:
+    """(N, H) forecasts in units of windows `w` as rows (product, origin, target, actual)."""
     H = prepared.cfg.horizon
-    products = [prepared.panel.product_ids[s] for s in w.series]
-    pred = _predict_windows(model, prepared.pipeline, w, products)
+    products = _ids(prepared, w)
     actual = _actual_units(prepared, w)
     cal = prepared.panel.calendar
     target_idx = w.origin[:, None] + np.arange(H)[None, :]

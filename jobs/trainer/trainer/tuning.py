@@ -1,9 +1,13 @@
 """Hyper-parameter tuning with Optuna: seeded TPE, median pruning on per-epoch reports.
 
-The objective is the validation RMSSE plus a disparity penalty,
-`rmsse + disparity_weight * max(0, p90/median - 1)`, reported after every epoch (from
-the fairness callback's `val_rmsse`/`val_disparity`) so the `MedianPruner` can stop a
-poor trial early.
+The objective mixes the validation's mean per-product RMSSE with its worst-decile RMSSE,
+`(1 - w) * mean + w * worst_decile` (`w` = `disparity_weight`, in [0, 1]): both terms are
+RMSSEs, so the fairness term cannot dominate the accuracy term by its scale, and a
+product getting worse never lowers it (a ratio such as p90 / median improves when the
+median product gets worse). It is reported after every epoch (from the fairness
+callback's `val_rmsse`/`val_worst_decile`) so the `MedianPruner` can stop a poor trial
+early. Every lookback in the search space can be chosen: the space holds the lookbacks
+up to the prepared windows' length (`TrainConfig.lookback`), and that length itself.
 
 The study lives in memory, or in an RDB (`OPTUNA_STORAGE`: a database of its own, e.g. on
 the same Cloud SQL instance; not forecastguard's database, whose Alembic version table
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-LOOKBACKS = (7, 14, 21, 28, 56)
+LOOKBACKS = (7, 14, 21, 28)
 UNITS = (16, 32, 64, 128)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -48,9 +52,10 @@ def search_space(
 ) -> dict[str, Any]:
     """The hyper-parameters of one trial (`ModelParams` fields).
 
-    Window lengths longer than the prepared windows (`max_lookback`) are left out.
+    The lookbacks are `LOOKBACKS` up to the prepared windows' length `max_lookback`, and
+    `max_lookback` itself: every value offered can be trained.
     """
-    lookbacks = [lb for lb in LOOKBACKS if lb <= max_lookback] or [max_lookback]
+    lookbacks = sorted({lb for lb in LOOKBACKS if lb <= max_lookback} | {max_lookback})
     return {
         "units": trial.suggest_categorical("units", list(units)),
         "dropout": trial.suggest_float("dropout", 0.0, 0.4, step=0.05),
@@ -60,12 +65,15 @@ def search_space(
     }
 
 
-def objective_value(rmsse: float, disparity: float, weight: float) -> float:
-    """Validation RMSSE plus the disparity penalty (disparity 1.0 means perfectly even)."""
+def objective_value(rmsse: float, worst_decile: float, weight: float) -> float:
+    """`(1 - weight) * mean RMSSE + weight * worst-decile RMSSE` (weight in [0, 1])."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"disparity_weight must be in [0, 1], got {weight}")
     if not math.isfinite(rmsse):
         return math.inf
-    penalty = max(0.0, disparity - 1.0) if math.isfinite(disparity) else 0.0
-    return float(rmsse + weight * penalty)
+    if not math.isfinite(worst_decile):
+        worst_decile = rmsse
+    return float((1.0 - weight) * rmsse + weight * worst_decile)
 
 
 class _PruningCallbackFactory:
@@ -83,7 +91,7 @@ class _PruningCallbackFactory:
                 if "val_rmsse" not in logs:
                     raise TuningError("the epoch logs lack val_rmsse (fairness callback missing)")
                 value = objective_value(
-                    float(logs["val_rmsse"]), float(logs.get("val_disparity", math.nan)), weight
+                    float(logs["val_rmsse"]), float(logs.get("val_worst_decile", math.nan)), weight
                 )
                 trial.report(value, step=epoch + 1)
                 if trial.should_prune():
@@ -127,8 +135,9 @@ def make_objective(
             verbose=False,
         )
         vm = trained.val_metrics
-        value = objective_value(vm["rmsse"], vm["disparity_p90_over_median"], disparity_weight)
+        value = objective_value(vm["rmsse"], vm["worst_decile_rmsse"], disparity_weight)
         trial.set_user_attr("val_rmsse", float(vm["rmsse"]))
+        trial.set_user_attr("val_worst_decile", float(vm["worst_decile_rmsse"]))
         trial.set_user_attr("val_disparity", float(vm["disparity_p90_over_median"]))
         trial.set_user_attr("best_epoch", int(trained.best_epoch))
         trial.set_user_attr("epochs_run", int(trained.epochs_run))

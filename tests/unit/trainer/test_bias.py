@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.bias import BiasCorrection, bias_report, correction_effect, fit_bias_correction
+from trainer.bias import (
+    BiasCorrection,
+    _noise,
+    bias_report,
+    correction_effect,
+    fit_bias_correction,
+)
 
 
 def residual_frame(n: int = 200, seed: int = 0, offsets=(3.0, -2.0, 0.0)) -> pd.DataFrame:
@@ -23,48 +29,65 @@ def test_correction_removes_the_bias_it_was_fitted_on() -> None:
     frame = residual_frame()
     corr = fit_bias_correction(frame, shrinkage=0.0)
     fixed = corr.apply(frame)
-    per = (fixed["actual"] - fixed["predicted"]).groupby(fixed["product_id"]).median()
-    np.testing.assert_allclose(per.to_numpy(), 0.0, atol=1e-9)
+    per = (fixed["actual"] - fixed["predicted"]).groupby(fixed["product_id"]).mean()
+    np.testing.assert_allclose(per.to_numpy(), 0.0, atol=1e-9)  # mean-based
     before = bias_report(frame)["mean_abs_product_bias"]
     after = bias_report(fixed)["mean_abs_product_bias"]
     assert before > 1.5 and after < 0.2
 
 
-def test_shrinkage_pulls_small_products_toward_zero() -> None:
+def test_noisy_products_are_shrunk_more_and_pure_noise_gives_zero() -> None:
     frame = residual_frame(n=200)
-    few = residual_frame(n=4, seed=1, offsets=(3.0,)).assign(product_id="FEW")
-    corr = fit_bias_correction(pd.concat([frame, few]), shrinkage=28.0)
-    p0 = frame[frame["product_id"] == "P0"]
-    assert corr.offsets["P0"] == pytest.approx(
-        (p0["actual"] - p0["predicted"]).median() * 200 / 228
+    noisy = residual_frame(n=200, seed=1, offsets=(3.0,)).assign(product_id="NOISY")
+    noisy["actual"] = noisy["predicted"] + 3.0 + np.random.default_rng(2).normal(0, 40, 200)
+    corr = fit_bias_correction(pd.concat([frame, noisy]))
+    raw = fit_bias_correction(pd.concat([frame, noisy]), shrinkage=0.0)
+    assert corr.prior_var is not None and corr.prior_var > 0
+    # a quiet product keeps almost all of its mean; a noisy one is pulled toward 0
+    assert corr.offsets["P0"] / raw.offsets["P0"] > 0.99
+    assert abs(corr.offsets["NOISY"]) < 0.6 * abs(raw.offsets["NOISY"])
+    # no real offsets, only noise: the spread of the means is mostly noise: shrunk hard
+    rng = np.random.default_rng(5)
+    pure = pd.DataFrame(
+        {
+            "product_id": np.repeat([f"Q{i}" for i in range(30)], 56),
+            "predicted": 10.0,
+            "actual": 10.0 + rng.normal(0, 3, 30 * 56),
+        }
     )
-    med_few = (few["actual"] - few["predicted"]).median()
-    assert corr.offsets["FEW"] == pytest.approx(med_few * 4 / 32)  # 4 points: shrunk by 4/32
-    assert abs(corr.offsets["FEW"]) < 0.5
+    shrunk = fit_bias_correction(pure)
+    raw_pure = fit_bias_correction(pure, shrinkage=0.0)
+    assert shrunk.prior_var is not None and shrunk.prior_var < 0.1  # noise var of a mean: 0.16
+    total = sum(abs(v) for v in shrunk.offsets.values())
+    assert total < 0.3 * sum(abs(v) for v in raw_pure.offsets.values())
+
+
+def test_serial_correlation_and_repeated_days_lower_the_effective_n() -> None:
+    rng = np.random.default_rng(7)
+    days = pd.date_range("2020-01-01", periods=56)
+    e = np.zeros(56)
+    for t in range(1, 56):  # AR(1) residuals, rho 0.8
+        e[t] = 0.8 * e[t - 1] + rng.normal()
+    one = pd.DataFrame(
+        {"product_id": "A", "predicted": 5.0, "actual": 5.0 + e, "target_date": days}
+    )
+    per = _noise(one, e)
+    assert 3.0 < per.loc["A", "n_eff"] < 25.0  # 56 days, strongly correlated
+    twice = pd.concat([one, one])  # every day forecast twice (overlapping origins)
+    assert _noise(twice, np.concatenate([e, e])).loc["A", "n_eff"] <= per.loc["A", "n_eff"]
 
 
 def test_unknown_products_are_not_corrected_and_forecast_frames_work() -> None:
-    corr = BiasCorrection(offsets={"A": 2.0, "B": -5.0}, shrinkage=0.0)
+    corr = BiasCorrection(offsets={"A": 2.0, "B": -5.0}, shrinkage=0.0, prior_var=1.5)
     fc = pd.DataFrame({"product_id": ["A", "B", "C"], "predicted_units": [1.0, 1.0, 1.0]})
     out = corr.apply(fc, column="predicted_units")
     assert out["predicted_units"].tolist() == [3.0, 0.0, 1.0]  # clipped at zero
     assert BiasCorrection.from_dict(corr.to_dict()) == corr
 
 
-def test_breusch_pagan_flags_heteroscedastic_residuals() -> None:
-    rng = np.random.default_rng(0)
-    predicted = rng.uniform(1, 50, 400)
-    homo = pd.DataFrame(
-        {"product_id": "A", "predicted": predicted, "actual": predicted + rng.normal(0, 2, 400)}
-    )
-    hetero = homo.assign(actual=predicted + rng.normal(0, 1, 400) * predicted * 0.3)
-    assert bias_report(homo)["breusch_pagan"]["heteroscedastic"] is False
-    assert bias_report(hetero)["breusch_pagan"]["heteroscedastic"] is True
-
-
 def test_correction_effect_reports_before_and_after() -> None:
     val, test = residual_frame(seed=0), residual_frame(seed=1)
-    effect = correction_effect(test, fit_bias_correction(val, shrinkage=28.0))
+    effect = correction_effect(test, fit_bias_correction(val))
     assert effect["after"]["mean_abs_product_bias"] < effect["before"]["mean_abs_product_bias"]
     assert effect["after"]["rmse"] < effect["before"]["rmse"]
 

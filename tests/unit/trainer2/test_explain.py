@@ -33,16 +33,31 @@ def trained():
     return prepared, tp.train(prepared, params, CFG, verbose=False).model
 
 
-def test_fixed_product_model_equals_the_model_summed_over_the_horizon(trained):
+def test_fixed_product_model_explains_the_forecast_total_in_units(trained):
     prepared, model = trained
     w = prepared.test
     inputs = w.inputs(7)
     product = int(w.product[0])
     mask = w.product == product
-    wrapped = fixed_product_model(model, product, 7)
+    scaler = prepared.pipeline.scaler
+    scale = (float(scaler.scale_[0]), float(scaler.mean_[0]))
+    wrapped = fixed_product_model(model, product, 7, units_scale=scale, product_std=2.5)
     got = wrapped.predict([inputs["sequence"][mask], w.known[mask]], verbose=0)[:, 0]
-    want = model.predict({k: v[mask] for k, v in inputs.items()}, verbose=0).sum(axis=1)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    net = model.predict({k: v[mask] for k, v in inputs.items()}, verbose=0)
+    level = (inputs["sequence"][mask][:, :, 0] * scale[0] + scale[1]).mean(axis=1)
+    want = 2.5 * (net.sum(axis=1) + net.shape[1] * level)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_wrappers_level_is_the_pipelines_with_a_28_day_window():
+    from trainer import pipeline as tp
+
+    cfg = TrainConfig(horizon=7, lookback=28, val_days=14, test_days=14, min_observations=30)
+    prepared = tp.prepare(make_sales(2, 150), cfg)
+    w = prepared.test
+    scaler = prepared.pipeline.scaler
+    level = (w.x[:, -28:, 0] * scaler.scale_[0] + scaler.mean_[0]).mean(axis=1)
+    np.testing.assert_allclose(level, w.level, rtol=1e-4, atol=1e-4)
 
 
 def test_explain_aggregates_per_feature_and_names_the_worst_products(trained):

@@ -41,11 +41,27 @@ def test_search_space_respects_the_prepared_lookback_and_builds_params():
         study.tell(trial, 1.0)
 
 
-def test_objective_value_penalises_disparity_only_above_one():
-    assert objective_value(0.8, 1.0, 0.5) == pytest.approx(0.8)
-    assert objective_value(0.8, 0.9, 0.5) == pytest.approx(0.8)
-    assert objective_value(0.8, 1.6, 0.5) == pytest.approx(1.1)
+def test_objective_value_mixes_mean_and_worst_decile_rmsse():
+    assert objective_value(0.8, 1.6, 0.0) == pytest.approx(0.8)
+    assert objective_value(0.8, 1.6, 0.5) == pytest.approx(1.2)
+    assert objective_value(0.8, 1.6, 0.25) == pytest.approx(1.0)
+    assert objective_value(0.8, float("nan"), 0.5) == pytest.approx(0.8)
     assert objective_value(float("nan"), 1.0, 0.5) == math.inf
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        objective_value(0.8, 1.6, 1.5)
+
+
+def test_every_lookback_offered_can_be_trained():
+    from trainer.tuning import search_space
+
+    for max_lookback, expected in ((28, [7, 14, 21, 28]), (56, [7, 14, 21, 28, 56]), (10, [7, 10])):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        seen = set()
+        for _ in range(40):
+            trial = study.ask()
+            seen.add(search_space(trial, max_lookback=max_lookback)["lookback"])
+            study.tell(trial, 1.0)
+        assert sorted(seen) == expected
 
 
 def test_pruning_callback_prunes_a_trial_worse_than_the_median():
