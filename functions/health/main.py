@@ -82,15 +82,13 @@ def _handle(request: flask.Request, fields: dict[str, Any]) -> flask.Response:
         return response
     fields["caller"] = str(caller)
     try:
-        body: Any = None
+        body: Any = request.args.to_dict() or None  # GET, or POST without a body
         if request.method == "POST":
             data = _read_body(request)
             if data is None:
                 return _reply(413, {"error": f"the body is larger than {MAX_BODY_BYTES} bytes"})
             if data.strip():
                 body = parse_json(data)
-        else:
-            body = request.args.to_dict() or None
         as_of, window_days = parse_check_params(body, datetime.now(UTC).date())
     except BadRequest as exc:
         fields["error"] = str(exc)

@@ -152,7 +152,9 @@ def _parse_groups(rows: list, columns: list[str]) -> tuple[list[str], np.ndarray
         if "day" in columns:
             frame["day"] = pd.to_numeric(raw["day"], errors="coerce")
         for c in values:
-            number = pd.to_numeric(raw[c].replace("", np.nan), errors="coerce").to_numpy(float)
+            number = pd.to_numeric(raw[c].replace("", np.nan), errors="coerce").to_numpy(
+                float, copy=True
+            )
             bad = (raw[c].to_numpy() != "") & ~np.isfinite(number)
             number[bad] = np.nan
             frame[c] = number
