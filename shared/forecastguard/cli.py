@@ -337,13 +337,26 @@ def synth_command(
 @click.option(
     "--top", type=click.IntRange(1), default=20, show_default=True, help="Rows in the table."
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    metavar="FILE",
+    help="Also write the check's HTML report (self-contained, opens offline) to FILE.",
+)
 def health_command(
-    database_url: str | None, as_of, window_days: int | None, as_json: bool, top: int
+    database_url: str | None,
+    as_of,
+    window_days: int | None,
+    as_json: bool,
+    top: int,
+    html_path: Path | None,
 ) -> None:
     """Check the model on a window: RMSE, error drift, freshness (exit 0 healthy, 1 not, 2 error).
 
     Stores the check, writes metrics to $METRICS_SINK and, when the model is unhealthy,
-    publishes a retrain request to $RETRAIN_TOPIC (each only when set).
+    publishes a retrain request to $RETRAIN_TOPIC (each only when set). With $ARTIFACT_URI
+    the check writes its HTML report to health/<check_id>/report.html there.
     """
     from datetime import UTC, datetime
 
@@ -364,6 +377,15 @@ def health_command(
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(to_json(result) if as_json else to_text(result, top=top))
+    if html_path is not None:
+        from forecastguard.report.check_page import render_from_database
+
+        try:
+            html_path.write_text(render_from_database(service.engine, result), encoding="utf-8")
+        except (DatabaseUnavailable, OSError) as exc:
+            click.echo(f"error: the HTML report was not written: {exc}", err=True)
+            sys.exit(2)
+        click.echo(f"report written to {html_path}", err=True)
     sys.exit(0 if result.healthy else 1)
 
 
@@ -373,6 +395,20 @@ def health_command(
 @click.option("--pubsub-port", type=int, default=8081, show_default=True)
 @click.option("--trigger-port", type=int, default=8082, show_default=True)
 @click.option(
+    "--pages-port",
+    type=click.IntRange(0, 65535),
+    default=8083,
+    show_default=True,
+    help="Port of the pages: history at /, each check's report at /checks/<id>.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the pages listen on; any address but loopback requires the same "
+    "bearer token (or Google ID token) as /model/health.",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(".serve"),
@@ -380,20 +416,29 @@ def health_command(
     help="Folder for logs, the metrics file and artifacts (when not set in the environment).",
 )
 def serve_command(
-    database_url: str | None, health_port: int, pubsub_port: int, trigger_port: int, workdir: Path
+    database_url: str | None,
+    health_port: int,
+    pubsub_port: int,
+    trigger_port: int,
+    pages_port: int,
+    host: str,
+    workdir: Path,
 ) -> None:
-    """Serve both functions on localhost for calls by hand (Ctrl-C stops them).
+    """Serve both functions and the health pages on this machine (Ctrl-C stops them).
 
     health_http answers POST/GET /model/health; health_pubsub and train_trigger take
     Pub/Sub push CloudEvents. Settings come from the environment, with local defaults:
     metrics to a JSON-lines file, retrain messages pushed to the local train_trigger,
     the trainer as a subprocess, and a random bearer token when HEALTH_API_TOKEN is unset.
+    The pages: the history of the checks at /, each check's report at /checks/<id>, a
+    product's history at /products/<id>.
     """
+    import dataclasses
     import os
     import secrets
     import time
 
-    from forecastguard.local import LocalStack, interrupts_as_exit
+    from forecastguard.local import LocalStack, interrupts_as_exit, pages_server
 
     settings = settings_from(database_url=database_url)
     settings.require_database()
@@ -415,11 +460,19 @@ def serve_command(
         "ARTIFACT_URI": settings.artifact_uri or (work / "artifacts").as_uri(),
     }
     stack.env = {k: v for k, v in env.items() if v}
-    with interrupts_as_exit(), stack:
+    page_settings = dataclasses.replace(
+        settings, health_api_token=token, artifact_uri=env["ARTIFACT_URI"]
+    )
+    try:
+        pages = pages_server(page_settings, engine_from(settings), host, pages_port)
+    except (ValueError, OSError) as exc:
+        raise click.UsageError(f"--host/--pages-port: {exc}") from None
+    with interrupts_as_exit(), stack, pages:
         stack.start()
         click.echo("serving (logs in " + str(work / "logs") + "):")
         for name in ports:
             click.echo(f"  {name:<14} {stack.url(name)}")
+        click.echo(f"  {'pages':<14} {pages.url}  (history; reports at {pages.url}checks/<id>)")
         shown = token if not settings.health_api_token else "$HEALTH_API_TOKEN"
         click.echo(
             "\ntry:\n"

@@ -81,7 +81,8 @@ def retrain_message(result: HealthResult | dict[str, Any]) -> RetrainMessage:
     window_end = date.fromisoformat(s["window_end"])
     return RetrainMessage(
         request_id=make_request_id(window_end, s["model_version"], s["reason_kinds"]),
-        reason="; ".join(s["reasons"]),
+        reason="; ".join(s["reasons"])
+        + (f"; report: {s['report_url']}" if s.get("report_url") else ""),
         window_start=date.fromisoformat(s["window_start"]),
         window_end=window_end,
         health_check_id=s["check_id"],
@@ -219,6 +220,12 @@ class HealthService:
                     "health data has values that are not finite numbers",
                     extra={"products": len(bad), "first": bad[0]["product_id"]},
                 )
+            if self.settings.artifact_uri:
+                # The check's HTML report (issue 17), written before the result is stored
+                # so the stored summary holds its address (`report_uri`); never raises.
+                from forecastguard.report.check_page import attach_report
+
+                attach_report(self.settings.artifact_uri, result, data, holdout)
             store_result(engine, result, event_id)
             f.update(
                 check_id=result.check_id,
