@@ -1,11 +1,12 @@
-"""Fairness benchmark on the real pasta data: the same model with and without the callback.
+"""Fairness benchmark on the real pasta data: the same model with and without group DRO.
 
-For each seed, trains the default model on the same prepared data — once without the
-fairness callback's re-weighting (the callback then only measures) and once with it for
-each variant — with the same seed, epochs cap and early-stopping rule, and compares the
-test set's per-product RMSSE: the mean, the worst decile's mean and the p90/median
-disparity. Goal: a lower worst-decile RMSSE with a mean no more than 2% worse. Prints one
-JSON document.
+For each seed, trains the default model on the same prepared data — once plain and once
+with online group DRO (`trainer.fairness`) for each variant — with the same seed, epochs
+cap and early-stopping rule, and compares the test set's per-product RMSSE (no bias
+correction on either side: one difference only): the mean, the worst decile's mean and
+the p90/median disparity. Goal (issue 16): worst-decile RMSSE at least 10% lower with a
+mean no more than 2% worse. One test window (the last 56 days); the backtest
+(`python -m experiments`) judges it over six cutoffs. Prints one JSON document.
 
 A secondary figure leaves one product out of the worst decile (`--outlier`, default
 B4_3: its test error is one day of 190 units, 60 times its median, which no model
@@ -13,7 +14,7 @@ forecasts, so it sits in every worst decile and its size hides the other product
 The headline figure is the plain worst decile.
 
 Variants (`--variant NAME key=value,...`, repeatable) override `TrainConfig` fields for
-the runs with the callback, e.g. `--variant soft fairness_eta=0.1,fairness_max_weight=2`;
+the runs with DRO, e.g. `--variant hot fairness_eta=0.03`;
 without `--variant` the only variant, "with", is the defaults. `--epochs` lowers the budget (for
 screening; the same cap applies to both sides).
 
@@ -121,7 +122,7 @@ def main() -> None:
                 "change": round(b / a - 1, 4),
             }
         summary["goal_met"] = bool(
-            summary["test_worst_decile_rmsse"]["change"] < 0
+            summary["test_worst_decile_rmsse"]["change"] <= -0.10
             and summary["test_mean_rmsse"]["change"] <= 0.02
         )
         summaries[name] = summary

@@ -118,8 +118,9 @@ def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
         )
 
     with timed(log, "stage augment", stage="augment") as out:
-        synthetic = augment(clean, qres.report.sparse_products, calendar[train_end], cfg)
-        out["synthetic_rows"] = len(synthetic)
+        aug = augment(clean, qres.report.sparse_products, calendar[train_end], cfg)
+        synthetic = aug.frame
+        out.update(synthetic_rows=len(synthetic), synthetic_share=aug.summary["share"])
     with timed(log, "stage features", stage="features") as out:
         panel = build_panel(clean, synthetic)
         pipe = FeaturePipeline.fit(panel, train_end, cfg.holiday_country)
@@ -149,7 +150,7 @@ def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
         )
     return Prepared(
         cfg=cfg,
-        quality=qres.report,
+        quality=qres.report.with_augmentation(aug.summary),
         pipeline=pipe,
         panel=panel,
         arrays=arrays,
@@ -394,6 +395,20 @@ def forecast_next(
     (product_id, date) marks future promoted days; without it, no promotion is assumed.
     """
     lookback = params.lookback if params is not None else _model_lookback(model)
+    w, products, dates = forecast_windows(pipeline, sales, cfg, lookback, promotions)
+    pred = _predict_windows(model, pipeline, w, products)
+    return future_frame(products, dates, pred)
+
+
+def forecast_windows(
+    pipeline: FeaturePipeline,
+    sales: pd.DataFrame,
+    cfg: TrainConfig,
+    lookback: int,
+    promotions: pd.DataFrame | None = None,
+) -> tuple[Windows, list[str], pd.DatetimeIndex]:
+    """The one window per current product that forecasts the `cfg.horizon` days after
+    the last sales day: (windows, their product ids, the forecast dates)."""
     qres = check_quality(sales, cfg)
     clean = qres.clean
     last = clean["date"].max()
@@ -406,17 +421,21 @@ def forecast_next(
     if not len(w):
         raise DataError("no product is listed on the last sales day: nothing to forecast")
     products = [panel.product_ids[s] for s in w.series]
-    pred = _predict_windows(model, pipeline, w, products)
-    dates = panel.calendar[origin:]
+    return w, products, panel.calendar[origin:]
+
+
+def future_frame(products: list[str], dates: pd.DatetimeIndex, pred: np.ndarray) -> pd.DataFrame:
+    """(product_id, target_date, predicted_units) rows of (N, H) forecasts."""
+    horizon = len(dates)
     out = pd.DataFrame(
         {
-            "product_id": np.repeat(np.array(products, dtype=object), cfg.horizon),
-            "target_date": np.tile(dates.to_numpy(), len(w)),
+            "product_id": np.repeat(np.array(products, dtype=object), horizon),
+            "target_date": np.tile(dates.to_numpy(), len(products)),
             "predicted_units": pred.reshape(-1),
         }
     )
     log.info(
         "forecast made",
-        extra={"products": len(w), "start": str(dates[0].date()), "days": cfg.horizon},
+        extra={"products": len(products), "start": str(dates[0].date()), "days": horizon},
     )
     return out

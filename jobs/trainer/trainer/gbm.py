@@ -1,0 +1,174 @@
+"""A global LightGBM on the LSTM's features, trained beside it (direct, all 28 steps).
+
+One row per (window, forecast step): the window's last day of sequence features (units,
+lags, rolling statistics, calendar, promotion — already scaled by the feature
+pipeline), the value of the same weekday in the window's last week, the window's level
+(mean standardised units of the 28 days before the origin), the product's mean and
+std, the step's known features (calendar, holidays, promotion, last year's value, the
+step) and the product as a categorical feature. The target is the step's standardised
+units (absolute, not relative to the level: trees split on the level instead).
+Training rows come from the training windows (every `stride`-th origin, so the rows
+stay within `max_rows`); boosting stops early on the validation windows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+
+from forecastguard.logs import get_logger, timed
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+    from trainer.features import FeaturePipeline
+    from trainer.types import Prepared
+    from trainer.windowing import Windows
+
+log = get_logger(__name__)
+
+PARAMS: dict[str, Any] = {
+    "objective": "regression",
+    "learning_rate": 0.05,
+    "num_leaves": 63,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+}
+MODEL_FILE = "lightgbm.txt"
+META_FILE = "lightgbm.json"
+
+
+def row_names(feature_names: tuple[str, ...], known_names: tuple[str, ...]) -> list[str]:
+    """Column names of `rows` for a pipeline's sequence and known feature names."""
+    return [
+        *(f"last_{n}" for n in feature_names),
+        "same_weekday_last_week",
+        "level",
+        "product_mean",
+        "product_std",
+        *(f"known_{n}" for n in known_names),
+        "product",
+    ]
+
+
+def rows(w: Windows, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(N * H, features) float32 rows of windows `w` (window-major, then step)."""
+    n, lookback, _ = w.x.shape
+    horizon = w.known.shape[1]
+    step = np.arange(horizon)
+    weekday_back = lookback - 7 + (step % 7)  # same weekday within the last 7 input days
+    same = w.x[:, np.clip(weekday_back, 0, lookback - 1), 0]  # (N, H), scaled units
+    stats = np.column_stack([w.level, np.log1p(mean), np.log1p(std)])
+    cols = [
+        np.repeat(w.x[:, -1, :], horizon, axis=0),
+        same.reshape(-1, 1),
+        np.repeat(stats, horizon, axis=0),
+        w.known.reshape(n * horizon, -1),
+        np.repeat(w.product, horizon)[:, None],
+    ]
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+def _targets(w: Windows) -> np.ndarray:
+    return (w.y + w.level[:, None]).reshape(-1)
+
+
+@dataclass
+class GBMForecaster:
+    """A trained LightGBM booster and the column names it expects."""
+
+    booster: lgb.Booster
+    names: list[str]
+    best_iteration: int
+
+    def predict_z(self, w: Windows, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """(N, H) standardised forecasts of windows `w`."""
+        x = rows(w, mean, std)
+        z = self.booster.predict(x, num_iteration=self.best_iteration or None)
+        return np.asarray(z, dtype=float).reshape(len(w), -1)
+
+    def predict_units(
+        self, w: Windows, pipeline: FeaturePipeline, products: list[str]
+    ) -> np.ndarray:
+        """(N, H) forecasts in units for windows `w` of `products`."""
+        mean, std = pipeline.series_stats(products)
+        return pipeline.inverse_target(self.predict_z(w, mean, std), products)
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write the booster (LightGBM's text format) and its metadata; returns the files."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(d / MODEL_FILE), num_iteration=self.best_iteration or None)
+        (d / META_FILE).write_text(
+            json.dumps({"names": self.names, "best_iteration": self.best_iteration})
+        )
+        return [d / MODEL_FILE, d / META_FILE]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """Inverse of `save`."""
+        import lightgbm as lgb
+
+        d = Path(directory)
+        meta = json.loads((d / META_FILE).read_text())
+        booster = lgb.Booster(model_file=str(d / MODEL_FILE))
+        return cls(booster=booster, names=list(meta["names"]), best_iteration=0)
+
+
+def train_gbm(
+    prepared: Prepared,
+    *,
+    seed: int = 0,
+    max_rows: int = 600_000,
+    rounds: int = 600,
+    early_stopping: int = 40,
+    num_threads: int = 2,
+    params: dict[str, Any] | None = None,
+) -> GBMForecaster:
+    """Train on the training windows (thinned to `max_rows` rows), stop on validation."""
+    import lightgbm as lgb
+
+    from trainer.pipeline import _window_stats
+
+    train = prepared.train
+    horizon = prepared.cfg.horizon
+    origins = np.unique(train.origin)
+    stride = max(1, int(np.ceil(len(train) * horizon / max_rows)))
+    keep = np.isin(train.origin, origins[::-1][::stride])  # the latest origin always kept
+    train = train.subset(keep)
+    names = row_names(prepared.feature_names, prepared.known_names)
+    with timed(log, "stage lightgbm", stage="lightgbm") as out:
+        mean, std = _window_stats(prepared, train)
+        x = rows(train, mean, std)
+        weight = np.repeat(train.weight, horizon)
+        vmean, vstd = _window_stats(prepared, prepared.val)
+        dtrain = lgb.Dataset(
+            x,
+            label=_targets(train),
+            weight=weight,
+            feature_name=names,
+            categorical_feature=["product"],
+            free_raw_data=True,
+        )
+        dval = lgb.Dataset(
+            rows(prepared.val, vmean, vstd), label=_targets(prepared.val), reference=dtrain
+        )
+        booster = lgb.train(
+            {**PARAMS, "seed": seed, "num_threads": num_threads, **(params or {})},
+            dtrain,
+            num_boost_round=rounds,
+            valid_sets=[dval],
+            callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
+        )
+        out.update(
+            rows=int(x.shape[0]), origin_stride=stride, best_iteration=booster.best_iteration
+        )
+    return GBMForecaster(booster=booster, names=names, best_iteration=int(booster.best_iteration))

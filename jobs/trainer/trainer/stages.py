@@ -1,0 +1,240 @@
+"""The challenger's training stages: LSTM with and without DRO, bias correction, LightGBM,
+the choice of the served forecaster, and the figures of the report — each figure out of
+sample or named otherwise.
+
+`train_challenger(prepared, params, cfg)`:
+
+1. **LSTM with group DRO** and **the same LSTM plain** (same seed, data, epochs cap and
+   early stopping on the validation loss), both on the training windows only. There is
+   no refit on train + validation (it did not help in the backtest, and a refit would
+   make every validation figure in-sample and leave the bias offsets fitted on another
+   model than the one they correct).
+2. **Bias offsets** fitted on the DRO LSTM's validation forecasts from origins every
+   `val_origin_every` days (`trainer.bias`: mean-based, empirical-Bayes shrinkage).
+3. **LightGBM** on the same features (`trainer.gbm`), training windows only.
+4. **The choice**, on the validation windows: the debiased LSTM (its validation score
+   with offsets *cross-fitted*: each validation window corrected by offsets fitted on
+   the other windows, so the score is out of sample for the offsets too), LightGBM and
+   their 50/50 blend; the lowest mean per-product RMSSE is served. (The best baseline
+   is the promotion rule's fallback, `trainer.promotion`.) Validation also picked each
+   model's epoch / boosting rounds, so the chosen one's validation score is mildly
+   optimistic; the test window, used for nothing above, gives the reported figures.
+5. **Figures**: the test evaluation of the chosen forecaster, every candidate's
+   validation and test scores, the fairness comparison (DRO vs plain LSTM, both
+   uncorrected: one difference) and the bias effect (the DRO LSTM before and after its
+   offsets: one difference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from forecastguard.logs import get_logger, timed
+from trainer.bias import BiasCorrection, correction_effect, fit_bias_correction
+from trainer.evaluate import Evaluation, disparity, evaluate
+
+if TYPE_CHECKING:
+    from trainer.config import ModelParams, TrainConfig
+    from trainer.gbm import GBMForecaster
+    from trainer.types import Prepared, Trained
+
+log = get_logger(__name__)
+
+LSTM = "lstm"
+LIGHTGBM = "lightgbm"
+BLEND = "blend"
+CANDIDATES = (LSTM, LIGHTGBM, BLEND)
+BLEND_WEIGHT = 0.5  # the LSTM's share of the blend (fixed: not tuned on validation)
+
+
+@dataclass
+class Challenger:
+    """What the challenger's training produced (the served forecaster is `kind`)."""
+
+    kind: str
+    lstm: Trained  # with group DRO (served as `lstm` and in the blend)
+    plain: Trained  # the same network without DRO (the fairness comparison)
+    gbm: GBMForecaster
+    correction: BiasCorrection  # for the DRO LSTM
+    blend_weight: float
+    test_raw: pd.DataFrame  # the served forecaster's test forecasts, LSTM uncorrected
+    test: pd.DataFrame  # the served forecaster's test forecasts
+    evaluation: Evaluation  # of `test`
+    candidates: dict[str, dict[str, float]]  # kind -> validation and test scores
+    validation: dict[str, Any]  # the served forecaster's validation figures
+    fairness_compare: dict[str, dict[str, Any]]
+    fairness_evaluations: dict[str, Evaluation]
+    bias_effect: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _scores(frame: pd.DataFrame, prepared: Prepared) -> dict[str, float]:
+    """Mean and worst-decile per-product RMSSE of a forecast frame."""
+    err2 = (frame["actual"] - frame["predicted"]) ** 2
+    mse = err2.groupby(frame["product_id"]).mean().reindex(list(prepared.products))
+    rmsse = np.sqrt(mse.to_numpy() / prepared.scale)
+    d = disparity(rmsse, list(prepared.products))
+    return {"rmsse": d["mean_rmsse"], "worst_decile_rmsse": d["worst_decile_rmsse"]}
+
+
+def cross_fitted(raw: pd.DataFrame, shrinkage: float) -> pd.DataFrame:
+    """Each origin's forecasts corrected by offsets fitted on the other origins' residuals.
+
+    With a single origin the frame is returned uncorrected.
+    """
+    origins = raw["origin_date"].unique()
+    if len(origins) < 2:
+        return raw
+    parts = []
+    for origin in origins:
+        mine = raw["origin_date"] == origin
+        parts.append(fit_bias_correction(raw[~mine], shrinkage).apply(raw[mine]))
+    return pd.concat(parts).loc[raw.index]
+
+
+def blend(lstm: pd.DataFrame, gbm: pd.DataFrame, weight: float) -> pd.DataFrame:
+    """`weight * lstm + (1 - weight) * gbm` on the same rows (same windows, same order)."""
+    if (
+        len(lstm) != len(gbm)
+        or not (lstm["product_id"].to_numpy() == gbm["product_id"].to_numpy()).all()
+    ):
+        raise ValueError("blend: the two forecast frames are not on the same rows")
+    out = lstm.copy()
+    out["predicted"] = (
+        weight * lstm["predicted"].to_numpy() + (1 - weight) * gbm["predicted"].to_numpy()
+    )
+    return out
+
+
+def gbm_frame(gbm: GBMForecaster, prepared: Prepared, split: str) -> pd.DataFrame:
+    """LightGBM's forecasts of a split's windows as a `predict_split` frame."""
+    from trainer.pipeline import _ids, windows_frame
+
+    w = prepared.windows(split)
+    products = _ids(prepared, w)
+    return windows_frame(prepared, w, gbm.predict_units(w, prepared.pipeline, products))
+
+
+def choose(val_scores: dict[str, dict[str, float]]) -> str:
+    """The candidate with the lowest validation mean RMSSE (ties: `CANDIDATES` order)."""
+    finite = [(s["rmsse"], CANDIDATES.index(k), k) for k, s in val_scores.items()]
+    finite = [f for f in finite if np.isfinite(f[0])]
+    if not finite:
+        raise ValueError("no candidate has a finite validation RMSSE")
+    return min(finite)[2]
+
+
+def train_challenger(
+    prepared: Prepared, params: ModelParams, cfg: TrainConfig, *, gbm_threads: int = 2
+) -> Challenger:
+    """Train the candidates, choose the served one on validation, evaluate on test."""
+    from trainer import pipeline as tp
+    from trainer.gbm import train_gbm
+
+    with timed(log, "stage lstm", stage="lstm"):
+        dro = tp.train(prepared, params, cfg, fairness=True)
+        plain = tp.train(prepared, params, cfg, fairness=False)
+    with timed(log, "stage bias correction", stage="bias"):
+        val_every = tp.predict_split(dro.model, prepared, "val", every=cfg.val_origin_every)
+        correction = fit_bias_correction(val_every, cfg.bias_shrinkage)
+    gbm = train_gbm(prepared, seed=cfg.seed, num_threads=gbm_threads)
+
+    val_lstm_raw = tp.predict_split(dro.model, prepared, "val")
+    val = {
+        LSTM: cross_fitted(val_lstm_raw, cfg.bias_shrinkage),
+        LIGHTGBM: gbm_frame(gbm, prepared, "val"),
+    }
+    val[BLEND] = blend(val[LSTM], val[LIGHTGBM], BLEND_WEIGHT)
+    test_lstm_raw = tp.predict_split(dro.model, prepared, "test")
+    test = {LSTM: correction.apply(test_lstm_raw), LIGHTGBM: gbm_frame(gbm, prepared, "test")}
+    test[BLEND] = blend(test[LSTM], test[LIGHTGBM], BLEND_WEIGHT)
+    candidates = {
+        k: {f"val_{n}": v for n, v in _scores(val[k], prepared).items()}
+        | {f"test_{n}": v for n, v in _scores(test[k], prepared).items()}
+        for k in CANDIDATES
+    }
+    kind = choose({k: {"rmsse": c["val_rmsse"]} for k, c in candidates.items()})
+    log.info("served forecaster chosen on validation", extra={"kind": kind, **candidates[kind]})
+
+    evaluation = evaluate(test[kind], prepared)
+    val_eval = evaluate(val[kind], prepared)
+    validation = {
+        "kind": kind,
+        "rmsse": val_eval.metrics["model"]["rmsse"],
+        "rmse": val_eval.metrics["model"]["rmse"],
+        "bias": val_eval.metrics["model"]["bias"],
+        "disparity_p90_over_median": val_eval.metrics["fairness"]["disparity_p90_over_median"],
+        "worst_decile_rmsse": val_eval.metrics["fairness"]["worst_decile_rmsse"],
+        "note": (
+            "out of sample for the weights (trained on the training days only) and, for "
+            "the LSTM, for the bias offsets (cross-fitted over the validation origins); "
+            "the same windows chose the epoch and the boosting rounds"
+        ),
+    }
+    ev_dro = evaluate(test_lstm_raw, prepared)
+    ev_plain = evaluate(tp.predict_split(plain.model, prepared, "test"), prepared)
+    fairness_compare = {
+        "with group DRO": ev_dro.metrics["fairness"] | {"rmsse": ev_dro.metrics["model"]["rmsse"]},
+        "without": ev_plain.metrics["fairness"] | {"rmsse": ev_plain.metrics["model"]["rmsse"]},
+    }
+    return Challenger(
+        kind=kind,
+        lstm=dro,
+        plain=plain,
+        gbm=gbm,
+        correction=correction,
+        blend_weight=BLEND_WEIGHT,
+        test_raw=test_lstm_raw if kind == LSTM else test[kind],
+        test=test[kind],
+        evaluation=evaluation,
+        candidates=candidates,
+        validation=validation,
+        fairness_compare=fairness_compare,
+        fairness_evaluations={"with": ev_dro, "without": ev_plain},
+        bias_effect=correction_effect(test_lstm_raw, correction),
+    )
+
+
+def forecast_served(
+    kind: str,
+    *,
+    model: Any,
+    params: ModelParams,
+    correction: BiasCorrection,
+    gbm: GBMForecaster | None,
+    blend_weight: float,
+    pipeline: Any,
+    sales: pd.DataFrame,
+    cfg: TrainConfig,
+    promotions: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The next `cfg.horizon` days of forecaster `kind` (product_id, target_date,
+    predicted_units): the debiased LSTM, LightGBM or their blend."""
+    from trainer import pipeline as tp
+
+    if kind not in CANDIDATES:
+        raise ValueError(f"unknown trained forecaster kind {kind!r} (known: {CANDIDATES})")
+    if kind != LSTM and gbm is None:
+        raise ValueError(f"kind {kind!r} needs the LightGBM model, which is missing")
+    lstm = None
+    if kind in (LSTM, BLEND):
+        raw = tp.forecast_next(model, pipeline, sales, cfg, params, promotions)
+        lstm = correction.apply(raw, column="predicted_units")
+        if kind == LSTM:
+            return lstm
+    w, products, dates = tp.forecast_windows(pipeline, sales, cfg, cfg.lookback, promotions)
+    assert gbm is not None
+    frame = tp.future_frame(products, dates, gbm.predict_units(w, pipeline, products))
+    if kind == LIGHTGBM:
+        return frame
+    assert lstm is not None
+    merged = lstm.merge(frame, on=["product_id", "target_date"], suffixes=("_lstm", "_gbm"))
+    merged["predicted_units"] = (
+        blend_weight * merged["predicted_units_lstm"]
+        + (1 - blend_weight) * merged["predicted_units_gbm"]
+    )
+    return merged[["product_id", "target_date", "predicted_units"]]

@@ -1,0 +1,139 @@
+"""The challenger's stages: LightGBM beside the LSTM, cross-fitted offsets, the choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.unit.trainer.helpers import make_sales
+from trainer.config import ModelParams, TrainConfig
+from trainer.stages import BLEND, CANDIDATES, LIGHTGBM, LSTM, blend, choose, cross_fitted
+
+CFG = TrainConfig(
+    horizon=7,
+    lookback=14,
+    val_days=14,
+    test_days=14,
+    epochs=2,
+    batch_size=64,
+    min_observations=30,
+    augment_copies=0,
+    val_origin_every=7,
+)
+
+
+def test_cross_fitted_offsets_never_see_their_own_origin() -> None:
+    rows = []
+    for origin, shift in (("2020-01-01", 10.0), ("2020-01-08", 0.0)):
+        for p in ("A", "B", "C", "D"):
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "product_id": p,
+                        "origin_date": pd.Timestamp(origin),
+                        "target_date": pd.date_range(origin, periods=7),
+                        "actual": 5.0 + shift + np.arange(7) % 2,
+                        "predicted": 5.0,
+                    }
+                )
+            )
+    raw = pd.concat(rows, ignore_index=True)
+    out = cross_fitted(raw, 0.0)  # no shrinkage: the other origin's mean residual
+    first = out["origin_date"] == pd.Timestamp("2020-01-01")
+    # origin 1 is corrected by origin 2's mean residual (0.43) and vice versa (10.43)
+    np.testing.assert_allclose(out.loc[first, "predicted"], 5.0 + 3 / 7)
+    np.testing.assert_allclose(out.loc[~first, "predicted"], 15.0 + 3 / 7)
+    single = raw[first]
+    assert cross_fitted(single, 0.0) is single  # one origin: nothing to cross-fit
+
+
+def test_blend_and_choice() -> None:
+    a = pd.DataFrame({"product_id": ["x", "y"], "predicted": [2.0, 4.0], "actual": [1.0, 1.0]})
+    b = a.assign(predicted=[4.0, 0.0])
+    np.testing.assert_allclose(blend(a, b, 0.5)["predicted"], [3.0, 2.0])
+    with pytest.raises(ValueError, match="same rows"):
+        blend(a, b.iloc[::-1], 0.5)
+    assert choose({LSTM: {"rmsse": 0.7}, LIGHTGBM: {"rmsse": 0.6}, BLEND: {"rmsse": 0.65}}) == (
+        LIGHTGBM
+    )
+    assert choose({LSTM: {"rmsse": 0.6}, BLEND: {"rmsse": 0.6}}) == LSTM  # ties: order
+    with pytest.raises(ValueError, match="finite"):
+        choose({LSTM: {"rmsse": float("nan")}})
+
+
+@pytest.fixture(scope="module")
+def challenger():
+    from trainer import pipeline as tp
+    from trainer.stages import train_challenger
+
+    sales = make_sales(3, 200)
+    prepared = tp.prepare(sales, CFG)
+    params = ModelParams(units=4, lookback=14)
+    return sales, prepared, params, train_challenger(prepared, params, CFG, gbm_threads=1)
+
+
+@pytest.mark.slow
+def test_challenger_scores_every_candidate_out_of_sample(challenger) -> None:
+    _, prepared, _, ch = challenger
+    assert ch.kind in CANDIDATES
+    assert set(ch.candidates) == set(CANDIDATES)
+    for scores in ch.candidates.values():
+        assert all(np.isfinite(v) for v in scores.values())
+    best = min(CANDIDATES, key=lambda k: (ch.candidates[k]["val_rmsse"], CANDIDATES.index(k)))
+    assert ch.kind == best
+    assert ch.validation["rmsse"] == pytest.approx(ch.candidates[ch.kind]["val_rmsse"])
+    assert ch.evaluation.metrics["model"]["rmsse"] == pytest.approx(
+        ch.candidates[ch.kind]["test_rmsse"]
+    )
+    # the fairness comparison differs in DRO only (both uncorrected, same windows)
+    assert set(ch.fairness_compare) == {"with group DRO", "without"}
+    assert ch.correction.prior_var is not None
+    assert set(ch.correction.offsets) == set(prepared.products)
+
+
+@pytest.mark.slow
+def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
+    challenger, tmp_path
+) -> None:
+    from trainer.gbm import GBMForecaster
+    from trainer.stages import forecast_served
+
+    sales, prepared, params, ch = challenger
+    frames = {}
+    for kind in CANDIDATES:
+        frames[kind] = forecast_served(
+            kind,
+            model=ch.lstm.model,
+            params=params,
+            correction=ch.correction,
+            gbm=ch.gbm,
+            blend_weight=ch.blend_weight,
+            pipeline=prepared.pipeline,
+            sales=sales,
+            cfg=CFG,
+        ).sort_values(["product_id", "target_date"], ignore_index=True)
+        assert len(frames[kind]) == 3 * CFG.horizon
+        assert (frames[kind]["predicted_units"] >= 0).all()
+    np.testing.assert_allclose(
+        frames[BLEND]["predicted_units"],
+        0.5 * frames[LSTM]["predicted_units"] + 0.5 * frames[LIGHTGBM]["predicted_units"],
+        rtol=1e-6,
+    )
+    ch.gbm.save(tmp_path)
+    loaded = GBMForecaster.load(tmp_path)
+    w = prepared.test
+    mean, std = prepared.pipeline.series_stats([prepared.panel.product_ids[s] for s in w.series])
+    np.testing.assert_allclose(loaded.predict_z(w, mean, std), ch.gbm.predict_z(w, mean, std))
+    with pytest.raises(ValueError, match="unknown trained forecaster"):
+        forecast_served(
+            "arima",
+            model=ch.lstm.model,
+            params=params,
+            correction=ch.correction,
+            gbm=None,
+            blend_weight=0.5,
+            pipeline=prepared.pipeline,
+            sales=sales,
+            cfg=CFG,
+        )
