@@ -5,7 +5,10 @@ The timeline (T is today, UTC):
     history ........ T-43 | wave 1: 28 days with drift T-42..T-15 | wave 2: 14 days T-14..T-1
 
 1. sales for the history are generated (or loaded from --sales-csv, shifted to end at T-1);
-2. the first model is trained, promoted, and forecasts the next 28 days;
+2. the first model is trained and judged against the best baseline (seasonal naive or
+   moving average, by mean RMSSE on the test window): if it beats it, it is promoted;
+   if not, that baseline becomes the champion. Either way the champion forecasts the
+   next 28 days, and the story says which forecaster serves and why;
 3. wave 1 of actual sales arrives, with drift injected into a share of the products;
 4. a scheduler tick pushes the health-check message to the health function (a Pub/Sub
    CloudEvent over HTTP) → metrics → unhealthy → retrain message → train_trigger →
@@ -65,6 +68,9 @@ class DemoOptions:
     drift_magnitude: float | None = None
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
     trainer_timeout_s: float = 1800.0
+    # The promotion margin (PROMOTION_RMSSE_TOLERANCE) the trainers run with; None: theirs.
+    # 0.95 means no trained model can be promoted: the chain runs on the baseline champion.
+    promotion_rmsse_tolerance: float | None = None
 
 
 @dataclass
@@ -291,6 +297,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo) -> dic
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
+        if opts.promotion_rmsse_tolerance is not None:
+            env["PROMOTION_RMSSE_TOLERANCE"] = str(opts.promotion_rmsse_tolerance)
         stack = LocalStack(env={}, log_dir=work / "logs")
         env["RETRAIN_TOPIC"] = stack.url("train_trigger")
         stack.env = env
@@ -316,8 +324,9 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo) -> dic
                 _follow(proc, log_path, lambda s: story.say(step, s), opts.trainer_timeout_s)
                 if proc.returncode != 0:
                     raise click.ClickException(f"the first training failed; see {log_path}")
-                champion = _champion(engine)
-                story.say(step, f"champion: {champion}; forecasts written for the next days")
+                summary["serving_initial"] = _serving(engine)
+                story.say(step, _decision(engine))
+                story.say(step, _describe_serving(summary["serving_initial"]))
 
             with story.step(f"{WAVE1} days of actual sales arrive, drift in some products") as step:
                 n = write_sales_between(engine, sales, dates["wave1_start"], dates["wave1_end"])
@@ -353,8 +362,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo) -> dic
                         k: str(v) for k, v in request.items() if k != "payload"
                     }
                     story.say(step, f"request {request['request_id']}: {request['status']}")
-                    story.say(step, f"champion now: {_champion(engine)}")
                     story.say(step, _decision(engine))
+                    story.say(step, _describe_serving(_serving(engine)))
 
             with story.step(f"{WAVE2} more days arrive; second check over /model/health") as step:
                 write_sales_between(engine, sales, dates["wave2_start"], dates["wave2_end"])
@@ -378,12 +387,14 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo) -> dic
                     )
                     story.say(step, f"request {again['request_id']}: {again['status']}")
                     story.say(step, _decision(engine))
+                    story.say(step, _describe_serving(_serving(engine)))
         finally:
             stack.stop()
             for proc in children:
                 stop_process_group(proc)
             _stop_local_trainers(engine)
 
+    summary["serving"] = _serving(engine)
     summary["steps"] = [{"title": s.title, "seconds": round(s.seconds, 1)} for s in story.steps]
     summary["files"] = _where_to_look(work)
     (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -412,23 +423,45 @@ def _follow(proc: subprocess.Popen, log_path: Path, say: Callable[[str], None], 
         time.sleep(0.5)
 
 
-def _champion(engine: sa.Engine) -> str | None:
+def _serving(engine: sa.Engine) -> dict[str, Any] | None:
+    """The registry's champion (the forecaster that serves): version, kind, why."""
     reg = schema.model_registry
     with engine.connect() as conn:
-        return conn.execute(
-            sa.select(reg.c.model_version).where(reg.c.status == "champion")
-        ).scalar()
+        row = (
+            conn.execute(
+                sa.select(reg.c.model_version, reg.c.kind, reg.c.decision_reason).where(
+                    reg.c.status == "champion"
+                )
+            )
+            .mappings()
+            .first()
+        )
+    return None if row is None else dict(row)
+
+
+def _describe_serving(serving: dict[str, Any] | None) -> str:
+    if serving is None:
+        return "nothing serves: no champion registered"
+    kind = serving["kind"]
+    what = (
+        f"the {kind.removeprefix('baseline:').replace('_', ' ')} baseline"
+        if kind.startswith("baseline:")
+        else f"the trained {kind.upper()} model"
+    )
+    return f"serving now: {what} ({serving['model_version']}), because {serving['decision_reason']}"
 
 
 def _decision(engine: sa.Engine) -> str:
+    """The newest trained model's registry row: its status and the decision's reason."""
     reg = schema.model_registry
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(reg.c.model_version, reg.c.status, reg.c.decision_reason)
+            .where(~reg.c.kind.startswith("baseline:"))
             .order_by(reg.c.created_at.desc())
             .limit(1)
         ).first()
-    return "no model registered" if row is None else f"{row[0]}: {row[1]} — {row[2]}"
+    return "no model registered" if row is None else f"model {row[0]}: {row[1]} — {row[2]}"
 
 
 def _stop_local_trainers(engine: sa.Engine) -> None:
@@ -464,6 +497,8 @@ def _tell(story: Story, summary: dict[str, Any], work: Path) -> None:
     for i, step in enumerate(story.steps, 1):
         echo(f"  {i}. {step.title:<62} {step.seconds:7.1f} s")
     files = summary["files"]
+    echo(click.style("\nWhich forecaster serves", bold=True))
+    echo(f"  {_describe_serving(summary.get('serving'))}")
     echo(click.style("\nWhere to look", bold=True))
     for report in files["reports"]:
         echo(f"  report         {report}")
@@ -474,3 +509,8 @@ def _tell(story: Story, summary: dict[str, Any], work: Path) -> None:
         echo(f"  email          {email}")
     echo(f"  logs           {files['logs']}")
     echo(f"  database       {summary['database_url']}")
+    from forecastguard.report.history import where_to_see  # the pages (issue 17)
+
+    echo(click.style("\nSee it", bold=True))
+    for label, address in where_to_see(summary["database_url"], work, summary):
+        echo(f"  {label:<14} {address}")

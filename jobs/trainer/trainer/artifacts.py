@@ -167,7 +167,13 @@ def download_run(
 
 @dataclass(frozen=True)
 class ChampionPointer:
-    """What `champion.json` says: which sealed run serves forecasts."""
+    """What `champion.json` says: which forecaster serves, from which sealed run.
+
+    `kind` is the forecaster's kind (`trainer.forecast.KINDS`: "lstm", or a baseline
+    such as "baseline:moving_average" computed from the sales history with the run's
+    settings); pointers written before kinds existed read as "lstm". `rmsse` is the
+    mean per-product RMSSE the promotion judged.
+    """
 
     model_version: str
     run_id: str
@@ -175,6 +181,8 @@ class ChampionPointer:
     promoted_at: str
     rmse: float | None = None
     disparity: float | None = None
+    kind: str = "lstm"
+    rmsse: float | None = None
 
 
 def read_champion(store: ArtifactStore) -> ChampionPointer | None:

@@ -189,12 +189,67 @@ def auto_ets_forecasts(
     )
 
 
+SERVABLE_BASELINES = ("seasonal_naive", "moving_average")  # can serve as the fallback champion
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """`metrics` in the metrics.json shape (DESIGN.md) and the per-product table for the CSV."""
+    """`metrics` in the metrics.json shape (DESIGN.md) and the per-product table for the CSV.
+
+    `baseline_predictions` holds the test points (product_id, origin_date, target_date,
+    actual) with one column of forecasts per baseline, for the fallback champion's
+    residuals.
+    """
 
     metrics: dict[str, Any]
     per_product: pd.DataFrame
+    baseline_predictions: pd.DataFrame | None = None
+
+
+def best_baseline(evaluation: Evaluation) -> str:
+    """The servable baseline with the lowest mean RMSSE (seasonal naive on a tie)."""
+    base = evaluation.metrics["baselines"]
+    scored = [(base[n]["rmsse"], i, n) for i, n in enumerate(SERVABLE_BASELINES) if n in base]
+    finite = [t for t in scored if np.isfinite(t[0])]
+    if not finite:
+        raise ValueError("no baseline has a finite RMSSE on the test window")
+    return min(finite)[2]
+
+
+def baseline_evaluation(evaluation: Evaluation, name: str) -> Evaluation:
+    """One baseline's scores as an `Evaluation` of its own (as a model's would read).
+
+    Used when a baseline is (or becomes) the champion: `metrics["model"]` is the
+    baseline's overall scores, `fairness` its per-product RMSSE disparity, `per_product`
+    its product_id/rmsse table and `baseline_predictions` its holdout frame with the
+    forecasts in `predicted`.
+    """
+    if name not in evaluation.metrics["baselines"]:
+        raise ValueError(f"the evaluation has no baseline {name!r}")
+    per = evaluation.per_product[["product_id", "n", f"{name}_rmsse"]].rename(
+        columns={f"{name}_rmsse": "rmsse"}
+    )
+    disp = disparity(per["rmsse"].to_numpy(), list(per["product_id"]))
+    metrics = {
+        "model": dict(evaluation.metrics["baselines"][name]),
+        "baselines": evaluation.metrics["baselines"],
+        "fairness": {
+            "disparity_p90_over_median": disp["p90_over_median"],
+            "worst_decile_rmsse": disp["worst_decile_rmsse"],
+            "worst_product": disp["worst_product"],
+            "worst_rmsse": disp["worst_rmsse"],
+        },
+        "n_products": evaluation.metrics["n_products"],
+        "n_points": evaluation.metrics["n_points"],
+        "horizon": evaluation.metrics["horizon"],
+    }
+    holdout = None
+    if evaluation.baseline_predictions is not None:
+        frame = evaluation.baseline_predictions
+        holdout = frame[["product_id", "origin_date", "target_date", "actual", name]].rename(
+            columns={name: "predicted"}
+        )
+    return Evaluation(metrics=metrics, per_product=per, baseline_predictions=holdout)
 
 
 def evaluate(pred: pd.DataFrame, prepared: Prepared, *, auto_ets: bool = False) -> Evaluation:
@@ -235,12 +290,16 @@ def evaluate(pred: pd.DataFrame, prepared: Prepared, *, auto_ets: bool = False) 
         }
     )
     baselines: dict[str, Any] = {}
+    points = frame[["product_id", "origin_date", "target_date", "actual"]].copy()
     for name, values in base.items():
         keyed = keys.assign(**{name: values.reshape(-1)})
         joined = frame.merge(keyed, on=["product_id", "target_date"], how="left")
         overall, per_b = point_metrics(joined, name, scale)
+        ratio = disparity_ratio(per_b["rmsse"].to_numpy())
+        overall["disparity_p90_over_median"] = ratio if np.isfinite(ratio) else None
         baselines[name] = overall
         per[f"{name}_rmsse"] = per_b["rmsse"]
+        points[name] = joined[name].to_numpy()
     disp = disparity(per["rmsse"].to_numpy(), list(per.index))
     metrics = {
         "model": model,
@@ -266,4 +325,4 @@ def evaluate(pred: pd.DataFrame, prepared: Prepared, *, auto_ets: bool = False) 
             "products": metrics["n_products"],
         },
     )
-    return Evaluation(metrics=metrics, per_product=per.reset_index())
+    return Evaluation(metrics=metrics, per_product=per.reset_index(), baseline_predictions=points)

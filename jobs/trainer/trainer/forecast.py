@@ -1,4 +1,18 @@
-"""Forecast mode: the champion's next H days for every product, upserted into `predictions`.
+"""Serving: which forecaster serves, and its next H days for every product in `predictions`.
+
+The served forecaster has a *kind* (`KINDS`), recorded in `model_registry.kind` and in
+`champion.json`:
+
+- `lstm`: the trained network of a sealed run (its model, feature pipeline and bias
+  correction under `model/`);
+- `baseline:seasonal_naive`, `baseline:moving_average`: a baseline computed from the
+  sales history with the settings (`params.json`'s train_config) of the run that made it
+  champion. A baseline is the fallback champion when no trained model has beaten it.
+
+`load_forecaster` is the one place that turns a kind and its run into a `Forecaster`;
+`Forecaster.forecast(sales, promotions)` gives the next `horizon` days. A new kind (a
+LightGBM, a blend) adds a constant to `KINDS`, a class with `kind`, `model_version`
+and `forecast`, and an entry in `LOADERS`.
 
 Idempotent: rows whose forecast and model version are already stored are left alone
 (their `created_at` too), so running it twice on the same data changes nothing. "The
@@ -8,10 +22,13 @@ float32 digits between processes.
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,12 +38,164 @@ from forecastguard.db.schema import predictions
 from forecastguard.db.upsert import upsert_rows
 from forecastguard.logs import get_logger, timed
 from forecastguard.storage import ArtifactStore
-from trainer.artifacts import ModelBundle, load_model_bundle, read_champion
+from trainer.artifacts import (
+    PARAMS,
+    ChampionPointer,
+    ModelBundle,
+    download_run,
+    load_model_bundle,
+    read_champion,
+)
 
 log = get_logger(__name__)
 
 SAME_RTOL = 1e-5  # float32 noise between processes, far below a unit sold
 SAME_ATOL = 1e-4
+
+
+LSTM = "lstm"
+BASELINE_PREFIX = "baseline:"
+SEASONAL_NAIVE = "baseline:seasonal_naive"
+MOVING_AVERAGE = "baseline:moving_average"
+KINDS = (LSTM, SEASONAL_NAIVE, MOVING_AVERAGE)
+
+
+def baseline_kind(name: str) -> str:
+    """The kind of the baseline `name` ("moving_average" -> "baseline:moving_average")."""
+    kind = f"{BASELINE_PREFIX}{name}"
+    if kind not in KINDS:
+        raise ValueError(f"{name!r} is not a servable baseline (kinds: {', '.join(KINDS)})")
+    return kind
+
+
+def is_baseline(kind: str) -> bool:
+    """Whether `kind` is a baseline (computed from the sales history, no trained model)."""
+    return kind.startswith(BASELINE_PREFIX)
+
+
+def describe_kind(kind: str) -> str:
+    """Words for a kind in the report, email and demo ("the moving average baseline")."""
+    if is_baseline(kind):
+        return f"the {kind.removeprefix(BASELINE_PREFIX).replace('_', ' ')} baseline"
+    return {LSTM: "the trained LSTM"}.get(kind, f"the {kind} model")
+
+
+class Forecaster(Protocol):
+    """A servable forecaster: `forecast` gives (product_id, target_date, predicted_units)
+    for the `horizon` days after the last sales day, for every product listed then."""
+
+    kind: str
+    model_version: str
+
+    def forecast(
+        self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None
+    ) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class LstmForecaster:
+    """The trained network of a run, bias-corrected as it was evaluated."""
+
+    bundle: ModelBundle
+    kind: str = LSTM
+
+    @property
+    def model_version(self) -> str:
+        """The run's model version."""
+        return self.bundle.model_version
+
+    def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The network's next `horizon` days, bias-corrected."""
+        from trainer.pipeline import forecast_next
+
+        b = self.bundle
+        raw = forecast_next(b.model, b.pipeline, sales, b.cfg, b.params, promotions)
+        return b.correction.apply(raw, column="predicted_units")
+
+
+@dataclass(frozen=True)
+class BaselineForecaster:
+    """Seasonal naive or moving average from the sales history (`evaluate.baseline_forecasts`,
+    the same function that scored it on the test window)."""
+
+    kind: str
+    model_version: str
+    cfg: Any  # trainer.config.TrainConfig: horizon, moving_average_days, quality rules
+
+    def __post_init__(self) -> None:
+        if not is_baseline(self.kind) or self.kind not in KINDS:
+            raise ValueError(f"{self.kind!r} is not a baseline kind")
+
+    def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The baseline's next `horizon` days for every product listed on the last day."""
+        from trainer.data import DataError
+        from trainer.evaluate import baseline_forecasts
+        from trainer.features import build_panel
+        from trainer.quality import check_quality
+
+        cfg = self.cfg
+        clean = check_quality(sales, cfg).clean
+        last = clean["date"].max()
+        panel = build_panel(clean, end=last + pd.Timedelta(days=cfg.horizon))
+        origin = len(panel.calendar) - cfg.horizon
+        series = np.flatnonzero(panel.listed[:, origin - 1])
+        if not series.size:
+            raise DataError("no product is listed on the last sales day: nothing to forecast")
+        name = self.kind.removeprefix(BASELINE_PREFIX)
+        values = baseline_forecasts(
+            panel.units,
+            series,
+            np.full(series.size, origin),
+            cfg.horizon,
+            cfg.moving_average_days,
+        )[name]
+        products = np.array([panel.product_ids[s] for s in series], dtype=object)
+        dates = panel.calendar[origin:]
+        return pd.DataFrame(
+            {
+                "product_id": np.repeat(products, cfg.horizon),
+                "target_date": np.tile(dates.to_numpy(), series.size),
+                "predicted_units": values.reshape(-1),
+            }
+        )
+
+
+def _run_train_config(store: ArtifactStore, run_id: str, workdir: Path) -> Any:
+    from trainer.config import TrainConfig
+
+    download_run(store, run_id, workdir, names=[PARAMS])
+    params = json.loads((workdir / PARAMS).read_text())
+    return TrainConfig.from_dict(params["train_config"])
+
+
+def _load_lstm(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
+    return LstmForecaster(load_model_bundle(store, pointer.run_id, workdir))
+
+
+def _load_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
+    cfg = _run_train_config(store, pointer.run_id, workdir)
+    return BaselineForecaster(pointer.kind, pointer.model_version, cfg)
+
+
+LOADERS: dict[str, Callable[[ArtifactStore, ChampionPointer, Path], Forecaster]] = {
+    LSTM: _load_lstm,
+    SEASONAL_NAIVE: _load_baseline,
+    MOVING_AVERAGE: _load_baseline,
+}
+
+
+def load_forecaster(
+    store: ArtifactStore, pointer: ChampionPointer, workdir: str | Path
+) -> Forecaster:
+    """The forecaster `pointer` names, loaded from its sealed run (hashes checked)."""
+    loader = LOADERS.get(pointer.kind)
+    if loader is None:
+        raise ValueError(
+            f"champion {pointer.model_version} has unknown kind {pointer.kind!r} "
+            f"(known: {', '.join(LOADERS)})"
+        )
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    return loader(store, pointer, Path(workdir))
 
 
 class NoChampion(RuntimeError):
@@ -44,6 +213,7 @@ class ForecastResult:
     last_date: str
     written: int
     unchanged: int
+    kind: str = LSTM
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form."""
@@ -111,38 +281,85 @@ def write_forecasts(
     return len(rows), len(frame) - len(rows)
 
 
-def forecast_with(engine: sa.Engine, bundle: ModelBundle) -> ForecastResult:
-    """Forecast with a loaded model bundle (bias-corrected) and write the predictions."""
+def forecast_with(engine: sa.Engine, forecaster: Forecaster | ModelBundle) -> ForecastResult:
+    """Forecast with a loaded forecaster (a `ModelBundle` serves as an LSTM) and write
+    the predictions under its model version."""
     from trainer.data import load_promotions, load_sales
-    from trainer.pipeline import forecast_next
 
-    with timed(log, "stage forecast", stage="forecast", model_version=bundle.model_version) as out:
+    if isinstance(forecaster, ModelBundle):
+        forecaster = LstmForecaster(forecaster)
+    version = forecaster.model_version
+    with timed(
+        log, "stage forecast", stage="forecast", model_version=version, kind=forecaster.kind
+    ) as out:
         sales = load_sales(engine)
         promos = load_promotions(engine)
-        raw = forecast_next(bundle.model, bundle.pipeline, sales, bundle.cfg, bundle.params, promos)
-        corrected = bundle.correction.apply(raw, column="predicted_units")
-        written, unchanged = write_forecasts(engine, corrected, bundle.model_version)
-        dates = pd.to_datetime(corrected["target_date"])
+        frame = forecaster.forecast(sales, promos)
+        written, unchanged = write_forecasts(engine, frame, version)
+        dates = pd.to_datetime(frame["target_date"])
         result = ForecastResult(
-            model_version=bundle.model_version,
-            products=int(corrected["product_id"].nunique()),
+            model_version=version,
+            products=int(frame["product_id"].nunique()),
             days=int(dates.nunique()),
             first_date=str(dates.min().date()),
             last_date=str(dates.max().date()),
             written=written,
             unchanged=unchanged,
+            kind=forecaster.kind,
         )
         out.update(result.to_dict())
     return result
 
 
+def _fallback_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
+    """The best baseline of the champion's run (by its metrics.json), with its settings."""
+    from trainer.artifacts import run_key
+    from trainer.config import TrainConfig
+
+    name = "seasonal_naive"
+    try:
+        base = store.read_json(run_key(pointer.run_id, "metrics.json"))["baselines"]
+        ranked = sorted(
+            (base[n]["rmsse"], n) for n in ("seasonal_naive", "moving_average") if n in base
+        )
+        name = ranked[0][1]
+    except Exception as exc:
+        log.warning("champion's metrics unreadable; seasonal naive", extra={"error": str(exc)})
+    try:
+        cfg = _run_train_config(store, pointer.run_id, workdir / "fallback")
+    except Exception as exc:
+        log.warning("champion's settings unreadable; defaults", extra={"error": str(exc)})
+        cfg = TrainConfig()
+    kind = baseline_kind(name)
+    return BaselineForecaster(kind, kind, cfg)
+
+
 def run_forecast(
     engine: sa.Engine, store: ArtifactStore, *, workdir: str | Path | None = None
 ) -> ForecastResult:
-    """`--mode forecast`: load the champion named by champion.json and write its forecasts."""
+    """`--mode forecast`: forecast with the champion named by champion.json, of any kind.
+
+    A trained champion that cannot be loaded is replaced, for this forecast, by the best
+    baseline of its run (logged as an error; the registry is not changed: the next
+    training run registers a fallback champion).
+    """
     pointer = read_champion(store)
     if pointer is None:
         raise NoChampion(f"no champion at {store.key_uri('champion.json')}: run --mode train first")
     with tempfile.TemporaryDirectory(prefix="fg-champion-") as tmp:
-        bundle = load_model_bundle(store, pointer.run_id, workdir or tmp)
-        return forecast_with(engine, bundle)
+        where = Path(workdir or tmp)
+        try:
+            forecaster = load_forecaster(store, pointer, where / "champion")
+        except Exception as exc:
+            if is_baseline(pointer.kind):
+                raise
+            forecaster = _fallback_baseline(store, pointer, where)
+            log.error(
+                "champion could not be loaded: a baseline serves",
+                extra={
+                    "model_version": pointer.model_version,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "serving": forecaster.kind,
+                },
+            )
+        return forecast_with(engine, forecaster)

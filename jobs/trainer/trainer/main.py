@@ -5,8 +5,12 @@ Order of a training run, so that a crash at any point changes no champion:
 tune ▸ train (with and without the fairness callback) ▸ bias correction ▸ refit on
 train + validation ▸ evaluate challenger and champion on the same test window ▸ decide
 ▸ SHAP ▸ report ▸ artifacts ▸ manifest (last file of the run) ▸ one DB transaction
-(registry + residuals) ▸ champion.json ▸ forecasts ▸ email. The retrain request is
-marked finished or failed at the end.
+(registry + residuals) ▸ champion.json ▸ forecasts by whoever serves now ▸ email. The
+retrain request is marked finished or failed at the end.
+
+Something always serves after a training run: the promoted challenger, the kept
+champion, or (no usable champion and the challenger not promoted) the best baseline,
+registered as the fallback champion (`trainer.promotion`, `trainer.forecast`).
 """
 
 from __future__ import annotations
@@ -111,9 +115,17 @@ def run_train(
     from trainer import pipeline as tp
     from trainer.artifacts import ModelBundle, RunWriter, save_model_bundle
     from trainer.data import load_sales
+    from trainer.evaluate import baseline_evaluation, best_baseline
     from trainer.explain import explain
-    from trainer.forecast import forecast_with
-    from trainer.promotion import decide, evaluate_champion, publish, record
+    from trainer.forecast import (
+        LSTM,
+        BaselineForecaster,
+        LstmForecaster,
+        baseline_kind,
+        describe_kind,
+        forecast_with,
+    )
+    from trainer.promotion import METRIC, Fallback, decide, evaluate_champion, publish, record
     from trainer.report import ReportData, make_plots, markdown_to_html, render_markdown
     from trainer.tuning import tune
 
@@ -173,11 +185,36 @@ def run_train(
     metrics = evaluation.metrics
 
     with timed(log, "stage champion", stage="champion"):
-        champ = evaluate_champion(store, prepared, workdir / "champion")
-    challenger = Scores(metrics["model"]["rmse"], metrics["fairness"]["disparity_p90_over_median"])
-    naive = Scores(metrics["baselines"]["seasonal_naive"]["rmse"])
-    decision = decide(challenger, champ.scores, naive, opts.tolerances, champ.model_version)
+        champ = evaluate_champion(store, prepared, workdir / "champion", evaluation)
+    best = best_baseline(evaluation)
+    base_eval = baseline_evaluation(evaluation, best)
+    base_kind = baseline_kind(best)
+    challenger = Scores.from_metrics(metrics)
+    base_scores = Scores.from_metrics(base_eval.metrics)
+    # Names of failed data-quality checks; a non-empty list blocks the promotion.
+    quality_failures: tuple[str, ...] = ()
+    decision = decide(
+        challenger,
+        champ.scores,
+        base_scores,
+        opts.tolerances,
+        champ.model_version,
+        baseline_kind=base_kind,
+        data_quality_failures=quality_failures,
+    )
     log.info("promotion decision", extra=asdict(decision))
+    fallback = (
+        Fallback(base_kind, base_eval.metrics, base_eval.baseline_predictions)
+        if decision.fallback
+        else None
+    )
+    if decision.promote:
+        serving = {"kind": LSTM, "model_version": model_version}
+    elif fallback is not None:
+        serving = {"kind": fallback.kind, "model_version": fallback.model_version}
+    else:
+        serving = {"kind": champ.kind, "model_version": champ.model_version}
+    serving |= {"description": describe_kind(serving["kind"]), "reason": decision.reason}
 
     per = evaluation.per_product.set_index("product_id")
     explanation = explain(
@@ -222,6 +259,10 @@ def run_train(
             else {"model_version": champ.model_version, "note": champ.note}
         ),
         "decision": asdict(decision),
+        "promotion_metric": METRIC,
+        "best_baseline": {"kind": base_kind, **base_scores.__dict__},
+        "data_quality_failures": list(quality_failures),
+        "serving": serving,
     }
     data = ReportData(
         run_id=run_id,
@@ -250,6 +291,9 @@ def run_train(
         shap_per_product=explanation.per_product,
         history=final.history,
         decision=asdict(decision),
+        serving=serving,
+        best_baseline=base_kind,
+        data_quality_failures=list(quality_failures),
     )
     with timed(log, "stage report", stage="report"):
         plots = make_plots(data)
@@ -314,6 +358,8 @@ def run_train(
             request_id=opts.request.request_id,
             decision=asdict(decision),
             rmse=metrics["model"]["rmse"],
+            rmsse=metrics["model"]["rmsse"],
+            serving=serving,
         )
         out["files"] = len(writer.files) + 1
 
@@ -326,13 +372,27 @@ def run_train(
         decision=decision,
         holdout=test,
         request_id=opts.request.request_id,
+        fallback=fallback,
     )
-    forecast = None
+    # Serving: whoever is champion after the decision forecasts the next days.
     if decision.promote:
         publish(
             store, model_version=model_version, run_id=run_id, run_uri=writer.uri, scores=challenger
         )
-        forecast = forecast_with(engine, bundle).to_dict()
+        forecast = forecast_with(engine, LstmForecaster(bundle)).to_dict()
+    elif fallback is not None:
+        publish(
+            store,
+            model_version=fallback.model_version,
+            run_id=run_id,
+            run_uri=writer.uri,
+            scores=base_scores,
+            kind=fallback.kind,
+        )
+        forecaster = BaselineForecaster(fallback.kind, fallback.model_version, cfg)
+        forecast = forecast_with(engine, forecaster).to_dict()
+    else:
+        forecast = _forecast_with_champion(engine, store, workdir / "serving")
 
     outcome = TrainOutcome(
         run_id=run_id,
@@ -351,6 +411,29 @@ def run_train(
     return outcome
 
 
+def _forecast_with_champion(
+    engine: sa.Engine, store: ArtifactStore, workdir: Path
+) -> dict[str, Any]:
+    """The kept champion's fresh forecasts; a failure is logged and returned, not raised
+    (the run's decision is already committed)."""
+    from trainer.artifacts import read_champion
+    from trainer.forecast import forecast_with, load_forecaster
+
+    pointer = read_champion(store)
+    if pointer is None:
+        log.error("no champion pointer after the decision: no forecasts")
+        return {"error": "no champion pointer"}
+    try:
+        return forecast_with(engine, load_forecaster(store, pointer, workdir)).to_dict()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "the champion's forecasts failed",
+            extra={"model_version": pointer.model_version, "error": error},
+        )
+        return {"model_version": pointer.model_version, "kind": pointer.kind, "error": error}
+
+
 def send_report(
     smtp: SmtpConfig,
     store: ArtifactStore,
@@ -365,9 +448,15 @@ def send_report(
     """Email the report; record the outcome beside the run (never raises)."""
     verdict = "promoted" if decision.promote else "not promoted"
     subject = f"forecastguard: model {data.model_version} {verdict}"
+    if not decision.promote and data.serving:
+        subject += f"; {data.serving['model_version']} serves"
     text = markdown
-    if forecast:
-        text += f"\n\nForecasts written: {forecast['written']} rows ({forecast['first_date']} – {forecast['last_date']}).\n"
+    if forecast and "written" in forecast:
+        text += (
+            f"\n\nForecasts by {forecast['model_version']} ({forecast.get('kind', 'lstm')}): "
+            f"{forecast['written']} rows written, {forecast['unchanged']} unchanged "
+            f"({forecast['first_date']} – {forecast['last_date']}).\n"
+        )
     try:
         msg = build_message(
             sender=smtp.sender or smtp.user or "forecastguard@localhost",
@@ -430,6 +519,8 @@ def _summary(outcome: TrainOutcome | None) -> dict[str, Any]:
         "run_uri": outcome.run_uri,
         "promoted": outcome.decision.promote,
         "reason": outcome.decision.reason,
+        "serving": outcome.metrics.get("serving", {}).get("model_version"),
+        "rmsse": outcome.metrics["model"]["rmsse"],
         "rmse": outcome.metrics["model"]["rmse"],
         "forecast": outcome.forecast,
         "email": outcome.email,

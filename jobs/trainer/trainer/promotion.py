@@ -1,10 +1,21 @@
-"""Champion/challenger promotion, as TFX's "blessing".
+"""Champion/challenger promotion, as TFX's "blessing", on one metric: mean per-product RMSSE.
+
+The gate's metric is the mean over products of each product's RMSSE (scale-free: every
+product weighs the same, whatever its volume), the figure the evaluation headlines,
+the report's tables, `metrics.json` and `model_registry.rmsse` show. Pooled RMSE is
+still reported, never judged.
 
 Champion and challenger are scored on the same latest test window. The challenger is
-promoted when its RMSE is lower than the champion's by more than `rmse_tolerance`
-(relative) and its disparity is not worse than the champion's by more than
-`disparity_tolerance` (relative). The first model (no usable champion) is promoted when
-it beats the seasonal-naive baseline.
+promoted when its mean RMSSE is lower than the champion's by more than
+`Tolerances.rmsse` (relative) and its disparity (p90/median of per-product RMSSE) is not
+worse than the champion's by more than `Tolerances.disparity` (relative). Data-quality
+failures block any promotion.
+
+No usable champion (none yet, or it cannot be loaded or scored): the challenger is
+judged by the same rule against the best baseline of the evaluation (seasonal naive or
+moving average, lower mean RMSSE on the same window). When it does not pass, that
+baseline becomes the champion (`Decision.fallback`, kind `baseline:<name>`) so that
+something always serves; a later trained model has to beat it like any champion.
 
 A promotion writes, in one transaction, the `model_registry` row (the old champion is
 retired) and the new champion's per-product holdout errors into `model_residuals` (the
@@ -16,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,97 +42,161 @@ from forecastguard.db.upsert import upsert_rows
 from forecastguard.logs import get_logger
 from forecastguard.storage import ArtifactStore
 from trainer.artifacts import ChampionPointer, write_champion
+from trainer.forecast import LSTM, describe_kind, is_baseline
 
 log = get_logger(__name__)
+
+METRIC = "mean_rmsse"  # the promotion metric: mean of the products' RMSSE
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
 class Scores:
-    """A model's test-window scores used for the decision."""
+    """A forecaster's test-window scores: `rmsse` (mean per-product RMSSE) is judged,
+    `disparity` guards fairness, `rmse` (pooled) is only reported."""
 
-    rmse: float
+    rmsse: float
     disparity: float | None = None
+    rmse: float | None = None
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.rmse):
-            raise ValueError(f"RMSE must be finite, got {self.rmse}")
+        if not math.isfinite(self.rmsse):
+            raise ValueError(f"mean RMSSE must be finite, got {self.rmsse}")
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any]) -> Scores:
+        """From an evaluation's metrics (`model.rmsse`, `fairness.disparity_p90_over_median`)."""
+        return cls(
+            float(metrics["model"]["rmsse"]),
+            _finite_or_none(metrics.get("fairness", {}).get("disparity_p90_over_median")),
+            _finite_or_none(metrics["model"].get("rmse")),
+        )
 
 
 @dataclass(frozen=True)
 class Tolerances:
-    """How much better the RMSE must be, how much worse the disparity may be (relative)."""
+    """How much lower the mean RMSSE must be, how much worse the disparity may be (relative)."""
 
-    rmse: float = 0.0
+    rmsse: float = 0.0
     disparity: float = 0.10
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rmse < 1.0 or self.disparity < 0.0:
+        if not 0.0 <= self.rmsse < 1.0 or self.disparity < 0.0:
             raise ValueError(
-                f"tolerances must be 0 <= rmse < 1 and disparity >= 0, got {self.rmse}, "
+                f"tolerances must be 0 <= rmsse < 1 and disparity >= 0, got {self.rmsse}, "
                 f"{self.disparity}"
             )
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The promotion decision and why, in words that go into the report and the registry."""
+    """The promotion decision and why, in words that go into the report and the registry.
+
+    `promote`: the challenger becomes champion. `against`: what it was judged against
+    ("champion", or a baseline kind for a first model). `fallback`: the baseline kind
+    that becomes champion because there is no usable champion and the challenger was
+    not promoted.
+    """
 
     promote: bool
     reason: str
-    against: str  # "champion" | "seasonal_naive"
+    against: str  # "champion" | "baseline:seasonal_naive" | "baseline:moving_average"
+    fallback: str | None = None
+
+    @property
+    def serves(self) -> str:
+        """Who serves after this run: "challenger", "champion" or the fallback's kind."""
+        if self.promote:
+            return "challenger"
+        return self.fallback or "champion"
+
+
+def _judge(challenger: Scores, reference: Scores, name: str, tol: Tolerances) -> tuple[bool, str]:
+    """The one rule: lower mean RMSSE by the margin, disparity within its tolerance."""
+    bar = reference.rmsse * (1.0 - tol.rmsse)
+    if not challenger.rmsse < bar:
+        margin = f" by more than {tol.rmsse:.1%}" if tol.rmsse else ""
+        return False, (
+            f"mean RMSSE {challenger.rmsse:.4g} is not lower than {name}'s "
+            f"{reference.rmsse:.4g}{margin}"
+        )
+    if challenger.disparity is not None and reference.disparity is not None:
+        limit = reference.disparity * (1.0 + tol.disparity)
+        if challenger.disparity > limit:
+            return False, (
+                f"mean RMSSE {challenger.rmsse:.4g} < {name}'s {reference.rmsse:.4g}, but "
+                f"disparity {challenger.disparity:.4g} is worse than {name}'s "
+                f"{reference.disparity:.4g} beyond the {tol.disparity:.0%} tolerance"
+            )
+        return True, (
+            f"mean RMSSE {challenger.rmsse:.4g} < {name}'s {reference.rmsse:.4g}; "
+            f"disparity {challenger.disparity:.4g} vs {reference.disparity:.4g}"
+        )
+    return True, f"mean RMSSE {challenger.rmsse:.4g} < {name}'s {reference.rmsse:.4g}"
 
 
 def decide(
     challenger: Scores,
     champion: Scores | None,
-    seasonal_naive: Scores,
+    baseline: Scores,
     tol: Tolerances = Tolerances(),
     champion_version: str | None = None,
+    *,
+    baseline_kind: str = "baseline:seasonal_naive",
+    data_quality_failures: Sequence[str] = (),
 ) -> Decision:
-    """Compare the challenger with the champion (or, for the first model, seasonal naive)."""
+    """Judge the challenger against the champion or, with no usable champion, the best baseline.
+
+    `baseline` is the best baseline's scores on the same window (kind `baseline_kind`).
+    A non-empty `data_quality_failures` (names of failed data-quality checks) blocks the
+    promotion. With no champion, a challenger that is not promoted leaves the baseline as
+    the fallback champion.
+    """
+    failures = [str(f) for f in data_quality_failures if str(f).strip()]
     if champion is None:
-        if challenger.rmse < seasonal_naive.rmse:
-            return Decision(
-                True,
-                f"first model: RMSE {challenger.rmse:.4g} beats seasonal naive "
-                f"{seasonal_naive.rmse:.4g}",
-                "seasonal_naive",
-            )
-        return Decision(
-            False,
-            f"first model: RMSE {challenger.rmse:.4g} does not beat seasonal naive "
-            f"{seasonal_naive.rmse:.4g}",
-            "seasonal_naive",
-        )
-    name = f"champion {champion_version}" if champion_version else "champion"
-    bar = champion.rmse * (1.0 - tol.rmse)
-    if not challenger.rmse < bar:
-        margin = f" by more than {tol.rmse:.1%}" if tol.rmse else ""
-        return Decision(
-            False,
-            f"RMSE {challenger.rmse:.4g} is not lower than {name}'s {champion.rmse:.4g}{margin}",
-            "champion",
-        )
-    if challenger.disparity is not None and champion.disparity is not None:
-        limit = champion.disparity * (1.0 + tol.disparity)
-        if challenger.disparity > limit:
+        name = describe_kind(baseline_kind)
+        serves = f"{name} ({baseline_kind}) becomes the champion and serves"
+        if failures:
             return Decision(
                 False,
-                f"RMSE {challenger.rmse:.4g} < {champion.rmse:.4g}, but disparity "
-                f"{challenger.disparity:.4g} is worse than {name}'s {champion.disparity:.4g} "
-                f"beyond the {tol.disparity:.0%} tolerance",
-                "champion",
+                f"first model: data-quality checks failed ({', '.join(failures)}); {serves}",
+                baseline_kind,
+                fallback=baseline_kind,
             )
-    disparity = (
-        f"; disparity {challenger.disparity:.4g} vs {champion.disparity:.4g}"
-        if challenger.disparity is not None and champion.disparity is not None
-        else ""
-    )
-    return Decision(
-        True,
-        f"RMSE {challenger.rmse:.4g} < {name}'s {champion.rmse:.4g}{disparity}",
-        "champion",
-    )
+        ok, why = _judge(challenger, baseline, name, tol)
+        if ok:
+            return Decision(True, f"first model: {why}", baseline_kind)
+        return Decision(False, f"first model: {why}; {serves}", baseline_kind, baseline_kind)
+    name = f"champion {champion_version}" if champion_version else "champion"
+    if failures:
+        return Decision(
+            False,
+            f"data-quality checks failed ({', '.join(failures)}); {name} keeps serving",
+            "champion",
+        )
+    ok, why = _judge(challenger, champion, name, tol)
+    return Decision(ok, why if ok else f"{why}; {name} keeps serving", "champion")
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A baseline that becomes champion: its kind (= its model version), its scores
+    (the metrics.json `model`/`fairness` shape) and its holdout frame for the residuals."""
+
+    kind: str
+    metrics: dict[str, Any]
+    holdout: pd.DataFrame
+
+    @property
+    def model_version(self) -> str:
+        """A baseline is registered under its kind ("baseline:moving_average")."""
+        return self.kind
 
 
 def residual_rows(model_version: str, holdout: pd.DataFrame) -> list[dict[str, Any]]:
@@ -137,6 +213,50 @@ def residual_rows(model_version: str, holdout: pd.DataFrame) -> list[dict[str, A
     ]
 
 
+def _registry_row(
+    *,
+    model_version: str,
+    kind: str,
+    run_id: str,
+    run_uri: str,
+    status: str,
+    metrics: dict[str, Any],
+    reason: str,
+    request_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    model = metrics.get("model", {})
+    return {
+        "model_version": model_version,
+        "run_id": run_id,
+        "status": status,
+        "kind": kind,
+        "artifact_uri": run_uri,
+        "rmse": _finite_or_none(model.get("rmse")),
+        "rmsse": _finite_or_none(model.get("rmsse")),
+        "disparity": _finite_or_none(metrics.get("fairness", {}).get("disparity_p90_over_median")),
+        "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
+        "decision_reason": reason,
+        "request_id": request_id,
+        "created_at": now,
+        "promoted_at": now if status == "champion" else None,
+    }
+
+
+def _crown(conn: sa.Connection, model_version: str, holdout: pd.DataFrame) -> int:
+    """Retire the current champion and store `model_version`'s holdout errors."""
+    residuals = residual_rows(model_version, holdout)
+    conn.execute(
+        sa.update(model_registry)
+        .where(model_registry.c.status == "champion")
+        .where(model_registry.c.model_version != model_version)
+        .values(status="retired")
+    )
+    conn.execute(sa.delete(model_residuals).where(model_residuals.c.model_version == model_version))
+    upsert_rows(conn, model_residuals, residuals)
+    return len(residuals)
+
+
 def record(
     engine: sa.Engine,
     *,
@@ -148,50 +268,57 @@ def record(
     holdout: pd.DataFrame,
     request_id: str | None = None,
     now: datetime | None = None,
+    kind: str = LSTM,
+    fallback: Fallback | None = None,
 ) -> None:
     """Write the decision to the database in one transaction.
 
     Promoted: the previous champion becomes `retired`, this model's row is `champion`
     and its holdout errors replace any earlier ones in `model_residuals`. Not promoted:
-    the row is `rejected` and nothing else changes.
+    the row is `rejected`; with a `fallback` (no usable champion) the baseline is
+    registered as champion under its kind, with its holdout errors, the same way.
     """
+    if fallback is not None and (decision.promote or decision.fallback != fallback.kind):
+        raise ValueError(f"fallback {fallback.kind} does not match the decision {decision}")
     now = (now or datetime.now(UTC)).replace(tzinfo=None)
-    model = metrics.get("model", {})
-    row = {
-        "model_version": model_version,
-        "run_id": run_id,
-        "status": "champion" if decision.promote else "rejected",
-        "artifact_uri": run_uri,
-        "rmse": model.get("rmse"),
-        "rmsse": model.get("rmsse"),
-        "disparity": metrics.get("fairness", {}).get("disparity_p90_over_median"),
-        "metrics_json": json.dumps(metrics, sort_keys=True, default=str),
-        "decision_reason": decision.reason,
-        "request_id": request_id,
-        "created_at": now,
-        "promoted_at": now if decision.promote else None,
-    }
-    residuals = residual_rows(model_version, holdout) if decision.promote else []
+    row = _registry_row(
+        model_version=model_version,
+        kind=kind,
+        run_id=run_id,
+        run_uri=run_uri,
+        status="champion" if decision.promote else "rejected",
+        metrics=metrics,
+        reason=decision.reason,
+        request_id=request_id,
+        now=now,
+    )
+    crowned = 0
     with engine.begin() as conn:
         if decision.promote:
-            conn.execute(
-                sa.update(model_registry)
-                .where(model_registry.c.status == "champion")
-                .where(model_registry.c.model_version != model_version)
-                .values(status="retired")
-            )
-            conn.execute(
-                sa.delete(model_residuals).where(model_residuals.c.model_version == model_version)
-            )
-            upsert_rows(conn, model_residuals, residuals)
+            crowned = _crown(conn, model_version, holdout)
         upsert_rows(conn, model_registry, [row])
+        if fallback is not None:
+            crowned = _crown(conn, fallback.model_version, fallback.holdout)
+            base_row = _registry_row(
+                model_version=fallback.model_version,
+                kind=fallback.kind,
+                run_id=run_id,
+                run_uri=run_uri,
+                status="champion",
+                metrics=fallback.metrics,
+                reason=decision.reason,
+                request_id=request_id,
+                now=now,
+            )
+            upsert_rows(conn, model_registry, [base_row])
     log.info(
         "promotion recorded",
         extra={
             "model_version": model_version,
             "promoted": decision.promote,
+            "serves": fallback.kind if fallback is not None else decision.serves,
             "reason": decision.reason,
-            "residual_rows": len(residuals),
+            "residual_rows": crowned,
         },
     )
 
@@ -203,9 +330,11 @@ def publish(
     run_id: str,
     run_uri: str,
     scores: Scores,
+    kind: str = LSTM,
     now: datetime | None = None,
 ) -> ChampionPointer:
-    """Point `champion.json` at the promoted (sealed) run."""
+    """Point `champion.json` at the new champion (a sealed run; for a baseline, the run
+    that made it champion)."""
     pointer = ChampionPointer(
         model_version=model_version,
         run_id=run_id,
@@ -213,9 +342,11 @@ def publish(
         promoted_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
         rmse=scores.rmse,
         disparity=scores.disparity,
+        kind=kind,
+        rmsse=scores.rmsse,
     )
     write_champion(store, pointer)
-    log.info("champion pointer updated", extra={"model_version": model_version})
+    log.info("champion pointer updated", extra={"model_version": model_version, "kind": kind})
     return pointer
 
 
@@ -262,6 +393,8 @@ def reconcile_champion(engine: sa.Engine, store: ArtifactStore) -> ChampionPoint
         promoted_at=promoted.replace(tzinfo=UTC).isoformat(timespec="seconds"),
         rmse=row["rmse"],
         disparity=row["disparity"],
+        kind=row["kind"] or LSTM,
+        rmsse=row["rmsse"],
     )
     write_champion(store, pointer)
     log.warning(
@@ -281,26 +414,32 @@ class ChampionEvaluation:
     model_version: str | None
     evaluation: Any  # trainer.evaluate.Evaluation | None
     note: str | None = None
+    kind: str = LSTM
 
     @property
     def scores(self) -> Scores | None:
         """The champion's scores, when it was evaluated."""
         if self.evaluation is None:
             return None
-        m = self.evaluation.metrics
-        return Scores(m["model"]["rmse"], m["fairness"]["disparity_p90_over_median"])
+        return Scores.from_metrics(self.evaluation.metrics)
 
 
 def evaluate_champion(
-    store: ArtifactStore, prepared: Any, workdir: str | Path
+    store: ArtifactStore,
+    prepared: Any,
+    workdir: str | Path,
+    evaluation: Any = None,
 ) -> ChampionEvaluation:
     """Score the current champion on exactly the challenger's test windows.
 
-    The champion's own feature pipeline transforms the current panel; its own bias
-    correction is applied, as when it serves. A champion that cannot be loaded or
-    scored is reported with a note, and the challenger is judged as a first model.
+    A trained champion: its own feature pipeline transforms the current panel and its
+    own bias correction is applied, as when it serves. A baseline champion: its scores
+    are the challenger's `evaluation`'s figures for that baseline (same windows, this
+    run's settings). A champion that cannot be loaded or scored is reported with a
+    note, and the challenger is judged as a first model.
     """
     from trainer.artifacts import IncompleteRun, load_model_bundle, read_champion
+    from trainer.evaluate import baseline_evaluation
     from trainer.pipeline import evaluate, predict_split
     from trainer.windowing import make_windows
 
@@ -308,27 +447,41 @@ def evaluate_champion(
     if pointer is None:
         return ChampionEvaluation(None, None, None)
     try:
-        bundle = load_model_bundle(store, pointer.run_id, workdir)
-        horizon = prepared.cfg.horizon
-        if bundle.cfg.horizon != horizon:
-            raise ValueError(f"its horizon is {bundle.cfg.horizon} days, not {horizon}")
-        arrays = bundle.pipeline.transform(prepared.panel)
-        test = make_windows(
-            arrays,
-            np.unique(prepared.test.origin),
-            bundle.params.lookback,
-            horizon,
-            series=np.unique(prepared.test.series),
-        )
-        replica = replace(prepared, pipeline=bundle.pipeline, arrays=arrays, test=test)
-        pred = bundle.correction.apply(predict_split(bundle.model, replica, "test"))
-        evaluation = evaluate(pred, prepared)
+        if is_baseline(pointer.kind):
+            if evaluation is None:
+                raise ValueError("a baseline champion is scored from the challenger's evaluation")
+            result = baseline_evaluation(evaluation, pointer.kind.split(":", 1)[1])
+        elif pointer.kind == LSTM:
+            bundle = load_model_bundle(store, pointer.run_id, workdir)
+            horizon = prepared.cfg.horizon
+            if bundle.cfg.horizon != horizon:
+                raise ValueError(f"its horizon is {bundle.cfg.horizon} days, not {horizon}")
+            arrays = bundle.pipeline.transform(prepared.panel)
+            test = make_windows(
+                arrays,
+                np.unique(prepared.test.origin),
+                bundle.params.lookback,
+                horizon,
+                series=np.unique(prepared.test.series),
+            )
+            replica = replace(prepared, pipeline=bundle.pipeline, arrays=arrays, test=test)
+            pred = bundle.correction.apply(predict_split(bundle.model, replica, "test"))
+            result = evaluate(pred, prepared)
+        else:
+            raise ValueError(f"its kind {pointer.kind!r} cannot be scored here")
     except (IncompleteRun, OSError, ValueError, KeyError, TypeError) as exc:
-        note = f"champion {pointer.model_version} could not be evaluated ({exc}); judged as a first model"
+        note = (
+            f"champion {pointer.model_version} could not be evaluated ({exc}); "
+            "judged as a first model"
+        )
         log.warning("champion not evaluated", extra={"error": str(exc)})
-        return ChampionEvaluation(pointer.model_version, None, note)
+        return ChampionEvaluation(pointer.model_version, None, note, pointer.kind)
     log.info(
         "champion evaluated",
-        extra={"model_version": pointer.model_version, **evaluation.metrics["model"]},
+        extra={
+            "model_version": pointer.model_version,
+            "kind": pointer.kind,
+            **{k: v for k, v in result.metrics["model"].items() if not isinstance(v, dict)},
+        },
     )
-    return ChampionEvaluation(pointer.model_version, evaluation, None)
+    return ChampionEvaluation(pointer.model_version, result, None, pointer.kind)

@@ -39,8 +39,11 @@ class ReportData:
     shap_summary: pd.DataFrame  # feature, input, mean_abs_shap, ...
     shap_per_product: pd.DataFrame  # product_id, feature, input, mean_abs_shap
     history: dict[str, list[float]]  # Keras history of the final model
-    decision: dict[str, Any]  # promote, reason, against
+    decision: dict[str, Any]  # promote, reason, against, fallback
     artifacts: list[str] = field(default_factory=list)
+    serving: dict[str, Any] | None = None  # kind, model_version, description, reason
+    best_baseline: str | None = None  # kind of the best baseline on the test window
+    data_quality_failures: list[str] = field(default_factory=list)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -91,8 +94,40 @@ def _scores_table(data: ReportData) -> pd.DataFrame:
         disp[f"champion {data.champion['model_version']}"] = data.champion["metrics"]["fairness"][
             "disparity_p90_over_median"
         ]
+    for name, scores in data.metrics["baselines"].items():
+        disp[name.replace("_", " ")] = scores.get("disparity_p90_over_median")
     frame["disparity"] = frame["model"].map(disp).astype(float)
-    return frame[["model", "rmse", "mae", "rmsse", "bias", "disparity"]]
+    frame = frame.rename(columns={"rmsse": "mean RMSSE"})
+    return frame[["model", "mean RMSSE", "rmse", "mae", "bias", "disparity"]]
+
+
+def _against(kind: str) -> str:
+    if kind.startswith("baseline:"):
+        return f"the best baseline, {kind.removeprefix('baseline:').replace('_', ' ')},"
+    return f"the {kind.replace('_', ' ')}"
+
+
+def _serving_lines(data: ReportData) -> list[str]:
+    srv = data.serving
+    if not srv or not srv.get("model_version"):
+        return []
+    d = data.decision
+    if d["promote"]:
+        why = "it passed the promotion rule above"
+    elif d.get("fallback"):
+        why = (
+            "no trained model has been promoted yet (or the champion could not be "
+            "loaded) and this run's model did not pass, so the best baseline of the "
+            "evaluation serves until a trained model beats it"
+        )
+    else:
+        why = "the champion was not beaten, so it keeps serving"
+    return [
+        f"**Serving now: {srv['description']} (`{srv['model_version']}`, kind "
+        f"`{srv['kind']}`)**, because {why}. Its forecasts of the next "
+        f"{data.metrics['horizon']} days are written after this report.",
+        "",
+    ]
 
 
 def render_markdown(data: ReportData) -> str:
@@ -100,10 +135,17 @@ def render_markdown(data: ReportData) -> str:
     d = data.decision
     verdict = "**promoted** to champion" if d["promote"] else "**not promoted**"
     req = data.request
+    srv = data.serving or {}
+    serves = (
+        f" Serving: {srv['description']} (`{srv['model_version']}`)."
+        if srv.get("model_version")
+        else ""
+    )
     out = [
         f"# forecastguard training run {data.run_id}",
         "",
-        f"Model version `{data.model_version}`, {data.created_at}. Decision: {verdict} — {d['reason']}.",
+        f"Model version `{data.model_version}`, {data.created_at}. Decision: {verdict} — "
+        f"{d['reason']}.{serves}",
         "",
     ]
     if req.get("request_id"):
@@ -126,10 +168,24 @@ def render_markdown(data: ReportData) -> str:
         "",
         "## Promotion decision",
         "",
-        f"{verdict[0].upper()}{verdict[1:]}: {d['reason']}. Judged against the "
-        f"{d['against'].replace('_', ' ')} on the same latest test window.",
+        f"{verdict[0].upper()}{verdict[1:]}: {d['reason']}. Judged against "
+        f"{_against(d['against'])} on the same latest test window.",
+        "",
+        "Promotion metric: **mean per-product RMSSE** (each product's RMSE scaled by its "
+        "own one-day naive error, averaged so every product weighs the same); the "
+        "challenger must be lower than the champion's (or, with no champion, the best "
+        "baseline's) and its disparity (p90/median of per-product RMSSE) within the "
+        "tolerance. Pooled RMSE is shown, not judged.",
         "",
     ]
+    if data.data_quality_failures:
+        out += [
+            "Data-quality checks failed, which blocks any promotion: "
+            + ", ".join(data.data_quality_failures)
+            + ".",
+            "",
+        ]
+    out += _serving_lines(data)
     if data.champion_note:
         out += [f"Note: {data.champion_note}", ""]
     out += [

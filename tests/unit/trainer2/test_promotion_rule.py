@@ -13,6 +13,7 @@ from forecastguard.storage import open_store
 from trainer.artifacts import RunWriter, read_champion
 from trainer.promotion import (
     Decision,
+    Fallback,
     Scores,
     Tolerances,
     current_champion_version,
@@ -22,34 +23,81 @@ from trainer.promotion import (
     record,
 )
 
-NAIVE = Scores(rmse=10.0)
+BASE = Scores(rmsse=1.0, disparity=1.5)
+MA = "baseline:moving_average"
 
 
-def test_first_model_must_beat_seasonal_naive():
-    assert decide(Scores(9.0, 1.5), None, NAIVE).promote
-    d = decide(Scores(10.5, 1.5), None, NAIVE)
-    assert not d.promote and "seasonal naive" in d.reason and d.against == "seasonal_naive"
+def test_first_model_must_beat_the_best_baseline():
+    d = decide(Scores(0.9, 1.5), None, BASE, baseline_kind=MA)
+    assert d.promote and d.fallback is None and d.serves == "challenger"
+    assert d.against == MA and "moving average baseline" in d.reason
+
+
+def test_first_model_that_loses_leaves_the_baseline_serving():
+    d = decide(Scores(1.05, 1.5), None, BASE, baseline_kind=MA)
+    assert not d.promote
+    assert d.fallback == MA and d.serves == MA
+    assert "not lower than the moving average baseline's 1" in d.reason
+    assert "becomes the champion and serves" in d.reason
+
+
+def test_first_model_faces_the_same_rule_as_against_a_champion():
+    # Lower mean RMSSE but a much worse disparity than the baseline: not promoted.
+    d = decide(Scores(0.9, 2.0), None, BASE, baseline_kind=MA)
+    assert not d.promote and d.fallback == MA and "beyond the 10% tolerance" in d.reason
+    # A margin nobody can meet forces the fallback (the tests' way to make a model lose).
+    d = decide(Scores(0.5, 1.5), None, BASE, Tolerances(rmsse=0.95), baseline_kind=MA)
+    assert not d.promote and d.fallback == MA and "by more than 95.0%" in d.reason
 
 
 @pytest.mark.parametrize(
     "challenger, tol, promote, words",
     [
-        (Scores(8.0, 1.5), Tolerances(), True, "< champion v1's 9"),
+        (Scores(8.0, 1.5), Tolerances(), True, "mean RMSSE 8 < champion v1's 9"),
         (Scores(9.5, 1.5), Tolerances(), False, "not lower"),
-        (Scores(8.9, 1.5), Tolerances(rmse=0.05), False, "by more than 5.0%"),
+        (Scores(8.9, 1.5), Tolerances(rmsse=0.05), False, "by more than 5.0%"),
         (Scores(8.0, 1.64), Tolerances(disparity=0.10), True, "disparity"),
         (Scores(8.0, 1.70), Tolerances(disparity=0.10), False, "beyond the 10% tolerance"),
     ],
 )
 def test_challenger_against_champion(challenger, tol, promote, words):
-    d = decide(challenger, Scores(9.0, 1.5), NAIVE, tol, champion_version="v1")
+    d = decide(challenger, Scores(9.0, 1.5), BASE, tol, champion_version="v1")
     assert d.promote is promote
     assert words in d.reason
+    assert d.fallback is None and d.serves == ("challenger" if promote else "champion")
+    if not promote:
+        assert "champion v1 keeps serving" in d.reason
+
+
+def test_the_gate_judges_mean_rmsse_not_pooled_rmse():
+    """The issue's case: RMSSE 0.655 vs 0.835, but pooled RMSE 3.212 vs 3.137."""
+    challenger = Scores(rmsse=0.655, disparity=1.4, rmse=3.212)
+    champion = Scores(rmsse=0.835, disparity=1.4, rmse=3.137)
+    assert decide(challenger, champion, BASE, champion_version="v1").promote
+
+
+def test_scores_from_metrics_read_mean_rmsse():
+    metrics = {
+        "model": {"rmse": 3.2, "rmsse": 0.7},
+        "fairness": {"disparity_p90_over_median": float("inf")},
+    }
+    assert Scores.from_metrics(metrics) == Scores(0.7, None, 3.2)
+
+
+@pytest.mark.parametrize("champion", [Scores(9.0, 1.5), None])
+def test_data_quality_failures_block_promotion(champion):
+    failures = ["duplicate sales rows", "negative units"]
+    d = decide(Scores(0.1, 1.0), champion, BASE, baseline_kind=MA, data_quality_failures=failures)
+    assert not d.promote
+    assert "data-quality checks failed (duplicate sales rows, negative units)" in d.reason
+    # Something still serves: the champion, or with none the best baseline.
+    assert d.serves == ("champion" if champion else MA)
+    assert decide(Scores(0.1, 1.0), champion, BASE, data_quality_failures=()).promote
 
 
 def test_bad_tolerances_and_scores():
     with pytest.raises(ValueError):
-        Tolerances(rmse=1.5)
+        Tolerances(rmsse=1.5)
     with pytest.raises(ValueError):
         Scores(float("nan"))
 
@@ -160,3 +208,95 @@ def test_pointer_is_not_moved_to_an_unsealed_run(sqlite_url, tmp_path):
     _record(engine, "v2", True)  # registry says v2, but v2 has no manifest
     assert reconcile_champion(engine, store) is None
     assert read_champion(store).model_version == "v1"
+
+
+def _fallback_decision() -> Decision:
+    return decide(Scores(1.2, 1.5), None, BASE, baseline_kind=MA)
+
+
+def test_record_fallback_registers_the_baseline_as_champion(engine):
+    _record(engine, "v1", True)  # a champion that (say) could not be loaded
+    base_holdout = _holdout().assign(predicted=6.0)
+    record(
+        engine,
+        model_version="v2",
+        run_id="v2",
+        run_uri="file:///a/runs/v2",
+        metrics={"model": {"rmse": 2.0, "rmsse": 1.2}},
+        decision=_fallback_decision(),
+        holdout=_holdout(),
+        fallback=Fallback(
+            MA,
+            {"model": {"rmse": 1.5, "rmsse": 1.0}, "fairness": {"disparity_p90_over_median": 1.5}},
+            base_holdout,
+        ),
+    )
+    with engine.connect() as conn:
+        rows = {
+            r["model_version"]: r for r in conn.execute(sa.select(model_registry)).mappings().all()
+        }
+        res = conn.execute(
+            sa.select(model_residuals).where(model_residuals.c.model_version == MA)
+        ).mappings()
+        errors = {(r["product_id"], r["error"]) for r in res}
+    assert {v: r["status"] for v, r in rows.items()} == {
+        "v1": "retired",
+        "v2": "rejected",
+        MA: "champion",
+    }
+    base = rows[MA]
+    assert (base["kind"], base["run_id"], base["rmsse"], base["disparity"]) == (MA, "v2", 1.0, 1.5)
+    assert "becomes the champion" in base["decision_reason"]
+    assert rows["v2"]["kind"] == "lstm" and rows["v2"]["rmsse"] == 1.2
+    assert errors == {("P0", -1.0), ("P1", 0.0), ("P2", 1.0)}
+    assert current_champion_version(engine) == MA
+
+
+def test_record_refuses_a_fallback_the_decision_did_not_make(engine):
+    with pytest.raises(ValueError, match="does not match"):
+        record(
+            engine,
+            model_version="v1",
+            run_id="v1",
+            run_uri="u",
+            metrics={},
+            decision=Decision(True, "promoted", "champion"),
+            holdout=_holdout(),
+            fallback=Fallback(MA, {}, _holdout()),
+        )
+
+
+def test_baseline_champion_pointer_round_trips_and_is_reconciled(sqlite_url, tmp_path):
+    engine = sa.create_engine(sqlite_url)
+    store = open_store(tmp_path.as_uri())
+    run = RunWriter(store, "v2")
+    run.put_text("report.md", "v2")
+    run.seal()
+    record(
+        engine,
+        model_version="v2",
+        run_id="v2",
+        run_uri=run.uri,
+        metrics={},
+        decision=_fallback_decision(),
+        holdout=_holdout(),
+        fallback=Fallback(MA, {"model": {"rmse": 1.5, "rmsse": 1.0}}, _holdout()),
+    )
+    # crash before champion.json: the pointer is rebuilt from the registry, kind included
+    repaired = reconcile_champion(engine, store)
+    assert (repaired.model_version, repaired.kind, repaired.run_id) == (MA, MA, "v2")
+    assert repaired.rmsse == 1.0 and read_champion(store) == repaired
+    pointer = publish(
+        store, model_version=MA, run_id="v2", run_uri=run.uri, scores=Scores(1.0), kind=MA
+    )
+    assert read_champion(store) == pointer and pointer.kind == MA
+    assert reconcile_champion(engine, store) is None
+
+
+def test_old_pointer_without_kind_reads_as_lstm(tmp_path):
+    store = open_store(tmp_path.as_uri())
+    store.write_json(
+        "champion.json",
+        {"model_version": "v1", "run_id": "v1", "run_uri": "u", "promoted_at": "2026-01-01"},
+    )
+    assert read_champion(store).kind == "lstm"

@@ -115,8 +115,10 @@ def test_markdown_has_every_section_and_the_decision():
         "**promoted** to champion — RMSE 2 < champion old's 2.2",
         "Retrain request `req-9`: avg_rmse 21 > 18 (health check `hc-1`",
         "## Comparison with the champion and the baselines",
-        "| champion old | 2.2 |",
-        "| seasonal naive | 3 |",
+        "| model | mean RMSSE | rmse |",
+        "| champion old | 0.8 | 2.2 |",
+        "| seasonal naive | 1.1 | 3 |",
+        "Promotion metric: **mean per-product RMSSE**",
         "## Data quality",
         "Dropped products: P9.",
         "## Tuning (Optuna)",
@@ -148,6 +150,33 @@ def test_first_model_report_and_html():
     html = markdown_to_html(md, "run <r1>")
     assert "<title>run &lt;r1&gt;</title>" in html and "<table>" in html
     assert '<img src="fairness.png"' in html
+
+
+def test_report_says_the_baseline_serves_and_why():
+    data = _data(champion=False)
+    reason = (
+        "first model: mean RMSSE 1.2 is not lower than the moving average baseline's 1; "
+        "the moving average baseline (baseline:moving_average) becomes the champion and serves"
+    )
+    data.decision = {
+        "promote": False,
+        "reason": reason,
+        "against": "baseline:moving_average",
+        "fallback": "baseline:moving_average",
+    }
+    data.serving = {
+        "kind": "baseline:moving_average",
+        "model_version": "baseline:moving_average",
+        "description": "the moving average baseline",
+        "reason": reason,
+    }
+    data.data_quality_failures = ["duplicate sales rows"]
+    md = render_markdown(data)
+    assert "Serving: the moving average baseline (`baseline:moving_average`)." in md
+    assert "Judged against the best baseline, moving average, on the same" in md
+    assert "**Serving now: the moving average baseline (`baseline:moving_average`" in md
+    assert "no trained model has been promoted yet" in md
+    assert "Data-quality checks failed, which blocks any promotion: duplicate sales rows." in md
 
 
 def test_md_table_formats_and_escapes():

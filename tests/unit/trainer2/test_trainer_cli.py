@@ -19,7 +19,7 @@ BASE = {
     "train_config": None,
     "search_units": None,
     "disparity_weight": 0.5,
-    "rmse_tolerance": 0.0,
+    "rmsse_tolerance": 0.0,
     "disparity_tolerance": 0.1,
     "shap_products": 8,
     "max_retries": 0,
