@@ -18,10 +18,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 import pytest
 
+from forecastguard.db.engine import make_engine
 from scripts.stage_functions import (
     StagingError,
     function_folders,
@@ -30,6 +32,7 @@ from scripts.stage_functions import (
     rewrite_requirements,
     stage_function,
 )
+from tests.integration.health.synthetic import frames, synthetic_window, write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,6 +226,7 @@ def _stop(proc: subprocess.Popen) -> str:
 
 
 REAL_FUNCTIONS = ("health", "train_trigger")
+AS_OF = date(2026, 5, 30)
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +281,9 @@ def _installed(installs, folder: str) -> tuple[Path, Path, Path]:
 def test_staged_functions_install_cleanly_and_serve_the_local_chain(
     installs, tmp_path: Path
 ) -> None:
-    """health (own venv) finds an empty window unhealthy and posts a retrain request to
-    train_trigger (own venv), which records it and starts the (stand-in) trainer."""
+    """health (own venv) finds a window whose demand tripled unhealthy and posts a retrain
+    request to train_trigger (own venv), which records it and starts the (stand-in) trainer.
+    (An empty window is an alert about missing data, not a reason to retrain.)"""
     _, health_src, health_py = _installed(installs, "health")
     _, trigger_src, trigger_py = _installed(installs, "train_trigger")
     db = tmp_path / "fg.db"
@@ -291,6 +296,14 @@ def test_staged_functions_install_cleanly_and_serve_the_local_chain(
     }
     forecastguard_cli = health_py.parent / "forecastguard"
     subprocess.run([str(forecastguard_cli), "db", "upgrade"], env=base_env, check=True)
+    engine = make_engine(base_env["DATABASE_URL"])
+    try:  # every product sells 3x what the model forecasts: RMSE far above the threshold
+        window = synthetic_window(
+            12, AS_OF, seed=3, level_median=60.0, drift_share=1.0, drift_factor=3.0
+        )
+        write(engine, *frames(window))
+    finally:
+        engine.dispose()
 
     trigger_env = {
         **base_env,
@@ -316,13 +329,14 @@ def test_staged_functions_install_cleanly_and_serve_the_local_chain(
         assert _request(trigger_url + "/", data=b"{}", headers=JSON)[0] == 400
         assert _request(health_url + "/model/health")[0] == 401
         status, body = _request(
-            health_url + "/model/health", headers={"Authorization": f"Bearer {token}"}
+            f"{health_url}/model/health?as_of={AS_OF.isoformat()}",
+            headers={"Authorization": f"Bearer {token}"},
         )
     finally:
         logs = _stop(health) + _stop(trigger)
     assert status == 200, f"{status} {body}\n{logs}"
     result = json.loads(body)
-    assert result["healthy"] is False, result  # an empty window is not healthy
+    assert result["healthy"] is False, result
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {"metric": "custom.googleapis.com/forecastguard/healthy", "value": 0.0}.items() <= (
         metrics[0].items()
