@@ -70,6 +70,7 @@ locals {
     MIN_SAMPLES          = tostring(var.min_samples)
     STALE_DAYS           = tostring(var.stale_days)
     DATA_DRIFT_UNHEALTHY = var.data_drift_unhealthy ? "1" : "0"
+    MIN_DRIFT_EFFECT     = tostring(var.min_drift_effect)
   }
 
   # The HTTPS endpoint's authentication (health_http only; health_pubsub is reached by

@@ -168,7 +168,7 @@ variable "health_callers" {
 # --- Trainer (Cloud Run job) ---------------------------------------------------------------
 
 variable "trainer_image" {
-  description = "Trainer image (cloudbuild.yaml passes the pushed digest). The default is Google's public sample job so the very first apply succeeds before the trainer image exists."
+  description = "Trainer image, also the migration job's (cloudbuild.yaml always passes the pushed digest). The default, Google's public sample job, only lets a plan be made without an image: the migration job cannot run with it."
   type        = string
   default     = "us-docker.pkg.dev/cloudrun/container/job:latest"
 }
@@ -361,6 +361,17 @@ variable "data_drift_unhealthy" {
   description = "DATA_DRIFT_UNHEALTHY: whether significant drift alone makes the model unhealthy."
   type        = bool
   default     = false
+}
+
+variable "min_drift_effect" {
+  description = "MIN_DRIFT_EFFECT: smallest drift that counts (level shift in reference standard deviations, spread ratio beyond 1 + this); 0 turns the minimum off."
+  type        = number
+  default     = 0.5
+
+  validation {
+    condition     = var.min_drift_effect >= 0
+    error_message = "min_drift_effect must be 0 or more."
+  }
 }
 
 # --- Trainer settings ----------------------------------------------------------------------
