@@ -38,6 +38,7 @@ log = get_logger(__name__)
 
 MAX_DRIFTED_PLOTS = 6  # drifted products drawn (smallest q-value first)
 MAX_WORST_PLOTS = 6  # then the worst of the others by RMSSE
+LATEST_KEY = "health/latest/report.html"  # a copy of the newest check's report
 TABLE_ROWS = 25  # rows of the worst-products table
 SALES_DRIFT_ROWS = 10
 _CHECK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -400,8 +401,9 @@ def attach_report(
     *,
     store: ArtifactStore | None = None,
 ) -> str | None:
-    """Write the check's report to `<artifact_uri>/health/<check_id>/report.html` and
-    record its address in `result.outputs` (`report_uri`, and `report_url` to open it).
+    """Write the check's report to `<artifact_uri>/health/<check_id>/report.html` (and a
+    copy to `health/latest/report.html`) and record its address in `result.outputs`
+    (`report_uri`, and `report_url` to open it).
 
     Never raises: a failure is logged and kept as `report_error`, and the check goes on
     (the report is a view; the stored result is the record).
@@ -410,6 +412,8 @@ def attach_report(
         html = render_check_report(result, data, holdout)
         store = store or _store(artifact_uri)
         uri = store.write_text(report_key(result.check_id), html, "text/html; charset=utf-8")
+        # A fixed address for the newest report (the alert policy's documentation links it).
+        store.write_text(LATEST_KEY, html, "text/html; charset=utf-8")
     except Exception as exc:
         log.exception("writing the health report failed", extra={"check_id": result.check_id})
         result.outputs["report_uri"] = None

@@ -164,6 +164,8 @@ def test_attach_report_records_where_it_wrote(tmp_path: Path) -> None:
     result.check_id = "c-1"
     uri = attach_report((tmp_path / "a").as_uri(), result, data)
     assert uri == (tmp_path / "a" / "health" / "c-1" / "report.html").as_uri()
+    latest = tmp_path / "a" / "health" / "latest" / "report.html"
+    assert latest.read_bytes() == (tmp_path / "a" / "health" / "c-1" / "report.html").read_bytes()
     assert result.summary()["report_uri"] == uri and result.summary()["report_url"] == uri
     with pytest.raises(ValueError):
         report_key("../x")
@@ -201,3 +203,22 @@ def test_svg_charts_keep_their_data_inside_the_axes() -> None:
         x_ticks=[(0, "0")],
     )
     assert "a &lt;b&gt;" in chart and chart.count("<polyline") == 2  # the gap splits it
+
+
+def test_the_health_function_imports_the_report_only_when_it_writes_one() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    code = (
+        "import sys; "
+        f"sys.path[:0] = [{str(root / 'functions' / 'health')!r}, {str(root / 'shared')!r}]; "
+        "import main; "
+        "print(sorted(m for m in sys.modules if m.startswith(('forecastguard.report', "
+        "'matplotlib'))))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HEALTH_API_TOKEN": TOKEN}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
