@@ -55,6 +55,8 @@ class TrainConfig:
     max_gap_days: int = 7  # a run of missing days longer than this is a "large gap"
     augment_copies: int = 3  # synthetic series per sparse product (training only)
     augment_noise: float = 0.1  # noise scale, as a fraction of the product's std
+    max_synthetic_share: float = 0.2  # synthetic windows: at most this share of training
+    closure_dates: tuple[str, ...] = ()  # store calendar: YYYY-MM-DD dates, weekday names
     fairness: bool = True
     fairness_eta: float = 0.01  # online group DRO: step size per training batch
     fairness_decay: float = 0.01  # leak of the DRO log-weights per batch (eta/decay = temperature)
@@ -95,6 +97,10 @@ class TrainConfig:
         if self.augment_noise < 0 or self.fairness_eta < 0 or self.bias_shrinkage < 0:
             raise ConfigError(
                 "TrainConfig.augment_noise, fairness_eta and bias_shrinkage must be >= 0"
+            )
+        if not 0 <= self.max_synthetic_share < 1:
+            raise ConfigError(
+                f"TrainConfig.max_synthetic_share must be in [0, 1), got {self.max_synthetic_share}"
             )
         if not 0 <= self.fairness_decay < 1 or not 0 <= self.fairness_mix <= 1:
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""Augmentation: synthetic series for sparse products, training days only, marked."""
+"""Augmentation: synthetic series for sparse products, training days only, marked, bounded."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from tests.unit.trainer.helpers import make_sales
-from trainer.augment import augment
+from trainer.augment import augment, plan_copies, training_windows_per_product
 from trainer.config import TrainConfig
 from trainer.pipeline import prepare
 
@@ -20,9 +20,9 @@ def sales_with_sparse_product() -> pd.DataFrame:
 
 def test_synthetic_series_use_training_days_only_and_are_marked() -> None:
     sales = make_sales(2, 100)
-    cfg = TrainConfig(augment_copies=2, augment_noise=0.1)
+    cfg = TrainConfig(augment_copies=2, augment_noise=0.1, max_synthetic_share=0.6)
     train_end = sales["date"].min() + pd.Timedelta(days=60)
-    syn = augment(sales, ["P01"], train_end, cfg)
+    syn = augment(sales, ["P01"], train_end, cfg).frame
     assert set(syn["product_id"]) == {"P01"}
     assert syn["series_id"].nunique() == 2
     assert syn["synthetic"].all()
@@ -41,13 +41,18 @@ def test_augmentation_is_seeded() -> None:
     sales = make_sales(1, 80)
     end = sales["date"].max()
     cfg = TrainConfig(seed=3)
-    pd.testing.assert_frame_equal(
-        augment(sales, ["P00"], end, cfg), augment(sales, ["P00"], end, cfg)
+    sales = pd.concat(
+        [sales, make_sales(4, 80, seed=1).assign(product_id=lambda f: "Q" + f["product_id"])]
     )
+    first, second = augment(sales, ["P00"], end, cfg), augment(sales, ["P00"], end, cfg)
+    assert not first.frame.empty
+    pd.testing.assert_frame_equal(first.frame, second.frame)
 
 
 def test_nothing_to_augment_gives_an_empty_frame() -> None:
-    assert augment(make_sales(1, 50), [], pd.Timestamp("2030-01-01"), TrainConfig()).empty
+    aug = augment(make_sales(1, 50), [], pd.Timestamp("2030-01-01"), TrainConfig())
+    assert aug.frame.empty
+    assert aug.summary["synthetic_windows"] == 0 and not aug.summary["capped"]
 
 
 def test_synthetic_windows_are_training_only() -> None:
@@ -69,3 +74,57 @@ def test_synthetic_windows_are_training_only() -> None:
     assert np.isnan(prepared.panel.units[syn_rows, prepared.train_end :]).all()
     # ...and the scalers ignore them (fitted on real training rows only).
     assert len(prepared.pipeline.products) == 3
+
+
+def test_window_count_matches_the_windowing_of_prepare() -> None:
+    cfg = TrainConfig(
+        min_observations=200, augment_copies=2, lookback=14, val_days=28, test_days=28
+    )
+    prepared = prepare(sales_with_sparse_product(), cfg)
+    clean = prepared.panel
+    calendar = clean.calendar
+    real = ~prepared.train.synthetic
+    counted = pd.Series(
+        [prepared.panel.product_ids[s] for s in prepared.train.series[real]]
+    ).value_counts()
+    long = pd.DataFrame(
+        {
+            "product_id": np.repeat(np.array(clean.product_ids)[~clean.synthetic], len(calendar)),
+            "date": np.tile(calendar, int((~clean.synthetic).sum())),
+            "units_sold": clean.units[~clean.synthetic].reshape(-1),
+        }
+    ).dropna()
+    mine = training_windows_per_product(long, calendar[prepared.train_end], cfg)
+    assert mine.sort_index().to_dict() == counted.sort_index().to_dict()
+
+
+def test_synthetic_share_is_capped_and_reported() -> None:
+    # 10 products, 8 of them sparse: 3 copies each would make synthetic windows 70 % of
+    # training; the cap keeps them at most 20 % and says it had to cut.
+    windows = pd.Series({f"P{i}": 10 for i in range(10)})
+    sparse = [f"P{i}" for i in range(8)]
+    plan, summary = plan_copies(windows, sparse, copies=3, max_share=0.2)
+    assert summary["wanted_windows"] == 240 and summary["wanted_share"] > 0.7
+    assert summary["synthetic_windows"] == 20 and summary["share"] <= 0.2
+    assert sum(plan.values()) == 2 and summary["capped"]
+    # Within the cap nothing is cut.
+    plan, summary = plan_copies(windows, ["P0"], copies=2, max_share=0.2)
+    assert plan == {"P0": 2} and not summary["capped"] and summary["share"] == round(20 / 120, 4)
+
+
+def test_prepare_keeps_synthetic_windows_within_the_share() -> None:
+    cfg = TrainConfig(
+        min_observations=200,
+        augment_copies=3,
+        lookback=14,
+        val_days=28,
+        test_days=28,
+        max_synthetic_share=0.2,
+    )
+    prepared = prepare(sales_with_sparse_product(), cfg)
+    share = prepared.train.synthetic.mean()
+    aug = prepared.quality.augmentation
+    assert 0 < share <= 0.2
+    assert aug["share"] == round(share, 4)
+    assert aug["synthetic_windows"] == int(prepared.train.synthetic.sum())
+    assert prepared.quality.to_dict()["augmentation"]["max_share"] == 0.2

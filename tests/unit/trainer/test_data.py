@@ -70,6 +70,11 @@ def test_read_real_pasta_data() -> None:
     assert len(report.closure_dates) == 27
     assert "2018-12-25" in report.closure_dates
     assert report.totals()["closure_days"] == 27 * 118
+    # Issue 18: daily, every closure a public holiday in Italy, nothing missing or failed.
+    assert report.frequency["kind"] == "daily" and report.frequency["agreeing"] == 118
+    assert len(report.closure_kinds["public holiday"]) == 27
+    assert report.missing_dates == () and report.failures == ()
+    assert report.export_kind == "complete daily grid"
 
 
 def test_load_sales_joins_promotions(sqlite_url: str) -> None:

@@ -33,6 +33,7 @@ def test_clean_data_has_no_findings(sales: pd.DataFrame) -> None:
         "missing_values": 0,
         "gap_days": 0,
         "closure_days": 0,
+        "missing_days": 0,
         "large_gaps": 0,
         "sparse_products": 0,
         "dropped_products": 0,
