@@ -17,13 +17,23 @@ from typing import Any
 
 from experiments.backtest import BacktestResult, run_backtest
 from experiments.data import Panel, read_pasta, synthetic
-from experiments.metrics import aggregate, per_product
+from experiments.metrics import (
+    COMPARISONS,
+    aggregate,
+    by_family,
+    cell_rmsse,
+    family_timings,
+    paired_comparison,
+    per_cutoff,
+    per_product,
+)
 from experiments.models import MODEL_NAMES, ModelOptions, build_models
 from experiments.report import markdown_table, write_report
 from forecastguard.logs import configure_logging, get_logger
 
 log = get_logger("experiments")
 RESULTS = Path(__file__).resolve().parent / "results"
+CUTOFF_DATES = ("2018-03-05", "2018-06-04", "2018-09-03", "2018-10-08", "2018-11-05", "2018-12-03")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,10 +55,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated, from {','.join(MODEL_NAMES)} (default: all)",
     )
     p.add_argument("--horizon", type=int, default=28)
-    p.add_argument("--cutoffs", type=int, default=3, help="number of forecast origins")
+    p.add_argument(
+        "--cutoff-dates",
+        default=",".join(CUTOFF_DATES),
+        help="comma-separated last days each model sees (default: issue 16's six for the "
+        "pasta data); empty: use --cutoffs",
+    )
+    p.add_argument(
+        "--cutoffs",
+        type=int,
+        default=None,
+        help="number of forecast origins tiling the end of the data (instead of --cutoff-dates; "
+        "the default for --synthetic: 3)",
+    )
     p.add_argument("--step", type=int, help="days between cutoffs (default: the horizon)")
     p.add_argument("--jobs", type=int, default=2, help="processes/threads per model")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        default="42,43,44",
+        help="comma-separated seeds of the neural models (trainer, deepar)",
+    )
     p.add_argument("--sarima-history-days", type=int, default=728)
     p.add_argument("--lgbm-rounds", type=int, default=300)
     p.add_argument(
@@ -93,9 +120,10 @@ def settings_line(names: list[str], args: argparse.Namespace) -> str:
         "lightgbm": f"LightGBM {args.lgbm_rounds} rounds"
         + (", with the last_year feature" if args.lgbm_last_year else ", without last_year"),
         "deepar": f"DeepAR {args.deepar_epochs} epochs × 50 batches of 64",
-        "lstm": (
-            f"LSTMs: trainer defaults except at most {args.lstm_epochs} epochs (early stopping, "
-            f"patience 3) and a training window every {args.lstm_train_stride} days"
+        "trainer": (
+            f"trainer (LSTMs, its LightGBM, blend, the served choice): trainer defaults except "
+            f"at most {args.lstm_epochs} epochs (early stopping, patience 3) and a training "
+            f"window every {args.lstm_train_stride} days; seeds {args.seeds}"
         ),
     }
     chosen = [
@@ -122,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         deepar_epochs=args.deepar_epochs,
         lstm_epochs=args.lstm_epochs,
         lstm_train_stride=args.lstm_train_stride,
+        seeds=tuple(int(x) for x in args.seeds.split(",") if x.strip()),
     )
+    cutoff_dates = [d.strip() for d in (args.cutoff_dates or "").split(",") if d.strip()]
+    if args.cutoffs is not None or args.synthetic is not None:
+        cutoff_dates = []
+    n_cutoffs = len(cutoff_dates) or args.cutoffs or 3
     models = build_models(names, opts)
     log.info(
         "backtest started",
@@ -131,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "products": len(panel.products),
             "days": len(panel.dates),
             "models": names,
-            "cutoffs": args.cutoffs,
+            "cutoffs": cutoff_dates or n_cutoffs,
             "horizon": args.horizon,
         },
     )
@@ -142,17 +175,30 @@ def main(argv: list[str] | None = None) -> int:
     written: dict[str, Any] = {}
 
     def report(result: BacktestResult) -> None:
-        products = per_product(result.forecasts, result.scales)
-        summary = aggregate(products, result.timings)
+        products = by_family(per_product(result.forecasts, result.scales))
+        summary = aggregate(products, family_timings(result.timings))
+        rows = per_cutoff(result.forecasts, result.scales)
+        cells = cell_rmsse(result.forecasts, result.scales)
+        comparisons = [
+            c for a, b in COMPARISONS if (c := paired_comparison(cells, a, b)) is not None
+        ]
         done = len(result.cutoffs)
         context = {
             "Data": describe_data(args, panel),
             "Settings": settings_line(names, args),
-            "Run time": f"{time.perf_counter() - start:.0f} s for {done} of {args.cutoffs} cutoffs"
-            + ("" if done == args.cutoffs else " (partial: the run was still going)"),
+            "Run time": f"{time.perf_counter() - start:.0f} s for {done} of {n_cutoffs} cutoffs"
+            + ("" if done == n_cutoffs else " (partial: the run was still going)"),
         }
         paths = write_report(
-            out, result, products, summary, command=command, dataset=dataset, context=context
+            out,
+            result,
+            products,
+            summary,
+            command=command,
+            dataset=dataset,
+            context=context,
+            cutoff_rows=rows,
+            comparisons=comparisons,
         )
         written.update(summary=summary, paths=paths)
         log.info(
@@ -163,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         panel,
         models,
         horizon=args.horizon,
-        n_cutoffs=args.cutoffs,
+        n_cutoffs=n_cutoffs,
         step=args.step,
+        cutoff_dates=cutoff_dates or None,
         on_cutoff=report,
     )
     print(markdown_table(written["summary"]))

@@ -43,6 +43,24 @@ def cutoff_indices(n_days: int, horizon: int, n_cutoffs: int, step: int | None =
     return cutoffs
 
 
+def cutoffs_at(dates: pd.DatetimeIndex, wanted: Sequence[str], horizon: int) -> list[int]:
+    """Calendar indices of the cutoff dates `wanted` (the last day each model sees)."""
+    out = []
+    for text in wanted:
+        day = pd.Timestamp(text)
+        if day not in dates:
+            raise ValueError(
+                f"cutoff {text} is not a day of the data ({dates[0].date()} – {dates[-1].date()})"
+            )
+        idx = int(dates.get_loc(day))
+        if idx + horizon >= len(dates):
+            raise ValueError(f"cutoff {text}: fewer than {horizon} days follow it")
+        if idx < 2 * horizon:
+            raise ValueError(f"cutoff {text}: fewer than {2 * horizon} days precede it")
+        out.append(idx)
+    return sorted(set(out))
+
+
 def make_task(panel: Panel, cutoff: int, horizon: int) -> ForecastTask:
     """The task for one cutoff (calendar index of the last visible day)."""
     end = cutoff + 1
@@ -64,6 +82,7 @@ class BacktestResult:
     cutoffs: list[pd.Timestamp] = field(default_factory=list)
     horizon: int = 0
     products: tuple[str, ...] = ()
+    n_cutoffs: int = 0  # planned
 
 
 def _frame(model: str, task: ForecastTask, actual: np.ndarray, values: np.ndarray) -> pd.DataFrame:
@@ -88,6 +107,7 @@ def run_backtest(
     horizon: int = 28,
     n_cutoffs: int = 3,
     step: int | None = None,
+    cutoff_dates: Sequence[str] | None = None,
     on_cutoff: Callable[[BacktestResult], None] | None = None,
 ) -> BacktestResult:
     """Backtest every model on the same cutoffs; log progress per model and cutoff.
@@ -95,7 +115,11 @@ def run_backtest(
     `on_cutoff`, if given, is called with the results so far after every cutoff (the
     command line rewrites its report then, so a long run leaves partial results).
     """
-    cutoffs = cutoff_indices(len(panel.dates), horizon, n_cutoffs, step)
+    cutoffs = (
+        cutoffs_at(panel.dates, cutoff_dates, horizon)
+        if cutoff_dates
+        else cutoff_indices(len(panel.dates), horizon, n_cutoffs, step)
+    )
     frames: list[pd.DataFrame] = []
     scale_frames: list[pd.DataFrame] = []
     timing_rows: list[dict[str, Any]] = []
@@ -135,6 +159,11 @@ def run_backtest(
             if not np.all(np.isfinite(values)):
                 raise ValueError(f"{model.name} returned non-finite forecasts")
             frames.append(_frame(model.name, task, actual, values))
+            for name, extra in result.extra.items():
+                extra = np.asarray(extra, dtype=float)
+                if extra.shape != actual.shape or not np.all(np.isfinite(extra)):
+                    raise ValueError(f"{model.name}: extra forecast {name} is malformed")
+                frames.append(_frame(name, task, actual, extra))
             timing_rows.append(
                 {"model": model.name, "cutoff": panel.dates[cutoff], "wall_s": wall, "cpu_s": cpu}
             )
@@ -155,6 +184,7 @@ def run_backtest(
             timings=pd.DataFrame(timing_rows),
             notes=notes,
             cutoffs=[panel.dates[c] for c in cutoffs[:c_no]],
+            n_cutoffs=len(cutoffs),
             horizon=horizon,
             products=panel.products,
         )

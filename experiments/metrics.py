@@ -158,3 +158,117 @@ def aggregate(
             )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def family(model: str) -> str:
+    """The model family of a seed variant (`lstm#s42` -> `lstm`)."""
+    return model.split("#", 1)[0]
+
+
+def by_family(product_metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per-product metrics averaged over each family's seeds (one row per family, product).
+
+    The mean of the seeds' metrics, not the metrics of the seeds' mean forecast.
+    """
+    frame = product_metrics.assign(model=product_metrics["model"].map(family))
+    cols = ["n", "rmse", "mae", "rmsse", "mase", "bias"]
+    return frame.groupby(["model", "product_id"], sort=False)[cols].mean().reset_index()
+
+
+def family_timings(timings: pd.DataFrame) -> pd.DataFrame:
+    """Run times summed over each family's seeds."""
+    if timings.empty:
+        return timings
+    return timings.assign(model=timings["model"].map(family))
+
+
+def per_cutoff(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows {model, cutoff, rmsse, worst_decile_rmsse, bias, seeds}, families seed-averaged.
+
+    `rmsse` is the mean per-product RMSSE of that cutoff's window, `bias` the mean
+    per-product bias; a family's row is the mean of its seeds' rows (`seeds` of them).
+    """
+    rows = []
+    for cutoff, part in forecasts.groupby("cutoff", sort=True):
+        per = by_family(per_product(part, scale_frame))
+        counts = part.groupby(part["model"].map(family))["model"].nunique()
+        for model, group in per.groupby("model", sort=False):
+            rmsse = group["rmsse"].to_numpy(dtype=float)
+            rows.append(
+                {
+                    "model": model,
+                    "cutoff": str(pd.Timestamp(cutoff).date()),
+                    "rmsse": float(np.nanmean(rmsse)),
+                    "worst_decile_rmsse": worst_decile(rmsse),
+                    "bias": float(group["bias"].mean()),
+                    "seeds": int(counts.get(model, 1)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def cell_rmsse(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (family, cutoff, product) RMSSE, seeds averaged: the cells paired comparisons use."""
+    parts = []
+    for cutoff, part in forecasts.groupby("cutoff", sort=True):
+        per = by_family(per_product(part, scale_frame))
+        parts.append(per[["model", "product_id", "rmsse"]].assign(cutoff=cutoff))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def paired_comparison(
+    cells: pd.DataFrame, model: str, reference: str, *, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float] | None:
+    """`model` against `reference` on the same (cutoff, product) cells.
+
+    Mean RMSSE difference with a BCa bootstrap interval over the cells, and the relative
+    change of the worst-decile RMSSE (per product, cutoffs pooled) with a bootstrap
+    interval over products (paired resampling). None if either model is missing.
+    """
+    wide = cells.pivot_table(index=["cutoff", "product_id"], columns="model", values="rmsse")
+    if model not in wide or reference not in wide:
+        return None
+    both = wide[[model, reference]].dropna()
+    d, lo, hi = paired_delta(both[model], both[reference], n_boot=n_boot, seed=seed)
+    per_product_rmsse = both.groupby(level="product_id").mean()
+    a = per_product_rmsse[model].to_numpy()
+    b = per_product_rmsse[reference].to_numpy()
+
+    def ratio(x: np.ndarray, y: np.ndarray) -> float:
+        return worst_decile(x) / worst_decile(y) - 1.0
+
+    rel = ratio(a, b)
+    wd_lo = wd_hi = rel
+    if a.size >= 3:
+        res = bootstrap(
+            (a, b),
+            ratio,
+            paired=True,
+            vectorized=False,
+            n_resamples=n_boot,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        wd_lo, wd_hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {
+        "model": model,
+        "reference": reference,
+        "cells": len(both),
+        "d_rmsse": d,
+        "d_rmsse_low": lo,
+        "d_rmsse_high": hi,
+        "rmsse_change": float(both[model].mean() / both[reference].mean() - 1.0),
+        "worst_decile_change": rel,
+        "worst_decile_change_low": wd_lo,
+        "worst_decile_change_high": wd_hi,
+    }
+
+
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("dro_lstm", "lstm"),  # group DRO alone
+    ("debiased_lstm", "lstm"),  # DRO + bias offsets
+    ("trainer", "lightgbm"),  # served forecaster vs LightGBM alone
+    ("trainer", "lstm"),
+    ("blend", "lightgbm"),
+    ("trainer_lightgbm", "lightgbm"),
+)

@@ -106,6 +106,66 @@ def plot(
     return path
 
 
+def per_cutoff_table(rows: pd.DataFrame, value: str = "rmsse") -> str:
+    """Models × cutoffs of `value` (mean per-product RMSSE by default), with the mean."""
+    if rows.empty:
+        return ""
+    wide = rows.pivot(index="model", columns="cutoff", values=value)
+    wide["mean"] = wide.mean(axis=1)
+    wide = wide.sort_values("mean")
+    cols = list(wide.columns)
+    lines = ["| model | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for model, row in wide.iterrows():
+        lines.append(f"| {model} | " + " | ".join(_num(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def comparisons_table(comparisons: list[dict[str, Any]]) -> str:
+    """Paired comparisons: mean RMSSE difference and worst-decile change, with intervals."""
+    lines = [
+        "| model | against | cells | ΔRMSSE [95% CI] | mean change | worst-decile change [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        lines.append(
+            f"| {c['model']} | {c['reference']} | {c['cells']} "
+            f"| {c['d_rmsse']:+.4f} [{c['d_rmsse_low']:+.4f}, {c['d_rmsse_high']:+.4f}] "
+            f"| {c['rmsse_change']:+.1%} "
+            f"| {c['worst_decile_change']:+.1%} [{c['worst_decile_change_low']:+.1%}, "
+            f"{c['worst_decile_change_high']:+.1%}] |"
+        )
+    return "\n".join(lines)
+
+
+def goals(rows: pd.DataFrame, comparisons: list[dict[str, Any]]) -> list[str]:
+    """Issue 16's goals, judged on this run's figures (what is not measured says so)."""
+    out = []
+    fair = next(
+        (c for c in comparisons if c["model"] == "debiased_lstm" and c["reference"] == "lstm"),
+        None,
+    )
+    if fair is None:
+        out.append("- Fairness goal: not measured (no `trainer` model in this run).")
+    else:
+        met = fair["worst_decile_change"] <= -0.10 and fair["rmsse_change"] <= 0.02
+        out.append(
+            f"- Fairness goal (debiased LSTM's worst-decile RMSSE ≥ 10% below the plain "
+            f"LSTM's at ≤ 2% mean cost): worst decile {fair['worst_decile_change']:+.1%}, "
+            f"mean {fair['rmsse_change']:+.1%} — **{'met' if met else 'not met'}**."
+        )
+    if rows.empty or not {"trainer", "lightgbm"} <= set(rows["model"]):
+        out.append("- Accuracy goal: not measured (needs `trainer` and `lightgbm`).")
+    else:
+        wide = rows.pivot(index="cutoff", columns="model", values="rmsse")
+        ok = wide["trainer"] <= wide["lightgbm"]
+        out.append(
+            "- Accuracy goal (served forecaster's mean RMSSE ≤ LightGBM alone at every "
+            f"cutoff): at {int(ok.sum())} of {len(ok)} cutoffs — "
+            f"**{'met' if bool(ok.all()) else 'not met'}**."
+        )
+    return out
+
+
 def _notes_lines(notes: Mapping[str, list[dict[str, Any]]]) -> list[str]:
     lines = []
     for model, per_cutoff in notes.items():
@@ -128,6 +188,8 @@ def write_report(
     command: str,
     dataset: str,
     context: Mapping[str, Any],
+    cutoff_rows: pd.DataFrame | None = None,
+    comparisons: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Write results.md, backtest.png, per_product.csv and summary.json into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +207,12 @@ def write_report(
                 "n_products": len(result.products),
                 "context": dict(context),
                 "models": summary.replace({np.nan: None}).to_dict(orient="records"),
+                "per_cutoff": (
+                    []
+                    if cutoff_rows is None
+                    else cutoff_rows.replace({np.nan: None}).to_dict(orient="records")
+                ),
+                "comparisons": comparisons or [],
                 "notes": result.notes,
             },
             indent=2,
@@ -180,6 +248,42 @@ def write_report(
         "products with lower RMSSE than seasonal naive. Wall and CPU seconds are totals over "
         "all cutoffs, measured on a 2-core machine shared with other work, so they are rough.",
         "",
+        *(
+            [
+                "## Per cutoff",
+                "",
+                "Mean per-product RMSSE of each cutoff's 28-day window (seeds averaged):",
+                "",
+                per_cutoff_table(cutoff_rows),
+                "",
+                "Worst-decile RMSSE (mean of the 10% worst products) per cutoff:",
+                "",
+                per_cutoff_table(cutoff_rows, "worst_decile_rmsse"),
+                "",
+            ]
+            if cutoff_rows is not None and not cutoff_rows.empty
+            else []
+        ),
+        *(
+            [
+                "## Paired comparisons",
+                "",
+                "Same cutoffs and products, seeds averaged per cell. ΔRMSSE: mean over "
+                "(cutoff, product) cells of model − reference, BCa bootstrap interval over "
+                "the cells (not over time: six windows are few). Worst-decile change: "
+                "relative, per-product RMSSE pooled over the cutoffs, paired bootstrap over "
+                "products.",
+                "",
+                comparisons_table(comparisons),
+                "",
+                "Goals of issue 16 on these figures:",
+                "",
+                *goals(cutoff_rows if cutoff_rows is not None else pd.DataFrame(), comparisons),
+                "",
+            ]
+            if comparisons
+            else []
+        ),
         f"![backtest]({PLOT_NAME})",
         "",
         "Per-product figures: [per_product.csv](per_product.csv); everything as JSON: "

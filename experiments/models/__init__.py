@@ -13,8 +13,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "sarima_adf",
     "lightgbm",
     "deepar",
-    "lstm",
-    "debiased_lstm",
+    "trainer",
 )
 CHEAP_MODELS: tuple[str, ...] = ("seasonal_naive", "sarima", "sarima_adf")
 
@@ -31,6 +30,7 @@ class ModelOptions:
     deepar_epochs: int = 20
     lstm_epochs: int = 8
     lstm_train_stride: int = 4
+    seeds: tuple[int, ...] = (42, 43, 44)  # the neural models' seeds
 
 
 def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list[Forecaster]:
@@ -68,19 +68,24 @@ def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list
         elif name == "deepar":
             from experiments.models.deepar import DeepAR
 
-            models.append(
-                DeepAR(max_epochs=opts.deepar_epochs, num_threads=opts.n_jobs, seed=opts.seed)
-            )
+            for seed in opts.seeds:
+                model = DeepAR(max_epochs=opts.deepar_epochs, num_threads=opts.n_jobs, seed=seed)
+                if len(opts.seeds) > 1:
+                    model.name = f"deepar#s{seed}"
+                models.append(model)
         else:
-            from experiments.models.lstm import TrainerLSTM
+            from experiments.models.lstm import TrainerForecaster
 
-            models.append(
-                TrainerLSTM(
-                    fairness=name == "debiased_lstm",
-                    epochs=opts.lstm_epochs,
-                    train_stride=opts.lstm_train_stride,
+            for seed in opts.seeds:
+                models.append(
+                    TrainerForecaster(
+                        epochs=opts.lstm_epochs,
+                        train_stride=opts.lstm_train_stride,
+                        seed=seed,
+                        suffix=f"#s{seed}" if len(opts.seeds) > 1 else "",
+                        n_jobs=opts.n_jobs,
+                    )
                 )
-            )
     return models
 
 

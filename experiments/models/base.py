@@ -35,6 +35,9 @@ class Forecast:
 
     values: np.ndarray  # (H, N) units, >= 0
     notes: dict[str, Any] = field(default_factory=dict)
+    # Other forecasts the same fit produced, scored as models of their own (e.g. the
+    # trainer's plain and DRO LSTMs, its LightGBM): name -> (H, N) units.
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
     cpu_seconds: float | None = None  # CPU time spent outside this process (worker pools)
 
 

@@ -1,19 +1,25 @@
-"""The trainer's LSTM (jobs/trainer), trained at every cutoff exactly as the production job trains it.
+"""The trainer (jobs/trainer) at every cutoff, trained as the production job trains it.
 
-Two variants of the same network, data and features (`trainer.pipeline`):
+One fit per cutoff and seed (`trainer.stages.train_challenger`) gives several forecasts,
+each scored as a model of its own, so they differ in one thing at a time and share seed,
+data and split:
 
-- `lstm`: the plain LSTM — `train(..., fairness=False)`, no bias correction.
-- `debiased_lstm`: the trainer's recipe — fairness re-weighting on (per-epoch
-  exponentiated weights towards the products with the worst validation RMSSE) and the
-  per-product bias correction fitted on the validation forecasts.
+- `lstm`: the plain LSTM (no group DRO, no bias correction);
+- `dro_lstm`: the same LSTM trained with online group DRO, uncorrected;
+- `debiased_lstm`: `dro_lstm` plus the per-product bias offsets;
+- `trainer_lightgbm`: the trainer's LightGBM on the same features;
+- `blend`: 50/50 `debiased_lstm` and `trainer_lightgbm`;
+- `trainer`: the one the trainer serves — the best of the three above on its validation
+  windows (the promotion rule's baseline fallback is not part of the backtest).
 
-As in production, `prepare` holds out the last `val_days` of the history for early
-stopping and the fairness weights and the `test_days` before the cutoff as the
-trainer's test split, so the network learns from targets up to cutoff − val − test
+With several seeds, the names get a `#s<seed>` suffix and the report averages the seeds.
+As in production, `prepare` holds out the last `val_days` before the cutoff for early
+stopping, the bias fit and the choice, and the `horizon` days before them as the
+trainer's test split, so the models learn from targets up to cutoff − val − horizon
 days; the forecast itself starts from the cutoff with the full history as input.
-Default `ModelParams` (no Optuna tuning: the backtest compares model families); training
-windows start every `train_stride` days (production: 2) and training stops after
-`epochs` (production: 12) to fit the 2-core budget — both stated in the report.
+Default `ModelParams` (no Optuna tuning); training windows start every `train_stride`
+days (production: 2) and training stops after `epochs` (production: 12) to fit the
+2-core budget — both stated in the report.
 """
 
 from __future__ import annotations
@@ -25,26 +31,30 @@ import pandas as pd
 
 from experiments.models.base import Forecast, ForecastTask, seasonal_naive_values
 
+OUTPUTS = ("lstm", "dro_lstm", "debiased_lstm", "trainer_lightgbm", "blend")
+
 
 @dataclass
-class TrainerLSTM:
-    """`fairness=True`: the debiased LSTM; `False`: the same LSTM, plain."""
+class TrainerForecaster:
+    """The trainer's candidates and its served forecaster, from one fit per cutoff."""
 
-    fairness: bool = True
     epochs: int = 8
     train_stride: int = 4
     val_days: int = 56
     seed: int = 42
+    suffix: str = ""
+    n_jobs: int = 2
     name: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
-            self.name = "debiased_lstm" if self.fairness else "lstm"
+            self.name = f"trainer{self.suffix}"
 
     def forecast(self, task: ForecastTask) -> Forecast:
-        """Prepare, train and forecast with the trainer's pipeline API."""
+        """Prepare, train the candidates, choose on validation, forecast every candidate."""
         from trainer import pipeline as tp
         from trainer.config import ModelParams, TrainConfig
+        from trainer.stages import BLEND, LIGHTGBM, LSTM, forecast_served, train_challenger
 
         cfg = TrainConfig(
             horizon=task.horizon,
@@ -53,12 +63,11 @@ class TrainerLSTM:
             epochs=self.epochs,
             train_stride=self.train_stride,
             seed=self.seed,
-            fairness=self.fairness,
         )
         params = ModelParams()
         sales = task.history.to_long()
         prepared = tp.prepare(sales, cfg)
-        trained = tp.train(prepared, params, cfg, fairness=self.fairness, verbose=False)
+        ch = train_challenger(prepared, params, cfg, gbm_threads=self.n_jobs)
         promos = pd.DataFrame(
             {
                 "product_id": np.tile(np.array(task.history.products, dtype=object), task.horizon),
@@ -67,25 +76,51 @@ class TrainerLSTM:
             }
         )
         promos = promos[promos["promo"] > 0][["product_id", "date"]]
-        future = tp.forecast_next(trained.model, prepared.pipeline, sales, cfg, params, promos)
+        fallback = seasonal_naive_values(task.history.filled, task.horizon)
         notes: dict[str, object] = {
-            "epochs_run": trained.epochs_run,
-            "best_epoch": trained.best_epoch,
-            "val_rmsse": round(float(trained.val_metrics["rmsse"]), 4),
-            "val_disparity": round(float(trained.val_metrics["disparity_p90_over_median"]), 4),
+            "chosen": ch.kind,
+            "epochs_run": ch.lstm.epochs_run,
+            "best_epoch": ch.lstm.best_epoch,
+            **{f"val_rmsse_{k}": round(v["val_rmsse"], 4) for k, v in ch.candidates.items()},
         }
-        if self.fairness:
-            correction = tp.fit_bias_correction(
-                tp.predict_split(trained.model, prepared, "val"), cfg.bias_shrinkage
-            )
-            future = correction.apply(future, column="predicted_units")
-        wide = future.pivot(index="target_date", columns="product_id", values="predicted_units")
-        wide = wide.reindex(index=task.future_dates, columns=list(task.history.products))
-        values = wide.to_numpy(dtype=float)
-        missing = np.isnan(values)
-        if missing.any():
-            # Products the trainer does not forecast (e.g. discontinued): seasonal naive.
-            fallback = seasonal_naive_values(task.history.filled, task.horizon)
-            values = np.where(missing, fallback, values)
-            notes["fallbacks"] = int(missing.any(axis=0).sum())
-        return Forecast(values=np.clip(values, 0.0, None), notes=notes)
+
+        def wide(frame: pd.DataFrame) -> np.ndarray:
+            table = frame.pivot(index="target_date", columns="product_id", values="predicted_units")
+            table = table.reindex(index=task.future_dates, columns=list(task.history.products))
+            values = table.to_numpy(dtype=float)
+            missing = np.isnan(values)
+            if missing.any():  # products the trainer does not forecast: seasonal naive
+                notes["fallbacks"] = int(missing.any(axis=0).sum())
+                values = np.where(missing, fallback, values)
+            return np.clip(values, 0.0, None)
+
+        common = dict(
+            params=params,
+            correction=ch.correction,
+            gbm=ch.gbm,
+            blend_weight=ch.blend_weight,
+            pipeline=prepared.pipeline,
+            sales=sales,
+            cfg=cfg,
+            promotions=promos,
+        )
+        served = {
+            kind: wide(forecast_served(kind, model=ch.lstm.model, **common))
+            for kind in (LSTM, LIGHTGBM, BLEND)
+        }
+        raw = {
+            "lstm": wide(
+                tp.forecast_next(ch.plain.model, prepared.pipeline, sales, cfg, params, promos)
+            ),
+            "dro_lstm": wide(
+                tp.forecast_next(ch.lstm.model, prepared.pipeline, sales, cfg, params, promos)
+            ),
+        }
+        extra = {
+            f"lstm{self.suffix}": raw["lstm"],
+            f"dro_lstm{self.suffix}": raw["dro_lstm"],
+            f"debiased_lstm{self.suffix}": served[LSTM],
+            f"trainer_lightgbm{self.suffix}": served[LIGHTGBM],
+            f"blend{self.suffix}": served[BLEND],
+        }
+        return Forecast(values=served[ch.kind], notes=notes, extra=extra)

@@ -237,7 +237,9 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
          "--models", "seasonal_naive", "--horizon", "7", "--cutoffs", "2", "--out", str(tmp_path)]
     )  # fmt: skip
     assert code == 0
-    assert (tmp_path / "results.md").read_text().count("| seasonal_naive |") == 1
+    text = (tmp_path / "results.md").read_text()
+    assert text.count("| seasonal_naive |") == 3  # summary and the two per-cutoff tables
+    assert "## Per cutoff" in text
     assert len(pd.read_csv(tmp_path / "per_product.csv")) == 2
 
 
@@ -251,3 +253,104 @@ def test_real_pasta_data_reads_in_place() -> None:
     )
     closed = np.isnan(panel.units).all(axis=1)
     assert len(panel.dates) - closed.sum() == 1798
+
+
+def test_cutoff_dates_are_the_last_visible_days() -> None:
+    from experiments.backtest import cutoffs_at
+
+    dates = pd.date_range("2020-01-01", periods=100, freq="D")
+    assert cutoffs_at(dates, ["2020-03-01", "2020-02-20"], 10) == [50, 60]
+    with pytest.raises(ValueError, match="not a day"):
+        cutoffs_at(dates, ["2019-01-01"], 10)
+    with pytest.raises(ValueError, match="fewer than 10 days follow"):
+        cutoffs_at(dates, ["2020-04-05"], 10)
+
+
+class Twins:
+    """A model whose one fit gives two forecasts (scored as two models)."""
+
+    name = "twin#s1"
+
+    def forecast(self, task: ForecastTask) -> Forecast:
+        last = np.nan_to_num(task.history.units[-1])
+        values = np.tile(last, (task.horizon, 1))
+        return Forecast(values=values, extra={"other#s1": values + 1.0})
+
+
+class Twins2(Twins):
+    name = "twin#s2"
+
+    def forecast(self, task: ForecastTask) -> Forecast:
+        out = super().forecast(task)
+        return Forecast(values=out.values + 2.0, extra={"other#s2": out.values + 3.0})
+
+
+def test_extra_forecasts_seeds_per_cutoff_rows_and_paired_comparisons(tmp_path: Path) -> None:
+    from experiments.metrics import by_family, cell_rmsse, paired_comparison, per_cutoff
+
+    panel = synthetic(12, start="2017-01-01", end="2018-03-31", seed=3)
+    dates = [str(panel.dates[-8].date()), str(panel.dates[-15].date())]
+    result = run_backtest(panel, [Twins(), Twins2()], horizon=7, cutoff_dates=dates)
+    assert set(result.forecasts["model"]) == {"twin#s1", "twin#s2", "other#s1", "other#s2"}
+    rows = per_cutoff(result.forecasts, result.scales)
+    assert set(rows["model"]) == {"twin", "other"} and set(rows["seeds"]) == {2}
+    assert len(rows) == 4 and list(rows.columns[:5]) == [
+        "model",
+        "cutoff",
+        "rmsse",
+        "worst_decile_rmsse",
+        "bias",
+    ]
+    # a family's row is the mean of its seeds' rows
+    one = per_product(
+        result.forecasts[result.forecasts["cutoff"] == result.cutoffs[0]], result.scales
+    )
+    seeds = one[one["model"].str.startswith("twin")].groupby("model")["rmsse"].mean()
+    first = rows[(rows["model"] == "twin") & (rows["cutoff"] == str(result.cutoffs[0].date()))]
+    assert first["rmsse"].iloc[0] == pytest.approx(seeds.mean())
+    fam = by_family(per_product(result.forecasts, result.scales))
+    assert set(fam["model"]) == {"twin", "other"}
+    cells = cell_rmsse(result.forecasts, result.scales)
+    cmp = paired_comparison(cells, "other", "twin", n_boot=200)
+    assert cmp is not None and cmp["cells"] == 24
+    assert cmp["d_rmsse_low"] <= cmp["d_rmsse"] <= cmp["d_rmsse_high"]
+    assert cmp["worst_decile_change_low"] <= cmp["worst_decile_change_high"]
+    assert paired_comparison(cells, "nope", "twin") is None
+    summary = aggregate(fam, result.timings.assign(model=result.timings["model"].str[:4]))
+    paths = write_report(
+        tmp_path,
+        result,
+        fam,
+        summary,
+        command="x",
+        dataset="synthetic",
+        context={},
+        cutoff_rows=rows,
+        comparisons=[cmp],
+    )
+    data = json.loads(paths["summary"].read_text())
+    assert {r["model"] for r in data["per_cutoff"]} == {"twin", "other"}
+    assert set(data["per_cutoff"][0]) >= {"model", "cutoff", "rmsse", "worst_decile_rmsse", "bias"}
+    text = paths["table"].read_text()
+    assert "## Per cutoff" in text and "## Paired comparisons" in text
+    assert "Fairness goal: not measured" in text
+
+
+@pytest.mark.slow
+def test_the_trainer_model_serves_its_choice_and_scores_every_candidate(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("lightgbm")
+    from experiments.models.lstm import OUTPUTS, TrainerForecaster
+
+    panel = synthetic(3, start="2017-06-01", end="2018-03-31", seed=4)
+    model = TrainerForecaster(epochs=1, train_stride=14, val_days=14, seed=1, n_jobs=1)
+    result = run_backtest(panel, [model], horizon=7, n_cutoffs=1)
+    names = set(result.forecasts["model"])
+    assert names == {"trainer", *OUTPUTS}
+    note = result.notes["trainer"][0]
+    assert note["chosen"] in ("lstm", "lightgbm", "blend")
+    chosen = {"lstm": "debiased_lstm", "lightgbm": "trainer_lightgbm", "blend": "blend"}
+    fc = result.forecasts.pivot_table(
+        index=["date", "product_id"], columns="model", values="forecast"
+    )
+    np.testing.assert_allclose(fc["trainer"], fc[chosen[note["chosen"]]])
