@@ -103,11 +103,23 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
     help="fail: load nothing and list the offending rows; skip: load the good rows "
     "and report what was skipped.",
 )
-def load_sales_command(database_url: str | None, csv_path: Path, on_error: str) -> None:
+@click.option(
+    "--negative",
+    type=click.Choice(["reject", "clip", "keep"]),
+    default="reject",
+    show_default=True,
+    help="Negative units (returns exceeding sales): reject them as bad rows, clip them "
+    "to 0, or keep them as net returns (counted either way).",
+)
+def load_sales_command(
+    database_url: str | None, csv_path: Path, on_error: str, negative: str
+) -> None:
     """Load (upsert) daily sales from a CSV file, in one transaction.
 
-    Loading the same file twice changes nothing. Bad dates, negative or non-numeric
-    units and duplicate (product, date) rows are errors that list the rows.
+    Loading the same file twice changes nothing. Bad dates, non-numeric units and
+    duplicate (product, date) rows are errors that list the rows; negative units follow
+    --negative. Sales that are not daily (weekly or monthly totals) load with a warning
+    naming the detected frequency: the trainer refuses them.
     """
     from forecastguard.db.engine import DatabaseUnavailable, check_connection
     from forecastguard.sales_io import SalesFileError, load_sales, read_sales_csv
@@ -115,7 +127,11 @@ def load_sales_command(database_url: str | None, csv_path: Path, on_error: str) 
     engine = engine_from(settings_from(database_url=database_url))
     try:
         with timed(log, "sales file read", path=str(csv_path)):
-            frame = read_sales_csv(csv_path, on_error=on_error)  # type: ignore[arg-type]
+            frame = read_sales_csv(
+                csv_path,
+                on_error=on_error,  # type: ignore[arg-type]
+                negative=negative,  # type: ignore[arg-type]
+            )
     except SalesFileError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -129,7 +145,7 @@ def load_sales_command(database_url: str | None, csv_path: Path, on_error: str) 
     click.echo(
         f"loaded {result.rows} rows for {result.products} products "
         f"({result.first_date} to {result.last_date}, {frame.source_format} format, "
-        f"{result.promotion_days} promotion days)"
+        f"{result.promotion_days} promotion days; {frame.frequency.kind} sales)"
     )
     if frame.problems:
         click.echo(f"skipped {result.skipped} row(s):", err=True)
@@ -137,6 +153,9 @@ def load_sales_command(database_url: str | None, csv_path: Path, on_error: str) 
             click.echo(f"  {problem}", err=True)
         if len(frame.problems) > 50:
             click.echo(f"  ... and {len(frame.problems) - 50} more", err=True)
+    for warning in frame.warnings():
+        log.warning("sales file warning", extra={"warning": warning, "path": str(csv_path)})
+        click.echo(f"warning: {warning}", err=True)
 
 
 _DAY = click.DateTime(["%Y-%m-%d"])

@@ -7,6 +7,12 @@ optionally `PROMO_<product>` flags.
 
 Validation never writes: a file with problems raises `SalesFileError` listing the
 offending rows, unless problems are to be skipped, in which case they are reported.
+
+Negative units (returns exceeding sales) follow an explicit policy (`NEGATIVE_POLICIES`):
+`reject` (the default: a problem row like any other), `clip` (stored as 0, counted) or
+`keep` (stored as net returns, counted; the trainer counts and clips them for training).
+The sampling frequency is detected (`forecastguard.frequency`) and reported; anything
+but daily is a warning here and refused by the trainer.
 Loading is one transaction of upserts, so a failed load writes nothing and loading
 the same file twice changes nothing.
 """
@@ -24,6 +30,7 @@ import sqlalchemy as sa
 
 from forecastguard.db import schema
 from forecastguard.db.upsert import upsert_rows
+from forecastguard.frequency import Frequency, detect_frequency
 
 _LONG_ALIASES = {
     "product_id": ("product_id", "product", "sku"),
@@ -31,6 +38,8 @@ _LONG_ALIASES = {
     "units": ("units", "units_sold", "qty", "quantity"),
 }
 MAX_LISTED = 20
+NegativePolicy = Literal["reject", "clip", "keep"]
+NEGATIVE_POLICIES: tuple[str, ...] = ("reject", "clip", "keep")
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,28 @@ class SalesFrame:
     promotions: pd.DataFrame | None  # product_id, promo_date, on_promotion (bool); None = no flags
     problems: list[RowProblem] = field(default_factory=list)
     source_format: str = "long"
+    negative_policy: str = "reject"
+    negative_rows: int = 0  # negative rows clipped to 0 or kept (not the rejected ones)
+    negative_units: float = 0.0  # units returned on those rows
+
+    @property
+    def frequency(self) -> Frequency:
+        """The detected sampling frequency of the valid rows."""
+        return detect_frequency(self.sales, date="sale_date")
+
+    def warnings(self) -> list[str]:
+        """What the caller should know before training on these sales."""
+        out = []
+        freq = self.frequency
+        if not freq.is_daily:
+            out.append(freq.message() + "; the trainer will refuse them")
+        if self.negative_rows:
+            done = "clipped to 0" if self.negative_policy == "clip" else "kept as net returns"
+            out.append(
+                f"{self.negative_rows} row(s) with negative units ({self.negative_units:g} "
+                f"units returned) {done} (--negative {self.negative_policy})"
+            )
+        return out
 
 
 class SalesFileError(ValueError):
@@ -70,8 +101,12 @@ class SalesFileError(ValueError):
         super().__init__(message + (f"\n{listed}" if listed else ""))
 
 
-def read_sales_csv(path: str | Path, on_error: Literal["fail", "skip"] = "fail") -> SalesFrame:
-    """Read and validate a sales CSV in long or wide format."""
+def read_sales_csv(
+    path: str | Path,
+    on_error: Literal["fail", "skip"] = "fail",
+    negative: NegativePolicy = "reject",
+) -> SalesFrame:
+    """Read and validate a sales CSV in long or wide format (`negative`: see the module)."""
     path = Path(path)
     if not path.is_file():
         raise SalesFileError(f"sales file not found: {path}")
@@ -79,13 +114,18 @@ def read_sales_csv(path: str | Path, on_error: Literal["fail", "skip"] = "fail")
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SalesFileError(f"{path} is not a readable CSV file: {exc}") from None
-    return parse_sales_frame(raw, on_error=on_error, source=str(path))
+    return parse_sales_frame(raw, on_error=on_error, source=str(path), negative=negative)
 
 
 def parse_sales_frame(
-    raw: pd.DataFrame, on_error: Literal["fail", "skip"] = "fail", source: str = "input"
+    raw: pd.DataFrame,
+    on_error: Literal["fail", "skip"] = "fail",
+    source: str = "input",
+    negative: NegativePolicy = "reject",
 ) -> SalesFrame:
     """Validate a frame of strings as read from a CSV (long or wide format)."""
+    if negative not in NEGATIVE_POLICIES:
+        raise ValueError(f"negative policy must be one of {NEGATIVE_POLICIES}, got {negative!r}")
     columns = {c.strip(): c for c in raw.columns}
     if "DATE" in columns and any(c.startswith("QTY_") for c in columns):
         long, promo, fmt = _wide_to_long(raw.rename(columns=str.strip))
@@ -112,8 +152,18 @@ def parse_sales_frame(
     flag(dates.isna(), "date", long["date"], "not a date (YYYY-MM-DD)")
     non_numeric = units.isna() | ~np.isfinite(units.fillna(0))
     flag(non_numeric, "units", long["units"], "not a number")
-    flag(units < 0, "units", long["units"], "negative units")
-    valid = ~(bad_pid | dates.isna() | non_numeric | (units < 0))
+    negative_rows = units < 0
+    if negative == "reject":
+        flag(
+            negative_rows,
+            "units",
+            long["units"],
+            "negative units (--negative clip stores 0, --negative keep net returns)",
+        )
+        rejected = negative_rows
+    else:
+        rejected = pd.Series(False, index=units.index)
+    valid = ~(bad_pid | dates.isna() | non_numeric | rejected)
     dup = valid & pd.DataFrame({"p": pid, "d": dates}).duplicated(keep=False)
     flag(dup, "date", long["date"], "duplicate (product, date) row")
     valid &= ~dup
@@ -125,6 +175,10 @@ def parse_sales_frame(
             f"{source}: {rows} row(s) break the rules; nothing was loaded", problems
         )
 
+    counted = valid & negative_rows & (negative != "reject")
+    n_negative, returned = int(counted.sum()), float(-units[counted].sum())
+    if negative == "clip":
+        units = units.where(~counted, 0.0)
     sales = pd.DataFrame(
         {
             "product_id": pid[valid].to_numpy(),
@@ -143,7 +197,7 @@ def parse_sales_frame(
                 "on_promotion": on.to_numpy(),
             }
         )
-    return SalesFrame(sales, promotions, problems, fmt)
+    return SalesFrame(sales, promotions, problems, fmt, negative, n_negative, returned)
 
 
 def _long_columns(raw: pd.DataFrame, source: str) -> pd.DataFrame:

@@ -143,3 +143,45 @@ def test_real_pasta_data_reads_in_wide_format():
     assert frame.source_format == "wide" and not frame.problems
     assert frame.sales["product_id"].nunique() == 118
     assert frame.promotions is not None and frame.promotions["on_promotion"].any()
+    assert frame.frequency.kind == "daily" and frame.warnings() == []
+
+
+NEGATIVE = (
+    "product_id,date,units\nA,2026-01-01,3\nA,2026-01-02,-4\nA,2026-01-03,-1.5\nA,2026-01-04,2\n"
+)
+
+
+def test_negative_policy_reject_clip_keep(tmp_path, sqlite_url):
+    path = str(write(tmp_path, NEGATIVE))
+    rejected = run("load-sales", "--database-url", sqlite_url, "--csv", path)
+    assert rejected.exit_code == 2 and "negative units" in rejected.output
+    assert "--negative clip" in rejected.output and snapshot(sqlite_url)[0] == []
+
+    clipped = run("load-sales", "--database-url", sqlite_url, "--csv", path, "--negative", "clip")
+    assert clipped.exit_code == 0, clipped.output
+    assert "2 row(s) with negative units (5.5 units returned) clipped to 0" in clipped.output
+    assert [u for _, _, u in snapshot(sqlite_url)[0]] == [3.0, 0.0, 0.0, 2.0]
+
+    kept = run("load-sales", "--database-url", sqlite_url, "--csv", path, "--negative", "keep")
+    assert kept.exit_code == 0, kept.output
+    assert "kept as net returns (--negative keep)" in kept.output
+    assert [u for _, _, u in snapshot(sqlite_url)[0]] == [3.0, -4.0, -1.5, 2.0]
+
+
+def test_weekly_file_loads_with_a_warning_naming_the_frequency(tmp_path, sqlite_url):
+    days = [f"2026-{m:02d}-{d:02d}" for m, d in ((1, 2), (1, 9), (1, 16), (1, 23), (1, 30))]
+    text = "product_id,date,units\n" + "".join(
+        f"{p},{d},{10 + i}\n" for p in ("D1", "D2") for i, d in enumerate(days)
+    )
+    result = run("load-sales", "--database-url", sqlite_url, "--csv", str(write(tmp_path, text)))
+    assert result.exit_code == 0, result.output
+    assert "weekly sales" in result.output
+    assert "warning: these sales are weekly: one row per product every 7 days" in result.output
+    assert "the trainer will refuse them" in result.output
+    assert len(snapshot(sqlite_url)[0]) == 10
+
+
+def test_daily_file_has_no_warning(tmp_path, sqlite_url):
+    result = run("load-sales", "--database-url", sqlite_url, "--csv", str(write(tmp_path, LONG)))
+    assert result.exit_code == 0 and "daily sales" in result.output
+    assert "warning:" not in result.output
