@@ -162,10 +162,8 @@ def test_cloudbuild_runs_as_the_bootstrapped_build_account(cloudbuild: dict[str,
     assert cloudbuild["serviceAccount"] == f"projects/$PROJECT_ID/serviceAccounts/{account}"
     assert cloudbuild["options"]["logging"] == "CLOUD_LOGGING_ONLY"
     # Terraform learns who deploys (Service Account User on each component account only).
-    assert (
-        f"deployer_service_account={m.group(1)}@${{PROJECT_ID}}"
-        in (cloudbuild["substitutions"]["_TF_VARS"])
-    )
+    env = cloudbuild["options"]["env"]
+    assert f"TF_VAR_deployer_service_account={account}" in env
     roles = set(re.findall(r"^\s+(roles/[\w.]+)", bootstrap, re.M))
     assert roles, "bootstrap.sh lists the build account's roles"
     assert not roles & {"roles/owner", "roles/editor", "roles/iam.serviceAccountUser"}
@@ -183,11 +181,15 @@ def test_cloudbuild_runs_as_the_bootstrapped_build_account(cloudbuild: dict[str,
 
 def test_cloudbuild_records_and_caches_the_image(cloudbuild: dict[str, Any]) -> None:
     steps = _steps(cloudbuild)
+    image = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_AR_REPO}/trainer"
     build = _script(steps["build-trainer"])
     assert "--file=jobs/trainer/Dockerfile" in build
-    assert "--cache-from=${_IMAGE}:latest" in build
-    assert "RepoDigests" in _script(steps["push-trainer"])
-    assert cloudbuild["images"] == ["${_IMAGE}:$BUILD_ID"]
+    assert f"--cache-from={image}:latest" in build
+    assert f"--tag={image}:$BUILD_ID" in build and f"--tag={image}:latest" in build
+    assert f"docker pull {image}:latest" in _script(steps["pull-cache"])
+    push = _script(steps["push-trainer"])
+    assert "RepoDigests" in push and f'docker push "{image}:latest"' in push
+    assert cloudbuild["images"] == [f"{image}:$BUILD_ID"]
 
 
 def test_trainer_dockerfile_caches_dependencies_and_pins_its_base() -> None:
@@ -207,7 +209,7 @@ def test_trainer_dockerfile_caches_dependencies_and_pins_its_base() -> None:
 def test_cloudbuild_reads_outputs_and_variables_that_exist(cloudbuild: dict[str, Any]) -> None:
     tf = load()
     text = (ROOT / "cloudbuild.yaml").read_text(encoding="utf-8")
-    for var in set(re.findall(r'-var="?(\w+)=', text)):
+    for var in set(re.findall(r'-var="?(\w+)=', text)) | set(re.findall(r"TF_VAR_(\w+)=", text)):
         assert var in tf.variables, f"cloudbuild sets unknown variable {var}"
     for output in set(re.findall(r"terraform output -raw (\w+)", text)):
         assert output in tf.outputs, f"cloudbuild reads unknown output {output}"
