@@ -192,7 +192,7 @@ def run_train(
     challenger = Scores.from_metrics(metrics)
     base_scores = Scores.from_metrics(base_eval.metrics)
     # Names of failed data-quality checks; a non-empty list blocks the promotion.
-    quality_failures: tuple[str, ...] = ()
+    quality_failures: tuple[str, ...] = prepared.quality.failures
     decision = decide(
         challenger,
         champ.scores,
@@ -262,6 +262,10 @@ def run_train(
         "promotion_metric": METRIC,
         "best_baseline": {"kind": base_kind, **base_scores.__dict__},
         "data_quality_failures": list(quality_failures),
+        "data_quality": {
+            k: prepared.quality.to_dict()[k]
+            for k in ("frequency", "export_kind", "shares", "augmentation", "totals")
+        },
         "serving": serving,
     }
     data = ReportData(
@@ -535,7 +539,7 @@ def run_job(
     store: ArtifactStore | None = None,
     smtp: SmtpConfig | None = None,
 ) -> int:
-    """Run the job in `opts.mode`; returns the process exit code (0 ok, 1 failed).
+    """Run the job in `opts.mode`; returns the process exit code (0 ok, 1 failed, 2 bad data).
 
     Any failure is logged with its traceback and recorded on the retrain request;
     it never escapes (the exit code tells Cloud Run to retry).
@@ -583,7 +587,10 @@ def run_job(
                 },
             )
             _ledger(engine, opts, settings, error)
-            return 1
+            from trainer.data import DataError
+
+            # Bad input data (not daily, too short, unusable) is 2: retrying cannot fix it.
+            return 2 if isinstance(exc, DataError) else 1
         log.info("trainer finished", extra={"mode": opts.mode, "run_id": opts.run_id, **result})
         _ledger(engine, opts, settings, None)
         return 0

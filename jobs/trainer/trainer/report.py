@@ -46,6 +46,40 @@ class ReportData:
     data_quality_failures: list[str] = field(default_factory=list)
 
 
+def _quality_lines(quality: dict[str, Any]) -> list[str]:
+    """The data-quality section's head: frequency, export kind, per-rule table, failures."""
+    out = ["## Data quality", ""]
+    freq = quality.get("frequency") or {}
+    if freq:
+        out += [
+            f"Sampling frequency: **{freq.get('kind')}** ({freq.get('agreeing')} of "
+            f"{freq.get('products')} products). Export: {quality.get('export_kind', '–')}.",
+            "",
+        ]
+    if quality.get("failures"):
+        out += [
+            "**Data-quality rules failed** (no promotion): "
+            + "; ".join(quality["failures"])
+            + ".",
+            "",
+        ]
+    if quality.get("table"):
+        out += [md_table(pd.DataFrame(quality["table"])), ""]
+    else:
+        totals = quality.get("totals", {})
+        rows = [{"finding": k, "count": v} for k, v in totals.items()]
+        out += [md_table(pd.DataFrame(rows)), ""]
+    if quality.get("missing_dates"):
+        missing = quality["missing_dates"]
+        out += [
+            f"Missing data, not filled: {len(missing)} days ({missing[0]} … {missing[-1]}).",
+            "",
+        ]
+    if quality.get("dropped_products"):
+        out += [f"Dropped products: {', '.join(quality['dropped_products'])}.", ""]
+    return out
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "–"
@@ -195,13 +229,7 @@ def render_markdown(data: ReportData) -> str:
         "",
     ]
 
-    totals = data.quality.get("totals", {})
-    out += ["## Data quality", ""]
-    out += [md_table(pd.DataFrame([{"finding": k, "count": v} for k, v in totals.items()])), ""]
-    if data.quality.get("dropped_products"):
-        out += [f"Dropped products: {', '.join(data.quality['dropped_products'])}.", ""]
-    if data.quality.get("closure_dates"):
-        out += [f"Store closure days filled: {len(data.quality['closure_dates'])}.", ""]
+    out += _quality_lines(data.quality)
     flagged = data.quality.get("products_with_findings", {})
     if flagged:
         frame = pd.DataFrame.from_dict(flagged, orient="index").rename_axis("product_id")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from forecastguard.config import Settings
+from forecastguard.frequency import detect_frequency
 from forecastguard.health import stats
 from forecastguard.health.window import WindowData
 
@@ -80,6 +81,7 @@ class HealthResult:
     checked_at: datetime | None = None
     duration_s: float = 0.0
     outputs: dict[str, Any] = field(default_factory=dict)  # metrics and retrain outcome
+    warnings: list[str] = field(default_factory=list)  # e.g. sales that are not daily
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-product list (what `health_checks.result_json` keeps)."""
@@ -92,6 +94,7 @@ class HealthResult:
             "drift_detected": self.drift_detected,
             "drifted_share": _num(self.drifted_share),
             "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
             "reason_kinds": list(self.reason_kinds),
             "as_of": self.as_of.isoformat(),
             "window_start": self.window_start.isoformat(),
@@ -280,6 +283,15 @@ def _reasons(
     return reasons, kinds
 
 
+def frequency_warnings(data: WindowData) -> list[str]:
+    """A warning when the sales of the window and its history are not daily (issue 18)."""
+    if data.codes.size == 0:
+        return []
+    dates = pd.Timestamp("2000-01-01") + pd.to_timedelta(data.day, unit="D")
+    freq = detect_frequency(pd.DataFrame({"product_id": data.codes, "date": dates}))
+    return [] if freq.is_daily else [freq.message() + "; the health figures assume daily sales"]
+
+
 def compute_health(
     data: WindowData,
     params: HealthParams,
@@ -360,6 +372,7 @@ def compute_health(
         stale=stale,
         params=params,
         products=products,
+        warnings=frequency_warnings(data),
     )
 
 

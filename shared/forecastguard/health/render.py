@@ -56,6 +56,8 @@ def to_text(result: HealthResult, top: int = 20) -> str:
     )
     for reason in result.reasons:
         lines.append(f"  - {reason}")
+    for warning in result.warnings:
+        lines.append(f"  warning: {warning}")
     if result.products.empty:
         return "\n".join(lines)
     worst = worst_first(result.products).head(top)

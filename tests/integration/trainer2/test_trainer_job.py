@@ -405,7 +405,7 @@ def test_entry_point_failure_exits_nonzero_and_fails_the_request(world, tmp_path
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]  # bad input data: a retry cannot fix it
     row = _request_row(engine, "req-empty")
     assert row.status == "failed" and "no rows" in row.error
     engine.dispose()
