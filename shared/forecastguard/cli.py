@@ -508,6 +508,11 @@ def serve_command(
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("stopping")
+    # Leave the objects of this long run to the exit: on CPython 3.11 the interpreter's
+    # last collection at exit did not finish (seen with the pages' Flask app loaded).
+    import gc
+
+    gc.freeze()
 
 
 @main.command("demo")

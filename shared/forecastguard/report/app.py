@@ -201,8 +201,10 @@ class PagesServer:
 
     def stop(self) -> None:
         """Stop serving and wait for the thread."""
-        self._server.shutdown()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=10)
+        self._server.server_close()
 
     def __enter__(self) -> PagesServer:
         return self.start()
