@@ -222,3 +222,16 @@ def test_the_health_function_imports_the_report_only_when_it_writes_one() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_reports_order_is_the_terminal_tables_order() -> None:
+    import numpy as np
+
+    from forecastguard.health.render import worst_first
+    from forecastguard.report.check_page import worst_order
+
+    data = synthetic_window(500, date(2026, 5, 30), seed=4, drift_share=0.05)
+    products = compute_health(data, HealthParams()).products.copy()
+    products.loc[products.index[:20], "rmsse"] = np.nan  # no seasonal-naive scale
+    ours = products.iloc[worst_order(products)]["product_id"].tolist()
+    assert ours == worst_first(products)["product_id"].tolist()
