@@ -10,8 +10,9 @@ Bound: synthetic windows are at most `cfg.max_synthetic_share` of the training w
 A synthetic series has its product's listed days, so it yields exactly as many training
 windows as its product; copies are added product by product (first copy of every sparse
 product, then the second, ...) while the share stays within the cap. When the cap cuts
-copies, `Augmentation.summary["capped"]` is true: most of the training would have been
-synthetic, which the quality report lists as a failure (`mostly_synthetic`).
+copies, `Augmentation.summary["capped"]` is true and says so; when more than half the
+training would have been synthetic (`wanted_share` > 0.5) the quality report lists a
+failure (`mostly_synthetic`) that blocks promotion.
 """
 
 from __future__ import annotations

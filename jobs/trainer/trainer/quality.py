@@ -39,7 +39,8 @@ Failures (each blocks promotion): `mostly_filled` (more than `MAX_FILLED_SHARE` 
 product-days were filled, not observed), `mostly_missing` (more than
 `MAX_MISSING_SHARE` of the calendar is missing data), `mostly_sparse` (more than
 `MAX_SPARSE_SHARE` of the products are sparse: something upstream is wrong) and
-`mostly_synthetic` (augmentation wanted more synthetic windows than its cap).
+`mostly_synthetic` (augmentation wanted more than `MAX_WANTED_SYNTHETIC_SHARE` of the
+training windows to be synthetic; it made at most `max_synthetic_share`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ MIN_REGULAR_WEEKS = 4  # ... and in at least this many weeks
 MAX_FILLED_SHARE = 0.5
 MAX_MISSING_SHARE = 0.5
 MAX_SPARSE_SHARE = 0.5
+MAX_WANTED_SYNTHETIC_SHARE = 0.5  # augmentation wanting more than this: mostly synthetic
 
 RULES: dict[str, str] = {
     "frequency": "sales must be daily; weekly, monthly or every-N-days data is refused",
@@ -166,7 +168,7 @@ class QualityReport:
                 f"mostly_sparse: {t['sparse_products']} of {t['products']} products have fewer "
                 "than min_observations recorded days: check the export upstream"
             )
-        if self.augmentation.get("capped"):
+        if self.augmentation.get("wanted_share", 0.0) > MAX_WANTED_SYNTHETIC_SHARE:
             out.append(
                 f"mostly_synthetic: augmentation wanted "
                 f"{self.augmentation['wanted_share']:.0%} synthetic training windows; capped "
@@ -415,7 +417,7 @@ def check_quality(sales: pd.DataFrame, cfg: TrainConfig) -> QualityResult:
 
     negative = frame["units_sold"] < 0
     negatives = frame[negative].groupby("product_id").size()
-    negative_units = float(-frame.loc[negative, "units_sold"].sum())
+    negative_units = abs(float(frame.loc[negative, "units_sold"].sum()))
     frame.loc[negative, "units_sold"] = 0.0
     missing = frame[frame["units_sold"].isna()].groupby("product_id").size()
 

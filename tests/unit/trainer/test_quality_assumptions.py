@@ -159,3 +159,6 @@ def test_capped_augmentation_is_a_failure() -> None:
         "mostly_synthetic: augmentation wanted 75% synthetic training windows; capped at 20%",
     )
     assert capped.to_dict()["augmentation"]["share"] == 0.2
+    # Capped, but most of training would not have been synthetic: reported, not failed.
+    some = rep.with_augmentation({"capped": True, "wanted_share": 0.36, "max_share": 0.2})
+    assert some.failures == ()
