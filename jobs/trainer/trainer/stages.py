@@ -61,7 +61,7 @@ class Challenger:
     gbm: GBMForecaster
     correction: BiasCorrection  # for the DRO LSTM
     blend_weight: float
-    test_raw: pd.DataFrame  # the served forecaster's test forecasts, LSTM uncorrected
+    lstm_test_raw: pd.DataFrame  # the DRO LSTM's test forecasts before its offsets
     test: pd.DataFrame  # the served forecaster's test forecasts
     evaluation: Evaluation  # of `test`
     candidates: dict[str, dict[str, float]]  # kind -> validation and test scores
@@ -129,9 +129,21 @@ def choose(val_scores: dict[str, dict[str, float]]) -> str:
 
 
 def train_challenger(
-    prepared: Prepared, params: ModelParams, cfg: TrainConfig, *, gbm_threads: int = 2
+    prepared: Prepared,
+    params: ModelParams,
+    cfg: TrainConfig,
+    *,
+    kinds: tuple[str, ...] = CANDIDATES,
+    gbm_threads: int = 2,
 ) -> Challenger:
-    """Train the candidates, choose the served one on validation, evaluate on test."""
+    """Train the candidates, choose the served one on validation, evaluate on test.
+
+    Every candidate is trained and scored; the served one is chosen among `kinds` (the
+    kinds the serving side can load).
+    """
+    unknown = set(kinds) - set(CANDIDATES)
+    if not kinds or unknown:
+        raise ValueError(f"kinds must be a non-empty subset of {CANDIDATES}, got {kinds}")
     from trainer import pipeline as tp
     from trainer.gbm import train_gbm
 
@@ -157,7 +169,7 @@ def train_challenger(
         | {f"test_{n}": v for n, v in _scores(test[k], prepared).items()}
         for k in CANDIDATES
     }
-    kind = choose({k: {"rmsse": c["val_rmsse"]} for k, c in candidates.items()})
+    kind = choose({k: {"rmsse": candidates[k]["val_rmsse"]} for k in kinds})
     log.info("served forecaster chosen on validation", extra={"kind": kind, **candidates[kind]})
 
     evaluation = evaluate(test[kind], prepared)
@@ -188,7 +200,7 @@ def train_challenger(
         gbm=gbm,
         correction=correction,
         blend_weight=BLEND_WEIGHT,
-        test_raw=test_lstm_raw if kind == LSTM else test[kind],
+        lstm_test_raw=test_lstm_raw,
         test=test[kind],
         evaluation=evaluation,
         candidates=candidates,
@@ -238,3 +250,112 @@ def forecast_served(
         + (1 - blend_weight) * merged["predicted_units_gbm"]
     )
     return merged[["product_id", "target_date", "predicted_units"]]
+
+
+GBM_META = "blend.json"  # under model/: the blend weight (LightGBM files: trainer.gbm)
+
+
+@dataclass(frozen=True)
+class TrainedForecaster:
+    """A served `lightgbm` or `blend` (or `lstm`) forecaster of a run (the serving
+    `Forecaster` protocol of `trainer.forecast`): the run's bundle and its LightGBM."""
+
+    kind: str
+    bundle: Any  # trainer.artifacts.ModelBundle
+    gbm: GBMForecaster | None
+    blend_weight: float = BLEND_WEIGHT
+
+    @property
+    def model_version(self) -> str:
+        """The run's model version."""
+        return self.bundle.model_version
+
+    def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The next `horizon` days (product_id, target_date, predicted_units)."""
+        b = self.bundle
+        return forecast_served(
+            self.kind,
+            model=b.model,
+            params=b.params,
+            correction=b.correction,
+            gbm=self.gbm,
+            blend_weight=self.blend_weight,
+            pipeline=b.pipeline,
+            sales=sales,
+            cfg=b.cfg,
+            promotions=promotions,
+        )
+
+
+def save_gbm(writer: Any, gbm: GBMForecaster, blend_weight: float, workdir: Any) -> list[str]:
+    """Write the LightGBM model and the blend weight under the run's `model/`."""
+    from pathlib import Path
+
+    local = Path(workdir) / "gbm"
+    names = [writer.put_file(f"model/{p.name}", p) for p in gbm.save(local)]
+    names.append(writer.put_json(f"model/{GBM_META}", {"blend_weight": blend_weight}))
+    return names
+
+
+def load_trained(store: Any, run_id: str, kind: str, workdir: Any) -> TrainedForecaster:
+    """A sealed run's forecaster of `kind` (its bundle, LightGBM and blend weight)."""
+    import json
+    from pathlib import Path
+
+    from trainer.artifacts import load_model_bundle
+    from trainer.gbm import GBMForecaster
+
+    bundle = load_model_bundle(store, run_id, workdir)
+    local = Path(workdir) / "model"
+    gbm = None
+    weight = BLEND_WEIGHT
+    if kind != LSTM:
+        gbm = GBMForecaster.load(local)
+        weight = float(json.loads((local / GBM_META).read_text())["blend_weight"])
+    return TrainedForecaster(kind=kind, bundle=bundle, gbm=gbm, blend_weight=weight)
+
+
+def score_trained(forecaster: TrainedForecaster, prepared: Prepared) -> pd.DataFrame:
+    """A run's forecaster on `prepared`'s test windows (its own feature pipeline)."""
+    from dataclasses import replace
+
+    from trainer.pipeline import _ids, predict_split, windows_frame
+    from trainer.windowing import make_windows
+
+    b = forecaster.bundle
+    horizon = prepared.cfg.horizon
+    if b.cfg.horizon != horizon:
+        raise ValueError(f"its horizon is {b.cfg.horizon} days, not {horizon}")
+    arrays = b.pipeline.transform(prepared.panel)
+
+    def windows(lookback: int) -> Any:
+        return make_windows(
+            arrays,
+            np.unique(prepared.test.origin),
+            lookback,
+            horizon,
+            series=np.unique(prepared.test.series),
+        )
+
+    lstm = None
+    if forecaster.kind in (LSTM, BLEND):
+        replica = replace(
+            prepared, pipeline=b.pipeline, arrays=arrays, test=windows(b.params.lookback)
+        )
+        lstm = b.correction.apply(predict_split(b.model, replica, "test"))
+        if forecaster.kind == LSTM:
+            return lstm
+    if forecaster.gbm is None:
+        raise ValueError(f"kind {forecaster.kind!r} needs the LightGBM model, which is missing")
+    w = windows(b.cfg.lookback)
+    gbm = windows_frame(prepared, w, forecaster.gbm.predict_units(w, b.pipeline, _ids(prepared, w)))
+    if forecaster.kind == LIGHTGBM:
+        return gbm
+    assert lstm is not None
+    key = ["product_id", "target_date"]
+    merged = lstm.merge(gbm[[*key, "predicted"]], on=key, suffixes=("", "_gbm"))
+    merged["predicted"] = (
+        forecaster.blend_weight * merged["predicted"]
+        + (1 - forecaster.blend_weight) * merged["predicted_gbm"]
+    )
+    return merged.drop(columns="predicted_gbm")
