@@ -151,7 +151,9 @@ def create_app(
         candidates = [summary.get("report_uri")]
         if store is not None:
             candidates.append(store.key_uri(report_key(check_id)))
-        for uri in [u for u in candidates if isinstance(u, str) and u]:
+        # Only a check's own report: a recorded address is data, not a path to anything.
+        key = report_key(check_id)
+        for uri in [u for u in candidates if isinstance(u, str) and u.endswith(key)]:
             try:
                 html = read_report(uri).decode("utf-8")
             except (ArtifactNotFound, StorageError, UnicodeDecodeError):

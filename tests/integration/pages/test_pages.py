@@ -235,3 +235,22 @@ def test_the_reports_order_is_the_terminal_tables_order() -> None:
     products.loc[products.index[:20], "rmsse"] = np.nan  # no seasonal-naive scale
     ours = products.iloc[worst_order(products)]["product_id"].tolist()
     assert ours == worst_first(products)["product_id"].tolist()
+
+
+def test_a_check_serves_only_its_own_report(filled, tmp_path: Path) -> None:
+    engine, _, first, _ = filled
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a report")
+    with engine.begin() as conn:
+        text = conn.execute(
+            sa.select(health_checks.c.result_json).where(health_checks.c.id == first.check_id)
+        ).scalar_one()
+        summary = {**json.loads(text), "report_uri": secret.as_uri()}
+        conn.execute(
+            health_checks.update()
+            .where(health_checks.c.id == first.check_id)
+            .values(result_json=json.dumps(summary))
+        )
+    client = create_app(engine).test_client()
+    answer = client.get(f"/checks/{first.check_id}")
+    assert answer.status_code == 404 and b"not a report" not in answer.data
