@@ -131,6 +131,9 @@ class Settings:
     min_samples: int = _setting("MIN_SAMPLES", 7, _number(int, low=2))
     stale_days: int = _setting("STALE_DAYS", 3, _number(int, low=0))
     data_drift_unhealthy: bool = _setting("DATA_DRIFT_UNHEALTHY", False, _bool)
+    # A drift must also be big enough: level shift in reference sd, spread ratio beyond
+    # 1 + this (issue 13, docs/health.md); 0 turns the minimum off.
+    min_drift_effect: float = _setting("MIN_DRIFT_EFFECT", 0.5, _number(float, low=0))
     # The trainer.
     holiday_country: str = _setting("HOLIDAY_COUNTRY", "IT")
     optuna_storage: str | None = _setting("OPTUNA_STORAGE")

@@ -143,6 +143,32 @@ class CloudMonitoringSink:
         return requests
 
 
+DRIFT_KINDS = ("level", "scale", "shape")
+
+
+def drift_points(products: Any) -> list[MetricPoint]:
+    """The drift series of a check's per-product frame (`HealthResult.products`).
+
+    `drifted_products{kind}`: how many products drifted, one gauge a kind (0 included,
+    so a chart shows the drop); `product_drift{product_id, kind}`: 1 for every drifted
+    product, labelled with its kind (level, scale or shape; a label with three values
+    keeps the series few), its q-value in `product_drift_qvalue{product_id, kind}`.
+    Products without drift write no per-product drift point.
+    """
+    drifted = products[products["drift"].astype(bool)]
+    points = [
+        MetricPoint("drifted_products", float((drifted["drift_kind"] == k).sum()), {"kind": k})
+        for k in DRIFT_KINDS
+    ]
+    for pid, kind, q in zip(
+        drifted["product_id"], drifted["drift_kind"], drifted["drift_qvalue"], strict=True
+    ):
+        labels = {"product_id": str(pid), "kind": str(kind)}
+        points.append(MetricPoint("product_drift", 1.0, labels))
+        points.append(MetricPoint("product_drift_qvalue", float(q), labels))
+    return points
+
+
 def make_metrics_sink(settings: Settings, client: Any = None) -> MetricsSink | None:
     """The sink `METRICS_SINK` names, or None when metrics are off (unset)."""
     target = settings.metrics_sink

@@ -28,6 +28,7 @@ from forecastguard.health.window import WindowData
 
 REFERENCES = ("previous_window", "holdout", "none")
 MAX_LISTED_DRIFTED = 100  # in the summary; every product is in health_check_products
+MAX_REASON_PRODUCTS = 5  # drifted products described in words in the drift reason
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class HealthParams:
     min_samples: int = 7
     stale_days: int = 3
     data_drift_unhealthy: bool = False
+    # Practical significance: a drift counts when its effect is at least this big (level
+    # shift in reference sd, spread ratio beyond 1 + this, shape in sd); 0 turns it off.
+    min_drift_effect: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HealthParams:
@@ -49,6 +53,7 @@ class HealthParams:
             min_samples=settings.min_samples,
             stale_days=settings.stale_days,
             data_drift_unhealthy=settings.data_drift_unhealthy,
+            min_drift_effect=settings.min_drift_effect,
         )
 
 
@@ -61,7 +66,7 @@ class HealthResult:
     window_end: date
     healthy: bool
     avg_rmse: float | None
-    p_value: float | None  # Simes' global p-value of the error KS tests
+    p_value: float | None  # Simes' global p-value of the per-product drift tests
     drift_detected: bool
     drifted_share: float | None  # drifted / tested products
     reasons: list[str]
@@ -115,7 +120,9 @@ class HealthResult:
                 "min_samples": self.params.min_samples,
                 "stale_days": self.params.stale_days,
                 "data_drift_unhealthy": self.params.data_drift_unhealthy,
+                "min_drift_effect": self.params.min_drift_effect,
             },
+            "drift_kinds": self.drift_kinds(),
             "duration_s": round(self.duration_s, 4),
             **self.outputs,
         }
@@ -123,7 +130,13 @@ class HealthResult:
     def drifted_products(self, limit: int = MAX_LISTED_DRIFTED) -> list[str]:
         """Ids of the drifted products, smallest q-value first (at most `limit`)."""
         drifted = self.products[self.products["drift"]]
-        return drifted.sort_values(["ks_qvalue", "product_id"])["product_id"].head(limit).tolist()
+        order = drifted.sort_values(["drift_qvalue", "product_id"])
+        return order["product_id"].head(limit).tolist()
+
+    def drift_kinds(self) -> dict[str, int]:
+        """How many drifted products of each kind (level, scale, shape)."""
+        kinds = self.products.loc[self.products["drift"], "drift_kind"]
+        return {k: int((kinds == k).sum()) for k in stats.DRIFT_KINDS}
 
     def product_records(self) -> list[dict[str, Any]]:
         """The per-product results as JSON-ready dicts (NaN becomes None)."""
@@ -159,12 +172,61 @@ def _error_masks(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class _Drift:
-    """Per-product KS results (arrays over all products) and the reference used."""
+    """Per-product drift results (arrays over all products) and the reference used."""
 
-    pvalues: np.ndarray
-    qvalues: np.ndarray
-    drift: np.ndarray
+    tests: stats.DriftTests
+    qvalues: np.ndarray  # BH over the products' combined p-values
+    significant: np.ndarray  # q <= FDR_ALPHA
+    effect_ok: np.ndarray  # the effect passes MIN_DRIFT_EFFECT
+    drift: np.ndarray  # significant and big enough
+    kind: np.ndarray  # object: level | scale | shape | None (only where drift)
+    test: np.ndarray  # object: the component test that found it | None
+    ks_pvalues: np.ndarray  # the shape component (KS of the prewhitened errors)
+    ks_qvalues: np.ndarray
     reference: np.ndarray  # previous_window | holdout | none
+
+    @property
+    def pvalues(self) -> np.ndarray:
+        """The products' combined drift p-values (NaN: not tested)."""
+        return self.tests.pvalue
+
+
+def _error_matrices(
+    data: WindowData,
+    errors: np.ndarray,
+    use_prev: np.ndarray,
+    holdout: tuple[np.ndarray, np.ndarray] | None,
+    use_hold: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(reference, window, weekday of every column): products x days, NaN where none.
+
+    A previous-window reference fills the last `window_days` reference columns, so it
+    ends the day before the window; a holdout fills the first columns in its stored
+    order (the primary key's: by date).
+    """
+    n_all, wd = len(data.products), data.window_days
+    window, previous = _error_masks(data)
+    n_hold = 0
+    if holdout is not None and len(holdout[0]):
+        n_hold = int(np.bincount(holdout[0], minlength=n_all)[use_hold].max(initial=0))
+    m = max(wd, n_hold)
+    ref = np.full((n_all, m), np.nan)
+    win = np.full((n_all, wd), np.nan)
+    win[data.codes[window], data.day[window] - data.history_days] = errors[window]
+    keep = previous & use_prev[data.codes]
+    ref_col = data.day[keep] - (data.history_days - wd) + (m - wd)
+    ref[data.codes[keep], ref_col] = errors[keep]
+    if n_hold:
+        h_codes, h_err = holdout
+        take = use_hold[h_codes]
+        codes = h_codes[take]
+        order = np.argsort(codes, kind="stable")
+        codes, values = codes[order], h_err[take][order]
+        starts = np.searchsorted(codes, codes, side="left")
+        ref[codes, np.arange(len(codes)) - starts] = values
+    first_day = data.history_days - m  # the day offset of reference column 0
+    weekday = (data.hist_start.weekday() + first_day + np.arange(m + wd)) % 7
+    return ref, win, weekday
 
 
 def _error_drift(
@@ -173,33 +235,45 @@ def _error_drift(
     errors: np.ndarray,
     holdout: tuple[np.ndarray, np.ndarray] | None,
 ) -> _Drift:
-    """KS of each product's window errors against its reference errors, BH-adjusted."""
+    """Each product's window errors against its reference errors: the drift tests of
+    `stats.drift_tests` (valid under serial dependence), BH across products, then the
+    practical-significance minimum."""
     n_all = len(data.products)
-    window, previous = _error_masks(data)
+    _, previous = _error_masks(data)
     n_prev = np.bincount(data.codes[previous], minlength=n_all)
     use_prev = (n_prev >= params.min_samples) & data.same_model_reference()
-    keep = previous & use_prev[data.codes]
-    ref_codes, ref_err = [data.codes[keep]], [errors[keep]]
     reference = np.where(use_prev, "previous_window", "none").astype(object)
+    use_hold = np.zeros(n_all, bool)
     if holdout is not None and len(holdout[0]):
-        h_codes, h_err = holdout
-        n_hold = np.bincount(h_codes, minlength=n_all)
+        n_hold = np.bincount(holdout[0], minlength=n_all)
         use_hold = ~use_prev & (n_hold >= params.min_samples)
-        take = use_hold[h_codes]
-        ref_codes.append(h_codes[take])
-        ref_err.append(h_err[take])
         reference[use_hold] = "holdout"
-    ks = stats.two_sample(
-        data.codes[window],
-        errors[window],
-        np.concatenate(ref_codes),
-        np.concatenate(ref_err),
-        n_all,
+    ref, win, weekday = _error_matrices(data, errors, use_prev, holdout, use_hold)
+    tests = stats.drift_tests(
+        ref, win, contiguous=use_prev, weekday=weekday, min_samples=params.min_samples
     )
-    pvalues = stats.ks_pvalues(ks, params.min_samples)
-    qvalues = stats.benjamini_hochberg(pvalues)
-    reference[np.isnan(pvalues)] = "none"
-    return _Drift(pvalues, qvalues, qvalues <= params.fdr_alpha, reference)
+    qvalues = stats.benjamini_hochberg(tests.pvalue)
+    significant = qvalues <= params.fdr_alpha
+    cutoff = stats.bh_cutoff(tests.pvalue, params.fdr_alpha)
+    kind_index = np.where(significant, stats.drift_kind_index(tests, cutoff), -1)
+    effect_ok = effect_passes(tests, params.min_drift_effect, kind_index)
+    drift = significant & effect_ok
+    kinds = np.array([None, *stats.DRIFT_KINDS], dtype=object)
+    names = np.array([None, *stats.DRIFT_TESTS], dtype=object)
+    shown = np.where(drift, kind_index, -1) + 1
+    reference[np.isnan(tests.pvalue)] = "none"
+    return _Drift(
+        tests=tests,
+        qvalues=qvalues,
+        significant=significant,
+        effect_ok=effect_ok,
+        drift=drift,
+        kind=kinds[shown],
+        test=names[shown],
+        ks_pvalues=tests.p_shape,
+        ks_qvalues=stats.benjamini_hochberg(tests.p_shape),
+        reference=reference,
+    )
 
 
 def _sales_drift(
@@ -248,6 +322,8 @@ def _reasons(
     p_value: float | None,
     stale: bool,
     data_drift: dict[str, Any],
+    drift_lines: list[str] | None = None,
+    kind_counts: dict[str, int] | None = None,
 ) -> tuple[list[str], list[str]]:
     """(reason texts, reason kinds) of every failed condition."""
     reasons: list[str] = []
@@ -263,10 +339,18 @@ def _reasons(
         reasons.append(f"avg_rmse {avg_rmse:.2f} > {params.rmse_threshold:g}")
     if n_drifted:
         kinds.append("drift")
-        reasons.append(
+        counted = ", ".join(f"{v} {k}" for k, v in (kind_counts or {}).items() if v)
+        text = (
             f"forecast errors drifted in {n_drifted} of {n_tested} tested products "
-            f"(BH q <= {params.fdr_alpha:g}; global p {p_value:.3g})"
+            f"({counted + '; ' if counted else ''}BH q <= {params.fdr_alpha:g}, effect >= "
+            f"{params.min_drift_effect:g}; global p {p_value:.3g})"
         )
+        lines = drift_lines or []
+        if lines:
+            text += ": " + "; ".join(lines[:MAX_REASON_PRODUCTS])
+            if len(lines) > MAX_REASON_PRODUCTS:
+                text += f"; and {len(lines) - MAX_REASON_PRODUCTS} more"
+        reasons.append(text)
     if stale:
         kinds.append("stale")
         last = data.last_sale_date
@@ -323,9 +407,16 @@ def compute_health(
             "mae": metrics.mae[listed],
             "bias": metrics.bias[listed],
             "rmsse": rmsse[listed],
-            "ks_pvalue": drift.pvalues[listed],
-            "ks_qvalue": drift.qvalues[listed],
+            "ks_pvalue": drift.ks_pvalues[listed],
+            "ks_qvalue": drift.ks_qvalues[listed],
             "drift": drift.drift[listed],
+            "drift_kind": drift.kind[listed],
+            "drift_test": drift.test[listed],
+            "drift_pvalue": drift.pvalues[listed],
+            "drift_qvalue": drift.qvalues[listed],
+            "bias_shift": drift.tests.bias_shift[listed],
+            "bias_shift_sd": drift.tests.bias_shift_sd[listed],
+            "spread_ratio": drift.tests.spread_ratio[listed],
             "reference": drift.reference[listed].astype(str),
             "sales_wasserstein": w_norm[listed],
             "sales_ks_qvalue": sales_q[listed],
@@ -348,6 +439,8 @@ def compute_health(
         p_value=p_value,
         stale=stale,
         data_drift=data_drift,
+        drift_lines=drift_reasons(products),
+        kind_counts={k: int((products["drift_kind"] == k).sum()) for k in stats.DRIFT_KINDS},
     )
     refs = products["reference"].value_counts()
     return HealthResult(
@@ -381,3 +474,48 @@ def _is_stale(last_sale: date | None, as_of: date, stale_days: int) -> bool:
     if stale_days <= 0:
         return False
     return last_sale is None or (as_of - last_sale).days >= stale_days
+
+
+def effect_passes(
+    tests: stats.DriftTests, min_effect: float, kind: np.ndarray | None = None
+) -> np.ndarray:
+    """Per product: is the change big enough to matter (practical significance)?
+
+    A bias shift of at least `min_effect` reference sd, a spread ratio of at least
+    1 + min_effect (or at most 1 / (1 + min_effect)), or, for a change of kind shape
+    (`kind` index 2; default: the smallest component test), a Wasserstein distance of
+    the prewhitened errors of at least `min_effect` of their reference sd.
+    """
+    kind = tests.test if kind is None else kind
+    with np.errstate(invalid="ignore"):
+        level = np.abs(tests.bias_shift_sd) >= min_effect
+        ratio = tests.spread_ratio
+        scale = (ratio >= 1 + min_effect) | (ratio <= 1 / (1 + min_effect))
+        shape = (kind == 2) & (tests.shape_effect >= min_effect)
+    return level | scale | shape | (min_effect <= 0)
+
+
+def drift_reason(row: Any) -> str:
+    """One drifted product in words, e.g. "P0015: forecasts 12.3 units too low since the
+    window began (2.1 sd)". Errors are actual - predicted: a positive shift means the
+    forecasts fell short."""
+    pid, kind = row.product_id, row.drift_kind
+    if kind == "level":
+        side = "too low" if row.bias_shift > 0 else "too high"
+        return (
+            f"{pid}: forecasts {abs(row.bias_shift):.3g} units {side} since the window "
+            f"began ({abs(row.bias_shift_sd):.2g} sd)"
+        )
+    if kind == "scale":
+        way = "wider" if row.spread_ratio >= 1 else "narrower"
+        return f"{pid}: forecast errors {row.spread_ratio:.2g} times as spread ({way})"
+    return (
+        f"{pid}: forecast errors changed shape (bias shift {row.bias_shift_sd:+.2g} sd, "
+        f"spread ratio {row.spread_ratio:.2g})"
+    )
+
+
+def drift_reasons(products: pd.DataFrame) -> list[str]:
+    """The drifted products in words, smallest q-value first."""
+    drifted = products[products["drift"]].sort_values(["drift_qvalue", "product_id"])
+    return [drift_reason(row) for row in drifted.itertuples(index=False)]

@@ -34,7 +34,7 @@ from forecastguard.health.store import store_result
 from forecastguard.health.window import load_residuals, load_window
 from forecastguard.logs import get_logger, timed
 from forecastguard.messages import RetrainMessage, make_request_id
-from forecastguard.metrics import MetricPoint, MetricsSink, make_metrics_sink
+from forecastguard.metrics import MetricPoint, MetricsSink, drift_points, make_metrics_sink
 from forecastguard.publish import RetrainPublisher, make_publisher
 
 log = get_logger(__name__)
@@ -63,6 +63,7 @@ def health_points(result: HealthResult) -> list[MetricPoint]:
         points.extend(
             MetricPoint(name, v, {"product_id": p}) for p, v in zip(ids, values, strict=True)
         )
+    points.extend(drift_points(frame))  # drift counts by kind, drifted products (issue 13)
     return points
 
 

@@ -213,3 +213,326 @@ def simes(pvalues: np.ndarray) -> float | None:
     """
     q = benjamini_hochberg(pvalues)
     return None if np.isnan(q).all() else float(np.nanmin(q))
+
+
+# --- The drift test on forecast errors (issue 13): valid under serial dependence. -------
+
+DRIFT_TESTS = ("level_ar1", "scale_ar1", "shape_ks")  # short names, in component order
+DRIFT_KINDS = ("level", "scale", "shape")  # the kind each component test finds
+DRIFT_WEIGHTS = (0.5, 0.3, 0.2)  # weighted Bonferroni: a bias matters most
+MAX_PHI = 0.95  # the AR(1) coefficient is clipped to [0, MAX_PHI]
+PHI_MARGIN = 1.0  # standard errors added to the bias-corrected AR(1) coefficient
+LEVEL_MARGIN = 2.0  # the level test's (its far tail is the most sensitive to phi)
+WHITEN_MARGIN = 1.0  # for prewhitening before the scale and shape tests
+DEV_MARGIN = 1.0  # for the absolute deviations of the scale test
+SCALE_CENTRE = "median"
+MIN_WEEKDAY_ADJUST = 28  # errors (both periods) needed to remove weekday means
+
+
+@dataclass(frozen=True)
+class DriftTests:
+    """Per-group drift of forecast errors, window against reference (arrays over groups).
+
+    p-values are NaN where a group has fewer than `min_samples` errors on either side.
+    """
+
+    n_ref: np.ndarray
+    n_win: np.ndarray
+    phi: np.ndarray  # the AR(1) coefficient of the errors used (bias-corrected, clipped)
+    p_level: np.ndarray  # change in mean, AR(1)-corrected t-test
+    p_scale: np.ndarray  # change in spread: Brown-Forsythe, AR(1)-corrected
+    p_shape: np.ndarray  # KS of the prewhitened errors, on their effective sizes
+    pvalue: np.ndarray  # weighted Bonferroni: min(1, min_k p_k / DRIFT_WEIGHTS[k])
+    test: np.ndarray  # index into DRIFT_TESTS of the smallest weighted p (-1: untested)
+    bias_shift: np.ndarray  # window mean error - reference mean error (units)
+    bias_shift_sd: np.ndarray  # the same in reference standard deviations
+    spread_ratio: np.ndarray  # window sd / reference sd of the errors
+    shape_effect: np.ndarray  # Wasserstein distance of the prewhitened errors / their sd
+
+
+def _nan_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean, sample sd) of each row, ignoring NaN."""
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=1)
+    filled = np.where(ok, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=1) / n
+        dev = np.where(ok, x - mean[:, None], 0.0)
+        sd = np.sqrt((dev * dev).sum(axis=1) / (n - 1))
+    return n, mean, sd
+
+
+def _t_pvalue(t: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of Student's t (NaN where t or dof is NaN or dof < 1)."""
+    from scipy.special import stdtr  # lighter than scipy.stats, and only when testing
+
+    p = np.full(t.shape, np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(t) & (dof >= 1)
+        p[ok] = np.minimum(2.0 * stdtr(dof[ok], -np.abs(t[ok])), 1.0)
+        p[np.isinf(t) & (dof >= 1)] = 0.0  # no variance at all, yet a change
+    return p
+
+
+def _period_centred(x: np.ndarray, m: int) -> np.ndarray:
+    """x minus the mean of its period (columns < m: reference, else window), per row."""
+    _, mr, _ = _nan_mean_sd(x[:, :m])
+    _, mw, _ = _nan_mean_sd(x[:, m:])
+    return np.concatenate([x[:, :m] - mr[:, None], x[:, m:] - mw[:, None]], axis=1)
+
+
+def ar1_coefficient(x: np.ndarray, m: int, margin: float = PHI_MARGIN) -> np.ndarray:
+    """A cautious AR(1) coefficient per row of x (NaN: missing), periods split at column m.
+
+    The lag-1 autocorrelation within each period around its own mean, corrected for its
+    small-sample bias (Kendall 1954: E[r1] ~ phi - (1 + 3 phi) / n for a series of n),
+    plus `margin` standard errors (sqrt((1 - phi^2) / n)), clipped to [0, MAX_PHI].
+    Under-estimating phi makes the tests liberal; over-estimating only costs power.
+    """
+    present = ~np.isnan(x)
+    d = np.where(present, _period_centred(x, m), 0.0)
+    pair = present[:, 1:] & present[:, :-1]
+    pair[:, m - 1] = False  # not across the start of the window
+    num = np.where(pair, d[:, 1:] * d[:, :-1], 0.0).sum(axis=1)
+    den = (d * d).sum(axis=1)
+    total = present.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r1 = np.where(den > 0, num / den, 0.0)
+        per_period = np.maximum(total / 2.0, 4.0)
+        corrected = r1 + (1.0 + 3.0 * r1) / per_period
+        se = np.sqrt(np.maximum(1.0 - corrected**2, 0.0) / np.maximum(total, 4))
+    return np.clip(corrected + margin * se, 0.0, MAX_PHI)
+
+
+def _lag_counts(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.ndarray:
+    """Pair counts by lag: (rows x 3 x T) for (ref-ref, win-win, ref-win) pairs."""
+    rows, width = present.shape
+    p = present.astype(np.float64)
+    out = np.zeros((rows, 3, width))
+    for k in range(width):
+        a, b = p[:, : width - k], p[:, k:]
+        both = a * b
+        out[:, 0, k] = both[:, : max(m - k, 0)].sum(axis=1)
+        out[:, 1, k] = both[:, m:].sum(axis=1)
+        if k:
+            lo = max(m - k, 0)
+            out[:, 2, k] = both[:, lo : min(m, width - k)].sum(axis=1)
+    out[~contiguous, 2, :] = 0.0
+    return out
+
+
+def _mean_change_t(
+    x: np.ndarray, m: int, phi: np.ndarray, counts: np.ndarray, spent: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(t, dof) of the window mean minus the reference mean of AR(1) series x.
+
+    Var(mean_w - mean_r) = sigma^2 (S_ww / n_w^2 + S_rr / n_r^2 - 2 S_rw / (n_r n_w)),
+    S the sums of phi^|i-j| over the pairs of present days; sigma^2 from the squares
+    around the period means, whose expectation is sigma^2 (n - S / n) in each period.
+    The degrees of freedom are those of that variance under AR(1):
+    (n - 2 - spent) (1 - phi^2) / (1 + phi^2).
+    """
+    width = x.shape[1]
+    powers = phi[:, None] ** np.arange(width)[None, :]
+    weight = np.full(width, 2.0)
+    weight[0] = 1.0
+    s_rr = (counts[:, 0] * powers * weight).sum(axis=1)
+    s_ww = (counts[:, 1] * powers * weight).sum(axis=1)
+    s_rw = (counts[:, 2] * powers).sum(axis=1)
+    n_r, mean_r, sd_r = _nan_mean_sd(x[:, :m])
+    n_w, mean_w, sd_w = _nan_mean_sd(x[:, m:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss = np.nan_to_num(sd_r**2 * (n_r - 1)) + np.nan_to_num(sd_w**2 * (n_w - 1))
+        expected = (n_r - s_rr / n_r) + (n_w - s_ww / n_w) - spent
+        sigma2 = ss / expected
+        q = s_ww / n_w**2 + s_rr / n_r**2 - 2.0 * s_rw / (n_r * n_w)
+        diff = mean_w - mean_r
+        se = np.sqrt(sigma2 * q)
+        t = np.where(se > 0, diff / se, np.where(diff != 0, np.inf, 0.0))
+        dof = (n_r + n_w - 2 - spent) * (1 - phi**2) / (1 + phi**2)
+    t[~(expected > 0)] = np.nan
+    return t, dof
+
+
+def drift_tests(
+    ref: np.ndarray,
+    win: np.ndarray,
+    *,
+    contiguous: np.ndarray,
+    weekday: np.ndarray | None = None,
+    min_samples: int = 7,
+) -> DriftTests:
+    """Test every group's window errors against its reference errors for drift.
+
+    `ref` (groups x m) and `win` (groups x n) hold each group's errors in time order, one
+    column a day, NaN where a day has none. `contiguous[g]` says that group g's reference
+    ends the day before its window starts (the previous window: one series); otherwise
+    the reference is a separate series (the holdout), taken in its given order.
+    `weekday` (m + n,) is the weekday of every column for contiguous groups (None: not
+    known); with it, contiguous groups with at least 28 errors are tested after removing
+    their weekday means (pooled over both periods, so a change between them stays).
+
+    The errors are taken as AR(1) (coefficient from `ar1_coefficient`, cautious) and
+    three tests compare the periods:
+
+    - level: the window mean minus the reference mean over its exact AR(1) standard
+      error (both periods' covariances included), Student t on the effective degrees
+      of freedom;
+    - scale: the same test on the absolute deviations from each period's median
+      (Brown-Forsythe), with their own AR(1) coefficient (spread clusters in time);
+    - shape: two-sample KS of the prewhitened errors x_t - phi x_(t-1) (around the
+      common mean), its asymptotic p-value on sizes shrunk by the innovations' own
+      remaining lag-1 autocorrelation.
+
+    The group's p-value is the Bonferroni minimum of the three. Effects: bias shift
+    and spread ratio on the raw errors; the Wasserstein distance of the prewhitened
+    errors over their reference sd for shape.
+    """
+    ref = np.asarray(ref, dtype=np.float64)
+    win = np.asarray(win, dtype=np.float64)
+    if ref.ndim != 2 or win.ndim != 2 or ref.shape[0] != win.shape[0]:
+        raise ValueError(
+            f"ref and win must be 2-D with one row a group, got {ref.shape} and {win.shape}"
+        )
+    if min_samples < 2:
+        raise ValueError(f"min_samples must be >= 2, got {min_samples}")
+    groups, m = ref.shape
+    n = win.shape[1]
+    contiguous = np.asarray(contiguous, dtype=bool)
+    if contiguous.shape != (groups,):
+        raise ValueError(f"contiguous must have one value a group ({groups})")
+    if weekday is not None and len(weekday) != m + n:
+        raise ValueError(f"weekday must have one value a column ({m + n}), got {len(weekday)}")
+    if m < 1 or n < 1:
+        raise ValueError("ref and win need at least one column each")
+
+    n_ref, mean_ref, sd_ref = _nan_mean_sd(ref)
+    n_win, mean_win, sd_win = _nan_mean_sd(win)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bias_shift = mean_win - mean_ref
+        bias_shift_sd = np.where(sd_ref > 0, bias_shift / sd_ref, np.nan)
+        spread_ratio = np.where(sd_ref > 0, sd_win / sd_ref, np.nan)
+    tested = (n_ref >= min_samples) & (n_win >= min_samples)
+
+    raw = np.concatenate([ref, win], axis=1)
+    x = raw.copy()
+    present = ~np.isnan(x)
+    total = n_ref + n_win
+    spent = np.zeros(groups)
+    if weekday is not None:
+        # Weekday means (pooled over both periods) removed: 6 more parameters.
+        rows = np.flatnonzero(contiguous & (total >= MIN_WEEKDAY_ADJUST))
+        if len(rows):
+            wd = np.asarray(weekday, dtype=np.int64) % 7
+            onehot = (wd[None, :] == np.arange(7)[:, None]).astype(np.float64).T  # T x 7
+            ok = present[rows]
+            sums = np.where(ok, x[rows], 0.0) @ onehot
+            counts = ok.astype(np.float64) @ onehot
+            overall = sums.sum(axis=1) / counts.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                wmean = np.where(counts > 0, sums / counts, 0.0) - overall[:, None]
+            x[rows] = x[rows] - wmean[:, wd]
+            spent[rows] = 6.0
+
+    counts = _lag_counts(present, m, contiguous)
+    phi = ar1_coefficient(x, m, LEVEL_MARGIN)
+    t_level, dof_level = _mean_change_t(x, m, phi, counts, spent)
+    t_level[~tested] = np.nan
+    p_level = _t_pvalue(t_level, dof_level)
+
+    # Prewhitened errors around the common mean (one lattice for discrete errors), with
+    # the cautious coefficient (over-whitening leaves negative autocorrelation: safe).
+    link = present[:, 1:] & present[:, :-1]
+    link[:, m - 1] &= contiguous
+
+    def prewhiten(series: np.ndarray) -> np.ndarray:
+        phi_w = ar1_coefficient(series, m, WHITEN_MARGIN)
+        _, common, _ = _nan_mean_sd(series)
+        c = np.where(present, series - common[:, None], 0.0)
+        out = c.copy()
+        out[:, 1:] = np.where(link, c[:, 1:] - phi_w[:, None] * c[:, :-1], c[:, 1:])
+        return np.where(present, out, np.nan)
+
+    # Scale: Brown-Forsythe on the prewhitened raw errors (a weekday adjustment would
+    # carry the window's spread into the reference), its own AR(1) correction.
+    v = prewhiten(raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        if SCALE_CENTRE == "median":
+            med_r = np.nanmedian(v[:, :m], axis=1)
+            med_w = np.nanmedian(v[:, m:], axis=1)
+        else:
+            med_r = np.nanmean(v[:, :m], axis=1)
+            med_w = np.nanmean(v[:, m:], axis=1)
+    dev = np.abs(np.concatenate([v[:, :m] - med_r[:, None], v[:, m:] - med_w[:, None]], axis=1))
+    phi_dev = ar1_coefficient(dev, m, DEV_MARGIN)
+    t_scale, dof_scale = _mean_change_t(dev, m, phi_dev, counts, np.zeros(groups))
+    t_scale[~tested] = np.nan
+    p_scale = _t_pvalue(t_scale, dof_scale)
+
+    # Shape: KS of the prewhitened weekday-adjusted errors.
+    u = prewhiten(x)
+    rho = ar1_coefficient(u, m)
+    ur, uw = u[:, :m], u[:, m:]
+    okr, okw = ~np.isnan(ur), ~np.isnan(uw)
+    codes = np.arange(groups)
+    ks = two_sample(
+        np.broadcast_to(codes[:, None], uw.shape)[okw],
+        uw[okw],
+        np.broadcast_to(codes[:, None], ur.shape)[okr],
+        ur[okr],
+        groups,
+    )
+    from scipy.special import kolmogorov
+
+    shrink = (1.0 - rho) / (1.0 + rho)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ea, eb = ks.n_a * shrink, ks.n_b * shrink
+        p_shape = kolmogorov(ks.statistic * np.sqrt(ea * eb / (ea + eb)))
+    p_shape[~tested] = np.nan
+    _, _, sd_u = _nan_mean_sd(ur)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shape_effect = np.where(sd_u > 0, ks.wasserstein / sd_u, np.nan)
+
+    # Weighted Bonferroni: each component's p over its weight; the smallest is the group's.
+    parts = np.stack([p_level, p_scale, p_shape], axis=1) / np.asarray(DRIFT_WEIGHTS)
+    has = tested & ~np.isnan(parts).all(axis=1)
+    best = np.where(has, np.argmin(np.where(np.isnan(parts), np.inf, parts), axis=1), -1)
+    pvalue = np.full(groups, np.nan)
+    pvalue[has] = np.minimum(parts[has, best[has]], 1.0)
+    return DriftTests(
+        n_ref=n_ref,
+        n_win=n_win,
+        phi=phi,
+        p_level=p_level,
+        p_scale=p_scale,
+        p_shape=p_shape,
+        pvalue=pvalue,
+        test=best,
+        bias_shift=bias_shift,
+        bias_shift_sd=bias_shift_sd,
+        spread_ratio=spread_ratio,
+        shape_effect=shape_effect,
+    )
+
+
+def drift_kind_index(tests: DriftTests, cutoff: float) -> np.ndarray:
+    """Per group: the kind of drift (index into DRIFT_KINDS; -1 none) at BH cutoff `cutoff`.
+
+    Of the component tests whose weighted p-value passes the cutoff, the first in the
+    order level, scale, shape: a shifted bias also moves the shape of the errors, and
+    "shape" is left for a change that is neither a level nor a spread change.
+    """
+    parts = np.stack([tests.p_level, tests.p_scale, tests.p_shape], axis=1)
+    with np.errstate(invalid="ignore"):
+        passes = (parts / np.asarray(DRIFT_WEIGHTS)) <= cutoff
+    return np.where(passes.any(axis=1), np.argmax(passes, axis=1), -1)
+
+
+def bh_cutoff(pvalues: np.ndarray, alpha: float) -> float:
+    """The Benjamini-Hochberg rejection threshold: the largest p_(i) <= alpha i / m (or 0)."""
+    p = np.sort(np.asarray(pvalues, dtype=np.float64)[~np.isnan(pvalues)])
+    if not len(p):
+        return 0.0
+    ok = np.flatnonzero(p <= alpha * np.arange(1, len(p) + 1) / len(p))
+    return float(p[ok[-1]]) if len(ok) else 0.0

@@ -11,7 +11,22 @@ import sqlalchemy as sa
 from forecastguard.db.schema import health_check_products, health_checks
 from forecastguard.health.check import HealthResult
 
-_PRODUCT_COLUMNS = ("product_id", "n", "rmse", "mae", "bias", "rmsse", "ks_pvalue", "ks_qvalue")
+_PRODUCT_COLUMNS = (
+    "product_id",
+    "n",
+    "rmse",
+    "mae",
+    "bias",
+    "rmsse",
+    "ks_pvalue",
+    "ks_qvalue",
+    "drift_pvalue",
+    "drift_qvalue",
+    "bias_shift",
+    "bias_shift_sd",
+    "spread_ratio",
+)
+_TEXT_COLUMNS = ("reference", "drift_kind", "drift_test")  # None stays NULL
 
 
 def store_result(engine: sa.Engine, result: HealthResult, event_id: str | None = None) -> None:
@@ -47,7 +62,8 @@ def store_result(engine: sa.Engine, result: HealthResult, event_id: str | None =
     frame = result.products
     columns = {c: _column(frame[c].to_numpy()) for c in _PRODUCT_COLUMNS}
     columns["drift"] = frame["drift"].to_numpy(bool).tolist()
-    columns["reference"] = frame["reference"].tolist()
+    for name in _TEXT_COLUMNS:
+        columns[name] = [None if v is None or v != v else str(v) for v in frame[name].tolist()]
     names = ["health_check_id", *columns]
     products = list(zip([result.check_id] * len(frame), *columns.values(), strict=True))
     with engine.begin() as conn:

@@ -45,7 +45,9 @@ def test_metrics_go_out_in_batches_of_at_most_200() -> None:
     data = synthetic_window(1_150, AS_OF, seed=1)
     result = compute_health(data, HealthParams())
     points = health_points(result)
-    assert len(points) == 4 + 2 * 1_150  # healthy, avg_rmse, p, share + rmse and p per product
+    # healthy, avg_rmse, p, share + rmse and p per product + drift counts by kind (3)
+    # + drift flag and q-value per drifted product
+    assert len(points) == 4 + 2 * 1_150 + 3 + 2 * int(result.products["drift"].sum())
     with GrpcRecorder() as rec:
         rec.respond(CREATE, empty_pb2.Empty())
         sink = CloudMonitoringSink("demo-project", _monitoring(rec))
@@ -70,8 +72,13 @@ def test_metrics_go_out_in_batches_of_at_most_200() -> None:
             "drifted_share",
             "product_rmse",
             "product_ks_pvalue",
+            "drifted_products",
         )
-    }
+    } | (
+        {prefix + "product_drift", prefix + "product_drift_qvalue"}
+        if result.drift_detected
+        else set()
+    )
     first = by_type[prefix + "product_rmse"][0]
     assert first.metric.labels["product_id"] == "P0000"
     assert first.resource.type == "global" and first.resource.labels["project_id"] == "demo-project"
