@@ -148,14 +148,17 @@ def create_app(
         summary = check_summary(engine, check_id)
         if summary is None:
             return _page(f"no health check {escape(check_id)}", 404)
-        candidates = [summary.get("report_uri")]
-        if store is not None:
-            candidates.append(store.key_uri(report_key(check_id)))
         # Only a check's own report: a recorded address is data, not a path to anything.
         key = report_key(check_id)
-        for uri in [u for u in candidates if isinstance(u, str) and u.endswith(key)]:
+        readers = []
+        if store is not None:  # ARTIFACT_URI, with its client
+            readers.append(lambda: store.read_bytes(key))
+        recorded = summary.get("report_uri")
+        if isinstance(recorded, str) and recorded.endswith(key):
+            readers.append(lambda: read_report(recorded))
+        for read in readers:
             try:
-                html = read_report(uri).decode("utf-8")
+                html = read().decode("utf-8")
             except (ArtifactNotFound, StorageError, UnicodeDecodeError):
                 continue
             nav = '<body>\n<nav><a href="/">← history of the checks</a></nav>'
