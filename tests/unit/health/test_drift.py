@@ -229,3 +229,18 @@ def test_weekday_columns_follow_the_dates() -> None:
         _window(errors[:, :days], errors[:, days:]), HealthParams(rmse_threshold=1e9)
     )
     assert not result.drift_detected, result.reasons
+
+
+def test_the_dense_ks_statistic_and_wasserstein_distance_are_scipys() -> None:
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    rng = np.random.default_rng(0)
+    x = np.round(rng.standard_normal((30, 60)), 1)  # ties on purpose
+    x[3, 5] = np.nan
+    x[4, 40:44] = np.nan
+    d, w = stats._dense_ks(x, 30)
+    for i in range(len(x)):
+        a, b = x[i, :30], x[i, 30:]
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        assert d[i] == pytest.approx(ks_2samp(b, a).statistic, abs=1e-12)
+        assert w[i] == pytest.approx(wasserstein_distance(a, b), abs=1e-9)
