@@ -38,6 +38,7 @@ CERTS_FETCH_TIMEOUT_S = 4.0
 CERTS_DEFAULT_TTL_S = 300.0
 CERTS_MAX_TTL_S = 24 * 3600.0
 CERTS_MIN_REFETCH_S = 30.0  # an unknown key id refetches at most this often
+CERTS_RETRY_S = 5.0  # after a failed fetch with nothing cached, wait this long to retry
 CLOCK_SKEW_S = 10
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}$")
 _MAX_AGE = re.compile(r"max-age=(\d+)")
@@ -133,7 +134,10 @@ class CertCache:
             certs = response.json()
         except (requests.RequestException, ValueError) as exc:
             # Keep serving the certificates we have; a token signed by a new key waits.
+            # Either way, do not ask again for a while: a certs endpoint that hangs must
+            # not hold every request for the fetch timeout.
             log.warning("fetching Google's certificates failed", extra={"error": str(exc)})
+            self._expires = now + (CERTS_MIN_REFETCH_S if self._certs else CERTS_RETRY_S)
             if not self._certs:
                 raise TokenRejected(f"certificates unavailable: {type(exc).__name__}") from None
             return

@@ -180,3 +180,8 @@ def test_a_stalled_certificate_endpoint_is_cut_short(
     start = time.monotonic()
     assert status(_token(signer)) == 401
     assert time.monotonic() - start < forecastguard.auth.CERTS_FETCH_TIMEOUT_S + 3
+    start = time.monotonic()
+    for _ in range(5):  # no new fetch right after a failed one: refused at once
+        assert status(_token(signer)) == 401
+    assert time.monotonic() - start < forecastguard.auth.CERTS_FETCH_TIMEOUT_S
+    assert server.fetches == 1
