@@ -137,3 +137,42 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
             sales=sales,
             cfg=CFG,
         )
+
+
+@pytest.mark.slow
+def test_a_sealed_runs_lightgbm_and_blend_load_and_score_as_trained(challenger, tmp_path) -> None:
+    from forecastguard.storage import open_store
+    from trainer.artifacts import ModelBundle, RunWriter, save_model_bundle
+    from trainer.stages import load_trained, save_gbm, score_trained
+
+    _, prepared, params, ch = challenger
+    store = open_store(f"file://{tmp_path / 'artifacts'}")
+    writer = RunWriter(store, "run-1")
+    bundle = ModelBundle(
+        model=ch.lstm.model,
+        pipeline=prepared.pipeline,
+        cfg=CFG,
+        params=params,
+        correction=ch.correction,
+        model_version="v1",
+        run_id="run-1",
+    )
+    save_model_bundle(writer, bundle, tmp_path / "bundle")
+    save_gbm(writer, ch.gbm, ch.blend_weight, tmp_path / "bundle")
+    writer.seal(model_version="v1")
+    lstm_want = ch.correction.apply(ch.lstm_test_raw).sort_values(["product_id", "target_date"])
+    for kind in (LIGHTGBM, BLEND, LSTM):
+        trained = load_trained(store, "run-1", kind, tmp_path / f"load-{kind}")
+        assert trained.kind == kind and trained.model_version == "v1"
+        got = score_trained(trained, prepared).sort_values(["product_id", "target_date"])
+        assert len(got) == len(ch.lstm_test_raw)
+        assert np.isfinite(got["predicted"]).all()
+        if kind == LSTM:
+            np.testing.assert_allclose(
+                got["predicted"], lstm_want["predicted"], rtol=1e-4, atol=1e-4
+            )
+    # the served test frame of the chosen kind is what a reloaded run scores
+    chosen = load_trained(store, "run-1", ch.kind, tmp_path / "chosen")
+    again = score_trained(chosen, prepared).sort_values(["product_id", "target_date"])
+    served = ch.test.sort_values(["product_id", "target_date"])
+    np.testing.assert_allclose(again["predicted"], served["predicted"], rtol=1e-4, atol=1e-4)
