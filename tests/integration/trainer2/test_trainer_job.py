@@ -305,7 +305,7 @@ def test_run_b_on_gcs_uploads_everything_and_keeps_the_champion(world, gcs_clien
     gcs.write_bytes("champion.json", local.read_bytes("champion.json"))
     before = _prediction_rows(engine)
     opts = _options(
-        "run-b", trials=1, train_config=replace(CFG, epochs=1), tolerances=Tolerances(rmse=0.95)
+        "run-b", trials=1, train_config=replace(CFG, epochs=1), tolerances=Tolerances(rmsse=0.95)
     )
     assert run_job(world["settings"], opts, engine=engine, store=gcs, smtp=SmtpConfig(None)) == 0
     manifest = verify_run(gcs, "run-b")
