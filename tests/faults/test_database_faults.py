@@ -232,3 +232,54 @@ def test_a_locked_sqlite_file_is_503_and_nothing_written(serve, sqlite_url, capl
         assert counts(check) == (1, 20)
     finally:
         check.dispose()
+
+
+class _LocalConnector:
+    """In place of google.cloud.sql.connector.Connector (it needs Google credentials and
+    a Cloud SQL instance): records what `make_engine` passes, and connects pymysql to the
+    local MariaDB as the connector's pymysql path does (`timeout` -> `connect_timeout`)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def connect(self, instance: str, driver: str, **kwargs):
+        import pymysql
+
+        self.calls.append((instance, driver, dict(kwargs)))
+        args = dict(kwargs)
+        args["connect_timeout"] = args.pop("timeout")
+        args["database"] = args.pop("db")
+        args.pop("enable_iam_auth")
+        return pymysql.connect(host=self.host, port=self.port, **args)
+
+
+@pytest.mark.mariadb
+def test_cloud_sql_connections_get_the_timeouts(mariadb_url, monkeypatch) -> None:
+    import forecastguard.db.engine as engine_module
+    from forecastguard.config import Settings
+
+    url = sa.make_url(mariadb_url)
+    connector = _LocalConnector(url.host or "127.0.0.1", url.port or 3306)
+    monkeypatch.setattr(engine_module, "_connector", connector)
+    settings = Settings.from_env(
+        {},
+        cloud_sql_instance="demo-project:europe-west1:forecastguard",
+        db_user=url.username or "root",
+        db_name=url.database,
+        db_iam_auth=True,
+        db_connect_timeout_s=3,
+        db_read_timeout_s=7,
+        db_write_timeout_s=8,
+        db_statement_timeout_s=4.0,
+    )
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            limit = float(conn.execute(sa.text("SELECT @@max_statement_time")).scalar())
+    finally:
+        engine.dispose()
+    assert limit == 4.0
+    instance, driver, kwargs = connector.calls[0]
+    assert (instance, driver) == ("demo-project:europe-west1:forecastguard", "pymysql")
+    assert (kwargs["timeout"], kwargs["read_timeout"], kwargs["write_timeout"]) == (3, 7, 8)
