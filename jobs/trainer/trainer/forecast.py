@@ -54,10 +54,13 @@ SAME_ATOL = 1e-4
 
 
 LSTM = "lstm"
+LIGHTGBM = "lightgbm"  # the run's LightGBM (trainer.gbm), issue 16
+BLEND = "blend"  # 50/50 debiased LSTM and LightGBM of the run, issue 16
 BASELINE_PREFIX = "baseline:"
 SEASONAL_NAIVE = "baseline:seasonal_naive"
 MOVING_AVERAGE = "baseline:moving_average"
-KINDS = (LSTM, SEASONAL_NAIVE, MOVING_AVERAGE)
+KINDS = (LSTM, LIGHTGBM, BLEND, SEASONAL_NAIVE, MOVING_AVERAGE)
+TRAINED_KINDS = (LSTM, LIGHTGBM, BLEND)
 
 
 def baseline_kind(name: str) -> str:
@@ -77,7 +80,11 @@ def describe_kind(kind: str) -> str:
     """Words for a kind in the report, email and demo ("the moving average baseline")."""
     if is_baseline(kind):
         return f"the {kind.removeprefix(BASELINE_PREFIX).replace('_', ' ')} baseline"
-    return {LSTM: "the trained LSTM"}.get(kind, f"the {kind} model")
+    return {
+        LSTM: "the trained LSTM",
+        LIGHTGBM: "the trained LightGBM",
+        BLEND: "the blend of the trained LSTM and LightGBM",
+    }.get(kind, f"the {kind} model")
 
 
 class Forecaster(Protocol):
@@ -177,8 +184,16 @@ def _load_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path
     return BaselineForecaster(pointer.kind, pointer.model_version, cfg)
 
 
+def _load_trained(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
+    from trainer.stages import load_trained
+
+    return load_trained(store, pointer.run_id, pointer.kind, workdir)
+
+
 LOADERS: dict[str, Callable[[ArtifactStore, ChampionPointer, Path], Forecaster]] = {
     LSTM: _load_lstm,
+    LIGHTGBM: _load_trained,
+    BLEND: _load_trained,
     SEASONAL_NAIVE: _load_baseline,
     MOVING_AVERAGE: _load_baseline,
 }

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,15 +118,15 @@ def run_train(
     from trainer.evaluate import baseline_evaluation, best_baseline
     from trainer.explain import explain
     from trainer.forecast import (
-        LSTM,
+        TRAINED_KINDS,
         BaselineForecaster,
-        LstmForecaster,
         baseline_kind,
         describe_kind,
         forecast_with,
     )
     from trainer.promotion import METRIC, Fallback, decide, evaluate_champion, publish, record
     from trainer.report import ReportData, make_plots, markdown_to_html, render_markdown
+    from trainer.stages import TrainedForecaster, save_gbm, train_challenger
     from trainer.tuning import tune
 
     cfg = opts.train_config
@@ -159,29 +159,15 @@ def run_train(
         log.info("tuning share done; task 0 trains the final model", extra=tuning.to_dict())
         return None
     params = tuning.best_params
-    refit_epochs = max(1, tuning.best_epoch or cfg.epochs)
-
-    with timed(log, "stage fairness comparison", stage="fairness"):
-        fair = tp.train(prepared, params, cfg, fairness=True)
-        unfair = tp.train(prepared, params, cfg, fairness=False)
-        ev_fair = tp.evaluate(tp.predict_split(fair.model, prepared, "test"), prepared)
-        ev_unfair = tp.evaluate(tp.predict_split(unfair.model, prepared, "test"), prepared)
-        correction = tp.fit_bias_correction(
-            tp.predict_split(fair.model, prepared, "val"), cfg.bias_shrinkage
-        )
-    with timed(log, "stage refit", stage="refit", epochs=refit_epochs):
-        final = tp.train(
-            prepared,
-            params,
-            replace(cfg, epochs=refit_epochs),
-            fairness=True,
-            train_windows=prepared.refit_windows(),
-            early_stopping=False,
-        )
-    test_raw = tp.predict_split(final.model, prepared, "test")
-    test = correction.apply(test_raw)
-    evaluation = tp.evaluate(test, prepared)
-    effect = tp.correction_effect(test_raw, correction)
+    # Issue 16: LSTM with and without group DRO, bias offsets, LightGBM, the served
+    # forecaster chosen on validation; no refit (every validation figure out of sample).
+    ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)
+    fair, unfair, final = ch.lstm, ch.plain, ch.lstm
+    ev_fair, ev_unfair = ch.fairness_evaluations["with"], ch.fairness_evaluations["without"]
+    correction = ch.correction
+    test = ch.test
+    evaluation = ch.evaluation
+    effect = ch.bias_effect
     metrics = evaluation.metrics
 
     with timed(log, "stage champion", stage="champion"):
@@ -209,7 +195,7 @@ def run_train(
         else None
     )
     if decision.promote:
-        serving = {"kind": LSTM, "model_version": model_version}
+        serving = {"kind": ch.kind, "model_version": model_version}
     elif fallback is not None:
         serving = {"kind": fallback.kind, "model_version": fallback.model_version}
     else:
@@ -227,30 +213,34 @@ def run_train(
     )
 
     per_product = per.reset_index()
-    per_product["rmsse_without_callback"] = per_product["product_id"].map(
+    # One difference at a time: the LSTM with and without group DRO, both uncorrected.
+    per_product["rmsse_lstm_plain"] = per_product["product_id"].map(
         ev_unfair.per_product.set_index("product_id")["rmsse"]
     )
-    per_product["rmsse_with_callback_uncorrected"] = per_product["product_id"].map(
+    per_product["rmsse_lstm_dro"] = per_product["product_id"].map(
         ev_fair.per_product.set_index("product_id")["rmsse"]
     )
     if champ.evaluation is not None:
         per_product["champion_rmsse"] = per_product["product_id"].map(
             champ.evaluation.per_product.set_index("product_id")["rmsse"]
         )
+    # The DRO LSTM's test bias before and after its offsets (one difference).
+    lstm_test = ch.lstm_test_raw
     bias_frame = pd.DataFrame(
-        {"bias_before": _product_bias(test_raw), "bias_after": _product_bias(test)}
+        {
+            "bias_before": _product_bias(lstm_test),
+            "bias_after": _product_bias(correction.apply(lstm_test)),
+        }
     ).rename_axis("product_id")
-    fairness_compare = {
-        "with callback": ev_fair.metrics["fairness"] | {"rmsse": ev_fair.metrics["model"]["rmsse"]},
-        "without callback": ev_unfair.metrics["fairness"]
-        | {"rmsse": ev_unfair.metrics["model"]["rmsse"]},
-    }
+    fairness_compare = ch.fairness_compare
     metrics_doc = {
         **metrics,
         "run_id": run_id,
         "model_version": model_version,
         "split": prepared.split_dates(),
-        "validation": final.val_metrics | {"tuning_objective": tuning.best_value},
+        "validation": ch.validation | {"tuning_objective": tuning.best_value},
+        "candidates": ch.candidates,
+        "served_kind_chosen_on_validation": ch.kind,
         "fairness_comparison": fairness_compare,
         "bias_correction": effect,
         "champion": (
@@ -275,7 +265,7 @@ def run_train(
         request=asdict(opts.request),
         split_dates=prepared.split_dates(),
         quality=prepared.quality.to_dict(),
-        tuning=tuning.to_dict() | {"refit_epochs": refit_epochs},
+        tuning=tuning.to_dict(),
         trials=tuning.trials,
         metrics=metrics,
         champion=(
@@ -334,6 +324,7 @@ def run_train(
     )
     with timed(log, "stage artifacts", stage="artifacts", run_uri=writer.uri) as out:
         save_model_bundle(writer, bundle, workdir / "bundle")
+        save_gbm(writer, ch.gbm, ch.blend_weight, workdir / "bundle")
         writer.put_json("metrics.json", metrics_doc)
         writer.put_text("per_product.csv", per_product.to_csv(index=False))
         writer.put_text("holdout.csv", test.to_csv(index=False))
@@ -347,7 +338,7 @@ def run_train(
             },
         )
         writer.put_text("tuning/trials.csv", tuning.trials.to_csv(index=False))
-        writer.put_json("tuning/summary.json", tuning.to_dict() | {"refit_epochs": refit_epochs})
+        writer.put_json("tuning/summary.json", tuning.to_dict())
         writer.put_text("shap/summary.csv", explanation.summary.to_csv(index=False))
         writer.put_text("shap/per_product.csv", explanation.per_product.to_csv(index=False))
         npz = workdir / "shap_values.npz"
@@ -376,14 +367,21 @@ def run_train(
         decision=decision,
         holdout=test,
         request_id=opts.request.request_id,
+        kind=ch.kind,
         fallback=fallback,
     )
     # Serving: whoever is champion after the decision forecasts the next days.
     if decision.promote:
         publish(
-            store, model_version=model_version, run_id=run_id, run_uri=writer.uri, scores=challenger
+            store,
+            model_version=model_version,
+            run_id=run_id,
+            run_uri=writer.uri,
+            scores=challenger,
+            kind=ch.kind,
         )
-        forecast = forecast_with(engine, LstmForecaster(bundle)).to_dict()
+        served = TrainedForecaster(ch.kind, bundle, ch.gbm, ch.blend_weight)
+        forecast = forecast_with(engine, served).to_dict()
     elif fallback is not None:
         publish(
             store,

@@ -42,7 +42,7 @@ from forecastguard.db.upsert import upsert_rows
 from forecastguard.logs import get_logger
 from forecastguard.storage import ArtifactStore
 from trainer.artifacts import ChampionPointer, write_champion
-from trainer.forecast import LSTM, describe_kind, is_baseline
+from trainer.forecast import BLEND, LIGHTGBM, LSTM, describe_kind, is_baseline
 
 log = get_logger(__name__)
 
@@ -467,6 +467,11 @@ def evaluate_champion(
             replica = replace(prepared, pipeline=bundle.pipeline, arrays=arrays, test=test)
             pred = bundle.correction.apply(predict_split(bundle.model, replica, "test"))
             result = evaluate(pred, prepared)
+        elif pointer.kind in (LIGHTGBM, BLEND):
+            from trainer.stages import load_trained, score_trained
+
+            trained = load_trained(store, pointer.run_id, pointer.kind, workdir)
+            result = evaluate(score_trained(trained, prepared), prepared)
         else:
             raise ValueError(f"its kind {pointer.kind!r} cannot be scored here")
     except (IncompleteRun, OSError, ValueError, KeyError, TypeError) as exc:

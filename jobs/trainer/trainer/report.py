@@ -32,7 +32,7 @@ class ReportData:
     metrics: dict[str, Any]  # metrics.json of the challenger (corrected forecasts)
     champion: dict[str, Any] | None  # {"model_version", "metrics"} on the same test window
     champion_note: str | None
-    per_product: pd.DataFrame  # product_id, rmsse (fair), rmsse_without_callback, ...
+    per_product: pd.DataFrame  # product_id, rmsse (served), rmsse_lstm_dro, rmsse_lstm_plain, ...
     fairness_compare: dict[str, Any]  # {"with": {...}, "without": {...}} disparity figures
     bias: dict[str, Any]  # correction_effect(): {"before": {...}, "after": {...}}
     per_product_bias: pd.DataFrame  # product_id, bias_before, bias_after
@@ -252,10 +252,11 @@ def render_markdown(data: ReportData) -> str:
         f"Study `{t['study_name']}` ({t['storage']} storage, task {t['task_index'] + 1} of "
         f"{t['task_count']}): {t['counts'].get('complete', 0)} complete, "
         f"{t['counts'].get('pruned', 0)} pruned, {t['counts'].get('fail', 0)} failed trials "
-        f"in {t['duration_s']:.0f} s. Objective: validation RMSSE + disparity penalty. Best "
-        f"trial {t['best_trial']}: {t['best_value']:.4g} with "
+        f"in {t['duration_s']:.0f} s. Objective: a mix of the validation's mean and "
+        f"worst-decile RMSSE. Best trial {t['best_trial']}: {t['best_value']:.4g} with "
         + ", ".join(f"{k}={_fmt(v)}" for k, v in t["best_params"].items())
-        + f"; refitted on training + validation for {t.get('refit_epochs', '?')} epochs.",
+        + "; trained on the training days only (no refit: validation figures stay out of "
+        "sample).",
         "",
     ]
     trials = data.trials.copy()
@@ -279,7 +280,7 @@ def render_markdown(data: ReportData) -> str:
             )
         ),
         "",
-        "![Per-product error with and without the fairness callback](fairness.png)",
+        "![Per-product test error of the LSTM with and without group DRO](fairness.png)",
         "",
         md_table(data.per_product.sort_values("rmsse", ascending=False)),
         "",
@@ -357,16 +358,18 @@ def make_plots(data: ReportData) -> dict[str, bytes]:
 
     plots: dict[str, bytes] = {}
 
-    per = data.per_product.sort_values("rmsse", ascending=False)
+    # One difference only: the same LSTM with and without group DRO, both uncorrected.
+    with_col = "rmsse_lstm_dro" if "rmsse_lstm_dro" in data.per_product else "rmsse"
+    per = data.per_product.sort_values(with_col, ascending=False)
     fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * len(per) + 1)))
     y = np.arange(len(per))
-    ax.barh(y - 0.2, per["rmsse"], height=0.4, label="with fairness callback")
-    if "rmsse_without_callback" in per:
-        ax.barh(y + 0.2, per["rmsse_without_callback"], height=0.4, label="without")
+    ax.barh(y - 0.2, per[with_col], height=0.4, label="with group DRO")
+    if "rmsse_lstm_plain" in per:
+        ax.barh(y + 0.2, per["rmsse_lstm_plain"], height=0.4, label="without")
     ax.set_yticks(y, per["product_id"].astype(str))
     ax.invert_yaxis()
-    ax.set_xlabel("test RMSSE")
-    ax.set_title("Per-product error with and without the fairness callback")
+    ax.set_xlabel("test RMSSE (no bias correction)")
+    ax.set_title("Per-product error of the LSTM with and without group DRO")
     ax.legend()
     plots["fairness.png"] = _png(fig)
 

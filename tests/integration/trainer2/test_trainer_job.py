@@ -188,6 +188,9 @@ EXPECTED_FILES = {
     "model/feature_pipeline.joblib",
     "model/feature_pipeline.json",
     "model/bias_correction.json",
+    "model/lightgbm.txt",
+    "model/lightgbm.json",
+    "model/blend.json",
     "params.json",
     "metrics.json",
     "per_product.csv",
@@ -237,7 +240,7 @@ def test_run_a_writes_every_artifact_sealed_by_the_manifest(world):
         assert section in report, section
     assert store.read_bytes("runs/run-a/fairness.png").startswith(b"\x89PNG")
     per = pd.read_csv(store.key_uri("runs/run-a/per_product.csv"))
-    assert {"rmsse", "rmsse_without_callback", "champion_rmsse"} <= set(per.columns)
+    assert {"rmsse", "rmsse_lstm_plain", "rmsse_lstm_dro", "champion_rmsse"} <= set(per.columns)
     assert len(per) == N_PRODUCTS
 
 

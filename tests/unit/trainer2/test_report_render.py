@@ -72,7 +72,7 @@ def _data(champion: bool) -> ReportData:
         champion={"model_version": "old", "metrics": _metrics(2.2)} if champion else None,
         champion_note=None if champion else "no champion yet",
         per_product=pd.DataFrame(
-            {"product_id": ["P1", "P2"], "rmsse": [0.7, 0.9], "rmsse_without_callback": [0.6, 1.3]}
+            {"product_id": ["P1", "P2"], "rmsse": [0.7, 0.9], "rmsse_lstm_plain": [0.6, 1.3]}
         ),
         fairness_compare={
             "with callback": {"disparity_p90_over_median": 1.2},
@@ -123,10 +123,10 @@ def test_markdown_has_every_section_and_the_decision():
         "Dropped products: P9.",
         "## Tuning (Optuna)",
         "2 complete, 1 pruned, 0 failed",
-        "refitted on training + validation for 2 epochs",
+        "trained on the training days only",
         "## Per-product fairness",
         "| without callback | 1.9 |",
-        "![Per-product error with and without the fairness callback](fairness.png)",
+        "![Per-product test error of the LSTM with and without group DRO](fairness.png)",
         "## Bias before and after correction",
         "## What drives the forecasts (SHAP)",
         "| lag_7 | history |",
