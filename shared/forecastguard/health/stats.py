@@ -224,8 +224,7 @@ MAX_PHI = 0.95  # the AR(1) coefficient is clipped to [0, MAX_PHI]
 PHI_MARGIN = 1.0  # standard errors added to the bias-corrected AR(1) coefficient
 LEVEL_MARGIN = 2.0  # the level test's (its far tail is the most sensitive to phi)
 WHITEN_MARGIN = 1.0  # for prewhitening before the scale and shape tests
-DEV_MARGIN = 1.0  # for the absolute deviations of the scale test
-SCALE_CENTRE = "median"
+DEV_MARGIN = 2.0  # for the absolute deviations of the scale test (spread clusters)
 MIN_WEEKDAY_ADJUST = 28  # errors (both periods) needed to remove weekday means
 
 
@@ -484,12 +483,8 @@ def drift_tests(
     v = prewhiten(raw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
-        if SCALE_CENTRE == "median":
-            med_r = np.nanmedian(v[:, :m], axis=1)
-            med_w = np.nanmedian(v[:, m:], axis=1)
-        else:
-            med_r = np.nanmean(v[:, :m], axis=1)
-            med_w = np.nanmean(v[:, m:], axis=1)
+        med_r = np.nanmedian(v[:, :m], axis=1)
+        med_w = np.nanmedian(v[:, m:], axis=1)
     dev = np.abs(np.concatenate([v[:, :m] - med_r[:, None], v[:, m:] - med_w[:, None]], axis=1))
     phi_dev = ar1_coefficient(dev, m, DEV_MARGIN)
     t_scale, dof_scale = _mean_change_t(dev, m, phi_dev, counts, np.zeros(groups))

@@ -99,14 +99,14 @@ def _window(ref: np.ndarray, win: np.ndarray) -> WindowData:
 
 @pytest.fixture(scope="module")
 def drifted() -> tuple[object, dict[str, np.ndarray]]:
-    """200 products of AR(1) phi 0.3 errors (sd 4): 10 with a 2.5-sd level shift, 10 with
-    a tripled spread, the rest none."""
+    """200 products of AR(1) phi 0.3 errors (sd 4): 10 with a 2.5-sd level shift, 10 whose
+    spread quadruples, the rest none."""
     rng = np.random.default_rng(5)
     errors = 4.0 * _ar1(rng, 0.3, 200, 2 * DAYS)
     win = errors[:, DAYS:]
     win[:10] += 2.5 * 4.0
     centre = win[10:20].mean(axis=1, keepdims=True)
-    win[10:20] = centre + 3.0 * (win[10:20] - centre)
+    win[10:20] = centre + 4.0 * (win[10:20] - centre)
     result = compute_health(_window(errors[:, :DAYS], win), HealthParams(rmse_threshold=1e9))
     return result, {"level": np.arange(10), "scale": np.arange(10, 20)}
 
