@@ -277,7 +277,7 @@ def pasta_part(min_effect: float, path: Path | None = None) -> dict:
     sales[:, pos] = wide[qty_cols].to_numpy(float).T
     promo = np.zeros_like(sales)
     promo[:, pos] = wide[[f"PROMO_{i}" for i in ids]].to_numpy(float).T
-    weekday = days.weekday.to_numpy()
+    weekday = days.day_of_week.to_numpy()
     forecast = np.full_like(sales, np.nan)
     for start in range(56, len(days), 28):
         past = sales[:, start - 56 : start]
