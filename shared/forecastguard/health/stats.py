@@ -304,7 +304,18 @@ def ar1_coefficient(x: np.ndarray, m: int, margin: float = PHI_MARGIN) -> np.nda
 
 
 def _lag_counts(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.ndarray:
-    """Pair counts by lag: (rows x 3 x T) for (ref-ref, win-win, ref-win) pairs."""
+    """Pair counts by lag: (rows x 3 x T) for (ref-ref, win-win, ref-win) pairs.
+
+    Computed once per distinct pattern of present days (most products share a few).
+    """
+    key = np.concatenate([present, contiguous[:, None]], axis=1)
+    packed = np.packbits(key, axis=1)
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    counts = _lag_counts_rows(present[first], m, contiguous[first])
+    return counts[inverse.ravel()]
+
+
+def _lag_counts_rows(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.ndarray:
     rows, width = present.shape
     p = present.astype(np.float64)
     out = np.zeros((rows, 3, width))
