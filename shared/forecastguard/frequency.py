@@ -15,6 +15,7 @@ The data set's frequency is the one most products have. Pure numpy/pandas.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,13 +81,21 @@ def classify_intervals(intervals: np.ndarray) -> tuple[str, int | None]:
         return UNKNOWN, None
     values, counts = np.unique(intervals, return_counts=True)
     step = int(values[np.argmax(counts)])  # np.unique sorts: the smallest wins a tie
+    weekly = float(np.mean(intervals % 7 == 0))
+    monthly = float(np.mean((intervals >= 28) & (intervals <= 31)))
+    kind = _kind_of(step, weekly, monthly)
+    return kind, step
+
+
+def _kind_of(step: int, weekly_share: float, monthly_share: float) -> str:
+    """The frequency a product's most common step and its pattern shares stand for."""
     if step == 1:
-        return DAILY, 1
-    if step % 7 == 0 and step <= 14 and np.mean(intervals % 7 == 0) >= PATTERN_SHARE:
-        return (WEEKLY, 7) if step == 7 else (f"every {step} days", step)
-    if 28 <= step <= 31 and np.mean((intervals >= 28) & (intervals <= 31)) >= PATTERN_SHARE:
-        return MONTHLY, step
-    return f"every {step} days", step
+        return DAILY
+    if step % 7 == 0 and step <= 14 and weekly_share >= PATTERN_SHARE:
+        return WEEKLY if step == 7 else f"every {step} days"
+    if 28 <= step <= 31 and monthly_share >= PATTERN_SHARE:
+        return MONTHLY
+    return f"every {step} days"
 
 
 def detect_frequency(
@@ -96,24 +105,53 @@ def detect_frequency(
 
     Rows with the same product and date count once; the time of day is ignored.
     """
-    days = pd.to_datetime(sales[date]).dt.normalize().to_numpy(dtype="datetime64[D]")
-    frame = pd.DataFrame({"p": sales[product].astype(str).to_numpy(), "d": days.astype(np.int64)})
-    frame = frame.drop_duplicates().sort_values(["p", "d"])
-    first = (frame["p"] != frame["p"].shift()).to_numpy()
-    frame["gap"] = np.where(first, 0, frame["d"].diff().fillna(0).to_numpy())
-    per: dict[str, str] = {}
-    steps: dict[str, int] = {}
-    for pid, gaps in frame.groupby("p", sort=True)["gap"]:
-        kind, step = classify_intervals(gaps.to_numpy()[1:])
-        per[str(pid)] = kind
-        if step is not None:
-            steps[str(pid)] = step
-    known = [k for k in per.values() if k != UNKNOWN]
-    if not known:
+    if len(sales) == 0:
+        return Frequency(UNKNOWN, None, 0, 0, {})
+    days = pd.to_datetime(sales[date]).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    codes, names = pd.factorize(sales[product])
+    key = codes.astype(np.int64) * (1 << 32) + (days.astype(np.int64) - days.min().astype(np.int64))
+    key = _sorted_unique(key)  # by product, then date; one entry per (product, date)
+    code, day = key >> 32, key & 0xFFFFFFFF
+    same = code[1:] == code[:-1]
+    gap_code, gap = code[1:][same], np.diff(day)[same]
+    n = len(names)
+    # Each product's most common interval (the smallest on a tie), vectorised over products.
+    kinds = np.full(n, UNKNOWN, dtype=object)
+    step = np.zeros(n, dtype=np.int64)
+    if gap.size:
+        pair = np.sort(gap_code * (1 << 32) + gap)
+        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        pair, g_count = pair[starts], np.diff(np.r_[starts, pair.size])
+        g_code, g_gap = pair >> 32, pair & 0xFFFFFFFF
+        order = np.lexsort((g_gap, -g_count, g_code))
+        first = order[np.r_[True, g_code[order][1:] != g_code[order][:-1]]]
+        has = np.zeros(n, dtype=bool)
+        has[g_code[first]] = True
+        step[g_code[first]] = g_gap[first]
+        total = np.bincount(gap_code, minlength=n)
+        weekly_share = np.bincount(gap_code, weights=gap % 7 == 0, minlength=n) / np.maximum(
+            total, 1
+        )
+        monthly_share = np.bincount(
+            gap_code, weights=(gap >= 28) & (gap <= 31), minlength=n
+        ) / np.maximum(total, 1)
+        kinds[has & (step == 1)] = DAILY
+        for i in np.flatnonzero(has & (step != 1)):
+            kinds[i] = _kind_of(int(step[i]), weekly_share[i], monthly_share[i])
+    per = {str(names[i]): str(kinds[i]) for i in range(n)}
+    tally = Counter(kinds.tolist())
+    tally.pop(UNKNOWN, None)
+    if not tally:
         return Frequency(UNKNOWN, None, 0, 0, per)
-    kinds, counts = np.unique(np.array(known), return_counts=True)
-    order = np.lexsort((kinds != DAILY, -counts))  # most products first, daily on a tie
-    kind = str(kinds[order[0]])
-    agreeing = int(counts[order[0]])
-    step = int(np.median([steps[p] for p, k in per.items() if k == kind]))
-    return Frequency(kind, step, len(known), agreeing, per)
+    values = np.array(sorted(tally))
+    counts = np.array([tally[v] for v in values])
+    best = np.lexsort((values != DAILY, -counts))[0]  # most products first, daily on a tie
+    kind = str(values[best])
+    agreeing = int(counts[best])
+    return Frequency(kind, int(np.median(step[kinds == kind])), int(counts.sum()), agreeing, per)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (numpy's hash-based unique is slower on large int64 keys)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]]
