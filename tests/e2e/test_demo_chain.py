@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from forecastguard.db import schema
 from forecastguard.db.engine import make_engine
 from forecastguard.demo import DemoOptions, run_demo, timeline
+from trainer.forecast import KINDS
 
 pytestmark = pytest.mark.slow
 
@@ -93,11 +94,7 @@ def test_each_hop_happened(demo):
     assert summary["serving"]["model_version"] == champion["model_version"]
     # the first training always leaves a champion: the model, or the best baseline
     initial = summary["serving_initial"]
-    assert initial is not None and initial["kind"] in {
-        "lstm",
-        "baseline:seasonal_naive",
-        "baseline:moving_average",
-    }
+    assert initial is not None and initial["kind"] in KINDS
     # 4. fresh forecasts reach past the second wave, for every product, by the champion
     assert newest > timeline(DemoOptions(workdir=work).today)["wave2_end"]
     assert per_product == 5
