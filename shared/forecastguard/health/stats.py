@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecastguard import scoring
+
 SEASON = 7  # the seasonal-naive scale of RMSSE: same weekday, one week earlier
 
 
@@ -41,24 +43,15 @@ def seasonal_naive_scale(history: np.ndarray, season: int = SEASON) -> np.ndarra
     """RMS of the seasonal-naive forecast errors y[t] - y[t-season], one value per row.
 
     `history` is a (groups x days) matrix of consecutive days with NaN where a day is
-    missing; pairs with a missing side are skipped. NaN for rows without any pair.
+    missing; pairs with a missing side are skipped. NaN for rows without any pair. The
+    one implementation is `forecastguard.scoring.naive_scale` (trainer and experiments too).
     """
-    if history.ndim != 2:
-        raise ValueError(f"history must be a 2-D (groups x days) matrix, got {history.ndim}-D")
-    if history.shape[1] <= season:
-        return np.full(history.shape[0], np.nan)
-    diff = history[:, season:] - history[:, :-season]
-    ok = ~np.isnan(diff)
-    count = ok.sum(axis=1)
-    total = np.where(ok, diff * diff, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(total / np.where(count > 0, count, np.nan))
+    return scoring.naive_scale(history, lag=season)
 
 
 def rmsse(rmse: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Root mean squared scaled error: RMSE over the seasonal-naive scale (NaN if scale 0)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(scale > 0, rmse / scale, np.nan)
+    return scoring.rmsse(rmse, scale)
 
 
 @dataclass(frozen=True)
