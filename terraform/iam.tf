@@ -159,6 +159,14 @@ resource "google_storage_bucket_iam_member" "trainer_writes_artifacts" {
   member = google_service_account.component["trainer"].member
 }
 
+# Each health check writes its HTML report (health/<check_id>/report.html) and overwrites
+# the newest copy (health/latest/report.html), hence objectUser rather than objectCreator.
+resource "google_storage_bucket_iam_member" "health_writes_reports" {
+  bucket = google_storage_bucket.artifacts.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.component["health"].member
+}
+
 # The push subscriptions deliver to the event-driven functions as the "events" account.
 resource "google_cloud_run_service_iam_member" "events_invoke" {
   for_each = {

@@ -62,6 +62,7 @@ locals {
   # The health check's own settings (both health functions).
   health_check_env = {
     DB_USER              = local.db_users["health"]
+    ARTIFACT_URI         = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
     METRICS_SINK         = "cloud-monitoring"
     RETRAIN_TOPIC        = google_pubsub_topic.retrain.id
     RMSE_THRESHOLD       = tostring(var.rmse_threshold)

@@ -58,7 +58,7 @@ resource "google_monitoring_alert_policy" "unhealthy" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "The last forecastguard health check found the model unhealthy: a retrain request was published to `${var.retrain_topic_name}`. Follow the trainer job `${local.trainer_job_name}` and its report email; failed messages wait on `${google_pubsub_subscription.dead_letter.name}`."
+    content   = "The last forecastguard health check found the model unhealthy: a retrain request was published to `${var.retrain_topic_name}`. Follow the trainer job `${local.trainer_job_name}` and its report email; failed messages wait on `${google_pubsub_subscription.dead_letter.name}`.\n\n**Why**: the newest check's report (verdict, figures against thresholds, the drifted products' forecasts and errors): https://storage.cloud.google.com/${google_storage_bucket.artifacts.name}/${var.artifact_prefix}/health/latest/report.html (opens for accounts with read access to the bucket; each check's own report is `gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}/health/<check_id>/report.html`, and `gcloud storage sign-url ... --duration=1h --impersonate-service-account=SA` shares one)."
   }
 }
 

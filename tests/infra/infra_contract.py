@@ -13,6 +13,7 @@ DB_VARS = frozenset({"CLOUD_SQL_INSTANCE", "DB_USER", "DB_PASS", "DB_NAME", "DB_
 # The health check's own settings (both health functions read them).
 _HEALTH_CHECK = DB_VARS | {
     "GCP_PROJECT",
+    "ARTIFACT_URI",  # where each check's HTML report is written
     "METRICS_SINK",
     "RETRAIN_TOPIC",
     "RMSE_THRESHOLD",
@@ -129,6 +130,7 @@ ALLOWED_GRANTS = frozenset(
         ("train-trigger", "roles/secretmanager.secretAccessor", "secret:db-pass"),
         ("trainer", "roles/cloudsql.client", "project?sql"),
         ("trainer", "roles/cloudsql.instanceUser", "project?sql"),
+        ("health", "roles/storage.objectUser", "storage_bucket:artifacts"),  # check reports
         ("trainer", "roles/storage.objectUser", "storage_bucket:artifacts"),
         ("trainer", "roles/run.jobsExecutorWithOverrides", "cloud_run_v2_job:trainer"),
         ("trainer", "roles/run.viewer", "cloud_run_v2_job:trainer"),

@@ -188,6 +188,16 @@ def test_env_values_point_at_the_right_resources(tf: Terraform) -> None:
     )
     job, _, _ = trainer_env(tf)
     assert job["ARTIFACT_URI"].startswith("gs://${google_storage_bucket.artifacts.name}/")
+    # Both health functions write each check's HTML report where the trainer keeps its runs,
+    # and may overwrite the newest copy (health/latest/report.html).
+    for name in ("health_http", "health_pubsub"):
+        assert function_env(tf, name)[0]["ARTIFACT_URI"] == job["ARTIFACT_URI"]
+    writes = tf.resource("google_storage_bucket_iam_member", "health_writes_reports")
+    assert writes["bucket"] == "${google_storage_bucket.artifacts.name}"
+    assert writes["role"] == "roles/storage.objectUser"
+    assert writes["member"] == '${google_service_account.component["health"].member}'
+    alert = tf.resource("google_monitoring_alert_policy", "unhealthy")
+    assert "/health/latest/report.html" in str(alert["documentation"])
     # The trainer names its own job (to start the next queued request) without a self-reference.
     assert job["TRAINER_JOB"] == "${local.trainer_job_id}"
     assert tf.locals["trainer_job_id"] == (
