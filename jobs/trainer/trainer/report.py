@@ -58,9 +58,7 @@ def _quality_lines(quality: dict[str, Any]) -> list[str]:
         ]
     if quality.get("failures"):
         out += [
-            "**Data-quality rules failed** (no promotion): "
-            + "; ".join(quality["failures"])
-            + ".",
+            "**Data-quality rules failed** (no promotion): " + "; ".join(quality["failures"]) + ".",
             "",
         ]
     if quality.get("table"):
