@@ -110,7 +110,7 @@ def detect_frequency(
     days = pd.to_datetime(sales[date]).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
     codes, names = pd.factorize(sales[product])
     key = codes.astype(np.int64) * (1 << 32) + (days.astype(np.int64) - days.min().astype(np.int64))
-    key = _sorted_unique(key)  # by product, then date; one entry per (product, date)
+    key, _ = _sorted_unique(key)  # by product, then date; one entry per (product, date)
     code, day = key >> 32, key & 0xFFFFFFFF
     same = code[1:] == code[:-1]
     gap_code, gap = code[1:][same], np.diff(day)[same]
@@ -119,9 +119,7 @@ def detect_frequency(
     kinds = np.full(n, UNKNOWN, dtype=object)
     step = np.zeros(n, dtype=np.int64)
     if gap.size:
-        pair = np.sort(gap_code * (1 << 32) + gap)
-        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-        pair, g_count = pair[starts], np.diff(np.r_[starts, pair.size])
+        pair, g_count = _sorted_unique(gap_code * (1 << 32) + gap)
         g_code, g_gap = pair >> 32, pair & 0xFFFFFFFF
         order = np.lexsort((g_gap, -g_count, g_code))
         first = order[np.r_[True, g_code[order][1:] != g_code[order][:-1]]]
@@ -151,7 +149,8 @@ def detect_frequency(
     return Frequency(kind, int(np.median(step[kinds == kind])), int(counts.sum()), agreeing, per)
 
 
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """np.unique by sorting (numpy's hash-based unique is slower on large int64 keys)."""
+def _sorted_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique values, counts) by sorting: numpy's hash-based unique is slower on int64 keys."""
     values = np.sort(values)
-    return values[np.r_[True, values[1:] != values[:-1]]]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return values[starts], np.diff(np.r_[starts, values.size])
