@@ -1,13 +1,24 @@
 """LightGBM global model: one gradient-boosted model for all products and all 28 steps.
 
-The family that won the M5 competition, used as the strong reference. Direct strategy:
-each training row is (product, origin, step) with the trainer's features
-(`experiments.features`), the target is the standardised units `step` days after the
-origin, and the forecast uses only the cutoff as origin, so no forecast is fed back in.
-Training origins are every `origin_stride` days over the last `train_days` of history
-(a stride prime to 7, so every weekday is an origin); rows whose target day has no
-record are left out. Fixed hyper-parameters, no tuning on the test windows.
-`last_year=True` (the default) adds the trainer's `last_year` known feature.
+The family that won the M5 competition, used as the strong reference ("LightGBM
+alone"). It is built from the trainer's own feature code, not a copy of it:
+
+- `trainer.quality.check_quality` cleans the history (closures and gap days as 0 sales);
+- `trainer.features.build_panel` puts it on one calendar that runs to the last forecast
+  day, with the horizon's planned promotions (`ForecastTask.future_promo`);
+- `trainer.features.FeaturePipeline`, fitted on every history day, gives the sequence
+  and known-in-advance features (lags, rolling statistics, calendar, holidays,
+  promotion, `last_year`);
+- `trainer.windowing.make_windows` slices them into (origin, 28 steps) windows and
+  `trainer.gbm.rows` lays each window out as one row per step, as the trainer's own
+  LightGBM does; the target is the step's standardised units.
+
+Unlike the trainer's LightGBM (`trainer.gbm.train_gbm`, the backtest's
+`trainer_lightgbm`), nothing is held out: the model trains on windows over ALL history
+up to the cutoff (origins every `origin_stride` days over the last `train_days`, a
+stride prime to 7 so every weekday is an origin), with fixed hyper-parameters and a
+fixed number of rounds, and forecasts the horizon from the cutoff (direct strategy: no
+forecast is fed back in). `last_year=False` drops the `known_last_year` column.
 """
 
 from __future__ import annotations
@@ -18,32 +29,92 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.features import (
-    CATEGORICAL,
-    LAGS,
-    Standardiser,
-    daily_features,
-    direct_rows,
-    feature_names,
-)
-from experiments.models.base import Forecast, ForecastTask
+from experiments.models.base import Forecast, ForecastTask, seasonal_naive_values
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "regression",
-    "learning_rate": 0.07,
-    "num_leaves": 63,
-    "min_data_in_leaf": 100,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "verbose": -1,
-}
+DEFAULT_PARAMS: dict[str, Any] = {"learning_rate": 0.07}  # over `trainer.gbm.PARAMS`
+LAST_YEAR_COLUMN = "known_last_year"
+
+
+def future_promotions(task: ForecastTask) -> pd.DataFrame:
+    """The horizon's planned promotions as (product_id, date) rows."""
+    products = np.array(task.history.products, dtype=object)
+    frame = pd.DataFrame(
+        {
+            "product_id": np.tile(products, task.horizon),
+            "date": np.repeat(task.future_dates.to_numpy(), len(products)),
+            "promo": np.asarray(task.future_promo).reshape(-1),
+        }
+    )
+    return frame.loc[frame["promo"] > 0, ["product_id", "date"]].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class DirectRows:
+    """The trainer's LightGBM rows of one task: training rows and the forecast rows."""
+
+    names: list[str]
+    x: np.ndarray  # (R, F) training rows
+    y: np.ndarray  # (R,) standardised units of each row's target day
+    x_future: np.ndarray  # (M * H, F) rows of the forecast window of each of M products
+    products: list[str]  # (M,) the forecast windows' products
+    pipeline: Any  # trainer.features.FeaturePipeline (inverts the standardisation)
+
+
+def direct_rows(
+    task: ForecastTask,
+    *,
+    train_days: int,
+    origin_stride: int,
+    holiday_country: str = "IT",
+    last_year: bool = True,
+) -> DirectRows:
+    """Rows of `task` from the trainer's feature code (see the module docstring).
+
+    Training windows end by the cutoff (every target day is a history day); the
+    forecast window of each product listed on the cutoff starts the day after it.
+    """
+    from trainer.config import TrainConfig
+    from trainer.features import FeaturePipeline, build_panel
+    from trainer.gbm import row_names, rows
+    from trainer.quality import check_quality
+    from trainer.windowing import make_windows, origins_every
+
+    horizon = task.horizon
+    cfg = TrainConfig(horizon=horizon, holiday_country=holiday_country)
+    clean = check_quality(task.history.to_long(), cfg).clean
+    panel = build_panel(clean, end=task.future_dates[-1], promotions=future_promotions(task))
+    n_hist = int(panel.calendar.get_loc(task.future_dates[0]))
+    pipe = FeaturePipeline.fit(panel, n_hist, holiday_country)
+    arrays = pipe.transform(panel)
+
+    lookback = cfg.lookback
+    origins = origins_every(max(lookback, n_hist - train_days), n_hist, origin_stride, horizon)
+    train = make_windows(arrays, origins, lookback, horizon, synthetic=panel.synthetic)
+    if not len(train):
+        raise ValueError(f"history of {n_hist} days is too short for LightGBM")
+    future = make_windows(arrays, np.array([n_hist]), lookback, horizon, require_targets=False)
+
+    def stats(series: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        ids = [panel.product_ids[s] for s in series]
+        mean, std = pipe.series_stats(ids)
+        return ids, mean, std
+
+    names = row_names(pipe.feature_names, (*pipe.known_names, "horizon_step"))
+    _, tmean, tstd = stats(train.series)
+    x = rows(train, tmean, tstd)
+    y = (train.y + train.level[:, None]).reshape(-1)
+    products, fmean, fstd = stats(future.series)
+    xf = rows(future, fmean, fstd)
+    if not last_year:
+        col = names.index(LAST_YEAR_COLUMN)
+        names = [n for n in names if n != LAST_YEAR_COLUMN]
+        x, xf = np.delete(x, col, axis=1), np.delete(xf, col, axis=1)
+    return DirectRows(names, x, y, xf, products, pipe)
 
 
 @dataclass
 class LightGBMGlobal:
-    """A direct multi-horizon LightGBM on the trainer's features."""
+    """A direct multi-horizon LightGBM on the trainer's features, trained on all history."""
 
     train_days: int = 728
     origin_stride: int = 5
@@ -56,60 +127,44 @@ class LightGBMGlobal:
     name: str = "lightgbm"
 
     def forecast(self, task: ForecastTask) -> Forecast:
-        """Train on the history's (origin, step) rows; forecast from the cutoff."""
+        """Train on the history's windows; forecast the horizon from the cutoff."""
         import lightgbm as lgb
 
-        hist = task.history
-        horizon = task.horizon
-        t_hist, n = hist.units.shape
-        scaler = Standardiser.fit(hist.units)
-        units = np.vstack([hist.units, np.full((horizon, n), np.nan)])
-        promo = np.vstack([hist.promo, task.future_promo])
-        dates = hist.dates.append(task.future_dates)
-        feats = daily_features(units, promo, dates, scaler, self.holiday_country)
+        from trainer.gbm import PARAMS
 
-        first_origin = max(max(LAGS), t_hist - self.train_days)
-        last_origin = t_hist - 1 - horizon
-        origin_days = np.arange(last_origin, first_origin - 1, -self.origin_stride)
-        if origin_days.size == 0:
-            raise ValueError(f"history of {t_hist} days is too short for LightGBM")
-        o, h, p = (
-            a.reshape(-1)
-            for a in np.meshgrid(
-                origin_days, np.arange(1, horizon + 1), np.arange(n), indexing="ij"
-            )
+        d = direct_rows(
+            task,
+            train_days=self.train_days,
+            origin_stride=self.origin_stride,
+            holiday_country=self.holiday_country,
+            last_year=self.last_year,
         )
-        keep = hist.observed[o + h, p]
-        o, h, p = o[keep], h[keep], p[keep]
-        names = feature_names(self.last_year)
-        x = direct_rows(feats, o, h, p, last_year=self.last_year)
-        y = feats.z[o + h, p]
         params = {
+            **PARAMS,
             **DEFAULT_PARAMS,
             "num_threads": self.num_threads,
             "seed": self.seed,
             **self.params,
         }
         data = lgb.Dataset(
-            pd.DataFrame(x, columns=names).astype({"product": int}),
-            label=y,
-            categorical_feature=list(CATEGORICAL),
+            d.x,
+            label=d.y,
+            feature_name=d.names,
+            categorical_feature=["product"],
             free_raw_data=True,
         )
         booster = lgb.train(params, data, num_boost_round=self.num_boost_round)
+        z = np.asarray(booster.predict(d.x_future), dtype=float).reshape(len(d.products), -1)
+        units = d.pipeline.inverse_target(z, d.products)  # (M, H)
 
-        fo = np.full(horizon * n, t_hist - 1)
-        fh = np.repeat(np.arange(1, horizon + 1), n)
-        fp = np.tile(np.arange(n), horizon)
-        xf = pd.DataFrame(
-            direct_rows(feats, fo, fh, fp, last_year=self.last_year), columns=names
-        ).astype({"product": int})
-        z = booster.predict(xf).reshape(horizon, n)
+        values = seasonal_naive_values(task.history.filled, task.horizon)
+        column = {p: j for j, p in enumerate(task.history.products)}
+        values[:, [column[p] for p in d.products]] = units.T
         importance = dict(
-            zip(names, booster.feature_importance("gain").round(1).tolist(), strict=True)
+            zip(d.names, booster.feature_importance("gain").round(1).tolist(), strict=True)
         )
         top = sorted(importance, key=importance.__getitem__, reverse=True)[:5]
-        return Forecast(
-            values=scaler.inverse(z),
-            notes={"train_rows": len(y), "top_features": top},
-        )
+        notes: dict[str, Any] = {"train_rows": len(d.y), "top_features": top}
+        if len(d.products) < len(task.history.products):
+            notes["fallbacks"] = len(task.history.products) - len(d.products)
+        return Forecast(values=np.clip(values, 0.0, None), notes=notes)

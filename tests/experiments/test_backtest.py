@@ -12,7 +12,6 @@ import pytest
 from experiments.__main__ import main
 from experiments.backtest import cutoff_indices, make_task, run_backtest
 from experiments.data import DataError, Panel, panel_from_long, read_pasta, synthetic
-from experiments.features import Standardiser, daily_features, direct_rows, feature_names
 from experiments.metrics import aggregate, disparity, per_product, scales, worst_decile
 from experiments.models import ModelOptions, build_models
 from experiments.models.base import Forecast, ForecastTask
@@ -149,25 +148,54 @@ def test_adf_chooses_differencing_after_the_weekly_difference() -> None:
     assert adf_order(integrated_twice) >= 1
 
 
-def test_lightgbm_rows_do_not_look_past_the_origin() -> None:
+def test_lightgbm_rows_are_the_trainers_and_do_not_look_past_the_cutoff() -> None:
+    from experiments.models.lgbm import direct_rows
+    from trainer.features import KNOWN_FEATURES, SEQ_FEATURES
+    from trainer.gbm import row_names
+
     panel = weekly_panel(n_days=430, n_products=2)
-    scaler = Standardiser.fit(panel.units[:400])
-    origins, steps, products = np.array([399, 399, 399]), np.array([1, 7, 28]), np.array([0, 1, 0])
+    task = make_task(panel, 399, 28)
 
-    def rows(units: np.ndarray) -> np.ndarray:
-        feats = daily_features(units, panel.promo, panel.dates, scaler)
-        return direct_rows(feats, origins, steps, products, last_year=True)
+    def rows(last_year: bool = True, future_units: float | None = None):
+        p = panel
+        if future_units is not None:  # what happens after the cutoff must not matter
+            units = panel.units.copy()
+            units[400:] = future_units
+            p = Panel(panel.dates, panel.products, units, panel.promo)
+        return direct_rows(
+            make_task(p, 399, 28), train_days=728, origin_stride=5, last_year=last_year
+        )
 
-    changed = panel.units.copy()
-    changed[400:] = 1000.0
-    np.testing.assert_array_equal(rows(panel.units), rows(changed))
-    out = rows(panel.units)
-    assert out.shape == (3, len(feature_names(last_year=True)))
-    z = scaler.transform(panel.units)
-    # The same-weekday feature is last week's value for the target's weekday ...
-    assert out[1, feature_names().index("same_weekday_last_week")] == pytest.approx(z[399, 1])
-    # ... and last_year the centred week around the same weekday 52 weeks before.
-    assert out[2, -1] == pytest.approx(z[427 - 364 - 3 : 427 - 364 + 4, 0].mean(), rel=1e-5)
+    d = rows()
+    # The trainer's own row layout (trainer.gbm.rows), built by its feature pipeline.
+    assert d.names == row_names(SEQ_FEATURES, (*KNOWN_FEATURES, "horizon_step"))
+    assert d.x.shape == (len(d.y), len(d.names)) and len(d.y) % 28 == 0
+    assert d.products == ["P0", "P1"] and d.x_future.shape == (2 * 28, len(d.names))
+    np.testing.assert_array_equal(d.x_future, rows(future_units=1000.0).x_future)
+    np.testing.assert_array_equal(d.x, rows(future_units=1000.0).x)
+    assert np.isfinite(d.x).all() and np.isfinite(d.y).all()
+    # The horizon's planned promotions reach the forecast rows (P0 is promoted in the
+    # data's last 10 days: steps 21..28 of the forecast from day 399 fall among them).
+    promo = d.x_future[:, d.names.index("known_promo")].reshape(2, 28)
+    np.testing.assert_array_equal(promo[0], task.future_promo[:, 0])
+    assert promo[0].sum() == 8 and not promo[1].any()
+    # last_year=False drops exactly the last_year column.
+    short = rows(last_year=False)
+    assert short.names == [n for n in d.names if n != "known_last_year"]
+    assert short.x.shape[1] == d.x.shape[1] - 1
+
+
+def test_lightgbm_forecasts_the_horizon_for_every_product() -> None:
+    pytest.importorskip("lightgbm")
+    from experiments.models.lgbm import LightGBMGlobal
+
+    panel = weekly_panel(n_days=430, n_products=3)
+    task = make_task(panel, 399, 28)
+    fc = LightGBMGlobal(num_boost_round=20, num_threads=1).forecast(task)
+    assert fc.values.shape == (28, 3)
+    assert np.isfinite(fc.values).all() and (fc.values >= 0).all()
+    assert fc.notes["train_rows"] > 0 and len(fc.notes["top_features"]) == 5
+    assert "fallbacks" not in fc.notes
 
 
 def test_cheap_models_on_synthetic_data_and_the_report(tmp_path: Path) -> None:
