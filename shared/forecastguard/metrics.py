@@ -8,6 +8,7 @@ any other value is a file path that gets one JSON object per point.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,17 +61,32 @@ class JsonLinesSink:
 
     def write(self, points: Sequence[MetricPoint], end_time: datetime) -> int:
         """Append the points; return the number of lines written."""
-        stamp = end_time.astimezone(UTC).isoformat()
-        lines = [
-            json.dumps(
-                {"metric": p.metric_type, "labels": dict(p.labels), "value": p.value, "time": stamp}
-            )
-            for p in points
-        ]
+        stamp = _json(end_time.astimezone(UTC).isoformat())
+        lines = [_json_line(p, stamp) for p in points]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, self.path.open("a", encoding="utf-8") as out:
             out.write("".join(line + "\n" for line in lines))
         return len(lines)
+
+
+_json = json.encoder.encode_basestring_ascii  # a str as json.dumps writes it
+
+
+def _json_line(point: MetricPoint, stamp: str) -> str:
+    """`json.dumps({"metric", "labels", "value", "time"})` of a point, character for
+    character, without json.dumps's per-call set-up (10,000-product checks write 20,000
+    points). Labels of anything but strings, and values but floats, go through json."""
+    labels = point.labels
+    if all(type(k) is str and type(v) is str for k, v in labels.items()):
+        text = "{" + ", ".join(f"{_json(k)}: {_json(v)}" for k, v in labels.items()) + "}"
+    else:
+        text = json.dumps(dict(labels))
+    value = point.value
+    number = repr(value) if type(value) is float and math.isfinite(value) else json.dumps(value)
+    return (
+        f'{{"metric": {_json(point.metric_type)}, "labels": {text}, '
+        f'"value": {number}, "time": {stamp}}}'
+    )
 
 
 class CloudMonitoringSink:

@@ -3,10 +3,11 @@
 Days are counted from `hist_start`, the first day read: the history before the window
 (at least four weeks, and at least the reference window), then the window itself.
 
-The (product, day) rows are aggregated per product in the database (GROUP_CONCAT of
-"day:units:predicted") and parsed by pandas' C reader: pymysql decodes rows in pure
-Python, and 600,000 rows one by one take longer than the whole check may (3 s). Numbers
-come back as text with 15 (SQLite) or 17 (MySQL) significant digits.
+The (product, day) rows of each table are aggregated per product in the database
+(GROUP_CONCAT of "day:units" and "day:predicted") and parsed by pandas' C reader: the
+drivers decode rows one by one in Python, and 600,000 rows take longer than the whole
+check may (3 s). Numbers come back as text with 15 (SQLite) or 17 (MySQL) significant
+digits; on SQLite a whole number of units as an integer's text.
 
 A value that is not a finite number (SQLite stores `inf` or the text `'abc'` in a REAL
 column) is bad data (issue 14): a sale with a bad `units_sold` is left out, a bad
@@ -17,7 +18,6 @@ many, so the check reports them instead of failing or returning `Infinity`.
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -28,8 +28,7 @@ import sqlalchemy as sa
 from forecastguard.db.schema import model_residuals, predictions, sales
 
 MIN_HISTORY_DAYS = 28  # four weeks of history for the seasonal-naive scale
-# Text of plain finite numbers only; anything else (inf, NaN, letters) takes the slow path.
-_NOT_PLAIN = re.compile(r"[^0-9eE+\-.:\n]")
+_JULIAN_DAY_OF_ORDINAL_0 = 1721424.5  # julianday('0001-01-01') - date(1, 1, 1).toordinal()
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,9 @@ def history_days(window_days: int) -> int:
 
 def _day_offset(column: sa.ColumnElement, start: date, dialect: str) -> sa.ColumnElement:
     if dialect == "sqlite":
-        days = sa.func.julianday(column) - sa.func.julianday(sa.literal(start.isoformat()))
-        return sa.cast(sa.func.round(days), sa.Integer)
+        # A date's Julian day is n + 0.5 exactly: the difference is a whole number of days.
+        start_jd = start.toordinal() + _JULIAN_DAY_OF_ORDINAL_0
+        return sa.cast(sa.func.julianday(column) - sa.literal(start_jd, sa.Float), sa.Integer)
     return sa.func.datediff(column, sa.literal(start, sa.Date))
 
 
@@ -112,59 +112,67 @@ def _prepare(conn: sa.Connection) -> None:
         conn.execute(sa.text("SET SESSION group_concat_max_len = 67108864"))
 
 
-def _parse_groups(rows: list, columns: list[str]) -> tuple[list[str], np.ndarray, pd.DataFrame]:
-    """(product ids, row counts, parsed values) from rows of (product_id, count, text).
+def _parse_groups(
+    rows: list, columns: list[str], *, joined: bool = False
+) -> tuple[list[str], np.ndarray, pd.DataFrame]:
+    """(product ids, row counts, parsed values) from rows of (product_id, count, text, ...).
 
-    A value that is not a finite number becomes NaN, and the frame's boolean column
-    `bad_<name>` marks it (an empty value, a missing forecast, is not bad).
+    Either one GROUP_CONCAT text a column, in the order of `columns` (the aggregates of
+    one query see the rows in the same order), or, `joined`, one text of entries
+    "value:value" (`_entries`). A value that is not a finite number becomes NaN, and the
+    frame's boolean column `bad_<name>` marks it (an empty value is not bad).
     """
     ids = [r[0] for r in rows]
     counts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-    values = [c for c in columns if c != "day"]
-    if not rows:
-        frame = pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
-        for c in values:
-            frame[f"bad_{c}"] = pd.Series(dtype=bool)
-        return ids, counts, frame
-    text = "\n".join(r[2] for r in rows).replace(",", "\n")
-    frame = None
-    if not _NOT_PLAIN.search(text):
-        try:
-            frame = pd.read_csv(
-                io.StringIO(text), sep=":", header=None, names=columns, dtype=float, engine="c"
-            )
-        except ValueError:
-            frame = None
-    if frame is not None:
-        for c in values:
-            frame[f"bad_{c}"] = False
-    else:
-        raw = pd.read_csv(
-            io.StringIO(text),
-            sep=":",
-            header=None,
-            names=columns,
-            dtype=str,
-            keep_default_na=False,
-            engine="c",
-        )
-        frame = pd.DataFrame(index=raw.index)
-        if "day" in columns:
-            frame["day"] = pd.to_numeric(raw["day"], errors="coerce")
-        for c in values:
-            number = pd.to_numeric(raw[c].replace("", np.nan), errors="coerce").to_numpy(
-                float, copy=True
-            )
-            bad = (raw[c].to_numpy() != "") & ~np.isfinite(number)
-            number[bad] = np.nan
-            frame[c] = number
-            frame[f"bad_{c}"] = bad
-    if len(frame) != counts.sum():
+    expected = int(counts.sum())
+    groups = [columns] if joined else [[c] for c in columns]
+    frame = pd.DataFrame(index=pd.RangeIndex(expected))
+    for k, names in enumerate(groups, start=2):
+        for name, (number, bad) in _parse_text([r[k] for r in rows], names, expected).items():
+            frame[name] = number
+            if name != "day":
+                frame[f"bad_{name}"] = bad
+    return ids, counts, frame
+
+
+def _parse_text(
+    texts: list[str], names: list[str], expected: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per name: (numbers, bad) of the comma-separated entries of `texts`, in order, each
+    entry the ":"-separated values of `names`.
+
+    Plain finite numbers only are read in one pass of pandas' C reader; an empty, NaN,
+    infinite or unreadable value anywhere (rare: bad data) reads the text again as text.
+    """
+    if not expected:
+        return {n: (np.empty(0), np.zeros(0, bool)) for n in names}
+    text = "\n".join(texts).replace(",", "\n")
+    options = {"sep": ":", "header": None, "names": names, "engine": "c"}
+    try:
+        fast = pd.read_csv(io.StringIO(text), dtype=float, **options)
+        values = fast.to_numpy(np.float64)
+        if len(fast) == expected and np.isfinite(values).all():
+            return {n: (values[:, i].copy(), np.zeros(expected, bool)) for i, n in enumerate(names)}
+    except ValueError:
+        pass
+    raw = pd.read_csv(
+        io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False, **options
+    )
+    if len(raw) != expected:
         raise RuntimeError(
-            f"read {len(frame)} values but the database counted {counts.sum()}: "
+            f"read {len(raw)} values but the database counted {expected}: "
             "GROUP_CONCAT was truncated (raise group_concat_max_len)"
         )
-    return ids, counts, frame
+    out = {}
+    for name in names:
+        text_values = raw[name].fillna("")
+        number = pd.to_numeric(text_values.replace("", np.nan), errors="coerce").to_numpy(
+            float, copy=True
+        )
+        bad = (text_values.to_numpy() != "") & ~np.isfinite(number)
+        number[bad] = np.nan
+        out[name] = (number, bad)
+    return out
 
 
 def _count_bad(ids: list[str], counts: np.ndarray, bad: np.ndarray, table: str) -> list:
@@ -174,85 +182,80 @@ def _count_bad(ids: list[str], counts: np.ndarray, bad: np.ndarray, table: str) 
     return [(ids[i], table, int(per[i])) for i in np.flatnonzero(per)]
 
 
-def _joined(
-    conn: sa.Connection, hist_start: date, ref_start: date, window_start: date, as_of: date
-):
-    """SQLite: sales LEFT JOIN predictions, one row a product (the join is cheap there)."""
-    s, p = sales.alias("s"), predictions.alias("p")
-    entry = (
-        _as_text(_day_offset(s.c.sale_date, hist_start, conn.dialect.name))
-        + ":"
-        + _as_text(s.c.units_sold)
-        + ":"
-        + sa.func.coalesce(_as_text(p.c.predicted_units), "")
-    )
-    window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
-    ref_version = sa.case((p.c.target_date < window_start, p.c.model_version))
-    query = (
+def _entries(exprs: list[sa.ColumnElement], dialect: str) -> list[sa.ColumnElement]:
+    """The GROUP_CONCAT columns of numbers `exprs` (see `_parse_groups`).
+
+    SQLite: one aggregate a number, which SQLite turns into text itself (a REAL with 15
+    significant digits, as CAST would): concatenating each row's values first costs it
+    more. MySQL: one aggregate of "value:value" entries, the cheaper form there.
+    """
+    if dialect == "sqlite":
+        return [sa.func.group_concat(e) for e in exprs]
+    entry = _as_text(exprs[0])
+    for expr in exprs[1:]:
+        entry = entry + ":" + _as_text(expr)
+    return [sa.func.group_concat(entry)]
+
+
+def _units(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
+    """A sales figure. SQLite formats a REAL slowly; a whole number (units sold usually
+    are) is given as an integer, whose text is much cheaper ("7" for 7.0, the same
+    number). Infinities and text that is no number stay as they are."""
+    if dialect != "sqlite":
+        return column
+    whole = sa.cast(column, sa.Integer)
+    return sa.case((column == whole, whole), else_=column)
+
+
+def _read(conn: sa.Connection, hist_start: date, ref_start: date, window_start: date, as_of: date):
+    """One query per table, matched by (product, day) in numpy.
+
+    Cheaper than joining in the database on SQLite as on MySQL (10,000 products x 60
+    days: the join's 600,000 index look-ups and the per-row text of both numbers cost
+    more than two sequential reads). On SQLite the predictions are read in primary-key
+    order: its planner would otherwise take the date index and fetch each row by rowid.
+    """
+    dialect = conn.dialect.name
+    s = sales
+    rows = conn.execute(
         sa.select(
             s.c.product_id,
             sa.func.count(),
-            sa.func.group_concat(entry),
-            sa.func.group_concat(window_version.distinct()),
-            sa.func.group_concat(ref_version.distinct()),
-        )
-        .select_from(
-            s.outerjoin(
-                p,
-                sa.and_(
-                    p.c.product_id == s.c.product_id,
-                    p.c.target_date == s.c.sale_date,
-                    p.c.target_date >= ref_start,
-                ),
-            )
+            *_entries(
+                [_day_offset(s.c.sale_date, hist_start, dialect), _units(s.c.units_sold, dialect)],
+                dialect,
+            ),
         )
         .where(s.c.sale_date.between(hist_start, as_of))
         .group_by(s.c.product_id)
         .order_by(s.c.product_id)
-    )
-    rows = conn.execute(query).all()
-    ids, counts, frame = _parse_groups(rows, ["day", "units", "pred"])
-    versions = {v for r in rows if r[3] for v in r[3].split(",")}
-    return ids, counts, frame, versions, [_version_set(r[4]) for r in rows]
-
-
-def _separate(
-    conn: sa.Connection, hist_start: date, ref_start: date, window_start: date, as_of: date
-):
-    """MySQL: one query per table, matched by (product, day) in numpy (a join costs more)."""
-    dialect = conn.dialect.name
-    sales_entry = (
-        _as_text(_day_offset(sales.c.sale_date, hist_start, dialect))
-        + ":"
-        + _as_text(sales.c.units_sold)
-    )
-    rows = conn.execute(
-        sa.select(sales.c.product_id, sa.func.count(), sa.func.group_concat(sales_entry))
-        .where(sales.c.sale_date.between(hist_start, as_of))
-        .group_by(sales.c.product_id)
-        .order_by(sales.c.product_id)
     ).all()
-    ids, counts, frame = _parse_groups(rows, ["day", "units"])
+    joined = dialect != "sqlite"
+    ids, counts, frame = _parse_groups(rows, ["day", "units"], joined=joined)
     p = predictions
-    pred_entry = (
-        _as_text(_day_offset(p.c.target_date, hist_start, dialect))
-        + ":"
-        + _as_text(p.c.predicted_units)
-    )
-    window_version = sa.case((p.c.target_date >= window_start, p.c.model_version))
-    ref_version = sa.case((p.c.target_date < window_start, p.c.model_version))
+    # One DISTINCT set a product: "1<version>" forecast the window, "0<version>" its
+    # reference days (one temporary B-tree a group instead of two).
+    in_window = sa.case((p.c.target_date >= window_start, "1"), else_="0")
+    if dialect == "sqlite":
+        # Compared as text (as SQLite compares the stored dates anyway): no index on it.
+        dates = sa.cast(p.c.target_date, sa.String).between(
+            ref_start.isoformat(), as_of.isoformat()
+        )
+    else:
+        dates = p.c.target_date.between(ref_start, as_of)
     pred_rows = conn.execute(
         sa.select(
             p.c.product_id,
             sa.func.count(),
-            sa.func.group_concat(pred_entry),
-            sa.func.group_concat(window_version.distinct()),
-            sa.func.group_concat(ref_version.distinct()),
+            *_entries(
+                [_day_offset(p.c.target_date, hist_start, dialect), p.c.predicted_units], dialect
+            ),
+            sa.func.group_concat((in_window + p.c.model_version).distinct()),
         )
-        .where(p.c.target_date.between(ref_start, as_of))
+        .where(dates)
         .group_by(p.c.product_id)
     ).all()
-    pred_ids, pred_counts, pred = _parse_groups(pred_rows, ["day", "pred"])
+    pred_ids, pred_counts, pred = _parse_groups(pred_rows, ["day", "pred"], joined=joined)
     n_days = (as_of - hist_start).days + 1
     dense = np.full((len(ids), n_days), np.nan)
     pcode = np.repeat(pd.Index(ids).get_indexer(pred_ids), pred_counts)
@@ -264,13 +267,14 @@ def _separate(
     bad_pred = np.zeros(len(ids), np.int64)
     pbad = pred["bad_pred"].to_numpy(bool)
     np.add.at(bad_pred, pcode[known & pbad], 1)
-    frame.attrs["bad_pred_per_product"] = bad_pred
-    versions = {v for r in pred_rows if r[3] for v in r[3].split(",")}
+    versions: set[str] = set()
     reference = [frozenset()] * len(ids)
     for i, r in zip(pd.Index(ids).get_indexer(pred_ids), pred_rows, strict=True):
+        tagged = r[-1].split(",") if r[-1] else []
+        versions.update(v[1:] for v in tagged if v[0] == "1")
         if i >= 0:
-            reference[i] = _version_set(r[4])
-    return ids, counts, frame, versions, reference
+            reference[i] = frozenset(v[1:] for v in tagged if v[0] == "0")
+    return ids, counts, frame, bad_pred, versions, reference
 
 
 def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
@@ -279,8 +283,7 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
     Never a query per product: the sales and their forecasts (aggregated per product,
     with the model versions that forecast the window), the version that forecast the
     window's newest day, and — only when no sales were read — the newest sales day.
-    SQLite joins the two tables in the database; MySQL reads each table once and the
-    rows are matched in numpy, which is faster there.
+    Each table is read once and the rows are matched in numpy (`_read`).
     """
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
@@ -290,16 +293,11 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
     ref_start = window_start - timedelta(days=window_days)
     with engine.connect() as conn:
         _prepare(conn)
-        read = _joined if conn.dialect.name == "sqlite" else _separate
-        ids, counts, frame, versions, reference = read(
+        ids, counts, frame, bad_pred, versions, reference = _read(
             conn, hist_start, ref_start, window_start, as_of
         )
         bad = _count_bad(ids, counts, frame["bad_units"].to_numpy(bool), "sales")
-        if "bad_pred" in frame:
-            bad += _count_bad(ids, counts, frame["bad_pred"].to_numpy(bool), "predictions")
-        else:
-            per = frame.attrs.get("bad_pred_per_product", np.zeros(len(ids), np.int64))
-            bad += [(ids[i], "predictions", int(per[i])) for i in np.flatnonzero(per)]
+        bad += [(ids[i], "predictions", int(bad_pred[i])) for i in np.flatnonzero(bad_pred)]
         # A sale without a usable number is no sale: leave the row out.
         keep = ~frame["bad_units"].to_numpy(bool)
         codes = np.repeat(np.arange(len(ids), dtype=np.int64), counts)
@@ -339,10 +337,6 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
         reference_versions=tuple(reference),
         bad_values=tuple(bad),
     )
-
-
-def _version_set(text: str | None) -> frozenset[str]:
-    return frozenset(text.split(",")) if text else frozenset()
 
 
 def load_residuals(

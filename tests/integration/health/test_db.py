@@ -161,3 +161,26 @@ def test_after_a_retrain_the_holdout_is_the_reference(engine: sa.Engine) -> None
     assert set(window.reference_versions) == {frozenset({"old"})}
     result = HealthService(Settings.from_env({}), engine=engine).run(AS_OF, 30)
     assert result.references == {"previous_window": 0, "holdout": 5, "none": 3}
+
+
+def test_units_and_forecasts_read_back_as_written(engine: sa.Engine) -> None:
+    # Whole numbers take SQLite's integer text; the others its 15 significant digits.
+    units = [7.0, 0.0, 2.5, 0.1 + 0.2, 123456789.0, 2.0**52, 1e20, 3.0]
+    days = pd.date_range(end=pd.Timestamp(AS_OF), periods=len(units)).date
+    sales_frame = pd.DataFrame({"product_id": "A", "sale_date": days, "units_sold": units})
+    predictions_frame = pd.DataFrame(
+        {
+            "product_id": "A",
+            "target_date": days[::2],
+            "predicted_units": [1.0, 1 / 3, -2.25, 9.87654321e-5],
+            "model_version": "m1",
+            "created_at": pd.Timestamp("2026-04-01 06:00"),
+        }
+    )
+    write(engine, sales_frame, predictions_frame)
+    window = load_window(engine, AS_OF, 30)
+    np.testing.assert_allclose(window.units, units, rtol=1e-14)
+    expected = np.full(len(units), np.nan)
+    expected[::2] = predictions_frame["predicted_units"]
+    np.testing.assert_allclose(window.predicted, expected, rtol=1e-14)
+    assert window.day.tolist() == list(range(59 - len(units) + 1, 60))

@@ -64,6 +64,34 @@ def test_json_lines_sink_appends_one_line_a_point(tmp_path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "point",
+    [
+        MetricPoint("avg_rmse", 3.5),
+        MetricPoint("product_rmse", 0.1 + 0.2, {"product_id": "P0001"}),
+        MetricPoint("product_drift", -0.0, {"product_id": 'caf\u00e9 "x"\n', "kind": "level"}),
+        MetricPoint("global_p_value", float("nan")),
+        MetricPoint("x", float("inf"), {"\U0001f600": "\u2028"}),
+        MetricPoint("x", 1e-300),
+        MetricPoint("x", 3, {"n": 1}),  # type: ignore[dict-item]
+        MetricPoint("x", True),
+    ],
+)
+def test_json_lines_are_what_json_dumps_writes(tmp_path, point: MetricPoint) -> None:
+    when = datetime(2026, 5, 31, 6, 0, tzinfo=UTC)
+    path = tmp_path / "metrics.jsonl"
+    JsonLinesSink(path).write([point], when)
+    expected = json.dumps(
+        {
+            "metric": point.metric_type,
+            "labels": dict(point.labels),
+            "value": point.value,
+            "time": "2026-05-31T06:00:00+00:00",
+        }
+    )
+    assert path.read_text() == expected + "\n"
+
+
 def test_publisher_from_settings() -> None:
     assert make_publisher(Settings.from_env({})) is None
     pubsub = make_publisher(Settings.from_env({"RETRAIN_TOPIC": "projects/p/topics/retrain"}))
