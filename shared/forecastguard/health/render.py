@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,42 @@ def _fmt(value: object, spec: str) -> str:
     return format(value, spec)
 
 
+MAX_PRODUCT_CHARS = 20  # longer ids are cut (with "~") so the table stays within 120 columns
+LEGEND = (
+    "effect: change of the forecast errors (actual - predicted) since the reference "
+    "(ref);\nq: the drift test's BH q-value; drift: level, scale or shape, - for none"
+)
+_REFERENCE = {"previous_window": "previous", "holdout": "holdout", "none": "none"}
+
+
+def _product(pid: object) -> str:
+    text = str(pid)
+    return text if len(text) <= MAX_PRODUCT_CHARS else text[: MAX_PRODUCT_CHARS - 1] + "~"
+
+
+def effect_text(row: Any) -> str:
+    """The size of a product's change in the errors, short: for a drift of kind level
+    "12.3 too low (2.1 sd)" (forecasts below the sales; errors are actual - predicted),
+    scale "spread x2.0", shape or no drift both figures ("+0.3 sd, spread x1.1"),
+    "-" when the product was not tested."""
+    shift, shift_sd, ratio = row.bias_shift, row.bias_shift_sd, row.spread_ratio
+    if row.drift_kind == "level" and _finite(shift) and _finite(shift_sd):
+        side = "too low" if shift > 0 else "too high"
+        return f"{abs(shift):.3g} {side} ({abs(shift_sd):.2g} sd)"
+    if row.drift_kind == "scale" and _finite(ratio):
+        return f"spread x{ratio:.2g}"
+    if not (_finite(shift_sd) or _finite(ratio)):
+        return "-"
+    return f"{_fmt(shift_sd, '+.2g')} sd, spread x{_fmt(ratio, '.2g')}"
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and bool(np.isfinite(value))
+
+
 def to_text(result: HealthResult, top: int = 20) -> str:
-    """A readable report: verdict, reasons, figures and the `top` worst products."""
+    """A readable report: verdict, reasons, figures and the `top` worst products, one
+    row each: accuracy (rmse, rmsse, bias), the drift's kind, its effect and q-value."""
     verdict = "HEALTHY" if result.healthy else "UNHEALTHY"
     lines = [
         f"model {verdict}  window {result.window_start} .. {result.window_end}  "
@@ -61,26 +96,26 @@ def to_text(result: HealthResult, top: int = 20) -> str:
     if result.products.empty:
         return "\n".join(lines)
     worst = worst_first(result.products).head(top)
-    header = ("product", "n", "rmse", "mae", "bias", "rmsse", "ks_p", "ks_q", "drift", "reference")
+    header = ("product", "n", "rmse", "rmsse", "bias", "drift", "effect", "q", "ref")
     rows = [
         (
-            str(r.product_id),
+            _product(r.product_id),
             str(r.n),
             _fmt(r.rmse, ".2f"),
-            _fmt(r.mae, ".2f"),
-            _fmt(r.bias, "+.2f"),
             _fmt(r.rmsse, ".2f"),
-            _fmt(r.ks_pvalue, ".3g"),
-            _fmt(r.ks_qvalue, ".3g"),
-            "DRIFT" if r.drift else "",
-            str(r.reference),
+            _fmt(r.bias, "+.2f"),
+            str(r.drift_kind) if r.drift and r.drift_kind else ("yes" if r.drift else "-"),
+            effect_text(r),
+            _fmt(r.drift_qvalue, ".2g"),
+            _REFERENCE.get(str(r.reference), str(r.reference)),
         )
         for r in worst.itertuples(index=False)
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines.append("")
     lines.append(f"worst {len(rows)} of {result.n_products} products:")
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines.append(LEGEND)
     return "\n".join(lines)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from forecastguard.auth import Authenticator, bearer_token
 from forecastguard.health.check import HealthParams, compute_health
 from forecastguard.health.params import BadRequest, parse_check_params
-from forecastguard.health.render import to_json, to_text, worst_first
+from forecastguard.health.render import effect_text, to_json, to_text, worst_first
 from tests.integration.health.synthetic import synthetic_window
 
 TODAY = date(2026, 6, 1)
@@ -88,6 +91,49 @@ def test_report_lists_worst_products_first() -> None:
     text = to_text(result, top=5)
     assert text.startswith("model UNHEALTHY")
     assert f"worst 5 of {result.n_products} products" in text
-    assert ordered["product_id"].iloc[0] in text.splitlines()[-5]
+    table = text.splitlines()
+    header = table.index(f"worst 5 of {result.n_products} products:") + 1
+    assert table[header].split() == [
+        "product", "n", "rmse", "rmsse", "bias", "drift", "effect", "q", "ref"
+    ]  # fmt: skip
+    first = table[header + 1]
+    worst = ordered.iloc[0]
+    assert first.startswith(worst["product_id"])
+    assert f" {worst['drift_kind']} " in first and "too low" in first  # level shifts upward
+    assert f"{worst['drift_qvalue']:.2g}" in first and "ks_" not in text
+    assert max(len(line) for line in table[header:]) <= 120
     parsed = json.loads(to_json(result))
     assert parsed["healthy"] is False and len(parsed["products"]) == 200
+
+
+def _row(kind: str | None, shift: float, shift_sd: float, ratio: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        drift_kind=kind, bias_shift=shift, bias_shift_sd=shift_sd, spread_ratio=ratio
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        # errors are actual - predicted: a positive shift means forecasts fell short
+        (_row("level", 12.34, 2.14, 1.1), "12.3 too low (2.1 sd)"),
+        (_row("level", -4.0, -1.0, 0.9), "4 too high (1 sd)"),
+        (_row("scale", 0.2, 0.1, 2.04), "spread x2"),
+        (_row("scale", 0.0, 0.0, 0.55), "spread x0.55"),
+        (_row("shape", 0.5, 0.3, 1.2), "+0.3 sd, spread x1.2"),
+        (_row(None, -0.1, -0.05, 1.04), "-0.05 sd, spread x1"),
+        (_row(None, float("nan"), float("nan"), float("nan")), "-"),
+    ],
+)
+def test_effect_in_the_table(row: SimpleNamespace, text: str) -> None:
+    assert effect_text(row) == text
+
+
+def test_long_product_ids_are_cut_to_keep_the_table_narrow() -> None:
+    data = synthetic_window(30, date(2026, 5, 30), seed=4)
+    long_ids = np.array([f"store-0042/department-frozen/{p}" for p in data.products], object)
+    result = compute_health(replace(data, products=long_ids), HealthParams())
+    table = to_text(result, top=30).splitlines()
+    start = table.index(f"worst 30 of {result.n_products} products:") + 1
+    assert all(len(line) <= 120 for line in table[start:])
+    assert table[start + 1].startswith("store-0042/departme~ ")
