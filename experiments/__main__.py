@@ -8,12 +8,15 @@ stderr, one per model and cutoff.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from experiments.backtest import BacktestResult, run_backtest
 from experiments.data import Panel, read_pasta, synthetic
@@ -40,6 +43,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line's options."""
     p = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="merge the raw results of runs made with --keep-forecasts (e.g. the cutoffs "
+        "split over several processes) into one report in --out",
+    )
     src.add_argument(
         "--data", type=Path, help="pasta CSV, or the folder that holds it (read in place)"
     )
@@ -88,6 +99,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lstm-epochs", type=int, default=8)
     p.add_argument("--lstm-train-stride", type=int, default=4, help="days between training windows")
     p.add_argument("--out", type=Path, help="output folder (default experiments/results/<dataset>)")
+    p.add_argument(
+        "--keep-forecasts",
+        action="store_true",
+        help="also write every forecast (raw/ in --out) so that runs can be merged",
+    )
     return p.parse_args(argv)
 
 
@@ -134,11 +150,81 @@ def settings_line(names: list[str], args: argparse.Namespace) -> str:
     return "; ".join([*chosen, f"{args.jobs} processes/threads per model"])
 
 
+RAW = "raw"
+
+
+def save_raw(out: Path, result: BacktestResult, context: dict[str, Any], command: str) -> Path:
+    """Every forecast and what a merge needs, in `out/raw/`."""
+    raw = out / RAW
+    raw.mkdir(parents=True, exist_ok=True)
+    result.forecasts.to_csv(raw / "forecasts.csv.gz", index=False)
+    result.scales.to_csv(raw / "scales.csv", index=False)
+    result.timings.to_csv(raw / "timings.csv", index=False)
+    meta = {
+        "command": command,
+        "context": context,
+        "notes": result.notes,
+        "cutoffs": [str(c.date()) for c in result.cutoffs],
+        "n_cutoffs": result.n_cutoffs,
+        "horizon": result.horizon,
+        "products": list(result.products),
+    }
+    (raw / "meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    return raw
+
+
+def load_raw(folders: list[Path]) -> tuple[BacktestResult, list[dict[str, Any]]]:
+    """Merge the raw results of several runs (disjoint cutoffs, same products and models)."""
+    parts, metas = [], []
+    for folder in folders:
+        raw = folder / RAW if (folder / RAW).is_dir() else folder
+        if not (raw / "meta.json").is_file():
+            raise SystemExit(f"--merge: {folder} holds no raw results (run with --keep-forecasts)")
+        meta = json.loads((raw / "meta.json").read_text(encoding="utf-8"))
+        parts.append(
+            (
+                pd.read_csv(raw / "forecasts.csv.gz", parse_dates=["cutoff", "date"]),
+                pd.read_csv(raw / "scales.csv", parse_dates=["cutoff"]),
+                pd.read_csv(raw / "timings.csv", parse_dates=["cutoff"]),
+            )
+        )
+        metas.append(meta)
+    products = {tuple(m["products"]) for m in metas}
+    horizons = {m["horizon"] for m in metas}
+    if len(products) != 1 or len(horizons) != 1:
+        raise SystemExit("--merge: the runs differ in products or horizon")
+    cutoffs = [c for m in metas for c in m["cutoffs"]]
+    if len(set(cutoffs)) != len(cutoffs):
+        raise SystemExit(f"--merge: a cutoff is in more than one run ({sorted(cutoffs)})")
+    models = [set(f["model"].unique()) for f, _, _ in parts]
+    if any(m != models[0] for m in models):
+        raise SystemExit("--merge: the runs differ in their models")
+    notes: dict[str, list[dict[str, Any]]] = {}
+    for meta in metas:
+        for model, rows in meta["notes"].items():
+            notes.setdefault(model, []).extend(rows)
+    for rows in notes.values():
+        rows.sort(key=lambda r: r.get("cutoff", ""))
+    result = BacktestResult(
+        forecasts=pd.concat([f for f, _, _ in parts], ignore_index=True),
+        scales=pd.concat([s for _, s, _ in parts], ignore_index=True),
+        timings=pd.concat([t for _, _, t in parts], ignore_index=True),
+        notes=notes,
+        cutoffs=sorted(pd.Timestamp(c) for c in cutoffs),
+        n_cutoffs=len(cutoffs),
+        horizon=horizons.pop(),
+        products=products.pop(),
+    )
+    return result, metas
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the backtest and write the report; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    if args.merge:
+        return merge(args, argv)
     dataset, panel = load(args)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     opts = ModelOptions(
@@ -175,13 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     written: dict[str, Any] = {}
 
     def report(result: BacktestResult) -> None:
-        products = by_family(per_product(result.forecasts, result.scales))
-        summary = aggregate(products, family_timings(result.timings))
-        rows = per_cutoff(result.forecasts, result.scales)
-        cells = cell_rmsse(result.forecasts, result.scales)
-        comparisons = [
-            c for a, b in COMPARISONS if (c := paired_comparison(cells, a, b)) is not None
-        ]
         done = len(result.cutoffs)
         context = {
             "Data": describe_data(args, panel),
@@ -189,17 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             "Run time": f"{time.perf_counter() - start:.0f} s for {done} of {n_cutoffs} cutoffs"
             + ("" if done == n_cutoffs else " (partial: the run was still going)"),
         }
-        paths = write_report(
-            out,
-            result,
-            products,
-            summary,
-            command=command,
-            dataset=dataset,
-            context=context,
-            cutoff_rows=rows,
-            comparisons=comparisons,
-        )
+        summary, paths = write_all(out, result, command=command, dataset=dataset, context=context)
+        if args.keep_forecasts:
+            paths["raw"] = save_raw(out, result, context, command)
         written.update(summary=summary, paths=paths)
         log.info(
             "report written", extra={"cutoffs_done": done, **{k: str(v) for k, v in paths.items()}}
@@ -215,6 +286,58 @@ def main(argv: list[str] | None = None) -> int:
         on_cutoff=report,
     )
     print(markdown_table(written["summary"]))
+    return 0
+
+
+def write_all(
+    out: Path,
+    result: BacktestResult,
+    *,
+    command: str,
+    dataset: str,
+    context: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Score `result` and write the report; returns the summary table and the paths."""
+    products = by_family(per_product(result.forecasts, result.scales))
+    summary = aggregate(products, family_timings(result.timings))
+    cells = cell_rmsse(result.forecasts, result.scales)
+    comparisons = [c for a, b in COMPARISONS if (c := paired_comparison(cells, a, b)) is not None]
+    paths = write_report(
+        out,
+        result,
+        products,
+        summary,
+        command=command,
+        dataset=dataset,
+        context=context,
+        cutoff_rows=per_cutoff(result.forecasts, result.scales),
+        comparisons=comparisons,
+    )
+    return summary, paths
+
+
+def merge(args: argparse.Namespace, argv: list[str]) -> int:
+    """`--merge DIR...`: one report from the raw results of several runs."""
+    result, metas = load_raw(list(args.merge))
+    if args.out is None:
+        raise SystemExit("--merge needs --out")
+    first = metas[0]["context"]
+    context = {
+        "Data": first.get("Data", ""),
+        "Settings": first.get("Settings", ""),
+        "Run time": " + ".join(m["context"].get("Run time", "?") for m in metas)
+        + f" in {len(metas)} processes (merged)",
+        "Runs": "; ".join(f"`{m['command']}`" for m in metas),
+    }
+    summary, paths = write_all(
+        args.out,
+        result,
+        command="python -m experiments " + shlex.join(argv),
+        dataset="pasta" if "pasta" in first.get("Data", "") else "synthetic",
+        context=context,
+    )
+    log.info("merged report written", extra={k: str(v) for k, v in paths.items()})
+    print(markdown_table(summary))
     return 0
 
 
