@@ -1,0 +1,492 @@
+"""The stages of a training run, in the order `trainer.main.run_train` calls them.
+
+Each stage is a function with typed inputs and outputs; the run passes what one stage
+made to the next, so a crash at any point before `record_and_serve` changes no champion:
+
+1. `load_and_prepare`: the sales from the database ▸ data quality, features, windows.
+2. `tune_params`: this task's share of the Optuna study (task 0 then trains).
+3. `trainer.stages.train_challenger`: the candidates and the served kind, chosen on
+   validation.
+4. `judge`: the champion and the best baseline on the challenger's test window ▸ the
+   promotion decision ▸ who serves after the run.
+5. `explain_challenger`: SHAP attributions (`trainer.explain`).
+6. `build_report`: per-product tables, `metrics.json`, the report (Markdown, HTML, plots).
+7. `write_artifacts`: the model bundle, LightGBM and every file of the run; the
+   manifest last (a run without it is incomplete).
+8. `record_and_serve`: one database transaction (registry + residuals) ▸
+   champion.json ▸ forecasts by whoever serves now.
+
+Emailing the report is `trainer.main.send_report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from forecastguard.logs import get_logger, timed
+from forecastguard.storage import ArtifactStore
+from trainer.options import JobOptions
+from trainer.promotion import Decision, Fallback, Scores, Tolerances
+
+if TYPE_CHECKING:
+    from trainer.artifacts import ModelBundle, RunWriter
+    from trainer.config import ModelParams, TrainConfig
+    from trainer.explain import Explanation
+    from trainer.promotion import ChampionEvaluation
+    from trainer.report import ReportData
+    from trainer.stages import Challenger
+    from trainer.tuning import TuningResult
+    from trainer.types import Prepared
+
+log = get_logger(__name__)
+
+ARTIFACTS: tuple[str, ...] = (
+    "model/",
+    "params.json",
+    "metrics.json",
+    "per_product.csv",
+    "holdout.csv",
+    "quality.json",
+    "history.json",
+    "tuning/trials.csv",
+    "tuning/summary.json",
+    "shap/summary.csv",
+    "shap/per_product.csv",
+    "shap/values.npz",
+    "report.md",
+    "report.html",
+)
+
+
+def now() -> str:
+    """The current UTC time, ISO seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# 1. load + quality --------------------------------------------------------------------
+
+
+def load_and_prepare(engine: sa.Engine, cfg: TrainConfig) -> Prepared:
+    """Load every sale and prepare it (quality, augmentation, features, windows)."""
+    from trainer import pipeline as tp
+    from trainer.data import load_sales
+
+    with timed(log, "stage load", stage="load") as out:
+        sales = load_sales(engine)
+        out.update(rows=len(sales), products=int(sales["product_id"].nunique()))
+    return tp.prepare(sales, cfg)
+
+
+# 2. tune ------------------------------------------------------------------------------
+
+
+def tune_params(prepared: Prepared, opts: JobOptions) -> TuningResult:
+    """This task's share of the (possibly shared) Optuna study."""
+    from trainer.tuning import tune
+
+    return tune(
+        prepared,
+        opts.train_config,
+        n_trials=opts.trials,
+        timeout_s=opts.timeout_s,
+        study_name=f"forecastguard-{opts.study_id}",
+        storage=opts.optuna_storage,
+        task_index=opts.task_index,
+        task_count=opts.task_count,
+        disparity_weight=opts.disparity_weight,
+        units=opts.search_units,
+    )
+
+
+# 4. judge: champion, baseline, decision, who serves ------------------------------------
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The promotion decision and everything it was made from."""
+
+    champion: ChampionEvaluation
+    challenger: Scores
+    base_kind: str  # the best baseline's serving kind ("baseline:...")
+    base_scores: Scores
+    quality_failures: tuple[str, ...]  # failed data-quality checks: block the promotion
+    decision: Decision
+    fallback: Fallback | None  # the baseline registered as champion, if it is
+    serving: dict[str, Any]  # kind, model_version, description, reason
+
+
+def judge(
+    store: ArtifactStore,
+    prepared: Prepared,
+    ch: Challenger,
+    tolerances: Tolerances,
+    model_version: str,
+    workdir: Path,
+) -> Judgement:
+    """Score the champion and the best baseline on the challenger's test window; decide."""
+    from trainer.evaluate import baseline_evaluation, best_baseline
+    from trainer.forecast import baseline_kind, describe_kind
+    from trainer.promotion import decide, evaluate_champion
+
+    evaluation = ch.evaluation
+    with timed(log, "stage champion", stage="champion"):
+        champ = evaluate_champion(store, prepared, workdir / "champion", evaluation)
+    best = best_baseline(evaluation)
+    base_eval = baseline_evaluation(evaluation, best)
+    base_kind = baseline_kind(best)
+    challenger = Scores.from_metrics(evaluation.metrics)
+    base_scores = Scores.from_metrics(base_eval.metrics)
+    quality_failures: tuple[str, ...] = prepared.quality.failures
+    decision = decide(
+        challenger,
+        champ.scores,
+        base_scores,
+        tolerances,
+        champ.model_version,
+        baseline_kind=base_kind,
+        data_quality_failures=quality_failures,
+    )
+    log.info("promotion decision", extra=asdict(decision))
+    fallback = (
+        Fallback(base_kind, base_eval.metrics, base_eval.baseline_predictions)
+        if decision.fallback
+        else None
+    )
+    if decision.promote:
+        serving = {"kind": ch.kind, "model_version": model_version}
+    elif fallback is not None:
+        serving = {"kind": fallback.kind, "model_version": fallback.model_version}
+    else:
+        serving = {"kind": champ.kind, "model_version": champ.model_version}
+    serving |= {"description": describe_kind(serving["kind"]), "reason": decision.reason}
+    return Judgement(
+        champion=champ,
+        challenger=challenger,
+        base_kind=base_kind,
+        base_scores=base_scores,
+        quality_failures=quality_failures,
+        decision=decision,
+        fallback=fallback,
+        serving=serving,
+    )
+
+
+# 5. explain ---------------------------------------------------------------------------
+
+
+def explain_challenger(
+    ch: Challenger, prepared: Prepared, params: ModelParams, *, max_products: int, seed: int
+) -> Explanation:
+    """SHAP attributions of the challenger's forecasts (worst products first)."""
+    from trainer.explain import explain
+
+    per = ch.evaluation.per_product.set_index("product_id")
+    return explain(
+        ch.lstm.model,
+        prepared,
+        lookback=params.lookback,
+        per_product_error=per["rmsse"],
+        max_products=max_products,
+        seed=seed,
+    )
+
+
+# 6. report ----------------------------------------------------------------------------
+
+
+def _product_bias(frame: pd.DataFrame) -> pd.Series:
+    return (frame["actual"] - frame["predicted"]).groupby(frame["product_id"]).mean()
+
+
+def per_product_table(ch: Challenger, champ: ChampionEvaluation) -> pd.DataFrame:
+    """The served forecaster's per-product test figures, with the LSTM with and without
+    group DRO (both uncorrected: one difference) and the champion beside them."""
+    per_product = ch.evaluation.per_product.set_index("product_id").reset_index()
+    ev_fair, ev_unfair = ch.fairness_evaluations["with"], ch.fairness_evaluations["without"]
+    per_product["rmsse_lstm_plain"] = per_product["product_id"].map(
+        ev_unfair.per_product.set_index("product_id")["rmsse"]
+    )
+    per_product["rmsse_lstm_dro"] = per_product["product_id"].map(
+        ev_fair.per_product.set_index("product_id")["rmsse"]
+    )
+    if champ.evaluation is not None:
+        per_product["champion_rmsse"] = per_product["product_id"].map(
+            champ.evaluation.per_product.set_index("product_id")["rmsse"]
+        )
+    return per_product
+
+
+def bias_table(ch: Challenger) -> pd.DataFrame:
+    """The DRO LSTM's per-product test bias before and after its offsets (one difference)."""
+    lstm_test = ch.lstm_test_raw
+    return pd.DataFrame(
+        {
+            "bias_before": _product_bias(lstm_test),
+            "bias_after": _product_bias(ch.correction.apply(lstm_test)),
+        }
+    ).rename_axis("product_id")
+
+
+def metrics_document(
+    ch: Challenger, prepared: Prepared, tuning: TuningResult, j: Judgement, run_id: str
+) -> dict[str, Any]:
+    """`metrics.json`: the served forecaster's test metrics and how the run decided."""
+    from trainer.promotion import METRIC
+
+    champ = j.champion
+    return {
+        **ch.evaluation.metrics,
+        "run_id": run_id,
+        "model_version": run_id,
+        "split": prepared.split_dates(),
+        "validation": ch.validation | {"tuning_objective": tuning.best_value},
+        "candidates": ch.candidates,
+        "served_kind_chosen_on_validation": ch.kind,
+        "fairness_comparison": ch.fairness_compare,
+        "bias_correction": ch.bias_effect,
+        "champion": (
+            {"model_version": champ.model_version, **champ.evaluation.metrics}
+            if champ.evaluation is not None
+            else {"model_version": champ.model_version, "note": champ.note}
+        ),
+        "decision": asdict(j.decision),
+        "promotion_metric": METRIC,
+        "best_baseline": {"kind": j.base_kind, **j.base_scores.__dict__},
+        "data_quality_failures": list(j.quality_failures),
+        "data_quality": {
+            k: prepared.quality.to_dict()[k]
+            for k in ("frequency", "export_kind", "shares", "augmentation", "totals")
+        },
+        "serving": j.serving,
+    }
+
+
+@dataclass
+class RunReport:
+    """The run's report in every form it is written and sent in."""
+
+    metrics_doc: dict[str, Any]  # metrics.json
+    per_product: pd.DataFrame  # per_product.csv
+    data: ReportData
+    plots: dict[str, bytes]  # file name -> PNG
+    markdown: str
+    html: str
+
+
+def build_report(
+    ch: Challenger,
+    prepared: Prepared,
+    tuning: TuningResult,
+    j: Judgement,
+    explanation: Explanation,
+    opts: JobOptions,
+) -> RunReport:
+    """Tables, metrics.json and the rendered report (Markdown, HTML, plots)."""
+    from trainer.report import ReportData, make_plots, markdown_to_html, render_markdown
+
+    run_id = opts.run_id
+    champ = j.champion
+    per_product = per_product_table(ch, champ)
+    metrics_doc = metrics_document(ch, prepared, tuning, j, run_id)
+    data = ReportData(
+        run_id=run_id,
+        model_version=run_id,
+        created_at=now(),
+        request=asdict(opts.request),
+        split_dates=prepared.split_dates(),
+        quality=prepared.quality.to_dict(),
+        tuning=tuning.to_dict(),
+        trials=tuning.trials,
+        metrics=ch.evaluation.metrics,
+        champion=(
+            {"model_version": champ.model_version, "metrics": champ.evaluation.metrics}
+            if champ.evaluation is not None
+            else None
+        ),
+        champion_note=champ.note,
+        per_product=per_product[
+            [c for c in per_product.columns if c in ("product_id", "n", "rmse", "bias")]
+            + [c for c in per_product.columns if "rmsse" in c]
+        ],
+        fairness_compare=ch.fairness_compare,
+        bias=ch.bias_effect,
+        per_product_bias=bias_table(ch).reset_index(),
+        shap_summary=explanation.summary,
+        shap_per_product=explanation.per_product,
+        history=ch.lstm.history,
+        decision=asdict(j.decision),
+        serving=j.serving,
+        best_baseline=j.base_kind,
+        data_quality_failures=list(j.quality_failures),
+    )
+    with timed(log, "stage report", stage="report"):
+        plots = make_plots(data)
+        data.artifacts = sorted([*ARTIFACTS, *plots])
+        markdown = render_markdown(data)
+        html = markdown_to_html(markdown, f"forecastguard run {run_id}")
+    return RunReport(metrics_doc, per_product, data, plots, markdown, html)
+
+
+# 7. artifacts -------------------------------------------------------------------------
+
+
+def model_bundle(
+    ch: Challenger, prepared: Prepared, params: ModelParams, run_id: str
+) -> ModelBundle:
+    """The served LSTM's bundle (model, feature pipeline, config, params, offsets)."""
+    from trainer.artifacts import ModelBundle
+
+    return ModelBundle(
+        model=ch.lstm.model,
+        pipeline=prepared.pipeline,
+        cfg=prepared.cfg,
+        params=params,
+        correction=ch.correction,
+        model_version=run_id,
+        run_id=run_id,
+    )
+
+
+def write_artifacts(
+    writer: RunWriter,
+    bundle: ModelBundle,
+    ch: Challenger,
+    prepared: Prepared,
+    tuning: TuningResult,
+    explanation: Explanation,
+    report: RunReport,
+    j: Judgement,
+    *,
+    request_id: str | None,
+    workdir: Path,
+) -> None:
+    """Every file of the run, then the manifest that seals it."""
+    from trainer.artifacts import save_model_bundle
+    from trainer.stages import save_gbm
+
+    metrics = ch.evaluation.metrics
+    fair, unfair = ch.lstm, ch.plain
+    with timed(log, "stage artifacts", stage="artifacts", run_uri=writer.uri) as out:
+        save_model_bundle(writer, bundle, workdir / "bundle")
+        save_gbm(writer, ch.gbm, ch.blend_weight, workdir / "bundle")
+        writer.put_json("metrics.json", report.metrics_doc)
+        writer.put_text("per_product.csv", report.per_product.to_csv(index=False))
+        writer.put_text("holdout.csv", ch.test.to_csv(index=False))
+        writer.put_json("quality.json", prepared.quality.to_dict())
+        writer.put_json(
+            "history.json",
+            {
+                "final": ch.lstm.history,
+                "with_callback": {"keras": fair.history, "fairness": fair.fairness_history},
+                "without_callback": {"keras": unfair.history, "fairness": unfair.fairness_history},
+            },
+        )
+        writer.put_text("tuning/trials.csv", tuning.trials.to_csv(index=False))
+        writer.put_json("tuning/summary.json", tuning.to_dict())
+        writer.put_text("shap/summary.csv", explanation.summary.to_csv(index=False))
+        writer.put_text("shap/per_product.csv", explanation.per_product.to_csv(index=False))
+        npz = workdir / "shap_values.npz"
+        np.savez_compressed(npz, **explanation.npz_arrays())
+        writer.put_file("shap/values.npz", npz)
+        for name, png in report.plots.items():
+            writer.put_bytes(name, png)
+        writer.put_text("report.md", report.markdown)
+        writer.put_text("report.html", report.html)
+        writer.seal(
+            model_version=writer.run_id,
+            request_id=request_id,
+            decision=asdict(j.decision),
+            rmse=metrics["model"]["rmse"],
+            rmsse=metrics["model"]["rmsse"],
+            serving=j.serving,
+        )
+        out["files"] = len(writer.files) + 1
+
+
+# 8. record, publish, forecast ---------------------------------------------------------
+
+
+def record_and_serve(
+    engine: sa.Engine,
+    store: ArtifactStore,
+    *,
+    run_uri: str,
+    ch: Challenger,
+    bundle: ModelBundle,
+    j: Judgement,
+    metrics_doc: dict[str, Any],
+    request_id: str | None,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Record the run (one transaction), publish the new champion if it changed, and
+    forecast the next days with whoever serves now; returns the forecast summary."""
+    from trainer.forecast import BaselineForecaster, forecast_with
+    from trainer.promotion import publish, record
+    from trainer.stages import TrainedForecaster
+
+    run_id = model_version = bundle.run_id
+    record(
+        engine,
+        model_version=model_version,
+        run_id=run_id,
+        run_uri=run_uri,
+        metrics=metrics_doc,
+        decision=j.decision,
+        holdout=ch.test,
+        request_id=request_id,
+        kind=ch.kind,
+        fallback=j.fallback,
+    )
+    if j.decision.promote:
+        publish(
+            store,
+            model_version=model_version,
+            run_id=run_id,
+            run_uri=run_uri,
+            scores=j.challenger,
+            kind=ch.kind,
+        )
+        served = TrainedForecaster(ch.kind, bundle, ch.gbm, ch.blend_weight)
+        return forecast_with(engine, served).to_dict()
+    if j.fallback is not None:
+        publish(
+            store,
+            model_version=j.fallback.model_version,
+            run_id=run_id,
+            run_uri=run_uri,
+            scores=j.base_scores,
+            kind=j.fallback.kind,
+        )
+        forecaster = BaselineForecaster(j.fallback.kind, j.fallback.model_version, bundle.cfg)
+        return forecast_with(engine, forecaster).to_dict()
+    return forecast_with_champion(engine, store, workdir / "serving")
+
+
+def forecast_with_champion(
+    engine: sa.Engine, store: ArtifactStore, workdir: Path
+) -> dict[str, Any]:
+    """The kept champion's fresh forecasts; a failure is logged and returned, not raised
+    (the run's decision is already committed)."""
+    from trainer.artifacts import read_champion
+    from trainer.forecast import forecast_with, load_forecaster
+
+    pointer = read_champion(store)
+    if pointer is None:
+        log.error("no champion pointer after the decision: no forecasts")
+        return {"error": "no champion pointer"}
+    try:
+        return forecast_with(engine, load_forecaster(store, pointer, workdir)).to_dict()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "the champion's forecasts failed",
+            extra={"model_version": pointer.model_version, "error": error},
+        )
+        return {"model_version": pointer.model_version, "kind": pointer.kind, "error": error}
