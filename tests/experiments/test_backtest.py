@@ -382,3 +382,50 @@ def test_the_trainer_model_serves_its_choice_and_scores_every_candidate(tmp_path
         index=["date", "product_id"], columns="model", values="forecast"
     )
     np.testing.assert_allclose(fc["trainer"], fc[chosen[note["chosen"]]])
+
+
+def _pasta_csv(folder: Path, days: int = 120) -> Path:
+    """A small file in the pasta data's layout: three products with a weekly pattern."""
+    rng = np.random.default_rng(3)
+    dates = pd.date_range("2018-01-01", periods=days, freq="D")
+    frame = pd.DataFrame({"DATE": dates.strftime("%Y-%m-%d")})
+    for k, level in enumerate((3.0, 8.0, 20.0), start=1):
+        weekly = 1 + 0.4 * np.sin(2 * np.pi * np.arange(days) / 7)
+        frame[f"QTY_B1_{k}"] = rng.poisson(level * weekly)
+        frame[f"PROMO_B1_{k}"] = (rng.random(days) < 0.1).astype(int)
+    path = folder / "hierarchical_sales_data.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_runs_over_disjoint_cutoffs_merge_into_the_single_run(tmp_path: Path) -> None:
+    csv = _pasta_csv(tmp_path)
+    common = ["--data", str(csv), "--models", "seasonal_naive", "--horizon", "7"]
+    for name, dates in (
+        ("a", "2018-03-31"),
+        ("b", "2018-04-14"),
+        ("both", "2018-03-31,2018-04-14"),
+    ):
+        args = [*common, "--cutoff-dates", dates, "--out", str(tmp_path / name)]
+        assert main([*args, "--keep-forecasts"] if name != "both" else args) == 0
+    assert (tmp_path / "a" / "raw" / "forecasts.csv.gz").is_file()
+    assert not (tmp_path / "both" / "raw").exists()
+    assert (
+        main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+        == 0
+    )
+
+    single = json.loads((tmp_path / "both" / "summary.json").read_text())
+    merged = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert merged["cutoffs"] == single["cutoffs"] == ["2018-03-31", "2018-04-14"]
+    assert merged["per_cutoff"] == single["per_cutoff"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "m" / "per_product.csv"),
+        pd.read_csv(tmp_path / "both" / "per_product.csv"),
+    )
+    assert "in 2 processes (merged)" in (tmp_path / "m" / "results.md").read_text()
+
+    with pytest.raises(SystemExit, match="more than one run"):
+        main(["--merge", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no raw results"):
+        main(["--merge", str(tmp_path / "both"), "--out", str(tmp_path / "x")])
