@@ -91,8 +91,8 @@ def run_train(
     # forecaster chosen on validation; no refit (every validation figure out of sample).
     ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)
     j = rs.judge(store, prepared, ch, opts.tolerances, run_id, workdir)
-    explanation = rs.explain_challenger(
-        ch, prepared, params, max_products=opts.shap_products, seed=cfg.seed
+    explanation = rs.explain_served(
+        ch, prepared, params, j, run_id=run_id, max_products=opts.shap_products, seed=cfg.seed
     )
     report = rs.build_report(ch, prepared, tuning, j, explanation, opts)
     bundle = rs.model_bundle(ch, prepared, params, run_id)

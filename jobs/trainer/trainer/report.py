@@ -37,13 +37,14 @@ class ReportData:
     bias: dict[str, Any]  # correction_effect(): {"before": {...}, "after": {...}}
     per_product_bias: pd.DataFrame  # product_id, bias_before, bias_after
     shap_summary: pd.DataFrame  # feature, input, mean_abs_shap, ...
-    shap_per_product: pd.DataFrame  # product_id, feature, input, mean_abs_shap
+    shap_per_product: pd.DataFrame  # product_id, feature, input, model, mean_abs_shap
     history: dict[str, list[float]]  # Keras history of the final model
     decision: dict[str, Any]  # promote, reason, against, fallback
     artifacts: list[str] = field(default_factory=list)
     serving: dict[str, Any] | None = None  # kind, model_version, description, reason
     best_baseline: str | None = None  # kind of the best baseline on the test window
     data_quality_failures: list[str] = field(default_factory=list)
+    shap_settings: dict[str, Any] = field(default_factory=dict)  # Explanation.settings
 
 
 def _quality_lines(quality: dict[str, Any]) -> list[str]:
@@ -160,6 +161,48 @@ def _serving_lines(data: ReportData) -> list[str]:
         f"{data.metrics['horizon']} days are written after this report.",
         "",
     ]
+
+
+_SHAP_KINDS = {
+    "lstm": "the debiased LSTM (`shap.GradientExplainer` on a wrapper with the product "
+    "fixed, the level the pipeline adds computed inside it)",
+    "lightgbm": "LightGBM (`shap.TreeExplainer` on the booster over its feature rows, one "
+    "row per forecast step)",
+    "blend": "the blend, `w` × LSTM + (1 − `w`) × LightGBM: both explained on the same "
+    "windows and weighted by `w` and 1 − `w` (SHAP values are linear in the model)",
+}
+
+
+def _shap_lines(data: ReportData) -> list[str]:
+    """The SHAP section: what was explained and the tables, or why nothing was."""
+    s = data.shap_settings
+    out = ["## What drives the forecasts (SHAP)", ""]
+    if s and not s.get("explained", True):
+        return [*out, f"No SHAP values: {s.get('reason', 'nothing was explained')}.", ""]
+    kind = s.get("kind", "lstm")
+    what = _SHAP_KINDS.get(kind, kind)
+    weight = f" (`w` = {s['blend_weight']:g})" if "blend_weight" in s else ""
+    out += [
+        f"Explained: {what}{weight}. Mean |SHAP| of each feature on the H-day total of the "
+        "forecast in units, less the product's mean (the bias offsets are constant per "
+        "product: they move the expected value, not the attributions), over sampled test "
+        "windows; `history` features are read from the days before the forecast, "
+        "`future` ones are known in advance for the forecast days.",
+    ]
+    if s.get("note"):
+        out += ["", s["note"]]
+    out += ["", "![SHAP summary](shap_summary.png)", "", md_table(data.shap_summary.head(15)), ""]
+    if not data.shap_per_product.empty:
+        out += ["Top features of the worst products:", ""]
+        top = (
+            data.shap_per_product.sort_values(
+                ["product_id", "mean_abs_shap"], ascending=[True, False]
+            )
+            .groupby("product_id")
+            .head(5)
+        )
+        out += [md_table(top), ""]
+    return out
 
 
 def render_markdown(data: ReportData) -> str:
@@ -292,28 +335,8 @@ def render_markdown(data: ReportData) -> str:
         "",
         "![Per-product bias before and after correction](bias.png)",
         "",
-        "## What drives the forecasts (SHAP)",
-        "",
-        "Mean |SHAP| of each feature on the network's H-day total (the standardised "
-        "forecast's change from the recent level), "
-        "over sampled test windows; `history` features are the LSTM's input days, `future` "
-        "ones the known-in-advance features of the forecast days.",
-        "",
-        "![SHAP summary](shap_summary.png)",
-        "",
-        md_table(data.shap_summary.head(15)),
-        "",
+        *_shap_lines(data),
     ]
-    if not data.shap_per_product.empty:
-        out += ["Top features of the worst products:", ""]
-        top = (
-            data.shap_per_product.sort_values(
-                ["product_id", "mean_abs_shap"], ascending=[True, False]
-            )
-            .groupby("product_id")
-            .head(5)
-        )
-        out += [md_table(top), ""]
     out += ["## Training", "", "![Training history](training.png)", ""]
     if data.artifacts:
         out += ["## Artifacts", "", *[f"- `{a}`" for a in data.artifacts], ""]
@@ -385,10 +408,18 @@ def make_plots(data: ReportData) -> dict[str, bytes]:
 
     top = data.shap_summary.head(15).iloc[::-1]
     fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(top) + 1)))
-    labels = [f"{f} ({i})" for f, i in zip(top["feature"], top["input"], strict=True)]
-    ax.barh(labels, top["sum_abs_shap_over_steps"])
-    ax.set_xlabel("mean |SHAP| summed over time steps")
-    ax.set_title("Feature attributions (SHAP, test windows)")
+    if top.empty:  # a baseline serves: nothing to attribute
+        reason = data.shap_settings.get("reason", "nothing was explained")
+        ax.text(0.5, 0.5, f"No SHAP values:\n{reason}", ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+    else:
+        labels = [f"{f} ({i})" for f, i in zip(top["feature"], top["input"], strict=True)]
+        if "model" in top and top["model"].nunique() > 1:
+            labels = [f"{m}: {lab}" for m, lab in zip(top["model"], labels, strict=True)]
+        ax.barh(labels, top["sum_abs_shap_over_steps"])
+        ax.set_xlabel("mean |SHAP| summed over time steps")
+    kind = data.shap_settings.get("kind", "lstm")
+    ax.set_title(f"Feature attributions (SHAP of the {kind} forecast, test windows)")
     plots["shap_summary.png"] = _png(fig)
 
     fig, ax = plt.subplots(figsize=(7, 3.5))

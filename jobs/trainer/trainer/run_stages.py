@@ -9,7 +9,7 @@ made to the next, so a crash at any point before `record_and_serve` changes no c
    validation.
 4. `judge`: the champion and the best baseline on the challenger's test window ▸ the
    promotion decision ▸ who serves after the run.
-5. `explain_challenger`: SHAP attributions (`trainer.explain`).
+5. `explain_served`: SHAP attributions of the served kind (`trainer.explain`).
 6. `build_report`: per-product tables, `metrics.json`, the report (Markdown, HTML, plots).
 7. `write_artifacts`: the model bundle, LightGBM and every file of the run; the
    manifest last (a run without it is incomplete).
@@ -181,21 +181,55 @@ def judge(
 # 5. explain ---------------------------------------------------------------------------
 
 
-def explain_challenger(
-    ch: Challenger, prepared: Prepared, params: ModelParams, *, max_products: int, seed: int
+def explain_served(
+    ch: Challenger,
+    prepared: Prepared,
+    params: ModelParams,
+    j: Judgement,
+    *,
+    run_id: str,
+    max_products: int,
+    seed: int,
 ) -> Explanation:
-    """SHAP attributions of the challenger's forecasts (worst products first)."""
-    from trainer.explain import explain
+    """SHAP attributions of the served forecast (worst products first).
 
+    The challenger's served kind is explained (`trainer.explain.explain_forecaster`:
+    the debiased LSTM, LightGBM or their blend); when a baseline serves there is
+    nothing to attribute and the explanation says why. When the kept champion serves,
+    the challenger is explained and a note says so (the champion's own run explains it).
+    """
+    from dataclasses import replace
+
+    from trainer.explain import explain_forecaster, no_explanation
+    from trainer.forecast import describe_kind, is_baseline
+
+    kind = j.serving["kind"]
+    if is_baseline(kind):
+        return no_explanation(
+            kind,
+            f"{describe_kind(kind)} serves: a fixed rule of the last days' sales, with no "
+            "learned model whose features SHAP could attribute the forecast to",
+        )
     per = ch.evaluation.per_product.set_index("product_id")
-    return explain(
-        ch.lstm.model,
+    explanation = explain_forecaster(
+        ch.kind,
         prepared,
-        lookback=params.lookback,
         per_product_error=per["rmsse"],
+        model=ch.lstm.model,
+        lookback=params.lookback,
+        gbm=ch.gbm,
+        blend_weight=ch.blend_weight,
         max_products=max_products,
         seed=seed,
     )
+    if j.serving.get("model_version") != run_id:
+        note = (
+            f"The kept champion {j.serving.get('model_version')} ({describe_kind(kind)}) "
+            f"serves; its own run's report explains it. Explained here: this run's "
+            f"challenger, {describe_kind(ch.kind)}."
+        )
+        explanation = replace(explanation, settings=explanation.settings | {"note": note})
+    return explanation
 
 
 # 6. report ----------------------------------------------------------------------------
@@ -295,6 +329,11 @@ def build_report(
     champ = j.champion
     per_product = per_product_table(ch, champ)
     metrics_doc = metrics_document(ch, prepared, tuning, j, run_id)
+    metrics_doc["shap"] = {
+        k: v
+        for k, v in explanation.settings.items()
+        if k in ("kind", "explained", "explainer", "output", "reason", "note", "blend_weight")
+    }
     data = ReportData(
         run_id=run_id,
         model_version=run_id,
@@ -320,6 +359,7 @@ def build_report(
         per_product_bias=bias_table(ch).reset_index(),
         shap_summary=explanation.summary,
         shap_per_product=explanation.per_product,
+        shap_settings=explanation.settings,
         history=ch.lstm.history,
         decision=asdict(j.decision),
         serving=j.serving,

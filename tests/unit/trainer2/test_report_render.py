@@ -190,3 +190,25 @@ def test_plots_are_pngs():
     plots = make_plots(_data(champion=True))
     assert set(plots) == {"fairness.png", "bias.png", "shap_summary.png", "training.png"}
     assert all(png.startswith(b"\x89PNG\r\n") and len(png) > 1000 for png in plots.values())
+
+
+def test_report_says_which_kind_shap_explains_or_why_none():
+    data = _data(champion=True)
+    data.shap_settings = {"kind": "blend", "explained": True, "blend_weight": 0.5}
+    md = render_markdown(data)
+    assert "Explained: the blend" in md and "(`w` = 0.5)" in md
+    assert "SHAP values are linear in the model" in md
+    data.shap_settings = {"kind": "lightgbm", "explained": True}
+    assert "Explained: LightGBM (`shap.TreeExplainer`" in render_markdown(data)
+    data.shap_settings = {
+        "kind": "baseline:moving_average",
+        "explained": False,
+        "reason": "the moving average baseline serves: a fixed rule",
+    }
+    data.shap_summary = data.shap_summary.iloc[0:0]
+    data.shap_per_product = data.shap_per_product.iloc[0:0]
+    md = render_markdown(data)
+    assert "No SHAP values: the moving average baseline serves: a fixed rule." in md
+    assert "| lag_7 |" not in md
+    png = make_plots(data)["shap_summary.png"]
+    assert png.startswith(b"\x89PNG\r\n")
