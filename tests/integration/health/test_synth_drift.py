@@ -24,12 +24,13 @@ def store_sales():
 
 
 # A doubled level moves the errors of most products; the drift test of issue 13 keeps its
-# false alarms down under serial dependence, at a price: 13 of the 30 doubled products
-# are found here. A tripled spread of low-volume negative-binomial sales is skewed, and
+# false alarms down under serial dependence, at a price: 8 of the 30 doubled products
+# are found here (13 before the prewhitening margin of 2 standard errors, which the
+# null calibration at phi 0.7 needed; docs/health.md, power). A tripled spread of low-volume negative-binomial sales is skewed, and
 # the robust (Brown-Forsythe) scale test finds none of it in 30 days: no false alarms is
 # all this case can ask (docs/health.md, power).
 @pytest.mark.parametrize(
-    ("kind", "magnitude", "recall"), [("level_shift", 1.0, 0.35), ("variance_change", 3.0, 0.0)]
+    ("kind", "magnitude", "recall"), [("level_shift", 1.0, 0.2), ("variance_change", 3.0, 0.0)]
 )
 def test_injected_drift_is_found_in_the_drifted_products(
     engine: sa.Engine, store_sales, kind: str, magnitude: float, recall: float
