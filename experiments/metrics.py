@@ -271,4 +271,5 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("trainer", "lstm"),
     ("blend", "lightgbm"),
     ("trainer_lightgbm", "lightgbm"),
+    ("trainer_lightgbm", "trainer_lightgbm_heldout"),  # the refit on every day alone
 )

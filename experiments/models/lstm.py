@@ -7,7 +7,11 @@ data and split:
 - `lstm`: the plain LSTM (no group DRO, no bias correction);
 - `dro_lstm`: the same LSTM trained with online group DRO, uncorrected;
 - `debiased_lstm`: `dro_lstm` plus the per-product bias offsets;
-- `trainer_lightgbm`: the trainer's LightGBM on the same features;
+- `trainer_lightgbm`: the trainer's LightGBM on the same features, as served: refitted
+  on every day up to the cutoff with the boosting rounds validation chose
+  (`TrainConfig.gbm_refit`);
+- `trainer_lightgbm_heldout`: its held-out twin (training days only), the one
+  validation scored — the pair isolates what the refit buys;
 - `blend`: 50/50 `debiased_lstm` and `trainer_lightgbm`;
 - `trainer`: the one the trainer serves — the best of the three above on its validation
   windows (the promotion rule's baseline fallback is not part of the backtest).
@@ -31,7 +35,14 @@ import pandas as pd
 
 from experiments.models.base import Forecast, ForecastTask, seasonal_naive_values
 
-OUTPUTS = ("lstm", "dro_lstm", "debiased_lstm", "trainer_lightgbm", "blend")
+OUTPUTS = (
+    "lstm",
+    "dro_lstm",
+    "debiased_lstm",
+    "trainer_lightgbm",
+    "trainer_lightgbm_heldout",
+    "blend",
+)
 
 
 @dataclass
@@ -67,7 +78,7 @@ class TrainerForecaster:
         params = ModelParams()
         sales = task.history.to_long()
         prepared = tp.prepare(sales, cfg)
-        ch = train_challenger(prepared, params, cfg, gbm_threads=self.n_jobs)
+        ch = train_challenger(prepared, params, cfg, gbm_threads=self.n_jobs, always_refit=True)
         promos = pd.DataFrame(
             {
                 "product_id": np.tile(np.array(task.history.products, dtype=object), task.horizon),
@@ -123,4 +134,9 @@ class TrainerForecaster:
             f"trainer_lightgbm{self.suffix}": served[LIGHTGBM],
             f"blend{self.suffix}": served[BLEND],
         }
+        if ch.gbm_heldout is not None:  # the refit's held-out twin: what validation scored
+            held = forecast_served(
+                LIGHTGBM, model=ch.lstm.model, **(common | {"gbm": ch.gbm_heldout})
+            )
+            extra[f"trainer_lightgbm_heldout{self.suffix}"] = wide(held)
         return Forecast(values=served[ch.kind], notes=notes, extra=extra)

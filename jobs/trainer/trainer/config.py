@@ -64,6 +64,7 @@ class TrainConfig:
     val_origin_every: int = 7  # days between validation forecast origins (bias fit, measurement)
     moving_average_days: int = 28  # the moving-average baseline's window
     bias_shrinkage: float = 1.0  # k: multiplier of each product's noise in the offsets' shrinkage
+    gbm_refit: bool = True  # serve LightGBM refitted on every day with the validated rounds
 
     def __post_init__(self) -> None:
         positive = (

@@ -123,6 +123,24 @@ class GBMForecaster:
         return cls(booster=booster, names=list(meta["names"]), best_iteration=0)
 
 
+def _thin(w: Windows, horizon: int, max_rows: int) -> tuple[Windows, int]:
+    """Every `stride`-th origin (the latest always kept) so the rows stay within `max_rows`."""
+    origins = np.unique(w.origin)
+    stride = max(1, int(np.ceil(len(w) * horizon / max_rows)))
+    return w.subset(np.isin(w.origin, origins[::-1][::stride])), stride
+
+
+def _dataset(prepared: Prepared, w: Windows, names: list[str], **kw: Any) -> lgb.Dataset:
+    import lightgbm as lgb
+
+    from trainer.pipeline import _window_stats
+
+    mean, std = _window_stats(prepared, w)
+    return lgb.Dataset(
+        rows(w, mean, std), label=_targets(w), feature_name=names, free_raw_data=True, **kw
+    )
+
+
 def train_gbm(
     prepared: Prepared,
     *,
@@ -136,31 +154,18 @@ def train_gbm(
     """Train on the training windows (thinned to `max_rows` rows), stop on validation."""
     import lightgbm as lgb
 
-    from trainer.pipeline import _window_stats
-
-    train = prepared.train
     horizon = prepared.cfg.horizon
-    origins = np.unique(train.origin)
-    stride = max(1, int(np.ceil(len(train) * horizon / max_rows)))
-    keep = np.isin(train.origin, origins[::-1][::stride])  # the latest origin always kept
-    train = train.subset(keep)
+    train, stride = _thin(prepared.train, horizon, max_rows)
     names = row_names(prepared.feature_names, prepared.known_names)
     with timed(log, "stage lightgbm", stage="lightgbm") as out:
-        mean, std = _window_stats(prepared, train)
-        x = rows(train, mean, std)
-        weight = np.repeat(train.weight, horizon)
-        vmean, vstd = _window_stats(prepared, prepared.val)
-        dtrain = lgb.Dataset(
-            x,
-            label=_targets(train),
-            weight=weight,
-            feature_name=names,
+        dtrain = _dataset(
+            prepared,
+            train,
+            names,
+            weight=np.repeat(train.weight, horizon),
             categorical_feature=["product"],
-            free_raw_data=True,
         )
-        dval = lgb.Dataset(
-            rows(prepared.val, vmean, vstd), label=_targets(prepared.val), reference=dtrain
-        )
+        dval = _dataset(prepared, prepared.val, names, reference=dtrain)
         booster = lgb.train(
             {**PARAMS, "seed": seed, "num_threads": num_threads, **(params or {})},
             dtrain,
@@ -169,6 +174,40 @@ def train_gbm(
             callbacks=[lgb.early_stopping(early_stopping, verbose=False)],
         )
         out.update(
-            rows=int(x.shape[0]), origin_stride=stride, best_iteration=booster.best_iteration
+            rows=int(dtrain.num_data()), origin_stride=stride, best_iteration=booster.best_iteration
         )
     return GBMForecaster(booster=booster, names=names, best_iteration=int(booster.best_iteration))
+
+
+def refit_gbm(
+    prepared: Prepared,
+    heldout: GBMForecaster,
+    *,
+    seed: int = 0,
+    max_rows: int = 600_000,
+    num_threads: int = 2,
+    params: dict[str, Any] | None = None,
+) -> GBMForecaster:
+    """The same LightGBM refitted on windows over every day (train + validation + test),
+    with the boosting rounds validation chose for `heldout` (no early stopping: nothing
+    is held out). Its figures are `heldout`'s; it is what gets served, 84 days fresher."""
+    import lightgbm as lgb
+
+    horizon = prepared.cfg.horizon
+    windows, stride = _thin(prepared.refit_windows(through="test"), horizon, max_rows)
+    rounds = max(1, heldout.best_iteration or heldout.booster.current_iteration())
+    with timed(log, "stage lightgbm refit", stage="lightgbm_refit") as out:
+        dtrain = _dataset(
+            prepared,
+            windows,
+            heldout.names,
+            weight=np.repeat(windows.weight, horizon),
+            categorical_feature=["product"],
+        )
+        booster = lgb.train(
+            {**PARAMS, "seed": seed, "num_threads": num_threads, **(params or {})},
+            dtrain,
+            num_boost_round=rounds,
+        )
+        out.update(rows=int(dtrain.num_data()), origin_stride=stride, rounds=rounds)
+    return GBMForecaster(booster=booster, names=heldout.names, best_iteration=rounds)

@@ -163,6 +163,46 @@ def _serving_lines(data: ReportData) -> list[str]:
     ]
 
 
+def _candidate_lines(data: ReportData) -> list[str]:
+    """Which trained candidate is the challenger, and why (validation), with every score."""
+    cands = data.metrics.get("candidates")
+    chosen = data.metrics.get("served_kind_chosen_on_validation")
+    if not cands or not chosen:
+        return []
+    frame = pd.DataFrame(
+        [
+            {
+                "candidate": kind + (" (chosen)" if kind == chosen else ""),
+                "validation mean RMSSE": c.get("val_rmsse"),
+                "validation worst decile": c.get("val_worst_decile_rmsse"),
+                "test mean RMSSE": c.get("test_rmsse"),
+                "test worst decile": c.get("test_worst_decile_rmsse"),
+            }
+            for kind, c in cands.items()
+        ]
+    )
+    out = [
+        "## The challenger's candidates",
+        "",
+        f"Trained side by side: the debiased LSTM, LightGBM on the same features and their "
+        f"50/50 blend. The challenger is the one with the lowest validation mean RMSSE: "
+        f"**{chosen}**. The test window chose nothing; its figures are the ones judged above.",
+        "",
+        md_table(frame),
+        "",
+    ]
+    refit = data.metrics.get("lightgbm_refit")
+    if refit:
+        out += [
+            f"LightGBM is served refitted on every day through {refit['through']} with the "
+            f"{refit['rounds']} boosting rounds validation chose. "
+            "Every figure here is its held-out twin's, trained on the training days only: "
+            "the refit has no day left to be scored on.",
+            "",
+        ]
+    return out
+
+
 _SHAP_KINDS = {
     "lstm": "the debiased LSTM (`shap.GradientExplainer` on a wrapper with the product "
     "fixed, the level the pipeline adds computed inside it)",
@@ -261,6 +301,7 @@ def render_markdown(data: ReportData) -> str:
             "",
         ]
     out += _serving_lines(data)
+    out += _candidate_lines(data)
     if data.champion_note:
         out += [f"Note: {data.champion_note}", ""]
     out += [

@@ -283,6 +283,16 @@ def metrics_document(
         "validation": ch.validation | {"tuning_objective": tuning.best_value},
         "candidates": ch.candidates,
         "served_kind_chosen_on_validation": ch.kind,
+        **(
+            {
+                "lightgbm_refit": {
+                    "through": prepared.split_dates()["test_end"],
+                    "rounds": ch.gbm.best_iteration,
+                }
+            }
+            if ch.gbm_heldout is not None
+            else {}
+        ),
         "fairness_comparison": ch.fairness_compare,
         "bias_correction": ch.bias_effect,
         "champion": (

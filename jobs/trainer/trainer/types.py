@@ -62,10 +62,14 @@ class Prepared:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return getattr(self, split)
 
-    def refit_windows(self) -> Windows:
-        """Training windows over train + validation days (for the final refit)."""
+    def refit_windows(self, through: str = "val") -> Windows:
+        """Training windows over the days up to the end of split `through` ("val": train +
+        validation; "test": every day), for a final refit."""
+        stops = {"val": self.val_end, "test": len(self.panel.calendar)}
+        if through not in stops:
+            raise ValueError(f"through must be one of {tuple(stops)}, got {through!r}")
         origins = origins_every(
-            self.cfg.lookback, self.val_end, self.cfg.train_stride, self.cfg.horizon
+            self.cfg.lookback, stops[through], self.cfg.train_stride, self.cfg.horizon
         )
         return make_windows(
             self.arrays,
