@@ -121,7 +121,9 @@ def load_sales_command(
     --negative. Sales that are not daily (weekly or monthly totals) load with a warning
     naming the detected frequency: the trainer refuses them.
     """
-    from forecastguard.db.engine import DatabaseUnavailable, check_connection
+    import sqlalchemy as sa
+
+    from forecastguard.db.engine import DatabaseUnavailable, check_connection, database_error
     from forecastguard.sales_io import SalesFileError, load_sales, read_sales_csv
 
     engine = engine_from(settings_from(database_url=database_url))
@@ -139,8 +141,13 @@ def load_sales_command(
         check_connection(engine)
         with timed(log, "sales loaded", rows=len(frame.sales)):
             result = load_sales(engine, frame)
-    except DatabaseUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
+    except (DatabaseUnavailable, sa.exc.SQLAlchemyError) as exc:
+        # A missing schema or a failing database is a clear error (nothing was written:
+        # one transaction); any other database error is a bug and keeps its traceback.
+        known = database_error(exc)
+        if known is None:
+            raise
+        click.echo(f"error: {known}", err=True)
         sys.exit(2)
     click.echo(
         f"loaded {result.rows} rows for {result.products} products "

@@ -136,6 +136,17 @@ def test_database_down_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and "unreachable" in result.output
 
 
+def test_database_without_schema_is_a_clear_error(tmp_path):
+    """A database nobody upgraded: the error names the missing table and the fix."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = CliRunner().invoke(
+        main, ["load-sales", "--database-url", url, "--csv", str(write(tmp_path, LONG))]
+    )
+    assert result.exit_code == 2, result.output
+    assert "no such table: sales" in result.output
+    assert "forecastguard db upgrade" in result.output
+
+
 @pytest.mark.realdata
 @pytest.mark.skipif(not PASTA.is_dir(), reason=f"real pasta data set absent at {PASTA}")
 def test_real_pasta_data_reads_in_wide_format():
