@@ -216,7 +216,8 @@ DRIFT_WEIGHTS = (0.5, 0.3, 0.2)  # weighted Bonferroni: a bias matters most
 MAX_PHI = 0.95  # the AR(1) coefficient is clipped to [0, MAX_PHI]
 PHI_MARGIN = 1.0  # standard errors added to the bias-corrected AR(1) coefficient
 LEVEL_MARGIN = 2.0  # the level test's (its far tail is the most sensitive to phi)
-WHITEN_MARGIN = 2.0  # for prewhitening before the scale and shape tests (1.0: KS tail 5x at phi 0.7)
+# For prewhitening before the scale and shape tests (1.0 left the KS tail 5x at phi 0.7).
+WHITEN_MARGIN = 2.0
 DEV_MARGIN = 2.0  # for the absolute deviations of the scale test (spread clusters)
 MIN_WEEKDAY_ADJUST = 28  # errors (both periods) needed to remove weekday means
 
