@@ -25,6 +25,11 @@ from forecastguard.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
 
+# Optuna's time budget: with it a training run on the pasta data (118 products x 5 years)
+# stays within 10 minutes on 2 cores (docs/benchmarks.md, Trainer); 20 trials alone take
+# about 17 minutes there. More trials: raise it, or run Cloud Run tasks in parallel.
+DEFAULT_TUNING_TIMEOUT_S = 240.0
+
 
 def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = (environ.get(name) or "").strip()
@@ -137,7 +142,7 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
             params.get("train_config"), params.get("epochs"), settings.holiday_country
         ),
         trials=params["trials"],
-        timeout_s=params.get("timeout"),
+        timeout_s=params.get("timeout") or None,
         optuna_storage=storage,
         task_index=task_index,
         task_count=task_count,
@@ -183,8 +188,10 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
 @click.option(
     "--timeout",
     envvar="TUNING_TIMEOUT_S",
-    type=click.FloatRange(min=1),
-    help="Stop starting new trials after this many seconds.",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TUNING_TIMEOUT_S,
+    show_default=True,
+    help="Stop starting new trials after this many seconds (0: no limit, --trials only).",
 )
 @click.option(
     "--optuna-storage",
