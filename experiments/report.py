@@ -86,12 +86,16 @@ def plot(
     ax = axes[2]
     last = result.cutoffs[-1]
     fc = result.forecasts[result.forecasts["cutoff"] == last]
-    actual = fc[fc["model"] == order[0]].groupby("date")["actual"].sum(min_count=1)
+    # Seeded runs are named `model#s<seed>`: their forecasts are averaged, as in the tables.
+    fc = fc.assign(model=fc["model"].str.replace(r"#s\d+$", "", regex=True))
+    one = fc.drop_duplicates(["product_id", "date"])  # the actual sales, once per cell
+    actual = one.groupby("date")["actual"].sum(min_count=1)  # closed days: no point
     ax.plot(
         actual.index, actual.to_numpy(), color="black", lw=2.2, label="actual", marker="o", ms=3
     )
     for m in order:
-        total = fc[fc["model"] == m].groupby("date")["forecast"].sum()
+        mine = fc[fc["model"] == m]
+        total = mine.groupby(["date", "product_id"])["forecast"].mean().groupby("date").sum()
         ax.plot(total.index, total.to_numpy(), lw=1.2, label=m)
     ax.set_title(f"All products' units, horizon after the last cutoff ({last.date()})")
     ax.set_ylabel("units (sum over products)")
