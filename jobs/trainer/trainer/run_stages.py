@@ -353,7 +353,12 @@ def build_report(
         quality=prepared.quality.to_dict(),
         tuning=tuning.to_dict(),
         trials=tuning.trials,
-        metrics=ch.evaluation.metrics,
+        metrics=ch.evaluation.metrics
+        | {  # which candidate is the challenger, and why: the report's candidates section
+            k: metrics_doc[k]
+            for k in ("candidates", "served_kind_chosen_on_validation", "lightgbm_refit")
+            if k in metrics_doc
+        },
         champion=(
             {"model_version": champ.model_version, "metrics": champ.evaluation.metrics}
             if champ.evaluation is not None

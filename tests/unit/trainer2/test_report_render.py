@@ -212,3 +212,42 @@ def test_report_says_which_kind_shap_explains_or_why_none():
     assert "| lag_7 |" not in md
     png = make_plots(data)["shap_summary.png"]
     assert png.startswith(b"\x89PNG\r\n")
+
+
+def test_report_names_the_chosen_candidate_and_the_lightgbm_refit():
+    data = _data(champion=True)
+    scores = {
+        "lstm": (0.70, 1.30, 0.71, 1.32),
+        "lightgbm": (0.69, 1.27, 0.69, 1.33),
+        "blend": (0.68, 1.27, 0.69, 1.31),
+    }
+    data.metrics = data.metrics | {
+        "candidates": {
+            kind: dict(
+                zip(
+                    (
+                        "val_rmsse",
+                        "val_worst_decile_rmsse",
+                        "test_rmsse",
+                        "test_worst_decile_rmsse",
+                    ),
+                    values,
+                    strict=True,
+                )
+            )
+            for kind, values in scores.items()
+        },
+        "served_kind_chosen_on_validation": "blend",
+        "lightgbm_refit": {"through": "2018-12-31", "rounds": 40},
+    }
+    md = render_markdown(data)
+    section = md.split("## The challenger's candidates", 1)[1].split("\n## ", 1)[0]
+    assert "lowest validation mean RMSSE: **blend**" in section
+    assert "blend (chosen)" in section and "lightgbm |" in section and "lstm |" in section
+    assert "refitted on every day through 2018-12-31 with the 40 boosting rounds" in section
+    # Without the refit (an LSTM challenger), no refit sentence.
+    del data.metrics["lightgbm_refit"]
+    assert "refitted on every day" not in render_markdown(data)
+    # A run without candidates (older metrics) renders without the section.
+    data.metrics = _metrics(2.0)
+    assert "## The challenger's candidates" not in render_markdown(data)
