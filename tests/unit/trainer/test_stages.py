@@ -171,8 +171,52 @@ def test_a_sealed_runs_lightgbm_and_blend_load_and_score_as_trained(challenger, 
             np.testing.assert_allclose(
                 got["predicted"], lstm_want["predicted"], rtol=1e-4, atol=1e-4
             )
-    # the served test frame of the chosen kind is what a reloaded run scores
+    # A reloaded run scores what the served forecaster forecasts (with the LightGBM refit,
+    # when there is one); the reported test figures are the held-out twin's.
+    from trainer.stages import blend, gbm_frame
+
+    def frame_of(gbm):
+        if ch.kind == LSTM:
+            return lstm_want
+        g = gbm_frame(gbm, prepared, "test").sort_values(["product_id", "target_date"])
+        return g if ch.kind == LIGHTGBM else blend(lstm_want, g, ch.blend_weight)
+
     chosen = load_trained(store, "run-1", ch.kind, tmp_path / "chosen")
     again = score_trained(chosen, prepared).sort_values(["product_id", "target_date"])
+    np.testing.assert_allclose(
+        again["predicted"], frame_of(ch.gbm)["predicted"], rtol=1e-4, atol=1e-4
+    )
     served = ch.test.sort_values(["product_id", "target_date"])
-    np.testing.assert_allclose(again["predicted"], served["predicted"], rtol=1e-4, atol=1e-4)
+    twin = ch.gbm_heldout or ch.gbm
+    np.testing.assert_allclose(
+        served["predicted"], frame_of(twin)["predicted"], rtol=1e-4, atol=1e-4
+    )
+    if ch.kind != LSTM:  # the refit is served instead of the twin, and is another model
+        assert ch.gbm_heldout is not None and ch.gbm is not ch.gbm_heldout
+
+
+@pytest.mark.slow
+def test_lightgbm_refit_learns_from_every_day_with_the_validated_rounds(challenger) -> None:
+    from trainer.gbm import refit_gbm, train_gbm
+
+    _, prepared, _, _ = challenger
+    held = train_gbm(prepared, seed=1, num_threads=1)
+    refit = refit_gbm(prepared, held, seed=1, num_threads=1)
+    assert refit.best_iteration == held.best_iteration >= 1
+    assert refit.booster.current_iteration() == held.best_iteration  # no early stopping
+    # its windows run through the last day (test days included); the twin's stop earlier
+    every = prepared.refit_windows(through="test")
+    n_days = len(prepared.panel.calendar)
+    assert every.origin.max() + CFG.horizon == n_days
+    assert prepared.train.origin.max() + CFG.horizon <= prepared.train_end
+    assert prepared.refit_windows().origin.max() + CFG.horizon <= prepared.val_end
+    with pytest.raises(ValueError, match="through"):
+        prepared.refit_windows(through="train")
+    # another model: it has seen the test days
+    w = prepared.test
+    assert not np.allclose(
+        refit.predict_units(
+            w, prepared.pipeline, [prepared.panel.product_ids[s] for s in w.series]
+        ),
+        held.predict_units(w, prepared.pipeline, [prepared.panel.product_ids[s] for s in w.series]),
+    )
