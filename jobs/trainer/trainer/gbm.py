@@ -196,7 +196,7 @@ def refit_gbm(
 ) -> GBMForecaster:
     """The same LightGBM refitted on windows over every day (train + validation + test),
     with the boosting rounds validation chose for `heldout` (no early stopping: nothing
-    is held out). Its figures are `heldout`'s; it is what gets served, 84 days fresher."""
+    is held out). Its figures are `heldout`'s; it is what gets served, val_days + test_days fresher."""
     import lightgbm as lgb
 
     horizon = prepared.cfg.horizon

@@ -22,8 +22,9 @@ sample or named otherwise.
 5. **LightGBM refit** (`cfg.gbm_refit`, on by default) when the chosen forecaster uses
    LightGBM: the same booster settings refitted on windows over every day, test days
    included, with the boosting rounds validation chose (`trainer.gbm.refit_gbm`). It is
-   what gets served (and saved, and explained): 84 days fresher than its held-out twin,
-   which it otherwise equals. Every validation and test figure is the held-out twin's
+   what gets served (and saved, and explained): `val_days + test_days` (112 by default)
+   days fresher than its held-out twin, which it otherwise equals. Every validation and
+   test figure is the held-out twin's
    (the refit has none of its own: nothing is left to score it on), and the report says
    so. Measured in the six-cutoff backtest (`docs/experiments.md`).
 6. **Figures**: the test evaluation of the chosen forecaster, every candidate's
