@@ -6,7 +6,10 @@ RMSSEs, so the fairness term cannot dominate the accuracy term by its scale, and
 product getting worse never lowers it (a ratio such as p90 / median improves when the
 median product gets worse). It is reported after every epoch (from the fairness
 callback's `val_rmsse`/`val_worst_decile`) so the `MedianPruner` can stop a poor trial
-early. Every lookback in the search space can be chosen: the space holds the lookbacks
+early. With a time budget (`timeout_s`; the job's default 240 s) no trial starts after it
+and a running one stops at its next epoch end once the study has a completed trial, so
+the budget holds even when one trial trains a large model. Every lookback in the search
+space can be chosen: the space holds the lookbacks
 up to the prepared windows' length (`TrainConfig.lookback`), and that length itself.
 
 The study lives in memory, or in an RDB (`OPTUNA_STORAGE`: a database of its own, e.g. on
@@ -82,7 +85,7 @@ class _PruningCallbackFactory:
     Built lazily so importing this module does not load Keras.
     """
 
-    def __new__(cls, trial: optuna.Trial, weight: float) -> Any:
+    def __new__(cls, trial: optuna.Trial, weight: float, deadline: float | None = None) -> Any:
         import keras
 
         class OptunaPruning(keras.callbacks.Callback):
@@ -100,13 +103,32 @@ class _PruningCallbackFactory:
                         extra={"trial": trial.number, "epoch": epoch + 1, "objective": value},
                     )
                     raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}: {value:.4f}")
+                if deadline is not None and time.monotonic() > deadline and _has_complete(trial):
+                    # Optuna's own timeout only stops *starting* trials; one long trial would
+                    # overrun the budget by minutes. Stopped here once a trial has completed.
+                    log.info(
+                        "trial stopped: tuning budget spent",
+                        extra={"trial": trial.number, "epoch": epoch + 1, "objective": value},
+                    )
+                    raise optuna.TrialPruned(f"tuning budget spent at epoch {epoch + 1}")
 
         return OptunaPruning()
 
 
-def pruning_callback(trial: optuna.Trial, disparity_weight: float) -> Any:
-    """The Keras callback reporting `objective_value` per epoch to `trial` (may prune)."""
-    return _PruningCallbackFactory(trial, disparity_weight)
+def _has_complete(trial: optuna.Trial) -> bool:
+    study = trial.study
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def pruning_callback(
+    trial: optuna.Trial, disparity_weight: float, deadline: float | None = None
+) -> Any:
+    """The Keras callback reporting `objective_value` per epoch to `trial` (may prune).
+
+    After `deadline` (`time.monotonic()`), it also stops the trial at its next epoch end,
+    provided the study already has a completed trial (so tuning always yields one).
+    """
+    return _PruningCallbackFactory(trial, disparity_weight, deadline)
 
 
 TrainFn = Callable[..., "Trained"]
@@ -119,6 +141,7 @@ def make_objective(
     disparity_weight: float = 0.5,
     units: tuple[int, ...] = UNITS,
     train_fn: TrainFn | None = None,
+    deadline: float | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective closure: train with the trial's parameters, return the penalised error."""
     if train_fn is None:
@@ -131,7 +154,7 @@ def make_objective(
             params,
             cfg,
             fairness=True,
-            callbacks=(pruning_callback(trial, disparity_weight),),
+            callbacks=(pruning_callback(trial, disparity_weight, deadline),),
             verbose=False,
         )
         vm = trained.val_metrics
@@ -349,7 +372,12 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(study_name, storage=storage, seed=cfg.seed, task_index=task_index)
     objective = make_objective(
-        prepared, cfg, disparity_weight=disparity_weight, units=units, train_fn=train_fn
+        prepared,
+        cfg,
+        disparity_weight=disparity_weight,
+        units=units,
+        train_fn=train_fn,
+        deadline=start + timeout_s if timeout_s else None,
     )
     already = len(study.get_trials(deepcopy=False, states=FINISHED))
     log.info(

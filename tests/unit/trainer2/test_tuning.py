@@ -81,6 +81,24 @@ def test_pruning_callback_prunes_a_trial_worse_than_the_median():
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1: 3.0, 2: 5.0}
 
 
+def test_the_tuning_budget_stops_a_running_trial_once_one_has_completed():
+    import time
+
+    past = time.monotonic() - 1.0
+    study = open_study("budget", storage=None, seed=0)
+    first = study.ask()  # nothing completed yet: the only trial runs on past the budget
+    cb = pruning_callback(first, 0.5, deadline=past)
+    for epoch in range(3):
+        cb.on_epoch_end(epoch, {"val_rmsse": 1.0, "val_disparity": 1.0})
+    study.tell(first, 1.0)
+    late = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="budget spent at epoch 1"):
+        pruning_callback(late, 0.5, deadline=past).on_epoch_end(0, {"val_rmsse": 0.5})
+    in_time = study.ask()  # a deadline still ahead stops nothing
+    ahead = time.monotonic() + 3600.0
+    pruning_callback(in_time, 0.5, deadline=ahead).on_epoch_end(0, {"val_rmsse": 0.5})
+
+
 @pytest.fixture(scope="module")
 def prepared():
     from trainer import pipeline as tp
