@@ -28,7 +28,7 @@ log = get_logger(__name__)
 # Optuna's time budget: with it a training run on the pasta data (118 products x 5 years)
 # stays within 10 minutes on 2 cores (docs/benchmarks.md, Trainer); 20 trials alone take
 # about 17 minutes there. More trials: raise it, or run Cloud Run tasks in parallel.
-DEFAULT_TUNING_TIMEOUT_S = 240.0
+DEFAULT_TUNING_TIMEOUT_S = 150.0
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -6,7 +6,7 @@ RMSSEs, so the fairness term cannot dominate the accuracy term by its scale, and
 product getting worse never lowers it (a ratio such as p90 / median improves when the
 median product gets worse). It is reported after every epoch (from the fairness
 callback's `val_rmsse`/`val_worst_decile`) so the `MedianPruner` can stop a poor trial
-early. With a time budget (`timeout_s`; the job's default 240 s) no trial starts after it
+early. With a time budget (`timeout_s`; the job's default 150 s) no trial starts after it
 and a running one stops at its next epoch end once the study has a completed trial, so
 the budget holds even when one trial trains a large model. Every lookback in the search
 space can be chosen: the space holds the lookbacks
