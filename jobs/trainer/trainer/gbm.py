@@ -144,6 +144,16 @@ def _dataset(prepared: Prepared, w: Windows, names: list[str], **kw: Any) -> lgb
     )
 
 
+def _training_set(prepared: Prepared, w: Windows, names: list[str]) -> lgb.Dataset:
+    """Training rows of windows `w`: each window's weight on its steps, the product a category."""
+    weight = np.repeat(w.weight, prepared.cfg.horizon)
+    return _dataset(prepared, w, names, weight=weight, categorical_feature=["product"])
+
+
+def _booster_params(seed: int, num_threads: int, params: dict[str, Any] | None) -> dict[str, Any]:
+    return {**PARAMS, "seed": seed, "num_threads": num_threads, **(params or {})}
+
+
 def train_gbm(
     prepared: Prepared,
     *,
@@ -159,21 +169,14 @@ def train_gbm(
 
     from trainer.fairness import validation_windows
 
-    horizon = prepared.cfg.horizon
-    train, stride = _thin(prepared.train, horizon, max_rows)
+    train, stride = _thin(prepared.train, prepared.cfg.horizon, max_rows)
     names = row_names(prepared.feature_names, prepared.known_names)
     with timed(log, "stage lightgbm", stage="lightgbm") as out:
-        dtrain = _dataset(
-            prepared,
-            train,
-            names,
-            weight=np.repeat(train.weight, horizon),
-            categorical_feature=["product"],
-        )
+        dtrain = _training_set(prepared, train, names)
         val = validation_windows(prepared, prepared.cfg.val_origin_every)
         dval = _dataset(prepared, val, names, reference=dtrain)
         booster = lgb.train(
-            {**PARAMS, "seed": seed, "num_threads": num_threads, **(params or {})},
+            _booster_params(seed, num_threads, params),
             dtrain,
             num_boost_round=rounds,
             valid_sets=[dval],
@@ -196,24 +199,17 @@ def refit_gbm(
 ) -> GBMForecaster:
     """The same LightGBM refitted on windows over every day (train + validation + test),
     with the boosting rounds validation chose for `heldout` (no early stopping: nothing
-    is held out). Its figures are `heldout`'s; it is what gets served, val_days + test_days fresher."""
+    is held out). Its figures are `heldout`'s; it is what gets served, `val_days +
+    test_days` days fresher."""
     import lightgbm as lgb
 
-    horizon = prepared.cfg.horizon
-    windows, stride = _thin(prepared.refit_windows(through="test"), horizon, max_rows)
+    every_day = prepared.refit_windows(through="test")
+    windows, stride = _thin(every_day, prepared.cfg.horizon, max_rows)
     rounds = max(1, heldout.best_iteration or heldout.booster.current_iteration())
     with timed(log, "stage lightgbm refit", stage="lightgbm_refit") as out:
-        dtrain = _dataset(
-            prepared,
-            windows,
-            heldout.names,
-            weight=np.repeat(windows.weight, horizon),
-            categorical_feature=["product"],
-        )
+        dtrain = _training_set(prepared, windows, heldout.names)
         booster = lgb.train(
-            {**PARAMS, "seed": seed, "num_threads": num_threads, **(params or {})},
-            dtrain,
-            num_boost_round=rounds,
+            _booster_params(seed, num_threads, params), dtrain, num_boost_round=rounds
         )
         out.update(rows=int(dtrain.num_data()), origin_stride=stride, rounds=rounds)
     return GBMForecaster(booster=booster, names=heldout.names, best_iteration=rounds)

@@ -24,9 +24,9 @@ sample or named otherwise.
    included, with the boosting rounds validation chose (`trainer.gbm.refit_gbm`). It is
    what gets served (and saved, and explained): `val_days + test_days` (112 by default)
    days fresher than its held-out twin, which it otherwise equals. Every validation and
-   test figure is the held-out twin's
-   (the refit has none of its own: nothing is left to score it on), and the report says
-   so. Measured in the six-cutoff backtest (`docs/experiments.md`).
+   test figure is the held-out twin's (the refit has none of its own: nothing is left
+   to score it on), and the report says so. Measured in the six-cutoff backtest
+   (`docs/experiments.md`).
 6. **Figures**: the test evaluation of the chosen forecaster, every candidate's
    validation and test scores, the fairness comparison (DRO vs plain LSTM, both
    uncorrected: one difference) and the bias effect (the DRO LSTM before and after its

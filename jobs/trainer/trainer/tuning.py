@@ -9,8 +9,8 @@ callback's `val_rmsse`/`val_worst_decile`) so the `MedianPruner` can stop a poor
 early. With a time budget (`timeout_s`; the job's default 150 s) no trial starts after it
 and a running one stops at its next epoch end once the study has a completed trial, so
 the budget holds even when one trial trains a large model. Every lookback in the search
-space can be chosen: the space holds the lookbacks
-up to the prepared windows' length (`TrainConfig.lookback`), and that length itself.
+space can be chosen: the space holds the lookbacks up to the prepared windows' length
+(`TrainConfig.lookback`), and that length itself.
 
 The study lives in memory, or in an RDB (`OPTUNA_STORAGE`: a database of its own, e.g. on
 the same Cloud SQL instance; not forecastguard's database, whose Alembic version table

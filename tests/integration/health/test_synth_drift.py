@@ -26,9 +26,9 @@ def store_sales():
 # A doubled level moves the errors of most products; the drift test of issue 13 keeps its
 # false alarms down under serial dependence, at a price: 8 of the 30 doubled products
 # are found here (13 before the prewhitening margin of 2 standard errors, which the
-# null calibration at phi 0.7 needed; docs/health.md, power). A tripled spread of low-volume negative-binomial sales is skewed, and
-# the robust (Brown-Forsythe) scale test finds none of it in 30 days: no false alarms is
-# all this case can ask (docs/health.md, power).
+# null calibration at phi 0.7 needed). A tripled spread of low-volume negative-binomial
+# sales is skewed, and the robust (Brown-Forsythe) scale test finds none of it in 30
+# days: no false alarms is all this case can ask (docs/health.md, power).
 @pytest.mark.parametrize(
     ("kind", "magnitude", "recall"), [("level_shift", 1.0, 0.2), ("variance_change", 3.0, 0.0)]
 )
