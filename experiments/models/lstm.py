@@ -7,12 +7,14 @@ data and split:
 - `lstm`: the plain LSTM (no group DRO, no bias correction);
 - `dro_lstm`: the same LSTM trained with online group DRO, uncorrected;
 - `debiased_lstm`: `dro_lstm` plus the per-product bias offsets;
-- `trainer_lightgbm`: the trainer's LightGBM on the same features, as served: refitted
+- `trainer_lightgbm`: the trainer's LightGBM ensemble (one booster per training-history
+  length) on the same features, as served: refitted
   on every day up to the cutoff with the boosting rounds validation chose
   (`TrainConfig.gbm_refit`);
 - `trainer_lightgbm_heldout`: its held-out twin (training days only), the one
   validation scored — the pair isolates what the refit buys;
-- `blend`: 50/50 `debiased_lstm` and `trainer_lightgbm`;
+- `blend`: `debiased_lstm` and `trainer_lightgbm`, the LSTM's share (¼ or ½) chosen on
+  validation;
 - `trainer`: the one the trainer serves — the best of the three above on its validation
   windows (the promotion rule's baseline fallback is not part of the backtest).
 

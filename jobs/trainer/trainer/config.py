@@ -65,6 +65,8 @@ class TrainConfig:
     moving_average_days: int = 28  # the moving-average baseline's window
     bias_shrinkage: float = 1.0  # k: multiplier of each product's noise in the offsets' shrinkage
     gbm_refit: bool = True  # serve LightGBM refitted on every day with the validated rounds
+    # LightGBM ensemble: one member per training-history length in days (0: all history)
+    gbm_history_days: tuple[int, ...] = (364, 546, 728, 1092)
 
     def __post_init__(self) -> None:
         positive = (
@@ -98,6 +100,11 @@ class TrainConfig:
         if self.augment_noise < 0 or self.fairness_eta < 0 or self.bias_shrinkage < 0:
             raise ConfigError(
                 "TrainConfig.augment_noise, fairness_eta and bias_shrinkage must be >= 0"
+            )
+        if not self.gbm_history_days or any(d < 0 for d in self.gbm_history_days):
+            raise ConfigError(
+                "TrainConfig.gbm_history_days must be one or more day counts >= 0 (0: all "
+                f"history), got {self.gbm_history_days}"
             )
         if not 0 <= self.max_synthetic_share < 1:
             raise ConfigError(

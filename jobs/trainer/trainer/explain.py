@@ -19,7 +19,8 @@ forecaster's test error always among them):
   default); otherwise it is the mean over the window's days. Background windows are
   that product's training windows.
 - `lightgbm`: `shap.TreeExplainer` (path-dependent TreeSHAP, exact, no background) on
-  the booster (its best iteration) over its feature rows (`trainer.gbm.rows`: one row
+  each member booster of the ensemble (its validated rounds), averaged as the forecast
+  is, over its feature rows (`trainer.gbm.rows`: one row
   per window and step). A window's H rows are the inputs of its H-day total, so the
   total's SHAP value of column `c` at step `h` is `std_p * phi_h(c)`; the values of a
   window sum to its total less the booster's expected total (local accuracy). Columns
@@ -281,25 +282,33 @@ def gbm_values(
     gbm: GBMForecaster, prepared: Prepared, sample: WindowSample
 ) -> tuple[np.ndarray, float]:
     """TreeExplainer values of LightGBM's forecast total, (n, H, R) in units (windows in
-    `sample` order), and the booster's expected value (standardised units per step)."""
+    `sample` order), and the ensemble's expected value (standardised units per step).
+
+    The ensemble forecasts its members' mean, so its SHAP values are the members' mean
+    (Shapley values are linear in the model): exact, not an approximation."""
     import lightgbm as lgb
     import shap
 
     from trainer.gbm import rows
 
-    booster = gbm.booster
-    if gbm.best_iteration:  # explain the trees that predict (`GBMForecaster.predict_z`)
-        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=gbm.best_iteration))
     w = sample.test.subset(sample.index)
     products = [prepared.panel.product_ids[s] for s in w.series]
     mean, std = prepared.pipeline.series_stats(products)
-    with timed(log, "stage shap lightgbm", stage="shap", windows=len(w)):
+    phis, expected = [], []
+    with timed(log, "stage shap lightgbm", stage="shap", windows=len(w), members=len(gbm.members)):
         x = rows(w, mean, std)
-        explainer = shap.TreeExplainer(booster)
-        phi = np.asarray(explainer.shap_values(x), dtype=float)
+        for member in gbm.members:
+            booster = member.booster
+            if member.rounds:  # explain the trees that predict (`GBMMember.predict_z`)
+                booster = lgb.Booster(
+                    model_str=booster.model_to_string(num_iteration=member.rounds)
+                )
+            explainer = shap.TreeExplainer(booster)
+            phis.append(np.asarray(explainer.shap_values(x), dtype=float))
+            expected.append(float(np.ravel(explainer.expected_value)[0]))
     n, horizon = len(w), w.known.shape[1]
-    values = phi.reshape(n, horizon, -1) * std[:, None, None]
-    return values, float(np.ravel(explainer.expected_value)[0])
+    values = np.mean(phis, axis=0).reshape(n, horizon, -1) * std[:, None, None]
+    return values, float(np.mean(expected))
 
 
 def _gbm_blocks(

@@ -287,7 +287,8 @@ def metrics_document(
             {
                 "lightgbm_refit": {
                     "through": prepared.split_dates()["test_end"],
-                    "rounds": ch.gbm.best_iteration,
+                    "rounds": ch.gbm.rounds,
+                    "history_days": ch.gbm.history_days,
                 }
             }
             if ch.gbm_heldout is not None

@@ -20,6 +20,7 @@ CFG = TrainConfig(
     min_observations=30,
     augment_copies=0,
     val_origin_every=7,
+    gbm_history_days=(60, 0),  # a two-member LightGBM ensemble: the last 60 days and all
 )
 
 
@@ -58,6 +59,19 @@ def test_blend_and_choice() -> None:
         LIGHTGBM
     )
     assert choose({LSTM: {"rmsse": 0.6}, BLEND: {"rmsse": 0.6}}) == LSTM  # ties: order
+
+
+def test_the_blend_weight_is_the_validated_share() -> None:
+    from types import SimpleNamespace
+
+    from trainer.stages import BLEND_WEIGHTS, blend_weight
+
+    prepared = SimpleNamespace(products=("x", "y"), scale=np.array([1.0, 1.0]))
+    truth = pd.DataFrame({"product_id": ["x", "y"] * 4, "actual": [2.0, 4.0] * 4})
+    good = truth.assign(predicted=truth["actual"] + [0.1, -0.1] * 4)
+    poor = truth.assign(predicted=truth["actual"] + 2.0)
+    assert blend_weight(poor, good, prepared) == min(BLEND_WEIGHTS)  # LightGBM better
+    assert blend_weight(good, poor, prepared) == max(BLEND_WEIGHTS)  # the LSTM better
     with pytest.raises(ValueError, match="finite"):
         choose({LSTM: {"rmsse": float("nan")}})
 
@@ -117,11 +131,14 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
         assert (frames[kind]["predicted_units"] >= 0).all()
     np.testing.assert_allclose(
         frames[BLEND]["predicted_units"],
-        0.5 * frames[LSTM]["predicted_units"] + 0.5 * frames[LIGHTGBM]["predicted_units"],
+        ch.blend_weight * frames[LSTM]["predicted_units"]
+        + (1 - ch.blend_weight) * frames[LIGHTGBM]["predicted_units"],
         rtol=1e-6,
     )
-    ch.gbm.save(tmp_path)
+    files = ch.gbm.save(tmp_path)
+    assert len(files) == len(ch.gbm.members) + 1  # a text model per member + metadata
     loaded = GBMForecaster.load(tmp_path)
+    assert loaded.history_days == ch.gbm.history_days
     w = prepared.test
     mean, std = prepared.pipeline.series_stats([prepared.panel.product_ids[s] for s in w.series])
     np.testing.assert_allclose(loaded.predict_z(w, mean, std), ch.gbm.predict_z(w, mean, std))
@@ -197,13 +214,16 @@ def test_a_sealed_runs_lightgbm_and_blend_load_and_score_as_trained(challenger, 
 
 @pytest.mark.slow
 def test_lightgbm_refit_learns_from_every_day_with_the_validated_rounds(challenger) -> None:
-    from trainer.gbm import refit_gbm, train_gbm
+    from trainer.gbm import refit_gbm, rows, train_gbm
 
     _, prepared, _, _ = challenger
     held = train_gbm(prepared, seed=1, num_threads=1)
     refit = refit_gbm(prepared, held, seed=1, num_threads=1)
-    assert refit.best_iteration == held.best_iteration >= 1
-    assert refit.booster.current_iteration() == held.best_iteration  # no early stopping
+    assert held.history_days == [60, 0]
+    assert refit.rounds == held.rounds and min(held.rounds) >= 1
+    assert refit.history_days == held.history_days
+    for member, twin in zip(refit.members, held.members, strict=True):
+        assert member.booster.current_iteration() == twin.rounds  # no early stopping
     # its windows run through the last day (test days included); the twin's stop earlier
     every = prepared.refit_windows(through="test")
     n_days = len(prepared.panel.calendar)
@@ -214,9 +234,28 @@ def test_lightgbm_refit_learns_from_every_day_with_the_validated_rounds(challeng
         prepared.refit_windows(through="train")
     # another model: it has seen the test days
     w = prepared.test
+    mean, std = prepared.pipeline.series_stats([prepared.panel.product_ids[s] for s in w.series])
+    x = rows(w, mean, std)
+    members = np.mean([m.predict_z(x) for m in held.members], axis=0)
+    np.testing.assert_allclose(held.predict_z(w, mean, std).reshape(-1), members)  # their mean
     assert not np.allclose(
         refit.predict_units(
             w, prepared.pipeline, [prepared.panel.product_ids[s] for s in w.series]
         ),
         held.predict_units(w, prepared.pipeline, [prepared.panel.product_ids[s] for s in w.series]),
     )
+
+
+def test_lightgbm_history_lengths_collapse_on_short_data() -> None:
+    from types import SimpleNamespace
+
+    from trainer.gbm import history_lengths
+
+    w = SimpleNamespace(origin=np.arange(100, 1000, 2))
+    assert history_lengths(w, 1000, (364, 546, 728, 1092)) == [364, 546, 728, 0]
+    assert history_lengths(w, 1000, (0, 364)) == [0, 364]
+    assert history_lengths(w, 300, (364, 546)) == [0]  # both reach past the first origin
+    with pytest.raises(ValueError, match="gbm_history_days"):
+        TrainConfig(gbm_history_days=())
+    with pytest.raises(ValueError, match="gbm_history_days"):
+        TrainConfig(gbm_history_days=(364, -1))
