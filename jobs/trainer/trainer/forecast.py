@@ -55,7 +55,7 @@ SAME_ATOL = 1e-4
 
 LSTM = "lstm"
 LIGHTGBM = "lightgbm"  # the run's LightGBM (trainer.gbm), issue 16
-BLEND = "blend"  # 50/50 debiased LSTM and LightGBM of the run, issue 16
+BLEND = "blend"  # debiased LSTM and LightGBM of the run (the share chosen on validation)
 BASELINE_PREFIX = "baseline:"
 SEASONAL_NAIVE = "baseline:seasonal_naive"
 MOVING_AVERAGE = "baseline:moving_average"

@@ -181,12 +181,22 @@ def _candidate_lines(data: ReportData) -> list[str]:
             for kind, c in cands.items()
         ]
     )
+    days = data.metrics.get("lightgbm_history_days")
+    members = (
+        f" (an ensemble of {len(days)} boosters on the last "
+        f"{', '.join(f'{d:,}' if d else 'all' for d in days)} days of history)"
+        if days and len(days) > 1
+        else ""
+    )
+    weight = data.metrics.get("blend_weight")
+    share = f" (the LSTM's share {weight:g}, chosen on validation)" if weight is not None else ""
     out = [
         "## The challenger's candidates",
         "",
-        f"Trained side by side: the debiased LSTM, LightGBM on the same features and their "
-        f"50/50 blend. The challenger is the one with the lowest validation mean RMSSE: "
-        f"**{chosen}**. The test window chose nothing; its figures are the ones judged above.",
+        f"Trained side by side: the debiased LSTM, LightGBM on the same features{members} "
+        f"and their blend{share}. The challenger is the one with the lowest validation mean "
+        f"RMSSE: **{chosen}**. The test window chose nothing; its figures are the ones judged "
+        "above.",
         "",
         md_table(frame),
         "",
@@ -195,7 +205,7 @@ def _candidate_lines(data: ReportData) -> list[str]:
     if refit:
         out += [
             f"LightGBM is served refitted on every day through {refit['through']} with the "
-            f"{refit['rounds']} boosting rounds validation chose. "
+            f"boosting rounds validation chose ({_rounds(refit['rounds'])}). "
             "Every figure here is its held-out twin's, trained on the training days only: "
             "the refit has no day left to be scored on.",
             "",
@@ -203,11 +213,18 @@ def _candidate_lines(data: ReportData) -> list[str]:
     return out
 
 
+def _rounds(rounds: int | list[int]) -> str:
+    """Boosting rounds of a refit: one booster's, or each ensemble member's."""
+    if isinstance(rounds, list):
+        return ", ".join(str(r) for r in rounds) + " for its members"
+    return str(rounds)
+
+
 _SHAP_KINDS = {
     "lstm": "the debiased LSTM (`shap.GradientExplainer` on a wrapper with the product "
     "fixed, the level the pipeline adds computed inside it)",
-    "lightgbm": "LightGBM (`shap.TreeExplainer` on the booster over its feature rows, one "
-    "row per forecast step)",
+    "lightgbm": "LightGBM (`shap.TreeExplainer` on each member booster over its feature "
+    "rows, one row per forecast step, averaged as the ensemble's forecast is)",
     "blend": "the blend, `w` × LSTM + (1 − `w`) × LightGBM: both explained on the same "
     "windows and weighted by `w` and 1 − `w` (SHAP values are linear in the model)",
 }

@@ -283,6 +283,8 @@ def metrics_document(
         "validation": ch.validation | {"tuning_objective": tuning.best_value},
         "candidates": ch.candidates,
         "served_kind_chosen_on_validation": ch.kind,
+        "blend_weight": ch.blend_weight,
+        "lightgbm_history_days": ch.gbm.history_days,
         **(
             {
                 "lightgbm_refit": {
@@ -357,7 +359,13 @@ def build_report(
         metrics=ch.evaluation.metrics
         | {  # which candidate is the challenger, and why: the report's candidates section
             k: metrics_doc[k]
-            for k in ("candidates", "served_kind_chosen_on_validation", "lightgbm_refit")
+            for k in (
+                "candidates",
+                "served_kind_chosen_on_validation",
+                "blend_weight",
+                "lightgbm_history_days",
+                "lightgbm_refit",
+            )
             if k in metrics_doc
         },
         champion=(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -139,6 +141,14 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
     assert len(files) == len(ch.gbm.members) + 1  # a text model per member + metadata
     loaded = GBMForecaster.load(tmp_path)
     assert loaded.history_days == ch.gbm.history_days
+    # a champion saved before ensembles (one lightgbm.txt) still loads, as one member
+    old = tmp_path / "single"
+    old.mkdir()
+    first = ch.gbm.members[0]
+    first.booster.save_model(str(old / "lightgbm.txt"), num_iteration=first.rounds)
+    (old / "lightgbm.json").write_text(json.dumps({"names": ch.gbm.names, "best_iteration": 0}))
+    single = GBMForecaster.load(old)
+    assert single.history_days == [0] and len(single.members) == 1
     w = prepared.test
     mean, std = prepared.pipeline.series_stats([prepared.panel.product_ids[s] for s in w.series])
     np.testing.assert_allclose(loaded.predict_z(w, mean, std), ch.gbm.predict_z(w, mean, std))

@@ -22,6 +22,7 @@ CFG = TrainConfig(
     batch_size=64,
     min_observations=30,
     augment_copies=0,
+    gbm_history_days=(40, 0),  # a two-member LightGBM ensemble: SHAP is the members' mean
 )
 ERRORS = pd.Series({"P00": 0.5, "P01": 2.0, "P02": 1.0})
 SMALL = dict(n_worst=2, max_products=3, n_background=8, n_explain=2, nsamples=8, seed=3)
@@ -39,7 +40,9 @@ def gbm(prepared):
     pytest.importorskip("lightgbm")
     from trainer.gbm import train_gbm
 
-    return train_gbm(prepared, rounds=15, early_stopping=5, num_threads=1)
+    gbm = train_gbm(prepared, rounds=15, early_stopping=5, num_threads=1)
+    assert gbm.history_days == [40, 0]
+    return gbm
 
 
 def test_lightgbm_is_explained_by_tree_shap_of_its_forecast_total(prepared, gbm) -> None:

@@ -238,13 +238,17 @@ def test_report_names_the_chosen_candidate_and_the_lightgbm_refit():
             for kind, values in scores.items()
         },
         "served_kind_chosen_on_validation": "blend",
-        "lightgbm_refit": {"through": "2018-12-31", "rounds": 40},
+        "blend_weight": 0.25,
+        "lightgbm_history_days": [364, 728, 0],
+        "lightgbm_refit": {"through": "2018-12-31", "rounds": [40, 55, 61]},
     }
     md = render_markdown(data)
     section = md.split("## The challenger's candidates", 1)[1].split("\n## ", 1)[0]
     assert "lowest validation mean RMSSE: **blend**" in section
     assert "blend (chosen)" in section and "lightgbm |" in section and "lstm |" in section
-    assert "refitted on every day through 2018-12-31 with the 40 boosting rounds" in section
+    assert "an ensemble of 3 boosters on the last 364, 728, all days of history" in section
+    assert "their blend (the LSTM's share 0.25, chosen on validation)" in section
+    assert "through 2018-12-31 with the boosting rounds validation chose (40, 55, 61" in section
     # Without the refit (an LSTM challenger), no refit sentence.
     del data.metrics["lightgbm_refit"]
     assert "refitted on every day" not in render_markdown(data)
