@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for extra in (ROOT / "shared", ROOT / "jobs" / "trainer"):
+for extra in (ROOT, ROOT / "shared", ROOT / "jobs" / "trainer"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
