@@ -92,6 +92,7 @@ class TrainerForecaster:
         fallback = seasonal_naive_values(task.history.filled, task.horizon)
         notes: dict[str, object] = {
             "chosen": ch.kind,
+            "blend_weight": ch.blend_weight,
             "epochs_run": ch.lstm.epochs_run,
             "best_epoch": ch.lstm.best_epoch,
             **{f"val_rmsse_{k}": round(v["val_rmsse"], 4) for k, v in ch.candidates.items()},
