@@ -88,7 +88,8 @@ def run_train(
         return None
     params = tuning.best_params
     # Issue 16: LSTM with and without group DRO, bias offsets, LightGBM, the served
-    # forecaster chosen on validation; no refit (every validation figure out of sample).
+    # forecaster chosen on validation; the LSTM is not refitted (its validation figures
+    # stay out of sample), LightGBM is (`cfg.gbm_refit`), its figures the held-out twin's.
     ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)
     j = rs.judge(store, prepared, ch, opts.tolerances, run_id, workdir)
     explanation = rs.explain_served(
