@@ -20,6 +20,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -183,13 +184,20 @@ def world(tmp_path_factory):
     engine.dispose()
 
 
+def _members(files) -> set[str]:
+    """`files` less the LightGBM ensemble's member files, which must be lightgbm_0.txt …
+    lightgbm_{n-1}.txt with n >= 1 (n depends on the data's length)."""
+    members = sorted(f for f in files if re.fullmatch(r"model/lightgbm_\d+\.txt", f))
+    assert members == [f"model/lightgbm_{i}.txt" for i in range(len(members))] and members
+    return set(files) - set(members)
+
+
 EXPECTED_FILES = {
     "model/model.keras",
     "model/feature_pipeline.joblib",
     "model/feature_pipeline.json",
     "model/bias_correction.json",
-    "model/lightgbm.txt",
-    "model/lightgbm.json",
+    "model/lightgbm.json",  # + model/lightgbm_{i}.txt, one per ensemble member: `_members`
     "model/blend.json",
     "params.json",
     "metrics.json",
@@ -215,8 +223,8 @@ def test_run_a_writes_every_artifact_sealed_by_the_manifest(world):
     assert world["code_a"] == 0
     store = world["store"]
     manifest = verify_run(store, "run-a")
-    assert set(manifest["files"]) == EXPECTED_FILES
-    assert set(store.child("runs/run-a").list()) == EXPECTED_FILES | {"manifest.json"}
+    assert _members(manifest["files"]) == EXPECTED_FILES
+    assert _members(store.child("runs/run-a").list()) == EXPECTED_FILES | {"manifest.json"}
     metrics = store.read_json("runs/run-a/metrics.json")
     assert set(metrics["model"]) >= {"rmse", "mae", "rmsse", "bias"}
     assert set(metrics["baselines"]) == {"seasonal_naive", "moving_average"}
@@ -312,7 +320,7 @@ def test_run_b_on_gcs_uploads_everything_and_keeps_the_champion(world, gcs_clien
     )
     assert run_job(world["settings"], opts, engine=engine, store=gcs, smtp=SmtpConfig(None)) == 0
     manifest = verify_run(gcs, "run-b")
-    assert set(manifest["files"]) == EXPECTED_FILES
+    assert _members(manifest["files"]) == EXPECTED_FILES
     assert manifest["decision"]["promote"] is False
     assert "by more than 95.0%" in manifest["decision"]["reason"]
     assert read_champion(gcs).run_id == "run-a"
