@@ -34,7 +34,9 @@ from experiments.data import read_pasta
 from experiments.metrics import scales
 from experiments.models.base import ForecastTask
 from experiments.models.lgbm import LightGBMGlobal, future_promotions
+from experiments.models.lstm import horizon_table
 from forecastguard.logs import configure_logging
+from forecastguard.scoring import per_group_rmsse
 from trainer import pipeline as tp
 from trainer.config import TrainConfig
 from trainer.gbm import refit_gbm, train_gbm
@@ -50,11 +52,11 @@ VARIANTS: dict[str, tuple[int, ...]] = {
 
 
 def mean_rmsse(values: np.ndarray, actual: np.ndarray, scale: np.ndarray) -> float:
-    """Mean per-product RMSSE of (H, N) forecasts; days without a record are not scored."""
-    seen = ~np.isnan(actual)
-    err = np.where(seen, values - np.nan_to_num(actual), 0.0)
-    mse = (err**2).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
-    return float(np.nanmean(np.sqrt(mse) / scale))
+    """Mean per-product RMSSE of (H, N) forecasts (`forecastguard.scoring`); days without
+    a record (NaN actuals) are not scored."""
+    horizon, n = values.shape
+    products = np.tile(np.arange(n), horizon)
+    return float(np.nanmean(per_group_rmsse(values - actual, products, scale, n)))
 
 
 def trainer_lightgbm(
@@ -77,9 +79,7 @@ def trainer_lightgbm(
         cfg=cfg,
         promotions=future_promotions(task),
     )
-    table = frame.pivot(index="target_date", columns="product_id", values="predicted_units")
-    table = table.reindex(index=task.future_dates, columns=list(task.history.products))
-    return np.clip(table.to_numpy(dtype=float), 0.0, None)  # NaN: not forecast (none here)
+    return np.clip(horizon_table(frame, task), 0.0, None)  # NaN: not forecast (none here)
 
 
 def main() -> None:

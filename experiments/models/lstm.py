@@ -47,6 +47,14 @@ OUTPUTS = (
 )
 
 
+def horizon_table(frame: pd.DataFrame, task: ForecastTask) -> np.ndarray:
+    """(H, N) `predicted_units` of a trainer forecast frame on the task's days and
+    products (NaN where a product is not forecast)."""
+    table = frame.pivot(index="target_date", columns="product_id", values="predicted_units")
+    table = table.reindex(index=task.future_dates, columns=list(task.history.products))
+    return table.to_numpy(dtype=float)
+
+
 @dataclass
 class TrainerForecaster:
     """The trainer's candidates and its served forecaster, from one fit per cutoff."""
@@ -99,9 +107,7 @@ class TrainerForecaster:
         }
 
         def wide(frame: pd.DataFrame) -> np.ndarray:
-            table = frame.pivot(index="target_date", columns="product_id", values="predicted_units")
-            table = table.reindex(index=task.future_dates, columns=list(task.history.products))
-            values = table.to_numpy(dtype=float)
+            values = horizon_table(frame, task)
             missing = np.isnan(values)
             if missing.any():  # products the trainer does not forecast: seasonal naive
                 notes["fallbacks"] = int(missing.any(axis=0).sum())

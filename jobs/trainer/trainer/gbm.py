@@ -110,8 +110,7 @@ class GBMForecaster:
     The forecast is the members' mean: the same global model trained on the last 364,
     546, 728 and 1,092 days (`TrainConfig.gbm_history_days`). Recent history follows a
     changed level or mix; longer history knows more seasons; averaging them hedges
-    between the two and halves the variance of early stopping's round choice (measured
-    in docs/experiments.md).
+    between the two (measured in docs/experiments.md).
     """
 
     members: list[GBMMember]
@@ -164,7 +163,7 @@ class GBMForecaster:
         members = [
             GBMMember(
                 booster=lgb.Booster(model_file=str(d / e["file"])),
-                rounds=0,  # saved with its rounds only
+                rounds=int(e.get("rounds", 0)),  # saved truncated to them (0: unknown)
                 history_days=int(e.get("history_days", 0)),
             )
             for e in entries

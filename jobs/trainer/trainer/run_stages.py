@@ -289,8 +289,7 @@ def metrics_document(
             {
                 "lightgbm_refit": {
                     "through": prepared.split_dates()["test_end"],
-                    "rounds": ch.gbm.rounds,
-                    "history_days": ch.gbm.history_days,
+                    "rounds": ch.gbm.rounds,  # per member of `lightgbm_history_days`
                 }
             }
             if ch.gbm_heldout is not None
