@@ -57,8 +57,11 @@ resource "google_cloud_scheduler_job" "daily_forecast" {
     headers = {
       "Content-Type" = "application/json"
     }
+    # One task: the job's task_count is for parallel tuning, a forecast is made once (the
+    # trainer also leaves at once in forecast mode on any task but 0).
     body = base64encode(jsonencode({
       overrides = {
+        taskCount          = 1
         containerOverrides = [{ args = ["--mode", "forecast"] }]
       }
     }))

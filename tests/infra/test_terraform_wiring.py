@@ -725,6 +725,8 @@ def test_schedules(tf: Terraform) -> None:
     assert target["oauth_token"][0]["service_account_email"].endswith('["scheduler"].email}')
     body = _decoded_body(forecast)
     assert re.search(r'args\s*=\s*\["--mode",\s*"forecast"\]', body), body
+    # The job runs task_count tasks for parallel tuning; the daily forecast runs one.
+    assert re.search(r"\btaskCount\s*=\s*1\b", body), body
     assert jobs["health_check"]["schedule"] == "${var.health_check_schedule}"
     assert forecast["schedule"] == "${var.forecast_schedule}"
 

@@ -266,6 +266,14 @@ def run_job(
             "attempt": opts.attempt,
         },
     )
+    if opts.mode == "forecast" and opts.task_index > 0:
+        # An execution with several tasks (the job's task_count is set for parallel
+        # tuning) must forecast once: task 0 does it, the others leave at once.
+        log.info(
+            "forecast mode runs in task 0 only: this task does nothing",
+            extra={"task_index": opts.task_index, "task_count": opts.task_count},
+        )
+        return 0
     own_engine = engine is None
     try:
         try:

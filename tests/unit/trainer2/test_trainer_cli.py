@@ -100,3 +100,51 @@ def test_click_validates_flags():
     assert out.exit_code == 2 and "nope" in out.output
     out = CliRunner().invoke(command, ["--trials", "0"], env=ENV)
     assert out.exit_code == 2
+
+
+def _run_trainer(tmp_path, task_index: int, task_count: int = 4):
+    """`python -m trainer --mode forecast` as Cloud Run starts one task of an execution."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(root / p) for p in ("shared", "jobs/trainer")),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fg.db'}",
+        "ARTIFACT_URI": (tmp_path / "artifacts").as_uri(),
+        "CLOUD_RUN_EXECUTION": "forecastguard-trainer-abc12",
+        "CLOUD_RUN_TASK_INDEX": str(task_index),
+        "CLOUD_RUN_TASK_COUNT": str(task_count),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "--mode", "forecast"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    output = proc.stdout + proc.stderr  # the JSON log lines
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return proc.returncode, [line["message"] for line in lines], proc
+
+
+def test_forecast_mode_runs_in_task_zero_only(tmp_path):
+    """The daily forecast is one execution; with task_count > 1 (parallel tuning) every
+    task but 0 must leave without forecasting. Task 0 on a database without a champion
+    fails (NoChampion), so the guard is what makes task 1 succeed, not an empty setup."""
+    from forecastguard.db.migrate import upgrade
+
+    upgrade(f"sqlite:///{tmp_path / 'fg.db'}")
+    code, messages, proc = _run_trainer(tmp_path, task_index=1)
+    assert code == 0, proc.stderr
+    assert "forecast mode runs in task 0 only: this task does nothing" in messages
+    assert "trainer failed" not in messages
+    code, messages, proc = _run_trainer(tmp_path, task_index=0)
+    assert code == 1, proc.stderr
+    assert "trainer failed" in messages
+    assert "NoChampion" in proc.stdout + proc.stderr
