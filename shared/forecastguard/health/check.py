@@ -14,6 +14,7 @@ healthy model keep their distribution, and a bias or a widening of them moves it
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from forecastguard.config import Settings
-from forecastguard.frequency import detect_frequency
+from forecastguard.frequency import DAILY, UNKNOWN, Frequency, classify_intervals, detect_frequency
 from forecastguard.health import stats
 from forecastguard.health.window import WindowData
 
@@ -229,29 +230,63 @@ def _error_matrices(
     return ref, win, weekday
 
 
-def _error_drift(
+def _drift_tests(
     data: WindowData,
     params: HealthParams,
     errors: np.ndarray,
     holdout: tuple[np.ndarray, np.ndarray] | None,
-) -> _Drift:
+) -> tuple[stats.DriftTests, np.ndarray]:
     """Each product's window errors against its reference errors: the drift tests of
-    `stats.drift_tests` (valid under serial dependence), BH across products, then the
-    practical-significance minimum."""
+    `stats.drift_tests` (valid under serial dependence), and the reference used.
+
+    Products are tested in groups of the same reference width (the window's days, or a
+    longer holdout), each width a product's own: a product's row never depends on which
+    other products are checked with it (`product_phase` is partition-invariant).
+    """
     n_all = len(data.products)
     _, previous = _error_masks(data)
     n_prev = np.bincount(data.codes[previous], minlength=n_all)
     use_prev = (n_prev >= params.min_samples) & data.same_model_reference()
     reference = np.where(use_prev, "previous_window", "none").astype(object)
     use_hold = np.zeros(n_all, bool)
+    n_hold = np.zeros(n_all, np.int64)
     if holdout is not None and len(holdout[0]):
         n_hold = np.bincount(holdout[0], minlength=n_all)
         use_hold = ~use_prev & (n_hold >= params.min_samples)
         reference[use_hold] = "holdout"
     ref, win, weekday = _error_matrices(data, errors, use_prev, holdout, use_hold)
-    tests = stats.drift_tests(
-        ref, win, contiguous=use_prev, weekday=weekday, min_samples=params.min_samples
-    )
+    width = np.where(use_hold, np.maximum(n_hold, data.window_days), data.window_days)
+    m_all = ref.shape[1]
+    parts: dict[str, np.ndarray] = {}
+    for hold, m in sorted({(bool(h), int(w)) for h, w in zip(use_hold, width, strict=True)}):
+        rows = np.flatnonzero((use_hold == hold) & (width == m))
+        # A previous window ends at the last reference column, a holdout starts at 0.
+        r = ref[rows, :m] if hold else ref[rows, m_all - m :]
+        t = stats.drift_tests(
+            r,
+            win[rows],
+            contiguous=use_prev[rows],
+            weekday=weekday[m_all - m :],
+            min_samples=params.min_samples,
+        )
+        for name in _DRIFT_FIELDS:
+            value = getattr(t, name)
+            if name not in parts:
+                parts[name] = np.empty(n_all, value.dtype)
+            parts[name][rows] = value
+    if not parts:  # no products
+        t = stats.drift_tests(np.empty((0, 1)), np.empty((0, 1)), contiguous=np.zeros(0, bool))
+        parts = {name: getattr(t, name) for name in _DRIFT_FIELDS}
+    tests = stats.DriftTests(**parts)
+    reference[np.isnan(tests.pvalue)] = "none"
+    return tests, reference
+
+
+def _error_drift_decision(
+    tests: stats.DriftTests, params: HealthParams, reference: np.ndarray
+) -> _Drift:
+    """BH across products on the drift tests, the kind found, then the practical-
+    significance minimum (needs every product: the global phase)."""
     qvalues = stats.benjamini_hochberg(tests.pvalue)
     significant = qvalues <= params.fdr_alpha
     cutoff = stats.bh_cutoff(tests.pvalue, params.fdr_alpha)
@@ -261,7 +296,6 @@ def _error_drift(
     kinds = np.array([None, *stats.DRIFT_KINDS], dtype=object)
     names = np.array([None, *stats.DRIFT_TESTS], dtype=object)
     shown = np.where(drift, kind_index, -1) + 1
-    reference[np.isnan(tests.pvalue)] = "none"
     return _Drift(
         tests=tests,
         qvalues=qvalues,
@@ -276,11 +310,9 @@ def _error_drift(
     )
 
 
-def _sales_drift(
-    data: WindowData, params: HealthParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Sales of the window against the reference window, per product: (KS q-values,
-    drift, Wasserstein distance over the pooled standard deviation, summary)."""
+def _sales_tests(data: WindowData, params: HealthParams) -> tuple[np.ndarray, np.ndarray]:
+    """Sales of the window against the reference window, per product: (KS p-values,
+    Wasserstein distance over the pooled standard deviation)."""
     in_window = data.day >= data.history_days
     in_ref = (data.day >= data.history_days - data.window_days) & ~in_window
     cmp = stats.two_sample(
@@ -291,11 +323,20 @@ def _sales_drift(
         len(data.products),
     )
     pvalues = stats.ks_pvalues(cmp, params.min_samples)
-    qvalues = stats.benjamini_hochberg(pvalues)
-    drift = qvalues <= params.fdr_alpha
     with np.errstate(invalid="ignore", divide="ignore"):
         w_norm = np.where(cmp.wasserstein > 0, cmp.wasserstein / cmp.pooled_std, 0.0)
     w_norm[np.isnan(cmp.wasserstein)] = np.nan
+    return pvalues, w_norm
+
+
+def _sales_drift_decision(
+    part: ProductPhase, rows: pd.DataFrame, params: HealthParams
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """BH across products on the sales KS p-values: (q-values, drift, summary)."""
+    pvalues = rows["sales_ks_pvalue"].to_numpy(np.float64)
+    w_norm = rows["sales_wasserstein"].to_numpy(np.float64)
+    qvalues = stats.benjamini_hochberg(pvalues)
+    drift = qvalues <= params.fdr_alpha
     tested = int((~np.isnan(pvalues)).sum())
     summary = {
         "detected": bool(drift.any()),
@@ -304,15 +345,15 @@ def _sales_drift(
         "n_drifted": int(drift.sum()),
         "drifted_share": (int(drift.sum()) / tested) if tested else None,
         "mean_wasserstein": _num(float(np.nanmean(w_norm))) if (~np.isnan(w_norm)).any() else None,
-        "reference_start": data.ref_start.isoformat(),
-        "reference_end": (data.window_start - timedelta(days=1)).isoformat(),
+        "reference_start": (part.window_start - timedelta(days=part.window_days)).isoformat(),
+        "reference_end": (part.window_start - timedelta(days=1)).isoformat(),
         "makes_unhealthy": params.data_drift_unhealthy,
     }
-    return qvalues, drift, w_norm, summary
+    return qvalues, drift, summary
 
 
 def _reasons(
-    data: WindowData,
+    data: ProductPhase,
     params: HealthParams,
     *,
     n_products: int,
@@ -376,37 +417,183 @@ def frequency_warnings(data: WindowData) -> list[str]:
     return [] if freq.is_daily else [freq.message() + "; the health figures assume daily sales"]
 
 
-def compute_health(
+def _product_frequency(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
+    """Per product: its sampling frequency (`forecastguard.frequency`) and step in days
+    (0: unknown), for `global_phase` to tally as `detect_frequency` does."""
+    n = len(data.products)
+    kind = np.full(n, UNKNOWN, dtype=object)
+    step = np.zeros(n, np.int64)
+    if data.codes.size == 0:
+        return kind, step
+    dates = pd.Timestamp("2000-01-01") + pd.to_timedelta(data.day, unit="D")
+    freq = detect_frequency(pd.DataFrame({"product_id": data.codes, "date": dates}))
+    for code, k in freq.per_product.items():
+        kind[int(code)] = k
+    kind_daily = kind == DAILY
+    step[kind_daily] = 1
+    for i in np.flatnonzero(~kind_daily & (kind != UNKNOWN)):
+        days = np.unique(data.day[data.codes == i])
+        step[i] = classify_intervals(np.diff(days))[1] or 0
+    return kind, step
+
+
+def _frequency_warnings_from_rows(rows: pd.DataFrame) -> list[str]:
+    """`frequency_warnings` from the products' own frequencies (the tally of
+    `detect_frequency`: the kind most products have, daily on a tie)."""
+    kinds = rows["freq_kind"].to_numpy(object)
+    known = kinds != UNKNOWN
+    if not known.any():
+        return []
+    values, counts = np.unique(kinds[known].astype(str), return_counts=True)
+    best = np.lexsort((values != DAILY, -counts))[0]
+    kind = str(values[best])
+    steps = rows["freq_step"].to_numpy(np.int64)[kinds == kind]
+    freq = Frequency(kind, int(np.median(steps)), int(counts.sum()), int(counts[best]))
+    return [] if freq.is_daily else [freq.message() + "; the health figures assume daily sales"]
+
+
+# --- The two phases of the check (issue 24: the Beam pipeline runs the same code). ------
+#
+# `product_phase` computes everything that is one product's own business, partition-
+# invariantly: run on a WindowData of any subset of the products (with the window's
+# global facts: `WindowData.subset`) it yields, for those products, the same rows bit for
+# bit as on all products. `global_phase` does what needs every product (BH, Simes, the
+# sales-drift BH, the frequency tally) from the combined rows only.
+
+_DRIFT_FIELDS = tuple(f for f in stats.DriftTests.__dataclass_fields__)
+
+
+@dataclass
+class ProductPhase:
+    """What the per-product step yields for a batch of products (mergeable).
+
+    `products` has one row a product of the batch (every product with sales in the
+    window's history, `listed` marks those with pairs in the window), sorted by
+    product_id, with every per-product quantity `global_phase` needs: accuracy, the
+    drift tests' components (`t_<field>` for each `stats.DriftTests` field), the
+    reference used, the sales KS p-value and Wasserstein distance, the sampling
+    frequency. The other fields are the window's facts.
+    """
+
+    products: pd.DataFrame
+    as_of: date
+    window_days: int
+    history_days: int
+    model_versions: tuple[str, ...] = ()
+    current_version: str | None = None
+    last_sale_date: date | None = None
+    n_batches: int = 1
+
+    @property
+    def window_start(self) -> date:
+        """The first day of the window."""
+        return self.as_of - timedelta(days=self.window_days - 1)
+
+    @property
+    def window_end(self) -> date:
+        """The last day of the window (= as_of)."""
+        return self.as_of
+
+
+def product_phase(
     data: WindowData,
     params: HealthParams,
     holdout: tuple[np.ndarray, np.ndarray] | None = None,
-) -> HealthResult:
-    """Judge the model on one window: accuracy, error drift, sales drift, freshness.
+) -> ProductPhase:
+    """The per-product step of the check (partition-invariant; see `ProductPhase`).
 
-    `holdout` is (product codes, errors) of the champion's holdout, the reference for
-    products without enough errors in the previous window.
+    `holdout` is (product codes into `data.products`, errors) of the champion's holdout.
     """
+    n_all = len(data.products)
     window, _ = _error_masks(data)
     errors = data.units - data.predicted
-    metrics = stats.error_metrics(data.codes[window], errors[window], len(data.products))
-    drift = _error_drift(data, params, errors, holdout)
-    sales_q, sales_drift, w_norm, data_drift = _sales_drift(data, params)
-
-    # Seasonal-naive scale from the history before the window (dense products x days).
-    dense = np.full((len(data.products), data.history_days), np.nan)
+    metrics = stats.error_metrics(data.codes[window], errors[window], n_all)
+    tests, reference = _drift_tests(data, params, errors, holdout)
+    sales_p, w_norm = _sales_tests(data, params)
+    dense = np.full((n_all, data.history_days), np.nan)
     hist = data.day < data.history_days
     dense[data.codes[hist], data.day[hist]] = data.units[hist]
     rmsse = stats.rmsse(metrics.rmse, stats.seasonal_naive_scale(dense))
+    kind, step = _product_frequency(data)
+    columns: dict[str, Any] = {
+        "product_id": data.products.astype(str),
+        "listed": metrics.n > 0,
+        "n": metrics.n,
+        "rmse": metrics.rmse,
+        "mae": metrics.mae,
+        "bias": metrics.bias,
+        "rmsse": rmsse,
+        "reference": reference,
+        "sales_ks_pvalue": sales_p,
+        "sales_wasserstein": w_norm,
+        "freq_kind": kind,
+        "freq_step": step,
+    }
+    for name in _DRIFT_FIELDS:
+        columns[f"t_{name}"] = getattr(tests, name)
+    return ProductPhase(
+        products=pd.DataFrame(columns),
+        as_of=data.as_of,
+        window_days=data.window_days,
+        history_days=data.history_days,
+        model_versions=tuple(data.model_versions),
+        current_version=data.current_version,
+        last_sale_date=data.last_sale_date,
+    )
 
-    listed = metrics.n > 0
+
+def combine_phases(parts: Sequence[ProductPhase]) -> ProductPhase:
+    """The product phases of disjoint batches as one: rows concatenated (by product_id),
+    facts merged (model versions united, the newest last sale)."""
+    if not parts:
+        raise ValueError("combine_phases needs at least one part")
+    first = parts[0]
+    for part in parts[1:]:
+        if (part.as_of, part.window_days, part.history_days) != (
+            first.as_of,
+            first.window_days,
+            first.history_days,
+        ):
+            raise ValueError("combine_phases: the parts are of different windows")
+    frames = [p.products for p in parts if len(p.products)]
+    rows = pd.concat(frames, ignore_index=True) if frames else first.products.iloc[:0]
+    if rows["product_id"].duplicated().any():
+        raise ValueError("combine_phases: a product is in more than one part")
+    rows = rows.sort_values("product_id", kind="stable").reset_index(drop=True)
+    currents = {p.current_version for p in parts if p.current_version}
+    if len(currents) > 1:
+        raise ValueError(
+            "combine_phases: the parts name different current models; build each batch's "
+            "WindowData with the window's current_version (WindowData.subset)"
+        )
+    lasts = [p.last_sale_date for p in parts if p.last_sale_date is not None]
+    return ProductPhase(
+        products=rows,
+        as_of=first.as_of,
+        window_days=first.window_days,
+        history_days=first.history_days,
+        model_versions=tuple(sorted({v for p in parts for v in p.model_versions})),
+        current_version=next(iter(currents), None),
+        last_sale_date=max(lasts) if lasts else None,
+        n_batches=sum(p.n_batches for p in parts),
+    )
+
+
+def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
+    """The global step of the check: from all products' rows to the result."""
+    rows = part.products
+    tests = stats.DriftTests(**{name: rows[f"t_{name}"].to_numpy() for name in _DRIFT_FIELDS})
+    drift = _error_drift_decision(tests, params, rows["reference"].to_numpy(object))
+    sales_q, sales_drift, data_drift = _sales_drift_decision(part, rows, params)
+    listed = rows["listed"].to_numpy(bool)
     products = pd.DataFrame(
         {
-            "product_id": data.products[listed].astype(str),
-            "n": metrics.n[listed],
-            "rmse": metrics.rmse[listed],
-            "mae": metrics.mae[listed],
-            "bias": metrics.bias[listed],
-            "rmsse": rmsse[listed],
+            "product_id": rows["product_id"].to_numpy(object)[listed].astype(str),
+            "n": rows["n"].to_numpy(np.int64)[listed],
+            "rmse": rows["rmse"].to_numpy(np.float64)[listed],
+            "mae": rows["mae"].to_numpy(np.float64)[listed],
+            "bias": rows["bias"].to_numpy(np.float64)[listed],
+            "rmsse": rows["rmsse"].to_numpy(np.float64)[listed],
             "ks_pvalue": drift.ks_pvalues[listed],
             "ks_qvalue": drift.ks_qvalues[listed],
             "drift": drift.drift[listed],
@@ -414,11 +601,11 @@ def compute_health(
             "drift_test": drift.test[listed],
             "drift_pvalue": drift.pvalues[listed],
             "drift_qvalue": drift.qvalues[listed],
-            "bias_shift": drift.tests.bias_shift[listed],
-            "bias_shift_sd": drift.tests.bias_shift_sd[listed],
-            "spread_ratio": drift.tests.spread_ratio[listed],
+            "bias_shift": tests.bias_shift[listed],
+            "bias_shift_sd": tests.bias_shift_sd[listed],
+            "spread_ratio": tests.spread_ratio[listed],
             "reference": drift.reference[listed].astype(str),
-            "sales_wasserstein": w_norm[listed],
+            "sales_wasserstein": rows["sales_wasserstein"].to_numpy(np.float64)[listed],
             "sales_ks_qvalue": sales_q[listed],
             "sales_drift": sales_drift[listed],
         }
@@ -426,11 +613,11 @@ def compute_health(
     n_products = int(listed.sum())
     n_tested = int((~np.isnan(drift.pvalues)).sum())
     n_drifted = int(drift.drift.sum())
-    avg_rmse = float(metrics.rmse[listed].mean()) if n_products else None
+    avg_rmse = float(products["rmse"].mean()) if n_products else None
     p_value = stats.simes(drift.pvalues)
-    stale = _is_stale(data.last_sale_date, data.as_of, params.stale_days)
+    stale = _is_stale(part.last_sale_date, part.as_of, params.stale_days)
     reasons, kinds = _reasons(
-        data,
+        part,
         params,
         n_products=n_products,
         avg_rmse=avg_rmse,
@@ -444,9 +631,9 @@ def compute_health(
     )
     refs = products["reference"].value_counts()
     return HealthResult(
-        as_of=data.as_of,
-        window_start=data.window_start,
-        window_end=data.window_end,
+        as_of=part.as_of,
+        window_start=part.window_start,
+        window_end=part.as_of,
         healthy=not kinds,
         avg_rmse=avg_rmse,
         p_value=p_value,
@@ -454,19 +641,33 @@ def compute_health(
         drifted_share=(n_drifted / n_tested) if n_tested else None,
         reasons=reasons,
         reason_kinds=kinds,
-        model_versions=list(data.model_versions),
-        model_version=data.current_version,
+        model_versions=list(part.model_versions),
+        model_version=part.current_version,
         n_products=n_products,
-        n_pairs=int(metrics.n.sum()),
+        n_pairs=int(rows["n"].to_numpy(np.int64).sum()),
         n_tested=n_tested,
         references={r: int(refs.get(r, 0)) for r in REFERENCES},
         data_drift=data_drift,
-        last_sale_date=data.last_sale_date,
+        last_sale_date=part.last_sale_date,
         stale=stale,
         params=params,
         products=products,
-        warnings=frequency_warnings(data),
+        warnings=_frequency_warnings_from_rows(rows),
     )
+
+
+def compute_health(
+    data: WindowData,
+    params: HealthParams,
+    holdout: tuple[np.ndarray, np.ndarray] | None = None,
+) -> HealthResult:
+    """Judge the model on one window: accuracy, error drift, sales drift, freshness.
+
+    `holdout` is (product codes, errors) of the champion's holdout, the reference for
+    products without enough errors in the previous window. The same as
+    `global_phase(product_phase(data, params, holdout), params)`.
+    """
+    return global_phase(product_phase(data, params, holdout), params)
 
 
 def _is_stale(last_sale: date | None, as_of: date, stale_days: int) -> bool:

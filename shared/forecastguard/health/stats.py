@@ -454,10 +454,14 @@ def drift_tests(
         rows = np.flatnonzero(contiguous & (total >= MIN_WEEKDAY_ADJUST))
         if len(rows):
             wd = np.asarray(weekday, dtype=np.int64) % 7
-            onehot = (wd[None, :] == np.arange(7)[:, None]).astype(np.float64).T  # T x 7
             ok = present[rows]
-            sums = np.where(ok, x[rows], 0.0) @ onehot
-            counts = ok.astype(np.float64) @ onehot
+            filled = np.where(ok, x[rows], 0.0)
+            # Row-wise sums (not a matrix product): a row's result never depends on the
+            # other rows (the check's per-product phase is partition-invariant).
+            sums = np.stack([filled[:, wd == d].sum(axis=1) for d in range(7)], axis=1)
+            counts = np.stack([ok[:, wd == d].sum(axis=1) for d in range(7)], axis=1).astype(
+                np.float64
+            )
             overall = sums.sum(axis=1) / counts.sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 wmean = np.where(counts > 0, sums / counts, 0.0) - overall[:, None]

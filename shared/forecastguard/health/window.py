@@ -18,7 +18,8 @@ many, so the check reports them instead of failing or returning `Infinity`.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import numpy as np
@@ -51,6 +52,30 @@ class WindowData:
     reference_versions: tuple[frozenset[str], ...] | None = None
     # Values that are not finite numbers, per (product id, "sales" | "predictions"): count.
     bad_values: tuple[tuple[str, str, int], ...] = ()
+
+    def subset(self, product_ids: Sequence[str] | np.ndarray) -> WindowData:
+        """The same window for only these products (ids not in it are ignored).
+
+        The window's global facts are kept (as_of, the current model and the versions
+        that forecast the window, the last sale date), so the check's per-product phase
+        on the subset yields the same rows as on every product (a batch of a Beam job).
+        """
+        keep = np.isin(self.products, np.asarray(product_ids, dtype=object))
+        new_code = np.cumsum(keep) - 1
+        rows = keep[self.codes]
+        chosen = set(self.products[keep].tolist())
+        return replace(
+            self,
+            products=self.products[keep],
+            codes=new_code[self.codes[rows]].astype(np.int64),
+            day=self.day[rows],
+            units=self.units[rows],
+            predicted=self.predicted[rows],
+            reference_versions=None
+            if self.reference_versions is None
+            else tuple(v for v, k in zip(self.reference_versions, keep, strict=True) if k),
+            bad_values=tuple(b for b in self.bad_values if b[0] in chosen),
+        )
 
     def bad_data(self) -> list[dict[str, object]]:
         """Per product with bad values: {product_id, sales, predictions} (counts)."""
@@ -366,11 +391,21 @@ def window_from_frames(
     window_days: int,
     sales_frame: pd.DataFrame,
     predictions_frame: pd.DataFrame | None = None,
+    *,
+    current_version: str | None = None,
+    last_sale_date: date | None = None,
 ) -> WindowData:
-    """Build `WindowData` from frames, as `load_window` would read them (tests, benchmarks).
+    """Build `WindowData` from plain frames, as `load_window` reads it from the database.
 
-    `sales_frame`: product_id, sale_date, units_sold; `predictions_frame`: product_id,
-    target_date, predicted_units and optionally model_version.
+    THE constructor for any other backend (tests, benchmarks, a BigQuery or Beam reader):
+    `sales_frame` has product_id, sale_date, units_sold; `predictions_frame` has
+    product_id, target_date, predicted_units and optionally model_version. With
+    model_version, the versions that forecast the window, the current model (the one
+    that forecast the window's newest day) and each product's reference-window versions
+    are derived as `load_window` derives them. A reader that gives only a batch of the
+    products passes the window's global facts, `current_version` and `last_sale_date`,
+    so every batch judges against the same model (`check.product_phase` is then
+    partition-invariant); otherwise they are taken from the frames.
     """
     hist = history_days(window_days)
     window_start = as_of - timedelta(days=window_days - 1)
@@ -384,15 +419,25 @@ def window_from_frames(
     ]
     versions: tuple[str, ...] = ()
     current = None
+    ref_versions: dict[object, frozenset[str]] | None = None
     if predictions_frame is not None and len(predictions_frame):
         preds = predictions_frame.copy()
         preds["target_date"] = pd.to_datetime(preds["target_date"])
-        preds = preds[preds["target_date"] >= pd.Timestamp(ref_start)]
+        preds = preds[
+            (preds["target_date"] >= pd.Timestamp(ref_start))
+            & (preds["target_date"] <= pd.Timestamp(as_of))
+        ]
         in_window = preds[preds["target_date"] >= pd.Timestamp(window_start)]
         if "model_version" in preds and len(in_window):
-            versions = tuple(sorted(in_window["model_version"].unique()))
-            latest = in_window.sort_values("target_date")["model_version"].iloc[-1]
+            versions = tuple(sorted(in_window["model_version"].astype(str).unique()))
+            latest = in_window.sort_values("target_date", kind="stable")["model_version"].iloc[-1]
             current = str(latest)
+        if "model_version" in preds:
+            before = preds[preds["target_date"] < pd.Timestamp(window_start)]
+            ref_versions = {
+                pid: frozenset(map(str, group.unique()))
+                for pid, group in before.groupby("product_id")["model_version"]
+            }
         frame = frame.merge(
             preds[["product_id", "target_date", "predicted_units"]],
             left_on=["product_id", "sale_date"],
@@ -405,6 +450,9 @@ def window_from_frames(
     codes, products = pd.factorize(frame["product_id"], sort=True)
     day = ((frame["sale_date"] - pd.Timestamp(hist_start)).dt.days).to_numpy(np.int64)
     last = hist_start + timedelta(days=int(day.max())) if len(day) else None
+    reference = None
+    if ref_versions is not None:
+        reference = tuple(ref_versions.get(p, frozenset()) for p in products)
     return WindowData(
         as_of=as_of,
         window_days=window_days,
@@ -415,6 +463,7 @@ def window_from_frames(
         units=frame["units_sold"].to_numpy(np.float64),
         predicted=frame["predicted_units"].to_numpy(np.float64),
         model_versions=versions,
-        current_version=current,
-        last_sale_date=last,
+        current_version=current_version or current,
+        last_sale_date=last_sale_date or last,
+        reference_versions=reference,
     )
