@@ -7,7 +7,8 @@
 #   health         Cloud SQL client, metric writer, publish to the retrain topic, read its token
 #   train-trigger  Cloud SQL client, run the trainer job with overrides, read its executions
 #   trainer        Cloud SQL client, object user on the artifact bucket, run its own job with
-#                  overrides (the next queued request), read the Optuna URL (and SMTP password)
+#                  overrides (the next queued request), read the database password (and the
+#                  SMTP password)
 #   migrate        Cloud SQL client (forecastguard db upgrade)
 #   events         invoke the two event-driven functions (the push subscriptions' OIDC identity)
 #   fn-build       build the functions' images (Cloud Build, instead of the default account)
@@ -42,7 +43,6 @@ locals {
     "train-trigger/db-pass"   = { component = "train-trigger", secret = "db-pass", when = "password_auth" }
     "trainer/db-pass"         = { component = "trainer", secret = "db-pass", when = "password_auth" }
     "migrate/db-pass"         = { component = "migrate", secret = "db-pass", when = "password_auth" }
-    "trainer/optuna-storage"  = { component = "trainer", secret = "optuna-storage", when = "optuna" }
   }
 
   # Cloud Build of the functions: logs, the gcf-artifacts image repository Cloud Functions

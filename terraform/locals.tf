@@ -34,10 +34,10 @@ locals {
   # DB_PASS comes from Secret Manager only when passwords are in use.
   db_pass_secrets = var.db_iam_auth ? {} : { DB_PASS = google_secret_manager_secret.secret["db-pass"].secret_id }
 
-  # The shared Optuna study needs a database this module creates and a password login
-  # (its URL carries the password); otherwise the trainer runs one task with an in-memory study.
+  # The shared Optuna study needs a database this module creates and a password login (the
+  # trainer builds its URL from DB_USER and DB_PASS); otherwise the trainer runs one task
+  # with an in-memory study.
   optuna_enabled     = var.create_sql_instance && !var.db_iam_auth
-  optuna_secrets     = local.optuna_enabled ? { OPTUNA_STORAGE = google_secret_manager_secret.secret["optuna-storage"].secret_id } : {}
   trainer_task_count = coalesce(var.trainer_task_count, local.optuna_enabled ? 4 : 1)
 
   # The report email needs the SMTP password, which only a person can provide.
@@ -93,6 +93,8 @@ locals {
     DB_USER         = local.db_users["trainer"]
     ARTIFACT_URI    = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
     HOLIDAY_COUNTRY = var.holiday_country
+    # The shared study's database; its URL is built from DB_PASS (one credential).
+    OPTUNA_DATABASE = local.optuna_enabled ? var.optuna_db_name : ""
     # No SMTP_HOST without the password: the trainer then skips the email and says so.
     SMTP_HOST         = local.email_enabled ? var.smtp_host : ""
     SMTP_PORT         = tostring(var.smtp_port)

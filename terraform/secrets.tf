@@ -3,7 +3,12 @@
 #
 #   health-api-token  HEALTH_API_TOKEN of /model/health (bearer token)
 #   db-pass           DB_PASS, also set on the Cloud SQL user   (password login only)
-#   optuna-storage    OPTUNA_STORAGE, the shared study's URL    (password login, created instance)
+#
+# db-pass is the one database credential: the SQL user's password is written from the same
+# ephemeral value in the same apply, and the trainer builds the shared Optuna study's URL
+# from DB_PASS (OPTUNA_DATABASE names the study's database), so no second copy exists that
+# could differ. The migration job, run inside every apply (trainer_job.tf), logs in with
+# DB_PASS: a password the SQL user does not have fails the deployment, not the first run.
 #
 # The values come from an ephemeral random_password and are written through write-only
 # arguments (secret_data_wo, password_wo): they are in neither the plan nor the state.
@@ -16,7 +21,6 @@ locals {
   secrets = {
     "health-api-token" = { purpose = "HEALTH_API_TOKEN: bearer token of the HTTPS /model/health endpoint", when = "always" }
     "db-pass"          = { purpose = "DB_PASS: password of the Cloud SQL user", when = "password_auth" }
-    "optuna-storage"   = { purpose = "OPTUNA_STORAGE: SQLAlchemy URL of the shared Optuna study database", when = "optuna" }
   }
   # Which "when" values hold in this configuration.
   secret_conditions = compact([
@@ -68,20 +72,16 @@ resource "google_secret_manager_secret_version" "health_api_token" {
   secret_data_wo_version = var.secret_generation
 }
 
+# Written after the SQL user: when the instance or the user fails (API not ready, an
+# organisation policy), no secret version exists yet and the next apply writes both from
+# one value. (The rare reverse, a user written and the version not, is caught by the
+# migration job's login and mended by raising secret_generation: docs/deploy.md.)
 resource "google_secret_manager_secret_version" "db_pass" {
   count = local.generated_db_password ? 1 : 0
 
   secret                 = google_secret_manager_secret.secret["db-pass"].id
   secret_data_wo         = ephemeral.random_password.db.result
   secret_data_wo_version = var.secret_generation
-}
 
-# The shared Optuna study: the same user and password, its own database, reached through the
-# Cloud SQL socket the trainer job mounts at /cloudsql.
-resource "google_secret_manager_secret_version" "optuna_storage" {
-  count = local.optuna_enabled ? 1 : 0
-
-  secret                 = google_secret_manager_secret.secret["optuna-storage"].id
-  secret_data_wo         = "mysql+pymysql://${var.db_user}:${ephemeral.random_password.db.result}@/${var.optuna_db_name}?unix_socket=/cloudsql/${local.cloud_sql_instance}"
-  secret_data_wo_version = var.secret_generation
+  depends_on = [google_sql_user.password]
 }

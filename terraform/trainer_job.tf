@@ -39,9 +39,9 @@ resource "google_cloud_run_v2_job" "trainer" {
           }
         }
 
-        # DB_PASS (password login), OPTUNA_STORAGE (shared study), SMTP_PASSWORD (email on).
+        # DB_PASS (password login; also the shared study's), SMTP_PASSWORD (email on).
         dynamic "env" {
-          for_each = merge(local.db_pass_secrets, local.optuna_secrets, local.smtp_secrets)
+          for_each = merge(local.db_pass_secrets, local.smtp_secrets)
           content {
             name = env.key
             value_source {
@@ -78,7 +78,6 @@ resource "google_cloud_run_v2_job" "trainer" {
 
   depends_on = [
     google_secret_manager_secret_version.db_pass,
-    google_secret_manager_secret_version.optuna_storage,
     google_secret_manager_secret_iam_member.trainer_reads_smtp,
     time_sleep.iam_propagation,
   ]

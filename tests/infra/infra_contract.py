@@ -39,7 +39,8 @@ COMPONENT_ENV: dict[str, frozenset[str]] = {
         "GCP_PROJECT",
         "ARTIFACT_URI",
         "HOLIDAY_COUNTRY",
-        "OPTUNA_STORAGE",
+        # The shared study's database; the trainer builds its URL from DB_PASS.
+        "OPTUNA_DATABASE",
         "SMTP_HOST",
         "SMTP_PORT",
         "SMTP_USER",
@@ -65,6 +66,8 @@ TRAINER_RUN_OVERRIDES = frozenset(
 # Settings that no deployed component gets on Google Cloud, and why.
 NOT_WIRED_ON_GCP: dict[str, str] = {
     "DATABASE_URL": "Cloud SQL is reached through the connector (CLOUD_SQL_INSTANCE ...)",
+    "OPTUNA_STORAGE": "the trainer builds the study's URL from DB_PASS and OPTUNA_DATABASE "
+    "(one database credential, no second secret)",
     "TRAINER_COMMAND": "local runner only (TRAINER_JOB=local); on GCP the Cloud Run job runs",
     "TRAINER_LOG_DIR": "local runner only (TRAINER_JOB=local)",
     "DB_CONNECT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
@@ -76,9 +79,9 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
 # Values that must come from Secret Manager, never from plain environment variables.
 SECRET_ENV = frozenset({"DB_PASS", "HEALTH_API_TOKEN", "OPTUNA_STORAGE", "SMTP_PASSWORD"})
 # Secrets that exist only in some configurations: DB_PASS with password authentication
-# (DB_IAM_AUTH off), OPTUNA_STORAGE when the module creates the study's database,
-# SMTP_PASSWORD when a person provides it (the email is optional).
-CONDITIONAL_SECRET_ENV = frozenset({"DB_PASS", "OPTUNA_STORAGE", "SMTP_PASSWORD"})
+# (DB_IAM_AUTH off), SMTP_PASSWORD when a person provides it (the email is optional).
+# (OPTUNA_STORAGE is not wired on Google Cloud; if it ever is, it must be a secret.)
+CONDITIONAL_SECRET_ENV = frozenset({"DB_PASS", "SMTP_PASSWORD"})
 
 # Fixed values on Google Cloud.
 GCP_FIXED_ENV = {"METRICS_SINK": "cloud-monitoring", "ALLOW_UNAUTHENTICATED": "0"}
@@ -136,7 +139,6 @@ ALLOWED_GRANTS = frozenset(
         ("trainer", "roles/run.viewer", "cloud_run_v2_job:trainer"),
         ("trainer", "roles/secretmanager.secretAccessor", "secret:smtp-password"),
         ("trainer", "roles/secretmanager.secretAccessor", "secret:db-pass"),
-        ("trainer", "roles/secretmanager.secretAccessor", "secret:optuna-storage"),
         ("migrate", "roles/cloudsql.client", "project?sql"),
         ("migrate", "roles/cloudsql.instanceUser", "project?sql"),
         ("migrate", "roles/secretmanager.secretAccessor", "secret:db-pass"),

@@ -26,6 +26,7 @@ GCP_ONLY = contract.DB_VARS | {
     "HEALTH_ALLOWED_CALLERS",
     "TRAINER_JOB",
     "OPTUNA_STORAGE",
+    "OPTUNA_DATABASE",
 }
 COMPOSE_COMPONENT = {
     "health": "health",

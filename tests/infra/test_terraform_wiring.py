@@ -243,11 +243,7 @@ def test_generated_secrets_have_versions_but_never_enter_the_state(tf: Terraform
     assert "random_password" not in tf.resources, "random_password keeps its result in the state"
     assert set(tf.ephemeral.get("random_password", {})) == {"api_token", "db"}
     versions = tf.resources["google_secret_manager_secret_version"]
-    expected = {
-        "health_api_token": "health-api-token",
-        "db_pass": "db-pass",
-        "optuna_storage": "optuna-storage",
-    }
+    expected = {"health_api_token": "health-api-token", "db_pass": "db-pass"}
     assert set(versions) == set(expected)
     for name, secret in expected.items():
         body = versions[name]
@@ -260,9 +256,6 @@ def test_generated_secrets_have_versions_but_never_enter_the_state(tf: Terraform
     assert "password" not in user
     assert user["password_wo"] == versions["db_pass"]["secret_data_wo"]
     assert user["password_wo_version"] == "${var.secret_generation}"
-    optuna = versions["optuna_storage"]["secret_data_wo"]
-    assert "ephemeral.random_password.db.result" in optuna
-    assert "/${var.optuna_db_name}?unix_socket=/cloudsql/${local.cloud_sql_instance}" in optuna
     # Nothing else writes a secret value.
     for rtype, by_name in tf.resources.items():
         for name, body in by_name.items():
@@ -275,7 +268,44 @@ def test_generated_secrets_have_versions_but_never_enter_the_state(tf: Terraform
     for name in ("health_http", "health_pubsub", "train_trigger"):
         assert "google_secret_manager_secret_version.db_pass" in str(functions[name]["depends_on"])
     job_deps = str(tf.resource("google_cloud_run_v2_job", "trainer")["depends_on"])
-    assert "secret_version.db_pass" in job_deps and "secret_version.optuna_storage" in job_deps
+    assert "secret_version.db_pass" in job_deps
+
+
+def test_one_source_for_every_database_credential(tf: Terraform) -> None:
+    """Issue 25: the Optuna URL secret was written from a second random value and every
+    train-mode run failed with MySQL 1045. Now one generated value is the SQL user's
+    password and the db-pass secret, written in one apply, and nothing else carries it:
+    the trainer builds the study's URL from DB_PASS (tests/unit/trainer2)."""
+    db_value = "${ephemeral.random_password.db.result}"
+    writers = [
+        (rtype, name)
+        for rtype, by_name in tf.resources.items()
+        for name, body in by_name.items()
+        if any("ephemeral.random_password.db." in s for s in walk_strings(body))
+    ]
+    assert sorted(writers) == [
+        ("google_secret_manager_secret_version", "db_pass"),
+        ("google_sql_user", "password"),
+    ], writers
+    assert tf.resource("google_sql_user", "password")["password_wo"] == db_value
+    version = tf.resource("google_secret_manager_secret_version", "db_pass")
+    assert version["secret_data_wo"] == db_value
+    # The version is written after the user: a failed instance or user leaves no version
+    # behind that a retry (with a new random value) would not rewrite.
+    assert "google_sql_user.password" in str(version["depends_on"])
+    # Only db-pass holds a database credential; the trainer gets the study's database name.
+    assert set(tf.local_map("secrets")) == {"health-api-token", "db-pass"}
+    plain, secret_keys, _ = trainer_env(tf)
+    assert plain["OPTUNA_DATABASE"] == '${local.optuna_enabled ? var.optuna_db_name : ""}'
+    assert "OPTUNA_STORAGE" not in plain and "OPTUNA_STORAGE" not in secret_keys
+    assert "DB_PASS" in secret_keys
+    # Every component that logs in with a password reads that same secret.
+    assert tf.locals["db_pass_secrets"] == (
+        '${var.db_iam_auth ? {} : {DB_PASS = google_secret_manager_secret.secret["db-pass"].secret_id}}'
+    )
+    for where, component, _plain, keys, _ids in component_envs(tf):
+        if "DB_PASS" in contract.COMPONENT_ENV[component]:
+            assert "DB_PASS" in keys, where
 
 
 def test_write_only_arguments_have_the_versions_they_need(tf: Terraform) -> None:

@@ -2,7 +2,8 @@
 
 Settings shared with the rest of forecastguard (DATABASE_URL or CLOUD_SQL_INSTANCE,
 ARTIFACT_URI, OPTUNA_STORAGE, SMTP_*, REPORT_*) come from `Settings.from_env()`, a flag
-overriding its variable; the request this run serves comes from REQUEST_ID, REASON,
+overriding its variable (on Google Cloud OPTUNA_DATABASE names the study's database and
+the URL is built from DB_USER and DB_PASS: one credential); the request this run serves comes from REQUEST_ID, REASON,
 HEALTH_CHECK_ID, WINDOW_START, WINDOW_END (set by train_trigger); the Cloud Run task
 from CLOUD_RUN_EXECUTION, CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT, CLOUD_RUN_TASK_ATTEMPT.
 """
@@ -100,6 +101,32 @@ def default_ids(environ: Mapping[str, str], attempt: int) -> tuple[str, str]:
     return run_id[:64], base[:60]
 
 
+def optuna_url(settings: Settings, database: str) -> str:
+    """The shared study's URL on the Cloud SQL instance, built from the one database
+    credential (DB_USER, DB_PASS) and the instance's socket the job mounts at /cloudsql.
+
+    On Google Cloud there is no second copy of the password (an OPTUNA_STORAGE secret)
+    that could drift from the SQL user's: a rotation changes both at once.
+    """
+    import sqlalchemy as sa
+
+    if not settings.cloud_sql_instance:
+        raise ConfigError("OPTUNA_DATABASE needs CLOUD_SQL_INSTANCE (the study's server)")
+    if settings.db_iam_auth:
+        raise ConfigError(
+            "OPTUNA_DATABASE needs a password login (DB_IAM_AUTH is on): set OPTUNA_STORAGE"
+        )
+    settings.require("db_user", "db_pass")
+    url = sa.engine.URL.create(
+        "mysql+pymysql",
+        username=settings.db_user,
+        password=settings.db_pass,
+        database=database,
+        query={"unix_socket": f"/cloudsql/{settings.cloud_sql_instance}"},
+    )
+    return url.render_as_string(hide_password=False)
+
+
 def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings, Any]:
     """Settings and JobOptions from the parsed flags and the environment (pure)."""
     from trainer.artifacts import check_run_id
@@ -125,6 +152,11 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
     except ValueError as exc:
         raise ConfigError(f"RUN_ID: {exc}") from None
     storage = settings.optuna_storage
+    database = (params.get("optuna_database") or "").strip()
+    if database:
+        if storage:
+            raise ConfigError("set OPTUNA_STORAGE or OPTUNA_DATABASE, not both")
+        storage = optuna_url(settings, database)
     if storage and storage == settings.database_url:
         raise ConfigError(
             "OPTUNA_STORAGE must not be DATABASE_URL: give Optuna a database of its own "
@@ -197,6 +229,12 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
     "--optuna-storage",
     envvar="OPTUNA_STORAGE",
     help="RDB URL of a shared study, or 'database' (DATABASE_URL); default in memory.",
+)
+@click.option(
+    "--optuna-database",
+    envvar="OPTUNA_DATABASE",
+    help="Database of the shared study on CLOUD_SQL_INSTANCE: its URL is built from DB_USER "
+    "and DB_PASS (instead of OPTUNA_STORAGE).",
 )
 @click.option(
     "--train-config",

@@ -148,3 +148,47 @@ def test_forecast_mode_runs_in_task_zero_only(tmp_path):
     assert code == 1, proc.stderr
     assert "trainer failed" in messages
     assert "NoChampion" in proc.stdout + proc.stderr
+
+
+CLOUD_SQL = {
+    "DATABASE_URL": "",
+    "CLOUD_SQL_INSTANCE": "proj:europe-west1:fg",
+    "DB_USER": "forecastguard",
+    "DB_NAME": "forecastguard",
+}
+
+
+def test_optuna_url_is_built_from_the_one_database_password():
+    """On Google Cloud the study's URL comes from DB_PASS (the db-pass secret the SQL user
+    was set from), so no second copy of the password can differ from the user's."""
+    import sqlalchemy as sa
+
+    for password in ("first-Generated-1", "p@ss/w:rd?#&"):
+        _, opts = _build(
+            env={**CLOUD_SQL, "DB_PASS": password}, optuna_database="forecastguard_optuna"
+        )
+        url = sa.make_url(opts.optuna_storage)
+        assert url.drivername == "mysql+pymysql"
+        assert (url.username, url.password) == ("forecastguard", password)
+        assert url.database == "forecastguard_optuna"
+        assert url.query == {"unix_socket": "/cloudsql/proj:europe-west1:fg"}
+    # Without OPTUNA_DATABASE (or OPTUNA_STORAGE) the study stays in memory.
+    _, opts = _build(env={**CLOUD_SQL, "DB_PASS": "x"})
+    assert opts.optuna_storage is None
+
+
+@pytest.mark.parametrize(
+    "env, params, message",
+    [
+        (
+            {**CLOUD_SQL, "DB_PASS": "x"},
+            {"optuna_database": "o", "optuna_storage": "sqlite:///o.db"},
+            "not both",
+        ),
+        ({**CLOUD_SQL, "DB_IAM_AUTH": "1"}, {"optuna_database": "o"}, "password login"),
+        ({}, {"optuna_database": "o"}, "CLOUD_SQL_INSTANCE"),
+    ],
+)
+def test_optuna_database_needs_a_password_login_on_cloud_sql(env, params, message):
+    with pytest.raises(ConfigError, match=message):
+        _build(env=env, **params)
