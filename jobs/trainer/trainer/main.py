@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from forecastguard.config import Settings
 from forecastguard.logs import get_logger
+from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactStore
 from trainer.emailer import Attachment, EmailOutcome, SmtpConfig, build_message, send
 from trainer.options import JobOptions, RequestInfo
@@ -178,11 +179,15 @@ def send_report(
             html=html,
             inline_images={k: v for k, v in plots.items() if f"]({k})" in markdown},
             attachments=[Attachment(n, b) for n, b in plots.items()]
-            + [Attachment("per_product.csv", per_product.to_csv(index=False).encode())],
+            + [Attachment("per_product.csv", csv_text(per_product).encode())],
         )
         outcome = send(smtp, msg)
     except ValueError as exc:  # no recipients configured
         outcome = EmailOutcome(False, smtp.recipients, subject, now(), str(exc), skipped=True)
+    except Exception as exc:  # building the message: the run and its forecasts stand
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("report email not built", extra={"error": error}, exc_info=True)
+        outcome = EmailOutcome(False, smtp.recipients, subject, now(), error)
     try:
         store.write_json(f"notifications/{data.run_id}/email.json", outcome.to_dict())
     except Exception as exc:  # recording the outcome must not fail the run either

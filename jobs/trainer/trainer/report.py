@@ -2,19 +2,50 @@
 
 Built from plain dicts and frames (`ReportData`), so it renders without a model. The
 same Markdown becomes the email's HTML (markdown-it-py) with the plots inline.
+
+Product ids and every other data-derived text are hostile input (docs/security.md): they
+enter the Markdown through `md_text` (Markdown's markup characters backslash-escaped) or
+`md_code` (a code span its content cannot close), the HTML renderer follows no link or
+image but the report's own plots, and the plots draw labels as plain text (matplotlib's
+mathtext off). A plot that fails to draw is logged and named in the report instead; it
+never fails the run (`draw_plots`).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from forecastguard.logs import get_logger
+
+log = get_logger(__name__)
+
 PLOTS = ("fairness.png", "bias.png", "shap_summary.png", "training.png")
+# What makes Markdown markup inline: links and images (`[`, `]`), code, emphasis (`_`
+# inside a word cannot), table cells, and `<` or `&` when they could open an autolink, raw
+# HTML or an entity. Data never starts a line of the report, so line-start markup (`#`,
+# `-`, `>`, `1.`) cannot be reached; line breaks in data become spaces.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]|]|(?<![^\W_])_|_(?![^\W_])|<(?=\S)|&(?=[#A-Za-z0-9])")
+
+
+def md_text(value: object) -> str:
+    """Data as Markdown text that renders as itself: no link, image, code or emphasis."""
+    text = " ".join(str(value).splitlines())
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+def md_code(value: object) -> str:
+    """Data as a Markdown code span (literal text) that its own backticks cannot close."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 @dataclass
@@ -45,6 +76,7 @@ class ReportData:
     best_baseline: str | None = None  # kind of the best baseline on the test window
     data_quality_failures: list[str] = field(default_factory=list)
     shap_settings: dict[str, Any] = field(default_factory=dict)  # Explanation.settings
+    plot_errors: dict[str, str] = field(default_factory=dict)  # plot file name -> error
 
 
 def _quality_lines(quality: dict[str, Any]) -> list[str]:
@@ -59,7 +91,9 @@ def _quality_lines(quality: dict[str, Any]) -> list[str]:
         ]
     if quality.get("failures"):
         out += [
-            "**Data-quality rules failed** (no promotion): " + "; ".join(quality["failures"]) + ".",
+            "**Data-quality rules failed** (no promotion): "
+            + "; ".join(md_text(f) for f in quality["failures"])
+            + ".",
             "",
         ]
     if quality.get("table"):
@@ -75,7 +109,7 @@ def _quality_lines(quality: dict[str, Any]) -> list[str]:
             "",
         ]
     if quality.get("dropped_products"):
-        out += [f"Dropped products: {', '.join(quality['dropped_products'])}.", ""]
+        out += [f"Dropped products: {', '.join(map(md_text, quality['dropped_products']))}.", ""]
     return out
 
 
@@ -90,14 +124,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
         if not math.isfinite(value):
             return "–"
         return f"{value:.{digits}g}"
-    return str(value).replace("|", "\\|")
+    return md_text(value)
 
 
 def md_table(frame: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub-style Markdown table (numbers right-aligned)."""
     if frame.empty:
         return "_(none)_"
-    cols = [str(c) for c in frame.columns]
+    cols = [md_text(c) for c in frame.columns]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
     head = "| " + " | ".join(cols) + " |"
     rule = "|" + "|".join("---:" if n else "---" for n in numeric) + "|"
@@ -136,8 +170,15 @@ def _scores_table(data: ReportData) -> pd.DataFrame:
 
 def _against(kind: str) -> str:
     if kind.startswith("baseline:"):
-        return f"the best baseline, {kind.removeprefix('baseline:').replace('_', ' ')},"
-    return f"the {kind.replace('_', ' ')}"
+        return f"the best baseline, {md_text(kind.removeprefix('baseline:').replace('_', ' '))},"
+    return f"the {md_text(kind.replace('_', ' '))}"
+
+
+def _plot(data: ReportData, name: str, alt: str) -> str:
+    """The plot's image, or a line that says it could not be drawn and why."""
+    if name in data.plot_errors:
+        return f"_The plot {name} could not be drawn: {md_text(data.plot_errors[name])}._"
+    return f"![{alt}]({name})"
 
 
 def _serving_lines(data: ReportData) -> list[str]:
@@ -156,8 +197,8 @@ def _serving_lines(data: ReportData) -> list[str]:
     else:
         why = "the champion was not beaten, so it keeps serving"
     return [
-        f"**Serving now: {srv['description']} (`{srv['model_version']}`, kind "
-        f"`{srv['kind']}`)**, because {why}. Its forecasts of the next "
+        f"**Serving now: {md_text(srv['description'])} ({md_code(srv['model_version'])}, "
+        f"kind {md_code(srv['kind'])})**, because {why}. Its forecasts of the next "
         f"{data.metrics['horizon']} days are written after this report.",
         "",
     ]
@@ -195,7 +236,8 @@ def _candidate_lines(data: ReportData) -> list[str]:
         "",
         f"Trained side by side: the debiased LSTM, LightGBM on the same features{members} "
         f"and their blend{share}. The challenger is the one with the lowest validation mean "
-        f"RMSSE: **{chosen}**. The test window chose nothing; its figures are the ones judged "
+        f"RMSSE: **{md_text(chosen)}**. The test window chose nothing; its figures are the ones "
+        "judged "
         "above.",
         "",
         md_table(frame),
@@ -235,7 +277,7 @@ def _shap_lines(data: ReportData) -> list[str]:
     s = data.shap_settings
     out = ["## What drives the forecasts (SHAP)", ""]
     if s and not s.get("explained", True):
-        return [*out, f"No SHAP values: {s.get('reason', 'nothing was explained')}.", ""]
+        return [*out, f"No SHAP values: {md_text(s.get('reason', 'nothing was explained'))}.", ""]
     kind = s.get("kind", "lstm")
     what = _SHAP_KINDS.get(kind, kind)
     weight = f" (`w` = {s['blend_weight']:g})" if "blend_weight" in s else ""
@@ -247,8 +289,14 @@ def _shap_lines(data: ReportData) -> list[str]:
         "`future` ones are known in advance for the forecast days.",
     ]
     if s.get("note"):
-        out += ["", s["note"]]
-    out += ["", "![SHAP summary](shap_summary.png)", "", md_table(data.shap_summary.head(15)), ""]
+        out += ["", md_text(s["note"])]
+    out += [
+        "",
+        _plot(data, "shap_summary.png", "SHAP summary"),
+        "",
+        md_table(data.shap_summary.head(15)),
+        "",
+    ]
     if not data.shap_per_product.empty:
         out += ["Top features of the worst products:", ""]
         top = (
@@ -269,23 +317,27 @@ def render_markdown(data: ReportData) -> str:
     req = data.request
     srv = data.serving or {}
     serves = (
-        f" Serving: {srv['description']} (`{srv['model_version']}`)."
+        f" Serving: {md_text(srv['description'])} ({md_code(srv['model_version'])})."
         if srv.get("model_version")
         else ""
     )
+    reason = md_text(d["reason"])
     out = [
-        f"# forecastguard training run {data.run_id}",
+        f"# forecastguard training run {md_text(data.run_id)}",
         "",
-        f"Model version `{data.model_version}`, {data.created_at}. Decision: {verdict} — "
-        f"{d['reason']}.{serves}",
+        f"Model version {md_code(data.model_version)}, {md_text(data.created_at)}. Decision: "
+        f"{verdict} — {reason}.{serves}",
         "",
     ]
     if req.get("request_id"):
+        # The request's reason quotes product ids (the health check's drift reasons).
         out += [
-            f"Retrain request `{req['request_id']}`: {req.get('reason') or 'no reason given'}"
+            f"Retrain request {md_code(req['request_id'])}: "
+            + md_text(req.get("reason") or "no reason given")
             + (
-                f" (health check `{req['health_check_id']}`"
-                f", window {req.get('window_start') or '?'} – {req.get('window_end') or '?'})"
+                f" (health check {md_code(req['health_check_id'])}, window "
+                f"{md_text(req.get('window_start') or '?')} – "
+                f"{md_text(req.get('window_end') or '?')})"
                 if req.get("health_check_id")
                 else ""
             ),
@@ -300,7 +352,7 @@ def render_markdown(data: ReportData) -> str:
         "",
         "## Promotion decision",
         "",
-        f"{verdict[0].upper()}{verdict[1:]}: {d['reason']}. Judged against "
+        f"{verdict[0].upper()}{verdict[1:]}: {reason}. Judged against "
         f"{_against(d['against'])} on the same latest test window.",
         "",
         "Promotion metric: **mean per-product RMSSE** (each product's RMSE scaled by its "
@@ -313,14 +365,14 @@ def render_markdown(data: ReportData) -> str:
     if data.data_quality_failures:
         out += [
             "Data-quality checks failed, which blocks any promotion: "
-            + ", ".join(data.data_quality_failures)
+            + ", ".join(map(md_text, data.data_quality_failures))
             + ".",
             "",
         ]
     out += _serving_lines(data)
     out += _candidate_lines(data)
     if data.champion_note:
-        out += [f"Note: {data.champion_note}", ""]
+        out += [f"Note: {md_text(data.champion_note)}", ""]
     out += [
         "## Comparison with the champion and the baselines",
         "",
@@ -340,7 +392,8 @@ def render_markdown(data: ReportData) -> str:
         ]
     if data.quality.get("rules"):
         out += [
-            "Rules applied: " + "; ".join(f"{k}: {v}" for k, v in data.quality["rules"].items()),
+            "Rules applied: "
+            + "; ".join(f"{md_text(k)}: {md_text(v)}" for k, v in data.quality["rules"].items()),
             "",
         ]
 
@@ -348,12 +401,13 @@ def render_markdown(data: ReportData) -> str:
     out += [
         "## Tuning (Optuna)",
         "",
-        f"Study `{t['study_name']}` ({t['storage']} storage, task {t['task_index'] + 1} of "
+        f"Study {md_code(t['study_name'])} ({md_text(t['storage'])} storage, task "
+        f"{t['task_index'] + 1} of "
         f"{t['task_count']}): {t['counts'].get('complete', 0)} complete, "
         f"{t['counts'].get('pruned', 0)} pruned, {t['counts'].get('fail', 0)} failed trials "
         f"in {t['duration_s']:.0f} s. Objective: a mix of the validation's mean and "
         f"worst-decile RMSSE. Best trial {t['best_trial']}: {t['best_value']:.4g} with "
-        + ", ".join(f"{k}={_fmt(v)}" for k, v in t["best_params"].items())
+        + ", ".join(f"{md_text(k)}={_fmt(v)}" for k, v in t["best_params"].items())
         + "; trained on the training days only (no refit: validation figures stay out of "
         "sample).",
         "",
@@ -379,7 +433,9 @@ def render_markdown(data: ReportData) -> str:
             )
         ),
         "",
-        "![Per-product test error of the LSTM with and without group DRO](fairness.png)",
+        _plot(
+            data, "fairness.png", "Per-product test error of the LSTM with and without group DRO"
+        ),
         "",
         md_table(data.per_product.sort_values("rmsse", ascending=False)),
         "",
@@ -391,23 +447,36 @@ def render_markdown(data: ReportData) -> str:
         "",
         md_table(pd.DataFrame([{"forecasts": k, **v} for k, v in b.items()])),
         "",
-        "![Per-product bias before and after correction](bias.png)",
+        _plot(data, "bias.png", "Per-product bias before and after correction"),
         "",
         *_shap_lines(data),
     ]
-    out += ["## Training", "", "![Training history](training.png)", ""]
+    out += ["## Training", "", _plot(data, "training.png", "Training history"), ""]
+    if data.plot_errors:
+        out += [
+            "## Plots that could not be drawn",
+            "",
+            *[f"- {name}: {md_text(error)}" for name, error in sorted(data.plot_errors.items())],
+            "",
+        ]
     if data.artifacts:
-        out += ["## Artifacts", "", *[f"- `{a}`" for a in data.artifacts], ""]
+        out += ["## Artifacts", "", *[f"- {md_code(a)}" for a in data.artifacts], ""]
     return "\n".join(out)
 
 
 def markdown_to_html(markdown: str, title: str) -> str:
-    """The report as a standalone HTML page (tables enabled, raw HTML disabled)."""
+    """The report as a standalone HTML page (tables enabled, raw HTML disabled).
+
+    The only link or image it renders is one of the report's own plots (`PLOTS`): any
+    other `[..](..)`, `![..](..)` or `<..>` stays text, whatever reached the Markdown.
+    """
     from html import escape
 
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.validateLink = lambda url: url in PLOTS  # type: ignore[method-assign]
+    body = md.render(markdown)
     style = (
         "body{font-family:sans-serif;max-width:60em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
@@ -428,14 +497,45 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def make_plots(data: ReportData) -> dict[str, bytes]:
-    """The report's PNG plots, by file name."""
+def draw_plots(data: ReportData) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The report's PNG plots by file name, and the error of each plot that failed.
+
+    Each plot is drawn on its own; a failure is logged (ERROR `report plot failed`) and
+    returned, never raised: a report is decoration and must not cost the run.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plots: dict[str, bytes] = {}
+    errors: dict[str, str] = {}
+    for name, draw in _DRAWERS.items():
+        try:
+            plots[name] = draw(data)
+        except Exception as exc:
+            plt.close("all")
+            errors[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            log.error(
+                "report plot failed",
+                extra={"plot": name, "run_id": data.run_id, "error": errors[name]},
+                exc_info=True,
+            )
+    return plots, errors
+
+
+def make_plots(data: ReportData) -> dict[str, bytes]:
+    """The report's PNG plots, by file name (the ones that could be drawn)."""
+    return draw_plots(data)[0]
+
+
+# Labels and titles carry data (product ids, feature names): drawn as plain text, since
+# matplotlib's mathtext would parse `$...$` in them and raise on what it cannot parse.
+_PLAIN = {"parse_math": False}
+
+
+def _fairness_plot(data: ReportData) -> bytes:
+    import matplotlib.pyplot as plt
 
     # One difference only: the same LSTM with and without group DRO, both uncorrected.
     with_col = "rmsse_lstm_dro" if "rmsse_lstm_dro" in data.per_product else "rmsse"
@@ -445,12 +545,16 @@ def make_plots(data: ReportData) -> dict[str, bytes]:
     ax.barh(y - 0.2, per[with_col], height=0.4, label="with group DRO")
     if "rmsse_lstm_plain" in per:
         ax.barh(y + 0.2, per["rmsse_lstm_plain"], height=0.4, label="without")
-    ax.set_yticks(y, per["product_id"].astype(str))
+    ax.set_yticks(y, per["product_id"].astype(str), **_PLAIN)
     ax.invert_yaxis()
     ax.set_xlabel("test RMSSE (no bias correction)")
     ax.set_title("Per-product error of the LSTM with and without group DRO")
     ax.legend()
-    plots["fairness.png"] = _png(fig)
+    return _png(fig)
+
+
+def _bias_plot(data: ReportData) -> bytes:
+    import matplotlib.pyplot as plt
 
     pb = data.per_product_bias.sort_values("bias_before")
     fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * len(pb) + 1)))
@@ -458,27 +562,39 @@ def make_plots(data: ReportData) -> dict[str, bytes]:
     ax.barh(y - 0.2, pb["bias_before"], height=0.4, label="before correction")
     ax.barh(y + 0.2, pb["bias_after"], height=0.4, label="after correction")
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(y, pb["product_id"].astype(str))
+    ax.set_yticks(y, pb["product_id"].astype(str), **_PLAIN)
     ax.set_xlabel("mean error (actual − forecast), units")
     ax.set_title("Per-product bias on the test window")
     ax.legend()
-    plots["bias.png"] = _png(fig)
+    return _png(fig)
+
+
+def _shap_plot(data: ReportData) -> bytes:
+    import matplotlib.pyplot as plt
 
     top = data.shap_summary.head(15).iloc[::-1]
     fig, ax = plt.subplots(figsize=(8, max(3, 0.3 * len(top) + 1)))
     if top.empty:  # a baseline serves: nothing to attribute
         reason = data.shap_settings.get("reason", "nothing was explained")
-        ax.text(0.5, 0.5, f"No SHAP values:\n{reason}", ha="center", va="center", wrap=True)
+        ax.text(
+            0.5, 0.5, f"No SHAP values:\n{reason}", ha="center", va="center", wrap=True, **_PLAIN
+        )
         ax.set_axis_off()
     else:
         labels = [f"{f} ({i})" for f, i in zip(top["feature"], top["input"], strict=True)]
         if "model" in top and top["model"].nunique() > 1:
             labels = [f"{m}: {lab}" for m, lab in zip(top["model"], labels, strict=True)]
-        ax.barh(labels, top["sum_abs_shap_over_steps"])
+        y = np.arange(len(labels))
+        ax.barh(y, top["sum_abs_shap_over_steps"])
+        ax.set_yticks(y, labels, **_PLAIN)
         ax.set_xlabel("mean |SHAP| summed over time steps")
     kind = data.shap_settings.get("kind", "lstm")
-    ax.set_title(f"Feature attributions (SHAP of the {kind} forecast, test windows)")
-    plots["shap_summary.png"] = _png(fig)
+    ax.set_title(f"Feature attributions (SHAP of the {kind} forecast, test windows)", **_PLAIN)
+    return _png(fig)
+
+
+def _training_plot(data: ReportData) -> bytes:
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for key in ("loss", "val_loss", "val_rmsse", "val_disparity"):
@@ -487,5 +603,12 @@ def make_plots(data: ReportData) -> dict[str, bytes]:
     ax.set_xlabel("epoch")
     ax.set_title("Final model training")
     ax.legend()
-    plots["training.png"] = _png(fig)
-    return plots
+    return _png(fig)
+
+
+_DRAWERS = {
+    "fairness.png": _fairness_plot,
+    "bias.png": _bias_plot,
+    "shap_summary.png": _shap_plot,
+    "training.png": _training_plot,
+}

@@ -31,6 +31,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from forecastguard.logs import get_logger, timed
+from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactStore
 from trainer.options import JobOptions
 from trainer.promotion import Decision, Fallback, Scores, Tolerances
@@ -334,8 +335,14 @@ def build_report(
     explanation: Explanation,
     opts: JobOptions,
 ) -> RunReport:
-    """Tables, metrics.json and the rendered report (Markdown, HTML, plots)."""
-    from trainer.report import ReportData, make_plots, markdown_to_html, render_markdown
+    """Tables, metrics.json and the rendered report (Markdown, HTML, plots).
+
+    Drawing and rendering never fail the run (issue 28: a `$` in a product id once made
+    matplotlib raise and cost the model, its promotion and the forecasts): a plot that
+    fails is named in the report, and a report that cannot be rendered at all is
+    replaced by a short one that says so; both are logged at ERROR.
+    """
+    from trainer.report import ReportData, draw_plots, markdown_to_html, render_markdown
 
     run_id = opts.run_id
     champ = j.champion
@@ -389,12 +396,43 @@ def build_report(
         best_baseline=j.base_kind,
         data_quality_failures=list(j.quality_failures),
     )
-    with timed(log, "stage report", stage="report"):
-        plots = make_plots(data)
+    with timed(log, "stage report", stage="report") as out:
+        plots, data.plot_errors = draw_plots(data)
         data.artifacts = sorted([*ARTIFACTS, *plots])
-        markdown = render_markdown(data)
-        html = markdown_to_html(markdown, f"forecastguard run {run_id}")
+        try:
+            markdown = render_markdown(data)
+            html = markdown_to_html(markdown, f"forecastguard run {run_id}")
+        except Exception as exc:
+            markdown, html = failed_report(data, exc)
+        out.update(plots=len(plots), plot_errors=sorted(data.plot_errors))
     return RunReport(metrics_doc, per_product, data, plots, markdown, html)
+
+
+def failed_report(data: ReportData, exc: Exception) -> tuple[str, str]:
+    """The short report (Markdown, HTML) of a run whose report could not be rendered."""
+    from html import escape
+
+    from trainer.report import md_code, md_text
+
+    error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    log.error(
+        "stage report failed: a short report replaces it",
+        extra={"run_id": data.run_id, "error": error},
+        exc_info=True,
+    )
+    d = data.decision
+    markdown = (
+        f"# forecastguard training run {md_text(data.run_id)}\n\n"
+        f"Model version {md_code(data.model_version)}. Decision: "
+        f"{'promoted' if d.get('promote') else 'not promoted'} — {md_text(d.get('reason'))}.\n\n"
+        f"The full report could not be rendered ({md_text(error)}); metrics.json and the "
+        "CSV files of the run hold its figures.\n"
+    )
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>forecastguard run "
+        f"{escape(data.run_id)}</title></head><body><pre>{escape(markdown)}</pre></body></html>"
+    )
+    return markdown, html
 
 
 # 7. artifacts -------------------------------------------------------------------------
@@ -440,8 +478,8 @@ def write_artifacts(
         save_model_bundle(writer, bundle, workdir / "bundle")
         save_gbm(writer, ch.gbm, ch.blend_weight, workdir / "bundle")
         writer.put_json("metrics.json", report.metrics_doc)
-        writer.put_text("per_product.csv", report.per_product.to_csv(index=False))
-        writer.put_text("holdout.csv", ch.test.to_csv(index=False))
+        writer.put_text("per_product.csv", csv_text(report.per_product))
+        writer.put_text("holdout.csv", csv_text(ch.test))
         writer.put_json("quality.json", prepared.quality.to_dict())
         writer.put_json(
             "history.json",
@@ -451,10 +489,10 @@ def write_artifacts(
                 "without_callback": {"keras": unfair.history, "fairness": unfair.fairness_history},
             },
         )
-        writer.put_text("tuning/trials.csv", tuning.trials.to_csv(index=False))
+        writer.put_text("tuning/trials.csv", csv_text(tuning.trials))
         writer.put_json("tuning/summary.json", tuning.to_dict())
-        writer.put_text("shap/summary.csv", explanation.summary.to_csv(index=False))
-        writer.put_text("shap/per_product.csv", explanation.per_product.to_csv(index=False))
+        writer.put_text("shap/summary.csv", csv_text(explanation.summary))
+        writer.put_text("shap/per_product.csv", csv_text(explanation.per_product))
         npz = workdir / "shap_values.npz"
         np.savez_compressed(npz, **explanation.npz_arrays())
         writer.put_file("shap/values.npz", npz)
