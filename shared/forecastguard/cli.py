@@ -111,28 +111,52 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
     help="Negative units (returns exceeding sales): reject them as bad rows, clip them "
     "to 0, or keep them as net returns (counted either way).",
 )
+@click.option(
+    "--max-units",
+    type=float,
+    help="Refuse a row with more units than this (default: $SALES_MAX_UNITS, else 1000000).",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    help="Refuse a file larger than this (default: $SALES_MAX_BYTES, else 64 MiB).",
+)
 def load_sales_command(
-    database_url: str | None, csv_path: Path, on_error: str, negative: str
+    database_url: str | None,
+    csv_path: Path,
+    on_error: str,
+    negative: str,
+    max_units: float | None,
+    max_bytes: int | None,
 ) -> None:
     """Load (upsert) daily sales from a CSV file, in one transaction.
 
     Loading the same file twice changes nothing. Bad dates, non-numeric units and
     duplicate (product, date) rows are errors that list the rows; negative units follow
     --negative. Sales that are not daily (weekly or monthly totals) load with a warning
-    naming the detected frequency: the trainer refuses them.
+    naming the detected frequency: the trainer refuses them. Product ids with control or
+    invisible characters, rows above --max-units, duplicate or ambiguous columns and
+    files above --max-bytes are refused (docs/security.md).
     """
     import sqlalchemy as sa
 
     from forecastguard.db.engine import DatabaseUnavailable, check_connection, database_error
     from forecastguard.sales_io import SalesFileError, load_sales, read_sales_csv
 
-    engine = engine_from(settings_from(database_url=database_url))
+    settings = settings_from(
+        database_url=database_url,
+        sales_max_units=str(max_units) if max_units is not None else None,
+        sales_max_bytes=str(max_bytes) if max_bytes is not None else None,
+    )
+    engine = engine_from(settings)
     try:
         with timed(log, "sales file read", path=str(csv_path)):
             frame = read_sales_csv(
                 csv_path,
                 on_error=on_error,  # type: ignore[arg-type]
                 negative=negative,  # type: ignore[arg-type]
+                max_units=settings.sales_max_units,
+                max_bytes=settings.sales_max_bytes,
             )
     except SalesFileError as exc:
         click.echo(f"error: {exc}", err=True)

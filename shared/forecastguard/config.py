@@ -134,6 +134,12 @@ class Settings:
     # A drift must also be big enough: level shift in reference sd, spread ratio beyond
     # 1 + this (issue 13, docs/health.md); 0 turns the minimum off.
     min_drift_effect: float = _setting("MIN_DRIFT_EFFECT", 0.5, _number(float, low=0))
+    # `forecastguard load-sales` (docs/security.md): the most units one row may hold (a
+    # row above it is refused), and the largest file it reads, in bytes.
+    sales_max_units: float = _setting(
+        "SALES_MAX_UNITS", 1_000_000.0, _number(float, low=0, high=1e15, strict=True)
+    )
+    sales_max_bytes: int = _setting("SALES_MAX_BYTES", 64 * 2**20, _number(int, low=1))
     # The trainer.
     holiday_country: str = _setting("HOLIDAY_COUNTRY", "IT")
     optuna_storage: str | None = _setting("OPTUNA_STORAGE")

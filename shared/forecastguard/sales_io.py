@@ -15,10 +15,16 @@ The sampling frequency is detected (`forecastguard.frequency`) and reported; any
 but daily is a warning here and refused by the trainer.
 Loading is one transaction of upserts, so a failed load writes nothing and loading
 the same file twice changes nothing.
+
+Product data is hostile input (docs/security.md): an id with a control or invisible
+character (Unicode categories Cc, Cf, Zl, Zp) is a problem row, so is a row with more
+units than `max_units`; duplicate or ambiguous columns refuse the file, and so does a
+file larger than `max_bytes` (checked before it is read).
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +37,7 @@ import sqlalchemy as sa
 from forecastguard.db import schema
 from forecastguard.db.upsert import upsert_rows
 from forecastguard.frequency import Frequency, detect_frequency
+from forecastguard.safetext import invisible_characters, terminal_safe
 
 _LONG_ALIASES = {
     "product_id": ("product_id", "product", "sku"),
@@ -38,6 +45,8 @@ _LONG_ALIASES = {
     "units": ("units", "units_sold", "qty", "quantity"),
 }
 MAX_LISTED = 20
+MAX_UNITS = 1_000_000.0  # the default of SALES_MAX_UNITS
+MAX_BYTES = 64 * 2**20  # the default of SALES_MAX_BYTES
 NegativePolicy = Literal["reject", "clip", "keep"]
 NEGATIVE_POLICIES: tuple[str, ...] = ("reject", "clip", "keep")
 
@@ -53,7 +62,8 @@ class RowProblem:
     problem: str
 
     def __str__(self) -> str:
-        who = f" product {self.product_id}" if self.product_id else ""
+        # The id is data: printed with its control and invisible characters escaped.
+        who = f" product {terminal_safe(self.product_id)}" if self.product_id else ""
         return f"line {self.line}{who}: {self.column}={self.value!r}: {self.problem}"
 
 
@@ -105,16 +115,50 @@ def read_sales_csv(
     path: str | Path,
     on_error: Literal["fail", "skip"] = "fail",
     negative: NegativePolicy = "reject",
+    *,
+    max_units: float = MAX_UNITS,
+    max_bytes: int = MAX_BYTES,
 ) -> SalesFrame:
-    """Read and validate a sales CSV in long or wide format (`negative`: see the module)."""
+    """Read and validate a sales CSV in long or wide format (`negative`: see the module).
+
+    A file over `max_bytes` is refused before it is read (reading takes about 15 times
+    its size in memory: docs/security.md).
+    """
     path = Path(path)
     if not path.is_file():
         raise SalesFileError(f"sales file not found: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise SalesFileError(
+            f"{path} is {size:,} bytes, more than the limit of {max_bytes:,} "
+            "(SALES_MAX_BYTES or --max-bytes); split it and load the parts, or raise the limit"
+        )
     try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        csv.Error,
+    ) as exc:
         raise SalesFileError(f"{path} is not a readable CSV file: {exc}") from None
-    return parse_sales_frame(raw, on_error=on_error, source=str(path), negative=negative)
+    _refuse_duplicate_columns(header, str(path))
+    return parse_sales_frame(
+        raw, on_error=on_error, source=str(path), negative=negative, max_units=max_units
+    )
+
+
+def _refuse_duplicate_columns(columns: Iterable[object], source: str) -> None:
+    """Two columns of one name (spaces and case aside) would silently use the first."""
+    names = [str(c).strip().lower() for c in columns]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise SalesFileError(
+            f"{source}: duplicate column(s) {', '.join(map(repr, dups))}: each column must "
+            "appear once"
+        )
 
 
 def parse_sales_frame(
@@ -122,10 +166,13 @@ def parse_sales_frame(
     on_error: Literal["fail", "skip"] = "fail",
     source: str = "input",
     negative: NegativePolicy = "reject",
+    *,
+    max_units: float = MAX_UNITS,
 ) -> SalesFrame:
     """Validate a frame of strings as read from a CSV (long or wide format)."""
     if negative not in NEGATIVE_POLICIES:
         raise ValueError(f"negative policy must be one of {NEGATIVE_POLICIES}, got {negative!r}")
+    _refuse_duplicate_columns(raw.columns, source)
     columns = {c.strip(): c for c in raw.columns}
     if "DATE" in columns and any(c.startswith("QTY_") for c in columns):
         long, promo, fmt = _wide_to_long(raw.rename(columns=str.strip))
@@ -149,9 +196,32 @@ def parse_sales_frame(
 
     bad_pid = (pid == "") | (pid.str.len() > schema.PRODUCT_ID)
     flag(bad_pid, "product_id", pid, "must be 1-64 characters")
+    hidden = pid.map(invisible_characters)
+    invisible = hidden.map(bool)
+    for line, product, chars in zip(
+        long.loc[invisible, "line"], pid[invisible], hidden[invisible], strict=True
+    ):
+        problems.append(
+            RowProblem(
+                int(line),
+                product,
+                "product_id",
+                product,
+                f"contains control or invisible character(s) {', '.join(chars)}",
+            )
+        )
+    bad_pid |= invisible
     flag(dates.isna(), "date", long["date"], "not a date (YYYY-MM-DD)")
     non_numeric = units.isna() | ~np.isfinite(units.fillna(0))
     flag(non_numeric, "units", long["units"], "not a number")
+    too_many = ~non_numeric & (units.abs() > max_units)
+    flag(
+        too_many,
+        "units",
+        long["units"],
+        f"more than {max_units:g} units (SALES_MAX_UNITS or --max-units)",
+    )
+    non_numeric |= too_many
     negative_rows = units < 0
     if negative == "reject":
         flag(
@@ -204,7 +274,13 @@ def _long_columns(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     lower = {c.lower(): c for c in raw.columns}
     picked = {}
     for name, aliases in _LONG_ALIASES.items():
-        found = next((lower[a] for a in aliases if a in lower), None)
+        present = [lower[a] for a in aliases if a in lower]
+        if len(present) > 1:
+            raise SalesFileError(
+                f"{source}: ambiguous {name} column: {', '.join(map(repr, present))} are "
+                "all read as it; keep one"
+            )
+        found = present[0] if present else None
         if found is None:
             raise SalesFileError(
                 f"{source}: no {name} column (expected one of {', '.join(aliases)}; "

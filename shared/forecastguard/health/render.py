@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from forecastguard.health.check import HealthResult
+from forecastguard.safetext import terminal_safe
 
 
 def to_json(result: HealthResult) -> str:
@@ -43,7 +44,7 @@ _REFERENCE = {"previous_window": "previous", "holdout": "holdout", "none": "none
 
 
 def _product(pid: object) -> str:
-    text = str(pid)
+    text = terminal_safe(pid)  # an ESC or a zero-width space shows as an escape
     return text if len(text) <= MAX_PRODUCT_CHARS else text[: MAX_PRODUCT_CHARS - 1] + "~"
 
 
@@ -69,11 +70,12 @@ def _finite(value: object) -> bool:
 
 def to_text(result: HealthResult, top: int = 20) -> str:
     """A readable report: verdict, reasons, figures and the `top` worst products, one
-    row each: accuracy (rmse, rmsse, bias), the drift's kind, its effect and q-value."""
+    row each: accuracy (rmse, rmsse, bias), the drift's kind, its effect and q-value.
+    Data-derived text (ids, reasons) has its control and invisible characters escaped."""
     verdict = "HEALTHY" if result.healthy else "UNHEALTHY"
     lines = [
         f"model {verdict}  window {result.window_start} .. {result.window_end}  "
-        f"model {result.model_version or '-'}",
+        f"model {terminal_safe(result.model_version or '-')}",
         f"avg_rmse {_fmt(result.avg_rmse, '.3f')} (threshold {result.params.rmse_threshold:g})  "
         f"global p {_fmt(result.p_value, '.3g')}  drift {'yes' if result.drift_detected else 'no'}"
         f"  products {result.n_products} ({result.n_tested} tested)  pairs {result.n_pairs}",
@@ -89,10 +91,11 @@ def to_text(result: HealthResult, top: int = 20) -> str:
         f"sales drift (information): {dd['n_drifted']} of {dd['n_tested']} products, "
         f"mean normalised Wasserstein {_fmt(dd['mean_wasserstein'], '.3f')}"
     )
+    # Reasons and warnings quote product ids: printed with their control characters escaped.
     for reason in result.reasons:
-        lines.append(f"  - {reason}")
+        lines.append(f"  - {terminal_safe(reason)}")
     for warning in result.warnings:
-        lines.append(f"  warning: {warning}")
+        lines.append(f"  warning: {terminal_safe(warning)}")
     if result.products.empty:
         return "\n".join(lines)
     worst = worst_first(result.products).head(top)
