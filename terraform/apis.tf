@@ -1,7 +1,9 @@
 # The Google APIs forecastguard uses, and the Pub/Sub service agent. Disabling APIs on
-# destroy is left to people. (scripts/bootstrap.sh enables the few the pipeline needs
-# before Terraform can run: Service Usage, Cloud Resource Manager, IAM, Cloud Build,
-# Storage.)
+# destroy is left to people. scripts/bootstrap.sh enables every API of this list before the
+# first plan (tests/infra checks the two lists agree), so on an empty project they are on
+# long before the first apply; Terraform keeps them on, and everything that calls one of
+# them waits for time_sleep.apis, in case this apply is the one that enables it (a freshly
+# enabled API answers 403 "API not enabled" for a while).
 
 locals {
   apis = toset([
@@ -30,6 +32,14 @@ resource "google_project_service" "apis" {
   disable_on_destroy = false
 }
 
+# Enabling an API returns before every backend accepts calls; wait once after (re-)enabling.
+resource "time_sleep" "apis" {
+  create_duration = var.api_enable_wait
+  triggers        = { apis = join(",", sort(tolist(local.apis))) }
+
+  depends_on = [google_project_service.apis]
+}
+
 data "google_project" "this" {
   project_id = var.project_id
 }
@@ -43,7 +53,7 @@ resource "google_project_service_identity" "pubsub" {
   project = var.project_id
   service = "pubsub.googleapis.com"
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }
 
 # IAM changes propagate in about two minutes, sometimes up to seven (Google's IAM
@@ -56,6 +66,8 @@ resource "time_sleep" "iam_propagation" {
   depends_on = [
     google_project_iam_member.component,
     google_project_iam_member.functions_build,
+    google_project_iam_member.functions_build_reads_gcf_sources,
+    google_artifact_registry_repository_iam_member.functions_build_pushes,
     google_secret_manager_secret_iam_member.reader,
     google_service_account_iam_member.deployer_acts_as,
     google_service_account_iam_member.pubsub_mints_event_tokens,

@@ -25,7 +25,37 @@ resource "google_artifact_registry_repository" "images" {
     }
   }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
+}
+
+# The functions' images: Cloud Functions pushes each build here (build_config.docker_repository)
+# instead of the gcf-artifacts repository it would create, so the build account's writer role
+# is on this repository alone.
+resource "google_artifact_registry_repository" "functions" {
+  #checkov:skip=CKV_GCP_84:Google-managed encryption; the images hold the functions' code and libraries, no data or secrets.
+  project       = var.project_id
+  location      = var.region
+  repository_id = "${var.name_prefix}-functions"
+  format        = "DOCKER"
+  description   = "forecastguard Cloud Functions images (built by the fn-build account)"
+
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = 10
+    }
+  }
+  cleanup_policies {
+    id     = "delete-old-untagged"
+    action = "DELETE"
+    condition {
+      tag_state  = "UNTAGGED"
+      older_than = "2592000s"
+    }
+  }
+
+  depends_on = [time_sleep.apis]
 }
 
 # Cloud Run pulls the image as its service agent, which reads same-project repositories:

@@ -39,16 +39,17 @@ resource "google_storage_bucket_object" "function_source" {
 }
 
 resource "google_cloudfunctions2_function" "health_http" {
-  #checkov:skip=CKV_GCP_124:Ingress is ALLOW_ALL so named callers outside Google Cloud can reach /model/health, but invocation is IAM-gated (run.invoker only for the scheduler's account and health_callers unless health_http_public) and the function checks the ID token's email against HEALTH_ALLOWED_CALLERS.
+  #checkov:skip=CKV_GCP_124:Ingress is ALLOW_ALL so named callers outside Google Cloud can reach /model/health, but invocation is IAM-gated (run.invoker only for the health_callers emails unless health_http_public) and the function checks the ID token's email against HEALTH_ALLOWED_CALLERS.
   project     = var.project_id
   location    = var.region
   name        = local.function_names.health_http
   description = "forecastguard health check, HTTPS /model/health (allowed callers' Google ID tokens, or the bearer token)"
 
   build_config {
-    runtime         = var.function_runtime
-    entry_point     = "health_http"
-    service_account = google_service_account.component["fn-build"].id
+    runtime           = var.function_runtime
+    entry_point       = "health_http"
+    service_account   = google_service_account.component["fn-build"].id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -101,9 +102,10 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
   description = "forecastguard health check, pushed ${var.health_topic_name} by its Pub/Sub subscription"
 
   build_config {
-    runtime         = var.function_runtime
-    entry_point     = "health_pubsub"
-    service_account = google_service_account.component["fn-build"].id
+    runtime           = var.function_runtime
+    entry_point       = "health_pubsub"
+    service_account   = google_service_account.component["fn-build"].id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -147,9 +149,10 @@ resource "google_cloudfunctions2_function" "train_trigger" {
   description = "forecastguard train_trigger, pushed ${var.retrain_topic_name} by its Pub/Sub subscription: runs the trainer job"
 
   build_config {
-    runtime         = var.function_runtime
-    entry_point     = "on_retrain_request"
-    service_account = google_service_account.component["fn-build"].id
+    runtime           = var.function_runtime
+    entry_point       = "on_retrain_request"
+    service_account   = google_service_account.component["fn-build"].id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name

@@ -3,15 +3,19 @@
 # as in Google's Cloud SQL IAM samples); everything else is granted on the one resource.
 #
 #   scheduler      publish to the health topic; run the trainer job with overrides (forecast
-#                  mode); invoke the HTTPS health endpoint
-#   health         Cloud SQL client, metric writer, publish to the retrain topic, read its token
+#                  mode). (It calls Google APIs only, never the HTTPS endpoint: no invoker role.)
+#   health         Cloud SQL client, metric writer, publish to the retrain topic, read its token,
+#                  write check reports under <artifact_prefix>/health/ only
 #   train-trigger  Cloud SQL client, run the trainer job with overrides, read its executions
 #   trainer        Cloud SQL client, object user on the artifact bucket, run its own job with
 #                  overrides (the next queued request), read the database password (and the
 #                  SMTP password)
 #   migrate        Cloud SQL client (forecastguard db upgrade)
 #   events         invoke the two event-driven functions (the push subscriptions' OIDC identity)
-#   fn-build       build the functions' images (Cloud Build, instead of the default account)
+#   fn-build       build the functions' images (Cloud Build, instead of the default account):
+#                  logs; read the sources Cloud Functions copies into Google's
+#                  gcf-v2-sources-<project number>-<region> bucket (and our sources bucket);
+#                  push to the functions' own image repository only (never the trainer's)
 # plus, when passwords are in use, each database component reads the db-pass secret; the
 # Pub/Sub service agent signs the events account's tokens and handles dead letters; the
 # deployer (Cloud Build's account) may act as each component account, not project-wide.
@@ -45,9 +49,18 @@ locals {
     "migrate/db-pass"         = { component = "migrate", secret = "db-pass", when = "password_auth" }
   }
 
-  # Cloud Build of the functions: logs, the gcf-artifacts image repository Cloud Functions
-  # creates on first deploy (hence project level), and the sources it reads.
-  functions_build_roles = toset(["roles/logging.logWriter", "roles/artifactregistry.writer"])
+  # Gen2 functions copy the source object into Google's own bucket and the build reads it
+  # there ("Access to bucket gcf-v2-sources-... denied" otherwise: terraform-provider-google
+  # #20571). That bucket appears with the first function, so the grant is a project one
+  # conditioned on the bucket's name rather than one on a bucket that may not exist yet.
+  gcf_sources_bucket = "projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}"
+  gcf_sources_condition = {
+    title      = "only-gcf-v2-sources"
+    expression = "resource.name == \"${local.gcf_sources_bucket}\" || resource.name.startsWith(\"${local.gcf_sources_bucket}/objects/\")"
+  }
+
+  # What the health functions write in the artifact bucket: their check reports.
+  health_reports_prefix = "projects/_/buckets/${local.artifact_bucket_name}/objects/${var.artifact_prefix}/health/"
 }
 
 resource "google_project_iam_member" "component" {
@@ -82,12 +95,33 @@ resource "google_project_iam_member" "iam_db_user" {
   }
 }
 
+# The function builds' own logs (the build runs as fn-build).
 resource "google_project_iam_member" "functions_build" {
-  for_each = local.functions_build_roles
-
   project = var.project_id
-  role    = each.value
+  role    = "roles/logging.logWriter"
   member  = google_service_account.component["fn-build"].member
+}
+
+resource "google_project_iam_member" "functions_build_reads_gcf_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.component["fn-build"].member
+
+  condition {
+    title       = local.gcf_sources_condition.title
+    description = "Cloud Functions' source copies only"
+    expression  = local.gcf_sources_condition.expression
+  }
+}
+
+# The built images go to the functions' own repository (build_config.docker_repository):
+# fn-build cannot push to the trainer's, whose :latest the trainer build caches from.
+resource "google_artifact_registry_repository_iam_member" "functions_build_pushes" {
+  project    = var.project_id
+  location   = var.region
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = google_service_account.component["fn-build"].member
 }
 
 resource "google_storage_bucket_iam_member" "functions_build_reads_sources" {
@@ -160,11 +194,18 @@ resource "google_storage_bucket_iam_member" "trainer_writes_artifacts" {
 }
 
 # Each health check writes its HTML report (health/<check_id>/report.html) and overwrites
-# the newest copy (health/latest/report.html), hence objectUser rather than objectCreator.
+# the newest copy (health/latest/report.html), hence objectUser rather than objectCreator;
+# only under the health/ prefix, so it can neither read nor overwrite champion.json or runs.
 resource "google_storage_bucket_iam_member" "health_writes_reports" {
   bucket = google_storage_bucket.artifacts.name
   role   = "roles/storage.objectUser"
   member = google_service_account.component["health"].member
+
+  condition {
+    title       = "only-health-reports"
+    description = "The health check's reports only"
+    expression  = "resource.name.startsWith(\"${local.health_reports_prefix}\")"
+  }
 }
 
 # The push subscriptions deliver to the event-driven functions as the "events" account.
@@ -206,11 +247,11 @@ resource "google_pubsub_subscription_iam_member" "pubsub_acks_dead_letters" {
   member       = local.pubsub_service_agent
 }
 
-# The HTTPS health endpoint: invokers are the scheduler's account and health_callers (with
-# Google ID tokens), or everyone with health_http_public (then the function's own check of
-# the bearer token or the caller's email is the only gate).
+# The HTTPS health endpoint: invokers are health_callers (with Google ID tokens), or everyone
+# with health_http_public (then the function's own check of the bearer token or the caller's
+# email is the only gate).
 resource "google_cloud_run_service_iam_member" "health_http_invoker" {
-  for_each = toset(var.health_http_public ? ["allUsers"] : [for email in local.health_callers : "${endswith(email, ".gserviceaccount.com") ? "serviceAccount" : "user"}:${email}"])
+  for_each = toset(var.health_http_public ? ["allUsers"] : [for email in var.health_callers : "${endswith(email, ".gserviceaccount.com") ? "serviceAccount" : "user"}:${email}"])
 
   project  = var.project_id
   location = var.region

@@ -44,12 +44,6 @@ locals {
   email_enabled = var.smtp_password_secret != "" && length(var.report_recipients) > 0
   smtp_secrets  = local.email_enabled ? { SMTP_PASSWORD = var.smtp_password_secret } : {}
 
-  # Who may call /model/health with a Google ID token: the scheduler's account and the
-  # listed people (HEALTH_ALLOWED_CALLERS; Cloud Run's invoker role, iam.tf).
-  # (The scheduler's email is spelled out: IAM's for_each needs it before the account exists.)
-  scheduler_email = "${var.name_prefix}-scheduler@${var.project_id}.iam.gserviceaccount.com"
-  health_callers  = concat([local.scheduler_email], var.health_callers)
-
   # Every component gets common_env merged with its own map below.
   common_env = {
     CLOUD_SQL_INSTANCE = local.cloud_sql_instance
@@ -78,7 +72,7 @@ locals {
   # its push subscription, which Cloud Run authenticates).
   health_http_env = {
     HEALTH_AUDIENCE        = local.health_url
-    HEALTH_ALLOWED_CALLERS = join(",", local.health_callers)
+    HEALTH_ALLOWED_CALLERS = join(",", var.health_callers)
     ALLOW_UNAUTHENTICATED  = "0"
   }
 

@@ -22,7 +22,16 @@ resource "google_monitoring_metric_descriptor" "health" {
   value_type   = "DOUBLE"
   unit         = each.value.unit
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
+}
+
+# A new metric descriptor is not usable at once: an alert policy or a dashboard naming it is
+# refused with 404 "Cannot find metric(s)" for up to about ten minutes
+# (terraform-provider-google #11102). Wait after creating (or changing) the descriptors;
+# this runs while the Cloud SQL instance is being created, so a first apply hardly waits.
+resource "time_sleep" "metric_descriptors" {
+  create_duration = var.metric_descriptor_wait
+  triggers        = { types = join(",", sort([for d in google_monitoring_metric_descriptor.health : d.type])) }
 }
 
 resource "google_monitoring_alert_policy" "unhealthy" {
@@ -55,6 +64,8 @@ resource "google_monitoring_alert_policy" "unhealthy" {
   alert_strategy {
     auto_close = "172800s"
   }
+
+  depends_on = [time_sleep.metric_descriptors]
 
   documentation {
     mime_type = "text/markdown"
@@ -98,5 +109,5 @@ resource "google_monitoring_dashboard" "health" {
     mosaicLayout = { columns = 12, tiles = local.dashboard_tiles }
   })
 
-  depends_on = [google_monitoring_metric_descriptor.health]
+  depends_on = [time_sleep.metric_descriptors]
 }

@@ -7,7 +7,7 @@ resource "google_pubsub_topic" "health" {
   project = var.project_id
   name    = var.health_topic_name
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }
 
 resource "google_pubsub_topic" "retrain" {
@@ -15,7 +15,7 @@ resource "google_pubsub_topic" "retrain" {
   project = var.project_id
   name    = var.retrain_topic_name
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }
 
 resource "google_pubsub_topic" "dead_letter" {
@@ -23,7 +23,7 @@ resource "google_pubsub_topic" "dead_letter" {
   project = var.project_id
   name    = var.dead_letter_topic_name
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }
 
 resource "google_pubsub_subscription" "dead_letter" {

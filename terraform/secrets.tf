@@ -51,7 +51,7 @@ resource "google_secret_manager_secret" "secret" {
     auto {}
   }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }
 
 # Never stored: opened anew on every plan and apply, used only in write-only arguments, which

@@ -32,5 +32,5 @@ resource "google_service_account" "component" {
     }
   }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }

@@ -51,7 +51,7 @@ resource "google_storage_bucket" "artifacts" {
     }
   }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }
 
 resource "google_storage_bucket" "sources" {
@@ -78,7 +78,7 @@ resource "google_storage_bucket" "sources" {
     }
   }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [time_sleep.apis]
 }
 
 # Data Access audit logs for Cloud Storage (off by default): who read or wrote which object

@@ -149,13 +149,13 @@ variable "train_trigger_timeout_s" {
 }
 
 variable "health_http_public" {
-  description = "Let anyone reach the HTTPS /model/health endpoint at the Cloud Run IAM layer (the function then still demands the HEALTH_API_TOKEN bearer or an allowed caller's ID token). Default false: only health_callers and the scheduler's account may invoke it."
+  description = "Let anyone reach the HTTPS /model/health endpoint at the Cloud Run IAM layer (the function then still demands the HEALTH_API_TOKEN bearer or an allowed caller's ID token). Default false: only health_callers may invoke it."
   type        = bool
   default     = false
 }
 
 variable "health_callers" {
-  description = "Emails of the people or service accounts allowed to call /model/health with a Google ID token: they get the invoker role on the endpoint and are listed in HEALTH_ALLOWED_CALLERS (the scheduler's account is always added)."
+  description = "Emails of the people or service accounts allowed to call /model/health with a Google ID token: they get the invoker role on the endpoint and are listed in HEALTH_ALLOWED_CALLERS. (The daily check goes through Pub/Sub: the scheduler needs no entry.)"
   type        = list(string)
   default     = []
 
@@ -455,6 +455,18 @@ variable "iam_propagation_wait" {
   description = "Wait after the IAM grants before deploying what uses them (Google: changes usually propagate within 2 minutes, up to 7)."
   type        = string
   default     = "120s"
+}
+
+variable "api_enable_wait" {
+  description = "Wait after enabling the module's APIs before creating what uses them (scripts/bootstrap.sh enables them beforehand, so this only matters when an API is first enabled by Terraform)."
+  type        = string
+  default     = "60s"
+}
+
+variable "metric_descriptor_wait" {
+  description = "Wait after creating the custom metric descriptors before the alert policy and dashboard that name them (they are refused with 404 \"Cannot find metric(s)\" for up to about 10 minutes)."
+  type        = string
+  default     = "600s"
 }
 
 variable "secret_generation" {

@@ -459,6 +459,14 @@ def health_command(
     "bearer token (or Google ID token) as /model/health.",
 )
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A host name the pages answer for besides localhost, 127.0.0.1, ::1 and --host "
+    "(repeatable); a request with any other Host header gets 400 (DNS rebinding).",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(".serve"),
@@ -472,6 +480,7 @@ def serve_command(
     trigger_port: int,
     pages_port: int,
     host: str,
+    allowed_hosts: tuple[str, ...],
     workdir: Path,
 ) -> None:
     """Serve both functions and the health pages on this machine (Ctrl-C stops them).
@@ -514,7 +523,9 @@ def serve_command(
         settings, health_api_token=token, artifact_uri=env["ARTIFACT_URI"]
     )
     try:
-        pages = pages_server(page_settings, engine_from(settings), host, pages_port)
+        pages = pages_server(
+            page_settings, engine_from(settings), host, pages_port, allowed_hosts=allowed_hosts
+        )
     except (ValueError, OSError) as exc:
         raise click.UsageError(f"--host/--pages-port: {exc}") from None
     with interrupts_as_exit(), stack, pages:

@@ -201,17 +201,31 @@ def interrupts_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def pages_server(settings: Any, engine: Any, host: str = "127.0.0.1", port: int = 8083) -> Any:
+def pages_server(
+    settings: Any,
+    engine: Any,
+    host: str = "127.0.0.1",
+    port: int = 8083,
+    allowed_hosts: tuple[str, ...] = (),
+) -> Any:
     """The health pages (history, reports) as a `PagesServer`, not started yet.
 
     On a loopback address the pages are open to this machine; on any other address every
     request needs the credentials `/model/health` takes (`Authenticator.from_settings`).
-    Reports are looked up where each check recorded them, then under `ARTIFACT_URI`.
+    Either way a request must name this server in its Host header: a loopback name, the
+    bound address or one of `allowed_hosts` (DNS rebinding). Reports are looked up where
+    each check recorded them, then under `ARTIFACT_URI`.
     """
     from forecastguard.auth import Authenticator
-    from forecastguard.report.app import PagesServer, create_app, is_loopback
+    from forecastguard.report.app import PagesServer, allowed_hosts_for, create_app, is_loopback
     from forecastguard.storage import open_store
 
     authenticator = None if is_loopback(host) else Authenticator.from_settings(settings)
     store = open_store(settings.artifact_uri) if settings.artifact_uri else None
-    return PagesServer(create_app(engine, store=store, authenticator=authenticator), host, port)
+    app = create_app(
+        engine,
+        store=store,
+        authenticator=authenticator,
+        allowed_hosts=allowed_hosts_for(host, allowed_hosts),
+    )
+    return PagesServer(app, host, port)

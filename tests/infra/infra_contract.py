@@ -133,7 +133,8 @@ ALLOWED_GRANTS = frozenset(
         ("train-trigger", "roles/secretmanager.secretAccessor", "secret:db-pass"),
         ("trainer", "roles/cloudsql.client", "project?sql"),
         ("trainer", "roles/cloudsql.instanceUser", "project?sql"),
-        ("health", "roles/storage.objectUser", "storage_bucket:artifacts"),  # check reports
+        # check reports, under <artifact_prefix>/health/ only (not champion.json, not runs)
+        ("health", "roles/storage.objectUser", "storage_bucket:artifacts?health"),
         ("trainer", "roles/storage.objectUser", "storage_bucket:artifacts"),
         ("trainer", "roles/run.jobsExecutorWithOverrides", "cloud_run_v2_job:trainer"),
         ("trainer", "roles/run.viewer", "cloud_run_v2_job:trainer"),
@@ -145,8 +146,11 @@ ALLOWED_GRANTS = frozenset(
         ("events", "roles/run.invoker", "cloud_run_service:health_pubsub"),
         ("events", "roles/run.invoker", "cloud_run_service:train_trigger"),
         ("fn-build", "roles/logging.logWriter", "project"),
-        ("fn-build", "roles/artifactregistry.writer", "project"),
+        # Gen2 builds read the source copy in Google's gcf-v2-sources-<number>-<region>
+        ("fn-build", "roles/storage.objectViewer", "project?gcf-sources"),
         ("fn-build", "roles/storage.objectViewer", "storage_bucket:sources"),
+        # the functions' own image repository, never the trainer's
+        ("fn-build", "roles/artifactregistry.writer", "artifact_registry:functions"),
         ("pubsub-agent", "roles/iam.serviceAccountTokenCreator", "service_account:events"),
         ("pubsub-agent", "roles/pubsub.publisher", "pubsub_topic:dead_letter"),
         ("pubsub-agent", "roles/pubsub.subscriber", "pubsub_subscription:push"),
@@ -159,9 +163,7 @@ ALLOWED_GRANTS = frozenset(
 )
 
 # Project-wide roles allowed without a condition (no narrower resource exists).
-PROJECT_ROLES = frozenset(
-    {"roles/monitoring.metricWriter", "roles/logging.logWriter", "roles/artifactregistry.writer"}
-)
+PROJECT_ROLES = frozenset({"roles/monitoring.metricWriter", "roles/logging.logWriter"})
 # Roles allowed project-wide only with the Cloud SQL instance condition.
 SQL_CONDITIONED_ROLES = frozenset({"roles/cloudsql.client", "roles/cloudsql.instanceUser"})
 

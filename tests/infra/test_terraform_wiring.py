@@ -209,9 +209,7 @@ def test_env_values_point_at_the_right_resources(tf: Terraform) -> None:
     assert job["SMTP_HOST"] == '${local.email_enabled ? var.smtp_host : ""}'
     assert "var.smtp_password_secret" in tf.locals["email_enabled"]
     health, _, _ = function_env(tf, "health_http")
-    assert health["HEALTH_ALLOWED_CALLERS"] == '${join(",", local.health_callers)}'
-    assert "local.scheduler_email" in tf.locals["health_callers"]
-    assert "var.health_callers" in tf.locals["health_callers"]
+    assert health["HEALTH_ALLOWED_CALLERS"] == '${join(",", var.health_callers)}'
     for where, _component, plain, _, _ in component_envs(tf):
         assert plain["CLOUD_SQL_INSTANCE"] == "${local.cloud_sql_instance}", where
         assert plain["GCP_PROJECT"] == "${var.project_id}", where
@@ -362,6 +360,10 @@ _TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
         "service",
         (r"\$\{google_cloudfunctions2_function\.(\w+)\.service_config\[0\]\.service\}",),
     ),
+    "google_artifact_registry_repository_iam_member": (
+        "repository",
+        (r"\$\{google_artifact_registry_repository\.(\w+)\.name\}",),
+    ),
     "google_service_account_iam_member": (
         "service_account_id",
         (
@@ -378,9 +380,10 @@ _KIND = {
     "google_storage_bucket_iam_member": "storage_bucket",
     "google_cloud_run_service_iam_member": "cloud_run_service",
     "google_service_account_iam_member": "service_account",
+    "google_artifact_registry_repository_iam_member": "artifact_registry",
 }
 _HEALTH_INVOKERS = (
-    '${toset(var.health_http_public ? ["allUsers"] : [for email in local.health_callers : '
+    '${toset(var.health_http_public ? ["allUsers"] : [for email in var.health_callers : '
     '"${endswith(email, ".gserviceaccount.com") ? "serviceAccount" : "user"}:${email}"])}'
 )
 
@@ -435,16 +438,25 @@ def _literal(expr: str) -> str:
     return m.group(1) if m else expr
 
 
-def _conditioned_on_sql(tf: Terraform, body: dict[str, Any], value: Any) -> bool:
-    """Whether a project grant carries the Cloud SQL instance condition."""
-    sql = "${local.sql_condition.expression}"
+# The IAM conditions grants may carry: expression -> tag added to the target.
+_CONDITIONS = {
+    "${local.sql_condition.expression}": "sql",  # the one Cloud SQL instance
+    "${local.gcf_sources_condition.expression}": "gcf-sources",  # Google's source copies
+    'resource.name.startsWith("${local.health_reports_prefix}")': "health",  # reports only
+}
+
+
+def _condition(tf: Terraform, body: dict[str, Any], value: Any) -> str:
+    """The tag of a grant's IAM condition ("" without one); unknown conditions fail."""
     if "condition" in body:
-        return body["condition"][0]["expression"] == sql
+        expression = body["condition"][0]["expression"]
+        assert expression in _CONDITIONS, f"unknown IAM condition {expression!r}"
+        return _CONDITIONS[expression]
     for dyn in _dynamic_blocks(body, "condition"):
         assert dyn["for_each"] == '${each.value.scope == "sql" ? [local.sql_condition] : []}'
         assert dyn["content"][0]["expression"] == "${condition.value.expression}"
-        return isinstance(value, dict) and value.get("scope") == "sql"
-    return False
+        return "sql" if isinstance(value, dict) and value.get("scope") == "sql" else ""
+    return ""
 
 
 def iam_grants(tf: Terraform) -> set[tuple[str, str, str]]:
@@ -461,8 +473,9 @@ def iam_grants(tf: Terraform) -> set[tuple[str, str, str]]:
             for key, value in _each_items(tf, body.get("for_each")):
                 role = _literal(_subst(body["role"], key, value))
                 principal = _principal(_subst(body["member"], key, value))
+                condition = _condition(tf, body, value)
                 if not patterns:
-                    target = "project?sql" if _conditioned_on_sql(tf, body, value) else "project"
+                    target = "project"
                 else:
                     raw = _subst(body[attr], key, value)
                     raw = re.sub(r'^\$\{"(.*)"\}$', r"\1", raw)
@@ -471,7 +484,7 @@ def iam_grants(tf: Terraform) -> set[tuple[str, str, str]]:
                     target = f"{_KIND[rtype]}:{found[0]}"
                     if target == "secret:smtp":
                         target = "secret:smtp-password"
-                grants.add((principal, role, target))
+                grants.add((principal, role, f"{target}?{condition}" if condition else target))
     return grants
 
 
@@ -512,18 +525,72 @@ def test_cloud_sql_roles_are_conditioned_on_the_instance(tf: Terraform) -> None:
     )
 
 
+def test_function_builds_can_read_googles_source_copy_and_push_their_images(
+    tf: Terraform,
+) -> None:
+    """Issue 25: every Gen2 build failed with "Access to bucket gcf-v2-sources-... denied":
+    Cloud Functions copies the source into Google's gcf-v2-sources-<project number>-<region>
+    bucket and the custom build account reads it there. It also writes logs and pushes the
+    image, to the functions' own repository (not the trainer's, whose :latest is a cache)."""
+    grants = iam_grants(tf)
+    build = {(r, t) for p, r, t in grants if p == "fn-build"}
+    assert ("roles/storage.objectViewer", "project?gcf-sources") in build
+    assert ("roles/logging.logWriter", "project") in build
+    assert build & {(r, t) for r, t in build if r == "roles/artifactregistry.writer"} == {
+        ("roles/artifactregistry.writer", "artifact_registry:functions")
+    }
+    assert tf.locals["gcf_sources_bucket"] == (
+        "projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}"
+    )
+    condition = tf.local_map("gcf_sources_condition")["expression"]
+    assert condition == (
+        'resource.name == "${local.gcf_sources_bucket}" || '
+        'resource.name.startsWith("${local.gcf_sources_bucket}/objects/")'
+    )
+    # The condition grants exactly that bucket and its objects, nothing else.
+    bucket = "projects/_/buckets/gcf-v2-sources-123456789-europe-west1"
+    pattern = condition.replace("${local.gcf_sources_bucket}", bucket)
+    for name, allowed in (
+        (bucket, True),
+        (f"{bucket}/objects/health/function-source.zip", True),
+        ("projects/_/buckets/gcf-v2-sources-123456789-europe-west1x/objects/a", False),
+        ("projects/_/buckets/proj-forecastguard-artifacts/objects/champion.json", False),
+    ):
+        exact, prefix = re.findall(r'"([^"]+)"', pattern)
+        assert (name == exact or name.startswith(prefix)) is allowed, name
+    functions = tf.resources["google_cloudfunctions2_function"]
+    for name, body in functions.items():
+        config = body["build_config"][0]
+        assert config["service_account"] == '${google_service_account.component["fn-build"].id}'
+        assert config["docker_repository"] == (
+            "${google_artifact_registry_repository.functions.id}"
+        ), name
+    # The grants have propagated before the first build starts.
+    wait = str(tf.resource("time_sleep", "iam_propagation")["depends_on"])
+    for grant in (
+        "google_project_iam_member.functions_build_reads_gcf_sources",
+        "google_artifact_registry_repository_iam_member.functions_build_pushes",
+        "google_project_iam_member.functions_build",
+    ):
+        assert grant in wait, grant
+
+
+def test_health_account_writes_reports_only(tf: Terraform) -> None:
+    """The health functions may write health/<check>/report.html and health/latest, but
+    not champion.json or a run's files."""
+    assert tf.locals["health_reports_prefix"] == (
+        "projects/_/buckets/${local.artifact_bucket_name}/objects/${var.artifact_prefix}/health/"
+    )
+    health = {(r, t) for p, r, t in iam_grants(tf) if p == "health" and "storage" in r}
+    assert health == {("roles/storage.objectUser", "storage_bucket:artifacts?health")}
+
+
 def test_health_endpoint_is_private_by_default(tf: Terraform) -> None:
     assert tf.variables["health_http_public"]["default"] is False
     invoker = tf.resource("google_cloud_run_service_iam_member", "health_http_invoker")
     assert invoker["for_each"] == _HEALTH_INVOKERS
-    # The scheduler's email is spelled out so for_each is known at plan time; it must be
-    # the email of the scheduler's account.
-    assert tf.locals["scheduler_email"] == (
-        "${var.name_prefix}-scheduler@${var.project_id}.iam.gserviceaccount.com"
-    )
-    account = tf.resource("google_service_account", "component")
-    assert account["account_id"] == "${var.name_prefix}-${each.key}"
-    assert "scheduler" in tf.local_map("service_accounts")
+    # The scheduler calls Google APIs (Pub/Sub, Cloud Run) only: it is no invoker.
+    assert not any(p == "scheduler" and r == "roles/run.invoker" for p, r, _t in iam_grants(tf))
 
 
 def test_each_component_runs_as_its_own_service_account(tf: Terraform) -> None:
@@ -668,6 +735,45 @@ def test_iam_grants_propagate_before_they_are_used(tf: Terraform) -> None:
     ]
     for body in users:
         assert "time_sleep.iam_propagation" in str(body["depends_on"]), body.get("name")
+
+
+def test_fresh_apis_and_metric_descriptors_are_waited_for(tf: Terraform) -> None:
+    """Issue 25: a just-enabled API answers 403 for a while, and an alert policy or
+    dashboard on a just-created metric descriptor 404 "Cannot find metric(s)" for up to
+    ten minutes. Nothing depends on the APIs directly: everything waits for time_sleep."""
+    text = "\n".join(tf.texts.values())
+    direct = re.findall(r"depends_on\s*=\s*\[[^\]]*google_project_service\.apis", text)
+    assert len(direct) == 1, "only time_sleep.apis may depend on google_project_service.apis"
+    apis = tf.resource("time_sleep", "apis")
+    assert apis["create_duration"] == "${var.api_enable_wait}"
+    assert "google_project_service.apis" in str(apis["depends_on"])
+    waiting = [
+        (rtype, name)
+        for rtype, by_name in tf.resources.items()
+        for name, body in by_name.items()
+        if "time_sleep.apis" in str(body.get("depends_on", ""))
+    ]
+    for needed in (
+        ("google_service_account", "component"),
+        ("google_secret_manager_secret", "secret"),
+        ("google_sql_database_instance", "main"),
+        ("google_pubsub_topic", "health"),
+        ("google_monitoring_metric_descriptor", "health"),
+        ("google_project_service_identity", "pubsub"),
+    ):
+        assert needed in waiting, needed
+    sleep = tf.resource("time_sleep", "metric_descriptors")
+    assert sleep["create_duration"] == "${var.metric_descriptor_wait}"
+    assert "google_monitoring_metric_descriptor.health" in str(sleep["triggers"])
+    assert tf.variables["metric_descriptor_wait"]["default"] == "600s"
+    for rtype, name in (
+        ("google_monitoring_alert_policy", "unhealthy"),
+        ("google_monitoring_dashboard", "health"),
+    ):
+        assert "time_sleep.metric_descriptors" in str(tf.resource(rtype, name)["depends_on"])
+    # time_sleep comes from the hashicorp/time provider, pinned to a range.
+    time = tf.terraform[0]["required_providers"][0]["time"]
+    assert time["source"] == "hashicorp/time" and "<" in time["version"]
 
 
 def test_functions_entry_points_and_sources(tf: Terraform) -> None:

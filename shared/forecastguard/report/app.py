@@ -7,6 +7,11 @@ address every request needs the same credentials as `/model/health` (a bearer
 sent with a Content-Security-Policy that forbids loading anything, so a page that tried
 to fetch a script, font or image would show it as a console error (the browser test
 checks there is none).
+
+A request whose `Host` header names no allowed host is refused (400), so a page of an
+attacker's site cannot read these pages by pointing its own name at 127.0.0.1 (DNS
+rebinding). `PagesServer` serves with waitress, a production WSGI server: idle and
+half-open connections are closed after a timeout, and connections are capped.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -32,6 +38,32 @@ log = get_logger(__name__)
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"
 _CHECK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_COUNT = re.compile(r"[0-9]{1,6}")  # ASCII digits only: str.isdigit takes "²" and "١"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def allowed_hosts_for(host: str, extra: tuple[str, ...] | list[str] = ()) -> frozenset[str]:
+    """The Host names the pages answer when bound to `host`: the loopback names, the
+    bound address itself (unless it is a wildcard) and `extra` (`--allowed-host`)."""
+    names = {*LOOPBACK_HOSTS, *extra}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(host)
+    return frozenset(n.strip().lower().strip("[]") for n in names if n.strip())
+
+
+def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a `Host` header (`name`, `name:port`, `[v6]:port`) names an allowed host."""
+    if not header:
+        return False
+    value = header.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") else ("x" if rest else "")
+    else:
+        name, _, port = value.partition(":")
+    if port and not re.fullmatch(r"[0-9]{1,5}", port):
+        return False
+    return name in allowed
 
 
 def is_loopback(host: str) -> bool:
@@ -77,10 +109,12 @@ def create_app(
     *,
     store: ArtifactStore | None = None,
     authenticator: Authenticator | None = None,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> flask.Flask:
     """The pages app. `store` is where checks wrote their reports (ARTIFACT_URI); a
     check's own recorded `report_uri` is tried first. With `authenticator`, every
-    request must pass it (401 otherwise)."""
+    request must pass it (401 otherwise). With `allowed_hosts` (`allowed_hosts_for`),
+    a request whose Host header names another host is refused (400), before anything."""
     import flask
     from markupsafe import escape
 
@@ -97,6 +131,16 @@ def create_app(
     from forecastguard.storage import ArtifactNotFound, StorageError
 
     app = flask.Flask("forecastguard.pages")
+
+    @app.before_request
+    def _check_host() -> flask.Response | None:
+        if allowed_hosts is None:
+            return None
+        header = flask.request.headers.get("Host")
+        if host_allowed(header, allowed_hosts):
+            return None
+        log.warning("pages: request for another host refused", extra={"host": (header or "")[:100]})
+        return _page("this server does not answer for that host name (--allowed-host)", 400)
 
     @app.before_request
     def _authenticate() -> flask.Response | None:
@@ -137,7 +181,7 @@ def create_app(
     @app.get("/")
     def history() -> Any:
         raw = flask.request.args.get("n", str(DEFAULT_CHECKS))
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_CHECKS:
+        if not _COUNT.fullmatch(raw) or not 1 <= int(raw) <= MAX_CHECKS:
             return _page(f"n must be a whole number from 1 to {MAX_CHECKS}", 400)
         return flask.Response(render_history(engine, int(raw)), mimetype="text/html")
 
@@ -182,16 +226,45 @@ def create_app(
     return app
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """How much of this machine the pages server may be made to hold (waitress's settings)."""
+
+    threads: int = 4  # requests served at once
+    connection_limit: int = 64  # open connections; more wait in the listen backlog
+    channel_timeout_s: int = 30  # an idle or half-open connection is closed after this
+    cleanup_interval_s: int = 5  # how often idle connections are looked for
+    max_body_bytes: int = 64 * 1024  # the pages are GETs
+
+
 class PagesServer:
-    """The pages app served by werkzeug in a background thread (stopped by `stop`)."""
+    """The pages app served by waitress in a background thread (stopped by `stop`)."""
 
-    def __init__(self, app: flask.Flask, host: str = "127.0.0.1", port: int = 0) -> None:
-        from werkzeug.serving import make_server
+    def __init__(
+        self,
+        app: flask.Flask,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: ServerLimits = ServerLimits(),
+    ) -> None:
+        from waitress.server import create_server
 
-        self._server = make_server(host, port, app, threaded=True)
+        self._server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=limits.threads,
+            connection_limit=limits.connection_limit,
+            channel_timeout=limits.channel_timeout_s,
+            cleanup_interval=limits.cleanup_interval_s,
+            max_request_body_size=limits.max_body_bytes,
+            ident="forecastguard",
+            expose_tracebacks=False,
+        )
         self.host = host
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.port = int(self._server.effective_port)
+        self.limits = limits
+        self._thread = threading.Thread(target=self._server.run, name="pages", daemon=True)
 
     @property
     def url(self) -> str:
@@ -205,11 +278,10 @@ class PagesServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and wait for the thread."""
+        """Stop serving: close every connection and the listening socket, wait for the thread."""
+        self._server.close()
         if self._thread.is_alive():
-            self._server.shutdown()
             self._thread.join(timeout=10)
-        self._server.server_close()
 
     def __enter__(self) -> PagesServer:
         return self.start()
