@@ -30,6 +30,43 @@ log = get_logger(__name__)
 
 JOB_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/jobs/[^/]+$")
 DEFAULT_COMMAND = (sys.executable, "-m", "trainer", "--mode", "train")
+# The local trainer's environment is an allow-list (issue 28), not the function's whole
+# environment: the settings it reads, its own flags' variables, and what a Python process
+# needs to run. The health endpoint's credentials are withheld: the trainer never serves
+# /model/health. SMTP_PASSWORD is passed: the trainer sends the report email itself.
+WITHHELD_SETTINGS = frozenset(
+    {"HEALTH_API_TOKEN", "HEALTH_AUDIENCE", "HEALTH_ALLOWED_CALLERS", "ALLOW_UNAUTHENTICATED"}
+)
+TRAINER_VARIABLES = frozenset(
+    {
+        # trainer.cli's flags and trainer.options.RequestInfo (see `trainer_env`)
+        "TRAINER_MODE", "RUN_ID", "TRIALS", "EPOCHS", "TUNING_TIMEOUT_S", "TRAIN_CONFIG",
+        "SEARCH_UNITS", "DISPARITY_WEIGHT", "SHAP_PRODUCTS", "REQUEST_ID", "REASON",
+        "HEALTH_CHECK_ID", "WINDOW_START", "WINDOW_END",
+        # the process
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+        "VIRTUAL_ENV", "MPLBACKEND", "MPLCONFIGDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE", "CUDA_VISIBLE_DEVICES", "STORAGE_EMULATOR_HOST",
+        "PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
+    }
+)  # fmt: skip
+TRAINER_PREFIXES = (
+    "TRAINER_", "PROMOTION_", "OPTUNA_", "CLOUD_RUN_", "PYTHON", "LC_", "TF_", "OMP_",
+    "MKL_", "OPENBLAS_", "KERAS_", "CLOUDSDK_",
+)  # fmt: skip
+
+
+def trainer_base_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of `environ` the local trainer subprocess may see (the allow-list above)."""
+    settings = set(Settings.env_names().values()) - WITHHELD_SETTINGS
+    return {
+        name: value
+        for name, value in environ.items()
+        if name not in WITHHELD_SETTINGS
+        and (name in settings or name in TRAINER_VARIABLES or name.startswith(TRAINER_PREFIXES))
+    }
+
+
 # gRPC status codes (by name) that another try will not change.
 PERMANENT_CODES = frozenset(
     {"PERMISSION_DENIED", "NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNAUTHENTICATED"}
@@ -315,8 +352,9 @@ def make_launcher(
 ) -> CloudRunLauncher | LocalLauncher:
     """The launcher `settings.trainer_job` asks for.
 
-    `environ` is the environment the local subprocess inherits (the caller's boundary);
-    DATABASE_URL and ARTIFACT_URI from `settings` are passed through explicitly.
+    `environ` is the environment the local subprocess inherits (the caller's boundary),
+    filtered by `trainer_base_env`; DATABASE_URL and ARTIFACT_URI from `settings` are
+    passed through explicitly.
     """
     job = settings.trainer_job
     if not job:
@@ -325,7 +363,7 @@ def make_launcher(
         )
     if job != "local":
         return CloudRunLauncher(job, client=jobs_client, executions_client=executions_client)
-    base_env = dict(environ)
+    base_env = trainer_base_env(environ)
     for name, value in (
         ("DATABASE_URL", settings.database_url),
         ("ARTIFACT_URI", settings.artifact_uri),

@@ -9,13 +9,14 @@ try) or `SchemaMissing` (run `forecastguard db upgrade`).
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from forecastguard.config import Settings
+from forecastguard.config import ConfigError, Settings
 
 _connector_lock = threading.Lock()
 _connector: Any = None
@@ -27,6 +28,42 @@ class DatabaseUnavailable(RuntimeError):
 
 class SchemaMissing(DatabaseUnavailable):
     """A table is missing: the database was not migrated."""
+
+
+class DatabaseUrlError(ConfigError, DatabaseUnavailable):
+    """DATABASE_URL (or --database-url) cannot be used: not a URL, an unknown driver, a
+    bad port or an option its driver refuses. Both a `ConfigError` (a setting is wrong)
+    and a `DatabaseUnavailable` (no database), so every caller that handles either
+    answers with the message instead of a traceback."""
+
+
+_URL_FORMS = "sqlite:///path/file.db or mysql+pymysql://user:password@host:3306/database"
+# The driver's own errors for a URL it cannot use (parse, port, missing module, options).
+_URL_ERRORS = (sa.exc.ArgumentError, ValueError, TypeError, AttributeError, KeyError, ImportError)
+
+
+def _url_error(url: str, exc: BaseException) -> DatabaseUrlError:
+    """A `DatabaseUrlError` naming the variable; the URL's password never appears."""
+    text = f"{type(exc).__name__}: {exc}"
+    match = re.search(r"://[^:/@]*:([^@]+)@", url)
+    if match:
+        text = text.replace(match.group(1), "***")
+    return DatabaseUrlError(
+        f"DATABASE_URL (or --database-url) is not a usable database URL ({text}); "
+        f"expected {_URL_FORMS}"
+    )
+
+
+def _checked_connect(url: str) -> Any:
+    """A `do_connect` hook: the driver's connect, its refusal of the URL's options named."""
+
+    def do_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise _url_error(url, exc) from None
+
+    return do_connect
 
 
 UPGRADE_HINT = "run `forecastguard db upgrade`"
@@ -148,7 +185,10 @@ def make_engine(
         url = settings.database_url
         timeouts = timeouts or Timeouts.from_settings(settings)
     if url:
-        parsed = sa.make_url(url)
+        try:
+            parsed = sa.make_url(url)
+        except _URL_ERRORS as exc:
+            raise _url_error(url, exc) from None
         backend = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if backend == "sqlite":
@@ -161,7 +201,11 @@ def make_engine(
                 connect_args=timeouts.pymysql_args(),
             )
         kwargs.update(engine_kwargs)
-        engine = sa.create_engine(parsed, **kwargs)
+        try:
+            engine = sa.create_engine(parsed, **kwargs)
+        except _URL_ERRORS as exc:
+            raise _url_error(url, exc) from None
+        sa.event.listen(engine, "do_connect", _checked_connect(url))
         if backend == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas(int(busy_s * 1000)))
         elif backend in {"mysql", "mariadb"} and timeouts.statement_s > 0:

@@ -18,7 +18,7 @@ def main() -> None:
     out, *args = sys.argv[1:]
     seen = {name: os.environ.get(name) for name in (*NAMES, "DATABASE_URL", "ARTIFACT_URI")}
     with open(out, "w") as f:
-        json.dump({"args": args, "env": seen}, f)
+        json.dump({"args": args, "env": seen, "names": sorted(os.environ)}, f)
     print("fake trainer ran for", os.environ["REQUEST_ID"], flush=True)
     engine = make_engine(os.environ["DATABASE_URL"])
     retrain.mark_finished(engine, os.environ["REQUEST_ID"])

@@ -45,6 +45,11 @@ def test_a_local_trainer_subprocess_is_started_and_reports_its_end(
     monkeypatch.setenv("TRAINER_JOB", "local")
     monkeypatch.setenv("TRAINER_COMMAND", shlex.join(command))
     monkeypatch.setenv("TRAINER_LOG_DIR", str(tmp_path / "logs"))
+    # The function's secrets (issue 28): the trainer gets SMTP_PASSWORD for its email,
+    # never the health endpoint's token nor anything outside its allow-list.
+    monkeypatch.setenv("HEALTH_API_TOKEN", "the-health-token")
+    monkeypatch.setenv("SMTP_PASSWORD", "the-smtp-password")
+    monkeypatch.setenv("FG_UNRELATED_SECRET", "not for the trainer")
     module.use_runtime(None)  # built from the environment on the first event
 
     assert deliver(app.test_client(), load_event("retrain_request")) == 200
@@ -75,3 +80,6 @@ def test_a_local_trainer_subprocess_is_started_and_reports_its_end(
         "DATABASE_URL": sqlite_url,
         "ARTIFACT_URI": f"file://{tmp_path / 'artifacts'}",
     }
+    assert "SMTP_PASSWORD" in seen["names"] and "PATH" in seen["names"]
+    assert "HEALTH_API_TOKEN" not in seen["names"]
+    assert "FG_UNRELATED_SECRET" not in seen["names"]
