@@ -74,6 +74,8 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
     "DB_READ_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "DB_WRITE_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "DB_STATEMENT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
+    "SALES_MAX_UNITS": "read by `forecastguard load-sales` only, run by an operator",
+    "SALES_MAX_BYTES": "read by `forecastguard load-sales` only, run by an operator",
 }
 
 # Values that must come from Secret Manager, never from plain environment variables.
