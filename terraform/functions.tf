@@ -87,10 +87,12 @@ resource "google_cloudfunctions2_function" "health_http" {
     }
   }
 
-  # Versions exist and grants have propagated before the first instance starts.
+  # Versions exist, grants have propagated and the schema is migrated before the first
+  # instance of new code starts.
   depends_on = [
     google_secret_manager_secret_version.health_api_token,
     google_secret_manager_secret_version.db_pass,
+    google_cloud_run_v2_job.migrate,
     time_sleep.iam_propagation,
   ]
 }
@@ -138,6 +140,7 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
 
   depends_on = [
     google_secret_manager_secret_version.db_pass,
+    google_cloud_run_v2_job.migrate,
     time_sleep.iam_propagation,
   ]
 }
@@ -185,6 +188,7 @@ resource "google_cloudfunctions2_function" "train_trigger" {
 
   depends_on = [
     google_secret_manager_secret_version.db_pass,
+    google_cloud_run_v2_job.migrate,
     time_sleep.iam_propagation,
   ]
 }

@@ -28,13 +28,18 @@ output "push_subscriptions" {
 }
 
 output "migrate_job" {
-  description = "Cloud Run job running forecastguard db upgrade (cloudbuild.yaml executes it on every deployment)."
+  description = "Cloud Run job running forecastguard db upgrade (an execution runs inside every pipeline apply: migration_token)."
   value       = google_cloud_run_v2_job.migrate.name
 }
 
 output "trainer_job" {
   description = "Cloud Run job of the trainer (TRAINER_JOB)."
   value       = google_cloud_run_v2_job.trainer.id
+}
+
+output "trainer_job_name" {
+  description = "Name of the trainer's Cloud Run job (gcloud run jobs execute NAME; cloudbuild-apply.yaml's first training)."
+  value       = google_cloud_run_v2_job.trainer.name
 }
 
 output "artifact_uri" {

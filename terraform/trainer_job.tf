@@ -3,8 +3,12 @@
 # daily forecast schedule runs it with the arguments "--mode forecast". With the shared
 # Optuna study, task_count tasks tune into one study (task 0 also trains and reports).
 #
-# The migration job runs `forecastguard db upgrade` from the same image; cloudbuild.yaml
-# executes it after each apply's targeted step and before the functions take traffic.
+# The migration job runs `forecastguard db upgrade` from the same image, inside the apply:
+# with migration_token set (cloudbuild.yaml passes the plan build's id) the job starts an
+# execution and becomes ready only when it succeeded (Cloud Run's runExecutionToken), and
+# the trainer job and the functions wait for it. So the schema is upgraded before new code
+# runs, with no targeted apply outside the reviewed plan, and the migration's login checks
+# the one database credential (db-pass against the SQL user) on every deployment.
 
 resource "google_cloud_run_v2_job" "trainer" {
   project             = var.project_id
@@ -79,16 +83,23 @@ resource "google_cloud_run_v2_job" "trainer" {
   depends_on = [
     google_secret_manager_secret_version.db_pass,
     google_secret_manager_secret_iam_member.trainer_reads_smtp,
+    google_cloud_run_v2_job.migrate,
     time_sleep.iam_propagation,
   ]
 }
 
 # Schema migrations: the trainer image has the forecastguard library and its CLI.
+# google-beta: run_execution_token is a beta field of the provider (the API's is GA).
 resource "google_cloud_run_v2_job" "migrate" {
+  provider = google-beta
+
   project             = var.project_id
   location            = var.region
   name                = local.migrate_job_name
   deletion_protection = false
+  # The API does not return the token, so every plan shows it: each applied plan runs
+  # the migration once (it is idempotent), and a failed migration fails the apply.
+  run_execution_token = var.migration_token == "" ? null : var.migration_token
 
   template {
     task_count = 1
@@ -131,6 +142,13 @@ resource "google_cloud_run_v2_job" "migrate" {
           }
         }
       }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = length("${local.migrate_job_name}-${var.migration_token}") < 63
+      error_message = "The migration job's name and migration_token must be shorter than 63 characters together."
     }
   }
 

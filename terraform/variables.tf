@@ -457,6 +457,17 @@ variable "iam_propagation_wait" {
   default     = "120s"
 }
 
+variable "migration_token" {
+  description = "Suffix of the migration job's execution run inside the apply (the job is ready only once `forecastguard db upgrade` succeeded); cloudbuild.yaml passes the plan build's id. Empty: the apply runs no migration (plans made by hand)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([a-z0-9][a-z0-9-]{0,35})?$", var.migration_token))
+    error_message = "migration_token must be lowercase letters, digits and dashes, at most 36 characters."
+  }
+}
+
 variable "api_enable_wait" {
   description = "Wait after enabling the module's APIs before creating what uses them (scripts/bootstrap.sh enables them beforehand, so this only matters when an API is first enabled by Terraform)."
   type        = string

@@ -127,51 +127,169 @@ def test_cloudbuild_checks_before_it_plans(cloudbuild: dict[str, Any]) -> None:
         before_plan
     )
     plan = _script(steps["terraform-plan"])
-    assert "terraform plan -out=/workspace/tfplan" in plan
+    assert "-out=tfplan" in plan
     assert "trainer_image=$$(cat /workspace/trainer_image.txt)" in plan
     assert "plans/$BUILD_ID/" in _script(steps["keep-plan"]), "the plan is kept for review"
 
 
-def test_cloudbuild_gates_the_apply_and_migrates_before_traffic(
-    cloudbuild: dict[str, Any],
-) -> None:
+@pytest.fixture(scope="module")
+def apply_build() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "cloudbuild-apply.yaml").read_text(encoding="utf-8"))
+
+
+def _bootstrap() -> str:
+    return (ROOT / "scripts" / "bootstrap.sh").read_text(encoding="utf-8")
+
+
+def _bash_array(text: str, name: str) -> list[str]:
+    m = re.search(rf"^{name}=\((.*?)^\)", text, re.S | re.M)
+    assert m, f"bootstrap.sh has no array {name}"
+    items = [line.split("#")[0].strip() for line in m.group(1).splitlines()]
+    return [item for item in items if item]
+
+
+def test_the_plan_build_cannot_apply(cloudbuild: dict[str, Any]) -> None:
+    """Issue 25: `_APPLY=true` applied with no gate at all. The plan configuration has no
+    apply step and no switch: it runs as the read-only planner and saves the plan."""
+    text = (ROOT / "cloudbuild.yaml").read_text(encoding="utf-8")
+    assert "_APPLY" not in cloudbuild["substitutions"] and "_APPLY" not in text
+    scripts = " ".join(_script(s) for s in cloudbuild["steps"])
+    assert "terraform apply" not in scripts and "-target" not in scripts
+    planner = "/forecastguard-planner@$PROJECT_ID.iam.gserviceaccount.com"
+    assert cloudbuild["serviceAccount"].endswith(planner)
     steps = _steps(cloudbuild)
-    order = [s["id"] for s in cloudbuild["steps"]]
-    assert cloudbuild["substitutions"]["_APPLY"] == "false", "plan only unless asked"
-    for step in ("apply-migrate-job", "migrate", "terraform-apply"):
-        assert '[ "${_APPLY}" = "true" ] || exit 0' in _script(steps[step]), step
-        assert "terraform-plan" in _after(steps, step), f"{step} before the plan"
-    # The migration job gets the new image first, runs to completion, then the rest applies.
-    targeted = _script(steps["apply-migrate-job"])
-    assert "-target=google_cloud_run_v2_job.migrate" in targeted
-    assert "terraform output -raw migrate_job" in targeted
-    migrate = _script(steps["migrate"])
-    assert "gcloud run jobs execute" in migrate and "--wait" in migrate
-    assert "migrate" in _after(steps, "terraform-apply")
-    assert order.index("migrate") < order.index("terraform-apply")
-    assert "terraform apply -auto-approve /workspace/tfplan-apply" in _script(
-        steps["terraform-apply"]
-    )
-    assert "attach-dead-letters" not in steps
+    plan = _script(steps["terraform-plan"])
+    assert "terraform plan -lock=false -out=tfplan" in plan
+    assert '-var="migration_token=$BUILD_ID"' in plan
+    keep = _script(steps["keep-plan"])
+    assert "plan-bundle.tgz" in keep and "SHA256SUMS" in keep
+    assert "--no-clobber" in keep and "plans/$BUILD_ID/" in keep
 
 
-def test_cloudbuild_runs_as_the_bootstrapped_build_account(cloudbuild: dict[str, Any]) -> None:
-    bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text(encoding="utf-8")
-    m = re.search(r'^DEPLOYER="([\w-]+)"$', bootstrap, re.M)
-    assert m, "bootstrap.sh names the build account"
-    account = f"{m.group(1)}@$PROJECT_ID.iam.gserviceaccount.com"
-    assert cloudbuild["serviceAccount"] == f"projects/$PROJECT_ID/serviceAccounts/{account}"
-    assert cloudbuild["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+def test_the_apply_consumes_the_saved_reviewed_plan(apply_build: dict[str, Any]) -> None:
+    """Issue 25: the apply re-planned with -auto-approve (another image digest), so what was
+    reviewed was never what was applied, and a targeted step was never shown. Now the apply
+    build applies the plan file the plan build saved, after checking and printing it."""
+    steps = _steps(apply_build)
+    assert [s["id"] for s in apply_build["steps"]] == [
+        "fetch-plan",
+        "show-plan",
+        "terraform-apply",
+        "first-champion",
+    ]
+    deployer = "/forecastguard-deployer@$PROJECT_ID.iam.gserviceaccount.com"
+    assert apply_build["serviceAccount"].endswith(deployer)
+    assert apply_build["substitutions"]["_PLAN_BUILD_ID"] == ""
+    fetch = _script(steps["fetch-plan"])
+    assert '[ -n "${_PLAN_BUILD_ID}" ] || {' in fetch, "no plan id, no apply"
+    assert "plans/${_PLAN_BUILD_ID}/" in fetch and "sha256sum -c SHA256SUMS" in fetch
+    assert "terraform show -no-color tfplan" in _script(steps["show-plan"])
+    apply = _script(steps["terraform-apply"])
+    commands = [c.strip() for c in apply.split("\n") if c.strip().startswith("terraform ")]
+    applies = [c for c in commands if c.startswith("terraform apply")]
+    assert applies == ["terraform apply -input=false tfplan"], applies
+    text = (ROOT / "cloudbuild-apply.yaml").read_text(encoding="utf-8")
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for forbidden in ("terraform plan", "-auto-approve", "-target", "-var=", "TF_VAR_"):
+        assert forbidden not in text, f"the apply must not {forbidden}: it applies the saved plan"
+    for step in ("show-plan", "terraform-apply"):
+        assert steps[step]["dir"] == "/workspace/reviewed/terraform"
+    assert {"fetch-plan", "show-plan"} <= _after(steps, "terraform-apply")
+
+
+def test_the_first_deploy_ends_with_a_serving_champion(apply_build: dict[str, Any]) -> None:
+    """Issue 25: the daily forecast failed with NoChampion until a first training that
+    nothing started. After the apply, a project without champion.json gets a training run
+    (its end: the trained model or the best baseline serves), waited for and checked."""
+    steps = _steps(apply_build)
+    first = _script(steps["first-champion"])
+    assert "terraform-apply" in _after(steps, "first-champion")
+    assert "/champion.json" in first
+    assert "gcloud run jobs execute" in first and "--wait" in first
+    assert "--args=--mode,train" in first
+    assert apply_build["substitutions"]["_FIRST_TRAINING"] == "auto"
+    assert '[ "${_FIRST_TRAINING}" = "skip" ]' in first
+    outputs = set(re.findall(r"terraform output -raw (\w+)", _script(steps["terraform-apply"])))
+    assert outputs == {"artifact_uri", "trainer_job_name"}
+
+
+def test_bootstrap_gates_the_deployer() -> None:
+    """Issue 25: nobody got the approver role, the plan trigger ran as the deployer, and
+    the deployer's Project IAM Admin could make it Owner."""
+    text = _bootstrap()
+    assert "--role=roles/cloudbuild.builds.approver" in text
+    # Project IAM Admin only with a condition on the roles it may grant, and those cover
+    # every project role Terraform grants.
+    binding = text[text.index("--role=roles/resourcemanager.projectIamAdmin") :]
+    binding = binding[: binding.index(">/dev/null")]
+    assert (
+        "expression=api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', [])"
+        ".hasOnly([${grantable%,}])"
+    ) in binding, "projectIamAdmin must carry the modifiedGrantsByRole condition"
+    assert "roles/resourcemanager.projectIamAdmin" not in _bash_array(text, "DEPLOYER_ROLES")
+    from tests.infra.test_terraform_wiring import iam_grants
+
+    project_roles = {r for _p, r, t in iam_grants(load()) if t.startswith("project")}
+    grantable = set(_bash_array(text, "GRANTABLE_ROLES"))
+    assert project_roles <= grantable, project_roles - grantable
+    assert not grantable & {"roles/owner", "roles/editor", "roles/resourcemanager.projectIamAdmin"}
+    # Secrets through a custom role that cannot read values.
+    assert "roles/secretmanager.admin" not in text
+    permissions = _bash_array(text, "SECRET_PERMISSIONS")
+    assert "secretmanager.versions.add" in permissions
+    assert "secretmanager.versions.access" not in permissions
+    # The planner reads and plans; it is what the push trigger runs as.
+    assert set(_bash_array(text, "PLANNER_ROLES")) == {
+        "roles/viewer",
+        "roles/iam.securityReviewer",
+        "roles/logging.logWriter",
+    }
+    plan = text[text.index("--name=forecastguard-plan") :]
+    plan = plan[: plan.index("--substitutions")]
+    assert "--build-config=cloudbuild.yaml" in plan and "$PLANNER_EMAIL" in plan
+    # The apply trigger: manual, approval required, the deployer, the apply configuration.
+    start = text.index("--name=forecastguard-apply")
+    apply = text[start : text.index("\nfi", start)]
+    assert "triggers create manual" in text[start - 60 : start]
+    assert "--require-approval" in apply and "--build-config=cloudbuild-apply.yaml" in apply
+    assert "$DEPLOYER_EMAIL" in apply
+    # You may submit builds as the planner, never as the deployer.
+    acts_as = re.findall(r'service-accounts add-iam-policy-binding "\$(\w+)"', text)
+    assert acts_as == ["PLANNER_EMAIL"], acts_as
+
+
+def test_bootstrap_enables_every_api_terraform_uses() -> None:
+    """Issue 25: secrets, accounts, Cloud SQL, topics and descriptors were created right
+    after Terraform enabled their APIs (403 "API not enabled"). bootstrap.sh enables them
+    all first, and waits until they are listed."""
+    text = _bootstrap()
+    tf_apis = set(re.findall(r'"([a-z]+\.googleapis\.com)"', load().texts["apis.tf"]))
+    listed = set(_bash_array(text, "APIS"))
+    assert tf_apis <= listed, tf_apis - listed
+    assert 'gcloud services enable --project="$PROJECT" "${APIS[@]}"' in text
+    assert "gcloud services list --enabled" in text
+
+
+def test_cloudbuild_runs_as_the_bootstrapped_build_accounts(
+    cloudbuild: dict[str, Any], apply_build: dict[str, Any]
+) -> None:
+    bootstrap = _bootstrap()
+    names = dict(re.findall(r'^(DEPLOYER|PLANNER)="([\w-]+)"$', bootstrap, re.M))
+    assert set(names) == {"DEPLOYER", "PLANNER"}, "bootstrap.sh names both build accounts"
+    deployer = f"{names['DEPLOYER']}@$PROJECT_ID.iam.gserviceaccount.com"
+    planner = f"{names['PLANNER']}@$PROJECT_ID.iam.gserviceaccount.com"
+    assert cloudbuild["serviceAccount"] == f"projects/$PROJECT_ID/serviceAccounts/{planner}"
+    assert apply_build["serviceAccount"] == f"projects/$PROJECT_ID/serviceAccounts/{deployer}"
+    for config in (cloudbuild, apply_build):
+        assert config["options"]["logging"] == "CLOUD_LOGGING_ONLY"
     # Terraform learns who deploys (Service Account User on each component account only).
-    env = cloudbuild["options"]["env"]
-    assert f"TF_VAR_deployer_service_account={account}" in env
-    roles = set(re.findall(r"^\s+(roles/[\w.]+)", bootstrap, re.M))
+    assert f"TF_VAR_deployer_service_account={deployer}" in cloudbuild["options"]["env"]
+    roles = set(_bash_array(bootstrap, "DEPLOYER_ROLES"))
     assert roles, "bootstrap.sh lists the build account's roles"
     assert not roles & {"roles/owner", "roles/editor", "roles/iam.serviceAccountUser"}
     assert "roles/logging.logWriter" in roles
     # The state bucket, the APIs and the image repository come from the bootstrap.
     assert "--versioning" in bootstrap and "--public-access-prevention" in bootstrap
-    assert "gcloud services enable" in bootstrap
     assert "gcloud artifacts repositories create" in bootstrap
     assert "--require-approval" in bootstrap, "the apply trigger waits for a person"
     assert (ROOT / "scripts" / "bootstrap.sh").stat().st_mode & 0o111
@@ -207,9 +325,11 @@ def test_trainer_dockerfile_caches_dependencies_and_pins_its_base() -> None:
     assert "--no-deps" in code_install, "the code layer must not install dependencies"
 
 
-def test_cloudbuild_reads_outputs_and_variables_that_exist(cloudbuild: dict[str, Any]) -> None:
+@pytest.mark.parametrize("config", ["cloudbuild.yaml", "cloudbuild-apply.yaml"])
+def test_cloudbuild_reads_outputs_and_variables_that_exist(config: str) -> None:
     tf = load()
-    text = (ROOT / "cloudbuild.yaml").read_text(encoding="utf-8")
+    text = (ROOT / config).read_text(encoding="utf-8")
+    cloudbuild = yaml.safe_load(text)
     for var in set(re.findall(r'-var="?(\w+)=', text)) | set(re.findall(r"TF_VAR_(\w+)=", text)):
         assert var in tf.variables, f"cloudbuild sets unknown variable {var}"
     for output in set(re.findall(r"terraform output -raw (\w+)", text)):

@@ -942,6 +942,35 @@ def test_migration_job_runs_db_upgrade_from_the_trainer_image(tf: Terraform) -> 
     assert tf.outputs["migrate_job"]["value"] == "${google_cloud_run_v2_job.migrate.name}"
 
 
+def test_the_migration_runs_inside_the_apply_before_new_code(tf: Terraform) -> None:
+    """Issue 25: the migration ran after a targeted apply that no reviewer saw. Now it is a
+    node of the one plan: the job runs an execution (runExecutionToken, a google-beta field)
+    and is ready only when it succeeded; the trainer job and every function wait for it."""
+    job = tf.resource("google_cloud_run_v2_job", "migrate")
+    assert job["provider"] == "google-beta"
+    assert job["run_execution_token"] == (
+        '${var.migration_token == "" ? null : var.migration_token}'
+    )
+    token = tf.variables["migration_token"]
+    regex = re.search(r'regex\("([^"]+)"', token["validation"][0]["condition"]).group(1)
+    regex = regex.replace("\\\\", "\\")
+    for good in ("", "0f4e3b2a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"):
+        assert re.fullmatch(regex, good), good
+    for bad in ("UPPER", "-lead", "a" * 37, "under_score"):
+        assert not re.fullmatch(regex, bad), bad
+    # A Cloud Build id (36 characters) fits beside the longest migration job name.
+    longest_prefix = 30 - len("-train-trigger")
+    assert len(f"{'a' * longest_prefix}-migrate-{'0' * 36}") < 63
+    assert "< 63" in job["lifecycle"][0]["precondition"][0]["condition"]
+    for name, body in tf.resources["google_cloudfunctions2_function"].items():
+        assert "google_cloud_run_v2_job.migrate" in str(body["depends_on"]), name
+    trainer = tf.resource("google_cloud_run_v2_job", "trainer")
+    assert "google_cloud_run_v2_job.migrate" in str(trainer["depends_on"])
+    # No targeted apply anywhere: the plan build sets the token, the apply applies the plan.
+    for config in ("cloudbuild.yaml", "cloudbuild-apply.yaml"):
+        assert "-target" not in (ROOT / config).read_text(encoding="utf-8"), config
+
+
 def test_storage_data_access_is_audited(tf: Terraform) -> None:
     audit = tf.resource("google_project_iam_audit_config", "storage")
     assert audit["service"] == "storage.googleapis.com"
