@@ -4,6 +4,8 @@
 # every step checks what exists first, so a re-run after a failure resumes where it stopped.
 #
 #   scripts/bootstrap.sh PROJECT_ID [REGION]
+#   # Cloud SQL on a private address (Terraform's sql_private_ip = true)
+#   SQL_PRIVATE_IP=1 scripts/bootstrap.sh PROJECT_ID [REGION]
 #   # who may approve applies (default: you), and the triggers on a connected GitHub repository
 #   APPROVERS=user:ops@example.com,group:deployers@example.com \
 #   GITHUB_OWNER=me GITHUB_REPO=forecastguard scripts/bootstrap.sh PROJECT_ID [REGION]
@@ -56,6 +58,24 @@ APIS=(
   sqladmin.googleapis.com
   storage.googleapis.com
 )
+# With SQL_PRIVATE_IP=1 (terraform/apis.tf's private_ip_apis) and what the deployer then
+# manages: the VPC, private services access, the Serverless VPC Access connector.
+PRIVATE_APIS=(
+  compute.googleapis.com
+  servicenetworking.googleapis.com
+  vpcaccess.googleapis.com
+)
+PRIVATE_DEPLOYER_ROLES=(
+  roles/compute.networkAdmin
+  roles/servicenetworking.networksAdmin
+  roles/vpcaccess.admin
+)
+if [ "${SQL_PRIVATE_IP:-0}" = 1 ]; then
+  APIS+=("${PRIVATE_APIS[@]}")
+  DEPLOYER_ROLES_EXTRA=("${PRIVATE_DEPLOYER_ROLES[@]}")
+else
+  DEPLOYER_ROLES_EXTRA=()
+fi
 
 # Roles of the deployer, on the project: what creating and changing the module's resources
 # takes. No Owner/Editor, no project-wide Service Account User (Terraform grants it Service
@@ -166,7 +186,7 @@ else
     --description="Manage forecastguard's secrets and versions without reading their values" \
     --permissions="$(join , "${SECRET_PERMISSIONS[@]}")" >/dev/null
 fi
-for role in "${DEPLOYER_ROLES[@]}" "projects/$PROJECT/roles/$SECRET_ROLE"; do
+for role in "${DEPLOYER_ROLES[@]}" "${DEPLOYER_ROLES_EXTRA[@]}" "projects/$PROJECT/roles/$SECRET_ROLE"; do
   gcloud projects add-iam-policy-binding "$PROJECT" --condition=None --quiet \
     --member="serviceAccount:$DEPLOYER_EMAIL" --role="$role" >/dev/null
 done

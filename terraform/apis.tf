@@ -22,10 +22,17 @@ locals {
     "sqladmin.googleapis.com",
     "storage.googleapis.com",
   ])
+  # Only with sql_private_ip (enabling Compute Engine would otherwise create nothing we use).
+  private_ip_apis = toset([
+    "compute.googleapis.com",
+    "servicenetworking.googleapis.com",
+    "vpcaccess.googleapis.com",
+  ])
+  enabled_apis = var.sql_private_ip ? setunion(local.apis, local.private_ip_apis) : local.apis
 }
 
 resource "google_project_service" "apis" {
-  for_each = local.apis
+  for_each = local.enabled_apis
 
   project            = var.project_id
   service            = each.value
@@ -35,7 +42,7 @@ resource "google_project_service" "apis" {
 # Enabling an API returns before every backend accepts calls; wait once after (re-)enabling.
 resource "time_sleep" "apis" {
   create_duration = var.api_enable_wait
-  triggers        = { apis = join(",", sort(tolist(local.apis))) }
+  triggers        = { apis = join(",", sort(tolist(local.enabled_apis))) }
 
   depends_on = [google_project_service.apis]
 }

@@ -5,7 +5,7 @@
 # client certificates); no network is authorised.
 
 resource "google_sql_database_instance" "main" {
-  #checkov:skip=CKV_GCP_60:Public IP without authorised networks, reachable only through the Cloud SQL connector (IAM + client certificates); a private IP would add a VPC and connector for no gain here.
+  #checkov:skip=CKV_GCP_60:The default keeps a public address with no authorised network, reachable only through the Cloud SQL connector (IAM-authorised, client certificates); sql_private_ip = true removes it (private address on a VPC), as organisations enforcing sql.restrictPublicIp require.
   count = var.create_sql_instance ? 1 : 0
 
   project             = var.project_id
@@ -22,8 +22,9 @@ resource "google_sql_database_instance" "main" {
     user_labels                 = merge({ app = "forecastguard" }, var.labels)
 
     ip_configuration {
-      ipv4_enabled = true
-      ssl_mode     = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
+      ipv4_enabled    = !var.sql_private_ip
+      private_network = var.sql_private_ip ? local.vpc_network_id : null
+      ssl_mode        = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
     }
 
     backup_configuration {
@@ -53,7 +54,7 @@ resource "google_sql_database_instance" "main" {
     }
   }
 
-  depends_on = [time_sleep.apis]
+  depends_on = [time_sleep.apis, google_service_networking_connection.sql]
 }
 
 resource "google_sql_database" "forecastguard" {

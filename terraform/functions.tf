@@ -68,6 +68,9 @@ resource "google_cloudfunctions2_function" "health_http" {
     all_traffic_on_latest_revision   = true
     environment_variables            = merge(local.common_env, local.health_check_env, local.health_http_env)
     max_instance_request_concurrency = 1
+    # sql_private_ip: the instance's private address through the VPC connector.
+    vpc_connector                 = local.vpc_connector
+    vpc_connector_egress_settings = var.sql_private_ip ? "PRIVATE_RANGES_ONLY" : null
 
     secret_environment_variables {
       key        = "HEALTH_API_TOKEN"
@@ -126,6 +129,9 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
     all_traffic_on_latest_revision   = true
     environment_variables            = merge(local.common_env, local.health_check_env)
     max_instance_request_concurrency = 1
+    # sql_private_ip: the instance's private address through the VPC connector.
+    vpc_connector                 = local.vpc_connector
+    vpc_connector_egress_settings = var.sql_private_ip ? "PRIVATE_RANGES_ONLY" : null
 
     dynamic "secret_environment_variables" {
       for_each = local.db_pass_secrets
@@ -174,6 +180,9 @@ resource "google_cloudfunctions2_function" "train_trigger" {
     all_traffic_on_latest_revision   = true
     environment_variables            = merge(local.common_env, local.train_trigger_env)
     max_instance_request_concurrency = 1
+    # sql_private_ip: the instance's private address through the VPC connector.
+    vpc_connector                 = local.vpc_connector
+    vpc_connector_egress_settings = var.sql_private_ip ? "PRIVATE_RANGES_ONLY" : null
 
     dynamic "secret_environment_variables" {
       for_each = local.db_pass_secrets

@@ -49,6 +49,7 @@ locals {
     CLOUD_SQL_INSTANCE = local.cloud_sql_instance
     DB_NAME            = var.db_name
     DB_IAM_AUTH        = var.db_iam_auth ? "1" : "0"
+    DB_IP_TYPE         = var.sql_private_ip ? "PRIVATE" : "PUBLIC"
     GCP_PROJECT        = var.project_id
     LOG_LEVEL          = var.log_level
   }

@@ -24,6 +24,15 @@ resource "google_cloud_run_v2_job" "trainer" {
       timeout         = "${var.trainer_timeout_s}s"
       max_retries     = var.trainer_max_retries
 
+      # sql_private_ip: the instance's private address through the VPC connector.
+      dynamic "vpc_access" {
+        for_each = var.sql_private_ip ? [local.vpc_connector] : []
+        content {
+          connector = vpc_access.value
+          egress    = "PRIVATE_RANGES_ONLY"
+        }
+      }
+
       containers {
         image = var.trainer_image
         args  = ["--mode", "train"]
@@ -108,6 +117,14 @@ resource "google_cloud_run_v2_job" "migrate" {
       service_account = google_service_account.component["migrate"].email
       timeout         = "600s"
       max_retries     = 1
+
+      dynamic "vpc_access" {
+        for_each = var.sql_private_ip ? [local.vpc_connector] : []
+        content {
+          connector = vpc_access.value
+          egress    = "PRIVATE_RANGES_ONLY"
+        }
+      }
 
       containers {
         image   = var.trainer_image

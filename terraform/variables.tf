@@ -319,6 +319,29 @@ variable "db_user" {
   default     = "forecastguard"
 }
 
+variable "sql_private_ip" {
+  description = "Give the Cloud SQL instance a private address only (organisations enforcing sql.restrictPublicIp): private services access on a VPC, a Serverless VPC Access connector for the functions and jobs, DB_IP_TYPE=PRIVATE. Default false: public address, no authorised network (only the Cloud SQL connector reaches it)."
+  type        = bool
+  default     = false
+}
+
+variable "vpc_network" {
+  description = "Name of an existing VPC network for sql_private_ip (required with existing_sql_instance: the network of its private address); empty creates <name_prefix>-vpc."
+  type        = string
+  default     = ""
+}
+
+variable "vpc_connector_cidr" {
+  description = "Unused /28 range of the VPC for the Serverless VPC Access connector (sql_private_ip)."
+  type        = string
+  default     = "10.8.0.0/28"
+
+  validation {
+    condition     = can(cidrhost(var.vpc_connector_cidr, 0)) && endswith(var.vpc_connector_cidr, "/28")
+    error_message = "vpc_connector_cidr must be a /28 range, e.g. 10.8.0.0/28."
+  }
+}
+
 variable "db_iam_auth" {
   description = "Use Cloud SQL IAM database authentication (DB_IAM_AUTH): each component logs in as its own service account and no password exists."
   type        = bool

@@ -100,6 +100,9 @@ class Settings:
     db_pass: str | None = _setting("DB_PASS")
     db_name: str | None = _setting("DB_NAME")
     db_iam_auth: bool = _setting("DB_IAM_AUTH", False, _bool)
+    # Which address of the Cloud SQL instance the connector uses: PUBLIC, PRIVATE (a VPC
+    # route from the function or job: Terraform's sql_private_ip) or PSC.
+    db_ip_type: str = _setting("DB_IP_TYPE", "PUBLIC", _choice("PUBLIC", "PRIVATE", "PSC"))
     # Database timeouts (seconds): a stalled connection fails instead of holding a request.
     # The statement timeout is MariaDB's max_statement_time / MySQL's max_execution_time
     # (SELECTs) and SQLite's busy timeout; 0 turns it off.

@@ -8,7 +8,9 @@ functions' and the trainer's code. Terraform (terraform/locals.tf), docker-compo
 
 from __future__ import annotations
 
-DB_VARS = frozenset({"CLOUD_SQL_INSTANCE", "DB_USER", "DB_PASS", "DB_NAME", "DB_IAM_AUTH"})
+DB_VARS = frozenset(
+    {"CLOUD_SQL_INSTANCE", "DB_USER", "DB_PASS", "DB_NAME", "DB_IAM_AUTH", "DB_IP_TYPE"}
+)
 
 # The health check's own settings (both health functions read them).
 _HEALTH_CHECK = DB_VARS | {

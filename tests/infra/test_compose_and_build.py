@@ -263,9 +263,14 @@ def test_bootstrap_enables_every_api_terraform_uses() -> None:
     after Terraform enabled their APIs (403 "API not enabled"). bootstrap.sh enables them
     all first, and waits until they are listed."""
     text = _bootstrap()
-    tf_apis = set(re.findall(r'"([a-z]+\.googleapis\.com)"', load().texts["apis.tf"]))
+    tf = load()
+    tf_apis = set(re.findall(r'"([a-z]+\.googleapis\.com)"', tf.texts["apis.tf"]))
+    private = set(re.findall(r'"([a-z]+\.googleapis\.com)"', tf.locals["private_ip_apis"]))
     listed = set(_bash_array(text, "APIS"))
-    assert tf_apis <= listed, tf_apis - listed
+    assert tf_apis - private <= listed, tf_apis - private - listed
+    # The private-IP ones only with SQL_PRIVATE_IP=1 (Compute Engine is not needed otherwise).
+    assert private and private == set(_bash_array(text, "PRIVATE_APIS"))
+    assert 'APIS+=("${PRIVATE_APIS[@]}")' in text
     assert 'gcloud services enable --project="$PROJECT" "${APIS[@]}"' in text
     assert "gcloud services list --enabled" in text
 

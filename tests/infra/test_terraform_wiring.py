@@ -903,6 +903,43 @@ def test_cloud_sql_is_optional_and_needs_no_password_in_state(tf: Terraform) -> 
     assert iam_users["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
 
 
+def test_private_ip_is_offered_with_the_vpc_pieces_it_needs(tf: Terraform) -> None:
+    """Issue 25: organisations enforcing sql.restrictPublicIp block a public instance, and
+    the code hard-coded the connector's public address. sql_private_ip gives the instance
+    a private address only, the functions and jobs a VPC route, the code DB_IP_TYPE."""
+    assert tf.variables["sql_private_ip"]["default"] is False
+    ip = tf.resource("google_sql_database_instance", "main")["settings"][0]["ip_configuration"][0]
+    assert ip["ipv4_enabled"] == "${!var.sql_private_ip}"
+    assert ip["private_network"] == "${var.sql_private_ip ? local.vpc_network_id : null}"
+    instance_deps = str(tf.resource("google_sql_database_instance", "main")["depends_on"])
+    assert "google_service_networking_connection.sql" in instance_deps
+    peering = tf.resource("google_service_networking_connection", "sql")
+    assert peering["service"] == "servicenetworking.googleapis.com"
+    assert "google_compute_global_address.sql_private_range" in str(
+        peering["reserved_peering_ranges"]
+    )
+    rng = tf.resource("google_compute_global_address", "sql_private_range")
+    assert (rng["purpose"], rng["address_type"]) == ("VPC_PEERING", "INTERNAL")
+    assert tf.locals["vpc_connector"] == (
+        "${var.sql_private_ip ? google_vpc_access_connector.serverless[0].id : null}"
+    )
+    for name, body in tf.resources["google_cloudfunctions2_function"].items():
+        service = body["service_config"][0]
+        assert service["vpc_connector"] == "${local.vpc_connector}", name
+        assert "PRIVATE_RANGES_ONLY" in service["vpc_connector_egress_settings"], name
+    for name in ("trainer", "migrate"):
+        inner = tf.resource("google_cloud_run_v2_job", name)["template"][0]["template"][0]
+        [access] = _dynamic_blocks(inner, "vpc_access")
+        assert access["for_each"] == "${var.sql_private_ip ? [local.vpc_connector] : []}", name
+        assert access["content"][0]["egress"] == "PRIVATE_RANGES_ONLY", name
+    # Every component's connector uses the address the instance has.
+    assert tf.locals["common_env"]["DB_IP_TYPE"] == ('${var.sql_private_ip ? "PRIVATE" : "PUBLIC"}')
+    assert Settings.env_names()["db_ip_type"] == "DB_IP_TYPE"
+    # The network APIs are enabled only when needed.
+    assert tf.resource("google_project_service", "apis")["for_each"] == "${local.enabled_apis}"
+    assert "local.private_ip_apis" in tf.locals["enabled_apis"]
+
+
 def test_monitoring_uses_the_health_metrics(tf: Terraform) -> None:
     metrics = tf.local_map("metrics")
     assert {"healthy", "avg_rmse", "global_p_value", "drifted_share"} <= set(metrics)

@@ -132,10 +132,27 @@ def _cloud_sql_connector() -> Any:
     global _connector
     with _connector_lock:
         if _connector is None:
-            from google.cloud.sql.connector import Connector, IPTypes
+            from google.cloud.sql.connector import Connector
 
-            _connector = Connector(ip_type=IPTypes.PUBLIC, refresh_strategy="lazy")
+            _connector = Connector(refresh_strategy="lazy")
         return _connector
+
+
+def connector_args(settings: Settings, timeouts: Timeouts) -> dict[str, Any]:
+    """The Cloud SQL connector's keyword arguments for one connection (pure): the login,
+    the instance address to use (DB_IP_TYPE: PUBLIC, PRIVATE or PSC) and the timeouts."""
+    from google.cloud.sql.connector import IPTypes
+
+    return {
+        "user": settings.db_user,
+        "password": None if settings.db_iam_auth else settings.db_pass,
+        "db": settings.db_name,
+        "enable_iam_auth": settings.db_iam_auth,
+        "ip_type": IPTypes[settings.db_ip_type],
+        "timeout": timeouts.connect_s,
+        "read_timeout": timeouts.read_s,
+        "write_timeout": timeouts.write_s,
+    }
 
 
 def _sqlite_pragmas(busy_ms: int) -> Any:
@@ -213,19 +230,10 @@ def make_engine(
         return engine
 
     assert settings is not None
+    args = connector_args(settings, timeouts)
 
     def connect() -> Any:
-        return _cloud_sql_connector().connect(
-            settings.cloud_sql_instance,
-            "pymysql",
-            user=settings.db_user,
-            password=None if settings.db_iam_auth else settings.db_pass,
-            db=settings.db_name,
-            enable_iam_auth=settings.db_iam_auth,
-            timeout=timeouts.connect_s,
-            read_timeout=timeouts.read_s,
-            write_timeout=timeouts.write_s,
-        )
+        return _cloud_sql_connector().connect(settings.cloud_sql_instance, "pymysql", **args)
 
     kwargs = {"creator": connect, "pool_size": 5, "max_overflow": 2, "pool_timeout": 30}
     kwargs.update(pool_recycle=1800, pool_pre_ping=True, pool_timeout=timeouts.read_s)
