@@ -55,6 +55,10 @@ predictions = sa.Table(
     sa.Column("predicted_units", Real, nullable=False),
     sa.Column("model_version", Ident(MODEL_VERSION), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # the served interval (issue 27; NULL: written without one): quantiles in units
+    sa.Column("predicted_p10", Real, nullable=True),
+    sa.Column("predicted_p50", Real, nullable=True),
+    sa.Column("predicted_p90", Real, nullable=True),
     sa.Index("ix_predictions_target_date", "target_date"),
 )
 

@@ -25,6 +25,7 @@ import pandas as pd
 from forecastguard.config import Settings
 from forecastguard.frequency import DAILY, UNKNOWN, Frequency, classify_intervals, detect_frequency
 from forecastguard.health import stats
+from forecastguard.health.phi_table import PHI_GRID
 from forecastguard.health.window import WindowData
 
 REFERENCES = ("previous_window", "holdout", "none")
@@ -88,6 +89,8 @@ class HealthResult:
     duration_s: float = 0.0
     outputs: dict[str, Any] = field(default_factory=dict)  # metrics and retrain outcome
     warnings: list[str] = field(default_factory=list)  # e.g. sales that are not daily
+    # The drift test's fitted model: the empirical null's spreads and the prior over phi.
+    drift_model: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-product list (what `health_checks.result_json` keeps)."""
@@ -124,6 +127,7 @@ class HealthResult:
                 "min_drift_effect": self.params.min_drift_effect,
             },
             "drift_kinds": self.drift_kinds(),
+            "drift_model": dict(self.drift_model),
             "duration_s": round(self.duration_s, 4),
             **self.outputs,
         }
@@ -176,20 +180,23 @@ class _Drift:
     """Per-product drift results (arrays over all products) and the reference used."""
 
     tests: stats.DriftTests
-    qvalues: np.ndarray  # BH over the products' combined p-values
-    significant: np.ndarray  # q <= FDR_ALPHA
-    effect_ok: np.ndarray  # the effect passes MIN_DRIFT_EFFECT
-    drift: np.ndarray  # significant and big enough
-    kind: np.ndarray  # object: level | scale | shape | None (only where drift)
+    decision: stats.DriftDecision
+    drift: np.ndarray  # BH q <= FDR_ALPHA on the interval-null p-values
+    kind: np.ndarray  # object: level | scale | None (only where drift)
     test: np.ndarray  # object: the component test that found it | None
-    ks_pvalues: np.ndarray  # the shape component (KS of the prewhitened errors)
+    ks_pvalues: np.ndarray  # the shape component (KS of the prewhitened errors), reported
     ks_qvalues: np.ndarray
     reference: np.ndarray  # previous_window | holdout | none
 
     @property
     def pvalues(self) -> np.ndarray:
-        """The products' combined drift p-values (NaN: not tested)."""
-        return self.tests.pvalue
+        """The products' drift p-values the verdict used (NaN: not tested)."""
+        return self.decision.pvalue
+
+    @property
+    def qvalues(self) -> np.ndarray:
+        """Their BH q-values."""
+        return self.decision.qvalue
 
 
 def _error_matrices(
@@ -272,36 +279,29 @@ def _drift_tests(
         for name in _DRIFT_FIELDS:
             value = getattr(t, name)
             if name not in parts:
-                parts[name] = np.empty(n_all, value.dtype)
+                parts[name] = np.empty((n_all, *value.shape[1:]), value.dtype)
             parts[name][rows] = value
     if not parts:  # no products
         t = stats.drift_tests(np.empty((0, 1)), np.empty((0, 1)), contiguous=np.zeros(0, bool))
         parts = {name: getattr(t, name) for name in _DRIFT_FIELDS}
     tests = stats.DriftTests(**parts)
-    reference[np.isnan(tests.pvalue)] = "none"
+    reference[~tests.tested] = "none"
     return tests, reference
 
 
 def _error_drift_decision(
     tests: stats.DriftTests, params: HealthParams, reference: np.ndarray
 ) -> _Drift:
-    """BH across products on the drift tests, the kind found, then the practical-
-    significance minimum (needs every product: the global phase)."""
-    qvalues = stats.benjamini_hochberg(tests.pvalue)
-    significant = qvalues <= params.fdr_alpha
-    cutoff = stats.bh_cutoff(tests.pvalue, params.fdr_alpha)
-    kind_index = np.where(significant, stats.drift_kind_index(tests, cutoff), -1)
-    effect_ok = effect_passes(tests, params.min_drift_effect, kind_index)
-    drift = significant & effect_ok
+    """`stats.drift_decision` (the prior over phi, the empirical null, the interval null
+    of MIN_DRIFT_EFFECT, BH across products: it needs every product)."""
+    decision = stats.drift_decision(tests, params.fdr_alpha, params.min_drift_effect)
     kinds = np.array([None, *stats.DRIFT_KINDS], dtype=object)
     names = np.array([None, *stats.DRIFT_TESTS], dtype=object)
-    shown = np.where(drift, kind_index, -1) + 1
+    shown = np.where(decision.drift, decision.kind, -1) + 1
     return _Drift(
         tests=tests,
-        qvalues=qvalues,
-        significant=significant,
-        effect_ok=effect_ok,
-        drift=drift,
+        decision=decision,
+        drift=decision.drift & (decision.kind >= 0),
         kind=kinds[shown],
         test=names[shown],
         ks_pvalues=tests.p_shape,
@@ -530,7 +530,12 @@ def product_phase(
         "freq_step": step,
     }
     for name in _DRIFT_FIELDS:
-        columns[f"t_{name}"] = getattr(tests, name)
+        value = getattr(tests, name)
+        if value.ndim == 2:  # one column a value of phi on the grid
+            for k in range(value.shape[1]):
+                columns[f"t_{name}_{k}"] = value[:, k]
+        else:
+            columns[f"t_{name}"] = value
     return ProductPhase(
         products=pd.DataFrame(columns),
         as_of=data.as_of,
@@ -579,10 +584,23 @@ def combine_phases(parts: Sequence[ProductPhase]) -> ProductPhase:
     )
 
 
+def _tests_from_rows(rows: pd.DataFrame) -> stats.DriftTests:
+    """The products' `stats.DriftTests` from their `ProductPhase` rows."""
+    values = {}
+    for name in _DRIFT_FIELDS:
+        if f"t_{name}" in rows:
+            values[name] = rows[f"t_{name}"].to_numpy(np.float64)
+        else:
+            k = len(PHI_GRID)
+            cols = [f"t_{name}_{i}" for i in range(k)]
+            values[name] = rows[cols].to_numpy(np.float64).reshape(len(rows), k)
+    return stats.DriftTests(**values)
+
+
 def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
     """The global step of the check: from all products' rows to the result."""
     rows = part.products
-    tests = stats.DriftTests(**{name: rows[f"t_{name}"].to_numpy() for name in _DRIFT_FIELDS})
+    tests = _tests_from_rows(rows)
     drift = _error_drift_decision(tests, params, rows["reference"].to_numpy(object))
     sales_q, sales_drift, data_drift = _sales_drift_decision(part, rows, params)
     listed = rows["listed"].to_numpy(bool)
@@ -604,6 +622,9 @@ def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
             "bias_shift": tests.bias_shift[listed],
             "bias_shift_sd": tests.bias_shift_sd[listed],
             "spread_ratio": tests.spread_ratio[listed],
+            "p_level": drift.decision.p_level[listed],
+            "p_scale": drift.decision.p_scale[listed],
+            "phi": drift.decision.phi_mean[listed],
             "reference": drift.reference[listed].astype(str),
             "sales_wasserstein": rows["sales_wasserstein"].to_numpy(np.float64)[listed],
             "sales_ks_qvalue": sales_q[listed],
@@ -653,7 +674,20 @@ def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
         params=params,
         products=products,
         warnings=_frequency_warnings_from_rows(rows),
+        drift_model=_drift_model(drift.decision),
     )
+
+
+def _drift_model(decision: stats.DriftDecision) -> dict[str, Any]:
+    """What the drift test fitted across products: the empirical null's spreads (a change
+    shared by most products is absorbed into them) and the prior over phi."""
+    prior = decision.prior
+    return {
+        "null_sd_level": round(decision.null_sd_level, 4),
+        "null_sd_scale": round(decision.null_sd_scale, 4),
+        "phi_prior_mean": round(float(prior @ PHI_GRID), 4),
+        "phi_prior": [round(float(v), 4) for v in prior],
+    }
 
 
 def compute_health(
@@ -675,25 +709,6 @@ def _is_stale(last_sale: date | None, as_of: date, stale_days: int) -> bool:
     if stale_days <= 0:
         return False
     return last_sale is None or (as_of - last_sale).days >= stale_days
-
-
-def effect_passes(
-    tests: stats.DriftTests, min_effect: float, kind: np.ndarray | None = None
-) -> np.ndarray:
-    """Per product: is the change big enough to matter (practical significance)?
-
-    A bias shift of at least `min_effect` reference sd, a spread ratio of at least
-    1 + min_effect (or at most 1 / (1 + min_effect)), or, for a change of kind shape
-    (`kind` index 2; default: the smallest component test), a Wasserstein distance of
-    the prewhitened errors of at least `min_effect` of their reference sd.
-    """
-    kind = tests.test if kind is None else kind
-    with np.errstate(invalid="ignore"):
-        level = np.abs(tests.bias_shift_sd) >= min_effect
-        ratio = tests.spread_ratio
-        scale = (ratio >= 1 + min_effect) | (ratio <= 1 / (1 + min_effect))
-        shape = (kind == 2) & (tests.shape_effect >= min_effect)
-    return level | scale | shape | (min_effect <= 0)
 
 
 def drift_reason(row: Any) -> str:

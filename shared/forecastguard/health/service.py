@@ -46,7 +46,8 @@ def default_as_of(today: date | None = None) -> date:
 
 
 def health_points(result: HealthResult) -> list[MetricPoint]:
-    """The custom metrics of a check: model-level gauges and per-product RMSE and p-value."""
+    """The custom metrics of a check: model-level gauges (with the drift test's fitted
+    null spread, `drift_null_sd{kind}`) and per-product RMSE and p-value."""
     points = [MetricPoint("healthy", 1.0 if result.healthy else 0.0)]
     for name, value in (
         ("avg_rmse", result.avg_rmse),
@@ -55,6 +56,12 @@ def health_points(result: HealthResult) -> list[MetricPoint]:
     ):
         if value is not None:
             points.append(MetricPoint(name, float(value)))
+    # The drift test's fitted null spread (issue 23): a change shared by most products is
+    # absorbed into it rather than flagged, so it is watched on its own.
+    for kind in ("level", "scale"):
+        spread = result.drift_model.get(f"null_sd_{kind}")
+        if spread is not None:
+            points.append(MetricPoint("drift_null_sd", float(spread), {"kind": kind}))
     frame = result.products
     for column, name in (("rmse", "product_rmse"), ("ks_pvalue", "product_ks_pvalue")):
         ok = frame[column].notna()

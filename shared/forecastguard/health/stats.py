@@ -212,35 +212,76 @@ def simes(pvalues: np.ndarray) -> float | None:
 
 DRIFT_TESTS = ("level_ar1", "scale_ar1", "shape_ks")  # short names, in component order
 DRIFT_KINDS = ("level", "scale", "shape")  # the kind each component test finds
-DRIFT_WEIGHTS = (0.5, 0.3, 0.2)  # weighted Bonferroni: a bias matters most
+# Weighted Bonferroni over the decided components: a bias matters most. The KS shape test
+# is reported only (its null does not hold under general dependence at 10,000 products).
+DRIFT_WEIGHTS = (0.6, 0.4, 0.0)
 MAX_PHI = 0.95  # the AR(1) coefficient is clipped to [0, MAX_PHI]
 PHI_MARGIN = 1.0  # standard errors added to the bias-corrected AR(1) coefficient
-LEVEL_MARGIN = 2.0  # the level test's (its far tail is the most sensitive to phi)
 # For prewhitening before the scale and shape tests (1.0 left the KS tail 5x at phi 0.7).
 WHITEN_MARGIN = 2.0
 DEV_MARGIN = 2.0  # for the absolute deviations of the scale test (spread clusters)
 MIN_WEEKDAY_ADJUST = 28  # errors (both periods) needed to remove weekday means
+# Products the prior over phi and the empirical null need to be fitted on their own;
+# below, the prior leans towards a flat one and the null spread stays 1 (`drift_decision`).
+MIN_PRIOR_PRODUCTS = 500
+MIN_NULL_PRODUCTS = 100
+EM_ITERATIONS = 150
+# Both periods constant (a zero-sales product whose forecast changed): the variance is
+# taken as that of rounding to whole units, so the p-value is defined and not 0.
+CONSTANT_VARIANCE = 1.0 / 12.0
+_TINY = np.finfo(np.float64).tiny
 
 
 @dataclass(frozen=True)
 class DriftTests:
-    """Per-group drift of forecast errors, window against reference (arrays over groups).
+    """Per-group quantities of the drift tests, window against reference (arrays over
+    groups; one group's values never depend on the other groups). The p-values that
+    need all groups (the prior over phi, the empirical null, the interval null) are
+    `drift_decision`'s.
 
-    p-values are NaN where a group has fewer than `min_samples` errors on either side.
+    NaN where a group has fewer than `min_samples` errors on either side.
     """
 
     n_ref: np.ndarray
     n_win: np.ndarray
-    phi: np.ndarray  # the AR(1) coefficient of the errors used (bias-corrected, clipped)
-    p_level: np.ndarray  # change in mean, AR(1)-corrected t-test
-    p_scale: np.ndarray  # change in spread: Brown-Forsythe, AR(1)-corrected
-    p_shape: np.ndarray  # KS of the prewhitened errors, on their effective sizes
-    pvalue: np.ndarray  # weighted Bonferroni: min(1, min_k p_k / DRIFT_WEIGHTS[k])
-    test: np.ndarray  # index into DRIFT_TESTS of the smallest weighted p (-1: untested)
+    r1: np.ndarray  # lag-1 autocorrelation of the (weekday-adjusted) errors within periods
+    n_total: np.ndarray  # errors in both periods (the r1 likelihood's length)
+    level_diff: np.ndarray  # window mean - reference mean of the adjusted errors
+    level_se: np.ndarray  # (groups x len(PHI_GRID)): its AR(1) standard error at each phi
+    level_dof: np.ndarray  # (groups x len(PHI_GRID)): the effective degrees of freedom
+    scale_diff: np.ndarray  # window - reference mean absolute deviation (Brown-Forsythe)
+    scale_se: np.ndarray  # its AR(1) standard error (the deviations' cautious phi)
+    scale_dof: np.ndarray
+    scale_ref: np.ndarray  # the reference's mean absolute deviation
+    p_shape: np.ndarray  # KS of the prewhitened errors, on their effective sizes (reported)
     bias_shift: np.ndarray  # window mean error - reference mean error (units)
     bias_shift_sd: np.ndarray  # the same in reference standard deviations
+    sd_ref: np.ndarray  # the reference errors' standard deviation (CONSTANT floor if 0)
     spread_ratio: np.ndarray  # window sd / reference sd of the errors
     shape_effect: np.ndarray  # Wasserstein distance of the prewhitened errors / their sd
+
+    @property
+    def tested(self) -> np.ndarray:
+        """Groups with enough errors on both sides."""
+        return ~np.isnan(self.level_diff)
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """The drift p-values and flags of all groups together (`drift_decision`)."""
+
+    p_level: np.ndarray  # |level change| <= min effect: posterior mixture over phi, null sd
+    p_scale: np.ndarray  # spread ratio within [1/(1+e), 1+e], null sd
+    p_shape: np.ndarray  # KS (reported, not decided on)
+    pvalue: np.ndarray  # weighted Bonferroni of level and scale: the p-value decided on
+    test: np.ndarray  # index into DRIFT_TESTS of the smallest weighted p (-1: untested)
+    qvalue: np.ndarray  # BH over the groups
+    drift: np.ndarray  # q <= alpha
+    kind: np.ndarray  # index into DRIFT_KINDS of the drift found (-1: none)
+    null_sd_level: float  # the empirical null's spread of the level z-values (>= 1)
+    null_sd_scale: float
+    prior: np.ndarray  # the fitted distribution of phi over PHI_GRID
+    phi_mean: np.ndarray  # per group: posterior mean of phi
 
 
 def _nan_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -274,23 +315,31 @@ def _period_centred(x: np.ndarray, m: int) -> np.ndarray:
     return np.concatenate([x[:, :m] - mr[:, None], x[:, m:] - mw[:, None]], axis=1)
 
 
-def ar1_coefficient(x: np.ndarray, m: int, margin: float = PHI_MARGIN) -> np.ndarray:
-    """A cautious AR(1) coefficient per row of x (NaN: missing), periods split at column m.
-
-    The lag-1 autocorrelation within each period around its own mean, corrected for its
-    small-sample bias (Kendall 1954: E[r1] ~ phi - (1 + 3 phi) / n for a series of n),
-    plus `margin` standard errors (sqrt((1 - phi^2) / n)), clipped to [0, MAX_PHI].
-    Under-estimating phi makes the tests liberal; over-estimating only costs power.
-    """
+def lag1_r(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(r1, number of values) of each row of x (NaN: missing), periods split at column m:
+    the lag-1 autocorrelation within each period around its own mean (0 if constant)."""
     present = ~np.isnan(x)
     d = np.where(present, _period_centred(x, m), 0.0)
     pair = present[:, 1:] & present[:, :-1]
     pair[:, m - 1] = False  # not across the start of the window
     num = np.where(pair, d[:, 1:] * d[:, :-1], 0.0).sum(axis=1)
     den = (d * d).sum(axis=1)
-    total = present.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         r1 = np.where(den > 0, num / den, 0.0)
+    return r1, present.sum(axis=1)
+
+
+def ar1_coefficient(x: np.ndarray, m: int, margin: float = PHI_MARGIN) -> np.ndarray:
+    """A cautious AR(1) coefficient per row of x (NaN: missing), periods split at column m.
+
+    The lag-1 autocorrelation within each period around its own mean (`lag1_r`),
+    corrected for its small-sample bias (Kendall 1954: E[r1] ~ phi - (1 + 3 phi) / n for
+    a series of n), plus `margin` standard errors (sqrt((1 - phi^2) / n)), clipped to
+    [0, MAX_PHI]. Under-estimating phi makes the tests liberal; over-estimating only
+    costs power. (The level test does not use it: `drift_decision`.)
+    """
+    r1, total = lag1_r(x, m)
+    with np.errstate(invalid="ignore", divide="ignore"):
         per_period = np.maximum(total / 2.0, 4.0)
         corrected = r1 + (1.0 + 3.0 * r1) / per_period
         se = np.sqrt(np.maximum(1.0 - corrected**2, 0.0) / np.maximum(total, 4))
@@ -325,37 +374,53 @@ def _lag_counts_rows(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.
     return out
 
 
-def _mean_change_t(
-    x: np.ndarray, m: int, phi: np.ndarray, counts: np.ndarray, spent: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(t, dof) of the window mean minus the reference mean of AR(1) series x.
+def _mean_change(
+    x: np.ndarray, m: int, phis: np.ndarray, counts: np.ndarray, spent: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(diff, se, dof) of the window mean minus the reference mean of AR(1) series x;
+    `phis` (rows x K) the coefficients to assume, se and dof (rows x K) for each.
 
     Var(mean_w - mean_r) = sigma^2 (S_ww / n_w^2 + S_rr / n_r^2 - 2 S_rw / (n_r n_w)),
     S the sums of phi^|i-j| over the pairs of present days; sigma^2 from the squares
-    around the period means, whose expectation is sigma^2 (n - S / n) in each period.
-    The degrees of freedom are those of that variance under AR(1):
-    (n - 2 - spent) (1 - phi^2) / (1 + phi^2).
+    around the period means, whose expectation is sigma^2 (n - S / n) in each period
+    (both periods constant: `CONSTANT_VARIANCE`). The degrees of freedom are those of
+    that variance under AR(1): (n - 2 - spent) (1 - phi^2) / (1 + phi^2). Row-wise sums
+    only: a row's values never depend on the other rows.
     """
     width = x.shape[1]
-    powers = phi[:, None] ** np.arange(width)[None, :]
-    weight = np.full(width, 2.0)
-    weight[0] = 1.0
-    s_rr = (counts[:, 0] * powers * weight).sum(axis=1)
-    s_ww = (counts[:, 1] * powers * weight).sum(axis=1)
-    s_rw = (counts[:, 2] * powers).sum(axis=1)
     n_r, mean_r, sd_r = _nan_mean_sd(x[:, :m])
     n_w, mean_w, sd_w = _nan_mean_sd(x[:, m:])
+    lags = np.arange(width)
+    weight = np.full(width, 2.0)
+    weight[0] = 1.0
+    rows, k_count = phis.shape
+    se = np.empty((rows, k_count))
+    dof = np.empty((rows, k_count))
     with np.errstate(invalid="ignore", divide="ignore"):
         ss = np.nan_to_num(sd_r**2 * (n_r - 1)) + np.nan_to_num(sd_w**2 * (n_w - 1))
-        expected = (n_r - s_rr / n_r) + (n_w - s_ww / n_w) - spent
-        sigma2 = ss / expected
-        q = s_ww / n_w**2 + s_rr / n_r**2 - 2.0 * s_rw / (n_r * n_w)
         diff = mean_w - mean_r
-        se = np.sqrt(sigma2 * q)
-        t = np.where(se > 0, diff / se, np.where(diff != 0, np.inf, 0.0))
-        dof = (n_r + n_w - 2 - spent) * (1 - phi**2) / (1 + phi**2)
-    t[~(expected > 0)] = np.nan
-    return t, dof
+        for k in range(k_count):
+            phi = phis[:, k]
+            powers = phi[:, None] ** lags[None, :]
+            s_rr = (counts[:, 0] * (powers * weight)).sum(axis=1)
+            s_ww = (counts[:, 1] * (powers * weight)).sum(axis=1)
+            s_rw = (counts[:, 2] * powers).sum(axis=1)
+            expected = (n_r - s_rr / n_r) + (n_w - s_ww / n_w) - spent
+            sigma2 = np.where(ss > 0, ss / expected, CONSTANT_VARIANCE)
+            q = s_ww / n_w**2 + s_rr / n_r**2 - 2.0 * s_rw / (n_r * n_w)
+            se[:, k] = np.where(expected > 0, np.sqrt(sigma2 * q), np.nan)
+            dof[:, k] = (n_r + n_w - 2 - spent) * (1 - phi**2) / (1 + phi**2)
+    return diff, se, dof
+
+
+def _mean_change_t(
+    x: np.ndarray, m: int, phi: np.ndarray, counts: np.ndarray, spent: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(t, dof) of the window mean minus the reference mean at one phi per row."""
+    diff, se, dof = _mean_change(x, m, phi[:, None], counts, spent)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = diff / se[:, 0]
+    return t, dof[:, 0]
 
 
 def _dense_ks(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -402,21 +467,20 @@ def drift_tests(
     known); with it, contiguous groups with at least 28 errors are tested after removing
     their weekday means (pooled over both periods, so a change between them stays).
 
-    The errors are taken as AR(1) (coefficient from `ar1_coefficient`, cautious) and
-    three tests compare the periods:
+    Per group (`DriftTests`; the p-values that need every group are `drift_decision`'s):
 
-    - level: the window mean minus the reference mean over its exact AR(1) standard
-      error (both periods' covariances included), Student t on the effective degrees
-      of freedom;
-    - scale: the same test on the absolute deviations from each period's median
-      (Brown-Forsythe), with their own AR(1) coefficient (spread clusters in time);
+    - level: the window mean minus the reference mean, with its exact AR(1) standard
+      error (both periods' covariances included) and effective degrees of freedom at
+      every phi of `PHI_GRID`, and the errors' r1 (the evidence about phi);
+    - scale: the same mean change of the absolute deviations from each period's median
+      (Brown-Forsythe) of the prewhitened errors, with their own cautious AR(1)
+      coefficient (spread clusters in time);
     - shape: two-sample KS of the prewhitened errors x_t - phi x_(t-1) (around the
       common mean), its asymptotic p-value on sizes shrunk by the innovations' own
-      remaining lag-1 autocorrelation.
+      remaining lag-1 autocorrelation (reported only).
 
-    The group's p-value is the Bonferroni minimum of the three. Effects: bias shift
-    and spread ratio on the raw errors; the Wasserstein distance of the prewhitened
-    errors over their reference sd for shape.
+    Effects: bias shift and spread ratio on the raw errors; the Wasserstein distance of
+    the prewhitened errors over their reference sd for shape.
     """
     ref = np.asarray(ref, dtype=np.float64)
     win = np.asarray(win, dtype=np.float64)
@@ -469,10 +533,12 @@ def drift_tests(
             spent[rows] = 6.0
 
     counts = _lag_counts(present, m, contiguous)
-    phi = ar1_coefficient(x, m, LEVEL_MARGIN)
-    t_level, dof_level = _mean_change_t(x, m, phi, counts, spent)
-    t_level[~tested] = np.nan
-    p_level = _t_pvalue(t_level, dof_level)
+    from forecastguard.health.phi_table import PHI_GRID
+
+    r1, n_total = lag1_r(x, m)
+    grid = np.broadcast_to(PHI_GRID, (groups, len(PHI_GRID)))
+    level_diff, level_se, level_dof = _mean_change(x, m, grid, counts, spent)
+    level_diff[~tested] = np.nan
 
     # Prewhitened errors around the common mean (one lattice for discrete errors), with
     # the cautious coefficient (over-whitening leaves negative autocorrelation: safe).
@@ -496,9 +562,11 @@ def drift_tests(
         med_w = np.nanmedian(v[:, m:], axis=1)
     dev = np.abs(np.concatenate([v[:, :m] - med_r[:, None], v[:, m:] - med_w[:, None]], axis=1))
     phi_dev = ar1_coefficient(dev, m, DEV_MARGIN)
-    t_scale, dof_scale = _mean_change_t(dev, m, phi_dev, counts, np.zeros(groups))
-    t_scale[~tested] = np.nan
-    p_scale = _t_pvalue(t_scale, dof_scale)
+    scale_diff, scale_se, scale_dof = _mean_change(
+        dev, m, phi_dev[:, None], counts, np.zeros(groups)
+    )
+    _, scale_ref, _ = _nan_mean_sd(dev[:, :m])
+    scale_diff[~tested] = np.nan
 
     # Shape: KS of the prewhitened weekday-adjusted errors.
     u = prewhiten(x)
@@ -514,40 +582,186 @@ def drift_tests(
     _, _, sd_u = _nan_mean_sd(u[:, :m])
     with np.errstate(invalid="ignore", divide="ignore"):
         shape_effect = np.where(sd_u > 0, w1 / sd_u, np.nan)
-
-    # Weighted Bonferroni: each component's p over its weight; the smallest is the group's.
-    parts = np.stack([p_level, p_scale, p_shape], axis=1) / np.asarray(DRIFT_WEIGHTS)
-    has = tested & ~np.isnan(parts).all(axis=1)
-    best = np.where(has, np.argmin(np.where(np.isnan(parts), np.inf, parts), axis=1), -1)
-    pvalue = np.full(groups, np.nan)
-    pvalue[has] = np.minimum(parts[has, best[has]], 1.0)
     return DriftTests(
         n_ref=n_ref,
         n_win=n_win,
-        phi=phi,
-        p_level=p_level,
-        p_scale=p_scale,
+        r1=r1,
+        n_total=n_total.astype(np.float64),
+        level_diff=level_diff,
+        level_se=level_se,
+        level_dof=level_dof,
+        scale_diff=scale_diff,
+        scale_se=scale_se[:, 0],
+        scale_dof=scale_dof[:, 0],
+        scale_ref=scale_ref,
         p_shape=p_shape,
-        pvalue=pvalue,
-        test=best,
         bias_shift=bias_shift,
         bias_shift_sd=bias_shift_sd,
+        sd_ref=np.where(sd_ref > 0, sd_ref, np.sqrt(CONSTANT_VARIANCE)),
         spread_ratio=spread_ratio,
         shape_effect=shape_effect,
     )
 
 
-def drift_kind_index(tests: DriftTests, cutoff: float) -> np.ndarray:
-    """Per group: the kind of drift (index into DRIFT_KINDS; -1 none) at BH cutoff `cutoff`.
+def npmle_prior(likelihood: np.ndarray, iterations: int = EM_ITERATIONS) -> np.ndarray:
+    """The nonparametric maximum-likelihood distribution over the grid of phi (EM from a
+    flat start) given each group's likelihood of its r1 under each grid value."""
+    k = likelihood.shape[1]
+    prior = np.full(k, 1.0 / k)
+    if not len(likelihood):
+        return prior
+    lik = likelihood / likelihood.max(axis=1, keepdims=True)
+    for _ in range(iterations):
+        post = lik * prior
+        post /= post.sum(axis=1, keepdims=True)
+        prior = post.mean(axis=0)
+    return prior
 
-    Of the component tests whose weighted p-value passes the cutoff, the first in the
-    order level, scale, shape: a shifted bias also moves the shape of the errors, and
-    "shape" is left for a change that is neither a level nor a spread change.
+
+CENTRAL_Z = 2.0  # central matching fits the z-values' density on |z| <= this
+_CENTRAL_BINS = 20
+
+
+def central_null_sd(z: np.ndarray) -> float:
+    """Efron's empirical null spread by central matching, centre fixed at 0.
+
+    The density of the z-values near 0 is mostly the null's, whatever the few changed
+    products do in the tails: log f(z) = a - z^2 / (2 sigma^2) is fitted to the
+    histogram of |z| on [0, CENTRAL_Z] (Poisson regression of the bin counts on the
+    squared bin centres, by Newton's method). A median-based spread would be inflated
+    by the changed products themselves (13 % with a tenth of the products shifted).
+    NaN when the fit finds no downward curvature.
     """
-    parts = np.stack([tests.p_level, tests.p_scale, tests.p_shape], axis=1)
+    a = np.abs(z[np.isfinite(z)])
+    edges = np.linspace(0.0, CENTRAL_Z, _CENTRAL_BINS + 1)
+    counts, _ = np.histogram(a, bins=edges)
+    if counts.sum() < 20:
+        return float("nan")
+    c2 = ((edges[:-1] + edges[1:]) / 2.0) ** 2
+    design = np.stack([np.ones_like(c2), c2], axis=1)
+    beta = np.array([np.log(max(counts.mean(), 1.0)), -0.5])
+    for _ in range(50):
+        mu = np.exp(design @ beta)
+        grad = design.T @ (counts - mu)
+        hess = design.T @ (design * mu[:, None])
+        step = np.linalg.solve(hess, grad)
+        beta = beta + step
+        if np.abs(step).max() < 1e-10:
+            break
+    b = beta[1]
+    return float(np.sqrt(-0.5 / b)) if b < 0 else float("nan")
+
+
+def _shifted_t(diff: np.ndarray, se: np.ndarray, dof: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """P(|D| >= |diff|) when D = delta + se T_dof (the boundary of |mean change| <= delta),
+    the interval null's p-value; NaN where an input is."""
+    from scipy.special import stdtr
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.abs(diff)
+        p = stdtr(dof, -(a - delta) / se) + stdtr(dof, -(a + delta) / se)
+    return np.clip(p, _TINY, 1.0)
+
+
+def drift_decision(
+    tests: DriftTests, alpha: float, min_effect: float, null_floor: float = 1.0
+) -> DriftDecision:
+    """The drift p-values of all groups together, BH across them, the kind found.
+
+    - level: phi is unknown per group; its distribution across groups is fitted on the
+      groups' r1 (`npmle_prior`, the r1 likelihood tabulated in `phi_table`) and each
+      group's p-value is the posterior mixture, over the grid of phi, of its t p-values
+      (with fewer than MIN_PRIOR_PRODUCTS groups the prior is shrunk towards a flat one);
+      what the AR(1) model still misses (AR(2), heavy tails, a shock common to all
+      products) is absorbed by an empirical null: the spread of the mixture's z-values
+      by central matching, floored at `null_floor` (from MIN_NULL_PRODUCTS groups;
+      below, 1). A change shared by most groups is absorbed into that spread too,
+      which is why it is published.
+    - scale: the Brown-Forsythe mean change at its cautious phi, the same empirical null.
+    - both as interval nulls: a level change of at most `min_effect` reference sd, a
+      spread ratio within [1/(1 + min_effect), 1 + min_effect] (shifted-t p-values).
+    - one p-value a group: weighted Bonferroni (DRIFT_WEIGHTS), BH at `alpha`; the kind
+      is the first component whose weighted p-value passes the BH cutoff.
+    """
+    from scipy.special import stdtr
+
+    from forecastguard.health.phi_table import PHI_GRID, likelihood
+
+    g = len(tests.level_diff)
+    tested = tests.tested & np.isfinite(tests.level_se).any(axis=1)
+    idx = np.flatnonzero(tested)
+    n = len(idx)
+    k = len(PHI_GRID)
+    lik = likelihood(tests.r1[idx], tests.n_total[idx])
+    prior = npmle_prior(lik)
+    if n < MIN_PRIOR_PRODUCTS:
+        prior = (n * prior + (MIN_PRIOR_PRODUCTS - n) / k) / MIN_PRIOR_PRODUCTS
+    post = lik * prior
+    post /= np.maximum(post.sum(axis=1, keepdims=True), _TINY)
+    phi_mean = np.full(g, np.nan)
+    phi_mean[idx] = post @ PHI_GRID
+    diff = tests.level_diff[idx, None]
+    se = tests.level_se[idx]
+    dof = np.maximum(tests.level_dof[idx], 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # A phi at which the variance cannot be estimated (too few errors) counts as 1.
+        p0 = (post * np.nan_to_num(2.0 * stdtr(dof, -np.abs(diff) / se), nan=1.0)).sum(axis=1)
+    sd_level = _null_sd(p0, n, null_floor)
+    delta = (min_effect * tests.sd_ref[idx])[:, None]
+    p_level = np.full(g, np.nan)
+    shifted = np.nan_to_num(_shifted_t(diff, se * sd_level, dof, delta), nan=1.0)
+    p_level[idx] = np.clip((post * shifted).sum(axis=1), _TINY, 1.0)
+
+    s_diff, s_se = tests.scale_diff[idx], tests.scale_se[idx]
+    s_dof = np.maximum(tests.scale_dof[idx], 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ps0 = 2.0 * stdtr(s_dof, -np.abs(s_diff) / s_se)
+    sd_scale = _null_sd(ps0, n, null_floor)
+    wider = s_diff >= 0
+    ref_dev = tests.scale_ref[idx]
+    s_delta = np.where(wider, min_effect, min_effect / (1.0 + min_effect)) * ref_dev
+    p_scale = np.full(g, np.nan)
+    p_scale[idx] = _shifted_t(s_diff, s_se * sd_scale, s_dof, s_delta)
+    p_scale[idx[~np.isfinite(s_se)]] = np.nan
+
+    weights = np.asarray(DRIFT_WEIGHTS[:2])
+    parts = np.stack([p_level, p_scale], axis=1) / weights
+    has = tested & ~np.isnan(parts).all(axis=1)
+    best = np.where(has, np.argmin(np.where(np.isnan(parts), np.inf, parts), axis=1), -1)
+    pvalue = np.full(g, np.nan)
+    pvalue[has] = np.minimum(parts[has, best[has]], 1.0)
+    qvalue = benjamini_hochberg(pvalue)
+    drift = qvalue <= alpha
+    cutoff = bh_cutoff(pvalue, alpha)
     with np.errstate(invalid="ignore"):
-        passes = (parts / np.asarray(DRIFT_WEIGHTS)) <= cutoff
-    return np.where(passes.any(axis=1), np.argmax(passes, axis=1), -1)
+        passes = parts <= cutoff
+    kind = np.where(drift & passes.any(axis=1), np.argmax(passes, axis=1), -1)
+    return DriftDecision(
+        p_level=p_level,
+        p_scale=p_scale,
+        p_shape=tests.p_shape,
+        pvalue=pvalue,
+        test=best,
+        qvalue=qvalue,
+        drift=drift,
+        kind=kind,
+        null_sd_level=sd_level,
+        null_sd_scale=sd_scale,
+        prior=prior,
+        phi_mean=phi_mean,
+    )
+
+
+def _null_sd(p: np.ndarray, n: int, floor: float) -> float:
+    """The empirical null spread of two-sided p-values' z-values (1 below
+    MIN_NULL_PRODUCTS groups), at least `floor`."""
+    from scipy.special import ndtri
+
+    if n < MIN_NULL_PRODUCTS:
+        return max(1.0, floor)
+    z = -ndtri(np.clip(p, _TINY, 1.0) / 2.0)
+    spread = central_null_sd(z)
+    return max(spread, floor) if np.isfinite(spread) else max(1.0, floor)
 
 
 def bh_cutoff(pvalues: np.ndarray, alpha: float) -> float:

@@ -69,3 +69,49 @@ def test_unreachable_database_is_named():
     engine = make_engine("mysql+pymysql://root@127.0.0.1:1/nowhere")
     with pytest.raises(DatabaseUnavailable, match=r"127\.0\.0\.1:1"):
         check_connection(engine)
+
+
+def test_predictions_store_the_interval_and_0006_downgrades(engine):
+    """Migration 0006: the served P10/P50/P90 beside the point; nullable (older rows)."""
+    from alembic import command
+
+    from forecastguard.db.migrate import alembic_config
+
+    rows = [
+        {
+            "product_id": "A",
+            "target_date": date(2026, 1, 1),
+            "predicted_units": 10.25,
+            "predicted_p10": 4.5,
+            "predicted_p50": 9.75,
+            "predicted_p90": 17.125,
+            "model_version": "m1",
+            "created_at": datetime(2026, 1, 1, 12),
+        },
+        {
+            "product_id": "B",
+            "target_date": date(2026, 1, 1),
+            "predicted_units": 3.0,
+            "predicted_p10": None,
+            "predicted_p50": None,
+            "predicted_p90": None,
+            "model_version": "m0",
+            "created_at": datetime(2026, 1, 1, 12),
+        },
+    ]
+    with engine.begin() as conn:
+        upsert_rows(conn, schema.predictions, rows)
+    p = schema.predictions.c
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.select(p.product_id, p.predicted_p10, p.predicted_p50, p.predicted_p90).order_by(
+                p.product_id
+            )
+        ).all()
+    assert [tuple(r) for r in got] == [("A", 4.5, 9.75, 17.125), ("B", None, None, None)]
+    command.downgrade(alembic_config(engine), "0005")
+    cols = {c["name"] for c in sa.inspect(engine).get_columns("predictions")}
+    assert "predicted_p10" not in cols and "predicted_units" in cols
+    upgrade(engine)
+    cols = {c["name"] for c in sa.inspect(engine).get_columns("predictions")}
+    assert {"predicted_p10", "predicted_p50", "predicted_p90"} <= cols

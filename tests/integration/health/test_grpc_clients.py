@@ -45,15 +45,15 @@ def test_metrics_go_out_in_batches_of_at_most_200() -> None:
     data = synthetic_window(1_150, AS_OF, seed=1)
     result = compute_health(data, HealthParams())
     points = health_points(result)
-    # healthy, avg_rmse, p, share + rmse and p per product + drift counts by kind (3)
-    # + drift flag and q-value per drifted product
-    assert len(points) == 4 + 2 * 1_150 + 3 + 2 * int(result.products["drift"].sum())
+    # healthy, avg_rmse, p, share + the null spreads (level, scale) + rmse and p per
+    # product + drift counts by kind (3) + drift flag and q-value per drifted product
+    assert len(points) == 4 + 2 + 2 * 1_150 + 3 + 2 * int(result.products["drift"].sum())
     with GrpcRecorder() as rec:
         rec.respond(CREATE, empty_pb2.Empty())
         sink = CloudMonitoringSink("demo-project", _monitoring(rec))
         requests = sink.write(points, datetime(2026, 5, 31, 6, 0, tzinfo=UTC))
         calls = rec.calls_to(CREATE)
-    assert requests == len(calls) == 12  # ceil(2304 / 200)
+    assert requests == len(calls) == 12  # ceil(2306 / 200)
     parsed = [c.parse(monitoring_v3.CreateTimeSeriesRequest) for c in calls]
     sizes = [len(p.time_series) for p in parsed]
     assert max(sizes) == 200 and sum(sizes) == len(points)
@@ -70,6 +70,7 @@ def test_metrics_go_out_in_batches_of_at_most_200() -> None:
             "avg_rmse",
             "global_p_value",
             "drifted_share",
+            "drift_null_sd",
             "product_rmse",
             "product_ks_pvalue",
             "drifted_products",
