@@ -230,6 +230,7 @@ EM_ITERATIONS = 150
 # taken as that of rounding to whole units, so the p-value is defined and not 0.
 CONSTANT_VARIANCE = 1.0 / 12.0
 _TINY = np.finfo(np.float64).tiny
+_NEGLIGIBLE = 1e-9  # posterior weight of a phi below which it is left out of a mixture
 
 
 @dataclass(frozen=True)
@@ -351,11 +352,18 @@ def _lag_counts(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.ndarr
 
     Computed once per distinct pattern of present days (most products share a few).
     """
+    counts, inverse = _lag_patterns(present, m, contiguous)
+    return counts[inverse]
+
+
+def _lag_patterns(
+    present: np.ndarray, m: int, contiguous: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pair counts by lag of each distinct pattern of present days, each row's pattern)."""
     key = np.concatenate([present, contiguous[:, None]], axis=1)
     packed = np.packbits(key, axis=1)
     _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
-    counts = _lag_counts_rows(present[first], m, contiguous[first])
-    return counts[inverse.ravel()]
+    return _lag_counts_rows(present[first], m, contiguous[first]), inverse.ravel()
 
 
 def _lag_counts_rows(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.ndarray:
@@ -410,6 +418,39 @@ def _mean_change(
             q = s_ww / n_w**2 + s_rr / n_r**2 - 2.0 * s_rw / (n_r * n_w)
             se[:, k] = np.where(expected > 0, np.sqrt(sigma2 * q), np.nan)
             dof[:, k] = (n_r + n_w - 2 - spent) * (1 - phi**2) / (1 + phi**2)
+    return diff, se, dof
+
+
+def _mean_change_grid(
+    x: np.ndarray,
+    m: int,
+    grid: np.ndarray,
+    patterns: tuple[np.ndarray, np.ndarray],
+    spent: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_mean_change` at every phi of `grid` for every row: the sums of phi^|i-j| are
+    computed once per distinct pattern of present days (`_lag_patterns`)."""
+    counts_u, inverse = patterns
+    width = x.shape[1]
+    n_r, mean_r, sd_r = _nan_mean_sd(x[:, :m])
+    n_w, mean_w, sd_w = _nan_mean_sd(x[:, m:])
+    weight = np.full(width, 2.0)
+    weight[0] = 1.0
+    powers = np.asarray(grid, dtype=np.float64)[:, None] ** np.arange(width)[None, :]  # K x T
+    s_rr = np.stack([(counts_u[:, 0] * (p * weight)).sum(axis=1) for p in powers], axis=1)
+    s_ww = np.stack([(counts_u[:, 1] * (p * weight)).sum(axis=1) for p in powers], axis=1)
+    s_rw = np.stack([(counts_u[:, 2] * p).sum(axis=1) for p in powers], axis=1)
+    s_rr, s_ww, s_rw = s_rr[inverse], s_ww[inverse], s_rw[inverse]
+    phi = np.asarray(grid, dtype=np.float64)[None, :]
+    nr, nw, sp = n_r[:, None], n_w[:, None], spent[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss = np.nan_to_num(sd_r**2 * (n_r - 1)) + np.nan_to_num(sd_w**2 * (n_w - 1))
+        diff = mean_w - mean_r
+        expected = (nr - s_rr / nr) + (nw - s_ww / nw) - sp
+        sigma2 = np.where(ss[:, None] > 0, ss[:, None] / expected, CONSTANT_VARIANCE)
+        q = s_ww / nw**2 + s_rr / nr**2 - 2.0 * s_rw / (nr * nw)
+        se = np.where(expected > 0, np.sqrt(sigma2 * q), np.nan)
+        dof = (nr + nw - 2 - sp) * (1 - phi**2) / (1 + phi**2)
     return diff, se, dof
 
 
@@ -532,12 +573,12 @@ def drift_tests(
             x[rows] = x[rows] - wmean[:, wd]
             spent[rows] = 6.0
 
-    counts = _lag_counts(present, m, contiguous)
+    patterns = _lag_patterns(present, m, contiguous)
+    counts = patterns[0][patterns[1]]
     from forecastguard.health.phi_table import PHI_GRID
 
     r1, n_total = lag1_r(x, m)
-    grid = np.broadcast_to(PHI_GRID, (groups, len(PHI_GRID)))
-    level_diff, level_se, level_dof = _mean_change(x, m, grid, counts, spent)
+    level_diff, level_se, level_dof = _mean_change_grid(x, m, PHI_GRID, patterns, spent)
     level_diff[~tested] = np.nan
 
     # Prewhitened errors around the common mean (one lattice for discrete errors), with
@@ -610,11 +651,15 @@ def npmle_prior(likelihood: np.ndarray, iterations: int = EM_ITERATIONS) -> np.n
     prior = np.full(k, 1.0 / k)
     if not len(likelihood):
         return prior
-    lik = likelihood / likelihood.max(axis=1, keepdims=True)
+    # Products share a few hundred distinct likelihood rows (tabulated by r1 bin and
+    # length): EM on those, weighted by how many products have each.
+    rows, count = np.unique(likelihood, axis=0, return_counts=True)
+    lik = rows / rows.max(axis=1, keepdims=True)
+    weight = count / count.sum()
     for _ in range(iterations):
         post = lik * prior
         post /= post.sum(axis=1, keepdims=True)
-        prior = post.mean(axis=0)
+        prior = weight @ post
     return prior
 
 
@@ -703,14 +748,20 @@ def drift_decision(
     diff = tests.level_diff[idx, None]
     se = tests.level_se[idx]
     dof = np.maximum(tests.level_dof[idx], 1.0)
+    # The mixtures over the grid skip the values of phi a product's posterior excludes.
+    row, col = np.nonzero(post > _NEGLIGIBLE)
+    w = post[row, col]
+    a = np.abs(diff[row, 0])
+    se_k, dof_k = se[row, col], dof[row, col]
     with np.errstate(invalid="ignore", divide="ignore"):
         # A phi at which the variance cannot be estimated (too few errors) counts as 1.
-        p0 = (post * np.nan_to_num(2.0 * stdtr(dof, -np.abs(diff) / se), nan=1.0)).sum(axis=1)
+        p0_k = np.nan_to_num(2.0 * stdtr(dof_k, -a / se_k), nan=1.0)
+    p0 = np.bincount(row, weights=w * p0_k, minlength=n)
     sd_level = _null_sd(p0, n, null_floor)
-    delta = (min_effect * tests.sd_ref[idx])[:, None]
+    delta = min_effect * tests.sd_ref[idx][row]
+    shifted = np.nan_to_num(_shifted_t(a, se_k * sd_level, dof_k, delta), nan=1.0)
     p_level = np.full(g, np.nan)
-    shifted = np.nan_to_num(_shifted_t(diff, se * sd_level, dof, delta), nan=1.0)
-    p_level[idx] = np.clip((post * shifted).sum(axis=1), _TINY, 1.0)
+    p_level[idx] = np.clip(np.bincount(row, weights=w * shifted, minlength=n), _TINY, 1.0)
 
     s_diff, s_se = tests.scale_diff[idx], tests.scale_se[idx]
     s_dof = np.maximum(tests.scale_dof[idx], 1.0)
