@@ -47,6 +47,7 @@ _LONG_ALIASES = {
 MAX_LISTED = 20
 MAX_UNITS = 1_000_000.0  # the default of SALES_MAX_UNITS
 MAX_BYTES = 64 * 2**20  # the default of SALES_MAX_BYTES
+WRITE_CHUNK_ROWS = 50_000
 NegativePolicy = Literal["reject", "clip", "keep"]
 NEGATIVE_POLICIES: tuple[str, ...] = ("reject", "clip", "keep")
 
@@ -335,9 +336,12 @@ def write_sales(conn: sa.Connection, sales: pd.DataFrame, promotions: pd.DataFra
     the products and days they cover: earlier promotion days there are cleared first.
     Returns the number of promotion days written.
     """
-    upsert_rows(
-        conn, schema.sales, sales[["product_id", "sale_date", "units_sold"]].to_dict("records")
-    )
+    rows = sales[["product_id", "sale_date", "units_sold"]]
+    # A slice at a time: the whole file as dicts took more memory than the file's frame.
+    for start in range(0, len(rows), WRITE_CHUNK_ROWS):
+        upsert_rows(
+            conn, schema.sales, rows.iloc[start : start + WRITE_CHUNK_ROWS].to_dict("records")
+        )
     if promotions is None or promotions.empty:
         return 0
     products = sorted(promotions["product_id"].unique())
