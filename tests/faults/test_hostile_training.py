@@ -4,7 +4,9 @@ settings (SQLite, file://, a local SMTP server):
 - run 1 trains on ids with `$` (matplotlib's mathtext), a spreadsheet formula and a
   Markdown image: the registry row, the forecasts and every artifact are written, the
   report shows its four plots, and neither the email's HTML nor report.html links or
-  loads anything outside the report; the CSV files carry the formula as text;
+  loads anything outside the report; the CSV files carry the formula as text. Its
+  decision is made to promote (as in the issue's log, `promote=true`), so that a trained
+  model serves and SHAP explains it, whatever one epoch on this CPU scores;
 - run 2 draws the report while one plot raises (monkeypatched) and the decision is to
   promote: the model is promoted and serves, its forecasts are written, and the report
   and the log name the plot that failed.
@@ -66,6 +68,16 @@ def _options(run_id: str) -> JobOptions:
     )
 
 
+def _promoting(real_decide):
+    """`trainer.promotion.decide`, made to promote."""
+
+    def promote(*args, **kwargs):
+        decision = real_decide(*args, **kwargs)
+        return replace(decision, promote=True, reason="promoted by the test", fallback=None)
+
+    return promote
+
+
 def _predictions(engine: sa.Engine) -> pd.DataFrame:
     with engine.connect() as conn:
         return pd.read_sql(sa.select(predictions), conn)
@@ -104,7 +116,11 @@ def world(tmp_path_factory):
         ssl_context=client_ctx,
     )
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
-    code = run_job(settings, _options("run-1"), engine=engine, store=open_store(uri), smtp=smtp)
+    import trainer.promotion
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer.promotion, "decide", _promoting(trainer.promotion.decide))
+        code = run_job(settings, _options("run-1"), engine=engine, store=open_store(uri), smtp=smtp)
     yield {
         "engine": engine,
         "store": open_store(uri),
@@ -120,7 +136,8 @@ def world(tmp_path_factory):
 def test_ids_with_dollar_formula_and_markdown_train_and_write_everything(world):
     assert world["code_1"] == 0
     engine, store = world["engine"], world["store"]
-    assert "run-1" in _registry(engine)
+    assert _registry(engine)["run-1"]["status"] == "champion"
+    assert store.read_json("runs/run-1/metrics.json")["shap"].get("explained", True)
     forecasts = _predictions(engine)
     assert set(forecasts["product_id"]) == set(IDS)
     manifest = verify_run(store, "run-1")
@@ -178,16 +195,10 @@ def test_a_plot_that_raises_costs_neither_the_promotion_nor_the_forecasts(
     import trainer.promotion
     import trainer.report
 
-    real_decide = trainer.promotion.decide
-
-    def promote(*args, **kwargs):
-        decision = real_decide(*args, **kwargs)
-        return replace(decision, promote=True, reason="promoted by the test", fallback=None)
-
     def broken(data):
         raise RuntimeError("the plot broke")
 
-    monkeypatch.setattr(trainer.promotion, "decide", promote)
+    monkeypatch.setattr(trainer.promotion, "decide", _promoting(trainer.promotion.decide))
     monkeypatch.setitem(trainer.report._DRAWERS, "fairness.png", broken)
     engine, store = world["engine"], world["store"]
     with caplog.at_level(logging.ERROR):
