@@ -243,3 +243,36 @@ def test_the_local_trainer_gets_an_allow_listed_environment(tmp_path):
         "OPTUNA_STORAGE": "sqlite:///o.db",
         "TF_ENABLE_ONEDNN_OPTS": "0",
     }
+
+
+def _report_data(pid: str):
+    from dataclasses import replace
+
+    from tests.unit.trainer2.test_report_render import _data
+
+    data = _data(champion=True)
+    per = data.per_product.assign(product_id=[pid, "P2"][: len(data.per_product)])
+    bias = data.per_product_bias.assign(product_id=[pid, "P2"][: len(data.per_product_bias)])
+    return replace(data, per_product=per, per_product_bias=bias)
+
+
+@pytest.mark.parametrize("pid", ["Big $$ Saver", "$x^{$", r"$\frac{1}{$", "a_b^c$"])
+def test_plots_draw_ids_with_dollars_as_text(pid):
+    from trainer.report import draw_plots
+
+    plots, errors = draw_plots(_report_data(pid))
+    assert errors == {}
+    assert sorted(plots) == ["bias.png", "fairness.png", "shap_summary.png", "training.png"]
+
+
+def test_a_report_that_cannot_render_is_replaced_by_a_short_one(caplog):
+    from trainer.run_stages import failed_report
+
+    data = _report_data("![t](https://evil.example/p.png)")
+    data.decision = {"promote": True, "reason": "[x](https://evil.example/r)"}
+    with caplog.at_level("ERROR"):
+        markdown, html = failed_report(data, RuntimeError("boom"))
+    assert "promoted" in markdown and "could not be rendered (RuntimeError: boom)" in markdown
+    assert "\\[x\\](https://evil.example/r)" in markdown
+    assert "<a " not in html and "<pre>" in html
+    assert any(r.getMessage().startswith("stage report failed") for r in caplog.records)
