@@ -11,7 +11,7 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 INPUTS := requirements/constraints.txt requirements/dev.txt shared/pyproject.toml jobs/trainer/requirements.txt jobs/trainer/pyproject.toml
 
-.PHONY: setup test test-fast demo lint format bench clean
+.PHONY: setup beam-setup test test-fast demo lint format bench clean
 
 setup: $(STAMP)
 
@@ -24,14 +24,28 @@ $(CHECKOV_STAMP): requirements/checkov.txt
 	$(VENV_CHECKOV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/checkov.txt $(QUIET)
 	@touch $@
 
+# The Beam job (issue 24) in its own virtualenv: apache-beam pins protobuf < 7 (.venv has 7).
+# Its tests (tests/integration/beam) run there; in .venv they skip, saying so.
+VENV_BEAM := .venv-beam
+BEAM_STAMP := $(VENV_BEAM)/.installed
+BEAM_INPUTS := requirements/beam.txt requirements/beam-constraints.txt shared/pyproject.toml jobs/health_beam/pyproject.toml
+
+$(BEAM_STAMP): $(BEAM_INPUTS)
+	@test -x $(VENV_BEAM)/bin/python || $(PYTHON) -m venv $(VENV_BEAM)
+	$(VENV_BEAM)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/beam-constraints.txt -r requirements/beam.txt -e shared -e jobs/health_beam $(QUIET)
+	@touch $@
+
+beam-setup: $(BEAM_STAMP)
+
 $(STAMP): $(INPUTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip $(QUIET)
 	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared -e jobs/trainer $(QUIET)
 	@touch $@
 
-test: setup $(CHECKOV_STAMP)
+test: setup $(CHECKOV_STAMP) $(BEAM_STAMP)
 	$(BIN)/python -m pytest
+	$(VENV_BEAM)/bin/python -m pytest -p no:bqemulator tests/integration/beam
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not mariadb"
@@ -48,7 +62,7 @@ format: setup
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) $(VENV_CHECKOV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_CHECKOV) $(VENV_BEAM) .pytest_cache .ruff_cache
 
 # Model comparisons (issue 9): a separate .venv-exp with the heavy extras (torch, gluonts,
 # lightgbm; pandas 2 for gluonts), then the backtest with its defaults on the pasta data.

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from forecastguard.config import Settings
@@ -31,7 +32,7 @@ from forecastguard.db.engine import database_error
 from forecastguard.db.schema import health_checks
 from forecastguard.health.check import HealthParams, HealthResult, compute_health, needs_holdout
 from forecastguard.health.store import store_result
-from forecastguard.health.window import load_residuals, load_window
+from forecastguard.health.window import WindowData, load_residuals, load_window
 from forecastguard.logs import get_logger, timed
 from forecastguard.messages import RetrainMessage, make_request_id
 from forecastguard.metrics import MetricPoint, MetricsSink, drift_points, make_metrics_sink
@@ -244,6 +245,36 @@ class HealthService:
                 reasons=result.reason_kinds,
                 compute_s=round(result.duration_s, 4),
             )
+        return result
+
+    def finish(
+        self,
+        result: HealthResult,
+        *,
+        data: WindowData | None = None,
+        holdout: tuple[np.ndarray, np.ndarray] | None = None,
+        event_id: str | None = None,
+        store_products: bool = True,
+    ) -> HealthResult:
+        """Act on a result computed elsewhere (the Beam pipeline, issue 24) as `run` does:
+        the report (plotting the products of `data`), the stored summary (with the
+        per-product rows unless `store_products` is False: a BigQuery installation keeps
+        them in BigQuery), the metrics and the retrain request."""
+        result.check_id = result.check_id or str(uuid.uuid4())
+        result.checked_at = result.checked_at or datetime.now(UTC).replace(microsecond=0)
+        try:
+            if self.settings.artifact_uri:
+                from forecastguard.report.check_page import attach_report
+
+                attach_report(self.settings.artifact_uri, result, data, holdout)
+            store_result(self.engine, result, event_id, products=store_products)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            error = database_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+        result.outputs["metrics"] = self._write_metrics(result)
+        result.outputs["retrain"] = self._request_retrain(result)
         return result
 
     def _write_metrics(self, result: HealthResult) -> dict[str, Any]:

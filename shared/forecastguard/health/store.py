@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from forecastguard.db.schema import health_check_products, health_checks
 from forecastguard.health.check import HealthResult
+from forecastguard.health.episodes import record_episodes
 
 _PRODUCT_COLUMNS = (
     "product_id",
@@ -29,8 +30,17 @@ _PRODUCT_COLUMNS = (
 _TEXT_COLUMNS = ("reference", "drift_kind", "drift_test")  # None stays NULL
 
 
-def store_result(engine: sa.Engine, result: HealthResult, event_id: str | None = None) -> None:
+def store_result(
+    engine: sa.Engine,
+    result: HealthResult,
+    event_id: str | None = None,
+    *,
+    products: bool = True,
+) -> None:
     """Insert the check and its per-product rows atomically (all or nothing).
+
+    `products=False` stores the summary only (a BigQuery installation keeps the
+    per-product rows in BigQuery, issue 24).
 
     `event_id` is the Pub/Sub event that asked for the check (unique: a redelivery that
     raced the first delivery gets an IntegrityError and nothing is stored twice).
@@ -65,10 +75,18 @@ def store_result(engine: sa.Engine, result: HealthResult, event_id: str | None =
     for name in _TEXT_COLUMNS:
         columns[name] = [None if v is None or v != v else str(v) for v in frame[name].tolist()]
     names = ["health_check_id", *columns]
-    products = list(zip([result.check_id] * len(frame), *columns.values(), strict=True))
+    rows = list(zip([result.check_id] * len(frame), *columns.values(), strict=True))
     with engine.begin() as conn:
         conn.execute(health_checks.insert(), [row])
-        if products:
+        # Issue 23: the drift episodes of the served model (a shift stays flagged).
+        record_episodes(
+            conn,
+            model_version=result.model_version,
+            as_of=result.as_of,
+            window_start=result.window_start,
+            products=result.products,
+        )
+        if rows and products:
             # The driver's executemany directly: SQLAlchemy's per-row parameter handling
             # costs more than the insert itself for 10,000 plain rows.
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -77,7 +95,7 @@ def store_result(engine: sa.Engine, result: HealthResult, event_id: str | None =
                 f"INSERT INTO {table} ({', '.join(names)}) "
                 f"VALUES ({', '.join([mark] * len(names))})"
             )
-            conn.exec_driver_sql(sql, products)
+            conn.exec_driver_sql(sql, rows)
 
 
 def _column(values: np.ndarray) -> list:

@@ -1,0 +1,1 @@
+"""The forecastguard health check as an Apache Beam pipeline (issue 24)."""
