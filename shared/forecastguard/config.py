@@ -137,6 +137,9 @@ class Settings:
     # A drift must also be big enough: level shift in reference sd, spread ratio beyond
     # 1 + this (issue 13, docs/health.md); 0 turns the minimum off.
     min_drift_effect: float = _setting("MIN_DRIFT_EFFECT", 0.5, _number(float, low=0))
+    # Issue 23: the days before the window whose served errors are the drift reference
+    # (0: the window's length; docs/health.md measures 90 and 180).
+    reference_days: int = _setting("REFERENCE_DAYS", 0, _number(int, low=0, high=366))
     # `forecastguard load-sales` (docs/security.md): the most units one row may hold (a
     # row above it is refused), and the largest file it reads, in bytes.
     sales_max_units: float = _setting(

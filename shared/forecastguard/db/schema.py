@@ -128,6 +128,21 @@ health_check_products = sa.Table(
     sa.Column("spread_ratio", Real, nullable=True),  # window sd / reference sd
 )
 
+# Drift that has not passed a check since it was found (issue 23), per served model and
+# product: the check judges the product against its errors from before `since` (the first
+# day of the window that first flagged it) and reports it as persisting.
+health_drift_episodes = sa.Table(
+    "health_drift_episodes",
+    metadata,
+    sa.Column("model_version", Ident(MODEL_VERSION), primary_key=True),
+    sa.Column("product_id", Ident(PRODUCT_ID), primary_key=True),
+    sa.Column("since", sa.Date, nullable=False),
+    sa.Column("first_as_of", sa.Date, nullable=False),
+    sa.Column("last_as_of", sa.Date, nullable=False),
+    sa.Column("checks", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=True),
+)
+
 # The idempotency ledger of retrain requests; request_id is the Pub/Sub message's key.
 # status: received | rejected | queued | superseded | launching | started | finished | failed
 # (forecastguard.retrain documents the life of a request).

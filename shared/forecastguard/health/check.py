@@ -26,11 +26,14 @@ from forecastguard.config import Settings
 from forecastguard.frequency import DAILY, UNKNOWN, Frequency, classify_intervals, detect_frequency
 from forecastguard.health import stats
 from forecastguard.health.phi_table import PHI_GRID
-from forecastguard.health.window import WindowData
+from forecastguard.health.window import NO_EPISODE, WindowData
 
-REFERENCES = ("previous_window", "holdout", "none")
+# previous_window: the served model's errors in the days before the window; before_drift:
+# the same, ending where the product's open drift episode began (issue 23).
+REFERENCES = ("previous_window", "before_drift", "holdout", "none")
 MAX_LISTED_DRIFTED = 100  # in the summary; every product is in health_check_products
 MAX_REASON_PRODUCTS = 5  # drifted products described in words in the drift reason
+MIN_NAIVE_DAYS = 28  # the seasonal-naive scale's history before the window, at least
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,9 @@ class HealthResult:
                 "min_drift_effect": self.params.min_drift_effect,
             },
             "drift_kinds": self.drift_kinds(),
+            "persisting": int(self.products["persisting"].sum())
+            if "persisting" in self.products
+            else 0,
             "drift_model": dict(self.drift_model),
             "duration_s": round(self.duration_s, 4),
             **self.outputs,
@@ -169,9 +175,14 @@ def needs_holdout(data: WindowData, min_samples: int) -> bool:
 
 
 def _error_masks(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
+    """(window errors, reference errors): the reference is the `ref_days` days before the
+    window, minus the days from where a product's open drift episode began (issue 23: a
+    shift that persists is never its own reference)."""
     has_pred = ~np.isnan(data.predicted)
     in_window = data.day >= data.history_days
-    in_ref = (data.day >= data.history_days - data.window_days) & ~in_window
+    in_ref = (data.day >= data.history_days - data.ref_days) & ~in_window
+    if data.drift_since is not None:
+        in_ref &= data.day < data.drift_since[data.codes]
     return has_pred & in_window, has_pred & in_ref
 
 
@@ -212,17 +223,17 @@ def _error_matrices(
     ends the day before the window; a holdout fills the first columns in its stored
     order (the primary key's: by date).
     """
-    n_all, wd = len(data.products), data.window_days
+    n_all, wd, rd = len(data.products), data.window_days, data.ref_days
     window, previous = _error_masks(data)
     n_hold = 0
     if holdout is not None and len(holdout[0]):
         n_hold = int(np.bincount(holdout[0], minlength=n_all)[use_hold].max(initial=0))
-    m = max(wd, n_hold)
+    m = max(rd, n_hold)
     ref = np.full((n_all, m), np.nan)
     win = np.full((n_all, wd), np.nan)
     win[data.codes[window], data.day[window] - data.history_days] = errors[window]
     keep = previous & use_prev[data.codes]
-    ref_col = data.day[keep] - (data.history_days - wd) + (m - wd)
+    ref_col = data.day[keep] - (data.history_days - rd) + (m - rd)
     ref[data.codes[keep], ref_col] = errors[keep]
     if n_hold:
         h_codes, h_err = holdout
@@ -255,6 +266,8 @@ def _drift_tests(
     n_prev = np.bincount(data.codes[previous], minlength=n_all)
     use_prev = (n_prev >= params.min_samples) & data.same_model_reference()
     reference = np.where(use_prev, "previous_window", "none").astype(object)
+    if data.drift_since is not None:
+        reference[use_prev & (data.drift_since != NO_EPISODE)] = "before_drift"
     use_hold = np.zeros(n_all, bool)
     n_hold = np.zeros(n_all, np.int64)
     if holdout is not None and len(holdout[0]):
@@ -262,7 +275,7 @@ def _drift_tests(
         use_hold = ~use_prev & (n_hold >= params.min_samples)
         reference[use_hold] = "holdout"
     ref, win, weekday = _error_matrices(data, errors, use_prev, holdout, use_hold)
-    width = np.where(use_hold, np.maximum(n_hold, data.window_days), data.window_days)
+    width = np.where(use_hold, np.maximum(n_hold, data.window_days), data.ref_days)
     m_all = ref.shape[1]
     parts: dict[str, np.ndarray] = {}
     for hold, m in sorted({(bool(h), int(w)) for h, w in zip(use_hold, width, strict=True)}):
@@ -510,9 +523,12 @@ def product_phase(
     metrics = stats.error_metrics(data.codes[window], errors[window], n_all)
     tests, reference = _drift_tests(data, params, errors, holdout)
     sales_p, w_norm = _sales_tests(data, params)
-    dense = np.full((n_all, data.history_days), np.nan)
-    hist = data.day < data.history_days
-    dense[data.codes[hist], data.day[hist]] = data.units[hist]
+    # The seasonal-naive scale on the four weeks (at least) before the window.
+    naive_days = min(data.history_days, max(data.window_days, MIN_NAIVE_DAYS))
+    dense = np.full((n_all, naive_days), np.nan)
+    first = data.history_days - naive_days
+    hist = (data.day < data.history_days) & (data.day >= first)
+    dense[data.codes[hist], data.day[hist] - first] = data.units[hist]
     rmsse = stats.rmsse(metrics.rmse, stats.seasonal_naive_scale(dense))
     kind, step = _product_frequency(data)
     columns: dict[str, Any] = {
@@ -528,6 +544,8 @@ def product_phase(
         "sales_wasserstein": w_norm,
         "freq_kind": kind,
         "freq_step": step,
+        "episode_day": _per_product(data.drift_since, n_all, NO_EPISODE),
+        "episode_checks": _per_product(data.drift_checks, n_all, 0),
     }
     for name in _DRIFT_FIELDS:
         value = getattr(tests, name)
@@ -545,6 +563,10 @@ def product_phase(
         current_version=data.current_version,
         last_sale_date=data.last_sale_date,
     )
+
+
+def _per_product(values: np.ndarray | None, n: int, default: int) -> np.ndarray:
+    return np.full(n, default, np.int64) if values is None else values.astype(np.int64)
 
 
 def combine_phases(parts: Sequence[ProductPhase]) -> ProductPhase:
@@ -626,6 +648,7 @@ def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
             "p_scale": drift.decision.p_scale[listed],
             "phi": drift.decision.phi_mean[listed],
             "reference": drift.reference[listed].astype(str),
+            **_persistence(part, rows, drift.drift, listed),
             "sales_wasserstein": rows["sales_wasserstein"].to_numpy(np.float64)[listed],
             "sales_ks_qvalue": sales_q[listed],
             "sales_drift": sales_drift[listed],
@@ -678,6 +701,29 @@ def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
     )
 
 
+def _persistence(
+    part: ProductPhase, rows: pd.DataFrame, drift: np.ndarray, listed: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per listed product: is its drift persisting (flagged by earlier checks of this model
+    and not passed since), since when (the first day of the window that first flagged it;
+    this window's for a new drift) and for how many checks, this one included."""
+    day = rows["episode_day"].to_numpy(np.int64)
+    before = rows["episode_checks"].to_numpy(np.int64)
+    open_ = day != NO_EPISODE
+    hist_start = part.window_start - timedelta(days=part.history_days)
+    since = np.full(len(rows), None, dtype=object)
+    since[drift & ~open_] = part.window_start
+    for i in np.flatnonzero(drift & open_):
+        since[i] = hist_start + timedelta(days=int(day[i]))
+    days = np.array([None if d is None else (part.as_of - d).days + 1 for d in since], object)
+    return {
+        "persisting": (drift & open_)[listed],
+        "drift_checks": np.where(drift, np.where(open_, before + 1, 1), 0)[listed],
+        "drift_since": since[listed],
+        "drift_days": days[listed],
+    }
+
+
 def _drift_model(decision: stats.DriftDecision) -> dict[str, Any]:
     """What the drift test fitted across products: the empirical null's spreads (a change
     shared by most products is absorbed into them) and the prior over phi."""
@@ -716,6 +762,17 @@ def drift_reason(row: Any) -> str:
     window began (2.1 sd)". Errors are actual - predicted: a positive shift means the
     forecasts fell short."""
     pid, kind = row.product_id, row.drift_kind
+    text = _drift_words(row, pid, kind)
+    if getattr(row, "persisting", False):
+        text = text.replace(" since the window began", "")
+        text += (
+            f"; persisting: flagged by {int(row.drift_checks)} checks in a row, "
+            f"{row.drift_days} days since {row.drift_since}"
+        )
+    return text
+
+
+def _drift_words(row: Any, pid: str, kind: Any) -> str:
     if kind == "level":
         side = "too low" if row.bias_shift > 0 else "too high"
         return (

@@ -31,8 +31,9 @@ from forecastguard.config import Settings
 from forecastguard.db.engine import database_error
 from forecastguard.db.schema import health_checks
 from forecastguard.health.check import HealthParams, HealthResult, compute_health, needs_holdout
+from forecastguard.health.episodes import load_episodes
 from forecastguard.health.store import store_result
-from forecastguard.health.window import WindowData, load_residuals, load_window
+from forecastguard.health.window import WindowData, load_residuals, load_window, with_episodes
 from forecastguard.logs import get_logger, timed
 from forecastguard.messages import RetrainMessage, make_request_id
 from forecastguard.metrics import MetricPoint, MetricsSink, drift_points, make_metrics_sink
@@ -213,7 +214,9 @@ class HealthService:
         check_connection(engine)
         with timed(log, "health check", as_of=as_of.isoformat(), window_days=window_days) as f:
             start = time.perf_counter()
-            data = load_window(engine, as_of, window_days)
+            data = load_window(engine, as_of, window_days, self.settings.reference_days or None)
+            # Issue 23: the served model's open drift episodes (a shift stays flagged).
+            data = with_episodes(data, load_episodes(engine, data.current_version))
             holdout = None
             if data.current_version and needs_holdout(data, params.min_samples):
                 holdout = load_residuals(engine, data.current_version, data.products)

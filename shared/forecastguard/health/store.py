@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from forecastguard.db.schema import health_check_products, health_checks
 from forecastguard.health.check import HealthResult
 from forecastguard.health.episodes import record_episodes
+from forecastguard.health.episodes import record_episodes
 
 _PRODUCT_COLUMNS = (
     "product_id",
@@ -78,6 +79,14 @@ def store_result(
     rows = list(zip([result.check_id] * len(frame), *columns.values(), strict=True))
     with engine.begin() as conn:
         conn.execute(health_checks.insert(), [row])
+        # Issue 23: the drift episodes of the served model (a shift stays flagged).
+        record_episodes(
+            conn,
+            model_version=result.model_version,
+            as_of=result.as_of,
+            window_start=result.window_start,
+            products=result.products,
+        )
         # Issue 23: the drift episodes of the served model (a shift stays flagged).
         record_episodes(
             conn,

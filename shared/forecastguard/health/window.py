@@ -52,6 +52,13 @@ class WindowData:
     reference_versions: tuple[frozenset[str], ...] | None = None
     # Values that are not finite numbers, per (product id, "sales" | "predictions"): count.
     bad_values: tuple[tuple[str, str, int], ...] = ()
+    # Issue 23: how many days before the window the served model's errors are the
+    # reference (None: the window's length), and per product the day offset where its open
+    # drift episode began (none: `NO_EPISODE`) and how many checks flagged it in a row
+    # (`forecastguard.health.episodes`; None: no episodes known).
+    reference_days: int | None = None
+    drift_since: np.ndarray | None = None
+    drift_checks: np.ndarray | None = None
 
     def subset(self, product_ids: Sequence[str] | np.ndarray) -> WindowData:
         """The same window for only these products (ids not in it are ignored).
@@ -75,7 +82,14 @@ class WindowData:
             if self.reference_versions is None
             else tuple(v for v, k in zip(self.reference_versions, keep, strict=True) if k),
             bad_values=tuple(b for b in self.bad_values if b[0] in chosen),
+            drift_since=None if self.drift_since is None else self.drift_since[keep],
+            drift_checks=None if self.drift_checks is None else self.drift_checks[keep],
         )
+
+    @property
+    def ref_days(self) -> int:
+        """The days before the window whose served errors are the reference."""
+        return self.reference_days or self.window_days
 
     def bad_data(self) -> list[dict[str, object]]:
         """Per product with bad values: {product_id, sales, predictions} (counts)."""
@@ -115,9 +129,27 @@ class WindowData:
         return self.window_start - timedelta(days=self.window_days)
 
 
-def history_days(window_days: int) -> int:
-    """How many days before the window are read: the reference window, at least 4 weeks."""
-    return max(window_days, MIN_HISTORY_DAYS)
+def history_days(window_days: int, reference_days: int | None = None) -> int:
+    """How many days before the window are read: the reference (the window's length, or
+    `reference_days`), at least 4 weeks."""
+    return max(window_days, reference_days or 0, MIN_HISTORY_DAYS)
+
+
+NO_EPISODE = np.iinfo(np.int64).max  # `WindowData.drift_since` of a product without one
+
+
+def with_episodes(data: WindowData, episodes: pd.DataFrame | None) -> WindowData:
+    """`data` with the open drift episodes of its model (`episodes.load_episodes`'s frame:
+    product_id, since, checks) as per-product day offsets and counts."""
+    since = np.full(len(data.products), NO_EPISODE, dtype=np.int64)
+    checks = np.zeros(len(data.products), dtype=np.int64)
+    if episodes is not None and len(episodes):
+        index = pd.Index(data.products).get_indexer(episodes["product_id"].astype(str))
+        ok = index >= 0
+        days = (pd.to_datetime(episodes["since"]) - pd.Timestamp(data.hist_start)).dt.days
+        since[index[ok]] = days.to_numpy(np.int64)[ok]
+        checks[index[ok]] = episodes["checks"].to_numpy(np.int64)[ok]
+    return replace(data, drift_since=since, drift_checks=checks)
 
 
 def _day_offset(column: sa.ColumnElement, start: date, dialect: str) -> sa.ColumnElement:
@@ -302,7 +334,9 @@ def _read(conn: sa.Connection, hist_start: date, ref_start: date, window_start: 
     return ids, counts, frame, bad_pred, versions, reference
 
 
-def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
+def load_window(
+    engine: sa.Engine, as_of: date, window_days: int, reference_days: int | None = None
+) -> WindowData:
     """Read the sales of the history and the window, each with its forecast if any.
 
     Never a query per product: the sales and their forecasts (aggregated per product,
@@ -312,10 +346,10 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
     """
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
-    hist = history_days(window_days)
+    hist = history_days(window_days, reference_days)
     window_start = as_of - timedelta(days=window_days - 1)
     hist_start = window_start - timedelta(days=hist)
-    ref_start = window_start - timedelta(days=window_days)
+    ref_start = window_start - timedelta(days=reference_days or window_days)
     with engine.connect() as conn:
         _prepare(conn)
         ids, counts, frame, bad_pred, versions, reference = _read(
@@ -361,6 +395,7 @@ def load_window(engine: sa.Engine, as_of: date, window_days: int) -> WindowData:
         last_sale_date=last_sale,
         reference_versions=tuple(reference),
         bad_values=tuple(bad),
+        reference_days=reference_days,
     )
 
 
@@ -394,6 +429,8 @@ def window_from_frames(
     *,
     current_version: str | None = None,
     last_sale_date: date | None = None,
+    reference_days: int | None = None,
+    episodes: pd.DataFrame | None = None,
 ) -> WindowData:
     """Build `WindowData` from plain frames, as `load_window` reads it from the database.
 
@@ -405,12 +442,15 @@ def window_from_frames(
     are derived as `load_window` derives them. A reader that gives only a batch of the
     products passes the window's global facts, `current_version` and `last_sale_date`,
     so every batch judges against the same model (`check.product_phase` is then
-    partition-invariant); otherwise they are taken from the frames.
+    partition-invariant); otherwise they are taken from the frames. Issue 23:
+    `reference_days` (the days before the window whose served errors are the reference;
+    None: the window's length) and `episodes` (the model's open drift episodes:
+    product_id, since, checks — `episodes.load_episodes`) as `HealthService` passes them.
     """
-    hist = history_days(window_days)
+    hist = history_days(window_days, reference_days)
     window_start = as_of - timedelta(days=window_days - 1)
     hist_start = window_start - timedelta(days=hist)
-    ref_start = window_start - timedelta(days=window_days)
+    ref_start = window_start - timedelta(days=reference_days or window_days)
     frame = sales_frame.copy()
     frame["sale_date"] = pd.to_datetime(frame["sale_date"])
     frame = frame[
@@ -453,7 +493,7 @@ def window_from_frames(
     reference = None
     if ref_versions is not None:
         reference = tuple(ref_versions.get(p, frozenset()) for p in products)
-    return WindowData(
+    data = WindowData(
         as_of=as_of,
         window_days=window_days,
         history_days=hist,
@@ -466,4 +506,6 @@ def window_from_frames(
         current_version=current_version or current,
         last_sale_date=last_sale_date or last,
         reference_versions=reference,
+        reference_days=reference_days,
     )
+    return data if episodes is None else with_episodes(data, episodes)

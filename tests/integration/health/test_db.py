@@ -81,7 +81,7 @@ def test_holdout_residuals_by_model_version(engine: sa.Engine) -> None:
     )
     service = HealthService(Settings.from_env({}), engine=engine)
     result = service.run(AS_OF, 30)
-    assert result.references == {"previous_window": 0, "holdout": 12, "none": 0}
+    assert result.references == {"previous_window": 0, "before_drift": 0, "holdout": 12, "none": 0}
 
 
 def test_store_is_one_transaction(engine: sa.Engine) -> None:
@@ -160,7 +160,7 @@ def test_after_a_retrain_the_holdout_is_the_reference(engine: sa.Engine) -> None
     assert window.current_version == "new" and window.model_versions == ("new",)
     assert set(window.reference_versions) == {frozenset({"old"})}
     result = HealthService(Settings.from_env({}), engine=engine).run(AS_OF, 30)
-    assert result.references == {"previous_window": 0, "holdout": 5, "none": 3}
+    assert result.references == {"previous_window": 0, "before_drift": 0, "holdout": 5, "none": 3}
 
 
 def test_units_and_forecasts_read_back_as_written(engine: sa.Engine) -> None:

@@ -23,7 +23,7 @@ def test_healthy_window() -> None:
     assert result.healthy, result.reasons
     assert result.reasons == [] and result.reason_kinds == []
     assert result.n_products == 300 and result.n_pairs == 300 * 30
-    assert result.references == {"previous_window": 300, "holdout": 0, "none": 0}
+    assert result.references == {"previous_window": 300, "before_drift": 0, "holdout": 0, "none": 0}
     assert result.window_start == date(2026, 5, 1) and result.window_end == AS_OF
     # avg_rmse is the mean of the per-product RMSEs, each the numpy RMSE of its errors.
     in_window = (data.day >= data.history_days) & (data.codes == 0)
@@ -107,7 +107,7 @@ def test_holdout_is_the_reference_without_a_previous_window() -> None:
     codes = codes[codes != 3]  # product 3 has no holdout errors
     holdout = (codes, rng.normal(0, 3, codes.size))
     result = compute_health(window, HealthParams(), holdout)
-    assert result.references == {"previous_window": 0, "holdout": 39, "none": 1}
+    assert result.references == {"previous_window": 0, "before_drift": 0, "holdout": 39, "none": 1}
     assert result.products.loc[3, "reference"] == "none"
     assert np.isnan(result.products.loc[3, "ks_pvalue"])
 

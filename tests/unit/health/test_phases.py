@@ -3,7 +3,7 @@ batches of products, combined, then global_phase, equals compute_health on them 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from forecastguard.health.check import (
     global_phase,
     product_phase,
 )
-from forecastguard.health.window import WindowData
+from forecastguard.health.window import WindowData, with_episodes
 from tests.integration.health.synthetic import synthetic_window
 
 AS_OF = date(2026, 5, 30)
@@ -32,6 +32,15 @@ def _window_with_holdout(n: int) -> tuple[WindowData, tuple[np.ndarray, np.ndarr
     predicted = data.predicted.copy()
     predicted[in_ref & no_ref[data.codes]] = np.nan
     data = WindowData(**{**data.__dict__, "predicted": predicted})
+    # Issue 23: a few products with an open drift episode (since the reference's middle).
+    episodes = pd.DataFrame(
+        {
+            "product_id": data.products[::37],
+            "since": data.window_start - timedelta(days=15),
+            "checks": 2,
+        }
+    )
+    data = with_episodes(data, episodes)
     lengths = rng.integers(10, 60, n)
     codes = np.repeat(np.arange(n), lengths)
     errors = rng.normal(0.0, 2.0, len(codes))
@@ -63,6 +72,7 @@ def test_phases_on_disjoint_batches_equal_the_whole_check() -> None:
     pd.testing.assert_frame_equal(combined.products, single.products, check_exact=True)
     result = global_phase(combined, HealthParams())
     assert whole.references["holdout"] > 20 and whole.drift_detected
+    assert whole.references["before_drift"] > 0
     assert result.healthy == whole.healthy and result.reason_kinds == whole.reason_kinds
     assert result.reasons == whole.reasons
     assert result.p_value == pytest.approx(whole.p_value, rel=1e-12, abs=1e-300)
@@ -70,7 +80,7 @@ def test_phases_on_disjoint_batches_equal_the_whole_check() -> None:
     assert (a["product_id"] == b["product_id"]).all()
     for column in ("drift_pvalue", "drift_qvalue", "ks_pvalue", "sales_ks_qvalue"):
         np.testing.assert_allclose(a[column], b[column], rtol=1e-12, atol=0.0)
-    for column in ("drift", "drift_kind", "reference", "sales_drift"):
+    for column in ("drift", "drift_kind", "reference", "sales_drift", "persisting"):
         assert a[column].tolist() == b[column].tolist(), column
     assert result.summary() == whole.summary()
 
