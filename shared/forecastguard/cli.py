@@ -394,6 +394,34 @@ def synth_command(
     metavar="FILE",
     help="Also write the check's HTML report (self-contained, opens offline) to FILE.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["inprocess", "beam"]),
+    default="inprocess",
+    show_default=True,
+    help="inprocess: this process; beam: the Apache Beam pipeline on the in-process "
+    "FnApiRunner (jobs/health_beam, run with $BEAM_PYTHON, default .venv-beam/bin/python). "
+    "With beam, --database-url may also be bigquery://PROJECT/DATASET.",
+)
+@click.option(
+    "--control-database-url",
+    metavar="URL",
+    envvar="CONTROL_DATABASE_URL",
+    help="--engine beam on BigQuery: the database that stores the summary "
+    "(default: $DATABASE_URL's Cloud SQL settings).",
+)
+@click.option(
+    "--bq-api-endpoint",
+    envvar="BIGQUERY_API_ENDPOINT",
+    metavar="URL",
+    help="BigQuery REST endpoint (an emulator; default Google's).",
+)
+@click.option(
+    "--bq-storage-endpoint",
+    envvar="BIGQUERY_STORAGE_ENDPOINT",
+    metavar="HOST:PORT",
+    help="BigQuery Storage Read API endpoint (an emulator; default Google's).",
+)
 def health_command(
     database_url: str | None,
     as_of,
@@ -401,6 +429,10 @@ def health_command(
     as_json: bool,
     top: int,
     html_path: Path | None,
+    engine: str = "inprocess",
+    control_database_url: str | None = None,
+    bq_api_endpoint: str | None = None,
+    bq_storage_endpoint: str | None = None,
 ) -> None:
     """Check the model on a window: RMSE, error drift, freshness (exit 0 healthy, 1 not, 2 error).
 
@@ -419,6 +451,34 @@ def health_command(
         raise click.BadParameter(
             f"{as_of.date()} is in the future (today is {today})", param_hint="--as-of"
         )
+    if engine == "beam":
+        from forecastguard.health.engine import BeamRun, run_beam
+
+        if html_path is not None:
+            raise click.UsageError("--html is for --engine inprocess ($ARTIFACT_URI keeps beam's)")
+        on_bigquery = bool(database_url) and database_url.startswith("bigquery://")
+        settings = settings_from(
+            database_url=None if on_bigquery else database_url, window_days=window_days
+        )
+        source = database_url if on_bigquery else settings.database_url
+        if not source:
+            raise click.UsageError("--engine beam needs --database-url (or $DATABASE_URL)")
+        try:
+            outcome = run_beam(
+                BeamRun(
+                    source=source,
+                    as_of=as_of.date() if as_of else None,
+                    window_days=settings.window_days,
+                    control_database_url=control_database_url,
+                    bq_api_endpoint=bq_api_endpoint,
+                    bq_storage_endpoint=bq_storage_endpoint,
+                )
+            )
+        except RuntimeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        click.echo(outcome.json_text if as_json else outcome.text(top))
+        sys.exit(0 if outcome.healthy else 1)
     settings = settings_from(database_url=database_url, window_days=window_days)
     service = HealthService(settings, engine=engine_from(settings))
     try:

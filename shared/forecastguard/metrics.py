@@ -160,22 +160,57 @@ class CloudMonitoringSink:
 
 
 DRIFT_KINDS = ("level", "scale", "shape")
+# Per-product series only for this many drifted products (smallest q first) and this many
+# worst ones (highest RMSSE): Cloud Monitoring allows 200,000 active series per metric
+# type on `global`, which two per-product gauges of every product used up at 100,000
+# products (issue 24). The whole catalogue is in the stored per-product rows.
+TOP_PRODUCTS = 50
+QUANTILES = (0.5, 0.9, 0.99)
 
 
-def drift_points(products: Any) -> list[MetricPoint]:
+def top_products(products: Any, limit: int = TOP_PRODUCTS) -> Any:
+    """The products that get per-product series: the `limit` drifted ones with the
+    smallest q-values and the `limit` worst by RMSSE (else RMSE), each product once."""
+    drifted = products[products["drift"].astype(bool)]
+    first = drifted.sort_values(["drift_qvalue", "product_id"], kind="stable").head(limit)
+    key = products["rmsse"].where(products["rmsse"].notna(), products["rmse"])
+    worst = products.assign(_key=key).dropna(subset=["_key"])
+    worst = worst.sort_values(["_key", "product_id"], ascending=[False, True], kind="stable")
+    chosen = set(first["product_id"]) | set(worst["product_id"].head(limit))
+    return products[products["product_id"].isin(chosen)]
+
+
+def aggregate_points(products: Any) -> list[MetricPoint]:
+    """Catalogue-wide gauges, whatever its size: products checked, and quantiles of the
+    products' RMSE and RMSSE (`product_rmsse_quantile{quantile}`)."""
+    points = [MetricPoint("products_checked", float(len(products)))]
+    for column in ("rmse", "rmsse"):
+        values = products[column].dropna()
+        if len(values):
+            for q, v in zip(QUANTILES, values.quantile(list(QUANTILES)).tolist(), strict=True):
+                points.append(
+                    MetricPoint(f"product_{column}_quantile", float(v), {"quantile": f"{q:g}"})
+                )
+    return points
+
+
+def drift_points(products: Any, limit: int | None = TOP_PRODUCTS) -> list[MetricPoint]:
     """The drift series of a check's per-product frame (`HealthResult.products`).
 
     `drifted_products{kind}`: how many products drifted, one gauge a kind (0 included,
     so a chart shows the drop); `product_drift{product_id, kind}`: 1 for every drifted
     product, labelled with its kind (level, scale or shape; a label with three values
     keeps the series few), its q-value in `product_drift_qvalue{product_id, kind}`.
-    Products without drift write no per-product drift point.
+    Products without drift write no per-product drift point, and only the `limit`
+    drifted products with the smallest q-values write one (None: every one).
     """
     drifted = products[products["drift"].astype(bool)]
     points = [
         MetricPoint("drifted_products", float((drifted["drift_kind"] == k).sum()), {"kind": k})
         for k in DRIFT_KINDS
     ]
+    if limit is not None:
+        drifted = drifted.sort_values(["drift_qvalue", "product_id"], kind="stable").head(limit)
     for pid, kind, q in zip(
         drifted["product_id"], drifted["drift_kind"], drifted["drift_qvalue"], strict=True
     ):

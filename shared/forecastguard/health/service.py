@@ -36,7 +36,14 @@ from forecastguard.health.store import store_result
 from forecastguard.health.window import WindowData, load_residuals, load_window, with_episodes
 from forecastguard.logs import get_logger, timed
 from forecastguard.messages import RetrainMessage, make_request_id
-from forecastguard.metrics import MetricPoint, MetricsSink, drift_points, make_metrics_sink
+from forecastguard.metrics import (
+    MetricPoint,
+    MetricsSink,
+    aggregate_points,
+    drift_points,
+    make_metrics_sink,
+    top_products,
+)
 from forecastguard.publish import RetrainPublisher, make_publisher
 
 log = get_logger(__name__)
@@ -64,7 +71,10 @@ def health_points(result: HealthResult) -> list[MetricPoint]:
         spread = result.drift_model.get(f"null_sd_{kind}")
         if spread is not None:
             points.append(MetricPoint("drift_null_sd", float(spread), {"kind": kind}))
-    frame = result.products
+    # Per-product series for the top drifted and worst products only, and catalogue-wide
+    # aggregates: a fixed number of series whatever the catalogue's size (issue 24).
+    points.extend(aggregate_points(result.products))
+    frame = top_products(result.products)
     for column, name in (("rmse", "product_rmse"), ("ks_pvalue", "product_ks_pvalue")):
         ok = frame[column].notna()
         ids = frame.loc[ok, "product_id"].tolist()
@@ -72,7 +82,7 @@ def health_points(result: HealthResult) -> list[MetricPoint]:
         points.extend(
             MetricPoint(name, v, {"product_id": p}) for p, v in zip(ids, values, strict=True)
         )
-    points.extend(drift_points(frame))  # drift counts by kind, drifted products (issue 13)
+    points.extend(drift_points(result.products))  # counts by kind, top drifted (issue 13)
     return points
 
 

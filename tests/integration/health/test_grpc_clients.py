@@ -20,7 +20,13 @@ from forecastguard.config import Settings
 from forecastguard.health.check import HealthParams, compute_health
 from forecastguard.health.service import HealthService, health_points
 from forecastguard.messages import RetrainMessage
-from forecastguard.metrics import CloudMonitoringSink, MetricPoint, MetricsWriteError
+from forecastguard.metrics import (
+    TOP_PRODUCTS,
+    CloudMonitoringSink,
+    MetricPoint,
+    MetricsWriteError,
+    top_products,
+)
 from forecastguard.publish import PubSubPublisher
 from tests.integration.health.synthetic import frames, synthetic_window, write
 from tests.support.grpc_recorder import GrpcRecorder
@@ -45,18 +51,22 @@ def test_metrics_go_out_in_batches_of_at_most_200() -> None:
     data = synthetic_window(1_150, AS_OF, seed=1)
     result = compute_health(data, HealthParams())
     points = health_points(result)
-    # healthy, avg_rmse, p, share + the null spreads (level, scale) + rmse and p per
-    # product + drift counts by kind (3) + drift flag and q-value per drifted product
-    assert len(points) == 4 + 2 + 2 * 1_150 + 3 + 2 * int(result.products["drift"].sum())
+    # healthy, avg_rmse, p, share + the null spreads (level, scale) + products checked and
+    # RMSE/RMSSE quantiles (7) + rmse and p of the top products (issue 24: the worst 50
+    # and the 50 most drifted) + drift counts by kind (3) + flag and q of the top drifted
+    top = top_products(result.products)
+    n_drifted = min(TOP_PRODUCTS, int(result.products["drift"].sum()))
+    assert len(top) == TOP_PRODUCTS
+    assert len(points) == 4 + 2 + 7 + 2 * len(top) + 3 + 2 * n_drifted
     with GrpcRecorder() as rec:
         rec.respond(CREATE, empty_pb2.Empty())
         sink = CloudMonitoringSink("demo-project", _monitoring(rec))
         requests = sink.write(points, datetime(2026, 5, 31, 6, 0, tzinfo=UTC))
         calls = rec.calls_to(CREATE)
-    assert requests == len(calls) == 12  # ceil(2306 / 200)
+    assert requests == len(calls) == -(-len(points) // 200)
     parsed = [c.parse(monitoring_v3.CreateTimeSeriesRequest) for c in calls]
     sizes = [len(p.time_series) for p in parsed]
-    assert max(sizes) == 200 and sum(sizes) == len(points)
+    assert max(sizes) <= 200 and sum(sizes) == len(points)
     assert all(p.name == "projects/demo-project" for p in parsed)
     series = [ts for p in parsed for ts in p.time_series]
     by_type = {}
@@ -74,6 +84,9 @@ def test_metrics_go_out_in_batches_of_at_most_200() -> None:
             "product_rmse",
             "product_ks_pvalue",
             "drifted_products",
+            "products_checked",
+            "product_rmse_quantile",
+            "product_rmsse_quantile",
         )
     } | (
         {prefix + "product_drift", prefix + "product_drift_qvalue"}
@@ -81,9 +94,9 @@ def test_metrics_go_out_in_batches_of_at_most_200() -> None:
         else set()
     )
     first = by_type[prefix + "product_rmse"][0]
-    assert first.metric.labels["product_id"] == "P0000"
+    assert first.metric.labels["product_id"] == top["product_id"].iloc[0]
     assert first.resource.type == "global" and first.resource.labels["project_id"] == "demo-project"
-    assert first.points[0].value.double_value == pytest.approx(result.products["rmse"].iloc[0])
+    assert first.points[0].value.double_value == pytest.approx(top["rmse"].iloc[0])
     assert (
         first.points[0].interval.end_time.timestamp()
         == datetime(2026, 5, 31, 6, 0, tzinfo=UTC).timestamp()

@@ -1,0 +1,78 @@
+"""`forecastguard health --engine beam` (issue 24): the Beam pipeline on FnApiRunner, run
+from the main virtualenv with .venv-beam's interpreter, prints the in-process check's
+JSON field for field (timings and ids aside)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from forecastguard.cli import main
+from forecastguard.db.engine import make_engine
+from forecastguard.health.engine import DATAFLOW, INPROCESS, beam_python, choose_engine
+from tests.integration.health.synthetic import frames, synthetic_window, write
+
+VARYING = {"check_id", "checked_at", "duration_s", "pipeline"}
+
+
+def _beam_ready() -> bool:
+    python = beam_python()
+    return Path(python).exists() and ".venv-beam" in python
+
+
+def test_engine_choice() -> None:
+    assert choose_engine(10_000, on_bigquery=False, max_inprocess_products=50_000) == INPROCESS
+    assert choose_engine(60_000, on_bigquery=False, max_inprocess_products=50_000) == DATAFLOW
+    assert choose_engine(10, on_bigquery=True, max_inprocess_products=50_000) == DATAFLOW
+    assert choose_engine(10**7, on_bigquery=False, max_inprocess_products=0) == INPROCESS
+
+
+@pytest.mark.skipif(
+    not _beam_ready(), reason="needs .venv-beam (make beam-setup; make test builds it)"
+)
+def test_beam_engine_prints_the_in_process_json(sqlite_url: str, tmp_path) -> None:
+    engine = make_engine(sqlite_url)
+    write(engine, *frames(synthetic_window(300, date(2026, 5, 30), seed=4, drift_share=0.1)))
+    engine.dispose()
+    metrics = tmp_path / "metrics.jsonl"
+    args = ["health", "--database-url", sqlite_url, "--as-of", "2026-05-30", "--json"]
+    env = {"METRICS_SINK": str(metrics)}
+    inprocess = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    beam = CliRunner().invoke(main, [*args, "--engine", "beam"], env=env, catch_exceptions=False)
+    assert inprocess.exit_code == beam.exit_code == 1, beam.output
+    a, b = json.loads(inprocess.stdout), json.loads(beam.stdout)
+    assert a.keys() == b.keys()
+    for key in a.keys() - VARYING - {"products", "p_value", "metrics"}:
+        assert a[key] == b[key], key
+    assert b["p_value"] == pytest.approx(a["p_value"], rel=1e-9)
+    assert b["metrics"]["written"] and b["metrics"]["points"] == a["metrics"]["points"]
+    assert [p["product_id"] for p in a["products"]] == [p["product_id"] for p in b["products"]]
+    for column in ("drift_pvalue", "ks_pvalue", "rmse"):
+        x = np.array([p[column] for p in a["products"]], float)
+        y = np.array([p[column] for p in b["products"]], float)
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-9)
+    assert [p["drift"] for p in a["products"]] == [p["drift"] for p in b["products"]]
+    # Both checks are stored, with their products, in the database they read.
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT COUNT(*) FROM health_check_products").scalar()
+    assert stored == 600
+
+
+@pytest.mark.skipif(
+    not _beam_ready(), reason="needs .venv-beam (make beam-setup; make test builds it)"
+)
+def test_beam_engine_reports_a_bad_source(tmp_path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["health", "--engine", "beam", "--database-url", "bigquery://only-a-project"],
+        env={},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 2
+    assert "bigquery://PROJECT/DATASET" in result.output
