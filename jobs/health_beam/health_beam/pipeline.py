@@ -86,12 +86,18 @@ class ProductPhaseFn(beam.DoFn):
     """A batch of products (a product range) to its `ProductPhase`."""
 
     def __init__(
-        self, source: Source, window: Window, facts: bq.WindowFacts, params: HealthParams
+        self,
+        source: Source,
+        window: Window,
+        facts: bq.WindowFacts,
+        params: HealthParams,
+        episodes: pd.DataFrame | None = None,
     ) -> None:
         self.source = source
         self.window = window
         self.facts = facts
         self.params = params
+        self.episodes = episodes
         self.bytes_read = beam.metrics.Metrics.counter("health", "bytes_read")
         self.rows_read = beam.metrics.Metrics.counter("health", "rows_read")
 
@@ -104,7 +110,9 @@ class ProductPhaseFn(beam.DoFn):
         frames = self.source.read(self.window, products, self.facts.current_version)
         self.bytes_read.inc(frames.bytes_read)
         self.rows_read.inc(len(frames.sales) + len(frames.predictions) + len(frames.residuals))
-        data, holdout = batch_window(frames, self.window, self.facts, self.params.min_samples)
+        data, holdout = batch_window(
+            frames, self.window, self.facts, self.params.min_samples, self.episodes
+        )
         yield product_phase(data, self.params, holdout)
 
 
@@ -137,11 +145,18 @@ class CombinePhases(beam.CombineFn):
             empty,
             current_version=self.facts.current_version,
             last_sale_date=self.facts.last_sale_date,
+            reference_days=self.window.reference_days,
         )
         return product_phase(data, self.params)
 
 
-def _top_window(source: Source, window: Window, facts: bq.WindowFacts, result: HealthResult):
+def _top_window(
+    source: Source,
+    window: Window,
+    facts: bq.WindowFacts,
+    result: HealthResult,
+    episodes: pd.DataFrame | None,
+):
     """The rows of the products the report plots (drifted and worst), read again."""
     from forecastguard.report.check_page import pick_products
 
@@ -154,7 +169,7 @@ def _top_window(source: Source, window: Window, facts: bq.WindowFacts, result: H
         pd.concat([f.predictions for f in frames], ignore_index=True),
         pd.concat([f.residuals for f in frames], ignore_index=True),
     )
-    return batch_window(merged, window, facts, result.params.min_samples)
+    return batch_window(merged, window, facts, result.params.min_samples, episodes)
 
 
 class FinishFn(beam.DoFn):
@@ -170,11 +185,13 @@ class FinishFn(beam.DoFn):
         facts: bq.WindowFacts,
         result_path: str | None,
         started: float,
+        episodes: pd.DataFrame | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
         self.window = window
         self.facts = facts
+        self.episodes = episodes
         self.result_path = result_path
         self.started = started
 
@@ -200,7 +217,7 @@ class FinishFn(beam.DoFn):
             bq.load_frame(target.client(), target, "health_check_products", rows)
         data, holdout = (None, None)
         if self.settings.artifact_uri:
-            data, holdout = _top_window(self.source, self.window, self.facts, result)
+            data, holdout = _top_window(self.source, self.window, self.facts, result, self.episodes)
         service = HealthService(self.settings)
         service.finish(result, data=data, holdout=holdout, store_products=not on_bigquery)
         if self.result_path:
@@ -215,13 +232,14 @@ def build(
     facts: bq.WindowFacts,
     ranges: list[tuple[str, str]],
     params: HealthParams,
+    episodes: pd.DataFrame | None = None,
 ) -> beam.PCollection:
     """The check's steps up to its `HealthResult` (one element)."""
     return (
         pipeline
         | "Batches" >> beam.Create(ranges)
         | "Spread" >> beam.Reshuffle()
-        | "ProductPhase" >> beam.ParDo(ProductPhaseFn(source, window, facts, params))
+        | "ProductPhase" >> beam.ParDo(ProductPhaseFn(source, window, facts, params, episodes))
         | "Combine" >> beam.CombineGlobally(CombinePhases(window, facts, params))
         | "GlobalPhase" >> beam.Map(global_phase, params)
     )
@@ -237,6 +255,7 @@ class Plan:
     ranges: list[tuple[str, str]]
     settings: Settings
     params: HealthParams
+    episodes: pd.DataFrame | None
 
 
 def plan(options: HealthCheckOptions, settings: Settings) -> Plan:
@@ -247,7 +266,9 @@ def plan(options: HealthCheckOptions, settings: Settings) -> Plan:
         from forecastguard.health.service import default_as_of
 
         as_of = default_as_of()
-    window = Window(as_of, options.window_days or settings.window_days)
+    window = Window(
+        as_of, options.window_days or settings.window_days, settings.reference_days or None
+    )
     control = options.control_database_url
     if control is None and not bq.is_bigquery_url(options.source):
         control = options.source
@@ -255,7 +276,29 @@ def plan(options: HealthCheckOptions, settings: Settings) -> Plan:
         settings = replace(settings, database_url=control)
     facts = source.facts(window)
     ranges = source.plan(window, options.batch_size)
-    return Plan(source, window, facts, ranges, settings, HealthParams.from_settings(settings))
+    return Plan(
+        source,
+        window,
+        facts,
+        ranges,
+        settings,
+        HealthParams.from_settings(settings),
+        _episodes(settings, facts.current_version),
+    )
+
+
+def _episodes(settings: Settings, model_version: str | None) -> pd.DataFrame | None:
+    """The served model's open drift episodes (issue 23), from the control database."""
+    if not model_version:
+        return None
+    from forecastguard.db.engine import make_engine
+    from forecastguard.health.episodes import load_episodes
+
+    engine = make_engine(settings)
+    try:
+        return load_episodes(engine, model_version)
+    finally:
+        engine.dispose()
 
 
 def runner_for(options: PipelineOptions) -> Any:
@@ -284,7 +327,13 @@ def run(argv: list[str], settings: Settings | None = None) -> dict[str, Any] | N
         result_path = str(Path(tempfile.mkdtemp(prefix="fg-beam-")) / "result.json")
     pipeline = beam.Pipeline(runner=runner, options=options)
     _ = build(
-        pipeline, the_plan.source, the_plan.window, the_plan.facts, the_plan.ranges, the_plan.params
+        pipeline,
+        the_plan.source,
+        the_plan.window,
+        the_plan.facts,
+        the_plan.ranges,
+        the_plan.params,
+        the_plan.episodes,
     ) | "Finish" >> beam.ParDo(
         FinishFn(
             the_plan.settings,
@@ -293,6 +342,7 @@ def run(argv: list[str], settings: Settings | None = None) -> dict[str, Any] | N
             the_plan.facts,
             result_path,
             started,
+            the_plan.episodes,
         )
     )
     outcome = pipeline.run()

@@ -25,10 +25,12 @@ Holdout = tuple[np.ndarray, np.ndarray] | None
 
 @dataclass(frozen=True)
 class Window:
-    """The dates of one check."""
+    """The dates of one check (`reference_days`: issue 23's longer reference, None: the
+    window's length), as `load_window` derives them."""
 
     as_of: date
     window_days: int
+    reference_days: int | None = None
 
     @property
     def window_start(self) -> date:
@@ -38,12 +40,14 @@ class Window:
     @property
     def hist_start(self) -> date:
         """The first day read (history before the window)."""
-        return self.window_start - timedelta(days=history_days(self.window_days))
+        return self.window_start - timedelta(
+            days=history_days(self.window_days, self.reference_days)
+        )
 
     @property
     def ref_start(self) -> date:
         """The first day of the reference window."""
-        return self.window_start - timedelta(days=self.window_days)
+        return self.window_start - timedelta(days=self.reference_days or self.window_days)
 
 
 class Source(Protocol):
@@ -246,12 +250,17 @@ def _numbers(values: pd.Series) -> np.ndarray:
 
 
 def batch_window(
-    frames: bq.BatchFrames, window: Window, facts: bq.WindowFacts, min_samples: int
+    frames: bq.BatchFrames,
+    window: Window,
+    facts: bq.WindowFacts,
+    min_samples: int,
+    episodes: pd.DataFrame | None = None,
 ) -> tuple[WindowData, Holdout]:
-    """The batch's `WindowData` (with the window's facts) and its holdout, as the
-    in-process check builds them: a sale that is no finite number is left out, a
-    forecast that is none counts as no forecast (`load_window`), and the holdout is
-    used only when a product needs it (`needs_holdout`)."""
+    """The batch's `WindowData` (with the window's facts and the model's open drift
+    episodes) and its holdout, as the in-process check builds them: a sale that is no
+    finite number is left out, a forecast that is none counts as no forecast
+    (`load_window`), and the holdout is used only when a product needs it
+    (`needs_holdout`)."""
     sales = frames.sales
     units = _numbers(sales["units_sold"])
     sales = sales.assign(units_sold=units)[np.isfinite(units)]
@@ -271,6 +280,8 @@ def batch_window(
         preds,
         current_version=facts.current_version,
         last_sale_date=facts.last_sale_date,
+        reference_days=window.reference_days,
+        episodes=episodes,
     )
     holdout: Holdout = None
     if data.current_version and needs_holdout(data, min_samples) and len(frames.residuals):

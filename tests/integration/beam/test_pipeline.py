@@ -156,16 +156,24 @@ def test_beam_on_bigquery_equals_the_in_process_check(tmp_path, bigquery_emulato
 
 
 def test_beam_on_a_database_url_equals_the_in_process_check(tmp_path) -> None:
+    """A second check of the same window, with a reference of 56 days (issue 23): it
+    judges the products the first one flagged against their open drift episodes."""
     sales, preds, residuals = _data(400, seed=3)
-    url = _sqlite(tmp_path / "shop.db", sales, preds, residuals)
-    settings = Settings.from_env({}, database_url=url)
-    inprocess = HealthService(settings).run(AS_OF, 30).to_dict()
-    beam = run(
-        [f"--source={url}", f"--as_of={AS_OF}", "--window_days=30", "--batch_size=150"],
-        settings=Settings.from_env({}),
-    )
+    results = {}
+    for engine in ("inprocess", "beam"):
+        url = _sqlite(tmp_path / f"{engine}.db", sales, preds, residuals)
+        settings = Settings.from_env({}, database_url=url, reference_days=56)
+        for _ in range(2):
+            if engine == "inprocess":
+                results[engine] = HealthService(settings).run(AS_OF, 30).to_dict()
+            else:
+                argv = [f"--source={url}", f"--as_of={AS_OF}", "--window_days=30"]
+                results[engine] = run([*argv, "--batch_size=150"], settings=settings)
+    beam, inprocess = results["beam"], json.loads(json.dumps(results["inprocess"], default=str))
     assert beam["pipeline"]["batches"] == 3
-    _compare(beam, json.loads(json.dumps(inprocess, default=str)))
+    persisting = [p for p in inprocess["products"] if p.get("drift_checks", 0) >= 2]
+    assert len(persisting) >= 5, "the second check sees the first one's episodes"
+    _compare(beam, inprocess)
     engine = make_engine(url)
     with engine.connect() as conn:
         n = conn.exec_driver_sql(
