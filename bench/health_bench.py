@@ -50,7 +50,7 @@ def _bulk_insert(engine, table: str, columns: list[str], rows: list[tuple]) -> N
         raw.close()
 
 
-def fill(url: str, n_products: int) -> None:
+def fill(url: str, n_products: int, reference_days: int = 0) -> None:
     """Migrate the database and write the synthetic sales and forecasts."""
     from forecastguard.db.engine import make_engine
     from forecastguard.db.migrate import upgrade
@@ -58,7 +58,12 @@ def fill(url: str, n_products: int) -> None:
 
     engine = make_engine(url)
     upgrade(engine)
-    data = synthetic_window(n_products, AS_OF, WINDOW_DAYS, seed=42, drift_share=0.01)
+    from forecastguard.health.window import history_days
+
+    history = history_days(WINDOW_DAYS, reference_days or None)
+    data = synthetic_window(
+        n_products, AS_OF, WINDOW_DAYS, seed=42, drift_share=0.01, history=history
+    )
     sales_frame, predictions_frame = frames(data)
     start = time.perf_counter()
     _bulk_insert(
@@ -105,7 +110,11 @@ def child(url: str, metrics_path: str) -> None:
 
     imported = time.perf_counter() - start
     service = HealthService(
-        Settings.from_env({}, metrics_sink=metrics_path), engine=make_engine(url)
+        Settings.from_env(
+            {"REFERENCE_DAYS": os.environ.get("FG_BENCH_REFERENCE_DAYS", "0")},
+            metrics_sink=metrics_path,
+        ),
+        engine=make_engine(url),
     )
     runs, cpu = [], []
     for _ in range(2):
@@ -201,12 +210,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-mariadb", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument(
+        "--reference-days", type=int, default=0, help="REFERENCE_DAYS (0: the window's 30)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("URL", "METRICS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    report: dict = {"products": args.products, "days": WINDOW_DAYS, "cpus": os.cpu_count()}
+    os.environ["FG_BENCH_REFERENCE_DAYS"] = str(args.reference_days)
+    report: dict = {
+        "products": args.products,
+        "days": WINDOW_DAYS,
+        "reference_days": args.reference_days,
+        "cpus": os.cpu_count(),
+    }
     report["load_average_before"] = os.getloadavg()
     imports = cold_import(args.repeats)
     report["cold_import_s"] = imports
@@ -219,7 +237,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
             print("SQLite:", flush=True)
-            fill(url, args.products)
+            fill(url, args.products, args.reference_days)
             report["sqlite"] = _summary("SQLite", measure(url, args.repeats))
     if not args.no_mariadb:
         import sqlalchemy as sa
@@ -231,7 +249,7 @@ def main() -> None:
             conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
         try:
             print("MariaDB:", flush=True)
-            fill(f"{server}/{name}", args.products)
+            fill(f"{server}/{name}", args.products, args.reference_days)
             report["mariadb"] = _summary("MariaDB", measure(f"{server}/{name}", args.repeats))
         finally:
             with admin.begin() as conn:

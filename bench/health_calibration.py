@@ -165,7 +165,7 @@ NULL_CASES = {
 }
 
 
-def decide(errors: np.ndarray, ref_days: int, min_effect: float = MIN_EFFECT):
+def decide(errors: np.ndarray, ref_days: int, min_effect: float | None = None):
     """The check's drift decision on (products x (ref_days + DAYS)) errors."""
     t = stats.drift_tests(
         errors[:, :ref_days],
@@ -173,7 +173,7 @@ def decide(errors: np.ndarray, ref_days: int, min_effect: float = MIN_EFFECT):
         contiguous=np.ones(len(errors), bool),
         weekday=np.arange(errors.shape[1]) % 7,
     )
-    return stats.drift_decision(t, ALPHA, min_effect)
+    return stats.drift_decision(t, ALPHA, MIN_EFFECT if min_effect is None else min_effect)
 
 
 def null_part(cases: list[str], products: int, windows: int, seed: int) -> list[dict]:
@@ -218,37 +218,48 @@ def power_part(products: int, windows: int, seed: int) -> list[dict]:
     for ref_days in (30, 90, 180):
         for phi, size in cases:
             rng = np.random.default_rng([seed, 7, int(size * 10), int(phi * 10), ref_days])
-            tp = fp = n_true = 0
+            effects = (MIN_EFFECT, 0.0)  # the interval null, and the point null beside it
+            tp, fp = dict.fromkeys(effects, 0), dict.fromkeys(effects, 0)
+            n_true = 0
             for _ in range(windows):
                 errors, sd = suite(rng, products, ref_days + DAYS, phi)
                 drifted = rng.random(products) < 0.05
                 sign = rng.choice([-1.0, 1.0], int(drifted.sum()))
                 errors[drifted, ref_days:] += (sign * size * sd[drifted])[:, None]
-                f = decide(errors, ref_days).drift
-                tp += int((f & drifted).sum())
-                fp += int((f & ~drifted).sum())
+                t = stats.drift_tests(
+                    errors[:, :ref_days],
+                    errors[:, ref_days:],
+                    contiguous=np.ones(products, bool),
+                    weekday=np.arange(ref_days + DAYS) % 7,
+                )
+                for e in effects:
+                    f = stats.drift_decision(t, ALPHA, e).drift
+                    tp[e] += int((f & drifted).sum())
+                    fp[e] += int((f & ~drifted).sum())
                 n_true += int(drifted.sum())
-            row = {
-                "phi": phi,
-                "size_sd": size,
-                "ref_days": ref_days,
-                "products": products,
-                "windows": windows,
-                "recall": tp / n_true,
-                "precision": tp / (tp + fp) if tp + fp else float("nan"),
-            }
-            rows.append(row)
-            print(
-                f"power phi {phi} shift {size} sd, {ref_days}-day reference: recall "
-                f"{row['recall']:.2f} precision {row['precision']:.3f}",
-                flush=True,
-            )
+            for e in effects:
+                row = {
+                    "phi": phi,
+                    "size_sd": size,
+                    "ref_days": ref_days,
+                    "min_effect": e,
+                    "products": products,
+                    "windows": windows,
+                    "recall": tp[e] / n_true,
+                    "precision": tp[e] / (tp[e] + fp[e]) if tp[e] + fp[e] else float("nan"),
+                }
+                rows.append(row)
+                print(
+                    f"power phi {phi} shift {size} sd, {ref_days}-day reference, min effect "
+                    f"{e}: recall {row['recall']:.2f} precision {row['precision']:.3f}",
+                    flush=True,
+                )
     return rows
 
 
-def _period(rng, products: int, shift: float, phi: float = 0.5):
+def _period(rng, products: int, shift: float, case: str = "suite_phi0.5"):
     """(errors of 30 + 30 + 30 days, shifted products): the shift starts on day 60."""
-    errors, sd = suite(rng, products, 3 * DAYS, phi)
+    errors, sd = NULL_CASES[case](rng, products, 3 * DAYS)
     shifted = np.zeros(products, bool)
     if shift:
         shifted = rng.random(products) < 0.05
@@ -257,13 +268,13 @@ def _period(rng, products: int, shift: float, phi: float = 0.5):
     return errors, shifted
 
 
-def _daily_checks(errors: np.ndarray, checks: int = DAYS):
+def _daily_checks(errors: np.ndarray, checks: int = DAYS, min_effect: float | None = None):
     """Simes p-values and flags of the daily checks 1..checks (window ending day 59 + d,
     the previous 30 days its reference)."""
     simes, flags = [], []
     for d in range(1, checks + 1):
         e = errors[:, d : d + 2 * DAYS]
-        dec = decide(e, DAYS)
+        dec = decide(e, DAYS, min_effect)
         simes.append(float(np.nanmin(dec.qvalue)))
         flags.append(dec.qvalue)
     return np.array(simes), np.array(flags)
@@ -271,37 +282,47 @@ def _daily_checks(errors: np.ndarray, checks: int = DAYS):
 
 RULES = {  # the per-check level a retrain request needs, over 30 daily checks
     "every check at 0.05": ALPHA,
-    "alpha / 30 (Bonferroni over the month)": ALPHA / 30,
+    "alpha / 5": ALPHA / 5,
     "alpha / 10": ALPHA / 10,
+    "alpha / 30 (Bonferroni over the month)": ALPHA / 30,
 }
 
 
-def monthly_part(products: int, periods: int, seed: int) -> dict:
+def monthly_part(
+    products: int,
+    periods: int,
+    seed: int,
+    case: str = "suite_phi0.5",
+    min_effect: float | None = None,
+    delays: bool = True,
+) -> dict:
     """False retrain requests per 30-day period, and the detection delay of shifts."""
-    rng = np.random.default_rng([seed, 30, products])
+    rng = np.random.default_rng([seed, 30, products, len(case)])
     null = {r: 0 for r in RULES}
     start = time.perf_counter()
     for _ in range(periods):
-        errors, _ = _period(rng, products, 0.0)
-        simes, _ = _daily_checks(errors)
+        errors, _ = _period(rng, products, 0.0, case)
+        simes, _ = _daily_checks(errors, min_effect=min_effect)
         for rule, level in RULES.items():
             null[rule] += bool((simes <= level).any())
     out: dict = {
+        "case": case,
+        "min_effect": MIN_EFFECT if min_effect is None else min_effect,
         "products": products,
         "periods": periods,
         "false_request_share": {r: null[r] / periods for r in RULES},
     }
     print(
-        f"monthly null ({periods} periods, {products} products): {out['false_request_share']}"
-        f"  [{time.perf_counter() - start:.0f} s]",
+        f"monthly null {case} min effect {out['min_effect']} ({periods} periods, {products} "
+        f"products): {out['false_request_share']}  [{time.perf_counter() - start:.0f} s]",
         flush=True,
     )
-    for shift in (1.5, 2.0):
+    for shift in (1.5, 2.0) if delays else ():
         delays = {r: [] for r in RULES}
         product_days = {r: [] for r in RULES}
         for _ in range(max(periods // 5, 4)):
-            errors, shifted = _period(rng, products, shift)
-            simes, q = _daily_checks(errors)
+            errors, shifted = _period(rng, products, shift, case)
+            simes, q = _daily_checks(errors, min_effect=min_effect)
             for rule, level in RULES.items():
                 hit = np.flatnonzero(((q <= level) & shifted[None, :]).any(axis=1))
                 delays[rule].append(int(hit[0]) + 1 if len(hit) else None)
@@ -336,10 +357,15 @@ def main() -> None:
     parser.add_argument("--part", default="null,power,monthly,pasta")
     parser.add_argument("--cases", default=",".join(NULL_CASES))
     parser.add_argument("--seed", type=int, default=23)
+    parser.add_argument(
+        "--min-effect", type=float, default=MIN_EFFECT, help="0: point nulls (the test alone)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     parts = set(args.part.split(","))
     cases = args.cases.split(",")
+    global MIN_EFFECT
+    MIN_EFFECT = args.min_effect
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     def save() -> None:
@@ -356,7 +382,14 @@ def main() -> None:
         out["power"] = power_part(1000, args.power_windows, args.seed)
         save()
     if "monthly" in parts:
-        out["monthly"] = monthly_part(1000, args.periods, args.seed)
+        out["monthly"] = [monthly_part(1000, args.periods, args.seed)]
+        save()
+        for case in ("ar2", "phi_uniform_t5", "t3_common"):
+            out["monthly"].append(
+                monthly_part(1000, args.periods * 2 // 3, args.seed, case, delays=False)
+            )
+            save()
+        out["monthly"].append(monthly_part(1000, args.periods * 2 // 3, args.seed, min_effect=0.0))
         save()
     if "pasta" in parts:
         out["pasta"] = pasta_part()

@@ -31,6 +31,7 @@ def synthetic_window(
     noise: float = 0.1,
     level_median: float = 8.0,
     model_version: str = "m1",
+    history: int | None = None,
 ) -> WindowData:
     """A window (and its history) of `n_products` products, forecasts on every day read.
 
@@ -38,7 +39,7 @@ def synthetic_window(
     demand inside the window.
     """
     rng = np.random.default_rng(seed)
-    hist = history_days(window_days)
+    hist = history or history_days(window_days)
     n_days = hist + window_days
     start = as_of - timedelta(days=n_days - 1)
     level = np.exp(rng.normal(np.log(level_median), 0.8, n_products))
