@@ -23,10 +23,10 @@ def store_sales():
     return sales, predictions
 
 
-# A doubled level moves the errors of most products; the drift test of issue 13 keeps its
-# false alarms down under serial dependence, at a price: 8 of the 30 doubled products
-# are found here (13 before the prewhitening margin of 2 standard errors, which the
-# null calibration at phi 0.7 needed). A tripled spread of low-volume negative-binomial
+# A doubled level moves the errors of most products; the drift test keeps its false
+# alarms down under serial dependence, at a price: 11 of the 30 doubled products are
+# found here with the interval null of MIN_DRIFT_EFFECT 0.5 (issue 23; 20 with point
+# nulls; 8 with issue 13's phi margin). A tripled spread of low-volume negative-binomial
 # sales is skewed, and the robust (Brown-Forsythe) scale test finds none of it in 30
 # days: no false alarms is all this case can ask (docs/health.md, power).
 @pytest.mark.parametrize(
