@@ -30,7 +30,13 @@ import sqlalchemy as sa
 from forecastguard.config import Settings
 from forecastguard.db.engine import database_error
 from forecastguard.db.schema import health_checks
-from forecastguard.health.check import HealthParams, HealthResult, compute_health, needs_holdout
+from forecastguard.health.check import (
+    HealthParams,
+    HealthResult,
+    compute_health,
+    needs_holdout,
+    retrain_held,
+)
 from forecastguard.health.episodes import load_episodes
 from forecastguard.health.store import store_result
 from forecastguard.health.window import WindowData, load_residuals, load_window, with_episodes
@@ -324,6 +330,13 @@ class HealthService:
                 "skipped": f"data {' and '.join(missing)}: retraining cannot fix missing data",
                 "alert": "health_data_missing",
             }
+        held = retrain_held(summary)
+        if held:
+            log.info(
+                "drift below the retrain level: no retrain requested",
+                extra={"window_end": summary["window_end"], "p_value": summary["p_value"]},
+            )
+            return {"published": False, "error": None, "skipped": held}
         message = retrain_message(summary)
         outcome: dict[str, Any] = {
             "request_id": message.request_id,
