@@ -6,6 +6,8 @@
 #   scripts/bootstrap.sh PROJECT_ID [REGION]
 #   # Cloud SQL on a private address (Terraform's sql_private_ip = true)
 #   SQL_PRIVATE_IP=1 scripts/bootstrap.sh PROJECT_ID [REGION]
+#   # the health check at scale (Terraform's scale_enabled = true: BigQuery, Dataflow)
+#   SCALE=1 scripts/bootstrap.sh PROJECT_ID [REGION]
 #   # who may approve applies (default: you), and the triggers on a connected GitHub repository
 #   APPROVERS=user:ops@example.com,group:deployers@example.com \
 #   GITHUB_OWNER=me GITHUB_REPO=forecastguard scripts/bootstrap.sh PROJECT_ID [REGION]
@@ -70,11 +72,24 @@ PRIVATE_DEPLOYER_ROLES=(
   roles/servicenetworking.networksAdmin
   roles/vpcaccess.admin
 )
+# With SCALE=1 (terraform/dataflow.tf, scale_enabled): its APIs, enabled before the first
+# plan like the others, and the deployer's right to create the dataset and set its IAM.
+SCALE_APIS=(
+  bigquery.googleapis.com
+  bigquerystorage.googleapis.com
+  dataflow.googleapis.com
+)
+SCALE_DEPLOYER_ROLES=(
+  roles/bigquery.dataOwner
+)
+DEPLOYER_ROLES_EXTRA=()
 if [ "${SQL_PRIVATE_IP:-0}" = 1 ]; then
   APIS+=("${PRIVATE_APIS[@]}")
-  DEPLOYER_ROLES_EXTRA=("${PRIVATE_DEPLOYER_ROLES[@]}")
-else
-  DEPLOYER_ROLES_EXTRA=()
+  DEPLOYER_ROLES_EXTRA+=("${PRIVATE_DEPLOYER_ROLES[@]}")
+fi
+if [ "${SCALE:-0}" = 1 ]; then
+  APIS+=("${SCALE_APIS[@]}")
+  DEPLOYER_ROLES_EXTRA+=("${SCALE_DEPLOYER_ROLES[@]}")
 fi
 
 # Roles of the deployer, on the project: what creating and changing the module's resources
@@ -101,6 +116,11 @@ GRANTABLE_ROLES=(
   roles/logging.logWriter
   roles/monitoring.metricWriter
   roles/storage.objectViewer
+  # scale_enabled (terraform/dataflow.tf): the Dataflow workers and the scheduler's launch
+  roles/bigquery.jobUser
+  roles/bigquery.readSessionUser
+  roles/dataflow.developer
+  roles/dataflow.worker
 )
 # Secrets without secretmanager.versions.access: create them, add generated versions, set
 # who reads them, but never read a value (Secret Manager Admin could).
