@@ -76,3 +76,18 @@ output "max_delivery_attempts" {
   description = "Deliveries before a push subscription moves a message to the dead-letter topic."
   value       = var.max_delivery_attempts
 }
+
+output "bigquery_url" {
+  description = "The scale path's data plane for `forecastguard health --engine beam --database-url` (null unless scale_enabled)."
+  value       = var.scale_enabled ? local.bigquery_url : null
+}
+
+output "dataflow_template_spec" {
+  description = "Where Cloud Build writes the health check's Flex Template spec (null unless scale_enabled)."
+  value       = var.scale_enabled ? local.dataflow_template_spec : null
+}
+
+output "dataflow_service_account" {
+  description = "The Dataflow workers' service account (null unless scale_enabled)."
+  value       = var.scale_enabled ? google_service_account.dataflow[0].email : null
+}

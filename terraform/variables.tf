@@ -520,3 +520,53 @@ variable "push_max_backoff" {
   type        = string
   default     = "600s"
 }
+
+# --- the health check at scale (issue 24): BigQuery + Dataflow, off by default -----------
+
+variable "scale_enabled" {
+  description = "Create the scale path: the BigQuery dataset and tables, the Dataflow worker account, the daily Flex Template launch and its alert (docs/scale.md). Off: a small installation (Cloud SQL only)."
+  type        = bool
+  default     = false
+}
+
+variable "bigquery_dataset_id" {
+  description = "BigQuery dataset of sales, predictions, holdout errors and per-product check results."
+  type        = string
+  default     = "forecastguard"
+}
+
+variable "bigquery_location" {
+  description = "Location of the BigQuery dataset (a region, or US/EU); the Dataflow region should be in it."
+  type        = string
+  default     = "US"
+}
+
+variable "bigquery_deletion_protection" {
+  description = "Refuse to destroy the BigQuery tables (they hold the sales history)."
+  type        = bool
+  default     = true
+}
+
+variable "dataflow_batch_size" {
+  description = "Products per element of the pipeline's per-product step."
+  type        = number
+  default     = 5000
+}
+
+variable "dataflow_max_workers" {
+  description = "Upper bound of Dataflow's autoscaling for the daily check."
+  type        = number
+  default     = 4
+}
+
+variable "dataflow_machine_type" {
+  description = "Dataflow worker machine type (docs/benchmarks.md sizes the check on n1-standard-4)."
+  type        = string
+  default     = "n1-standard-4"
+}
+
+variable "dataflow_max_minutes" {
+  description = "Alert when the daily Dataflow check runs longer than this (late)."
+  type        = number
+  default     = 30
+}

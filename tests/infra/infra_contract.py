@@ -74,8 +74,6 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
     "TRAINER_LOG_DIR": "local runner only (TRAINER_JOB=local)",
     "DB_CONNECT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "DB_READ_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
-    "REFERENCE_DAYS": "the health check's default reference (the window's length) applies "
-    "on Google Cloud until docs/health.md's longer references are timed there (issue 23)",
     "DB_WRITE_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "DB_STATEMENT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "SALES_MAX_UNITS": "read by `forecastguard load-sales` only, run by an operator",
@@ -162,6 +160,26 @@ ALLOWED_GRANTS = frozenset(
         ("pubsub-agent", "roles/pubsub.subscriber", "pubsub_subscription:push"),
         ("callers-or-public", "roles/run.invoker", "cloud_run_service:health_http"),
     }
+    # Issue 24, with scale_enabled: the Dataflow workers (dataflow.worker, BigQuery jobs and
+    # read sessions, data editor on the dataset only, temp/staging under <prefix>/dataflow/
+    # only) and the scheduler that launches the Flex Template.
+    | {
+        ("dataflow", "roles/dataflow.worker", "project"),
+        ("dataflow", "roles/bigquery.jobUser", "project"),
+        ("dataflow", "roles/bigquery.readSessionUser", "project"),
+        ("dataflow", "roles/monitoring.metricWriter", "project"),
+        ("dataflow", "roles/cloudsql.client", "project?sql"),
+        ("dataflow", "roles/cloudsql.instanceUser", "project?sql"),
+        ("dataflow", "roles/bigquery.dataEditor", "bigquery_dataset:scale"),
+        ("dataflow", "roles/storage.objectUser", "storage_bucket:artifacts?dataflow"),
+        ("dataflow", "roles/storage.objectUser", "storage_bucket:artifacts?health"),
+        ("dataflow", "roles/pubsub.publisher", "pubsub_topic:retrain"),
+        ("dataflow", "roles/secretmanager.secretAccessor", "secret:db-pass"),
+        ("dataflow", "roles/artifactregistry.reader", "artifact_registry:images"),
+        ("scheduler", "roles/dataflow.developer", "project"),
+        ("scheduler", "roles/iam.serviceAccountUser", "service_account:dataflow"),
+        ("scheduler", "roles/storage.objectViewer", "storage_bucket:artifacts?dataflow"),
+    }
     | {
         ("deployer", "roles/iam.serviceAccountUser", f"service_account:{a}")
         for a in COMPONENT_ACCOUNTS
@@ -169,7 +187,18 @@ ALLOWED_GRANTS = frozenset(
 )
 
 # Project-wide roles allowed without a condition (no narrower resource exists).
-PROJECT_ROLES = frozenset({"roles/monitoring.metricWriter", "roles/logging.logWriter"})
+PROJECT_ROLES = frozenset(
+    {
+        "roles/monitoring.metricWriter",
+        "roles/logging.logWriter",
+        # issue 24: no narrower resource for running Dataflow workers or jobs, BigQuery
+        # jobs or Storage Read sessions
+        "roles/dataflow.worker",
+        "roles/dataflow.developer",
+        "roles/bigquery.jobUser",
+        "roles/bigquery.readSessionUser",
+    }
+)
 # Roles allowed project-wide only with the Cloud SQL instance condition.
 SQL_CONDITIONED_ROLES = frozenset({"roles/cloudsql.client", "roles/cloudsql.instanceUser"})
 

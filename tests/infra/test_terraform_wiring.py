@@ -364,11 +364,17 @@ _TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
         "repository",
         (r"\$\{google_artifact_registry_repository\.(\w+)\.name\}",),
     ),
+    # issue 24: the scale path's dataset
+    "google_bigquery_dataset_iam_member": (
+        "dataset_id",
+        (r"\$\{google_bigquery_dataset\.(\w+)\[0\]\.dataset_id\}",),
+    ),
     "google_service_account_iam_member": (
         "service_account_id",
         (
             r'\$\{google_service_account\.component\["([\w-]+)"\]\.name\}',
             r'\$\{"([\w-]+)"\.name\}',  # for_each over the component accounts
+            r"\$\{google_service_account\.(dataflow)\[0\]\.name\}",  # issue 24
         ),
     ),
 }
@@ -381,6 +387,7 @@ _KIND = {
     "google_cloud_run_service_iam_member": "cloud_run_service",
     "google_service_account_iam_member": "service_account",
     "google_artifact_registry_repository_iam_member": "artifact_registry",
+    "google_bigquery_dataset_iam_member": "bigquery_dataset",
 }
 _HEALTH_INVOKERS = (
     '${toset(var.health_http_public ? ["allUsers"] : [for email in var.health_callers : '
@@ -408,6 +415,8 @@ def _each_items(tf: Terraform, for_each: Any) -> list[tuple[str, Any]]:
         return _each_items(tf, tf.locals[m.group(1)])
     if text == '${var.deployer_service_account == "" ? {} : google_service_account.component}':
         return [(k, k) for k in tf.local_map("service_accounts")]
+    if m := re.fullmatch(r"\$\{var\.scale_enabled \? toset\(\[(.*)\]\) : toset\(\[\]\)\}", text):
+        return [(i, i) for i in re.findall(r'"([^"]+)"', m.group(1))]  # issue 24
     if m := re.fullmatch(r"\$\{(google_\w+\.\w+)\}", text):  # one grant per instance
         return [("*", m.group(1))]
     raise AssertionError(f"cannot expand for_each {text!r}: extend the IAM test")
@@ -426,6 +435,8 @@ def _principal(member: str) -> str:
         return m.group(1)
     if member == "${local.pubsub_service_agent}":
         return "pubsub-agent"
+    if member == "${google_service_account.dataflow[0].member}":
+        return "dataflow"  # issue 24: the Dataflow workers
     if member == '${"callers-or-public"}':
         return "callers-or-public"
     if member == "serviceAccount:${var.deployer_service_account}":
@@ -443,6 +454,7 @@ _CONDITIONS = {
     "${local.sql_condition.expression}": "sql",  # the one Cloud SQL instance
     "${local.gcf_sources_condition.expression}": "gcf-sources",  # Google's source copies
     'resource.name.startsWith("${local.health_reports_prefix}")': "health",  # reports only
+    'resource.name.startsWith("${local.dataflow_prefix_object}")': "dataflow",  # temp, spec
 }
 
 

@@ -44,7 +44,7 @@ from forecastguard.health.check import (
 )
 from forecastguard.health.window import window_from_frames
 from forecastguard.logs import get_logger
-from health_beam.sources import Source, Window, batch_window, make_source
+from health_beam.sources import Source, SqlSource, Window, batch_window, make_source
 
 log = get_logger(__name__)
 
@@ -186,7 +186,9 @@ class FinishFn(beam.DoFn):
         result_path: str | None,
         started: float,
         episodes: pd.DataFrame | None = None,
+        with_products: bool = True,
     ) -> None:
+        self.with_products = with_products
         self.settings = settings
         self.source = source
         self.window = window
@@ -205,23 +207,21 @@ class FinishFn(beam.DoFn):
 
         from forecastguard.health.render import to_json
         from forecastguard.health.service import HealthService
-        from health_beam.sources import BigQuerySource
 
         result.check_id = str(uuid.uuid4())
         result.checked_at = datetime.now(UTC).replace(microsecond=0)
         result.duration_s = time.time() - self.started
-        on_bigquery = isinstance(self.source, BigQuerySource)
-        if on_bigquery:
-            target = self.source.target
-            rows = bq.product_rows(result.check_id, result.as_of, result.products)
-            bq.load_frame(target.client(), target, "health_check_products", rows)
+        kept = self.source.write_products(result.check_id, result.as_of, result.products)
         data, holdout = (None, None)
         if self.settings.artifact_uri:
             data, holdout = _top_window(self.source, self.window, self.facts, result, self.episodes)
         service = HealthService(self.settings)
-        service.finish(result, data=data, holdout=holdout, store_products=not on_bigquery)
+        service.finish(result, data=data, holdout=holdout, store_products=not kept)
         if self.result_path:
-            Path(self.result_path).write_text(to_json(result), encoding="utf-8")
+            # The full result (what `forecastguard health --json` prints), or only its
+            # summary: a million products' JSON is a gigabyte nobody reads.
+            text = to_json(result) if self.with_products else json.dumps(result.summary())
+            Path(self.result_path).write_text(text, encoding="utf-8")
         yield result.summary()
 
 
@@ -270,7 +270,7 @@ def plan(options: HealthCheckOptions, settings: Settings) -> Plan:
         as_of, options.window_days or settings.window_days, settings.reference_days or None
     )
     control = options.control_database_url
-    if control is None and not bq.is_bigquery_url(options.source):
+    if control is None and isinstance(source, SqlSource):
         control = options.source
     if control is not None:
         settings = replace(settings, database_url=control)
@@ -311,9 +311,12 @@ def runner_for(options: PipelineOptions) -> Any:
     return name
 
 
-def run(argv: list[str], settings: Settings | None = None) -> dict[str, Any] | None:
+def run(
+    argv: list[str], settings: Settings | None = None, *, with_products: bool = True
+) -> dict[str, Any] | None:
     """Run the check. In-process: wait, and return the result (`to_dict()`, as JSON
-    text decoded) with the run's counters under "pipeline"; on Dataflow: None."""
+    text decoded; only its summary unless `with_products`) with the run's counters under
+    "pipeline"; on Dataflow: None."""
     import tempfile
 
     started = time.time()
@@ -343,6 +346,7 @@ def run(argv: list[str], settings: Settings | None = None) -> dict[str, Any] | N
             result_path,
             started,
             the_plan.episodes,
+            with_products or check.result_path is not None,
         )
     )
     outcome = pipeline.run()
@@ -366,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     from forecastguard.db.engine import DatabaseUnavailable
 
     try:
-        summary = run(sys.argv[1:] if argv is None else argv)
+        summary = run(sys.argv[1:] if argv is None else argv, with_products=False)
     except (DatabaseUnavailable, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

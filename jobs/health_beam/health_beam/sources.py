@@ -65,6 +65,11 @@ class Source(Protocol):
         """The rows of the products in the range."""
         ...
 
+    def write_products(self, check_id: str, as_of: date, products: pd.DataFrame) -> bool:
+        """Keep the check's per-product rows beside the data; False: the control
+        database is to store them."""
+        ...
+
 
 @dataclass
 class BigQuerySource:
@@ -100,6 +105,13 @@ class BigQuerySource:
         return bq.product_ranges(
             self._client, self.target, window.hist_start, window.as_of, batch_size
         )
+
+    def write_products(self, check_id: str, as_of: date, products: pd.DataFrame) -> bool:
+        """Load the check's per-product rows into `health_check_products` (one load job)."""
+        self.open()
+        rows = bq.product_rows(check_id, as_of, products)
+        bq.load_frame(self._client, self.target, "health_check_products", rows)
+        return True
 
     def read(self, window: Window, products: tuple[str, str], model: str | None) -> bq.BatchFrames:
         """See `Source.read` (the Storage Read API)."""
@@ -183,6 +195,10 @@ class SqlSource:
             (ids[i], ids[min(i + batch_size, len(ids)) - 1]) for i in range(0, len(ids), batch_size)
         ]
 
+    def write_products(self, check_id: str, as_of: date, products: pd.DataFrame) -> bool:
+        """False: the control database stores them with the summary (`store_result`)."""
+        return False
+
     def read(self, window: Window, products: tuple[str, str], model: str | None) -> bq.BatchFrames:
         """See `Source.read`."""
         import sqlalchemy as sa
@@ -236,12 +252,110 @@ class SqlSource:
         )
 
 
+PARQUET_SCHEME = "parquet://"
+
+
+@dataclass
+class ParquetSource:
+    """A folder of Parquet files (`parquet:///path`), the layout bench/scale_bench.py
+    writes: sales/, predictions/ (and optionally model_residuals/) sorted by product,
+    and products.parquet (the sorted product ids). A product range reads only the row
+    groups whose statistics overlap it, as BigQuery's clustering prunes blocks."""
+
+    path: str
+
+    def _dataset(self, name: str) -> Any:
+        import pyarrow.dataset as ds
+
+        return ds.dataset(f"{self.path}/{name}", format="parquet")
+
+    def open(self) -> None:
+        """Nothing to open: each read scans the files it needs."""
+
+    def facts(self, window: Window) -> bq.WindowFacts:
+        """See `Source.facts` (newest forecast of the window, newest sale)."""
+        import pyarrow.compute as pc
+
+        as_of = pd.Timestamp(window.as_of)
+        dates = self._dataset("sales").to_table(
+            columns=["sale_date"], filter=pc.field("sale_date") <= as_of
+        )["sale_date"]
+        last = pc.max(dates).as_py() if len(dates) else None
+        preds = self._dataset("predictions").to_table(
+            columns=["target_date", "model_version", "created_at"],
+            filter=(pc.field("target_date") >= pd.Timestamp(window.window_start))
+            & (pc.field("target_date") <= as_of),
+        )
+        current = None
+        if len(preds):
+            frame = preds.to_pandas()
+            newest = frame[frame["target_date"] == frame["target_date"].max()]
+            order = newest.sort_values(["created_at", "model_version"], ascending=False)
+            current = str(order["model_version"].iloc[0])
+        return bq.WindowFacts(current, pd.Timestamp(last).date() if last is not None else None)
+
+    def plan(self, window: Window, batch_size: int) -> list[tuple[str, str]]:
+        """See `Source.plan` (from products.parquet)."""
+        import pyarrow.parquet as pq
+
+        ids = pq.read_table(f"{self.path}/products.parquet")["product_id"].to_pylist()
+        ids.sort()
+        return [
+            (ids[i], ids[min(i + batch_size, len(ids)) - 1]) for i in range(0, len(ids), batch_size)
+        ]
+
+    def write_products(self, check_id: str, as_of: date, products: pd.DataFrame) -> bool:
+        """Write the per-product rows to health_check_products/<check_id>.parquet."""
+        from pathlib import Path
+
+        folder = Path(self.path) / "health_check_products"
+        folder.mkdir(parents=True, exist_ok=True)
+        bq.product_rows(check_id, as_of, products).to_parquet(folder / f"{check_id}.parquet")
+        return True
+
+    def read(self, window: Window, products: tuple[str, str], model: str | None) -> bq.BatchFrames:
+        """See `Source.read`."""
+        import pyarrow.compute as pc
+
+        ids = (pc.field("product_id") >= products[0]) & (pc.field("product_id") <= products[1])
+        as_of = pd.Timestamp(window.as_of)
+        sales = self._dataset("sales").to_table(
+            filter=ids
+            & (pc.field("sale_date") >= pd.Timestamp(window.hist_start))
+            & (pc.field("sale_date") <= as_of)
+        )
+        preds = self._dataset("predictions").to_table(
+            filter=ids
+            & (pc.field("target_date") >= pd.Timestamp(window.ref_start))
+            & (pc.field("target_date") <= as_of)
+        )
+        residuals = pd.DataFrame(columns=["product_id", "target_date", "error"])
+        n_res = 0
+        from pathlib import Path
+
+        if model is not None and Path(f"{self.path}/model_residuals").exists():
+            table = self._dataset("model_residuals").to_table(
+                filter=ids & (pc.field("model_version") == model)
+            )
+            n_res = table.nbytes
+            residuals = table.to_pandas().sort_values(["product_id", "target_date"])
+        return bq.BatchFrames(
+            sales.to_pandas(),
+            preds.to_pandas(),
+            residuals.reset_index(drop=True),
+            int(sales.nbytes + preds.nbytes + n_res),
+        )
+
+
 def make_source(
     url: str, api_endpoint: str | None = None, storage_target: str | None = None
-) -> BigQuerySource | SqlSource:
-    """The source of a `bigquery://PROJECT/DATASET` or a SQLAlchemy URL."""
+) -> BigQuerySource | SqlSource | ParquetSource:
+    """The source of a `bigquery://PROJECT/DATASET`, a `parquet:///folder` or a
+    SQLAlchemy URL."""
     if bq.is_bigquery_url(url):
         return BigQuerySource(bq.BigQueryTarget.from_url(url, api_endpoint, storage_target))
+    if url.startswith(PARQUET_SCHEME):
+        return ParquetSource(url[len(PARQUET_SCHEME) :])
     return SqlSource(url)
 
 
@@ -268,11 +382,11 @@ def batch_window(
     if len(preds):
         predicted = _numbers(preds["predicted_units"])
         preds = preds.assign(predicted_units=predicted)[np.isfinite(predicted)]
-        for band in ("predicted_p10", "predicted_p90"):
-            if band in preds:
-                preds = preds.assign(**{band: _numbers(preds[band])})
-        if preds[["predicted_p10", "predicted_p90"]].isna().all().all():
-            preds = preds.drop(columns=["predicted_p10", "predicted_p90"])
+        bands = [b for b in ("predicted_p10", "predicted_p90") if b in preds]
+        for band in bands:
+            preds = preds.assign(**{band: _numbers(preds[band])})
+        if bands and preds[bands].isna().all().all():
+            preds = preds.drop(columns=bands)
     data = window_from_frames(
         window.as_of,
         window.window_days,

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from forecastguard.db.schema import health_check_products, health_checks
 from forecastguard.health.check import HealthResult
 from forecastguard.health.episodes import record_episodes
-from forecastguard.health.episodes import record_episodes
 
 _PRODUCT_COLUMNS = (
     "product_id",
@@ -70,7 +69,7 @@ def store_result(
         "result_json": json.dumps(summary, default=str),
         "event_id": event_id,
     }
-    frame = result.products
+    frame = result.products if products else result.products.iloc[:0]
     columns = {c: _column(frame[c].to_numpy()) for c in _PRODUCT_COLUMNS}
     columns["drift"] = frame["drift"].to_numpy(bool).tolist()
     for name in _TEXT_COLUMNS:
@@ -79,14 +78,6 @@ def store_result(
     rows = list(zip([result.check_id] * len(frame), *columns.values(), strict=True))
     with engine.begin() as conn:
         conn.execute(health_checks.insert(), [row])
-        # Issue 23: the drift episodes of the served model (a shift stays flagged).
-        record_episodes(
-            conn,
-            model_version=result.model_version,
-            as_of=result.as_of,
-            window_start=result.window_start,
-            products=result.products,
-        )
         # Issue 23: the drift episodes of the served model (a shift stays flagged).
         record_episodes(
             conn,

@@ -5,6 +5,7 @@ JSON field for field (timings and ids aside)."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -39,11 +40,20 @@ def test_beam_engine_prints_the_in_process_json(sqlite_url: str, tmp_path) -> No
     engine = make_engine(sqlite_url)
     write(engine, *frames(synthetic_window(300, date(2026, 5, 30), seed=4, drift_share=0.1)))
     engine.dispose()
-    metrics = tmp_path / "metrics.jsonl"
-    args = ["health", "--database-url", sqlite_url, "--as-of", "2026-05-30", "--json"]
-    env = {"METRICS_SINK": str(metrics)}
-    inprocess = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
-    beam = CliRunner().invoke(main, [*args, "--engine", "beam"], env=env, catch_exceptions=False)
+    # Two copies of the data: a check records drift episodes the next one would see.
+    copy = tmp_path / "copy.db"
+    shutil.copy(sqlite_url.removeprefix("sqlite:///"), copy)
+    env = {"METRICS_SINK": str(tmp_path / "metrics.jsonl")}
+    args = ["health", "--as-of", "2026-05-30", "--json"]
+    inprocess = CliRunner().invoke(
+        main, [*args, "--database-url", sqlite_url], env=env, catch_exceptions=False
+    )
+    beam = CliRunner().invoke(
+        main,
+        [*args, "--database-url", f"sqlite:///{copy}", "--engine", "beam"],
+        env=env,
+        catch_exceptions=False,
+    )
     assert inprocess.exit_code == beam.exit_code == 1, beam.output
     a, b = json.loads(inprocess.stdout), json.loads(beam.stdout)
     assert a.keys() == b.keys()
@@ -58,10 +68,11 @@ def test_beam_engine_prints_the_in_process_json(sqlite_url: str, tmp_path) -> No
         np.testing.assert_allclose(y, x, rtol=0, atol=1e-9)
     assert [p["drift"] for p in a["products"]] == [p["drift"] for p in b["products"]]
     # Both checks are stored, with their products, in the database they read.
-    engine = make_engine(sqlite_url)
-    with engine.connect() as conn:
-        stored = conn.exec_driver_sql("SELECT COUNT(*) FROM health_check_products").scalar()
-    assert stored == 600
+    for url in (sqlite_url, f"sqlite:///{copy}"):
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT COUNT(*) FROM health_check_products").scalar()
+        assert stored == 300
 
 
 @pytest.mark.skipif(
