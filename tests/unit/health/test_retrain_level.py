@@ -13,7 +13,7 @@ def _summary(kinds: list[str], p_value: float | None) -> dict:
 def test_drift_alone_needs_the_monthly_level() -> None:
     level = 0.05 / RETRAIN_SPENDING
     held = retrain_held(_summary(["drift"], 0.02))
-    assert held is not None and "retrain level 0.01" in held and "0.02" in held
+    assert held is not None and "retrain level 0.005" in held and "0.02" in held
     assert retrain_held(_summary(["drift"], level)) is None
     assert retrain_held(_summary(["drift"], 1e-9)) is None
 
