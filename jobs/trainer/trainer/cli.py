@@ -163,9 +163,13 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
             "(the same server is fine; both schemas use Alembic's alembic_version table)"
         )
     try:
-        tolerances = Tolerances(params["rmsse_tolerance"], params["disparity_tolerance"])
+        tolerances = Tolerances(
+            params["rmsse_tolerance"],
+            params["disparity_tolerance"],
+            tuple(params.get("coverage_bounds") or (0.75, 0.85)),
+        )
     except ValueError as exc:
-        raise ConfigError(f"PROMOTION_*_TOLERANCE: {exc}") from None
+        raise ConfigError(f"PROMOTION_*_TOLERANCE / PROMOTION_COVERAGE_BOUNDS: {exc}") from None
     opts = JobOptions(
         mode=params["mode"],
         run_id=run_id,
@@ -266,6 +270,15 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
     default=0.10,
     show_default=True,
     help="Relative disparity worsening allowed.",
+)
+@click.option(
+    "--coverage-bounds",
+    envvar="PROMOTION_COVERAGE_BOUNDS",
+    type=(click.FloatRange(0, 1), click.FloatRange(0, 1)),
+    default=(0.75, 0.85),
+    show_default=True,
+    help="Where the challenger's test coverage of its 80 % interval must lie to be "
+    "promoted (environment: two numbers separated by a space).",
 )
 @click.option(
     "--shap-products",

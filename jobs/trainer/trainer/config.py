@@ -67,6 +67,10 @@ class TrainConfig:
     gbm_refit: bool = True  # serve LightGBM refitted on every day with the validated rounds
     # LightGBM ensemble: one member per training-history length in days (0: all history)
     gbm_history_days: tuple[int, ...] = (364, 546, 728, 1092)
+    # forecast intervals (trainer.intervals): quantile levels served beside the point
+    # forecast, and the pseudo-days of the group prior in each product's noise scale
+    interval_levels: tuple[float, ...] = (0.1, 0.5, 0.9)
+    interval_shrinkage: float = 28.0
 
     def __post_init__(self) -> None:
         positive = (
@@ -105,6 +109,14 @@ class TrainConfig:
             raise ConfigError(
                 "TrainConfig.gbm_history_days must be one or more day counts >= 0 (0: all "
                 f"history), got {self.gbm_history_days}"
+            )
+        if not self.interval_levels or any(not 0 < a < 1 for a in self.interval_levels):
+            raise ConfigError(
+                f"TrainConfig.interval_levels must be levels in (0, 1), got {self.interval_levels}"
+            )
+        if self.interval_shrinkage < 0:
+            raise ConfigError(
+                f"TrainConfig.interval_shrinkage must be >= 0, got {self.interval_shrinkage}"
             )
         if not 0 <= self.max_synthetic_share < 1:
             raise ConfigError(

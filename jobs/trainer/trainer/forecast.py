@@ -105,6 +105,7 @@ class LstmForecaster:
 
     bundle: ModelBundle
     kind: str = LSTM
+    intervals: Any = None  # trainer.intervals.IntervalCalibration (None: no interval)
 
     @property
     def model_version(self) -> str:
@@ -112,12 +113,17 @@ class LstmForecaster:
         return self.bundle.model_version
 
     def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
-        """The network's next `horizon` days, bias-corrected."""
+        """The network's next `horizon` days, bias-corrected (and their quantiles)."""
         from trainer.pipeline import forecast_next
 
         b = self.bundle
         raw = forecast_next(b.model, b.pipeline, sales, b.cfg, b.params, promotions)
-        return b.correction.apply(raw, column="predicted_units")
+        return _with_intervals(b.correction.apply(raw, column="predicted_units"), self.intervals)
+
+
+def _with_intervals(frame: pd.DataFrame, intervals: Any) -> pd.DataFrame:
+    """`frame` with its quantile columns when the forecaster has a calibration."""
+    return frame if intervals is None else intervals.apply(frame, column="predicted_units")
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class BaselineForecaster:
     kind: str
     model_version: str
     cfg: Any  # trainer.config.TrainConfig: horizon, moving_average_days, quality rules
+    intervals: Any = None  # trainer.intervals.IntervalCalibration (None: no interval)
 
     def __post_init__(self) -> None:
         if not is_baseline(self.kind) or self.kind not in KINDS:
@@ -158,13 +165,14 @@ class BaselineForecaster:
         )[name]
         products = np.array([panel.product_ids[s] for s in series], dtype=object)
         dates = panel.calendar[origin:]
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "product_id": np.repeat(products, cfg.horizon),
                 "target_date": np.tile(dates.to_numpy(), series.size),
                 "predicted_units": values.reshape(-1),
             }
         )
+        return _with_intervals(frame, self.intervals)
 
 
 def _run_train_config(store: ArtifactStore, run_id: str, workdir: Path) -> Any:
@@ -175,13 +183,24 @@ def _run_train_config(store: ArtifactStore, run_id: str, workdir: Path) -> Any:
     return TrainConfig.from_dict(params["train_config"])
 
 
+def _run_intervals(store: ArtifactStore, run_id: str, workdir: Path, kind: str) -> Any:
+    """Kind `kind`'s interval calibration of a run (None for runs from before intervals)."""
+    from trainer.intervals import INTERVALS
+    from trainer.stages import load_intervals
+
+    download_run(store, run_id, workdir, names=[f"model/{INTERVALS}"])
+    return load_intervals(workdir / "model", kind)
+
+
 def _load_lstm(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
-    return LstmForecaster(load_model_bundle(store, pointer.run_id, workdir))
+    bundle = load_model_bundle(store, pointer.run_id, workdir)
+    return LstmForecaster(bundle, intervals=_run_intervals(store, pointer.run_id, workdir, LSTM))
 
 
 def _load_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
     cfg = _run_train_config(store, pointer.run_id, workdir)
-    return BaselineForecaster(pointer.kind, pointer.model_version, cfg)
+    intervals = _run_intervals(store, pointer.run_id, workdir, pointer.kind)
+    return BaselineForecaster(pointer.kind, pointer.model_version, cfg, intervals)
 
 
 def _load_trained(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
@@ -235,6 +254,14 @@ class ForecastResult:
         return dict(self.__dict__)
 
 
+INTERVAL_COLUMNS = ("p10", "p50", "p90")  # stored as predictions.predicted_p10, ...
+
+
+def _same_band(stored: tuple[Any, ...], new: np.ndarray) -> bool:
+    old = np.array([np.nan if v is None else float(v) for v in stored])
+    return bool(np.allclose(old, new, rtol=SAME_RTOL, atol=SAME_ATOL, equal_nan=True))
+
+
 def write_forecasts(
     engine: sa.Engine,
     forecasts: pd.DataFrame,
@@ -244,8 +271,10 @@ def write_forecasts(
 ) -> tuple[int, int]:
     """Upsert (product_id, target_date, predicted_units) rows; returns (written, unchanged).
 
-    A row already holding the same value (within `SAME_RTOL` relative or `SAME_ATOL`
-    units) from the same model version is not rewritten.
+    The frame's interval columns `p10`, `p50`, `p90` (`trainer.intervals`), when present,
+    go to `predicted_p10/_p50/_p90` (NULL without them). A row already holding the same
+    values (within `SAME_RTOL` relative or `SAME_ATOL` units) from the same model
+    version is not rewritten.
     """
     missing = {"product_id", "target_date", "predicted_units"} - set(forecasts.columns)
     if missing:
@@ -254,6 +283,14 @@ def write_forecasts(
     if not np.isfinite(values).all():
         bad = forecasts.loc[~np.isfinite(values), "product_id"].unique()[:5]
         raise ValueError(f"non-finite forecasts for product(s) {list(bad)}: nothing written")
+    bands = np.column_stack(
+        [
+            forecasts[q].to_numpy(float) if q in forecasts.columns else np.full(len(values), np.nan)
+            for q in INTERVAL_COLUMNS
+        ]
+    )
+    if np.isinf(bands).any():
+        raise ValueError("infinite forecast quantiles: nothing written")
     created = (now or datetime.now(UTC)).replace(tzinfo=None)
     frame = pd.DataFrame(
         {
@@ -269,6 +306,9 @@ def write_forecasts(
                 predictions.c.target_date,
                 predictions.c.predicted_units,
                 predictions.c.model_version,
+                predictions.c.predicted_p10,
+                predictions.c.predicted_p50,
+                predictions.c.predicted_p90,
             ).where(
                 predictions.c.target_date.between(
                     frame["target_date"].min(), frame["target_date"].max()
@@ -276,12 +316,14 @@ def write_forecasts(
                 predictions.c.product_id.in_(sorted(frame["product_id"].unique())),
             )
         ).all()
-        old = {(p, d): (v, m) for p, d, v, m in stored}
+        old = {(p, d): (v, m, (q10, q50, q90)) for p, d, v, m, q10, q50, q90 in stored}
         rows = []
-        for p, d, v in zip(frame["product_id"], frame["target_date"], values, strict=True):
+        for p, d, v, q in zip(
+            frame["product_id"], frame["target_date"], values, bands, strict=True
+        ):
             prev = old.get((p, d))
             same = prev and np.isclose(prev[0], v, rtol=SAME_RTOL, atol=SAME_ATOL)
-            if same and prev[1] == model_version:
+            if same and prev[1] == model_version and _same_band(prev[2], q):
                 continue
             rows.append(
                 {
@@ -290,6 +332,10 @@ def write_forecasts(
                     "predicted_units": float(v),
                     "model_version": model_version,
                     "created_at": created,
+                    **{
+                        f"predicted_{c}": None if np.isnan(x) else float(x)
+                        for c, x in zip(INTERVAL_COLUMNS, q, strict=True)
+                    },
                 }
             )
         upsert_rows(conn, predictions, rows)
@@ -346,7 +392,12 @@ def _fallback_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: 
         log.warning("champion's settings unreadable; defaults", extra={"error": str(exc)})
         cfg = TrainConfig()
     kind = baseline_kind(name)
-    return BaselineForecaster(kind, kind, cfg)
+    try:
+        intervals = _run_intervals(store, pointer.run_id, workdir / "fallback", kind)
+    except Exception as exc:
+        log.warning("champion's intervals unreadable; none", extra={"error": str(exc)})
+        intervals = None
+    return BaselineForecaster(kind, kind, cfg, intervals)
 
 
 def run_forecast(

@@ -79,12 +79,17 @@ class Scores:
         )
 
 
+COVERAGE_BOUNDS = (0.75, 0.85)  # the challenger's test coverage of its 80 % interval
+
+
 @dataclass(frozen=True)
 class Tolerances:
-    """How much lower the mean RMSSE must be, how much worse the disparity may be (relative)."""
+    """How much lower the mean RMSSE must be, how much worse the disparity may be
+    (relative), and where the test coverage of the 80 % interval must lie."""
 
     rmsse: float = 0.0
     disparity: float = 0.10
+    coverage: tuple[float, float] = COVERAGE_BOUNDS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rmsse < 1.0 or self.disparity < 0.0:
@@ -92,6 +97,9 @@ class Tolerances:
                 f"tolerances must be 0 <= rmsse < 1 and disparity >= 0, got {self.rmsse}, "
                 f"{self.disparity}"
             )
+        lo, hi = self.coverage
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"coverage bounds must be 0 <= low <= high <= 1, got {self.coverage}")
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,23 @@ def _judge(challenger: Scores, reference: Scores, name: str, tol: Tolerances) ->
     return True, f"mean RMSSE {challenger.rmsse:.4g} < {name}'s {reference.rmsse:.4g}"
 
 
+def coverage_failure(
+    coverage: float | None, bounds: tuple[float, float] = COVERAGE_BOUNDS
+) -> str | None:
+    """Why a test coverage of the 80 % interval blocks a promotion (None: it does not;
+    a challenger without an interval is not judged on one)."""
+    if coverage is None or not math.isfinite(coverage):
+        return None
+    lo, hi = bounds
+    if lo <= coverage <= hi:
+        return None
+    side = "too narrow" if coverage < lo else "too wide"
+    return (
+        f"its 80 % interval covered {coverage:.1%} of the test days, outside "
+        f"[{lo:.0%}, {hi:.0%}] ({side})"
+    )
+
+
 def decide(
     challenger: Scores,
     champion: Scores | None,
@@ -150,15 +175,18 @@ def decide(
     *,
     baseline_kind: str = "baseline:seasonal_naive",
     data_quality_failures: Sequence[str] = (),
+    interval_coverage: float | None = None,
 ) -> Decision:
     """Judge the challenger against the champion or, with no usable champion, the best baseline.
 
     `baseline` is the best baseline's scores on the same window (kind `baseline_kind`).
     A non-empty `data_quality_failures` (names of failed data-quality checks) blocks the
-    promotion. With no champion, a challenger that is not promoted leaves the baseline as
-    the fallback champion.
+    promotion, and so does a test coverage of the challenger's 80 % interval
+    (`interval_coverage`) outside `tol.coverage`. With no champion, a challenger that
+    is not promoted leaves the baseline as the fallback champion.
     """
     failures = [str(f) for f in data_quality_failures if str(f).strip()]
+    interval = coverage_failure(interval_coverage, tol.coverage)
     if champion is None:
         name = describe_kind(baseline_kind)
         serves = f"{name} ({baseline_kind}) becomes the champion and serves"
@@ -170,6 +198,8 @@ def decide(
                 fallback=baseline_kind,
             )
         ok, why = _judge(challenger, baseline, name, tol)
+        if interval:
+            ok, why = False, f"{why}, but {interval}"
         if ok:
             return Decision(True, f"first model: {why}", baseline_kind)
         return Decision(False, f"first model: {why}; {serves}", baseline_kind, baseline_kind)
@@ -181,6 +211,8 @@ def decide(
             "champion",
         )
     ok, why = _judge(challenger, champion, name, tol)
+    if interval:
+        ok, why = False, f"{why}, but {interval}"
     return Decision(ok, why if ok else f"{why}; {name} keeps serving", "champion")
 
 

@@ -79,6 +79,28 @@ class ReportData:
     plot_errors: dict[str, str] = field(default_factory=dict)  # plot file name -> error
 
 
+def _interval_lines(data: ReportData) -> list[str]:
+    """The served interval (issue 27): its test coverage against the promotion bounds."""
+    iv = data.metrics.get("intervals") or {}
+    served = iv.get("served") or {}
+    if served.get("coverage") is None:
+        return []
+    lo, hi = iv.get("coverage_bounds") or (0.75, 0.85)
+    inside = lo <= served["coverage"] <= hi
+    return [
+        f"Forecast intervals: P10/P50/P90 served beside the point forecast (the point is "
+        f"the model's mean-type forecast, not P50). The challenger's 80 % interval covered "
+        f"**{served['coverage']:.1%}** of the test days (10th percentile over products "
+        f"{served['coverage_p10']:.1%}; interval score {served['interval_score']:.3g}), "
+        + (
+            f"inside the promotion bounds [{lo:.0%}, {hi:.0%}]."
+            if inside
+            else f"**outside the promotion bounds [{lo:.0%}, {hi:.0%}]: not promoted**."
+        ),
+        "",
+    ]
+
+
 def _quality_lines(quality: dict[str, Any]) -> list[str]:
     """The data-quality section's head: frequency, export kind, per-rule table, failures."""
     out = ["## Data quality", ""]
@@ -369,6 +391,7 @@ def render_markdown(data: ReportData) -> str:
             + ".",
             "",
         ]
+    out += _interval_lines(data)
     out += _serving_lines(data)
     out += _candidate_lines(data)
     if data.champion_note:

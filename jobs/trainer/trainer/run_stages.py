@@ -34,7 +34,7 @@ from forecastguard.logs import get_logger, timed
 from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactStore
 from trainer.options import JobOptions
-from trainer.promotion import Decision, Fallback, Scores, Tolerances
+from trainer.promotion import COVERAGE_BOUNDS, Decision, Fallback, Scores, Tolerances
 
 if TYPE_CHECKING:
     from trainer.artifacts import ModelBundle, RunWriter
@@ -121,6 +121,7 @@ class Judgement:
     decision: Decision
     fallback: Fallback | None  # the baseline registered as champion, if it is
     serving: dict[str, Any]  # kind, model_version, description, reason
+    coverage_bounds: tuple[float, float] = COVERAGE_BOUNDS  # the interval guard's
 
 
 def judge(
@@ -153,6 +154,7 @@ def judge(
         champ.model_version,
         baseline_kind=base_kind,
         data_quality_failures=quality_failures,
+        interval_coverage=ch.interval_test.get(ch.kind, {}).get("coverage"),
     )
     log.info("promotion decision", extra=asdict(decision))
     fallback = (
@@ -176,6 +178,7 @@ def judge(
         decision=decision,
         fallback=fallback,
         serving=serving,
+        coverage_bounds=tolerances.coverage,
     )
 
 
@@ -269,6 +272,27 @@ def bias_table(ch: Challenger) -> pd.DataFrame:
     ).rename_axis("product_id")
 
 
+def intervals_document(
+    ch: Challenger, bounds: tuple[float, float] = COVERAGE_BOUNDS
+) -> dict[str, Any]:
+    """metrics.json's `intervals`: the levels, how they were calibrated, and every
+    forecaster's test coverage of its 80 % interval (the served kind's judged)."""
+    cal = ch.intervals.get(ch.kind)
+    return {
+        "levels": list(cal.levels) if cal is not None else [],
+        "point_forecast": "the model's mean-type forecast (trained on squared error), not P50",
+        "calibration": (
+            "split-conformal quantiles of validation residuals of the models trained on "
+            "the training days only (origins every val_origin_every days; the LSTM's "
+            "offsets cross-fitted), per horizon band, scaled by each product's residual "
+            "scale shrunk toward its group (trainer.intervals)"
+        ),
+        "coverage_bounds": list(bounds),
+        "served": ch.interval_test.get(ch.kind),
+        "test": ch.interval_test,
+    }
+
+
 def metrics_document(
     ch: Challenger, prepared: Prepared, tuning: TuningResult, j: Judgement, run_id: str
 ) -> dict[str, Any]:
@@ -298,6 +322,7 @@ def metrics_document(
         ),
         "fairness_comparison": ch.fairness_compare,
         "bias_correction": ch.bias_effect,
+        "intervals": intervals_document(ch, j.coverage_bounds),
         "champion": (
             {"model_version": champ.model_version, **champ.evaluation.metrics}
             if champ.evaluation is not None
@@ -371,6 +396,7 @@ def build_report(
                 "blend_weight",
                 "lightgbm_history_days",
                 "lightgbm_refit",
+                "intervals",
             )
             if k in metrics_doc
         },
@@ -470,13 +496,14 @@ def write_artifacts(
 ) -> None:
     """Every file of the run, then the manifest that seals it."""
     from trainer.artifacts import save_model_bundle
-    from trainer.stages import save_gbm
+    from trainer.stages import save_gbm, save_intervals
 
     metrics = ch.evaluation.metrics
     fair, unfair = ch.lstm, ch.plain
     with timed(log, "stage artifacts", stage="artifacts", run_uri=writer.uri) as out:
         save_model_bundle(writer, bundle, workdir / "bundle")
         save_gbm(writer, ch.gbm, ch.blend_weight, workdir / "bundle")
+        save_intervals(writer, ch.intervals)
         writer.put_json("metrics.json", report.metrics_doc)
         writer.put_text("per_product.csv", csv_text(report.per_product))
         writer.put_text("holdout.csv", csv_text(ch.test))
@@ -554,7 +581,9 @@ def record_and_serve(
             scores=j.challenger,
             kind=ch.kind,
         )
-        served = TrainedForecaster(ch.kind, bundle, ch.gbm, ch.blend_weight)
+        served = TrainedForecaster(
+            ch.kind, bundle, ch.gbm, ch.blend_weight, ch.intervals.get(ch.kind)
+        )
         return forecast_with(engine, served).to_dict()
     if j.fallback is not None:
         publish(
@@ -565,7 +594,12 @@ def record_and_serve(
             scores=j.base_scores,
             kind=j.fallback.kind,
         )
-        forecaster = BaselineForecaster(j.fallback.kind, j.fallback.model_version, bundle.cfg)
+        forecaster = BaselineForecaster(
+            j.fallback.kind,
+            j.fallback.model_version,
+            bundle.cfg,
+            ch.intervals.get(j.fallback.kind),
+        )
         return forecast_with(engine, forecaster).to_dict()
     return forecast_with_champion(engine, store, workdir / "serving")
 

@@ -46,6 +46,7 @@ import pandas as pd
 from forecastguard.logs import get_logger, timed
 from trainer.bias import BiasCorrection, correction_effect, fit_bias_correction
 from trainer.evaluate import Evaluation, disparity, evaluate
+from trainer.intervals import IntervalCalibration, coverage_summary, fit_intervals
 
 if TYPE_CHECKING:
     from trainer.config import ModelParams, TrainConfig
@@ -82,6 +83,10 @@ class Challenger:
     bias_effect: dict[str, Any]
     gbm_heldout: GBMForecaster | None = None  # the LightGBM the figures are of, if refitted
     extra: dict[str, Any] = field(default_factory=dict)
+    # kind (candidates and "baseline:<name>") -> interval calibration (validation residuals)
+    intervals: dict[str, IntervalCalibration] = field(default_factory=dict)
+    # kind -> test coverage of the 80 % interval and its interval score (`coverage_summary`)
+    interval_test: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _scores(frame: pd.DataFrame, prepared: Prepared) -> dict[str, float]:
@@ -130,13 +135,75 @@ def blend_weight(lstm: pd.DataFrame, gbm: pd.DataFrame, prepared: Prepared) -> f
     return min(scored)[2]
 
 
-def gbm_frame(gbm: GBMForecaster, prepared: Prepared, split: str) -> pd.DataFrame:
-    """LightGBM's forecasts of a split's windows as a `predict_split` frame."""
+def gbm_frame(
+    gbm: GBMForecaster, prepared: Prepared, split: str, *, every: int | None = None
+) -> pd.DataFrame:
+    """LightGBM's forecasts of a split's windows as a `predict_split` frame (`every`:
+    validation origins every `every` days, as `predict_split`)."""
+    from trainer.fairness import validation_windows
     from trainer.pipeline import _ids, windows_frame
 
     w = prepared.windows(split)
+    if every is not None and split == "val":
+        w = validation_windows(prepared, every)
     products = _ids(prepared, w)
     return windows_frame(prepared, w, gbm.predict_units(w, prepared.pipeline, products))
+
+
+def naive_scales(prepared: Prepared) -> dict[str, float]:
+    """Each product's naive scale (RMS one-day change of its training series)."""
+    return dict(zip(prepared.products, np.sqrt(prepared.scale).tolist(), strict=True))
+
+
+def calibrate_intervals(
+    prepared: Prepared,
+    cfg: TrainConfig,
+    frames: dict[str, pd.DataFrame],
+) -> dict[str, IntervalCalibration]:
+    """An interval calibration per forecaster from its validation forecasts `frames`
+    (out of sample: models trained on the training days only), plus the servable
+    baselines' from their forecasts of the same validation windows."""
+    from trainer.evaluate import SERVABLE_BASELINES, baseline_forecasts
+    from trainer.fairness import validation_windows
+    from trainer.pipeline import windows_frame
+
+    w = validation_windows(prepared, cfg.val_origin_every)
+    base = baseline_forecasts(
+        prepared.panel.units, w.series, w.origin, cfg.horizon, cfg.moving_average_days
+    )
+    frames = dict(frames) | {
+        f"baseline:{name}": windows_frame(prepared, w, base[name]) for name in SERVABLE_BASELINES
+    }
+    naive = naive_scales(prepared)
+    return {
+        kind: fit_intervals(
+            frame, naive, levels=cfg.interval_levels, shrinkage=cfg.interval_shrinkage
+        )
+        for kind, frame in frames.items()
+    }
+
+
+def interval_coverage(
+    intervals: dict[str, IntervalCalibration],
+    test: dict[str, pd.DataFrame],
+    evaluation: Evaluation,
+) -> dict[str, dict[str, Any]]:
+    """Each forecaster's test coverage of its 10–90 interval (and interval score): the
+    candidates' from `test`, the baselines' from the evaluation's baseline forecasts."""
+    frames = dict(test)
+    if evaluation.baseline_predictions is not None:
+        points = evaluation.baseline_predictions
+        for kind in intervals:
+            name = kind.removeprefix("baseline:")
+            if kind.startswith("baseline:") and name in points:
+                frames[kind] = points.rename(columns={name: "predicted"})
+    out = {}
+    for kind, frame in frames.items():
+        cal = intervals.get(kind)
+        if cal is None or not {0.1, 0.9} <= set(cal.levels):
+            continue
+        out[kind] = coverage_summary(cal.apply(frame))
+    return out
 
 
 def choose(val_scores: dict[str, dict[str, float]]) -> str:
@@ -188,6 +255,13 @@ def train_challenger(
     test_lstm_raw = tp.predict_split(dro.model, prepared, "test")
     test = {LSTM: correction.apply(test_lstm_raw), LIGHTGBM: gbm_frame(gbm, prepared, "test")}
     test[BLEND] = blend(test[LSTM], test[LIGHTGBM], weight)
+    with timed(log, "stage intervals", stage="intervals"):
+        # calibrated on validation origins every `val_origin_every` days (the LSTM's
+        # offsets cross-fitted), judged on the test windows
+        val_cal = {LSTM: cross_fitted(val_every, cfg.bias_shrinkage)}
+        val_cal[LIGHTGBM] = gbm_frame(gbm, prepared, "val", every=cfg.val_origin_every)
+        val_cal[BLEND] = blend(val_cal[LSTM], val_cal[LIGHTGBM], weight)
+        intervals = calibrate_intervals(prepared, cfg, val_cal)
     candidates = {
         k: {f"val_{n}": v for n, v in _scores(val[k], prepared).items()}
         | {f"test_{n}": v for n, v in _scores(test[k], prepared).items()}
@@ -201,6 +275,8 @@ def train_challenger(
         served_gbm = refit_gbm(prepared, gbm, seed=cfg.seed, num_threads=gbm_threads)
 
     evaluation = evaluate(test[kind], prepared)
+    interval_test = interval_coverage(intervals, test, evaluation)
+    log.info("interval coverage on test", extra={"kind": kind, **interval_test.get(kind, {})})
     val_eval = evaluate(val[kind], prepared)
     validation = {
         "kind": kind,
@@ -229,7 +305,7 @@ def train_challenger(
         correction=correction,
         blend_weight=weight,
         lstm_test_raw=test_lstm_raw,
-        test=test[kind],
+        test=intervals[kind].apply(test[kind]),
         evaluation=evaluation,
         candidates=candidates,
         validation=validation,
@@ -237,6 +313,8 @@ def train_challenger(
         fairness_evaluations={"with": ev_dro, "without": ev_plain},
         bias_effect=correction_effect(test_lstm_raw, correction),
         gbm_heldout=gbm if served_gbm is not gbm else None,
+        intervals=intervals,
+        interval_test=interval_test,
     )
 
 
@@ -252,9 +330,39 @@ def forecast_served(
     sales: pd.DataFrame,
     cfg: TrainConfig,
     promotions: pd.DataFrame | None = None,
+    intervals: IntervalCalibration | None = None,
 ) -> pd.DataFrame:
     """The next `cfg.horizon` days of forecaster `kind` (product_id, target_date,
-    predicted_units): the debiased LSTM, LightGBM or their blend."""
+    predicted_units): the debiased LSTM, LightGBM or their blend; with `intervals`, a
+    column per quantile level too ("p10", "p50", "p90")."""
+    frame = _forecast_point(
+        kind,
+        model=model,
+        params=params,
+        correction=correction,
+        gbm=gbm,
+        blend_weight=blend_weight,
+        pipeline=pipeline,
+        sales=sales,
+        cfg=cfg,
+        promotions=promotions,
+    )
+    return frame if intervals is None else intervals.apply(frame, column="predicted_units")
+
+
+def _forecast_point(
+    kind: str,
+    *,
+    model: Any,
+    params: ModelParams,
+    correction: BiasCorrection,
+    gbm: GBMForecaster | None,
+    blend_weight: float,
+    pipeline: Any,
+    sales: pd.DataFrame,
+    cfg: TrainConfig,
+    promotions: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     from trainer import pipeline as tp
 
     if kind not in CANDIDATES:
@@ -293,6 +401,7 @@ class TrainedForecaster:
     bundle: Any  # trainer.artifacts.ModelBundle
     gbm: GBMForecaster | None
     blend_weight: float = BLEND_WEIGHT
+    intervals: IntervalCalibration | None = None  # None: a run from before intervals
 
     @property
     def model_version(self) -> str:
@@ -313,6 +422,7 @@ class TrainedForecaster:
             sales=sales,
             cfg=b.cfg,
             promotions=promotions,
+            intervals=self.intervals,
         )
 
 
@@ -324,6 +434,13 @@ def save_gbm(writer: Any, gbm: GBMForecaster, blend_weight: float, workdir: Any)
     names = [writer.put_file(f"model/{p.name}", p) for p in gbm.save(local)]
     names.append(writer.put_json(f"model/{GBM_META}", {"blend_weight": blend_weight}))
     return names
+
+
+def save_intervals(writer: Any, intervals: dict[str, IntervalCalibration]) -> str:
+    """Write every forecaster's interval calibration (`model/intervals.json`)."""
+    from trainer.intervals import INTERVALS
+
+    return writer.put_json(f"model/{INTERVALS}", {k: v.to_dict() for k, v in intervals.items()})
 
 
 def load_trained(store: Any, run_id: str, kind: str, workdir: Any) -> TrainedForecaster:
@@ -341,7 +458,28 @@ def load_trained(store: Any, run_id: str, kind: str, workdir: Any) -> TrainedFor
     if kind != LSTM:
         gbm = GBMForecaster.load(local)
         weight = float(json.loads((local / GBM_META).read_text())["blend_weight"])
-    return TrainedForecaster(kind=kind, bundle=bundle, gbm=gbm, blend_weight=weight)
+    return TrainedForecaster(
+        kind=kind,
+        bundle=bundle,
+        gbm=gbm,
+        blend_weight=weight,
+        intervals=load_intervals(local, kind),
+    )
+
+
+def load_intervals(model_dir: Any, kind: str) -> IntervalCalibration | None:
+    """Kind `kind`'s interval calibration from a downloaded run's `model/intervals.json`
+    (None for a run made before intervals, or without one for that kind)."""
+    import json
+    from pathlib import Path
+
+    from trainer.intervals import INTERVALS
+
+    path = Path(model_dir) / INTERVALS
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text()).get(kind)
+    return IntervalCalibration.from_dict(data) if data else None
 
 
 def score_trained(forecaster: TrainedForecaster, prepared: Prepared) -> pd.DataFrame:

@@ -163,6 +163,9 @@ def test_the_baseline_forecasts_every_product(world):
     assert len(preds) == CFG.horizon * N_PRODUCTS
     assert set(preds["model_version"]) == {kind}
     assert preds["product_id"].nunique() == N_PRODUCTS
+    # the baseline serves an interval too, calibrated on its own validation forecasts
+    assert preds[["predicted_p10", "predicted_p50", "predicted_p90"]].notna().all().all()
+    assert (preds["predicted_p10"] <= preds["predicted_p90"]).all()
 
 
 def test_report_and_email_say_the_baseline_serves_and_why(world):

@@ -223,6 +223,52 @@ def test_a_sealed_runs_lightgbm_and_blend_load_and_score_as_trained(challenger, 
 
 
 @pytest.mark.slow
+def test_every_servable_kind_has_an_interval_calibrated_out_of_sample(challenger, tmp_path) -> None:
+    from forecastguard.storage import open_store
+    from trainer.artifacts import RunWriter
+    from trainer.stages import forecast_served, load_intervals, save_intervals
+
+    sales, prepared, params, ch = challenger
+    kinds = {*CANDIDATES, "baseline:seasonal_naive", "baseline:moving_average"}
+    assert set(ch.intervals) == kinds
+    for cal in ch.intervals.values():
+        assert cal.levels == CFG.interval_levels and cal.n_residuals > 0
+        assert set(cal.scales) <= set(prepared.products)
+    # judged on the test windows: the served kind's coverage and every baseline's
+    assert kinds <= set(ch.interval_test)
+    served = ch.interval_test[ch.kind]
+    assert 0.0 <= served["coverage"] <= 1.0 and served["interval_score"] > 0
+    assert served["points"] == len(ch.test)
+    assert {"p10", "p50", "p90"} <= set(ch.test.columns)  # holdout.csv carries the band
+    for kind in CANDIDATES:
+        frame = forecast_served(
+            kind,
+            model=ch.lstm.model,
+            params=params,
+            correction=ch.correction,
+            gbm=ch.gbm,
+            blend_weight=ch.blend_weight,
+            pipeline=prepared.pipeline,
+            sales=sales,
+            cfg=CFG,
+            intervals=ch.intervals[kind],
+        )
+        assert (frame["p10"] <= frame["p50"]).all() and (frame["p50"] <= frame["p90"]).all()
+        assert (frame["p10"] >= 0).all() and (frame["p90"] > frame["p10"]).any()
+    store = open_store(f"file://{tmp_path / 'artifacts'}")
+    writer = RunWriter(store, "run-1")
+    save_intervals(writer, ch.intervals)
+    writer.seal(model_version="v1")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "intervals.json").write_bytes(
+        store.read_bytes("runs/run-1/model/intervals.json")
+    )
+    again = load_intervals(tmp_path / "model", LIGHTGBM)
+    assert again == ch.intervals[LIGHTGBM]
+    assert load_intervals(tmp_path / "nowhere", LIGHTGBM) is None  # a run from before
+
+
+@pytest.mark.slow
 def test_lightgbm_refit_learns_from_every_day_with_the_validated_rounds(challenger) -> None:
     from trainer.gbm import refit_gbm, rows, train_gbm
 

@@ -46,6 +46,25 @@ def test_new_values_or_version_are_rewritten(engine):
     assert {(r[2], r[3]) for r in _rows(engine)} == {(4.0, "v2")}
 
 
+def test_the_served_interval_is_stored_and_a_changed_band_rewrites(engine):
+    frame = _frame().assign(p10=1.0, p50=3.0, p90=6.5)
+    assert write_forecasts(engine, frame, "v1", now=T0) == (6, 0)
+    p = predictions.c
+
+    def bands():
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(p.predicted_p10, p.predicted_p50, p.predicted_p90))
+            return {tuple(r) for r in rows}
+
+    assert bands() == {(1.0, 3.0, 6.5)}
+    assert write_forecasts(engine, frame, "v1", now=T0) == (0, 6)  # idempotent
+    assert write_forecasts(engine, frame.assign(p90=7.0), "v1", now=T0) == (6, 0)
+    assert bands() == {(1.0, 3.0, 7.0)}
+    # a forecaster without intervals (a run from before them) clears the band
+    assert write_forecasts(engine, _frame(), "v1", now=T0) == (6, 0)
+    assert bands() == {(None, None, None)}
+
+
 def test_bad_frames_write_nothing(sqlite_url):
     engine = sa.create_engine(sqlite_url)
     bad = _frame()

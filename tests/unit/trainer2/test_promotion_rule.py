@@ -95,7 +95,37 @@ def test_data_quality_failures_block_promotion(champion):
     assert decide(Scores(0.1, 1.0), champion, BASE, data_quality_failures=()).promote
 
 
+@pytest.mark.parametrize(
+    ("coverage", "promote", "words"),
+    [
+        (0.80, True, None),
+        (0.75, True, None),
+        (None, True, None),  # no interval (a run from before them): not judged on one
+        (0.62, False, "covered 62.0% of the test days, outside [75%, 85%] (too narrow)"),
+        (0.93, False, "(too wide)"),
+    ],
+)
+def test_interval_coverage_outside_its_bounds_blocks_promotion(coverage, promote, words):
+    d = decide(Scores(0.8, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=coverage)
+    assert d.promote is promote
+    if words:
+        assert words in d.reason and "keeps serving" in d.reason
+    assert decide(
+        Scores(0.8, 1.5),
+        Scores(0.9, 1.5),
+        BASE,
+        Tolerances(coverage=(0.0, 1.0)),
+        interval_coverage=coverage,
+    ).promote  # the bounds are a tolerance
+    # a first model with a bad interval leaves the baseline serving (the fallback path)
+    first = decide(Scores(0.8, 1.5), None, BASE, baseline_kind=MA, interval_coverage=coverage)
+    assert first.promote is promote
+    assert first.fallback == (None if promote else MA)
+
+
 def test_bad_tolerances_and_scores():
+    with pytest.raises(ValueError, match="coverage bounds"):
+        Tolerances(coverage=(0.9, 0.8))
     with pytest.raises(ValueError):
         Tolerances(rmsse=1.5)
     with pytest.raises(ValueError):

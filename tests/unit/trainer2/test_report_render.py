@@ -255,3 +255,17 @@ def test_report_names_the_chosen_candidate_and_the_lightgbm_refit():
     # A run without candidates (older metrics) renders without the section.
     data.metrics = _metrics(2.0)
     assert "## The challenger's candidates" not in render_markdown(data)
+
+
+def test_report_states_the_intervals_coverage_and_a_blocked_promotion():
+    data = _data(champion=True)
+    assert "Forecast intervals" not in render_markdown(data)  # a run without intervals
+    served = {"coverage": 0.62, "coverage_p10": 0.4, "interval_score": 3.5}
+    data.metrics = data.metrics | {
+        "intervals": {"served": served, "coverage_bounds": [0.75, 0.85], "levels": [0.1, 0.5, 0.9]}
+    }
+    md = render_markdown(data)
+    assert "80 % interval covered **62.0%** of the test days" in md
+    assert "outside the promotion bounds [75%, 85%]: not promoted" in md
+    data.metrics["intervals"]["served"] = served | {"coverage": 0.8}
+    assert "inside the promotion bounds [75%, 85%]" in render_markdown(data)

@@ -93,6 +93,21 @@ def test_bad_settings_name_the_variable(env, params, message):
         _build(env=env, **params)
 
 
+def test_the_interval_coverage_bounds_come_from_the_environment():
+    from click.testing import CliRunner
+
+    from trainer.promotion import COVERAGE_BOUNDS
+
+    _, opts = _build()
+    assert opts.tolerances.coverage == COVERAGE_BOUNDS
+    _, opts = _build(coverage_bounds=(0.7, 0.9))
+    assert opts.tolerances.coverage == (0.7, 0.9)
+    with pytest.raises(ConfigError, match="PROMOTION_COVERAGE_BOUNDS"):
+        _build(coverage_bounds=(0.9, 0.7))
+    out = CliRunner().invoke(command, [], env=ENV | {"PROMOTION_COVERAGE_BOUNDS": "0.7 x"})
+    assert out.exit_code == 2 and "coverage-bounds" in out.output
+
+
 def test_click_validates_flags():
     from click.testing import CliRunner
 
