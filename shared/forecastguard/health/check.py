@@ -24,7 +24,7 @@ import pandas as pd
 
 from forecastguard.config import Settings
 from forecastguard.frequency import DAILY, UNKNOWN, Frequency, classify_intervals, detect_frequency
-from forecastguard.health import stats
+from forecastguard.health import coverage, stats
 from forecastguard.health.phi_table import PHI_GRID
 from forecastguard.health.window import NO_EPISODE, WindowData
 
@@ -138,6 +138,7 @@ class HealthResult:
             "persisting": int(self.products["persisting"].sum())
             if "persisting" in self.products
             else 0,
+            "interval_coverage": interval_coverage(self.products),  # issue 27
             "drift_model": dict(self.drift_model),
             "retrain_level": self.params.fdr_alpha / RETRAIN_SPENDING,
             "duration_s": round(self.duration_s, 4),
@@ -552,6 +553,7 @@ def product_phase(
         "freq_step": step,
         "episode_day": _per_product(data.drift_since, n_all, NO_EPISODE),
         "episode_checks": _per_product(data.drift_checks, n_all, 0),
+        **coverage.product_columns(data, params.min_samples),  # issue 27: served interval
     }
     for name in _DRIFT_FIELDS:
         value = getattr(tests, name)
@@ -630,6 +632,7 @@ def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
     rows = part.products
     tests = _tests_from_rows(rows)
     drift = _error_drift_decision(tests, params, rows["reference"].to_numpy(object))
+    drift = _join_coverage(drift, rows, params)  # issue 27: the interval's coverage test
     sales_q, sales_drift, data_drift = _sales_drift_decision(part, rows, params)
     listed = rows["listed"].to_numpy(bool)
     products = pd.DataFrame(
@@ -660,6 +663,7 @@ def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
             "sales_drift": sales_drift[listed],
         }
     )
+    products = _with_coverage(products, rows, listed)
     n_products = int(listed.sum())
     n_tested = int((~np.isnan(drift.pvalues)).sum())
     n_drifted = int(drift.drift.sum())
@@ -800,6 +804,12 @@ def drift_reason(row: Any) -> str:
 
 
 def _drift_words(row: Any, pid: str, kind: Any) -> str:
+    if getattr(row, "drift_test", None) == COVERAGE_TEST:
+        way = "too narrow" if row.coverage < coverage.NOMINAL else "too wide"
+        return (
+            f"{pid}: its 80 % interval covered {row.coverage:.0%} of the window's days "
+            f"({way}; interval score {row.interval_score:.3g})"
+        )
     if kind == "level":
         side = "too low" if row.bias_shift > 0 else "too high"
         return (
@@ -819,3 +829,58 @@ def drift_reasons(products: pd.DataFrame) -> list[str]:
     """The drifted products in words, smallest q-value first."""
     drifted = products[products["drift"]].sort_values(["drift_qvalue", "product_id"])
     return [drift_reason(row) for row in drifted.itertuples(index=False)]
+
+
+# --- Issue 27: the served interval's coverage (`forecastguard.health.coverage`). --------
+#
+# `product_phase` adds each product's coverage test (its own rows only); here its
+# p-value joins the drift tests' (Bonferroni per product) before BH, and a product found
+# by it is a `scale` drift whose test is "coverage". Products without a served interval
+# keep the drift tests' p-values, so a database without intervals is judged as before.
+
+COVERAGE_TEST = "coverage"
+
+
+def _join_coverage(drift: _Drift, rows: pd.DataFrame, params: HealthParams) -> _Drift:
+    """The drift decision with the coverage p-values joined (unchanged without them)."""
+    from dataclasses import replace
+
+    p_cov = rows["coverage_pvalue"].to_numpy(np.float64) if "coverage_pvalue" in rows else None
+    if p_cov is None or np.isnan(p_cov).all():
+        return drift
+    d = drift.decision
+    joint, by_cov = coverage.join_pvalues(d.pvalue, p_cov)
+    qvalue = stats.benjamini_hochberg(joint)
+    flagged = qvalue <= params.fdr_alpha
+    kinds = np.array([None, *stats.DRIFT_KINDS], dtype=object)
+    names = np.array([None, *stats.DRIFT_TESTS], dtype=object)
+    own = np.where(flagged & ~by_cov, d.test, -1) + 1  # the drift test's own finding
+    kind = np.where(flagged & by_cov, "scale", kinds[own]).astype(object)
+    test = np.where(flagged & by_cov, COVERAGE_TEST, names[own]).astype(object)
+    found = flagged & (by_cov | (d.test >= 0))
+    return replace(
+        drift,
+        decision=replace(d, pvalue=joint, qvalue=qvalue, drift=flagged),
+        drift=found,
+        kind=np.where(found, kind, None),
+        test=np.where(found, test, None),
+    )
+
+
+def _with_coverage(products: pd.DataFrame, rows: pd.DataFrame, listed: np.ndarray) -> pd.DataFrame:
+    """The result's per-product table with the coverage columns (when the rows have them)."""
+    cols = ("coverage", "coverage_n", "coverage_pvalue", "interval_score")
+    if not set(cols) <= set(rows.columns):
+        return products
+    return products.assign(**{c: rows[c].to_numpy(np.float64)[listed] for c in cols})
+
+
+def interval_coverage(products: pd.DataFrame) -> float | None:
+    """The share of the window's days with a served interval that fell inside it (the
+    metrics' aggregate; None without intervals)."""
+    if "coverage" not in products or "coverage_n" not in products:
+        return None
+    cov = products["coverage"].to_numpy(np.float64)
+    n = products["coverage_n"].to_numpy(np.float64)
+    ok = np.isfinite(cov)
+    return float((cov[ok] * n[ok]).sum() / n[ok].sum()) if ok.any() and n[ok].sum() else None

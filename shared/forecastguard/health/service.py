@@ -34,6 +34,7 @@ from forecastguard.health.check import (
     HealthParams,
     HealthResult,
     compute_health,
+    interval_coverage,
     needs_holdout,
     retrain_held,
 )
@@ -68,6 +69,7 @@ def health_points(result: HealthResult) -> list[MetricPoint]:
         ("avg_rmse", result.avg_rmse),
         ("global_p_value", result.p_value),
         ("drifted_share", result.drifted_share),
+        ("interval_coverage", interval_coverage(result.products)),  # issue 27, nominal 0.8
     ):
         if value is not None:
             points.append(MetricPoint(name, float(value)))

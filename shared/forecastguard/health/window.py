@@ -59,6 +59,10 @@ class WindowData:
     reference_days: int | None = None
     drift_since: np.ndarray | None = None
     drift_checks: np.ndarray | None = None
+    # The served interval of each row's forecast (issue 27), window days only: P10 and
+    # P90 in units, NaN where none (None: no forecast in the window has one).
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
 
     def subset(self, product_ids: Sequence[str] | np.ndarray) -> WindowData:
         """The same window for only these products (ids not in it are ignored).
@@ -84,6 +88,8 @@ class WindowData:
             bad_values=tuple(b for b in self.bad_values if b[0] in chosen),
             drift_since=None if self.drift_since is None else self.drift_since[keep],
             drift_checks=None if self.drift_checks is None else self.drift_checks[keep],
+            lower=None if self.lower is None else self.lower[rows],
+            upper=None if self.upper is None else self.upper[rows],
         )
 
     @property
@@ -334,6 +340,53 @@ def _read(conn: sa.Connection, hist_start: date, ref_start: date, window_start: 
     return ids, counts, frame, bad_pred, versions, reference
 
 
+def _read_intervals(
+    conn: sa.Connection,
+    ids: list[str],
+    codes: np.ndarray,
+    day: np.ndarray,
+    hist_start: date,
+    window_start: date,
+    as_of: date,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The served P10/P90 of the window's forecasts, matched to the sales rows (`codes`,
+    `day`); None when no forecast of the window has an interval (one query, rows
+    without an interval filtered in the database)."""
+    dialect = conn.dialect.name
+    p = predictions
+    rows = conn.execute(
+        sa.select(
+            p.c.product_id,
+            sa.func.count(),
+            *_entries(
+                [
+                    _day_offset(p.c.target_date, hist_start, dialect),
+                    p.c.predicted_p10,
+                    p.c.predicted_p90,
+                ],
+                dialect,
+            ),
+        )
+        .where(
+            p.c.target_date.between(window_start, as_of),
+            p.c.predicted_p10.is_not(None),
+            p.c.predicted_p90.is_not(None),
+        )
+        .group_by(p.c.product_id)
+    ).all()
+    if not rows:
+        return None
+    got_ids, counts, frame = _parse_groups(rows, ["day", "lo", "hi"], joined=dialect != "sqlite")
+    n_days = (as_of - hist_start).days + 1
+    dense = np.full((2, len(ids), n_days), np.nan)
+    code = np.repeat(pd.Index(ids).get_indexer(got_ids), counts)
+    known = code >= 0
+    pday = frame["day"].to_numpy(np.int64)[known]
+    dense[0, code[known], pday] = frame["lo"].to_numpy(np.float64)[known]
+    dense[1, code[known], pday] = frame["hi"].to_numpy(np.float64)[known]
+    return dense[0, codes, day], dense[1, codes, day]
+
+
 def load_window(
     engine: sa.Engine, as_of: date, window_days: int, reference_days: int | None = None
 ) -> WindowData:
@@ -375,6 +428,7 @@ def load_window(
             .limit(1)
         ).scalar()
         day = frame["day"].to_numpy(np.int64)
+        bands = _read_intervals(conn, ids, codes, day, hist_start, window_start, as_of)
         if len(day):
             last_sale: date | None = hist_start + timedelta(days=int(day.max()))
         else:
@@ -396,6 +450,8 @@ def load_window(
         reference_versions=tuple(reference),
         bad_values=tuple(bad),
         reference_days=reference_days,
+        lower=None if bands is None else bands[0],
+        upper=None if bands is None else bands[1],
     )
 
 
@@ -436,7 +492,8 @@ def window_from_frames(
 
     THE constructor for any other backend (tests, benchmarks, a BigQuery or Beam reader):
     `sales_frame` has product_id, sale_date, units_sold; `predictions_frame` has
-    product_id, target_date, predicted_units and optionally model_version. With
+    product_id, target_date, predicted_units and optionally model_version and the
+    served interval, predicted_p10 and predicted_p90 (window days only). With
     model_version, the versions that forecast the window, the current model (the one
     that forecast the window's newest day) and each product's reference-window versions
     are derived as `load_window` derives them. A reader that gives only a batch of the
@@ -478,8 +535,9 @@ def window_from_frames(
                 pid: frozenset(map(str, group.unique()))
                 for pid, group in before.groupby("product_id")["model_version"]
             }
+        bands = [c for c in ("predicted_p10", "predicted_p90") if c in preds]
         frame = frame.merge(
-            preds[["product_id", "target_date", "predicted_units"]],
+            preds[["product_id", "target_date", "predicted_units", *bands]],
             left_on=["product_id", "sale_date"],
             right_on=["product_id", "target_date"],
             how="left",
@@ -493,6 +551,13 @@ def window_from_frames(
     reference = None
     if ref_versions is not None:
         reference = tuple(ref_versions.get(p, frozenset()) for p in products)
+    lower = upper = None
+    if {"predicted_p10", "predicted_p90"} <= set(frame.columns):
+        in_win = (frame["sale_date"] >= pd.Timestamp(window_start)).to_numpy()
+        lower = np.where(in_win, frame["predicted_p10"].to_numpy(np.float64), np.nan)
+        upper = np.where(in_win, frame["predicted_p90"].to_numpy(np.float64), np.nan)
+        if np.isnan(lower).all() or np.isnan(upper).all():
+            lower = upper = None
     data = WindowData(
         as_of=as_of,
         window_days=window_days,
@@ -507,5 +572,7 @@ def window_from_frames(
         last_sale_date=last_sale_date or last,
         reference_versions=reference,
         reference_days=reference_days,
+        lower=lower,
+        upper=upper,
     )
     return data if episodes is None else with_episodes(data, episodes)

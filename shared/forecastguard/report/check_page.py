@@ -169,6 +169,7 @@ def _panel(
     figures.update({k: row.get(k) for k in DRIFT_COLUMNS if k in row})
     figures["sales_drift"] = row.get("sales_drift")
     figures["sales_wasserstein"] = row.get("sales_wasserstein")
+    figures.update({k: row.get(k) for k in ("coverage", "interval_score") if k in row})
     panel = ProductPanel(pid, why, figures)
     if data is None:
         panel.notes.append("the window's daily data was not available to draw")
@@ -186,6 +187,15 @@ def _panel(
     dense_pred = np.full(hi - lo + 1, np.nan)
     dense_actual[day[keep] - lo] = units[keep]
     dense_pred[day[keep] - lo] = pred[keep]
+    bands = []
+    if data.lower is not None and data.upper is not None:  # the served P10–P90 (issue 27)
+        dense_lo, dense_hi = np.full(hi - lo + 1, np.nan), np.full(hi - lo + 1, np.nan)
+        dense_lo[day[keep] - lo] = data.lower[rows][keep]
+        dense_hi[day[keep] - lo] = data.upper[rows][keep]
+        if np.isfinite(dense_lo).any():
+            bands.append(
+                svg.Band("served 80 % interval (P10–P90)", dense_lo, dense_hi, svg.FORECAST)
+            )
     x = np.arange(lo, hi + 1)
     reference = str(row.get("reference") or "none")
     ref_label = {
@@ -207,6 +217,7 @@ def _panel(
             svg.Span(lo - 0.5, hd - 0.5, ref_label, svg.REFERENCE),
             svg.Span(hd - 0.5, hi + 0.5, "window", svg.WINDOW),
         ],
+        bands=bands,
     )
     err = units - pred
     ok = np.isfinite(err)

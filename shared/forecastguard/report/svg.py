@@ -46,6 +46,17 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Band:
+    """A shaded band between two lines over the chart's x (NaN leaves a gap), e.g. the
+    served P10–P90 interval."""
+
+    label: str
+    lower: np.ndarray
+    upper: np.ndarray
+    color: str
+
+
+@dataclass(frozen=True)
 class Span:
     """A shaded x range [start, end] with a label (e.g. the window)."""
 
@@ -237,16 +248,20 @@ def line_chart(
     log_y: bool = False,
     width: int = WIDTH,
     height: int = HEIGHT,
+    bands: Sequence[Band] = (),
 ) -> str:
-    """A line chart over numeric `x`, with shaded spans and threshold rules.
+    """A line chart over numeric `x`, with shaded spans, bands and threshold rules.
 
-    `log_y` plots log10 of the values (ticks labelled with the values themselves).
+    `log_y` plots log10 of the values (ticks labelled with the values themselves); bands
+    are drawn on a linear axis only.
     """
     x = np.asarray(x, float)
     ys = [np.asarray(s.y, float) for s in series]
     if log_y:
         ys = [np.log10(np.clip(y, 1e-12, None)) for y in ys]
-    finite = np.concatenate([y[np.isfinite(y)] for y in ys] + [np.array([])])
+        bands = ()
+    edges = [np.asarray(v, float) for b in bands for v in (b.lower, b.upper)]
+    finite = np.concatenate([y[np.isfinite(y)] for y in [*ys, *edges]] + [np.array([])])
     rule_values = [
         (math.log10(max(r.value, 1e-12)) if log_y else r.value)
         for r in rules
@@ -284,6 +299,21 @@ def line_chart(
     ]
     _rules(frame, shown_rules)
     px = np.asarray(frame.px(x), float)
+    for b in bands:
+        lower, upper = np.asarray(b.lower, float), np.asarray(b.upper, float)
+        ok = np.isfinite(lower) & np.isfinite(upper)
+        # one polygon per run of consecutive days with a band
+        for run in np.split(
+            np.flatnonzero(ok), np.flatnonzero(np.diff(np.flatnonzero(ok)) > 1) + 1
+        ):
+            if not len(run):
+                continue
+            top = [f"{px[i]:.1f},{float(frame.py(upper[i])):.1f}" for i in run]
+            bottom = [f"{px[i]:.1f},{float(frame.py(lower[i])):.1f}" for i in run[::-1]]
+            frame.add(
+                f'<polygon points="{" ".join(top + bottom)}" fill="{b.color}" '
+                'fill-opacity="0.22" stroke="none"/>'
+            )
     for s, y in zip(series, ys, strict=True):
         py = np.asarray(frame.py(y), float)
         dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
@@ -298,6 +328,7 @@ def line_chart(
                 if math.isfinite(yy):
                     frame.add(f'<circle cx="{xx:.1f}" cy="{yy:.1f}" r="3.5" fill="{c}"/>')
     legend = [(s.label, s.color, s.dash) for s in series]
+    legend += [(b.label, b.color, None) for b in bands]
     return _svg(frame, title, legend)
 
 
