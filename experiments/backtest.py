@@ -19,7 +19,7 @@ import pandas as pd
 
 from experiments.data import Panel
 from experiments.metrics import scales
-from experiments.models.base import Forecaster, ForecastTask
+from experiments.models.base import QUANTILE_LEVELS, Forecaster, ForecastTask
 from forecastguard.logs import get_logger
 
 log = get_logger(__name__)
@@ -85,9 +85,20 @@ class BacktestResult:
     n_cutoffs: int = 0  # planned
 
 
-def _frame(model: str, task: ForecastTask, actual: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+def quantile_column(level: float) -> str:
+    """The forecasts frame's column of quantile `level` (0.1 -> "q10")."""
+    return f"q{round(level * 100):d}"
+
+
+def _frame(
+    model: str,
+    task: ForecastTask,
+    actual: np.ndarray,
+    values: np.ndarray,
+    quantiles: dict[float, np.ndarray] | None = None,
+) -> pd.DataFrame:
     h, n = values.shape
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "model": model,
             "cutoff": task.history.dates[-1],
@@ -98,6 +109,16 @@ def _frame(model: str, task: ForecastTask, actual: np.ndarray, values: np.ndarra
             "forecast": values.reshape(-1),
         }
     )
+    for level in QUANTILE_LEVELS:
+        q = (quantiles or {}).get(level)
+        if q is None:
+            frame[quantile_column(level)] = np.nan
+            continue
+        q = np.asarray(q, dtype=float)
+        if q.shape != values.shape or not np.all(np.isfinite(q)):
+            raise ValueError(f"{model}: quantile {level} forecast is malformed")
+        frame[quantile_column(level)] = q.reshape(-1)
+    return frame
 
 
 def run_backtest(
@@ -135,6 +156,8 @@ def run_backtest(
                     "product_id": list(panel.products),
                     "rmsse_scale": rmsse_scale,
                     "mase_scale": mase_scale,
+                    # the WSPL weight: units sold over the history's last 28 days
+                    "sales_28": np.nansum(task.history.units[-28:], axis=0),
                 }
             )
         )
@@ -158,12 +181,12 @@ def run_backtest(
                 )
             if not np.all(np.isfinite(values)):
                 raise ValueError(f"{model.name} returned non-finite forecasts")
-            frames.append(_frame(model.name, task, actual, values))
+            frames.append(_frame(model.name, task, actual, values, result.quantiles))
             for name, extra in result.extra.items():
                 extra = np.asarray(extra, dtype=float)
                 if extra.shape != actual.shape or not np.all(np.isfinite(extra)):
                     raise ValueError(f"{model.name}: extra forecast {name} is malformed")
-                frames.append(_frame(name, task, actual, extra))
+                frames.append(_frame(name, task, actual, extra, result.extra_quantiles.get(name)))
             timing_rows.append(
                 {"model": model.name, "cutoff": panel.dates[cutoff], "wall_s": wall, "cpu_s": cpu}
             )

@@ -183,7 +183,9 @@ def family_timings(timings: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_cutoff(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows {model, cutoff, rmsse, worst_decile_rmsse, bias, seeds}, families seed-averaged.
+    """Rows {model, cutoff, rmsse, worst_decile_rmsse, bias, seeds} and, for models with
+    quantiles, {coverage_80, coverage_80_p10, wspl} (`interval_scores`), families
+    seed-averaged.
 
     `rmsse` is the mean per-product RMSSE of that cutoff's window, `bias` the mean
     per-product bias; a family's row is the mean of its seeds' rows (`seeds` of them).
@@ -204,7 +206,74 @@ def per_cutoff(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFra
                     "seeds": int(counts.get(model, 1)),
                 }
             )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    intervals = interval_scores(forecasts, scale_frame)
+    if out.empty or intervals.empty:
+        return out
+    return out.merge(intervals, on=["model", "cutoff"], how="left")
+
+
+INTERVAL_LEVELS = {"q10": 0.1, "q50": 0.5, "q90": 0.9}
+
+
+def pinball(actual: np.ndarray, quantile: np.ndarray, level: float) -> np.ndarray:
+    """The pinball (quantile) loss of `quantile` at `level` for `actual`."""
+    diff = actual - quantile
+    return np.where(diff >= 0, level * diff, (level - 1.0) * diff)
+
+
+def interval_scores(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, cutoff): `coverage_80` (share of scored days inside [q10, q90]),
+    `coverage_80_p10` (the 10th percentile of the products' coverage) and `wspl`.
+
+    WSPL is M5's Uncertainty metric at the stored levels: per product, the pinball loss
+    averaged over days and levels and divided by its in-sample seasonal-naive absolute
+    error (the MASE scale), then weighted by the product's units sold in the history's
+    last 28 days (equal weights when those are unknown). Models without quantiles get
+    no row; seeds are averaged per family as in `per_cutoff`.
+    """
+    have = [c for c in INTERVAL_LEVELS if c in forecasts.columns]
+    if len(have) < len(INTERVAL_LEVELS):
+        return pd.DataFrame(columns=["model", "cutoff", "coverage_80", "coverage_80_p10", "wspl"])
+    f = forecasts[forecasts["actual"].notna() & forecasts[have].notna().all(axis=1)]
+    f = f.merge(scale_frame, on=["cutoff", "product_id"], how="left", validate="many_to_one")
+    y = f["actual"].to_numpy(dtype=float)
+    hit = (y >= f["q10"].to_numpy()) & (y <= f["q90"].to_numpy())
+    loss = np.mean(
+        [pinball(y, f[c].to_numpy(dtype=float), a) for c, a in INTERVAL_LEVELS.items()], axis=0
+    )
+    weight = f["sales_28"] if "sales_28" in f.columns else pd.Series(1.0, index=f.index)
+    parts = pd.DataFrame(
+        {
+            "model": f["model"].to_numpy(),
+            "cutoff": f["cutoff"].to_numpy(),
+            "product_id": f["product_id"].to_numpy(),
+            "hit": hit,
+            "spl": loss / f["mase_scale"].to_numpy(dtype=float),
+            "w": weight.fillna(0.0).to_numpy(dtype=float),
+        }
+    )
+    per = parts.groupby(["model", "cutoff", "product_id"], sort=False).agg(
+        hit=("hit", "mean"), spl=("spl", "mean"), w=("w", "first")
+    )
+    rows = []
+    for (model, cutoff), g in per.groupby(level=["model", "cutoff"], sort=False):
+        ok = np.isfinite(g["spl"].to_numpy())
+        w = g["w"].to_numpy()[ok]
+        w = w / w.sum() if w.sum() > 0 else np.full(ok.sum(), 1.0 / max(ok.sum(), 1))
+        rows.append(
+            {
+                "model": family(model),
+                "cutoff": str(pd.Timestamp(cutoff).date()),
+                "coverage_80": float(g["hit"].mean()),
+                "coverage_80_p10": float(np.percentile(g["hit"].to_numpy(), 10)),
+                "wspl": float(np.sum(w * g["spl"].to_numpy()[ok])),
+            }
+        )
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    return out.groupby(["model", "cutoff"], sort=False).mean().reset_index()
 
 
 def cell_rmsse(forecasts: pd.DataFrame, scale_frame: pd.DataFrame) -> pd.DataFrame:

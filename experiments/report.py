@@ -124,6 +124,50 @@ def per_cutoff_table(rows: pd.DataFrame, value: str = "rmsse") -> str:
     return "\n".join(lines)
 
 
+def interval_lines(rows: pd.DataFrame) -> list[str]:
+    """The intervals section: coverage of the 10–90 interval, its 10th percentile over
+    products and WSPL per cutoff, with issue 27's goals judged on them."""
+    if rows.empty or "wspl" not in rows.columns or rows["wspl"].isna().all():
+        return []
+    q = rows[rows["wspl"].notna()]
+    out = [
+        "## Intervals (P10/P50/P90)",
+        "",
+        "`coverage_80`: share of scored days inside [P10, P90] (nominal 0.80):",
+        "",
+        per_cutoff_table(q, "coverage_80"),
+        "",
+        "`coverage_80_p10`: the 10th percentile over products of each product's coverage:",
+        "",
+        per_cutoff_table(q, "coverage_80_p10"),
+        "",
+        "`wspl`: M5's weighted scaled pinball loss at 0.1/0.5/0.9 (scale: in-sample seasonal-"
+        "naive MAE; weights: units sold in the history's last 28 days; lower is better):",
+        "",
+        per_cutoff_table(q, "wspl"),
+        "",
+    ]
+    models = set(q["model"])
+    if "trainer" in models:
+        t = q[q["model"] == "trainer"]
+        cov, p10 = t["coverage_80"].mean(), t["coverage_80_p10"].mean()
+        met = 0.78 <= cov <= 0.82 and p10 >= 0.65
+        out.append(
+            f"- Issue 27, coverage (served forecaster: mean `coverage_80` in [0.78, 0.82], "
+            f"`coverage_80_p10` ≥ 0.65): {cov:.3f} and {p10:.3f} — "
+            f"**{'met' if met else 'not met'}**."
+        )
+        if "lightgbm_quantile" in models:
+            wide = q.pivot(index="cutoff", columns="model", values="wspl")
+            ok = wide["trainer"] <= wide["lightgbm_quantile"]
+            out.append(
+                f"- Issue 27, WSPL (served ≤ quantile-LightGBM reference at ≥ 5 of 6 cutoffs): "
+                f"at {int(ok.sum())} of {len(ok)} — **{'met' if ok.sum() >= 5 else 'not met'}**."
+            )
+        out.append("")
+    return out
+
+
 def comparisons_table(comparisons: list[dict[str, Any]]) -> str:
     """Paired comparisons: mean RMSSE difference and worst-decile change, with intervals."""
     lines = [
@@ -264,6 +308,7 @@ def write_report(
                 "",
                 per_cutoff_table(cutoff_rows, "worst_decile_rmsse"),
                 "",
+                *interval_lines(cutoff_rows),
             ]
             if cutoff_rows is not None and not cutoff_rows.empty
             else []

@@ -12,6 +12,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "sarima",
     "sarima_adf",
     "lightgbm",
+    "lightgbm_quantile",
     "deepar",
     "trainer",
 )
@@ -63,6 +64,14 @@ def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list
                     num_threads=opts.n_jobs,
                     seed=opts.seed,
                     last_year=opts.lgbm_last_year,
+                )
+            )
+        elif name == "lightgbm_quantile":
+            from experiments.models.lgbm import LightGBMQuantile
+
+            models.append(
+                LightGBMQuantile(
+                    num_boost_round=opts.lgbm_rounds, num_threads=opts.n_jobs, seed=opts.seed
                 )
             )
         elif name == "deepar":

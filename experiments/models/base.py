@@ -10,6 +10,8 @@ import pandas as pd
 
 from experiments.data import Panel
 
+QUANTILE_LEVELS = (0.1, 0.5, 0.9)  # scored: columns q10, q50, q90 (NaN: none given)
+
 
 @dataclass(frozen=True)
 class ForecastTask:
@@ -39,6 +41,10 @@ class Forecast:
     # trainer's plain and DRO LSTMs, its LightGBM): name -> (H, N) units.
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     cpu_seconds: float | None = None  # CPU time spent outside this process (worker pools)
+    # Forecast quantiles: level (0.1, 0.5, 0.9) -> (H, N) units; for `extra` forecasts,
+    # their name -> the same.
+    quantiles: dict[float, np.ndarray] = field(default_factory=dict)
+    extra_quantiles: dict[str, dict[float, np.ndarray]] = field(default_factory=dict)
 
 
 class Forecaster(Protocol):

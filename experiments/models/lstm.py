@@ -35,7 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from experiments.models.base import Forecast, ForecastTask, seasonal_naive_values
+from experiments.models.base import (
+    QUANTILE_LEVELS,
+    Forecast,
+    ForecastTask,
+    seasonal_naive_values,
+)
 
 OUTPUTS = (
     "lstm",
@@ -47,10 +52,12 @@ OUTPUTS = (
 )
 
 
-def horizon_table(frame: pd.DataFrame, task: ForecastTask) -> np.ndarray:
-    """(H, N) `predicted_units` of a trainer forecast frame on the task's days and
-    products (NaN where a product is not forecast)."""
-    table = frame.pivot(index="target_date", columns="product_id", values="predicted_units")
+def horizon_table(
+    frame: pd.DataFrame, task: ForecastTask, column: str = "predicted_units"
+) -> np.ndarray:
+    """(H, N) `column` of a trainer forecast frame on the task's days and products (NaN
+    where a product is not forecast)."""
+    table = frame.pivot(index="target_date", columns="product_id", values=column)
     table = table.reindex(index=task.future_dates, columns=list(task.history.products))
     return table.to_numpy(dtype=float)
 
@@ -75,6 +82,7 @@ class TrainerForecaster:
         """Prepare, train the candidates, choose on validation, forecast every candidate."""
         from trainer import pipeline as tp
         from trainer.config import ModelParams, TrainConfig
+        from trainer.intervals import column_name
         from trainer.stages import BLEND, LIGHTGBM, LSTM, forecast_served, train_challenger
 
         cfg = TrainConfig(
@@ -106,13 +114,16 @@ class TrainerForecaster:
             **{f"val_rmsse_{k}": round(v["val_rmsse"], 4) for k, v in ch.candidates.items()},
         }
 
-        def wide(frame: pd.DataFrame) -> np.ndarray:
-            values = horizon_table(frame, task)
+        def wide(frame: pd.DataFrame, column: str = "predicted_units") -> np.ndarray:
+            values = horizon_table(frame, task, column)
             missing = np.isnan(values)
             if missing.any():  # products the trainer does not forecast: seasonal naive
                 notes["fallbacks"] = int(missing.any(axis=0).sum())
                 values = np.where(missing, fallback, values)
             return np.clip(values, 0.0, None)
+
+        def quantiles(frame: pd.DataFrame) -> dict[float, np.ndarray]:
+            return {a: wide(frame, column_name(a)) for a in QUANTILE_LEVELS}
 
         common = dict(
             params=params,
@@ -124,10 +135,14 @@ class TrainerForecaster:
             cfg=cfg,
             promotions=promos,
         )
-        served = {
-            kind: wide(forecast_served(kind, model=ch.lstm.model, **common))
+        frames = {
+            kind: forecast_served(kind, model=ch.lstm.model, intervals=ch.intervals[kind], **common)
             for kind in (LSTM, LIGHTGBM, BLEND)
         }
+        served = {kind: wide(frame) for kind, frame in frames.items()}
+        served_q = {kind: quantiles(frame) for kind, frame in frames.items()}
+        coverage = ch.interval_test.get(ch.kind, {})
+        notes["test_coverage_80"] = coverage.get("coverage")
         raw = {
             "lstm": wide(
                 tp.forecast_next(ch.plain.model, prepared.pipeline, sales, cfg, params, promos)
@@ -143,9 +158,24 @@ class TrainerForecaster:
             f"trainer_lightgbm{self.suffix}": served[LIGHTGBM],
             f"blend{self.suffix}": served[BLEND],
         }
+        extra_q = {
+            f"debiased_lstm{self.suffix}": served_q[LSTM],
+            f"trainer_lightgbm{self.suffix}": served_q[LIGHTGBM],
+            f"blend{self.suffix}": served_q[BLEND],
+        }
         if ch.gbm_heldout is not None:  # the refit's held-out twin: what validation scored
             held = forecast_served(
-                LIGHTGBM, model=ch.lstm.model, **(common | {"gbm": ch.gbm_heldout})
+                LIGHTGBM,
+                model=ch.lstm.model,
+                intervals=ch.intervals[LIGHTGBM],
+                **(common | {"gbm": ch.gbm_heldout}),
             )
             extra[f"trainer_lightgbm_heldout{self.suffix}"] = wide(held)
-        return Forecast(values=served[ch.kind], notes=notes, extra=extra)
+            extra_q[f"trainer_lightgbm_heldout{self.suffix}"] = quantiles(held)
+        return Forecast(
+            values=served[ch.kind],
+            notes=notes,
+            extra=extra,
+            quantiles=served_q[ch.kind],
+            extra_quantiles=extra_q,
+        )

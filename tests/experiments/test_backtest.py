@@ -266,9 +266,64 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0
     text = (tmp_path / "results.md").read_text()
-    assert text.count("| seasonal_naive |") == 3  # summary and the two per-cutoff tables
-    assert "## Per cutoff" in text
+    # the summary, the two per-cutoff tables and the three interval tables (issue 27)
+    assert text.count("| seasonal_naive |") == 6
+    assert "## Per cutoff" in text and "## Intervals (P10/P50/P90)" in text
     assert len(pd.read_csv(tmp_path / "per_product.csv")) == 2
+    rows = json.loads((tmp_path / "summary.json").read_text())["per_cutoff"]
+    assert len(rows) == 2
+    for row in rows:
+        assert 0.0 <= row["coverage_80"] <= 1.0 and 0.0 <= row["coverage_80_p10"] <= 1.0
+        assert row["wspl"] > 0
+
+
+def test_interval_scores_coverage_and_wspl_by_hand() -> None:
+    from experiments.metrics import interval_scores, pinball
+
+    assert pinball(np.array([3.0]), np.array([1.0]), 0.9)[0] == pytest.approx(1.8)
+    assert pinball(np.array([1.0]), np.array([3.0]), 0.9)[0] == pytest.approx(0.2)
+    cutoff = pd.Timestamp("2020-01-01")
+    forecasts = pd.DataFrame(
+        {
+            "model": "m",
+            "cutoff": cutoff,
+            "product_id": ["a", "a", "b", "b"],
+            "actual": [1.0, 5.0, 2.0, 2.0],
+            "q10": [0.0, 0.0, 1.0, 1.0],
+            "q50": [1.0, 1.0, 2.0, 2.0],
+            "q90": [2.0, 2.0, 3.0, 3.0],
+        }
+    )
+    scales = pd.DataFrame(
+        {
+            "cutoff": cutoff,
+            "product_id": ["a", "b"],
+            "mase_scale": [1.0, 2.0],
+            "sales_28": [3.0, 1.0],
+        }
+    )
+    [row] = interval_scores(forecasts, scales).to_dict("records")
+    assert row["coverage_80"] == pytest.approx(0.75)
+    assert row["coverage_80_p10"] == pytest.approx(0.5 + 0.1 * 0.5)  # np.percentile, 2 products
+    # product a, day 1 (y=1): 0.1·1 + 0 + 0.1·1; day 2 (y=5): 0.1·5 + 0.5·4 + 0.9·3
+    spl_a = ((0.1 * 1 + 0 + 0.1 * 1) / 3 + (0.1 * 5 + 0.5 * 4 + 0.9 * 3) / 3) / 2 / 1.0
+    spl_b = ((0.1 * 1 + 0 + 0.1 * 1) / 3) / 2.0
+    assert row["wspl"] == pytest.approx(0.75 * spl_a + 0.25 * spl_b)
+
+
+def test_seasonal_naive_quantiles_are_ordered_and_empirical() -> None:
+    from experiments.models.naive import empirical_quantiles
+
+    rng = np.random.default_rng(0)
+    hist = rng.poisson(5.0, size=(400, 3)).astype(float)
+    point = np.tile(hist[-7:], (4, 1))
+    q = empirical_quantiles(hist, point)
+    assert set(q) == {0.1, 0.5, 0.9}
+    assert (q[0.1] <= q[0.5]).all() and (q[0.5] <= q[0.9]).all() and (q[0.1] >= 0).all()
+    diff = hist[7:] - hist[:-7]
+    np.testing.assert_allclose(
+        q[0.9][0], np.clip(point[0] + np.quantile(diff[-364:], 0.9, axis=0), 0, None)
+    )
 
 
 @pytest.mark.realdata
