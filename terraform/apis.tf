@@ -39,12 +39,16 @@ resource "google_project_service" "apis" {
   disable_on_destroy = false
 }
 
-# Enabling an API returns before every backend accepts calls; wait once after (re-)enabling.
+# Enabling an API returns before every backend accepts calls; wait once after (re-)enabling,
+# also after the scale path's APIs (google_project_service.scale, dataflow.tf).
 resource "time_sleep" "apis" {
   create_duration = var.api_enable_wait
-  triggers        = { apis = join(",", sort(tolist(local.enabled_apis))) }
+  triggers = {
+    apis  = join(",", sort(tolist(local.enabled_apis)))
+    scale = tostring(var.scale_enabled)
+  }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [google_project_service.apis, google_project_service.scale]
 }
 
 data "google_project" "this" {

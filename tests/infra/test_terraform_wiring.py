@@ -759,6 +759,9 @@ def test_fresh_apis_and_metric_descriptors_are_waited_for(tf: Terraform) -> None
     apis = tf.resource("time_sleep", "apis")
     assert apis["create_duration"] == "${var.api_enable_wait}"
     assert "google_project_service.apis" in str(apis["depends_on"])
+    # The scale path's APIs (dataflow.tf) are waited for as well, when they are turned on.
+    assert "google_project_service.scale" in str(apis["depends_on"])
+    assert apis["triggers"]["scale"] == "${tostring(var.scale_enabled)}"
     waiting = [
         (rtype, name)
         for rtype, by_name in tf.resources.items()
