@@ -38,9 +38,24 @@ def _fmt(value: object, spec: str) -> str:
 MAX_PRODUCT_CHARS = 20  # longer ids are cut (with "~") so the table stays within 120 columns
 LEGEND = (
     "effect: change of the forecast errors (actual - predicted) since the reference "
-    "(ref);\nq: the drift test's BH q-value; drift: level, scale or shape, - for none"
+    "(ref);\nq: the drift test's BH q-value; drift: level or scale (+: persisting, flagged "
+    "by earlier checks too), - for none"
 )
-_REFERENCE = {"previous_window": "previous", "holdout": "holdout", "none": "none"}
+_REFERENCE = {
+    "previous_window": "previous",
+    "before_drift": "pre-drift",
+    "holdout": "holdout",
+    "none": "none",
+}
+
+
+def _drift_cell(row: object) -> str:
+    """The drift column: its kind, "+" when the drift persists from earlier checks."""
+    drift, kind = getattr(row, "drift", False), getattr(row, "drift_kind", None)
+    if not drift:
+        return "-"
+    text = str(kind) if kind else "yes"
+    return text + ("+" if getattr(row, "persisting", False) else "")
 
 
 def _product(pid: object) -> str:
@@ -107,7 +122,7 @@ def to_text(result: HealthResult, top: int = 20) -> str:
             _fmt(r.rmse, ".2f"),
             _fmt(r.rmsse, ".2f"),
             _fmt(r.bias, "+.2f"),
-            str(r.drift_kind) if r.drift and r.drift_kind else ("yes" if r.drift else "-"),
+            _drift_cell(r),
             effect_text(r),
             _fmt(r.drift_qvalue, ".2g"),
             _REFERENCE.get(str(r.reference), str(r.reference)),

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from forecastguard.db.migrate import upgrade
 from forecastguard.health.check import HealthParams, compute_health, needs_holdout
 from forecastguard.health.episodes import load_episodes, record_episodes
+from forecastguard.health.render import to_text
 from forecastguard.health.window import WindowData, with_episodes
 
 AS_OF = date(2026, 5, 30)
@@ -97,6 +98,8 @@ def test_an_open_episode_keeps_the_shift_out_of_the_reference() -> None:
     assert result.summary()["persisting"] == 10
     text = next(r for r in result.reasons if r.startswith("forecast errors drifted"))
     assert "persisting: flagged by 2 checks in a row, 60 days since" in text
+    table = to_text(result, top=12)
+    assert "level+" in table and "holdout" in table  # the CLI marks a persisting drift
 
 
 def test_a_longer_reference_judges_against_the_days_before_the_episode() -> None:
