@@ -26,7 +26,10 @@ from forecastguard.db.engine import make_engine
 from forecastguard.db.migrate import upgrade
 from forecastguard.health.service import HealthService
 from health_beam.pipeline import run
-from tests.integration.health.synthetic import frames, synthetic_window, write
+from tests.integration.health.synthetic import frames, synthetic_window
+
+# google-cloud-bigquery-storage asks for pandas-gbq to decode Arrow pages; it is not needed.
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 
 AS_OF = date(2026, 5, 30)
 COMPARED = ("drift_pvalue", "drift_qvalue", "ks_pvalue", "ks_qvalue", "rmse", "rmsse")
@@ -64,12 +67,24 @@ def _data(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return sales, preds, residuals
 
 
-def _sqlite(path: Path, *tables: pd.DataFrame | None) -> str:
+def _sqlite(path: Path, *tables: pd.DataFrame) -> str:
+    """A migrated SQLite database with the frames in sales, predictions, model_residuals
+    (the driver's executemany: the ORM's per-row handling would triple the test's time)."""
     url = f"sqlite:///{path}"
     engine = make_engine(url)
     upgrade(engine)
-    if tables:
-        write(engine, *tables)
+    with engine.begin() as conn:
+        for name, frame in zip(("sales", "predictions", "model_residuals"), tables, strict=False):
+            text = frame.copy()
+            for column in ("sale_date", "target_date"):
+                if column in text:
+                    text[column] = pd.to_datetime(text[column]).dt.strftime("%Y-%m-%d")
+            if "created_at" in text:
+                text["created_at"] = text["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+            names = ", ".join(text.columns)
+            marks = ", ".join("?" * len(text.columns))
+            rows = list(text.itertuples(index=False, name=None))
+            conn.exec_driver_sql(f"INSERT INTO {name} ({names}) VALUES ({marks})", rows)
     engine.dispose()
     return url
 
