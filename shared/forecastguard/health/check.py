@@ -34,6 +34,7 @@ REFERENCES = ("previous_window", "before_drift", "holdout", "none")
 MAX_LISTED_DRIFTED = 100  # in the summary; every product is in health_check_products
 MAX_REASON_PRODUCTS = 5  # drifted products described in words in the drift reason
 MIN_NAIVE_DAYS = 28  # the seasonal-naive scale's history before the window, at least
+DRIFT_CHUNK = 2500  # products per call of the drift tests (working memory)
 # Issue 23: the check runs daily; a retrain asked for drift alone needs the global p-value
 # at FDR_ALPHA / RETRAIN_SPENDING, so a month of checks stays within its false-alarm
 # budget (docs/health.md: monthly false retrain requests measured; 5 was not enough with
@@ -285,22 +286,27 @@ def _drift_tests(
     width = np.where(use_hold, np.maximum(n_hold, data.window_days), data.ref_days)
     m_all = ref.shape[1]
     parts: dict[str, np.ndarray] = {}
-    for hold, m in sorted({(bool(h), int(w)) for h, w in zip(use_hold, width, strict=True)}):
-        rows = np.flatnonzero((use_hold == hold) & (width == m))
-        # A previous window ends at the last reference column, a holdout starts at 0.
-        r = ref[rows, :m] if hold else ref[rows, m_all - m :]
-        t = stats.drift_tests(
-            r,
-            win[rows],
-            contiguous=use_prev[rows],
-            weekday=weekday[m_all - m :],
-            min_samples=params.min_samples,
-        )
-        for name in _DRIFT_FIELDS:
-            value = getattr(t, name)
-            if name not in parts:
-                parts[name] = np.empty((n_all, *value.shape[1:]), value.dtype)
-            parts[name][rows] = value
+    groups = sorted({(bool(h), int(w)) for h, w in zip(use_hold, width, strict=True)})
+    for hold, m in groups:
+        same = np.flatnonzero((use_hold == hold) & (width == m))
+        # In chunks of products: the same rows (a row never depends on the others), a
+        # quarter of the working memory at 10,000 products.
+        for start in range(0, len(same), DRIFT_CHUNK):
+            rows = same[start : start + DRIFT_CHUNK]
+            # A previous window ends at the last reference column, a holdout starts at 0.
+            r = ref[rows, :m] if hold else ref[rows, m_all - m :]
+            t = stats.drift_tests(
+                r,
+                win[rows],
+                contiguous=use_prev[rows],
+                weekday=weekday[m_all - m :],
+                min_samples=params.min_samples,
+            )
+            for name in _DRIFT_FIELDS:
+                value = getattr(t, name)
+                if name not in parts:
+                    parts[name] = np.empty((n_all, *value.shape[1:]), value.dtype)
+                parts[name][rows] = value
     if not parts:  # no products
         t = stats.drift_tests(np.empty((0, 1)), np.empty((0, 1)), contiguous=np.zeros(0, bool))
         parts = {name: getattr(t, name) for name in _DRIFT_FIELDS}
