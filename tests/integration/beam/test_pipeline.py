@@ -109,7 +109,8 @@ def _compare(beam: dict, inprocess: dict) -> None:
     for column in COMPARED:
         x, y = a[column].to_numpy(float), b[column].to_numpy(float)
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-9, err_msg=column)
-    timing = {"check_id", "checked_at", "duration_s", "outputs", "products", "pipeline"}
+    timing = {"check_id", "checked_at", "duration_s", "products", "pipeline"}
+    timing |= {"report_uri", "report_url"}  # named by the check id
     for key in set(inprocess) | set(beam):
         if key not in timing:
             assert _same(beam.get(key), inprocess.get(key)), key
@@ -177,7 +178,8 @@ def test_beam_on_a_database_url_equals_the_in_process_check(tmp_path) -> None:
     results = {}
     for engine in ("inprocess", "beam"):
         url = _sqlite(tmp_path / f"{engine}.db", sales, preds, residuals)
-        settings = Settings.from_env({}, database_url=url, reference_days=56)
+        reports = f"file://{tmp_path / engine}"
+        settings = Settings.from_env({}, database_url=url, reference_days=56, artifact_uri=reports)
         for _ in range(2):
             if engine == "inprocess":
                 results[engine] = HealthService(settings).run(AS_OF, 30).to_dict()
@@ -196,3 +198,8 @@ def test_beam_on_a_database_url_equals_the_in_process_check(tmp_path) -> None:
             (beam["check_id"],),
         ).scalar()
     assert n == beam["n_products"] == 400
+    # The report page plots the top products, read again by the pipeline.
+    page = Path(beam["report_uri"].removeprefix("file://")).read_text(encoding="utf-8")
+    drifted = [p for p in beam["products"] if p["drift"]]
+    top = min(drifted, key=lambda p: (p["drift_qvalue"], p["product_id"]))["product_id"]
+    assert "<svg" in page and top in page
