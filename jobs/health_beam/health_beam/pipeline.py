@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -355,6 +356,8 @@ def run(
     outcome.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in outcome.metrics().query()["counters"]}
     result = json.loads(Path(result_path).read_text(encoding="utf-8"))
+    if check.result_path is None:  # the temporary folder made above
+        shutil.rmtree(Path(result_path).parent, ignore_errors=True)
     result["pipeline"] = {
         "batches": len(the_plan.ranges),
         "bytes_read": int(counters.get("bytes_read", 0)),
