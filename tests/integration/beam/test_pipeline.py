@@ -33,6 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 
 AS_OF = date(2026, 5, 30)
 COMPARED = ("drift_pvalue", "drift_qvalue", "ks_pvalue", "ks_qvalue", "rmse", "rmsse")
+COVERAGE = ("coverage", "coverage_pvalue", "interval_score")  # issue 27's served interval
 EXACT = ("product_id", "drift", "drift_kind", "drift_test", "reference", "sales_drift", "n")
 
 
@@ -53,6 +54,14 @@ def _data(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         pd.to_datetime(preds["target_date"]) >= pd.Timestamp(data.ref_start)
     )
     preds = preds[~(in_ref & preds["product_id"].isin(no_ref))].reset_index(drop=True)
+    # The served interval (issue 27) on the window's days of two thirds of the products, in
+    # 1e-4 units: the in-process check reads SQLite's bounds rounded to 1e-4 (window.py,
+    # for speed), the pipeline reads them exact, and a sale on a bound would count as a hit
+    # in one and a miss in the other (1 product in 10,000 with unrounded bounds).
+    in_window = pd.to_datetime(preds["target_date"]) >= pd.Timestamp(data.window_start)
+    banded = (in_window & preds["product_id"].isin(set(hostile[rng.random(n) < 2 / 3]))).to_numpy()
+    preds["predicted_p10"] = np.where(banded, (preds["predicted_units"] * 0.7).round(4), np.nan)
+    preds["predicted_p90"] = np.where(banded, (preds["predicted_units"] * 1.3).round(4), np.nan)
     lengths = rng.integers(10, 40, n)
     residuals = pd.DataFrame(
         {
@@ -106,7 +115,8 @@ def _compare(beam: dict, inprocess: dict) -> None:
     assert len(a) == len(b) > 0
     for column in EXACT:
         assert a[column].tolist() == b[column].tolist(), column
-    for column in COMPARED:
+    assert list(a.columns) == list(b.columns)
+    for column in [*COMPARED, *(c for c in COVERAGE if c in b)]:
         x, y = a[column].to_numpy(float), b[column].to_numpy(float)
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-9, err_msg=column)
     timing = {"check_id", "checked_at", "duration_s", "products", "pipeline"}
@@ -152,6 +162,8 @@ def test_beam_on_bigquery_equals_the_in_process_check(tmp_path, bigquery_emulato
     )
     assert beam["pipeline"]["batches"] == 4
     _compare(beam, json.loads(json.dumps(inprocess, default=str)))
+    covered = [p["coverage"] for p in beam["products"] if p.get("coverage") is not None]
+    assert len(covered) > n // 2, "the served intervals reached the check"
     # The per-product rows went to BigQuery, the summary to the control database.
     rows = list(
         target.client()
