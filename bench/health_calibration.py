@@ -347,6 +347,11 @@ def _median(values: list) -> float | None:
     return float(np.median(ok)) if ok else None
 
 
+def _set_min_effect(value: float) -> None:
+    global MIN_EFFECT
+    MIN_EFFECT = value
+
+
 def main() -> None:
     """Run the chosen parts and print (and optionally save) the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -364,8 +369,7 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.part.split(","))
     cases = args.cases.split(",")
-    global MIN_EFFECT
-    MIN_EFFECT = args.min_effect
+    _set_min_effect(args.min_effect)
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     def save() -> None:
