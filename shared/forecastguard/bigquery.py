@@ -188,6 +188,12 @@ def load_frame(client: Any, target: BigQueryTarget, name: str, frame: pd.DataFra
     """Append `frame` to the table as one Parquet load job (no streaming inserts, no row
     by row); returns the rows loaded. Every column of the table is written, typed; those
     the frame lacks are NULL."""
+    _load(client, target.table(name), name, frame)
+    return len(frame)
+
+
+def _load(client: Any, table_id: str, name: str, frame: pd.DataFrame) -> None:
+    """One Parquet load job of `frame` (with the columns of table `name`) into `table_id`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from google.cloud import bigquery
@@ -216,8 +222,40 @@ def load_frame(client: Any, target: BigQueryTarget, name: str, frame: pd.DataFra
         source_format=bigquery.SourceFormat.PARQUET,
         write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
     )
-    client.load_table_from_file(buffer, target.table(name), job_config=config).result()
-    return len(frame)
+    client.load_table_from_file(buffer, table_id, job_config=config).result()
+
+
+def upsert_frame(
+    client: Any, target: BigQueryTarget, name: str, frame: pd.DataFrame, keys: Sequence[str]
+) -> int:
+    """Insert or replace `frame`'s rows in the table by `keys` (as `load-sales` upserts in
+    SQL): a Parquet load into a staging table of the same schema, one MERGE, the staging
+    table dropped (it also expires after a day should the drop fail). Returns the rows
+    the MERGE inserted or updated."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from google.cloud import bigquery
+
+    stage = f"{name}_staging_{uuid.uuid4().hex[:12]}"
+    table = bigquery.Table(target.table(stage), schema=schema(name))
+    table.expires = datetime.now(UTC) + timedelta(days=1)
+    client.create_table(table)
+    try:
+        columns = [c for c, _, _ in TABLES[name][0]]
+        _load(client, target.table(stage), name, frame)
+        on = " AND ".join(f"T.{k} = S.{k}" for k in keys)
+        update = ", ".join(f"{c} = S.{c}" for c in columns if c not in keys)
+        job = client.query(
+            f"MERGE `{target.table(name)}` T USING `{target.table(stage)}` S ON {on} "
+            f"WHEN MATCHED THEN UPDATE SET {update} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
+            f"VALUES ({', '.join('S.' + c for c in columns)})"
+        )
+        job.result()
+        return int(job.num_dml_affected_rows or 0)
+    finally:
+        client.delete_table(target.table(stage), not_found_ok=True)
 
 
 def _query(client: Any, sql: str, **params: Any) -> list[Any]:
