@@ -251,6 +251,7 @@ class _LocalConnector:
         args["connect_timeout"] = args.pop("timeout")
         args["database"] = args.pop("db")
         args.pop("enable_iam_auth")
+        args.pop("ip_type")  # the connector's choice of address, not a pymysql argument
         return pymysql.connect(host=self.host, port=self.port, **args)
 
 
@@ -283,3 +284,4 @@ def test_cloud_sql_connections_get_the_timeouts(mariadb_url, monkeypatch) -> Non
     instance, driver, kwargs = connector.calls[0]
     assert (instance, driver) == ("demo-project:europe-west1:forecastguard", "pymysql")
     assert (kwargs["timeout"], kwargs["read_timeout"], kwargs["write_timeout"]) == (3, 7, 8)
+    assert kwargs["ip_type"].name == "PUBLIC"  # DB_IP_TYPE's default
