@@ -6,6 +6,7 @@ Every option that has an environment variable reads it when the flag is absent
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -143,6 +144,22 @@ def load_sales_command(
     from forecastguard.db.engine import DatabaseUnavailable, check_connection, database_error
     from forecastguard.sales_io import SalesFileError, load_sales, read_sales_csv
 
+    if database_url and database_url.startswith("bigquery://"):
+        # Issue 24: into BigQuery, by .venv-beam's interpreter (google-cloud-bigquery lives
+        # there), with the same validation; upserted by (product, day).
+        from forecastguard.health.engine import run_module
+
+        args = [f"--csv={csv_path}", f"--target={database_url}", f"--on-error={on_error}"]
+        args += [f"--negative={negative}"]
+        args += [f"--max-units={max_units}"] if max_units is not None else []
+        args += [f"--max-bytes={max_bytes}"] if max_bytes is not None else []
+        endpoint = os.environ.get("BIGQUERY_API_ENDPOINT")
+        args += [f"--bq-api-endpoint={endpoint}"] if endpoint else []
+        proc = run_module("health_beam.load", args)
+        click.echo(proc.stdout, nl=False)
+        if proc.returncode:
+            click.echo(proc.stderr.strip() or f"error: exit {proc.returncode}", err=True)
+        sys.exit(proc.returncode)
     settings = settings_from(
         database_url=database_url,
         sales_max_units=str(max_units) if max_units is not None else None,

@@ -14,6 +14,7 @@ import json
 import sys
 
 from forecastguard import bigquery as bq
+from forecastguard.config import ConfigError, Settings
 from forecastguard.sales_io import SalesFileError, read_sales_csv
 
 
@@ -24,12 +25,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", required=True, help="bigquery://PROJECT/DATASET")
     parser.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     parser.add_argument("--negative", choices=["reject", "clip", "keep"], default="reject")
+    parser.add_argument("--max-units", help="default: $SALES_MAX_UNITS, else 1000000")
+    parser.add_argument("--max-bytes", help="default: $SALES_MAX_BYTES, else 64 MiB")
     parser.add_argument("--bq-api-endpoint", help="BigQuery REST endpoint (an emulator)")
     args = parser.parse_args(argv)
     try:
+        settings = Settings.from_env(sales_max_units=args.max_units, sales_max_bytes=args.max_bytes)
         target = bq.BigQueryTarget.from_url(args.target, args.bq_api_endpoint)
-        frame = read_sales_csv(args.csv, on_error=args.on_error, negative=args.negative)
-    except (SalesFileError, ValueError) as exc:
+        frame = read_sales_csv(
+            args.csv,
+            on_error=args.on_error,
+            negative=args.negative,
+            max_units=settings.sales_max_units,
+            max_bytes=settings.sales_max_bytes,
+        )
+    except (SalesFileError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     client = target.client()

@@ -102,6 +102,19 @@ class BeamOutcome:
         return "\n".join(lines)
 
 
+def run_module(
+    module: str, args: list[str], python: str | None = None, timeout_s: float | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m module args` with the Beam interpreter (its output captured)."""
+    return subprocess.run(
+        [python or beam_python(), "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def run_beam(
     run: BeamRun, python: str | None = None, timeout_s: float | None = None
 ) -> BeamOutcome:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from datetime import date
 from pathlib import Path
 
@@ -87,3 +88,38 @@ def test_beam_engine_reports_a_bad_source(tmp_path) -> None:
     )
     assert result.exit_code == 2
     assert "bigquery://PROJECT/DATASET" in result.output
+
+
+@pytest.mark.skipif(
+    not _beam_ready(), reason="needs .venv-beam (make beam-setup; make test builds it)"
+)
+def test_load_sales_into_bigquery(tmp_path) -> None:
+    """`load-sales --database-url bigquery://P/D` hands the file to .venv-beam's loader:
+    validated as into SQL, upserted into the emulator's `sales`."""
+    from tests.support.bigquery_emulator import BigQueryEmulator
+
+    emulator = BigQueryEmulator(beam_python())
+    try:
+        url = f"bigquery://{emulator.project}/shop"
+        create = (
+            "from forecastguard import bigquery as bq; "
+            f"t = bq.BigQueryTarget.from_url({url!r}, {emulator.rest_url!r}); "
+            "bq.ensure_tables(t.client(), t)"
+        )
+        subprocess.run([beam_python(), "-c", create], check=True, timeout=120)
+        good = tmp_path / "good.csv"
+        good.write_text("product_id,date,units\nA,2026-05-01,3\nB,2026-05-01,1\n", "utf-8")
+        env = {"BIGQUERY_API_ENDPOINT": emulator.rest_url}
+        args = ["load-sales", "--database-url", url, "--csv", str(good)]
+        loaded = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    finally:
+        emulator.stop()
+    # (refusals: tests/integration/beam/test_load.py, the same loader)
+    assert loaded.exit_code == 0, loaded.output
+    assert json.loads(loaded.stdout) | {"target": url} == {
+        "rows": 2,
+        "merged": 2,
+        "skipped": 0,
+        "products": 2,
+        "target": url,
+    }
