@@ -9,7 +9,11 @@
 - `health_pubsub`: the CloudEvent of the scheduled Pub/Sub message; its data may carry
   {as_of, window_days}. A malformed message is logged and acknowledged (a retry would
   fail the same way); a database failure raises, so Pub/Sub delivers it again; the check
-  is stored under the event id, so a redelivery reuses it.
+  is stored under the event id, so a redelivery reuses it. With DATAFLOW_TEMPLATE, a
+  BigQuery installation's check, or one above HEALTH_MAX_INPROCESS_PRODUCTS products, is
+  launched on Dataflow instead (issue 24, docs/scale.md): the event is acknowledged once
+  the job is launched; a refused launch is logged (`dataflow launch failed`) and
+  acknowledged, a transient failure raises so Pub/Sub delivers it again.
 
 The settings and the authenticator are built when the module loads: a malformed setting
 stops the function at start-up with a message naming the variable.
@@ -30,6 +34,7 @@ import functions_framework
 
 from forecastguard.auth import Authenticator, Caller
 from forecastguard.db.engine import DatabaseUnavailable, SchemaMissing
+from forecastguard.health.dataflow import LaunchError
 from forecastguard.health.params import BadRequest, parse_check_params, parse_json
 from forecastguard.health.service import get_service
 from forecastguard.logs import configure_logging, get_logger
@@ -170,12 +175,20 @@ def health_pubsub(event) -> None:
         )
         return
     try:
-        result = get_service().run(as_of, window_days, event_id=event_id)
+        result = get_service().run_scheduled(as_of, window_days, event_id=event_id)
     except DatabaseUnavailable as exc:
         log.error(
             "database unavailable, will retry", extra={"error": str(exc), "event_id": event_id}
         )
         raise
+    except LaunchError as exc:  # the hand-over to Dataflow (issue 24)
+        log.error(
+            "dataflow launch failed" + (", will retry" if exc.retryable else ""),
+            extra={"error": str(exc), "event_id": event_id, "alert": "health_launch_failed"},
+        )
+        if exc.retryable:
+            raise
+        return
     retrain = result.outputs.get("retrain") or {}
     if retrain.get("error"):
         raise RuntimeError(f"retrain request not published: {retrain['error']}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,23 @@ def _choice(*choices: str):
     return parse
 
 
+_BIGQUERY_URL = re.compile(r"bigquery://[a-z][a-z0-9-]{4,28}[a-z0-9]/[A-Za-z0-9_]{1,1024}")
+
+
+def _bigquery_url(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not _BIGQUERY_URL.fullmatch(value):
+        raise ConfigError(f"{name} must be bigquery://PROJECT/DATASET, got {raw!r}")
+    return value
+
+
+def _gcs_path(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith("gs://") or len(value) <= len("gs://"):
+        raise ConfigError(f"{name} must be a gs://BUCKET/PATH address, got {raw!r}")
+    return value
+
+
 def _setting(env: str, default: Any = None, parse: Callable[[str, str], Any] = _text) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse})
 
@@ -121,6 +139,20 @@ class Settings:
     # --mode train) and the folder of its log files (default: a temporary folder).
     trainer_command: tuple[str, ...] = _setting("TRAINER_COMMAND", (), _argv)
     trainer_log_dir: str | None = _setting("TRAINER_LOG_DIR")
+    # Issue 24, the check at scale (docs/scale.md): the BigQuery data plane
+    # (bigquery://PROJECT/DATASET, as load-sales spells it) and the Dataflow hand-over of
+    # the scheduled check: with DATAFLOW_TEMPLATE (the Flex Template spec, gs://...) a
+    # check above HEALTH_MAX_INPROCESS_PRODUCTS products (0: by size never), or any
+    # check of a BigQuery installation, is launched on Dataflow instead of run here.
+    bigquery_url: str | None = _setting("BIGQUERY_URL", None, _bigquery_url)
+    dataflow_template: str | None = _setting("DATAFLOW_TEMPLATE", None, _gcs_path)
+    dataflow_region: str | None = _setting("DATAFLOW_REGION")
+    dataflow_service_account: str | None = _setting("DATAFLOW_SERVICE_ACCOUNT")
+    dataflow_temp_location: str | None = _setting("DATAFLOW_TEMP_LOCATION", None, _gcs_path)
+    db_pass_secret: str | None = _setting("DB_PASS_SECRET")
+    health_max_inprocess_products: int = _setting(
+        "HEALTH_MAX_INPROCESS_PRODUCTS", 50_000, _number(int, low=0)
+    )
     # The /model/health endpoint.
     health_api_token: str | None = _setting("HEALTH_API_TOKEN")
     health_audience: str | None = _setting("HEALTH_AUDIENCE")

@@ -80,6 +80,17 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
     "DB_STATEMENT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "SALES_MAX_UNITS": "read by `forecastguard load-sales` only, run by an operator",
     "SALES_MAX_BYTES": "read by `forecastguard load-sales` only, run by an operator",
+    # Issue 24: the health function's hand-over to Dataflow. On Google Cloud the check at
+    # scale is launched by Terraform's daily Cloud Scheduler job (terraform/dataflow.tf,
+    # scale_enabled), which passes the same parameters; the function's environment does
+    # not get these yet (its account would need dataflow.developer and actAs the workers).
+    "BIGQUERY_URL": "the Dataflow launch's `source` parameter (terraform/dataflow.tf)",
+    "DATAFLOW_TEMPLATE": "Terraform launches the template itself (terraform/dataflow.tf)",
+    "DATAFLOW_REGION": "Terraform launches the template itself (terraform/dataflow.tf)",
+    "DATAFLOW_SERVICE_ACCOUNT": "Terraform launches the template itself (terraform/dataflow.tf)",
+    "DATAFLOW_TEMP_LOCATION": "Terraform launches the template itself (terraform/dataflow.tf)",
+    "DB_PASS_SECRET": "the Dataflow launch's parameter (terraform/dataflow.tf)",
+    "HEALTH_MAX_INPROCESS_PRODUCTS": "read with DATAFLOW_TEMPLATE only, not wired (above)",
 }
 
 # Values that must come from Secret Manager, never from plain environment variables.

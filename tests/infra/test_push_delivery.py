@@ -153,7 +153,7 @@ def test_health_pubsub_runs_the_check_a_push_asks_for(payload: dict, runs: int) 
     class RecordingService:
         settings = Settings.from_env({})
 
-        def run(self, as_of: Any, window_days: Any, **kwargs: Any) -> Any:
+        def run_scheduled(self, as_of: Any, window_days: Any, **kwargs: Any) -> Any:
             checks.append((as_of, window_days, kwargs))
             return SimpleNamespace(outputs={})
 

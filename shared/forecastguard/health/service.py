@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from forecastguard.config import Settings
+from forecastguard.config import ConfigError, Settings
 from forecastguard.db.engine import database_error
 from forecastguard.db.schema import health_checks
 from forecastguard.health.check import (
@@ -136,6 +136,27 @@ class StoredCheck:
         return list(self.summary.get("reason_kinds") or [])
 
 
+class LaunchedCheck:
+    """A scheduled check handed to Dataflow (issue 24): the launch's outcome."""
+
+    def __init__(self, launch: dict[str, Any]) -> None:
+        self.launch = launch
+        self.outputs: dict[str, Any] = {"dataflow": launch}
+
+
+def count_products(engine: sa.Engine, as_of: date, window_days: int) -> int:
+    """Products with sales in the window of `window_days` days ending `as_of` (the size
+    the engine choice compares)."""
+    from forecastguard.db.schema import sales
+
+    start = as_of - timedelta(days=window_days - 1)
+    query = sa.select(sa.func.count(sa.distinct(sales.c.product_id))).where(
+        sales.c.sale_date.between(start, as_of)
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
 class HealthService:
     """The health check with its outside services; each is created once, on first use."""
 
@@ -146,6 +167,7 @@ class HealthService:
         engine: sa.Engine | None = None,
         metrics: MetricsSink | None = None,
         publisher: RetrainPublisher | None = None,
+        dataflow: Any = None,
     ) -> None:
         self.settings = settings
         if engine is not None:
@@ -154,6 +176,8 @@ class HealthService:
             self.metrics = metrics
         if publisher is not None:
             self.publisher = publisher
+        if dataflow is not None:
+            self.dataflow = dataflow
 
     @cached_property
     def engine(self) -> sa.Engine:
@@ -212,6 +236,71 @@ class HealthService:
         result.outputs["metrics"] = self._write_metrics(result)
         result.outputs["retrain"] = self._request_retrain(result)
         return result
+
+    @cached_property
+    def dataflow(self) -> Any:
+        """The Dataflow Flex Templates client (created on the first hand-over)."""
+        from google.cloud import dataflow_v1beta3
+
+        return dataflow_v1beta3.FlexTemplatesServiceClient()
+
+    def choose(self, as_of: date, window_days: int) -> tuple[str, int | None]:
+        """(engine, products counted) of a scheduled check (issue 24): in-process unless
+        DATAFLOW_TEMPLATE is set; then Dataflow for a BigQuery installation (no count), or
+        above HEALTH_MAX_INPROCESS_PRODUCTS products with sales in the window."""
+        from forecastguard.health.engine import INPROCESS, choose_engine
+
+        s = self.settings
+        if not s.dataflow_template:
+            return INPROCESS, None
+        if s.bigquery_url:
+            return choose_engine(0, on_bigquery=True, max_inprocess_products=0), None
+        n = count_products(self.engine, as_of, window_days)
+        return (
+            choose_engine(
+                n, on_bigquery=False, max_inprocess_products=s.health_max_inprocess_products
+            ),
+            n,
+        )
+
+    def run_scheduled(
+        self,
+        as_of: date | None = None,
+        window_days: int | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> HealthResult | StoredCheck | LaunchedCheck:
+        """The scheduled check: on the engine `choose` picks. On Dataflow, launch the Flex
+        Template and return at once (`LaunchedCheck`; the job stores the result, writes the
+        metrics and asks for the retrain); raises `LaunchError` when the launch fails and
+        `DatabaseUnavailable` when counting the products does."""
+        from forecastguard.health.dataflow import build_launch, launch
+        from forecastguard.health.engine import DATAFLOW
+
+        as_of = as_of or default_as_of()
+        days = window_days or self.settings.window_days
+        try:
+            engine, n = self.choose(as_of, days)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            error = database_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+        the_launch = None
+        if engine == DATAFLOW:
+            try:
+                the_launch = build_launch(self.settings, as_of, days, event_id)
+            except ConfigError as exc:
+                log.error(
+                    "health check cannot be handed to dataflow: runs in-process",
+                    extra={"error": str(exc), "products": n},
+                )
+        if the_launch is None:
+            return self.run(as_of, window_days, event_id=event_id)
+        with timed(log, "health check handed to dataflow", job_name=the_launch.job_name) as f:
+            outcome = launch(the_launch, self.dataflow)
+            f.update(job_id=outcome.get("job_id"), products=n, event_id=event_id)
+        return LaunchedCheck(outcome)
 
     def _stored_for_event(self, event_id: str) -> StoredCheck | None:
         with self.engine.connect() as conn:

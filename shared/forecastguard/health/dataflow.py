@@ -1,0 +1,177 @@
+"""The scheduled check's hand-over to Dataflow (issue 24): launch the Flex Template.
+
+A BigQuery installation (BIGQUERY_URL), or a check above HEALTH_MAX_INPROCESS_PRODUCTS
+products, runs as the Beam pipeline of jobs/health_beam on Dataflow rather than in the
+function (`forecastguard.health.engine.choose_engine`). The function launches the Flex
+Template named by DATAFLOW_TEMPLATE through the real Dataflow client
+(`FlexTemplatesServiceClient.launch_flex_template`) with every parameter the pipeline
+needs: the data plane (BIGQUERY_URL, else the Cloud SQL control database), the window, the control database's settings (never the password:
+the worker reads it from Secret Manager by DB_PASS_SECRET's name), the metrics sink, the
+artifact location and the retrain topic. The job's name derives from the window end and
+the Pub/Sub event id, so a redelivered event finds its job already running
+(ALREADY_EXISTS) instead of launching a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from forecastguard.config import ConfigError, Settings
+from forecastguard.logs import get_logger
+
+log = get_logger(__name__)
+
+# The settings the pipeline needs, each passed as the pipeline option (and Flex Template
+# parameter) of the same name; jobs/health_beam reads them back into its Settings.
+FORWARDED: tuple[str, ...] = (
+    "gcp_project",
+    "cloud_sql_instance",
+    "db_user",
+    "db_name",
+    "db_ip_type",
+    "db_iam_auth",
+    "db_pass_secret",
+    "metrics_sink",
+    "artifact_uri",
+    "retrain_topic",
+    "reference_days",
+)
+# The `source` of a check whose sales are in the control database (Cloud SQL): the
+# workers read them through the Cloud SQL settings above.
+CONTROL_SOURCE = "cloudsql"
+
+
+class LaunchError(RuntimeError):
+    """The Dataflow launch failed; `retryable` when trying again may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One Flex Template launch: what goes into `LaunchFlexTemplateRequest`."""
+
+    project: str
+    region: str
+    template: str
+    job_name: str
+    parameters: dict[str, str]
+    service_account: str | None = None
+    temp_location: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def request(self) -> Any:
+        """The request of the real client library."""
+        from google.cloud import dataflow_v1beta3 as dataflow
+
+        environment = dataflow.FlexTemplateRuntimeEnvironment(
+            service_account_email=self.service_account or "",
+            temp_location=self.temp_location or "",
+            additional_user_labels=self.labels,
+        )
+        return dataflow.LaunchFlexTemplateRequest(
+            project_id=self.project,
+            location=self.region,
+            launch_parameter=dataflow.LaunchFlexTemplateParameter(
+                job_name=self.job_name,
+                container_spec_gcs_path=self.template,
+                parameters=self.parameters,
+                environment=environment,
+            ),
+        )
+
+
+def job_name(as_of: date, event_id: str | None) -> str:
+    """`fg-health-<as_of>-<10 hex of the event id>`: Dataflow's name rules (lower case,
+    digits, dashes; at most 63 characters), one name per event."""
+    tag = hashlib.sha256((event_id or as_of.isoformat()).encode()).hexdigest()[:10]
+    return f"fg-health-{as_of.isoformat()}-{tag}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def build_launch(
+    settings: Settings,
+    as_of: date,
+    window_days: int | None = None,
+    event_id: str | None = None,
+) -> Launch:
+    """The launch of the check of the window ending `as_of`; ConfigError naming what is
+    missing when the settings cannot launch one."""
+    settings.require("dataflow_template", "dataflow_region", "gcp_project")
+    if not settings.bigquery_url:
+        # The workers reach Cloud SQL through the connector; a DATABASE_URL (a database
+        # of this machine's network) is not theirs to reach.
+        settings.require("cloud_sql_instance")
+        if settings.database_url:
+            raise ConfigError(
+                "DATABASE_URL is set: a Dataflow job reads BIGQUERY_URL or Cloud SQL "
+                "(CLOUD_SQL_INSTANCE), not a database URL"
+            )
+    parameters = {
+        "source": settings.bigquery_url or CONTROL_SOURCE,
+        "as_of": as_of.isoformat(),
+        "window_days": str(window_days or settings.window_days),
+    }
+    for name in FORWARDED:
+        value = getattr(settings, name)
+        if value not in (None, "", ()):
+            parameters[name] = _text(value)
+    if settings.db_pass:
+        # Never sent: the parameters are visible in the job's description.
+        log.warning("DB_PASS is set but not passed to Dataflow: the worker uses DB_PASS_SECRET")
+    return Launch(
+        project=str(settings.gcp_project),
+        region=str(settings.dataflow_region),
+        template=str(settings.dataflow_template),
+        job_name=job_name(as_of, event_id),
+        parameters=parameters,
+        service_account=settings.dataflow_service_account,
+        temp_location=settings.dataflow_temp_location,
+        labels={"app": "forecastguard", "check": "health"},
+    )
+
+
+def launch(launch: Launch, client: Any = None) -> dict[str, Any]:
+    """Launch the job; its outcome ({launched, job_id, job_name, ...}). A job of the same
+    name already there (a redelivered event) counts as launched. Raises `LaunchError`."""
+    from google.api_core import exceptions
+
+    if client is None:
+        from google.cloud import dataflow_v1beta3 as dataflow
+
+        client = dataflow.FlexTemplatesServiceClient()
+    outcome: dict[str, Any] = {
+        "engine": "dataflow",
+        "job_name": launch.job_name,
+        "template": launch.template,
+    }
+    try:
+        response = client.launch_flex_template(request=launch.request(), timeout=60)
+    except exceptions.AlreadyExists:
+        log.info("dataflow job already launched", extra={"job_name": launch.job_name})
+        return {**outcome, "launched": True, "job_id": None, "already_running": True}
+    except (
+        exceptions.ServiceUnavailable,
+        exceptions.DeadlineExceeded,
+        exceptions.InternalServerError,
+        exceptions.TooManyRequests,
+    ) as exc:
+        raise LaunchError(
+            f"Dataflow launch of {launch.job_name} failed: {exc}", retryable=True
+        ) from exc
+    except exceptions.GoogleAPICallError as exc:
+        raise LaunchError(
+            f"Dataflow launch of {launch.job_name} refused: {exc}", retryable=False
+        ) from exc
+    job = response.job
+    return {**outcome, "launched": True, "job_id": job.id or None}

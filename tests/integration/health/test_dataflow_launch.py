@@ -1,0 +1,172 @@
+"""The scheduled check's hand-over to Dataflow (issue 24): the health function, served by
+functions-framework, launches the Flex Template through the real Dataflow client talking
+gRPC to a recording server (what would go over the wire to Google)."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+import sqlalchemy as sa
+from google.cloud import dataflow_v1beta3 as dataflow
+from google.cloud.dataflow_v1beta3.services.flex_templates_service.transports import (
+    FlexTemplatesServiceGrpcTransport,
+)
+
+from forecastguard.db.schema import health_checks
+from forecastguard.health.dataflow import FORWARDED, job_name
+from tests.integration.health.conftest import AS_OF, EVENTS, app, use_service
+from tests.support.grpc_recorder import GrpcRecorder
+
+LAUNCH = "/google.dataflow.v1beta3.FlexTemplatesService/LaunchFlexTemplate"
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+TEMPLATE = "gs://fg-artifacts/fg/dataflow/templates/health_beam.json"
+PASSWORD = "not-for-dataflow-!"
+# A Cloud SQL installation with every setting the pipeline needs (issue 24, gap 2).
+CLOUD = {
+    "dataflow_template": TEMPLATE,
+    "dataflow_region": "europe-west1",
+    "dataflow_service_account": "fg-dataflow@demo-project.iam.gserviceaccount.com",
+    "dataflow_temp_location": "gs://fg-artifacts/fg/dataflow/temp",
+    "gcp_project": "demo-project",
+    "cloud_sql_instance": "demo-project:europe-west1:forecastguard",
+    "db_user": "health",
+    "db_name": "forecastguard",
+    "db_pass": PASSWORD,
+    "db_pass_secret": "forecastguard-db-pass",
+    "db_ip_type": "PRIVATE",
+    "metrics_sink": "cloud_monitoring",
+    "artifact_uri": "gs://fg-artifacts/fg",
+    "retrain_topic": "projects/demo-project/topics/retrain-requests",
+    "reference_days": "90",
+}
+
+
+def _client(rec: GrpcRecorder) -> dataflow.FlexTemplatesServiceClient:
+    return dataflow.FlexTemplatesServiceClient(
+        transport=FlexTemplatesServiceGrpcTransport(channel=rec.channel())
+    )
+
+
+def _post(event_file: str = "scheduled_with_window.json"):
+    event = json.loads((EVENTS / event_file).read_text())
+    client = app("health_pubsub", "cloudevent").test_client()
+    return event, client.post("/", json=event, headers=STRUCTURED)
+
+
+def _stored(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(sa.select(health_checks.c.id)).all())
+
+
+def _service(engine: sa.Engine, rec: GrpcRecorder, **settings: object):
+    service = use_service(engine, **settings)
+    service.dataflow = _client(rec)
+    return service
+
+
+def test_a_check_above_the_size_is_launched_with_every_parameter(filled_engine, caplog) -> None:
+    caplog.set_level("INFO")
+    with GrpcRecorder() as rec:
+        rec.respond(
+            LAUNCH,
+            dataflow.LaunchFlexTemplateResponse(job=dataflow.Job(id="2026-05-31_01_02_03-42")),
+        )
+        _service(filled_engine, rec, **CLOUD, health_max_inprocess_products=19)  # 20 here
+        event, response = _post()
+        calls = rec.calls_to(LAUNCH)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _stored(filled_engine) == 0  # the job stores the result, not the function
+    (call,) = calls
+    assert PASSWORD not in call.request.decode("latin-1")
+    request = call.parse(dataflow.LaunchFlexTemplateRequest)
+    assert request.project_id == "demo-project" and request.location == "europe-west1"
+    p = request.launch_parameter
+    assert p.container_spec_gcs_path == TEMPLATE
+    assert p.job_name == job_name(AS_OF, event["id"])
+    assert p.environment.service_account_email == CLOUD["dataflow_service_account"]
+    assert p.environment.temp_location == CLOUD["dataflow_temp_location"]
+    expected = {
+        "source": "cloudsql",
+        "as_of": AS_OF.isoformat(),
+        "window_days": "30",
+        "db_iam_auth": "false",
+        **{k: str(v) for k, v in CLOUD.items() if k in FORWARDED},
+    }
+    assert dict(p.parameters) == expected
+    assert set(FORWARDED) <= set(expected)
+    done = [r for r in caplog.records if r.getMessage() == "health check handed to dataflow"]
+    assert done and done[0].job_id == "2026-05-31_01_02_03-42"
+
+
+def test_a_check_below_the_size_runs_in_process(filled_engine) -> None:
+    with GrpcRecorder() as rec:
+        _service(filled_engine, rec, **CLOUD, health_max_inprocess_products=20)
+        _, response = _post()
+        assert rec.calls_to(LAUNCH) == []
+    assert response.status_code == 200
+    assert _stored(filled_engine) == 1
+
+
+def test_a_bigquery_installation_always_goes_to_dataflow(filled_engine) -> None:
+    with GrpcRecorder() as rec:
+        rec.respond(LAUNCH, dataflow.LaunchFlexTemplateResponse(job=dataflow.Job(id="j1")))
+        _service(
+            filled_engine,
+            rec,
+            **CLOUD,
+            bigquery_url="bigquery://demo-project/forecastguard",
+            health_max_inprocess_products=1_000_000,
+        )
+        _, response = _post()
+        (call,) = rec.calls_to(LAUNCH)
+    assert response.status_code == 200
+    params = call.parse(dataflow.LaunchFlexTemplateRequest).launch_parameter.parameters
+    assert params["source"] == "bigquery://demo-project/forecastguard"
+    assert _stored(filled_engine) == 0
+
+
+def test_a_redelivered_event_finds_its_job_running(filled_engine, caplog) -> None:
+    caplog.set_level("INFO")
+    with GrpcRecorder() as rec:
+        rec.respond(LAUNCH, grpc.StatusCode.ALREADY_EXISTS)
+        _service(filled_engine, rec, **CLOUD, health_max_inprocess_products=1)
+        _, response = _post()
+    assert response.status_code == 200
+    assert any(r.getMessage() == "dataflow job already launched" for r in caplog.records)
+
+
+def test_a_refused_launch_is_logged_and_acknowledged(filled_engine, caplog) -> None:
+    with GrpcRecorder() as rec:
+        rec.respond(LAUNCH, grpc.StatusCode.PERMISSION_DENIED)
+        _service(filled_engine, rec, **CLOUD, health_max_inprocess_products=1)
+        _, response = _post()
+    assert response.status_code == 200  # acknowledged: a retry would be refused too
+    (record,) = [r for r in caplog.records if r.getMessage() == "dataflow launch failed"]
+    assert "refused" in record.error and "403" in record.error
+    assert record.alert == "health_launch_failed"
+    assert _stored(filled_engine) == 0
+
+
+def test_an_unavailable_dataflow_is_retried(filled_engine, caplog) -> None:
+    with GrpcRecorder() as rec:
+        rec.respond(LAUNCH, grpc.StatusCode.UNAVAILABLE)
+        _service(filled_engine, rec, **CLOUD, health_max_inprocess_products=1)
+        _, response = _post()
+    assert response.status_code == 500  # Pub/Sub delivers the event again
+    assert any(r.getMessage() == "dataflow launch failed, will retry" for r in caplog.records)
+
+
+@pytest.mark.parametrize("missing", ["gcp_project", "cloud_sql_instance"])
+def test_settings_that_cannot_launch_keep_the_check_in_process(
+    filled_engine, caplog, missing
+) -> None:
+    settings = {k: v for k, v in CLOUD.items() if k != missing}
+    with GrpcRecorder() as rec:
+        _service(filled_engine, rec, **settings, health_max_inprocess_products=1)
+        _, response = _post()
+        assert rec.calls_to(LAUNCH) == []
+    assert response.status_code == 200 and _stored(filled_engine) == 1
+    (record,) = [r for r in caplog.records if "cannot be handed to dataflow" in r.getMessage()]
+    assert missing.upper() in record.error
