@@ -36,7 +36,7 @@ CLOUD = {
     "db_pass": PASSWORD,
     "db_pass_secret": "forecastguard-db-pass",
     "db_ip_type": "PRIVATE",
-    "metrics_sink": "cloud_monitoring",
+    "metrics_sink": "cloud-monitoring",
     "artifact_uri": "gs://fg-artifacts/fg",
     "retrain_topic": "projects/demo-project/topics/retrain-requests",
     "reference_days": "90",
@@ -102,7 +102,8 @@ def test_a_check_above_the_size_is_launched_with_every_parameter(filled_engine, 
 
 def test_a_check_below_the_size_runs_in_process(filled_engine) -> None:
     with GrpcRecorder() as rec:
-        _service(filled_engine, rec, **CLOUD, health_max_inprocess_products=20)
+        in_process = {**CLOUD, "metrics_sink": None}  # no Cloud Monitoring from a test
+        _service(filled_engine, rec, **in_process, health_max_inprocess_products=20)
         _, response = _post()
         assert rec.calls_to(LAUNCH) == []
     assert response.status_code == 200
@@ -162,7 +163,7 @@ def test_an_unavailable_dataflow_is_retried(filled_engine, caplog) -> None:
 def test_settings_that_cannot_launch_keep_the_check_in_process(
     filled_engine, caplog, missing
 ) -> None:
-    settings = {k: v for k, v in CLOUD.items() if k != missing}
+    settings = {k: v for k, v in CLOUD.items() if k not in (missing, "metrics_sink")}
     with GrpcRecorder() as rec:
         _service(filled_engine, rec, **settings, health_max_inprocess_products=1)
         _, response = _post()
