@@ -387,9 +387,9 @@ variable "data_drift_unhealthy" {
 }
 
 variable "min_drift_effect" {
-  description = "MIN_DRIFT_EFFECT: smallest drift that counts (level shift in reference standard deviations, spread ratio beyond 1 + this); 0 turns the minimum off."
+  description = "MIN_DRIFT_EFFECT: smallest drift that counts (an interval null: level shift in reference standard deviations, spread ratio beyond 1 + 2 x this); 0 turns the minimum off."
   type        = number
-  default     = 0.5
+  default     = 0.25
 
   validation {
     condition     = var.min_drift_effect >= 0

@@ -167,11 +167,13 @@ class Settings:
     stale_days: int = _setting("STALE_DAYS", 3, _number(int, low=0))
     data_drift_unhealthy: bool = _setting("DATA_DRIFT_UNHEALTHY", False, _bool)
     # A drift must also be big enough: level shift in reference sd, spread ratio beyond
-    # 1 + this (issue 13, docs/health.md); 0 turns the minimum off.
-    min_drift_effect: float = _setting("MIN_DRIFT_EFFECT", 0.5, _number(float, low=0))
+    # 1 + 2 x this, as an interval null (issues 13 and 23, docs/health.md: 0.25 with a 90-day
+    # reference meets the power goals, 0.5 does not); 0 turns the minimum off.
+    min_drift_effect: float = _setting("MIN_DRIFT_EFFECT", 0.25, _number(float, low=0))
     # Issue 23: the days before the window whose served errors are the drift reference
-    # (0: the window's length; docs/health.md measures 90 and 180).
-    reference_days: int = _setting("REFERENCE_DAYS", 0, _number(int, low=0, high=366))
+    # (0: the window's length; a product with less history uses what it has;
+    # docs/health.md measures 30, 90 and 180).
+    reference_days: int = _setting("REFERENCE_DAYS", 90, _number(int, low=0, high=366))
     # `forecastguard load-sales` (docs/security.md): the most units one row may hold (a
     # row above it is refused), and the largest file it reads, in bytes.
     sales_max_units: float = _setting(

@@ -74,8 +74,8 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
     "TRAINER_LOG_DIR": "local runner only (TRAINER_JOB=local)",
     "DB_CONNECT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "DB_READ_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
-    "REFERENCE_DAYS": "the health check's default reference (the window's length) applies "
-    "on Google Cloud until docs/health.md's longer references are timed there (issue 23)",
+    "REFERENCE_DAYS": "the health check's default reference (90 days, issue 23) applies "
+    "on Google Cloud; docs/health.md measures its time and memory",
     "DB_WRITE_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "DB_STATEMENT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "SALES_MAX_UNITS": "read by `forecastguard load-sales` only, run by an operator",

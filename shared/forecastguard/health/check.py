@@ -34,7 +34,11 @@ REFERENCES = ("previous_window", "before_drift", "holdout", "none")
 MAX_LISTED_DRIFTED = 100  # in the summary; every product is in health_check_products
 MAX_REASON_PRODUCTS = 5  # drifted products described in words in the drift reason
 MIN_NAIVE_DAYS = 28  # the seasonal-naive scale's history before the window, at least
-DRIFT_CHUNK = 2500  # products per call of the drift tests (working memory)
+DRIFT_CHUNK = 2500  # products per call of the drift tests at 30 + 30 days (working memory)
+# ... and the same number of (product, day) cells with a longer reference (REFERENCE_DAYS
+# 90: 1,250 products a call; 180: 714), so the working memory does not grow with it.
+DRIFT_CHUNK_CELLS = DRIFT_CHUNK * 60
+FREQUENCY_CHUNK_ROWS = 300_000  # sales rows a call of detect_frequency (working memory)
 # Issue 23: the check runs daily; a retrain asked for drift alone needs the global p-value
 # at FDR_ALPHA / RETRAIN_SPENDING, so a month of checks stays within its false-alarm
 # budget (docs/health.md: monthly false retrain requests measured; 5 was not enough with
@@ -52,8 +56,8 @@ class HealthParams:
     stale_days: int = 3
     data_drift_unhealthy: bool = False
     # Practical significance: a drift counts when its effect is at least this big (level
-    # shift in reference sd, spread ratio beyond 1 + this, shape in sd); 0 turns it off.
-    min_drift_effect: float = 0.5
+    # shift in reference sd, spread ratio beyond 1 + 2 x this); 0 turns it off.
+    min_drift_effect: float = 0.25
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HealthParams:
@@ -290,9 +294,10 @@ def _drift_tests(
     for hold, m in groups:
         same = np.flatnonzero((use_hold == hold) & (width == m))
         # In chunks of products: the same rows (a row never depends on the others), a
-        # quarter of the working memory at 10,000 products.
-        for start in range(0, len(same), DRIFT_CHUNK):
-            rows = same[start : start + DRIFT_CHUNK]
+        # bounded working memory at 10,000 products whatever the reference's length.
+        chunk = max(1, DRIFT_CHUNK_CELLS // (m + win.shape[1]))
+        for start in range(0, len(same), chunk):
+            rows = same[start : start + chunk]
             # A previous window ends at the last reference column, a holdout starts at 0.
             r = ref[rows, :m] if hold else ref[rows, m_all - m :]
             t = stats.drift_tests(
@@ -451,10 +456,15 @@ def _product_frequency(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
     step = np.zeros(n, np.int64)
     if data.codes.size == 0:
         return kind, step
-    dates = pd.Timestamp("2000-01-01") + pd.to_timedelta(data.day, unit="D")
-    freq = detect_frequency(pd.DataFrame({"product_id": data.codes, "date": dates}))
-    for code, k in freq.per_product.items():
-        kind[int(code)] = k
+    # In groups of products (each product's frequency is its own): detect_frequency's
+    # working memory is ~100 bytes a row, 120 MB for 10,000 products x 120 days.
+    group = max(1, FREQUENCY_CHUNK_ROWS * n // data.codes.size)
+    for first in range(0, n, group):
+        rows = (data.codes >= first) & (data.codes < first + group)
+        dates = pd.Timestamp("2000-01-01") + pd.to_timedelta(data.day[rows], unit="D")
+        freq = detect_frequency(pd.DataFrame({"product_id": data.codes[rows], "date": dates}))
+        for code, k in freq.per_product.items():
+            kind[int(code)] = k
     kind_daily = kind == DAILY
     step[kind_daily] = 1
     for i in np.flatnonzero(~kind_daily & (kind != UNKNOWN)):

@@ -200,7 +200,8 @@ def test_the_minimum_effect_is_an_interval_null() -> None:
     assert not interval.drift[:20].any() and interval.drift[20:30].all()
     assert (interval.p_level[:20] > 0.5).all()  # inside the interval: no evidence at all
     assert not interval.drift[30:].any()
-    result = compute_health(_window(ref, win), HealthParams(rmse_threshold=1e9))
+    half = HealthParams(rmse_threshold=1e9, min_drift_effect=0.5)  # the default is 0.25
+    result = compute_health(_window(ref, win), half)
     assert result.products.loc[:19, "drift"].sum() == 0
     assert result.products.loc[20:29, "drift"].all()
     # The reported p-value is the one the verdict used: Simes of the interval-null p-values.
@@ -216,7 +217,9 @@ def test_a_healthy_verdict_never_reports_a_small_global_p_value() -> None:
     ref = rng.standard_normal((40, 365))
     win = rng.standard_normal((40, 365))
     win[:10] += 0.3
-    result = compute_health(_window(ref, win), HealthParams(rmse_threshold=1e9))
+    result = compute_health(
+        _window(ref, win), HealthParams(rmse_threshold=1e9, min_drift_effect=0.5)
+    )
     assert result.healthy and result.p_value > 0.05
 
 
