@@ -18,7 +18,16 @@ simulated from Gaussian AR(1) errors). Null cases, the share of windows that ala
 - level_sd: error sd proportional to a slowly varying level (log-level AR(1) phi 0.97,
   sd 0.4), AR(1) 0.3 errors;
 - t3_common: t(3) shocks, phi 0.5, and a daily shock common to all products (30 % of
-  the variance).
+  the variance);
+- arma11_weekday (held out: added after the monthly retrain level FDR_ALPHA / 10 was
+  chosen, to confirm it; pass it in --cases / --monthly-cases): ARMA(1,1) errors (phi
+  0.6, theta 0.4), half with t(4) shocks, and a weekday pattern whose amplitude drifts;
+  mixture (held out too): a third each AR(2) (0.7, 0.2), ARMA(1,1) (0.8, 0.3) with t(3)
+  shocks, and a sum of AR(1) series (phi 0.3, 0.9, 0.99: long memory).
+
+`--reference-days` sets the reference of the null and monthly parts (30: the previous
+window; 90: the default REFERENCE_DAYS), `--min-effect` MIN_DRIFT_EFFECT (default 0.5 here
+for the earlier tables; the check's default is 0.25).
 
 Power: 5 % of the products get a level shift of k error sd (sign at random) in the
 window; recall and precision at phi 0.5 (suite) and on independent errors, with a 30-,
@@ -56,6 +65,7 @@ from forecastguard.health import stats  # noqa: E402
 DAYS = 30
 ALPHA = 0.05
 MIN_EFFECT = 0.5
+REF_DAYS = 30  # the reference of the null and monthly parts (--reference-days)
 INTERMITTENT = 0.2
 
 
@@ -154,6 +164,35 @@ def gen_t3_common(rng, n, t):
     return _scaled(rng, x)
 
 
+def gen_arma11_weekday(rng, n, t):
+    """Held out (chosen after the retrain rule, never used to choose anything): ARMA(1,1)
+    errors (phi 0.6, theta 0.4; the AR(1) model is wrong), half of them t(4) shocks, and a
+    weekday pattern whose amplitude drifts slowly (log-amplitude AR(1), phi 0.98)."""
+    shocks = rng.standard_normal((n, t + 1))
+    heavy = rng.random(n) < 0.5
+    shocks[heavy] = _t_shocks(rng, 4, (int(heavy.sum()), t + 1))
+    x = _ar(rng, 0.6, shocks[:, 1:] + 0.4 * shocks[:, :-1])
+    pattern = rng.standard_normal((n, 7))
+    pattern -= pattern.mean(axis=1, keepdims=True)
+    amplitude = 0.5 * np.exp(0.3 * _ar(rng, 0.98, rng.standard_normal((n, t))))
+    x = x + amplitude * pattern[:, np.arange(t) % 7]
+    return _scaled(rng, x)
+
+
+def gen_mixture(rng, n, t):
+    """Held out as arma11_weekday: a mixture of dependence structures, a third each —
+    AR(2) (phi1 0.7, phi2 0.2: near the unit root), ARMA(1,1) (phi 0.8, theta 0.3) with
+    t(3) shocks, and a long-memory sum of AR(1) components (phi 0.3, 0.9, 0.99)."""
+    part = rng.integers(0, 3, n)
+    x = np.empty((n, t))
+    k = [int((part == j).sum()) for j in range(3)]
+    x[part == 0] = _ar(rng, 0.7, rng.standard_normal((k[0], t)), phi2=0.2)
+    shocks = _t_shocks(rng, 3, (k[1], t + 1))
+    x[part == 1] = _ar(rng, 0.8, shocks[:, 1:] + 0.3 * shocks[:, :-1])
+    x[part == 2] = sum(_ar(rng, f, rng.standard_normal((k[2], t))) for f in (0.3, 0.9, 0.99))
+    return _scaled(rng, x / x.std(axis=1, keepdims=True).clip(1e-12))
+
+
 NULL_CASES = {
     "suite_phi0.5": lambda rng, n, t: suite(rng, n, t, 0.5),
     "suite_phi0.7": lambda rng, n, t: suite(rng, n, t, 0.7),
@@ -162,7 +201,10 @@ NULL_CASES = {
     "zip": gen_zip,
     "level_sd": gen_level_sd,
     "t3_common": gen_t3_common,
+    "arma11_weekday": gen_arma11_weekday,
+    "mixture": gen_mixture,
 }
+HELD_OUT = ("arma11_weekday", "mixture")  # not in the default --cases (added after the rule)
 
 
 def decide(errors: np.ndarray, ref_days: int, min_effect: float | None = None):
@@ -185,8 +227,8 @@ def null_part(cases: list[str], products: int, windows: int, seed: int) -> list[
         sds = []
         start = time.perf_counter()
         for _ in range(windows):
-            errors, _ = NULL_CASES[name](rng, products, 2 * DAYS)
-            d = decide(errors, DAYS)
+            errors, _ = NULL_CASES[name](rng, products, REF_DAYS + DAYS)
+            d = decide(errors, REF_DAYS)
             alarms += bool(d.drift.any())
             flagged += int(d.drift.sum())
             sds.append(d.null_sd_level)
@@ -194,6 +236,8 @@ def null_part(cases: list[str], products: int, windows: int, seed: int) -> list[
         row = {
             "case": name,
             "products": products,
+            "ref_days": REF_DAYS,
+            "min_effect": MIN_EFFECT,
             "windows": windows,
             "alarm_share": alarms / windows,
             "flagged_per_window": flagged / windows,
@@ -211,14 +255,21 @@ def null_part(cases: list[str], products: int, windows: int, seed: int) -> list[
     return rows
 
 
-def power_part(products: int, windows: int, seed: int) -> list[dict]:
+def power_part(
+    products: int,
+    windows: int,
+    seed: int,
+    refs: tuple[int, ...] = (30, 90, 180),
+    effects: tuple[float, ...] | None = None,
+) -> list[dict]:
     """Recall and precision for level shifts in 5 % of the products."""
     rows = []
     cases = [(0.5, 1.5), (0.5, 2.0), (0.0, 1.5)]
-    for ref_days in (30, 90, 180):
+    # By default the interval null of MIN_EFFECT, and the point null beside it.
+    effects = effects or (MIN_EFFECT, 0.0)
+    for ref_days in refs:
         for phi, size in cases:
             rng = np.random.default_rng([seed, 7, int(size * 10), int(phi * 10), ref_days])
-            effects = (MIN_EFFECT, 0.0)  # the interval null, and the point null beside it
             tp, fp = dict.fromkeys(effects, 0), dict.fromkeys(effects, 0)
             n_true = 0
             for _ in range(windows):
@@ -258,23 +309,24 @@ def power_part(products: int, windows: int, seed: int) -> list[dict]:
 
 
 def _period(rng, products: int, shift: float, case: str = "suite_phi0.5"):
-    """(errors of 30 + 30 + 30 days, shifted products): the shift starts on day 60."""
-    errors, sd = NULL_CASES[case](rng, products, 3 * DAYS)
+    """(errors of REF_DAYS + 30 + 30 days, shifted products): the shift starts on day
+    REF_DAYS + 30."""
+    errors, sd = NULL_CASES[case](rng, products, REF_DAYS + 2 * DAYS)
     shifted = np.zeros(products, bool)
     if shift:
         shifted = rng.random(products) < 0.05
         sign = rng.choice([-1.0, 1.0], int(shifted.sum()))
-        errors[shifted, 2 * DAYS :] += (sign * shift * sd[shifted])[:, None]
+        errors[shifted, REF_DAYS + DAYS :] += (sign * shift * sd[shifted])[:, None]
     return errors, shifted
 
 
 def _daily_checks(errors: np.ndarray, checks: int = DAYS, min_effect: float | None = None):
-    """Simes p-values and flags of the daily checks 1..checks (window ending day 59 + d,
-    the previous 30 days its reference)."""
+    """Simes p-values and flags of the daily checks 1..checks (window ending day
+    REF_DAYS + 29 + d, the previous REF_DAYS days its reference)."""
     simes, flags = [], []
     for d in range(1, checks + 1):
-        e = errors[:, d : d + 2 * DAYS]
-        dec = decide(e, DAYS, min_effect)
+        e = errors[:, d : d + REF_DAYS + DAYS]
+        dec = decide(e, REF_DAYS, min_effect)
         simes.append(float(np.nanmin(dec.qvalue)))
         flags.append(dec.qvalue)
     return np.array(simes), np.array(flags)
@@ -308,6 +360,7 @@ def monthly_part(
     out: dict = {
         "case": case,
         "min_effect": MIN_EFFECT if min_effect is None else min_effect,
+        "ref_days": REF_DAYS,
         "products": products,
         "periods": periods,
         "false_request_share": {r: null[r] / periods for r in RULES},
@@ -347,9 +400,10 @@ def _median(values: list) -> float | None:
     return float(np.median(ok)) if ok else None
 
 
-def _set_min_effect(value: float) -> None:
-    global MIN_EFFECT
+def _set_min_effect(value: float, ref_days: int = 30) -> None:
+    global MIN_EFFECT, REF_DAYS
     MIN_EFFECT = value
+    REF_DAYS = ref_days
 
 
 def main() -> None:
@@ -365,11 +419,23 @@ def main() -> None:
     parser.add_argument(
         "--min-effect", type=float, default=MIN_EFFECT, help="0: point nulls (the test alone)"
     )
+    parser.add_argument(
+        "--reference-days", type=int, default=30, help="reference of the null/monthly parts"
+    )
+    parser.add_argument("--power-refs", default="30,90,180", help="references of the power part")
+    parser.add_argument(
+        "--power-effects", default="", help="MIN_DRIFT_EFFECT values (default: --min-effect, 0)"
+    )
+    parser.add_argument(
+        "--monthly-cases",
+        default="suite_phi0.5,ar2,phi_uniform_t5,t3_common,point",
+        help="null cases of the monthly part (point: the suite with point nulls)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     parts = set(args.part.split(","))
     cases = args.cases.split(",")
-    _set_min_effect(args.min_effect)
+    _set_min_effect(args.min_effect, args.reference_days)
     out: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     def save() -> None:
@@ -383,18 +449,25 @@ def main() -> None:
             out["null"] += null_part(cases, 10_000, args.windows_10k, args.seed)
             save()
     if "power" in parts:
-        out["power"] = power_part(1000, args.power_windows, args.seed)
+        out["power"] = power_part(
+            1000,
+            args.power_windows,
+            args.seed,
+            tuple(int(r) for r in args.power_refs.split(",")),
+            tuple(float(e) for e in args.power_effects.split(",") if e) or None,
+        )
         save()
     if "monthly" in parts:
-        out["monthly"] = [monthly_part(1000, args.periods, args.seed)]
-        save()
-        for case in ("ar2", "phi_uniform_t5", "t3_common"):
-            out["monthly"].append(
-                monthly_part(1000, args.periods * 2 // 3, args.seed, case, delays=False)
-            )
+        out["monthly"] = []
+        for case in args.monthly_cases.split(","):
+            if case == "suite_phi0.5":
+                row = monthly_part(1000, args.periods, args.seed)
+            elif case == "point":
+                row = monthly_part(1000, args.periods * 2 // 3, args.seed, min_effect=0.0)
+            else:
+                row = monthly_part(1000, args.periods * 2 // 3, args.seed, case, delays=False)
+            out["monthly"].append(row)
             save()
-        out["monthly"].append(monthly_part(1000, args.periods * 2 // 3, args.seed, min_effect=0.0))
-        save()
     if "pasta" in parts:
         out["pasta"] = pasta_part()
         save()
@@ -430,12 +503,15 @@ def pasta_part(path: Path | None = None) -> dict:
             forecast[:, cols] = mean[:, None]
     errors = sales - forecast
     closed = np.isnan(sales).all(axis=0)
-    first = int(np.searchsorted(days, pd.Timestamp("2015-01-01"))) + 59
+    first = int(np.searchsorted(days, pd.Timestamp("2015-01-01"))) + 29 + REF_DAYS
     checks = []
     for end in range(first, len(days), 7):
-        ref, win = errors[:, end - 59 : end - 29], errors[:, end - 29 : end + 1]
+        ref, win = errors[:, end - 29 - REF_DAYS : end - 29], errors[:, end - 29 : end + 1]
         t = stats.drift_tests(
-            ref, win, contiguous=np.ones(len(ids), bool), weekday=weekday[end - 59 : end + 1]
+            ref,
+            win,
+            contiguous=np.ones(len(ids), bool),
+            weekday=weekday[end - 29 - REF_DAYS : end + 1],
         )
         dec = stats.drift_decision(t, ALPHA, MIN_EFFECT)
         new = dec.drift
@@ -450,12 +526,15 @@ def pasta_part(path: Path | None = None) -> dict:
             len(ids),
         )
         old = stats.benjamini_hochberg(stats.ks_pvalues(sample, 7)) <= ALPHA
-        span = days[end - 59 : end + 1]
+        span = days[end - 29 - REF_DAYS : end + 1]
         christmas = bool(
             ((span.month == 12) & (span.day >= 20) | (span.month == 1) & (span.day <= 6)).any()
         )
         promo_change = (
-            np.abs(promo[:, end - 29 : end + 1].mean(1) - promo[:, end - 59 : end - 29].mean(1))
+            np.abs(
+                promo[:, end - 29 : end + 1].mean(1)
+                - promo[:, end - 29 - REF_DAYS : end - 29].mean(1)
+            )
             >= 0.2
         )
         checks.append(
@@ -465,7 +544,7 @@ def pasta_part(path: Path | None = None) -> dict:
                 "new_kinds": [stats.DRIFT_KINDS[kinds[i]] for i in np.flatnonzero(new)],
                 "old": [ids[i] for i in np.flatnonzero(old)],
                 "christmas": christmas,
-                "closed_days": int(closed[end - 59 : end + 1].sum()),
+                "closed_days": int(closed[end - 29 - REF_DAYS : end + 1].sum()),
                 "new_with_promo_change": int((new & promo_change).sum()),
                 "old_with_promo_change": int((old & promo_change).sum()),
             }
