@@ -194,10 +194,24 @@ resource "google_cloud_scheduler_job" "health_check_dataflow" {
       launchParameter = {
         jobName              = "${var.name_prefix}-health-check"
         containerSpecGcsPath = local.dataflow_template_spec
-        parameters = {
-          source     = local.bigquery_url
-          batch_size = tostring(var.dataflow_batch_size)
-        }
+        # What the pipeline needs besides the data (forecastguard.health.dataflow.FORWARDED,
+        # declared in jobs/health_beam/metadata.json): the control database's settings —
+        # never the password: the workers read it from Secret Manager by its secret's
+        # name — the metrics sink, the report location and the retrain topic.
+        parameters = merge({
+          source             = local.bigquery_url
+          batch_size         = tostring(var.dataflow_batch_size)
+          window_days        = tostring(var.window_days)
+          gcp_project        = var.project_id
+          cloud_sql_instance = local.cloud_sql_instance
+          db_user            = var.db_iam_auth ? google_service_account.dataflow[0].account_id : var.db_user
+          db_name            = var.db_name
+          db_ip_type         = var.sql_private_ip ? "PRIVATE" : "PUBLIC"
+          db_iam_auth        = var.db_iam_auth ? "true" : "false"
+          metrics_sink       = "cloud-monitoring"
+          artifact_uri       = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
+          retrain_topic      = google_pubsub_topic.retrain.id
+        }, var.db_iam_auth ? {} : { db_pass_secret = google_secret_manager_secret.secret["db-pass"].secret_id })
         environment = {
           serviceAccountEmail   = google_service_account.dataflow[0].email
           tempLocation          = "gs://${local.artifact_bucket_name}/${local.dataflow_prefix}temp"

@@ -88,3 +88,26 @@ def test_the_template_spec_is_where_cloud_build_writes_it(tf: Terraform) -> None
     assert {"source", "batch_size"} <= names
     body = tf.resource("google_cloud_scheduler_job", "health_check_dataflow")["http_target"][0]
     assert "batch_size" in body["body"] and "source" in body["body"]
+
+
+def test_the_schedule_passes_every_setting_the_pipeline_needs(tf: Terraform) -> None:
+    """The control database (never its password: the secret's name), the metrics sink,
+    the report location, the retrain topic: every setting the function's own launch
+    forwards (forecastguard.health.dataflow.FORWARDED) and that Terraform knows."""
+    from forecastguard.health.dataflow import FORWARDED
+
+    job = tf.resource("google_cloud_scheduler_job", "health_check_dataflow")
+    body = job["http_target"][0]["body"]
+    metadata = json.loads(Path(ROOT / "jobs/health_beam/metadata.json").read_text())
+    declared = {p["name"] for p in metadata["parameters"]}
+    # REFERENCE_DAYS is not wired on Google Cloud (infra_contract): the default applies.
+    for name in set(FORWARDED) - {"reference_days"}:
+        assert f"{name} " in body or f"{name} =" in body, name
+        assert name in declared, name
+    assert "db_pass_secret" in body and 'secret["db-pass"].secret_id' in body
+    assert "DB_PASS" not in body and "password" not in body.lower()
+    assert "google_pubsub_topic.retrain.id" in body and "cloud-monitoring" in body
+    grant = tf.resource("google_secret_manager_secret_iam_member", "dataflow_reads_db_pass")
+    assert grant["role"] == "roles/secretmanager.secretAccessor"
+    assert grant["secret_id"] == '${google_secret_manager_secret.secret["db-pass"].secret_id}'
+    assert grant["member"] == "${google_service_account.dataflow[0].member}"

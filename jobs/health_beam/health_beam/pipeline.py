@@ -43,6 +43,7 @@ from forecastguard.health.check import (
     global_phase,
     product_phase,
 )
+from forecastguard.health.dataflow import CONTROL_SOURCE, FORWARDED, with_db_pass
 from forecastguard.health.window import window_from_frames
 from forecastguard.logs import get_logger
 from health_beam.sources import Source, SqlSource, Window, batch_window, make_source
@@ -81,6 +82,20 @@ class HealthCheckOptions(PipelineOptions):
             "--bq_storage_endpoint", help="Storage Read API host:port (an emulator)."
         )
         parser.add_argument("--result_path", help="Write the result as JSON to this file.")
+        # The settings a Dataflow launch passes (forecastguard.health.dataflow.FORWARDED):
+        # each wins over the launcher's environment, and reaches the workers with them.
+        for name in FORWARDED:
+            parser.add_argument(f"--{name}", help=f"${name.upper()} (a setting).")
+
+
+def settings_from_options(settings: Settings, check: HealthCheckOptions) -> Settings:
+    """`settings` with the options of `FORWARDED` that were given, parsed and checked as
+    their environment variables would be (a malformed one raises ConfigError)."""
+    given = {n: getattr(check, n) for n in FORWARDED if getattr(check, n, None) is not None}
+    if not given:
+        return settings
+    parsed = Settings.from_env({}, **{n: str(v) for n, v in given.items()})
+    return replace(settings, **{n: getattr(parsed, n) for n in given})
 
 
 class ProductPhaseFn(beam.DoFn):
@@ -216,7 +231,7 @@ class FinishFn(beam.DoFn):
         data, holdout = (None, None)
         if self.settings.artifact_uri:
             data, holdout = _top_window(self.source, self.window, self.facts, result, self.episodes)
-        service = HealthService(self.settings)
+        service = HealthService(with_db_pass(self.settings))
         service.finish(result, data=data, holdout=holdout, store_products=not kept)
         if self.result_path:
             # The full result (what `forecastguard health --json` prints), or only its
@@ -261,7 +276,9 @@ class Plan:
 
 def plan(options: HealthCheckOptions, settings: Settings) -> Plan:
     """The source, the window, its facts and the batches of this run."""
-    source = make_source(options.source, options.bq_api_endpoint, options.bq_storage_endpoint)
+    source = make_source(
+        options.source, options.bq_api_endpoint, options.bq_storage_endpoint, settings
+    )
     as_of = date.fromisoformat(options.as_of) if options.as_of else None
     if as_of is None:
         from forecastguard.health.service import default_as_of
@@ -271,7 +288,7 @@ def plan(options: HealthCheckOptions, settings: Settings) -> Plan:
         as_of, options.window_days or settings.window_days, settings.reference_days or None
     )
     control = options.control_database_url
-    if control is None and isinstance(source, SqlSource):
+    if control is None and isinstance(source, SqlSource) and source.url != CONTROL_SOURCE:
         control = options.source
     if control is not None:
         settings = replace(settings, database_url=control)
@@ -295,7 +312,7 @@ def _episodes(settings: Settings, model_version: str | None) -> pd.DataFrame | N
     from forecastguard.db.engine import make_engine
     from forecastguard.health.episodes import load_episodes
 
-    engine = make_engine(settings)
+    engine = make_engine(with_db_pass(settings))
     try:
         return load_episodes(engine, model_version)
     finally:
@@ -323,7 +340,7 @@ def run(
     started = time.time()
     options = PipelineOptions(argv)
     check = options.view_as(HealthCheckOptions)
-    the_plan = plan(check, settings or Settings.from_env())
+    the_plan = plan(check, settings_from_options(settings or Settings.from_env(), check))
     runner = runner_for(options)
     in_process = not isinstance(runner, str)
     result_path = check.result_path

@@ -132,15 +132,19 @@ class SqlSource:
     """The control database's own tables (a SQLAlchemy URL): the small installation."""
 
     url: str
+    # url "cloudsql" (forecastguard.health.dataflow.CONTROL_SOURCE): the control database
+    # of these settings (Cloud SQL through the connector), as on Dataflow.
+    settings: Any = None
 
     def __post_init__(self) -> None:
         self._engine: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url}
+        return {"url": self.url, "settings": self.settings}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.url = state["url"]
+        self.settings = state.get("settings")
         self.__post_init__()
 
     def open(self) -> None:
@@ -148,8 +152,12 @@ class SqlSource:
         if self._engine is None:
             from forecastguard.config import Settings
             from forecastguard.db.engine import make_engine
+            from forecastguard.health.dataflow import CONTROL_SOURCE, with_db_pass
 
-            self._engine = make_engine(Settings.from_env({}, database_url=self.url))
+            if self.url == CONTROL_SOURCE:
+                self._engine = make_engine(with_db_pass(self.settings or Settings.from_env()))
+            else:
+                self._engine = make_engine(Settings.from_env({}, database_url=self.url))
 
     def facts(self, window: Window) -> bq.WindowFacts:
         """See `Source.facts` (the queries of `load_window`)."""
@@ -348,15 +356,18 @@ class ParquetSource:
 
 
 def make_source(
-    url: str, api_endpoint: str | None = None, storage_target: str | None = None
+    url: str,
+    api_endpoint: str | None = None,
+    storage_target: str | None = None,
+    settings: Any = None,
 ) -> BigQuerySource | SqlSource | ParquetSource:
-    """The source of a `bigquery://PROJECT/DATASET`, a `parquet:///folder` or a
-    SQLAlchemy URL."""
+    """The source of a `bigquery://PROJECT/DATASET`, a `parquet:///folder`, a
+    SQLAlchemy URL, or `cloudsql`: the control database of `settings` (Cloud SQL)."""
     if bq.is_bigquery_url(url):
         return BigQuerySource(bq.BigQueryTarget.from_url(url, api_endpoint, storage_target))
     if url.startswith(PARQUET_SCHEME):
         return ParquetSource(url[len(PARQUET_SCHEME) :])
-    return SqlSource(url)
+    return SqlSource(url, settings if url == "cloudsql" else None)
 
 
 def _numbers(values: pd.Series) -> np.ndarray:

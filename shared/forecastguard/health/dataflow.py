@@ -175,3 +175,39 @@ def launch(launch: Launch, client: Any = None) -> dict[str, Any]:
         ) from exc
     job = response.job
     return {**outcome, "launched": True, "job_id": job.id or None}
+
+
+SECRET_MANAGER = "https://secretmanager.googleapis.com"
+
+
+def with_db_pass(
+    settings: Settings, session: Any = None, endpoint: str = SECRET_MANAGER
+) -> Settings:
+    """`settings` with DB_PASS read from Secret Manager (the latest version of the secret
+    DB_PASS_SECRET names, in GCP_PROJECT) when it is needed (password authentication) and
+    not given: where a Dataflow worker or launcher makes its database engine, so the
+    password never travels in the job's parameters or graph. `session`: an authorised
+    requests session (default: the environment's credentials)."""
+    import base64
+    from dataclasses import replace
+
+    if settings.db_pass or settings.db_iam_auth or not settings.db_pass_secret:
+        return settings
+    settings.require("gcp_project")
+    if session is None:
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession
+
+        credentials, _ = google.auth.default(
+            scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        )
+        session = AuthorizedSession(credentials)
+    name = f"projects/{settings.gcp_project}/secrets/{settings.db_pass_secret}/versions/latest"
+    response = session.get(f"{endpoint}/v1/{name}:access", timeout=30)
+    if response.status_code != 200:
+        raise ConfigError(
+            f"DB_PASS_SECRET {settings.db_pass_secret!r} could not be read from Secret "
+            f"Manager (HTTP {response.status_code})"
+        )
+    data = base64.b64decode(response.json()["payload"]["data"]).decode("utf-8")
+    return replace(settings, db_pass=data)

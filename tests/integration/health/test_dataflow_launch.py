@@ -171,3 +171,59 @@ def test_settings_that_cannot_launch_keep_the_check_in_process(
     assert response.status_code == 200 and _stored(filled_engine) == 1
     (record,) = [r for r in caplog.records if "cannot be handed to dataflow" in r.getMessage()]
     assert missing.upper() in record.error
+
+
+@pytest.fixture
+def secret_manager():
+    """A local HTTP server answering Secret Manager's `versions/latest:access`."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            known = (
+                self.path == "/v1/projects/demo-project/secrets/fg-db-pass/versions/latest:access"
+            )
+            body = {"payload": {"data": base64.b64encode(PASSWORD.encode()).decode()}}
+            text = json.dumps(body if known else {"error": {"code": 404}}).encode()
+            self.send_response(200 if known else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_worker_reads_the_password_from_secret_manager(secret_manager) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.transport.requests import AuthorizedSession
+
+    from forecastguard.config import ConfigError, Settings
+    from forecastguard.health.dataflow import with_db_pass
+
+    endpoint, seen = secret_manager
+    session = AuthorizedSession(AnonymousCredentials())
+    settings = Settings.from_env({}, gcp_project="demo-project", db_pass_secret="fg-db-pass")
+    assert with_db_pass(settings, session, endpoint).db_pass == PASSWORD
+    assert seen == ["/v1/projects/demo-project/secrets/fg-db-pass/versions/latest:access"]
+    # Not asked for with IAM authentication, nor when the password is given.
+    for given in ({"db_iam_auth": True}, {"db_pass": "given"}):
+        same = Settings.from_env({}, **{**settings.__dict__, **given})
+        assert with_db_pass(same, session, endpoint) is same
+    assert len(seen) == 1
+    missing = Settings.from_env({}, gcp_project="demo-project", db_pass_secret="other")
+    with pytest.raises(ConfigError, match=r"DB_PASS_SECRET 'other'.*HTTP 404"):
+        with_db_pass(missing, session, endpoint)
