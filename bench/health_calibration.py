@@ -431,8 +431,15 @@ def main() -> None:
         default="suite_phi0.5,ar2,phi_uniform_t5,t3_common,point",
         help="null cases of the monthly part (point: the suite with point nulls)",
     )
+    parser.add_argument(
+        "--level-variance",
+        choices=("pooled", "separate"),
+        default=stats.LEVEL_VARIANCE,
+        help="the level test's variance (stats.LEVEL_VARIANCE)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    stats.LEVEL_VARIANCE = args.level_variance
     parts = set(args.part.split(","))
     cases = args.cases.split(",")
     _set_min_effect(args.min_effect, args.reference_days)

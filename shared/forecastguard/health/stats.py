@@ -221,6 +221,12 @@ DRIFT_WEIGHTS = (0.6, 0.4, 0.0)
 # reference, a ratio of 1.25 flagged 0.065 of the null windows whose error sd follows a
 # slowly varying level; docs/health.md).
 SPREAD_EFFECT_FACTOR = 2.0
+# The level test's variance: "pooled" (one sigma^2 for both periods: the default, every
+# table of docs/health.md) or "separate" (each period its own sigma^2, Welch-Satterthwaite
+# degrees of freedom; measured in docs/health.md, not yet the default): with a 90-day
+# reference the pooled variance is dominated by the reference's, too small when the
+# window's spread is higher (unequal lengths; with 30 + 30 it is robust).
+LEVEL_VARIANCE = "pooled"
 MAX_PHI = 0.95  # the AR(1) coefficient is clipped to [0, MAX_PHI]
 PHI_MARGIN = 1.0  # standard errors added to the bias-corrected AR(1) coefficient
 # For prewhitening before the scale and shape tests (1.0 left the KS tail 5x at phi 0.7).
@@ -449,6 +455,10 @@ def _mean_change_grid(
     s_rr, s_ww, s_rw = s_rr[inverse], s_ww[inverse], s_rw[inverse]
     phi = np.asarray(grid, dtype=np.float64)[None, :]
     nr, nw, sp = n_r[:, None], n_w[:, None], spent[:, None]
+    if LEVEL_VARIANCE == "separate":
+        sds = (sd_r[:, None], sd_w[:, None])
+        se, dof = _separate_variance(nr, nw, sp, sds, (s_rr, s_ww, s_rw), phi)
+        return mean_w - mean_r, se, dof
     with np.errstate(invalid="ignore", divide="ignore"):
         ss = np.nan_to_num(sd_r**2 * (n_r - 1)) + np.nan_to_num(sd_w**2 * (n_w - 1))
         diff = mean_w - mean_r
@@ -458,6 +468,38 @@ def _mean_change_grid(
         se = np.where(expected > 0, np.sqrt(sigma2 * q), np.nan)
         dof = (nr + nw - 2 - sp) * (1 - phi**2) / (1 + phi**2)
     return diff, se, dof
+
+
+def _separate_variance(
+    nr: np.ndarray,
+    nw: np.ndarray,
+    sp: np.ndarray,
+    sds: tuple[np.ndarray, np.ndarray],
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray],
+    phi: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(se, dof) of the mean change with each period's own sigma^2 (LEVEL_VARIANCE
+    "separate"): sigma_p^2 from the squares around period p's mean over their AR(1)
+    expectation (n_p - S_pp / n_p, the spent parameters shared by length); Var =
+    sigma_w^2 S_ww / n_w^2 + sigma_r^2 S_rr / n_r^2 - 2 sigma_r sigma_w S_rw / (n_r n_w);
+    Welch-Satterthwaite degrees of freedom from the two terms, each period's own
+    (n_p - 1 - spent_p)(1 - phi^2)/(1 + phi^2)."""
+    sd_r, sd_w = sds
+    s_rr, s_ww, s_rw = sums
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss_r, ss_w = np.nan_to_num(sd_r**2 * (nr - 1)), np.nan_to_num(sd_w**2 * (nw - 1))
+        sp_r, sp_w = sp * nr / (nr + nw), sp * nw / (nr + nw)
+        e_r, e_w = nr - s_rr / nr - sp_r, nw - s_ww / nw - sp_w
+        v_r = np.where(ss_r > 0, ss_r / e_r, CONSTANT_VARIANCE)
+        v_w = np.where(ss_w > 0, ss_w / e_w, CONSTANT_VARIANCE)
+        a, b = v_r * s_rr / nr**2, v_w * s_ww / nw**2
+        c = 2.0 * np.sqrt(v_r * v_w) * s_rw / (nr * nw)
+        se = np.where((e_r > 0) & (e_w > 0), np.sqrt(np.maximum(a + b - c, 1e-300)), np.nan)
+        f = (1 - phi**2) / (1 + phi**2)
+        df_r = np.maximum((nr - 1 - sp_r) * f, 1.0)
+        df_w = np.maximum((nw - 1 - sp_w) * f, 1.0)
+        dof = (a + b) ** 2 / (a**2 / df_r + b**2 / df_w)
+    return se, dof
 
 
 def _mean_change_t(
