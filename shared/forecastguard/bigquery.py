@@ -423,3 +423,42 @@ def product_rows(check_id: str, as_of: date, products: pd.DataFrame) -> pd.DataF
     for name in ("drift_kind", "drift_test", "reference"):
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     return frame
+
+
+def prediction_frame(forecasts: pd.DataFrame, model_version: str, created: Any) -> pd.DataFrame:
+    """The trainer's forecasts (product_id, target_date, predicted_units and, when
+    present, its quantiles p10/p50/p90) as rows of the `predictions` table: the columns
+    of the SQL table (`predicted_p10/_p50/_p90`, NULL without quantiles)."""
+    n = len(forecasts)
+    frame = pd.DataFrame(
+        {
+            "product_id": forecasts["product_id"].astype(str).to_numpy(),
+            "target_date": pd.to_datetime(forecasts["target_date"]).dt.date.to_numpy(),
+            "predicted_units": forecasts["predicted_units"].to_numpy(float),
+            "model_version": [model_version] * n,
+            "created_at": [pd.Timestamp(created).tz_localize(None)] * n,
+        }
+    )
+    for q in ("p10", "p50", "p90"):
+        frame[f"predicted_{q}"] = (
+            forecasts[q].to_numpy(float) if q in forecasts.columns else np.full(n, np.nan)
+        )
+    return frame
+
+
+def upsert_predictions(
+    target: BigQueryTarget,
+    forecasts: pd.DataFrame,
+    model_version: str,
+    *,
+    created: Any = None,
+    client: Any = None,
+) -> int:
+    """Write the trainer's forecasts to the data plane's `predictions` table (issue 24):
+    insert or replace by (product_id, target_date), one Parquet load and one MERGE.
+    Returns the rows the MERGE inserted or updated."""
+    from datetime import UTC, datetime
+
+    frame = prediction_frame(forecasts, model_version, created or datetime.now(UTC))
+    client = client or target.client()
+    return upsert_frame(client, target, "predictions", frame, ("product_id", "target_date"))

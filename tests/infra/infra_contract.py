@@ -84,7 +84,8 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
     # scale is launched by Terraform's daily Cloud Scheduler job (terraform/dataflow.tf,
     # scale_enabled), which passes the same parameters; the function's environment does
     # not get these yet (its account would need dataflow.developer and actAs the workers).
-    "BIGQUERY_URL": "the Dataflow launch's `source` parameter (terraform/dataflow.tf)",
+    "BIGQUERY_URL": "the Dataflow launch's `source` parameter (terraform/dataflow.tf); "
+    "the trainer job does not get it from Terraform yet (docs/scale.md)",
     "DATAFLOW_TEMPLATE": "Terraform launches the template itself (terraform/dataflow.tf)",
     "DATAFLOW_REGION": "Terraform launches the template itself (terraform/dataflow.tf)",
     "DATAFLOW_SERVICE_ACCOUNT": "Terraform launches the template itself (terraform/dataflow.tf)",

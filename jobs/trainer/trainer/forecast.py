@@ -342,9 +342,13 @@ def write_forecasts(
     return len(rows), len(frame) - len(rows)
 
 
-def forecast_with(engine: sa.Engine, forecaster: Forecaster | ModelBundle) -> ForecastResult:
+def forecast_with(
+    engine: sa.Engine, forecaster: Forecaster | ModelBundle, *, bigquery: Any = None
+) -> ForecastResult:
     """Forecast with a loaded forecaster (a `ModelBundle` serves as an LSTM) and write
-    the predictions under its model version."""
+    the predictions under its model version; with `bigquery` (a
+    `forecastguard.bigquery.BigQueryTarget`, from BIGQUERY_URL) to its `predictions`
+    table too (issue 24)."""
     from trainer.data import load_promotions, load_sales
 
     if isinstance(forecaster, ModelBundle):
@@ -357,6 +361,10 @@ def forecast_with(engine: sa.Engine, forecaster: Forecaster | ModelBundle) -> Fo
         promos = load_promotions(engine)
         frame = forecaster.forecast(sales, promos)
         written, unchanged = write_forecasts(engine, frame, version)
+        if bigquery is not None:
+            from forecastguard.bigquery import upsert_predictions
+
+            out["bigquery_merged"] = upsert_predictions(bigquery, frame, version)
         dates = pd.to_datetime(frame["target_date"])
         result = ForecastResult(
             model_version=version,
@@ -401,7 +409,11 @@ def _fallback_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: 
 
 
 def run_forecast(
-    engine: sa.Engine, store: ArtifactStore, *, workdir: str | Path | None = None
+    engine: sa.Engine,
+    store: ArtifactStore,
+    *,
+    workdir: str | Path | None = None,
+    bigquery: Any = None,
 ) -> ForecastResult:
     """`--mode forecast`: forecast with the champion named by champion.json, of any kind.
 
@@ -428,4 +440,4 @@ def run_forecast(
                     "serving": forecaster.kind,
                 },
             )
-        return forecast_with(engine, forecaster)
+        return forecast_with(engine, forecaster, bigquery=bigquery)

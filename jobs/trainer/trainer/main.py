@@ -54,6 +54,16 @@ class TrainOutcome:
     email: dict[str, Any] | None = None
 
 
+def forecast_target(settings: Settings) -> Any:
+    """Where the forecasts also go (issue 24): the BigQuery data plane of BIGQUERY_URL
+    (a `forecastguard.bigquery.BigQueryTarget`), or None."""
+    if not settings.bigquery_url:
+        return None
+    from forecastguard.bigquery import BigQueryTarget
+
+    return BigQueryTarget.from_url(settings.bigquery_url)
+
+
 def run_train(
     settings: Settings,
     opts: JobOptions,
@@ -121,6 +131,7 @@ def run_train(
         metrics_doc=report.metrics_doc,
         request_id=opts.request.request_id,
         workdir=workdir,
+        bigquery=forecast_target(settings),
     )
     outcome = TrainOutcome(
         run_id=run_id,
@@ -290,7 +301,9 @@ def run_job(
                 if opts.mode == "forecast":
                     from trainer.forecast import run_forecast
 
-                    result = run_forecast(engine, store, workdir=Path(tmp)).to_dict()
+                    result = run_forecast(
+                        engine, store, workdir=Path(tmp), bigquery=forecast_target(settings)
+                    ).to_dict()
                 else:
                     smtp = smtp if smtp is not None else SmtpConfig.from_settings(settings)
                     result = _summary(

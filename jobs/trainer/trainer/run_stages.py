@@ -552,9 +552,11 @@ def record_and_serve(
     metrics_doc: dict[str, Any],
     request_id: str | None,
     workdir: Path,
+    bigquery: Any = None,
 ) -> dict[str, Any]:
     """Record the run (one transaction), publish the new champion if it changed, and
-    forecast the next days with whoever serves now; returns the forecast summary."""
+    forecast the next days with whoever serves now (to `bigquery` too, a BigQueryTarget
+    from BIGQUERY_URL); returns the forecast summary."""
     from trainer.forecast import BaselineForecaster, forecast_with
     from trainer.promotion import publish, record
     from trainer.stages import TrainedForecaster
@@ -584,7 +586,7 @@ def record_and_serve(
         served = TrainedForecaster(
             ch.kind, bundle, ch.gbm, ch.blend_weight, ch.intervals.get(ch.kind)
         )
-        return forecast_with(engine, served).to_dict()
+        return forecast_with(engine, served, bigquery=bigquery).to_dict()
     if j.fallback is not None:
         publish(
             store,
@@ -600,12 +602,12 @@ def record_and_serve(
             bundle.cfg,
             ch.intervals.get(j.fallback.kind),
         )
-        return forecast_with(engine, forecaster).to_dict()
-    return forecast_with_champion(engine, store, workdir / "serving")
+        return forecast_with(engine, forecaster, bigquery=bigquery).to_dict()
+    return forecast_with_champion(engine, store, workdir / "serving", bigquery)
 
 
 def forecast_with_champion(
-    engine: sa.Engine, store: ArtifactStore, workdir: Path
+    engine: sa.Engine, store: ArtifactStore, workdir: Path, bigquery: Any = None
 ) -> dict[str, Any]:
     """The kept champion's fresh forecasts; a failure is logged and returned, not raised
     (the run's decision is already committed)."""
@@ -617,7 +619,8 @@ def forecast_with_champion(
         log.error("no champion pointer after the decision: no forecasts")
         return {"error": "no champion pointer"}
     try:
-        return forecast_with(engine, load_forecaster(store, pointer, workdir)).to_dict()
+        forecaster = load_forecaster(store, pointer, workdir)
+        return forecast_with(engine, forecaster, bigquery=bigquery).to_dict()
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.error(
