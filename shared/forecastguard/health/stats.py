@@ -221,12 +221,12 @@ DRIFT_WEIGHTS = (0.6, 0.4, 0.0)
 # reference, a ratio of 1.25 flagged 0.065 of the null windows whose error sd follows a
 # slowly varying level; docs/health.md).
 SPREAD_EFFECT_FACTOR = 2.0
-# The level test's variance: "pooled" (one sigma^2 for both periods: the default, every
-# table of docs/health.md) or "separate" (each period its own sigma^2, Welch-Satterthwaite
-# degrees of freedom; measured in docs/health.md, not yet the default): with a 90-day
-# reference the pooled variance is dominated by the reference's, too small when the
-# window's spread is higher (unequal lengths; with 30 + 30 it is robust).
-LEVEL_VARIANCE = "pooled"
+# The level test's variance: "separate" (each period its own sigma^2, Welch-Satterthwaite
+# degrees of freedom; the default since issue 23's second pass) or "pooled" (one sigma^2
+# for both periods, the first pass): with a 90-day reference the pooled variance is
+# dominated by the reference's, too small when the window's spread is higher (unequal
+# lengths; with 30 + 30 it is robust) — docs/health.md measures both.
+LEVEL_VARIANCE = "separate"
 MAX_PHI = 0.95  # the AR(1) coefficient is clipped to [0, MAX_PHI]
 PHI_MARGIN = 1.0  # standard errors added to the bias-corrected AR(1) coefficient
 # For prewhitening before the scale and shape tests (1.0 left the KS tail 5x at phi 0.7).
