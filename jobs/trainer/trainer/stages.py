@@ -335,58 +335,30 @@ def forecast_served(
     """The next `cfg.horizon` days of forecaster `kind` (product_id, target_date,
     predicted_units): the debiased LSTM, LightGBM or their blend; with `intervals`, a
     column per quantile level too ("p10", "p50", "p90")."""
-    frame = _forecast_point(
-        kind,
-        model=model,
-        params=params,
-        correction=correction,
-        gbm=gbm,
-        blend_weight=blend_weight,
-        pipeline=pipeline,
-        sales=sales,
-        cfg=cfg,
-        promotions=promotions,
-    )
-    return frame if intervals is None else intervals.apply(frame, column="predicted_units")
-
-
-def _forecast_point(
-    kind: str,
-    *,
-    model: Any,
-    params: ModelParams,
-    correction: BiasCorrection,
-    gbm: GBMForecaster | None,
-    blend_weight: float,
-    pipeline: Any,
-    sales: pd.DataFrame,
-    cfg: TrainConfig,
-    promotions: pd.DataFrame | None = None,
-) -> pd.DataFrame:
     from trainer import pipeline as tp
 
     if kind not in CANDIDATES:
         raise ValueError(f"unknown trained forecaster kind {kind!r} (known: {CANDIDATES})")
     if kind != LSTM and gbm is None:
         raise ValueError(f"kind {kind!r} needs the LightGBM model, which is missing")
-    lstm = None
+    lstm = frame = None
     if kind in (LSTM, BLEND):
         raw = tp.forecast_next(model, pipeline, sales, cfg, params, promotions)
-        lstm = correction.apply(raw, column="predicted_units")
-        if kind == LSTM:
-            return lstm
-    w, products, dates = tp.forecast_windows(pipeline, sales, cfg, cfg.lookback, promotions)
-    assert gbm is not None
-    frame = tp.future_frame(products, dates, gbm.predict_units(w, pipeline, products))
-    if kind == LIGHTGBM:
-        return frame
-    assert lstm is not None
-    merged = lstm.merge(frame, on=["product_id", "target_date"], suffixes=("_lstm", "_gbm"))
-    merged["predicted_units"] = (
-        blend_weight * merged["predicted_units_lstm"]
-        + (1 - blend_weight) * merged["predicted_units_gbm"]
-    )
-    return merged[["product_id", "target_date", "predicted_units"]]
+        lstm = frame = correction.apply(raw, column="predicted_units")
+    if kind in (LIGHTGBM, BLEND):
+        w, products, dates = tp.forecast_windows(pipeline, sales, cfg, cfg.lookback, promotions)
+        assert gbm is not None
+        frame = tp.future_frame(products, dates, gbm.predict_units(w, pipeline, products))
+    if kind == BLEND:
+        assert lstm is not None and frame is not None
+        merged = lstm.merge(frame, on=["product_id", "target_date"], suffixes=("_lstm", "_gbm"))
+        merged["predicted_units"] = (
+            blend_weight * merged["predicted_units_lstm"]
+            + (1 - blend_weight) * merged["predicted_units_gbm"]
+        )
+        frame = merged[["product_id", "target_date", "predicted_units"]]
+    assert frame is not None
+    return frame if intervals is None else intervals.apply(frame, column="predicted_units")
 
 
 GBM_META = "blend.json"  # under model/: the blend weight (LightGBM files: trainer.gbm)
