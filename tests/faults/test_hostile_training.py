@@ -31,11 +31,10 @@ from forecastguard.db.migrate import upgrade
 from forecastguard.db.schema import model_registry, predictions
 from forecastguard.sales_io import load_sales, read_sales_csv
 from forecastguard.storage import open_store
-from tests.integration.trainer2.smtp_server import start_server
+from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.unit.trainer.helpers import make_sales
 from trainer.artifacts import read_champion, verify_run
 from trainer.config import TrainConfig
-from trainer.emailer import SmtpConfig
 from trainer.main import JobOptions, run_job
 
 pytestmark = pytest.mark.slow
@@ -105,16 +104,7 @@ def world(tmp_path_factory):
     ).to_csv(csv, index=False)
     load_sales(engine, read_sales_csv(csv))  # the ids pass the load: they are allowed
     uri = (tmp / "artifacts").as_uri()
-    controller, inbox, client_ctx = start_server(tmp, "bot@example.com", "app-pass")
-    smtp = SmtpConfig(
-        host="127.0.0.1",
-        port=controller.port,
-        user="bot@example.com",
-        password="app-pass",
-        sender="bot@example.com",
-        recipients=("ops@example.com",),
-        ssl_context=client_ctx,
-    )
+    controller, inbox, smtp = start_trainer_smtp(tmp)
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
     import trainer.promotion
 

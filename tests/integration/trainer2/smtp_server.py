@@ -112,3 +112,21 @@ def start_server(
     controller.start()
     client_ctx = ssl.create_default_context(cafile=str(cert))
     return controller, inbox, client_ctx
+
+
+def start_trainer_smtp(folder: Path) -> tuple[Controller, Inbox, Any]:
+    """`start_server` with the login the trainer tests use, and the trainer's `SmtpConfig`
+    for it (STARTTLS, sender bot@example.com, one recipient ops@example.com)."""
+    from trainer.emailer import SmtpConfig
+
+    controller, inbox, client_ctx = start_server(folder, "bot@example.com", "app-pass")
+    smtp = SmtpConfig(
+        host="127.0.0.1",
+        port=controller.port,
+        user="bot@example.com",
+        password="app-pass",
+        sender="bot@example.com",
+        recipients=("ops@example.com",),
+        ssl_context=client_ctx,
+    )
+    return controller, inbox, smtp

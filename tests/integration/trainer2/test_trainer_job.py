@@ -36,7 +36,7 @@ from forecastguard.db.engine import make_engine
 from forecastguard.db.migrate import upgrade
 from forecastguard.db.schema import model_registry, model_residuals, predictions, retrain_requests
 from forecastguard.storage import open_store
-from tests.integration.trainer2.smtp_server import start_server
+from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.unit.trainer.helpers import make_sales
 from trainer.artifacts import read_champion, read_manifest, verify_run
 from trainer.config import TrainConfig
@@ -154,16 +154,7 @@ def world(tmp_path_factory):
     uri = (tmp / "artifacts").as_uri()
     store = open_store(uri)
     _plant_bad_champion(engine, store, tmp / "planted")
-    controller, inbox, client_ctx = start_server(tmp, "bot@example.com", "app-pass")
-    smtp = SmtpConfig(
-        host="127.0.0.1",
-        port=controller.port,
-        user="bot@example.com",
-        password="app-pass",
-        sender="bot@example.com",
-        recipients=("ops@example.com",),
-        ssl_context=client_ctx,
-    )
+    controller, inbox, smtp = start_trainer_smtp(tmp)
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
     request = _request(engine, "req-a")
     code = run_job(
