@@ -9,8 +9,10 @@ try) or `SchemaMissing` (run `forecastguard db upgrade`).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +99,19 @@ class Timeouts:
             "read_timeout": self.read_s,
             "write_timeout": self.write_s,
         }
+
+
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """Re-raise a driver error as the `DatabaseUnavailable` (or `SchemaMissing`) it means
+    (`database_error`); other errors pass unchanged."""
+    try:
+        yield
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        error = database_error(exc)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def database_error(exc: BaseException) -> DatabaseUnavailable | None:

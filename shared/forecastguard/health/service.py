@@ -28,7 +28,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from forecastguard.config import ConfigError, Settings
-from forecastguard.db.engine import database_error
+from forecastguard.db.engine import database_error, database_errors
 from forecastguard.db.schema import health_checks
 from forecastguard.health.check import (
     HealthParams,
@@ -233,9 +233,7 @@ class HealthService:
             if error is None:
                 raise
             raise error from exc
-        result.outputs["metrics"] = self._write_metrics(result)
-        result.outputs["retrain"] = self._request_retrain(result)
-        return result
+        return self._act(result)
 
     @cached_property
     def dataflow(self) -> Any:
@@ -279,13 +277,8 @@ class HealthService:
 
         as_of = as_of or default_as_of()
         days = window_days or self.settings.window_days
-        try:
+        with database_errors():
             engine, n = self.choose(as_of, days)
-        except (sa.exc.SQLAlchemyError, OSError) as exc:
-            error = database_error(exc)
-            if error is None:
-                raise
-            raise error from exc
         the_launch = None
         if engine == DATAFLOW:
             try:
@@ -339,13 +332,7 @@ class HealthService:
                     "health data has values that are not finite numbers",
                     extra={"products": len(bad), "first": bad[0]["product_id"]},
                 )
-            if self.settings.artifact_uri:
-                # The check's HTML report (issue 17), written before the result is stored
-                # so the stored summary holds its address (`report_uri`); never raises.
-                from forecastguard.report.check_page import attach_report
-
-                attach_report(self.settings.artifact_uri, result, data, holdout)
-            store_result(engine, result, event_id)
+            self._report_and_store(result, data, holdout, event_id)
             f.update(
                 check_id=result.check_id,
                 healthy=result.healthy,
@@ -372,17 +359,30 @@ class HealthService:
         them in BigQuery), the metrics and the retrain request."""
         result.check_id = result.check_id or str(uuid.uuid4())
         result.checked_at = result.checked_at or datetime.now(UTC).replace(microsecond=0)
-        try:
-            if self.settings.artifact_uri:
-                from forecastguard.report.check_page import attach_report
+        with database_errors():
+            self._report_and_store(result, data, holdout, event_id, products=store_products)
+        return self._act(result)
 
-                attach_report(self.settings.artifact_uri, result, data, holdout)
-            store_result(self.engine, result, event_id, products=store_products)
-        except (sa.exc.SQLAlchemyError, OSError) as exc:
-            error = database_error(exc)
-            if error is None:
-                raise
-            raise error from exc
+    def _report_and_store(
+        self,
+        result: HealthResult,
+        data: WindowData | None,
+        holdout: tuple[np.ndarray, np.ndarray] | None,
+        event_id: str | None,
+        *,
+        products: bool = True,
+    ) -> None:
+        """The check's HTML report (issue 17), written before the result is stored so the
+        stored summary holds its address (`report_uri`; drawing never raises), then the
+        stored result."""
+        if self.settings.artifact_uri:
+            from forecastguard.report.check_page import attach_report
+
+            attach_report(self.settings.artifact_uri, result, data, holdout)
+        store_result(self.engine, result, event_id, products=products)
+
+    def _act(self, result: HealthResult) -> HealthResult:
+        """Write the result's metrics and ask for a retrain when it says so."""
         result.outputs["metrics"] = self._write_metrics(result)
         result.outputs["retrain"] = self._request_retrain(result)
         return result
