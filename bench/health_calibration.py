@@ -39,20 +39,35 @@ null period: the share of periods with at least one retrain request, under each 
 shift begins in 5 % of the products the day after the first check; the days until a
 retrain request, and until each shifted product is flagged.
 
+Long runs (issue 23, the 10,000-product re-run): `--json` is a checkpoint as well as the
+output. The null part runs in chunks of `--chunk` windows, round by round over the cases
+(every case gets k chunks before any gets k + 1), each chunk with its own seed (the case
+name's CRC, the product count, the chunk's index), and saves after each chunk; `--resume`
+loads the file and continues from there (refused if the settings differ); `--stop-at
+HH:MM` (UTC) starts no chunk after that time, so a run that meets its deadline leaves
+every case with the same number of windows. Each null row gives the alarm count, the
+share, alpha + 2 se (the issue's bound) and the one-sided 95 % Clopper-Pearson upper
+bound on the true alarm probability.
+
 Pasta part: the real pasta data (118 products, 2015-2018), a same-weekday-mean
 forecaster refreshed every 28 days, weekly checks with a 30-day window.
 
     nice -n 10 .venv/bin/python bench/health_calibration.py [--windows 200]
         [--windows-10k 40] [--part null,power,monthly,pasta] [--json out.json]
+        [--resume] [--stop-at 17:55] [--power-products 1000,10000]
+        [--monthly-products 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import math
 import sys
 import time
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -218,41 +233,129 @@ def decide(errors: np.ndarray, ref_days: int, min_effect: float | None = None):
     return stats.drift_decision(t, ALPHA, MIN_EFFECT if min_effect is None else min_effect)
 
 
-def null_part(cases: list[str], products: int, windows: int, seed: int) -> list[dict]:
-    """Share of null windows that alarm, per case."""
-    rows = []
+def case_seed(name: str) -> int:
+    """A stable seed per case name (the earlier len(name) gave suite φ 0.5 and 0.7 one
+    stream)."""
+    return zlib.crc32(name.encode())
+
+
+def upper95(alarms: int, windows: int) -> float:
+    """One-sided 95 % Clopper-Pearson upper bound on an alarm probability seen as
+    `alarms` of `windows` (0 of n: 1 - 0.05 ** (1 / n))."""
+    from scipy.stats import beta
+
+    if windows <= 0:
+        raise ValueError(f"upper95 needs at least one window, got {windows}")
+    if not 0 <= alarms <= windows:
+        raise ValueError(f"alarms must be within 0..{windows}, got {alarms}")
+    if alarms == windows:
+        return 1.0
+    return float(beta.ppf(0.95, alarms + 1, windows - alarms))
+
+
+def _null_row(name: str, products: int, acc: dict) -> dict:
+    """The null row of one case from its accumulated counts."""
+    windows = acc["windows"]
+    se = math.sqrt(ALPHA * (1 - ALPHA) / windows)
+    return {
+        "case": name,
+        "products": products,
+        "ref_days": REF_DAYS,
+        "min_effect": MIN_EFFECT,
+        "level_variance": stats.LEVEL_VARIANCE,
+        "windows": windows,
+        "alarms": acc["alarms"],
+        "alarm_share": acc["alarms"] / windows,
+        "flagged_per_window": acc["flagged"] / windows,
+        "null_sd_level_mean": acc["sd_sum"] / windows,
+        "null_sd_level_max": acc["sd_max"],
+        "bound": ALPHA + 2 * se,
+        "upper95": upper95(acc["alarms"], windows),
+        "seconds": round(acc["seconds"], 1),
+        "seconds_per_window": round(acc["seconds"] / windows, 3),
+    }
+
+
+def _settings() -> dict:
+    return {"ref_days": REF_DAYS, "min_effect": MIN_EFFECT, "level_variance": stats.LEVEL_VARIANCE}
+
+
+def null_part(
+    cases: list[str],
+    products: int,
+    windows: int,
+    seed: int,
+    state: dict | None = None,
+    chunk: int = 0,
+    save: Callable[[], None] | None = None,
+    stop_at: float | None = None,
+) -> list[dict]:
+    """Share of null windows that alarm, per case.
+
+    `state` (case -> counts, updated in place) lets a run resume; windows run in chunks
+    of `chunk` (0: all at once), round by round over the cases, each chunk seeded by
+    (seed, products, case, chunk index); `save` is called after every chunk; no chunk
+    starts after the epoch time `stop_at`.
+    """
+    unknown = [c for c in cases if c not in NULL_CASES]
+    if unknown:
+        raise ValueError(f"unknown null case(s) {unknown}; known: {sorted(NULL_CASES)}")
+    state = {} if state is None else state
+    chunk = chunk or windows
     for name in cases:
-        rng = np.random.default_rng([seed, products, len(name)])
-        alarms = flagged = 0
-        sds = []
-        start = time.perf_counter()
-        for _ in range(windows):
-            errors, _ = NULL_CASES[name](rng, products, REF_DAYS + DAYS)
-            d = decide(errors, REF_DAYS)
-            alarms += bool(d.drift.any())
-            flagged += int(d.drift.sum())
-            sds.append(d.null_sd_level)
-        se = math.sqrt(ALPHA * (1 - ALPHA) / windows)
-        row = {
-            "case": name,
-            "products": products,
-            "ref_days": REF_DAYS,
-            "min_effect": MIN_EFFECT,
-            "windows": windows,
-            "alarm_share": alarms / windows,
-            "flagged_per_window": flagged / windows,
-            "null_sd_level_mean": float(np.mean(sds)),
-            "bound": ALPHA + 2 * se,
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-        rows.append(row)
-        print(
-            f"null {name:15s} {products:6d} products: alarm share {row['alarm_share']:.3f} "
-            f"({flagged} flagged in {windows} windows; null sd {row['null_sd_level_mean']:.2f})"
-            f"  [{row['seconds']} s]",
-            flush=True,
+        acc = state.setdefault(
+            name,
+            {
+                "windows": 0,
+                "alarms": 0,
+                "flagged": 0,
+                "sd_sum": 0.0,
+                "sd_max": 0.0,
+                "seconds": 0.0,
+                "chunk": chunk,
+                **_settings(),
+            },
         )
-    return rows
+        if acc["chunk"] != chunk or any(acc[k] != v for k, v in _settings().items()):
+            raise ValueError(
+                f"cannot resume {name} at {products} products: saved with chunk "
+                f"{acc['chunk']} and {[acc[k] for k in _settings()]}, now chunk {chunk} "
+                f"and {list(_settings().values())}"
+            )
+        if acc["windows"] % chunk and acc["windows"] < windows:
+            raise ValueError(f"{name}: {acc['windows']} saved windows, not whole chunks")
+    rounds = math.ceil(windows / chunk)
+    for k in range(rounds):
+        for name in cases:
+            acc = state[name]
+            done = acc["windows"]
+            if done >= min((k + 1) * chunk, windows) or done // chunk > k:
+                continue
+            if stop_at is not None and time.time() >= stop_at:
+                print(f"stop time reached: {name} at {done} windows", flush=True)
+                return [_null_row(c, products, state[c]) for c in cases if state[c]["windows"]]
+            rng = np.random.default_rng([seed, products, case_seed(name), done // chunk])
+            start = time.perf_counter()
+            for _ in range(min(chunk, windows - done)):
+                errors, _ = NULL_CASES[name](rng, products, REF_DAYS + DAYS)
+                d = decide(errors, REF_DAYS)
+                acc["windows"] += 1
+                acc["alarms"] += bool(d.drift.any())
+                acc["flagged"] += int(d.drift.sum())
+                acc["sd_sum"] += float(d.null_sd_level)
+                acc["sd_max"] = max(acc["sd_max"], float(d.null_sd_level))
+            acc["seconds"] += time.perf_counter() - start
+            row = _null_row(name, products, acc)
+            print(
+                f"null {name:15s} {products:6d} products: {acc['alarms']} of "
+                f"{acc['windows']} windows alarm ({row['alarm_share']:.3f}, upper 95 % "
+                f"{row['upper95']:.3f}; {acc['flagged']} flagged; null sd "
+                f"{row['null_sd_level_mean']:.2f})  [{row['seconds_per_window']} s a window]",
+                flush=True,
+            )
+            if save:
+                save()
+    return [_null_row(c, products, state[c]) for c in cases if state[c]["windows"]]
 
 
 def power_part(
@@ -269,7 +372,10 @@ def power_part(
     effects = effects or (MIN_EFFECT, 0.0)
     for ref_days in refs:
         for phi, size in cases:
-            rng = np.random.default_rng([seed, 7, int(size * 10), int(phi * 10), ref_days])
+            rng = np.random.default_rng(
+                [seed, 7, int(size * 10), int(phi * 10), ref_days]
+                + ([products] if products != 1000 else [])
+            )
             tp, fp = dict.fromkeys(effects, 0), dict.fromkeys(effects, 0)
             n_true = 0
             for _ in range(windows):
@@ -349,7 +455,7 @@ def monthly_part(
     delays: bool = True,
 ) -> dict:
     """False retrain requests per 30-day period, and the detection delay of shifts."""
-    rng = np.random.default_rng([seed, 30, products, len(case)])
+    rng = np.random.default_rng([seed, 30, products, case_seed(case)])
     null = {r: 0 for r in RULES}
     start = time.perf_counter()
     for _ in range(periods):
@@ -406,13 +512,35 @@ def _set_min_effect(value: float, ref_days: int = 30) -> None:
     REF_DAYS = ref_days
 
 
+def _stop_time(text: str) -> float | None:
+    """The epoch time of the next HH:MM (UTC), or None for an empty text."""
+    if not text:
+        return None
+    try:
+        hour, minute = (int(x) for x in text.split(":"))
+        clock = dt.time(hour, minute)
+    except ValueError:
+        raise SystemExit(f"--stop-at must be HH:MM (UTC), got {text!r}") from None
+    now = dt.datetime.now(dt.UTC)
+    stop = dt.datetime.combine(now.date(), clock, dt.UTC)
+    if stop <= now:
+        stop += dt.timedelta(days=1)
+    return stop.timestamp()
+
+
 def main() -> None:
     """Run the chosen parts and print (and optionally save) the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=200, help="null windows, 1,000 products")
     parser.add_argument("--windows-10k", type=int, default=40, help="null windows, 10,000")
+    parser.add_argument("--chunk", type=int, default=0, help="null windows a checkpoint (0: all)")
     parser.add_argument("--power-windows", type=int, default=40)
+    parser.add_argument(
+        "--power-windows-10k", type=int, default=20, help="power windows, 10,000 products"
+    )
+    parser.add_argument("--power-products", default="1000", help="product counts of power")
     parser.add_argument("--periods", type=int, default=100, help="monthly null periods")
+    parser.add_argument("--monthly-products", type=int, default=1000)
     parser.add_argument("--part", default="null,power,monthly,pasta")
     parser.add_argument("--cases", default=",".join(NULL_CASES))
     parser.add_argument("--seed", type=int, default=23)
@@ -438,41 +566,93 @@ def main() -> None:
         help="the level test's variance (stats.LEVEL_VARIANCE)",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --json")
+    parser.add_argument("--stop-at", default="", help="HH:MM UTC: start no null chunk after")
     args = parser.parse_args()
+    if args.resume and not (args.json and args.json.exists()):
+        raise SystemExit("--resume needs an existing --json file")
     stats.LEVEL_VARIANCE = args.level_variance
     parts = set(args.part.split(","))
     cases = args.cases.split(",")
     _set_min_effect(args.min_effect, args.reference_days)
-    out: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    stop_at = _stop_time(args.stop_at)
+    out: dict = json.loads(args.json.read_text()) if args.resume else {}
+    out.setdefault("runs", []).append(
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
+    state = out.setdefault("null_state", {})
 
     def save() -> None:
         if args.json:
-            args.json.write_text(json.dumps(out, indent=1, default=str))
+            tmp = args.json.with_suffix(".tmp")
+            tmp.write_text(json.dumps(out, indent=1, default=str))
+            tmp.replace(args.json)
 
     if "null" in parts:
-        out["null"] = null_part(cases, 1000, args.windows, args.seed)
+        rows = []
+        for products, windows in ((1000, args.windows), (10_000, args.windows_10k)):
+            if windows:
+                rows += null_part(
+                    cases,
+                    products,
+                    windows,
+                    args.seed,
+                    state.setdefault(str(products), {}),
+                    args.chunk,
+                    save,
+                    stop_at,
+                )
+        kept = [
+            r
+            for r in out.get("null", [])
+            if (r["case"], r["products"]) not in {(r2["case"], r2["products"]) for r2 in rows}
+        ]
+        out["null"] = kept + rows
         save()
-        if args.windows_10k:
-            out["null"] += null_part(cases, 10_000, args.windows_10k, args.seed)
-            save()
     if "power" in parts:
-        out["power"] = power_part(
-            1000,
-            args.power_windows,
-            args.seed,
-            tuple(int(r) for r in args.power_refs.split(",")),
-            tuple(float(e) for e in args.power_effects.split(",") if e) or None,
-        )
-        save()
+        out.setdefault("power", [])
+        for products in (int(x) for x in args.power_products.split(",")):
+            windows = args.power_windows_10k if products >= 10_000 else args.power_windows
+            rows = power_part(
+                products,
+                windows,
+                args.seed,
+                tuple(int(r) for r in args.power_refs.split(",")),
+                tuple(float(e) for e in args.power_effects.split(",") if e) or None,
+            )
+            keys = {
+                (r["products"], r["ref_days"], r["phi"], r["size_sd"], r["min_effect"])
+                for r in rows
+            }
+            out["power"] = [
+                r
+                for r in out["power"]
+                if (r["products"], r["ref_days"], r["phi"], r["size_sd"], r["min_effect"])
+                not in keys
+            ] + rows
+            save()
     if "monthly" in parts:
-        out["monthly"] = []
+        out.setdefault("monthly", [])
+        products = args.monthly_products
         for case in args.monthly_cases.split(","):
+            label = "point" if case == "point" else case
+            if any(
+                r.get("label") == label and r["products"] == products and r["ref_days"] == REF_DAYS
+                for r in out["monthly"]
+            ):
+                print(f"monthly {label} at {products} products: saved, skipped", flush=True)
+                continue
             if case == "suite_phi0.5":
-                row = monthly_part(1000, args.periods, args.seed)
+                row = monthly_part(products, args.periods, args.seed)
             elif case == "point":
-                row = monthly_part(1000, args.periods * 2 // 3, args.seed, min_effect=0.0)
+                row = monthly_part(products, args.periods * 2 // 3, args.seed, min_effect=0.0)
             else:
-                row = monthly_part(1000, args.periods * 2 // 3, args.seed, case, delays=False)
+                row = monthly_part(products, args.periods * 2 // 3, args.seed, case, delays=False)
+            row["label"] = label
+            row["level_variance"] = stats.LEVEL_VARIANCE
             out["monthly"].append(row)
             save()
     if "pasta" in parts:
