@@ -93,6 +93,11 @@ def job_name(as_of: date, event_id: str | None) -> str:
     return f"fg-health-{as_of.isoformat()}-{tag}"
 
 
+def worker_db_user(service_account: str) -> str:
+    """The Cloud SQL (MySQL) IAM user of a service account: its email without the domain."""
+    return service_account.split("@", 1)[0]
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -126,6 +131,10 @@ def build_launch(
         value = getattr(settings, name)
         if value not in (None, "", ()):
             parameters[name] = _text(value)
+    if settings.db_iam_auth and settings.dataflow_service_account:
+        # With IAM database login the workers log in as their own account, not the
+        # launcher's: its MySQL user is the email without the domain (terraform/dataflow.tf).
+        parameters["db_user"] = worker_db_user(settings.dataflow_service_account)
     if settings.db_pass:
         # Never sent: the parameters are visible in the job's description.
         log.warning("DB_PASS is set but not passed to Dataflow: the worker uses DB_PASS_SECRET")

@@ -128,6 +128,23 @@ def test_a_bigquery_installation_always_goes_to_dataflow(filled_engine) -> None:
     assert _stored(filled_engine) == 0
 
 
+def test_with_iam_login_the_workers_log_in_as_their_own_account() -> None:
+    """DB_IAM_AUTH: the job's db_user is the worker account's IAM user (terraform/dataflow.tf
+    creates it), not the launching function's; with a password, the function's DB_USER."""
+    from datetime import date
+
+    from forecastguard.config import Settings
+    from forecastguard.health.dataflow import build_launch
+
+    drop = ("db_pass", "db_pass_secret", "db_user")
+    base = {k: v for k, v in CLOUD.items() if k not in drop}
+    iam = Settings.from_env({}, **base, db_iam_auth=True, db_user="fg-health")
+    params = build_launch(iam, date(2026, 5, 30)).parameters
+    assert params["db_user"] == "fg-dataflow" and params["db_iam_auth"] == "true"
+    password = Settings.from_env({}, **base, db_user="forecastguard")
+    assert build_launch(password, date(2026, 5, 30)).parameters["db_user"] == "forecastguard"
+
+
 def test_a_redelivered_event_finds_its_job_running(filled_engine, caplog) -> None:
     caplog.set_level("INFO")
     with GrpcRecorder() as rec:
