@@ -3,11 +3,13 @@
 Samples are given flat: an integer group code (0..n_groups-1, one group per product) and a
 value for every observation. Nothing here loops over products in Python except the KS
 p-values, which are computed once per distinct (n_a, n_b, D) — a handful of values in
-practice — by `scipy.stats.ks_2samp` itself, so the p-values are exactly scipy's.
+practice — by scipy's exact method (`ks_exact_pvalue`, the same double as
+`scipy.stats.ks_2samp` without importing `scipy.stats`), so the p-values are exactly scipy's.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from dataclasses import dataclass
@@ -145,20 +147,113 @@ def two_sample(
 _ks_cache: dict[tuple[int, int, int], float] = {}
 _ks_lock = threading.Lock()
 _KS_CACHE_MAX = 200_000
+# scipy's ks_2samp (method "auto") is exact up to this sample size, asymptotic above.
+_KS_EXACT_MAX_N = 10_000
+
+
+def ks_exact_pvalue(n_a: int, n_b: int, d_num: int) -> float | None:
+    """The two-sided exact KS p-value P(D >= d) of samples of sizes n_a and n_b, where
+    d = d_num / (n_a * n_b): the value `scipy.stats.ks_2samp` returns (method "auto"),
+    computed without importing `scipy.stats` (0.85 s, a third of a cold check).
+
+    The same recursions as scipy, evaluated in the same order of floating-point
+    operations, so the same double (tests compare every (n_a, n_b, d) up to 60 x 60
+    with `==`): equal sizes, the alternating series of binomial ratios of the paths
+    that leave the band |x - y| < h (Horner-like, from the innermost term);
+    unequal sizes, the lattice paths that leave the band |x/n_a - y/n_b| < d, counted
+    as the proportion 1 - p column by column (Hodges' inside method with Viehmann's
+    recursion for the complement, arXiv 2102.08037). Where rounding takes the exact value
+    above 1, scipy's asymptotic value of those cases (`_ks_asymptotic_near_one`). None
+    where neither applies (a size above 10,000; rare large sizes with a p-value near 1):
+    the caller asks scipy then.
+    """
+    if n_a < 1 or n_b < 1 or max(n_a, n_b) > _KS_EXACT_MAX_N:
+        return None
+    g = math.gcd(n_a, n_b)
+    h = d_num // g  # D * lcm(n_a, n_b), a whole number
+    if h <= 0:
+        return 1.0
+    prob = _ks_equal_sizes(n_a, h) if n_a == n_b else _ks_unequal_sizes(n_a, n_b, g, h)
+    if 0.0 <= prob <= 1.0:
+        return prob
+    # Rounding took the exact value just above 1 (equal sizes, D of one or two steps):
+    # scipy then takes its asymptotic p-value, kstwo.sf(D, round(n_a n_b / (n_a + n_b))).
+    return _ks_asymptotic_near_one(n_a, n_b, h / (n_a // g * n_b))
+
+
+def _ks_asymptotic_near_one(n_a: int, n_b: int, d: float) -> float | None:
+    """`scipy.stats.kstwo.sf(d, n)` with n = round(n_a n_b / (n_a + n_b)) where it is
+    simple: 1 below the support (d <= 0.5 / n, or n d <= 0.5) and Ruben-Gambino's
+    exact form for 0.5 < n d <= 1 (n <= 140), evaluated as scipy does; None elsewhere."""
+    big, small = float(max(n_a, n_b)), float(min(n_a, n_b))
+    n_float = float(np.round(big * small / (big + small)))
+    n = int(n_float)
+    if n < 1 or d >= 1.0:
+        return None
+    if d <= 0.5 / n_float:
+        return 1.0
+    t = n * d
+    if t <= 0.5:
+        return 1.0
+    if t > 1.0 or n > 140:
+        return None
+    prob = np.prod(np.arange(1, n + 1) * (1.0 / n) * (2 * t - 1))
+    return float(np.clip(1.0 - prob, 0.0, 1.0))
+
+
+def _ks_equal_sizes(n: int, h: int) -> float:
+    """P(D_{n,n} >= h/n) = 2 sum_k (-1)^(k+1) C(2n, n-kh) / C(2n, n), as nested
+    ratios r_k = C(2n, n-(k+1)h) / C(2n, n-kh): P = 2 r_0 (1 - r_1 (1 - r_2 (...)))."""
+    tail = 0.0
+    for k in range(n // h, -1, -1):
+        ratio = 1.0
+        for j in range(h):
+            ratio = (n - k * h - j) * ratio / (n + k * h + j + 1)
+        tail = ratio * (1.0 - tail)
+    return 2 * tail
+
+
+def _ks_unequal_sizes(n_a: int, n_b: int, g: int, h: int) -> float:
+    """The share of the lattice paths from (0, 0) to (m, n) (m >= n the larger size)
+    that leave the band |x n/g - y m/g| < h at some point.
+
+    `out[j - low]` holds, for the current column x, the share of the paths to (x, y = j)
+    that already left the band (1 outside it): inside it, the paths arrive from
+    (x - 1, j) and (x, j - 1) in the proportions x : j, so
+    out(x, j) = (x out(x - 1, j) + j out(x, j - 1)) / (x + j).
+    """
+    m, n = (n_a, n_b) if n_a >= n_b else (n_b, n_a)
+    mg, ng = m // g, n // g
+    low, high = 0, min(-(-h // mg), n + 1)  # the band's rows [low, high) at x = 0
+    out = [1.0] * (n + 2)
+    for j in range(low, high):
+        out[j] = 0.0
+    for x in range(1, m + 1):
+        last_low, last_len = low, high - low
+        low = min(max((ng * x - h) // mg + 1, 0), n)
+        high = min(-(-(ng * x + h) // mg), n + 1)
+        if high <= low:
+            return 1.0
+        share = 0.0 if low == 0 else 1.0
+        for j in range(low, high):
+            share = (out[j - last_low] * x + share * j) / (x + j)
+            out[j - low] = share
+        # Rows above the band stay 1 for the next column.
+        for k in range(high - low, last_len):
+            out[k] = 1.0
+    return out[high - low - 1]
 
 
 def ks_pvalues(sample: TwoSample, min_samples: int) -> np.ndarray:
     """Two-sided KS p-values per group, exactly `scipy.stats.ks_2samp(a, b).pvalue`.
 
     NaN for groups with fewer than `min_samples` observations on either side. scipy's
-    p-value depends only on (n_a, n_b, D), so it is computed once per distinct triple
-    on that group's own data, and remembered.
+    p-value depends only on (n_a, n_b, D), so it is computed once per distinct triple,
+    by `ks_exact_pvalue` (scipy's exact method, without importing scipy.stats) or, where
+    that does not apply, by scipy on that group's own data, and remembered.
     """
     if min_samples < 1:
         raise ValueError(f"min_samples must be >= 1, got {min_samples}")
-    # Imported here: scipy.stats costs about half a second, half the function's cold start.
-    from scipy.stats import ks_2samp
-
     tested = (sample.n_a >= min_samples) & (sample.n_b >= min_samples)
     pvalues = np.full(len(sample.n_a), np.nan)
     groups = np.flatnonzero(tested)
@@ -171,11 +266,9 @@ def ks_pvalues(sample: TwoSample, min_samples: int) -> np.ndarray:
         with _ks_lock:
             cached = _ks_cache.get(key)
         if cached is None:
-            a, b = sample.samples(int(group))
-            with warnings.catch_warnings():
-                # scipy falls back to the asymptotic p-value where the exact one fails.
-                warnings.simplefilter("ignore", RuntimeWarning)
-                cached = float(ks_2samp(a, b).pvalue)
+            cached = ks_exact_pvalue(*key)
+            if cached is None:
+                cached = _scipy_ks_pvalue(*sample.samples(int(group)))
             with _ks_lock:
                 if len(_ks_cache) >= _KS_CACHE_MAX:
                     _ks_cache.clear()
@@ -183,6 +276,16 @@ def ks_pvalues(sample: TwoSample, min_samples: int) -> np.ndarray:
         found[i] = cached
     pvalues[groups] = found[inverse.ravel()]
     return pvalues
+
+
+def _scipy_ks_pvalue(a: np.ndarray, b: np.ndarray) -> float:
+    """scipy's own p-value (large samples: asymptotic; imported only then)."""
+    from scipy.stats import ks_2samp
+
+    with warnings.catch_warnings():
+        # scipy falls back to the asymptotic p-value where the exact one fails.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ks_2samp(a, b).pvalue)
 
 
 def benjamini_hochberg(pvalues: np.ndarray) -> np.ndarray:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from forecastguard.health import stats
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 def _groups(rng: np.random.Generator, sizes: list[int], shift: float = 0.0, ties: bool = False):
@@ -66,6 +73,69 @@ def test_ks_pvalue_cache_gives_each_group_its_own_answer() -> None:
     assert p[0] == sps.ks_2samp(a, a + 0.5).pvalue
     assert p[1] == sps.ks_2samp(a, a + 8.5).pvalue
     assert p[1] < 0.01 < p[0]
+
+
+@pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful")
+def test_ks_exact_pvalue_is_scipys_double_for_equal_sizes() -> None:
+    # Every D of one to eight steps (where scipy's exact value can round above 1 and it
+    # takes its asymptotic one: n = 7, 15, 30, 60, ...) and some larger ones.
+    checked = 0
+    for n in range(1, 99):
+        a = np.arange(n, dtype=float)
+        for h in sorted({*range(min(n, 8) + 1), n // 2, n}):
+            b = a + h - 0.5 if h else a.copy()
+            mine = stats.ks_exact_pvalue(n, n, h * n)
+            assert mine is not None, (n, h)
+            assert mine == sps.ks_2samp(a, b).pvalue, (n, h)
+            checked += 1
+    assert checked > 900
+
+
+def test_ks_exact_pvalue_is_scipys_double_for_unequal_sizes() -> None:
+    sizes = [1, 2, 5, 7, 13, 14, 23, 28, 29, 30, 31, 45, 89]
+    for n_a in sizes:
+        for n_b in sizes:
+            if n_a == n_b:
+                continue
+            a = np.arange(n_a) / n_a
+            for shift in np.linspace(-1.05, 1.05, 9):
+                b = np.arange(n_b) / n_b + shift
+                result = stats.two_sample(np.zeros(n_a, np.int64), a, np.zeros(n_b, np.int64), b, 1)
+                mine = stats.ks_exact_pvalue(n_a, n_b, int(result.d_num[0]))
+                assert mine == sps.ks_2samp(a, b).pvalue, (n_a, n_b, shift)
+
+
+@pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful")
+def test_ks_exact_pvalue_leaves_what_it_does_not_cover_to_scipy() -> None:
+    assert stats.ks_exact_pvalue(10_001, 30, 5) is None  # scipy: asymptotic
+    assert stats.ks_exact_pvalue(99, 99, 2 * 99) is None  # exact rounds above 1, t > 1
+    # ... and ks_pvalues then asks scipy on the group's own data.
+    a = np.arange(99.0)
+    result = stats.two_sample(np.zeros(99, np.int64), a, np.zeros(99, np.int64), a + 1.5, 1)
+    assert stats.ks_pvalues(result, 7)[0] == sps.ks_2samp(a, a + 1.5).pvalue
+
+
+def test_ks_pvalues_do_not_import_scipy_stats() -> None:
+    # The sales KS of a check (30 + 30 days, ties, D of one step) without scipy.stats,
+    # whose first import cost 0.85 s of a cold check (issue 23).
+    code = (
+        "import sys, numpy as np; from forecastguard.health import stats; "
+        "rng = np.random.default_rng(0); n = 400; "
+        "codes = np.repeat(np.arange(n), 30); "
+        "a = np.round(rng.poisson(3.0, codes.size)).astype(float); "
+        "b = a.copy(); b[::30] += 1.0; "
+        "p = stats.ks_pvalues(stats.two_sample(codes, a, codes, b, n), 7); "
+        "assert np.isfinite(p).all() and (p == 1.0).any(); "
+        "print('scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(SHARED)},
+    )
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
 
 
 def test_two_sample_refuses_nan() -> None:
