@@ -116,7 +116,8 @@ GRANTABLE_ROLES=(
   roles/logging.logWriter
   roles/monitoring.metricWriter
   roles/storage.objectViewer
-  # scale_enabled (terraform/dataflow.tf): the Dataflow workers and the scheduler's launch
+  # scale_enabled (terraform/dataflow.tf): the Dataflow workers, the health function's
+  # launch and a BigQuery installation's trainer
   roles/bigquery.jobUser
   roles/bigquery.readSessionUser
   roles/dataflow.developer

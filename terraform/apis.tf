@@ -70,9 +70,14 @@ resource "google_project_service_identity" "pubsub" {
 # IAM changes propagate in about two minutes, sometimes up to seven (Google's IAM
 # documentation, "Access change propagation"). The functions and jobs are deployed, and the
 # subscriptions push, only after this wait, so a first apply does not fail on a grant that
-# exists but is not yet visible.
+# exists but is not yet visible. The scale path's grants (dataflow.tf) are waited for too,
+# and turning scale_enabled on later waits again (the trigger), so the health function
+# never launches a Dataflow job, nor the trainer writes to BigQuery, before they are seen.
 resource "time_sleep" "iam_propagation" {
   create_duration = var.iam_propagation_wait
+  triggers = {
+    scale = tostring(var.scale_enabled)
+  }
 
   depends_on = [
     google_project_iam_member.component,
@@ -83,5 +88,19 @@ resource "time_sleep" "iam_propagation" {
     google_service_account_iam_member.deployer_acts_as,
     google_service_account_iam_member.pubsub_mints_event_tokens,
     google_storage_bucket_iam_member.functions_build_reads_sources,
+    # issue 24 (scale_enabled)
+    google_project_iam_member.dataflow,
+    google_project_iam_member.dataflow_sql,
+    google_bigquery_dataset_iam_member.dataflow_edits_dataset,
+    google_storage_bucket_iam_member.dataflow_temp,
+    google_storage_bucket_iam_member.dataflow_reports,
+    google_pubsub_topic_iam_member.dataflow_publishes_retrain,
+    google_secret_manager_secret_iam_member.dataflow_reads_db_pass,
+    google_artifact_registry_repository_iam_member.dataflow_pulls_image,
+    google_project_iam_member.health_launches_dataflow,
+    google_service_account_iam_member.health_acts_as_dataflow,
+    google_storage_bucket_iam_member.health_reads_template,
+    google_bigquery_dataset_iam_member.trainer_edits_dataset,
+    google_project_iam_member.trainer_runs_bigquery_jobs,
   ]
 }

@@ -1,15 +1,32 @@
 # The health check at scale (issue 24): the Apache Beam pipeline of jobs/health_beam as a
-# Dataflow Flex Template. Cloud Build builds its image (jobs/health_beam/Dockerfile) and
-# writes the template spec to gs://<artifacts>/<prefix>/dataflow/templates/health_beam.json;
-# Cloud Scheduler launches it daily (flexTemplates:launch) as the scheduler account, and the
-# job runs as its own worker account with least privilege. Alerts: a failed job, or one
-# still running past dataflow_max_minutes. Everything here exists only with scale_enabled.
+# Dataflow Flex Template. The plan build (cloudbuild.yaml) builds and pushes its image and
+# passes its digest as health_beam_image; Terraform writes the template spec naming that
+# digest (the reviewed plan shows it) to gs://<artifacts>/<prefix>/dataflow/templates/
+# health_beam.json. ONE scheduled path per installation: the daily Cloud Scheduler job
+# publishes to the health topic (scheduler.tf) and the health_pubsub function picks the
+# engine (forecastguard.health.engine.choose_engine) — Dataflow always for a BigQuery
+# installation (scale_data_plane = "bigquery"), above health_max_inprocess_products products
+# for a Cloud SQL one — and launches the template as the health account, the job running
+# as its own worker account with least privilege. Terraform itself launches nothing.
+# Alerts: a failed job, or one still running past dataflow_max_minutes. Everything here
+# exists only with scale_enabled.
 
 locals {
   dataflow_prefix        = "${var.artifact_prefix}/dataflow/"
   dataflow_prefix_object = "projects/_/buckets/${local.artifact_bucket_name}/objects/${local.dataflow_prefix}"
-  dataflow_template_spec = "gs://${local.artifact_bucket_name}/${local.dataflow_prefix}templates/health_beam.json"
-  scale                  = var.scale_enabled ? toset(["scale"]) : toset([])
+  # The launcher (the health account) reads only the template spec.
+  dataflow_templates_object = "${local.dataflow_prefix_object}templates/"
+  dataflow_template_object  = "${local.dataflow_prefix}templates/health_beam.json"
+  dataflow_template_spec    = "gs://${local.artifact_bucket_name}/${local.dataflow_template_object}"
+  dataflow_temp_location    = "gs://${local.artifact_bucket_name}/${local.dataflow_prefix}temp"
+  dataflow_staging_location = "gs://${local.artifact_bucket_name}/${local.dataflow_prefix}staging"
+  scale                     = var.scale_enabled ? toset(["scale"]) : toset([])
+  # A BigQuery installation: the check reads BigQuery (always on Dataflow) and the trainer
+  # writes its forecasts there; a Cloud SQL one hands over to Dataflow above a size only.
+  bigquery_installation = var.scale_enabled && var.scale_data_plane == "bigquery"
+  # The Dataflow jobs the health function launches are named fg-health-<as_of>-<hash>
+  # (forecastguard.health.dataflow.job_name).
+  dataflow_job_prefix = "fg-health-"
 }
 
 # The APIs of the scale path (bigquery, its Storage Read API, Dataflow), only when it is on;
@@ -136,106 +153,106 @@ resource "google_artifact_registry_repository_iam_member" "dataflow_pulls_image"
   member     = google_service_account.dataflow[0].member
 }
 
-# The scheduler launches the template: it creates Dataflow jobs, acts as the worker account
-# (on that account only) and reads the template spec under <prefix>/dataflow/.
-resource "google_project_iam_member" "scheduler_launches_dataflow" {
+# The health account launches the template (health_pubsub's hand-over): it creates
+# Dataflow jobs (roles/dataflow.developer: Google's role for launching; jobs have no
+# resource narrower than the project to grant on), acts as the worker account (on that
+# account only: the launcher VM and the workers run as it, so they, not the health
+# account, write the temp and staging files) and reads the template spec only.
+resource "google_project_iam_member" "health_launches_dataflow" {
   count = var.scale_enabled ? 1 : 0
 
   project = var.project_id
   role    = "roles/dataflow.developer"
-  member  = google_service_account.component["scheduler"].member
+  member  = google_service_account.component["health"].member
 }
 
-resource "google_service_account_iam_member" "scheduler_acts_as_dataflow" {
+resource "google_service_account_iam_member" "health_acts_as_dataflow" {
   count = var.scale_enabled ? 1 : 0
 
   service_account_id = google_service_account.dataflow[0].name
   role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.component["scheduler"].member
+  member             = google_service_account.component["health"].member
 }
 
-resource "google_storage_bucket_iam_member" "scheduler_reads_template" {
+resource "google_storage_bucket_iam_member" "health_reads_template" {
   count = var.scale_enabled ? 1 : 0
 
   bucket = google_storage_bucket.artifacts.name
   role   = "roles/storage.objectViewer"
-  member = google_service_account.component["scheduler"].member
+  member = google_service_account.component["health"].member
 
   condition {
-    title       = "only-dataflow-temp"
-    description = "The Dataflow template spec and staging files only"
-    expression  = "resource.name.startsWith(\"${local.dataflow_prefix_object}\")"
+    title       = "only-dataflow-templates"
+    description = "The Dataflow template spec only"
+    expression  = "resource.name.startsWith(\"${local.dataflow_templates_object}\")"
   }
 }
 
-# Daily: launch the Flex Template (the check of yesterday's window, the engine choice of
-# a BigQuery installation: always Dataflow).
-resource "google_cloud_scheduler_job" "health_check_dataflow" {
+# The Flex Template spec: the image the plan build pushed, by digest (so the reviewed plan
+# names exactly what was built), the parameters of jobs/health_beam/metadata.json (the one
+# copy: the plan bundle carries it, cloudbuild.yaml) and the job's defaults. The function's
+# launch adds the run's parameters, the worker account and the temp folder.
+resource "google_storage_bucket_object" "dataflow_template" {
   count = var.scale_enabled ? 1 : 0
 
-  project     = var.project_id
-  region      = var.region
-  name        = "${var.name_prefix}-daily-health-check-dataflow"
-  description = "Daily forecastguard health check at scale (Dataflow Flex Template)"
-  schedule    = var.health_check_schedule
-  time_zone   = var.schedule_time_zone
-
-  retry_config {
-    retry_count = 1
-  }
-
-  http_target {
-    http_method = "POST"
-    uri         = "https://dataflow.googleapis.com/v1b3/projects/${var.project_id}/locations/${var.region}/flexTemplates:launch"
-    headers = {
-      "Content-Type" = "application/json"
+  bucket       = google_storage_bucket.artifacts.name
+  name         = local.dataflow_template_object
+  content_type = "application/json"
+  content = jsonencode({
+    image    = var.health_beam_image
+    sdkInfo  = { language = "PYTHON" }
+    metadata = jsondecode(file("${path.module}/../jobs/health_beam/metadata.json"))
+    defaultEnvironment = {
+      serviceAccountEmail   = google_service_account.dataflow[0].email
+      tempLocation          = local.dataflow_temp_location
+      stagingLocation       = local.dataflow_staging_location
+      sdkContainerImage     = var.health_beam_image
+      maxWorkers            = var.dataflow_max_workers
+      machineType           = var.dataflow_machine_type
+      ipConfiguration       = "WORKER_IP_PRIVATE"
+      enableStreamingEngine = false
+      additionalExperiments = ["use_runner_v2"]
+      additionalUserLabels  = merge({ app = "forecastguard" }, var.labels)
     }
-    body = base64encode(jsonencode({
-      launchParameter = {
-        jobName              = "${var.name_prefix}-health-check"
-        containerSpecGcsPath = local.dataflow_template_spec
-        # What the pipeline needs besides the data (forecastguard.health.dataflow.FORWARDED,
-        # declared in jobs/health_beam/metadata.json): the control database's settings —
-        # never the password: the workers read it from Secret Manager by its secret's
-        # name — the metrics sink, the report location and the retrain topic.
-        parameters = merge({
-          source             = local.bigquery_url
-          batch_size         = tostring(var.dataflow_batch_size)
-          window_days        = tostring(var.window_days)
-          gcp_project        = var.project_id
-          cloud_sql_instance = local.cloud_sql_instance
-          db_user            = var.db_iam_auth ? google_service_account.dataflow[0].account_id : var.db_user
-          db_name            = var.db_name
-          db_ip_type         = var.sql_private_ip ? "PRIVATE" : "PUBLIC"
-          db_iam_auth        = var.db_iam_auth ? "true" : "false"
-          metrics_sink       = "cloud-monitoring"
-          artifact_uri       = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
-          retrain_topic      = google_pubsub_topic.retrain.id
-        }, var.db_iam_auth ? {} : { db_pass_secret = google_secret_manager_secret.secret["db-pass"].secret_id })
-        environment = {
-          serviceAccountEmail   = google_service_account.dataflow[0].email
-          tempLocation          = "gs://${local.artifact_bucket_name}/${local.dataflow_prefix}temp"
-          stagingLocation       = "gs://${local.artifact_bucket_name}/${local.dataflow_prefix}staging"
-          maxWorkers            = var.dataflow_max_workers
-          machineType           = var.dataflow_machine_type
-          ipConfiguration       = "WORKER_IP_PRIVATE"
-          enableStreamingEngine = false
-          additionalUserLabels  = var.labels
-        }
-      }
-    }))
+  })
 
-    oauth_token {
-      service_account_email = google_service_account.component["scheduler"].email
-      scope                 = "https://www.googleapis.com/auth/cloud-platform"
+  lifecycle {
+    precondition {
+      condition     = var.health_beam_image != ""
+      error_message = "scale_enabled needs health_beam_image (the Flex Template image by digest): the plan build sets it when terraform.tfvars has scale_enabled = true (cloudbuild.yaml)."
     }
   }
+}
 
-  depends_on = [
-    google_project_iam_member.scheduler_launches_dataflow,
-    google_service_account_iam_member.scheduler_acts_as_dataflow,
-    time_sleep.iam_propagation,
-  ]
+# With IAM database login the workers log in as their own account (its MySQL user is the
+# email without the domain, what the function's launch passes as db_user). MySQL gives it no
+# privileges: an admin grants them once, as for the other accounts (docs/deploy.md).
+resource "google_sql_user" "dataflow" {
+  count = var.scale_enabled && var.create_sql_instance && var.db_iam_auth ? 1 : 0
+
+  project  = var.project_id
+  instance = google_sql_database_instance.main[0].name
+  name     = google_service_account.dataflow[0].email
+  type     = "CLOUD_IAM_SERVICE_ACCOUNT"
+}
+
+# A BigQuery installation's trainer writes its forecasts to the dataset (BIGQUERY_URL):
+# data editor on that dataset only, and BigQuery jobs (a load and a MERGE) on the project.
+resource "google_bigquery_dataset_iam_member" "trainer_edits_dataset" {
+  count = local.bigquery_installation ? 1 : 0
+
+  project    = var.project_id
+  dataset_id = google_bigquery_dataset.scale[0].dataset_id
+  role       = "roles/bigquery.dataEditor"
+  member     = google_service_account.component["trainer"].member
+}
+
+resource "google_project_iam_member" "trainer_runs_bigquery_jobs" {
+  count = local.bigquery_installation ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/bigquery.jobUser"
+  member  = google_service_account.component["trainer"].member
 }
 
 # A failed job, or one still running past dataflow_max_minutes (a late check).
@@ -250,7 +267,7 @@ resource "google_monitoring_alert_policy" "dataflow" {
   conditions {
     display_name = "job failed"
     condition_threshold {
-      filter          = "metric.type=\"dataflow.googleapis.com/job/is_failed\" AND resource.type=\"dataflow_job\" AND resource.label.job_name=starts_with(\"${var.name_prefix}-health-check\")"
+      filter          = "metric.type=\"dataflow.googleapis.com/job/is_failed\" AND resource.type=\"dataflow_job\" AND resource.label.job_name=starts_with(\"${local.dataflow_job_prefix}\")"
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
@@ -264,7 +281,7 @@ resource "google_monitoring_alert_policy" "dataflow" {
   conditions {
     display_name = "job running past ${var.dataflow_max_minutes} minutes"
     condition_threshold {
-      filter          = "metric.type=\"dataflow.googleapis.com/job/elapsed_time\" AND resource.type=\"dataflow_job\" AND resource.label.job_name=starts_with(\"${var.name_prefix}-health-check\")"
+      filter          = "metric.type=\"dataflow.googleapis.com/job/elapsed_time\" AND resource.type=\"dataflow_job\" AND resource.label.job_name=starts_with(\"${local.dataflow_job_prefix}\")"
       comparison      = "COMPARISON_GT"
       threshold_value = var.dataflow_max_minutes * 60
       duration        = "0s"

@@ -127,7 +127,7 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
     timeout_seconds                  = var.health_timeout_s
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
-    environment_variables            = merge(local.common_env, local.health_check_env)
+    environment_variables            = merge(local.common_env, local.health_check_env, local.health_scale_env)
     max_instance_request_concurrency = 1
     # sql_private_ip: the instance's private address through the VPC connector.
     vpc_connector                 = local.vpc_connector
@@ -144,9 +144,11 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
     }
   }
 
+  # With scale_enabled it may launch the Flex Template from its first event: the spec first.
   depends_on = [
     google_secret_manager_secret_version.db_pass,
     google_cloud_run_v2_job.migrate,
+    google_storage_bucket_object.dataflow_template,
     time_sleep.iam_propagation,
   ]
 }

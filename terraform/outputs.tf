@@ -83,7 +83,7 @@ output "bigquery_url" {
 }
 
 output "dataflow_template_spec" {
-  description = "Where Cloud Build writes the health check's Flex Template spec (null unless scale_enabled)."
+  description = "The health check's Flex Template spec Terraform writes (image by digest, metadata.json, defaults; null unless scale_enabled)."
   value       = var.scale_enabled ? local.dataflow_template_spec : null
 }
 

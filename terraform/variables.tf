@@ -524,9 +524,42 @@ variable "push_max_backoff" {
 # --- the health check at scale (issue 24): BigQuery + Dataflow, off by default -----------
 
 variable "scale_enabled" {
-  description = "Create the scale path: the BigQuery dataset and tables, the Dataflow worker account, the daily Flex Template launch and its alert (docs/scale.md). Off: a small installation (Cloud SQL only)."
+  description = "Create the scale path: the BigQuery dataset and tables, the Dataflow worker account, the Flex Template spec, the scheduled check's hand-over to Dataflow and its alert (docs/scale.md). Off: a small installation (Cloud SQL only, the check in-process)."
   type        = bool
   default     = false
+}
+
+variable "scale_data_plane" {
+  description = "With scale_enabled, where the sales and forecasts the check reads live: \"bigquery\" (a BigQuery installation: the scheduled check always runs on Dataflow; the trainer writes its forecasts there too) or \"cloudsql\" (the check runs in the function up to health_max_inprocess_products products, on Dataflow reading Cloud SQL above)."
+  type        = string
+  default     = "bigquery"
+
+  validation {
+    condition     = contains(["bigquery", "cloudsql"], var.scale_data_plane)
+    error_message = "scale_data_plane must be \"bigquery\" or \"cloudsql\"."
+  }
+}
+
+variable "health_max_inprocess_products" {
+  description = "With scale_enabled and scale_data_plane = \"cloudsql\": the scheduled check runs in the function up to this many products in its window, on Dataflow above (HEALTH_MAX_INPROCESS_PRODUCTS; 0: never by size). docs/scale.md measures the crossover."
+  type        = number
+  default     = 50000
+
+  validation {
+    condition     = var.health_max_inprocess_products >= 0 && floor(var.health_max_inprocess_products) == var.health_max_inprocess_products
+    error_message = "health_max_inprocess_products must be a whole number >= 0."
+  }
+}
+
+variable "health_beam_image" {
+  description = "The health check's Flex Template image by digest (REGION-docker.pkg.dev/PROJECT/REPO/health-beam@sha256:...), set by the plan build (cloudbuild.yaml) with scale_enabled: the template spec Terraform writes names exactly this image."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.health_beam_image == "" || can(regex("^[a-z0-9.-]+/[^@\\s]+@sha256:[0-9a-f]{64}$", var.health_beam_image))
+    error_message = "health_beam_image must be an image by digest (...@sha256:<64 hex>), or empty without scale_enabled."
+  }
 }
 
 variable "bigquery_dataset_id" {
@@ -545,12 +578,6 @@ variable "bigquery_deletion_protection" {
   description = "Refuse to destroy the BigQuery tables (they hold the sales history)."
   type        = bool
   default     = true
-}
-
-variable "dataflow_batch_size" {
-  description = "Products per element of the pipeline's per-product step."
-  type        = number
-  default     = 5000
 }
 
 variable "dataflow_max_workers" {

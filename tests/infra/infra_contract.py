@@ -34,7 +34,19 @@ COMPONENT_ENV: dict[str, frozenset[str]] = {
     "health": _HEALTH_CHECK
     | {"HEALTH_API_TOKEN", "HEALTH_AUDIENCE", "HEALTH_ALLOWED_CALLERS", "ALLOW_UNAUTHENTICATED"},
     # Reached only by its push subscription (Cloud Run checks the OIDC token): no token.
-    "health_pubsub": _HEALTH_CHECK,
+    # Issue 24: the scheduled check picks its engine and launches the Flex Template
+    # (empty, hence unset, without scale_enabled; BIGQUERY_URL only for a BigQuery
+    # installation; DB_PASS_SECRET, the secret's name the workers read, with passwords).
+    "health_pubsub": _HEALTH_CHECK
+    | {
+        "DATAFLOW_TEMPLATE",
+        "DATAFLOW_REGION",
+        "DATAFLOW_SERVICE_ACCOUNT",
+        "DATAFLOW_TEMP_LOCATION",
+        "HEALTH_MAX_INPROCESS_PRODUCTS",
+        "BIGQUERY_URL",
+        "DB_PASS_SECRET",
+    },
     "train_trigger": DB_VARS | {"GCP_PROJECT", "TRAINER_JOB", "TRAINER_TIMEOUT_S", "LOG_LEVEL"},
     "trainer": DB_VARS
     | {
@@ -55,6 +67,8 @@ COMPONENT_ENV: dict[str, frozenset[str]] = {
         # It starts the next queued retrain request itself when a run ends.
         "TRAINER_JOB",
         "TRAINER_TIMEOUT_S",
+        # Issue 24: a BigQuery installation's forecasts also go to the data plane.
+        "BIGQUERY_URL",
     },
     # The migration job: `forecastguard db upgrade` needs the database only.
     "migrate": DB_VARS | {"GCP_PROJECT", "LOG_LEVEL"},
@@ -80,18 +94,6 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
     "DB_STATEMENT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "SALES_MAX_UNITS": "read by `forecastguard load-sales` only, run by an operator",
     "SALES_MAX_BYTES": "read by `forecastguard load-sales` only, run by an operator",
-    # Issue 24: the health function's hand-over to Dataflow. On Google Cloud the check at
-    # scale is launched by Terraform's daily Cloud Scheduler job (terraform/dataflow.tf,
-    # scale_enabled), which passes the same parameters; the function's environment does
-    # not get these yet (its account would need dataflow.developer and actAs the workers).
-    "BIGQUERY_URL": "the Dataflow launch's `source` parameter (terraform/dataflow.tf); "
-    "the trainer job does not get it from Terraform yet (docs/scale.md)",
-    "DATAFLOW_TEMPLATE": "Terraform launches the template itself (terraform/dataflow.tf)",
-    "DATAFLOW_REGION": "Terraform launches the template itself (terraform/dataflow.tf)",
-    "DATAFLOW_SERVICE_ACCOUNT": "Terraform launches the template itself (terraform/dataflow.tf)",
-    "DATAFLOW_TEMP_LOCATION": "Terraform launches the template itself (terraform/dataflow.tf)",
-    "DB_PASS_SECRET": "the Dataflow launch's parameter (terraform/dataflow.tf)",
-    "HEALTH_MAX_INPROCESS_PRODUCTS": "read with DATAFLOW_TEMPLATE only, not wired (above)",
 }
 
 # Values that must come from Secret Manager, never from plain environment variables.
@@ -176,7 +178,9 @@ ALLOWED_GRANTS = frozenset(
     }
     # Issue 24, with scale_enabled: the Dataflow workers (dataflow.worker, BigQuery jobs and
     # read sessions, data editor on the dataset only, temp/staging under <prefix>/dataflow/
-    # only) and the scheduler that launches the Flex Template.
+    # only), the health account that launches the Flex Template (health_pubsub's hand-over:
+    # jobs, acting as the worker account only, reading the template spec only) and, on a
+    # BigQuery installation, the trainer writing its forecasts to the dataset.
     | {
         ("dataflow", "roles/dataflow.worker", "project"),
         ("dataflow", "roles/bigquery.jobUser", "project"),
@@ -190,9 +194,11 @@ ALLOWED_GRANTS = frozenset(
         ("dataflow", "roles/pubsub.publisher", "pubsub_topic:retrain"),
         ("dataflow", "roles/secretmanager.secretAccessor", "secret:db-pass"),
         ("dataflow", "roles/artifactregistry.reader", "artifact_registry:images"),
-        ("scheduler", "roles/dataflow.developer", "project"),
-        ("scheduler", "roles/iam.serviceAccountUser", "service_account:dataflow"),
-        ("scheduler", "roles/storage.objectViewer", "storage_bucket:artifacts?dataflow"),
+        ("health", "roles/dataflow.developer", "project"),
+        ("health", "roles/iam.serviceAccountUser", "service_account:dataflow"),
+        ("health", "roles/storage.objectViewer", "storage_bucket:artifacts?dataflow-templates"),
+        ("trainer", "roles/bigquery.dataEditor", "bigquery_dataset:scale"),
+        ("trainer", "roles/bigquery.jobUser", "project"),
     }
     | {
         ("deployer", "roles/iam.serviceAccountUser", f"service_account:{a}")

@@ -27,6 +27,15 @@ GCP_ONLY = contract.DB_VARS | {
     "TRAINER_JOB",
     "OPTUNA_STORAGE",
     "OPTUNA_DATABASE",
+    # issue 24: the hand-over to Dataflow and a BigQuery data plane exist on Google Cloud
+    # only (locally: `forecastguard health --engine beam`, docs/scale.md)
+    "DATAFLOW_TEMPLATE",
+    "DATAFLOW_REGION",
+    "DATAFLOW_SERVICE_ACCOUNT",
+    "DATAFLOW_TEMP_LOCATION",
+    "HEALTH_MAX_INPROCESS_PRODUCTS",
+    "BIGQUERY_URL",
+    "DB_PASS_SECRET",
 }
 COMPOSE_COMPONENT = {
     "health": "health",
