@@ -454,7 +454,9 @@ _CONDITIONS = {
     "${local.sql_condition.expression}": "sql",  # the one Cloud SQL instance
     "${local.gcf_sources_condition.expression}": "gcf-sources",  # Google's source copies
     'resource.name.startsWith("${local.health_reports_prefix}")': "health",  # reports only
-    'resource.name.startsWith("${local.dataflow_prefix_object}")': "dataflow",  # temp, spec
+    'resource.name.startsWith("${local.dataflow_prefix_object}")': "dataflow",  # temp, staging
+    # the Flex Template spec only (the health account launches it)
+    'resource.name.startsWith("${local.dataflow_templates_object}")': "dataflow-templates",
 }
 
 
@@ -594,7 +596,11 @@ def test_health_account_writes_reports_only(tf: Terraform) -> None:
         "projects/_/buckets/${local.artifact_bucket_name}/objects/${var.artifact_prefix}/health/"
     )
     health = {(r, t) for p, r, t in iam_grants(tf) if p == "health" and "storage" in r}
-    assert health == {("roles/storage.objectUser", "storage_bucket:artifacts?health")}
+    assert health == {
+        ("roles/storage.objectUser", "storage_bucket:artifacts?health"),
+        # issue 24, scale_enabled: read the Flex Template spec it launches, nothing else
+        ("roles/storage.objectViewer", "storage_bucket:artifacts?dataflow-templates"),
+    }
 
 
 def test_health_endpoint_is_private_by_default(tf: Terraform) -> None:
