@@ -1,7 +1,7 @@
 """Fairness benchmark on the real pasta data: the same model with and without group DRO.
 
 For each seed, trains the default model on the same prepared data — once plain and once
-with online group DRO (`trainer.fairness`) for each variant — with the same seed, epochs
+with online group DRO (`trainer.models.fairness`) for each variant — with the same seed, epochs
 cap and early-stopping rule, and compares the test set's per-product RMSSE (no bias
 correction on either side: one difference only): the mean, the worst decile's mean and
 the p90/median disparity. Goal (issue 16): worst-decile RMSSE at least 10% lower with a
@@ -35,10 +35,12 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from forecastguard.logs import configure_logging
-from trainer import pipeline as tp
 from trainer.config import ModelParams, TrainConfig
-from trainer.data import read_pasta_csv
-from trainer.evaluate import worst_decile_mean
+from trainer.data.load import read_pasta_csv
+from trainer.data.prepare import prepare
+from trainer.judge.evaluate import evaluate, worst_decile_mean
+from trainer.models.lstm import predict_split, train
+from trainer.types import Prepared
 
 KEYS = (
     "test_mean_rmsse",
@@ -49,10 +51,10 @@ KEYS = (
 )
 
 
-def run(prepared: tp.Prepared, cfg: TrainConfig, fairness: bool, outlier: str) -> dict:
-    trained = tp.train(prepared, ModelParams(), cfg, fairness=fairness)
-    test = tp.predict_split(trained.model, prepared, "test")
-    ev = tp.evaluate(test, prepared)
+def run(prepared: Prepared, cfg: TrainConfig, fairness: bool, outlier: str) -> dict:
+    trained = train(prepared, ModelParams(), cfg, fairness=fairness)
+    test = predict_split(trained.model, prepared, "test")
+    ev = evaluate(test, prepared)
     per = ev.per_product.set_index("product_id")["rmsse"]
     last = trained.fairness_history["epochs"][-1]
     return {
@@ -99,7 +101,7 @@ def main() -> None:
     base = TrainConfig()
     if args.epochs:
         base = dataclasses.replace(base, epochs=args.epochs)
-    prepared = tp.prepare(read_pasta_csv(_pasta.pasta_path()), base)
+    prepared = prepare(read_pasta_csv(_pasta.pasta_path()), base)
     runs = []
     for seed in args.seeds:
         cfg = dataclasses.replace(base, seed=seed)

@@ -1,9 +1,9 @@
 """The trainer's LightGBM by training-history length, against the reference LightGBM.
 
 At each backtest cutoff (the six of issue 16 by default) on the real pasta data, one
-`trainer.pipeline.prepare` (validation 56 days, test 28, a training window every
+`trainer.data.prepare.prepare` (validation 56 days, test 28, a training window every
 `--train-stride` days, as the backtest's `trainer` model) and then the trainer's
-LightGBM (`trainer.gbm.train_gbm`: early stopping on validation, then `refit_gbm` on
+LightGBM (`trainer.models.gbm.train_gbm`: early stopping on validation, then `refit_gbm` on
 every day, as served) with each `TrainConfig.gbm_history_days` variant:
 
 - `all`: one booster on all history (the trainer before the ensemble);
@@ -37,10 +37,11 @@ from experiments.models.lgbm import LightGBMGlobal, future_promotions
 from experiments.models.lstm import horizon_table
 from forecastguard.logs import configure_logging
 from forecastguard.scoring import per_group_rmsse
-from trainer import pipeline as tp
 from trainer.config import TrainConfig
-from trainer.gbm import refit_gbm, train_gbm
-from trainer.stages import LIGHTGBM, forecast_served
+from trainer.data.prepare import prepare
+from trainer.models.challenger import LIGHTGBM, forecast_served
+from trainer.models.gbm import refit_gbm, train_gbm
+from trainer.types import Prepared
 
 CUTOFFS = "2018-03-05,2018-06-04,2018-09-03,2018-10-08,2018-11-05,2018-12-03"
 ENSEMBLE = TrainConfig().gbm_history_days
@@ -60,7 +61,7 @@ def mean_rmsse(values: np.ndarray, actual: np.ndarray, scale: np.ndarray) -> flo
 
 
 def trainer_lightgbm(
-    task: ForecastTask, prepared: tp.Prepared, days: tuple[int, ...], threads: int
+    task: ForecastTask, prepared: Prepared, days: tuple[int, ...], threads: int
 ) -> np.ndarray:
     """(H, N) forecasts of the trainer's LightGBM with history lengths `days`, as served."""
     cfg = dataclasses.replace(prepared.cfg, gbm_history_days=days)
@@ -102,7 +103,7 @@ def main() -> None:
         ref = LightGBMGlobal(num_threads=args.threads).forecast(task).values
         scores.setdefault("reference", {})[cut] = mean_rmsse(ref, actual, scale)
         cfg = TrainConfig(horizon=28, val_days=56, test_days=28, train_stride=args.train_stride)
-        prepared = tp.prepare(task.history.to_long(), cfg)
+        prepared = prepare(task.history.to_long(), cfg)
         for name, days in VARIANTS.items():
             values = trainer_lightgbm(task, prepared, days, args.threads)
             scores.setdefault(name, {})[cut] = mean_rmsse(values, actual, scale)

@@ -1,6 +1,6 @@
 """The trainer's conformal intervals on the pasta data without training (issue 27).
 
-The interval method (`trainer.intervals`, via `trainer.stages.calibrate_intervals`) is
+The interval method (`trainer.models.intervals`, via `trainer.models.challenger.calibrate_intervals`) is
 the same for every forecaster; the baselines need no training, so their intervals can
 be judged at every backtest cutoff in seconds. For each cutoff (the experiments' six),
 the trainer's split is laid over the data up to the cutoff + 28 days: the 28 days after
@@ -31,21 +31,22 @@ CUTOFFS = ("2018-03-05", "2018-06-04", "2018-09-03", "2018-10-08", "2018-11-05",
 
 def run(cutoff: str, sales: pd.DataFrame, shrinkage: float = 28.0) -> list[dict]:
     """The baselines' interval figures on one cutoff's test window."""
-    from trainer import pipeline as tp
     from trainer.config import TrainConfig
-    from trainer.evaluate import evaluate
-    from trainer.intervals import coverage_summary
-    from trainer.stages import calibrate_intervals, interval_coverage
+    from trainer.data.prepare import prepare
+    from trainer.judge.evaluate import evaluate
+    from trainer.models.challenger import calibrate_intervals, interval_coverage
+    from trainer.models.intervals import coverage_summary
+    from trainer.models.lstm import windows_frame
 
     end = pd.Timestamp(cutoff) + pd.Timedelta(days=28)
     cfg = TrainConfig(test_days=28, val_days=56, interval_shrinkage=shrinkage)
-    prepared = tp.prepare(sales[sales["date"] <= end], cfg)
+    prepared = prepare(sales[sales["date"] <= end], cfg)
     t0 = time.perf_counter()
     intervals = calibrate_intervals(prepared, cfg, {})
     seconds = time.perf_counter() - t0
     # the evaluation's baseline forecasts of the test windows, scored with their intervals
     w = prepared.test
-    stub = tp.windows_frame(prepared, w, np.zeros((len(w), cfg.horizon)))
+    stub = windows_frame(prepared, w, np.zeros((len(w), cfg.horizon)))
     evaluation = evaluate(stub, prepared)
     scores = interval_coverage(intervals, {}, evaluation)
     rows = [

@@ -2,7 +2,7 @@
 
 Times reading the data, the preparation stages and the windowing alone (target ≤ 5 s),
 then the challenger's training with the defaults (`TrainConfig()`, `ModelParams()`;
-`trainer.stages.train_challenger`: the LSTM with and without group DRO, the bias
+`trainer.models.challenger.train_challenger`: the LSTM with and without group DRO, the bias
 offsets, the LightGBM, the choice on validation — everything a training run does but
 Optuna tuning; target ≤ 10 minutes on the 2-core machine), and scores the served
 forecaster on the test split against the baselines (seasonal naive, moving average,
@@ -25,17 +25,19 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from forecastguard.logs import configure_logging
-from trainer import pipeline as tp
 from trainer.config import ModelParams, TrainConfig
-from trainer.data import read_pasta_csv
-from trainer.windowing import make_windows, origins_every
+from trainer.data.load import read_pasta_csv
+from trainer.data.prepare import prepare
+from trainer.data.windowing import make_windows, origins_every
+from trainer.judge.evaluate import evaluate
+from trainer.types import Prepared
 
 
 def _r(x: float, n: int = 4) -> float:
     return round(float(x), n)
 
 
-def time_windowing(prepared: tp.Prepared, cfg: TrainConfig, repeats: int = 3) -> dict:
+def time_windowing(prepared: Prepared, cfg: TrainConfig, repeats: int = 3) -> dict:
     """Windowing alone, the same calls `prepare` makes: views + one gather into arrays."""
     L, H, a = cfg.lookback, cfg.horizon, prepared.arrays
     real = np.flatnonzero(~prepared.panel.synthetic)
@@ -78,7 +80,7 @@ def main() -> None:
     result["read_csv_s"] = _r(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
-    prepared = tp.prepare(sales, cfg)
+    prepared = prepare(sales, cfg)
     result["prepare_s"] = _r(time.perf_counter() - t, 2)
     result["quality"] = prepared.quality.totals()
     result["split"] = prepared.split_dates()
@@ -88,7 +90,7 @@ def main() -> None:
         print(json.dumps(result, indent=2, default=float))
         return
 
-    from trainer.stages import train_challenger
+    from trainer.models.challenger import train_challenger
 
     t = time.perf_counter()
     ch = train_challenger(prepared, params, cfg)
@@ -103,7 +105,7 @@ def main() -> None:
             "s_per_epoch": _r(trained.duration_s / max(trained.epochs_run, 1), 1),
         }
     t = time.perf_counter()
-    served = tp.evaluate(ch.test, prepared, auto_ets=not args.no_ets)
+    served = evaluate(ch.test, prepared, auto_ets=not args.no_ets)
     result["evaluate_s"] = _r(time.perf_counter() - t, 1)
     sn = served.metrics["baselines"]["seasonal_naive"]["rmsse"]
     result["test"] = {

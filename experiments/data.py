@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainer.data import DataError, read_pasta_csv
+from trainer.data.load import DataError, read_pasta_csv
 
 __all__ = ["DataError", "Panel", "panel_from_long", "read_pasta", "synthetic"]
 

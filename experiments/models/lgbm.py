@@ -3,17 +3,17 @@
 The family that won the M5 competition, used as the strong reference ("LightGBM
 alone"). It is built from the trainer's own feature code, not a copy of it:
 
-- `trainer.quality.check_quality` cleans the history (closures and gap days as 0 sales);
-- `trainer.features.build_panel` puts it on one calendar that runs to the last forecast
+- `trainer.data.quality.check_quality` cleans the history (closures and gap days as 0 sales);
+- `trainer.data.features.build_panel` puts it on one calendar that runs to the last forecast
   day, with the horizon's planned promotions (`ForecastTask.future_promo`);
-- `trainer.features.FeaturePipeline`, fitted on every history day, gives the sequence
+- `trainer.data.features.FeaturePipeline`, fitted on every history day, gives the sequence
   and known-in-advance features (lags, rolling statistics, calendar, holidays,
   promotion, `last_year`);
-- `trainer.windowing.make_windows` slices them into (origin, 28 steps) windows and
-  `trainer.gbm.rows` lays each window out as one row per step, as the trainer's own
+- `trainer.data.windowing.make_windows` slices them into (origin, 28 steps) windows and
+  `trainer.models.gbm.rows` lays each window out as one row per step, as the trainer's own
   LightGBM does; the target is the step's standardised units.
 
-Unlike the trainer's LightGBM (`trainer.gbm.train_gbm`, the backtest's
+Unlike the trainer's LightGBM (`trainer.models.gbm.train_gbm`, the backtest's
 `trainer_lightgbm`), nothing is held out: the model trains on windows over ALL history
 up to the cutoff (origins every `origin_stride` days over the last `train_days`, a
 stride prime to 7 so every weekday is an origin), with fixed hyper-parameters and a
@@ -31,7 +31,7 @@ import pandas as pd
 
 from experiments.models.base import Forecast, ForecastTask, seasonal_naive_values
 
-DEFAULT_PARAMS: dict[str, Any] = {"learning_rate": 0.07}  # over `trainer.gbm.PARAMS`
+DEFAULT_PARAMS: dict[str, Any] = {"learning_rate": 0.07}  # over `trainer.models.gbm.PARAMS`
 LAST_YEAR_COLUMN = "known_last_year"
 
 
@@ -57,7 +57,7 @@ class DirectRows:
     y: np.ndarray  # (R,) standardised units of each row's target day
     x_future: np.ndarray  # (M * H, F) rows of the forecast window of each of M products
     products: list[str]  # (M,) the forecast windows' products
-    pipeline: Any  # trainer.features.FeaturePipeline (inverts the standardisation)
+    pipeline: Any  # trainer.data.features.FeaturePipeline (inverts the standardisation)
 
 
 def direct_rows(
@@ -74,10 +74,10 @@ def direct_rows(
     forecast window of each product listed on the cutoff starts the day after it.
     """
     from trainer.config import TrainConfig
-    from trainer.features import FeaturePipeline, build_panel
-    from trainer.gbm import row_names, rows
-    from trainer.quality import check_quality
-    from trainer.windowing import make_windows, origins_every
+    from trainer.data.features import FeaturePipeline, build_panel
+    from trainer.data.quality import check_quality
+    from trainer.data.windowing import make_windows, origins_every
+    from trainer.models.gbm import row_names, rows
 
     horizon = task.horizon
     cfg = TrainConfig(horizon=horizon, holiday_country=holiday_country)
@@ -130,7 +130,7 @@ class LightGBMGlobal:
         """Train on the history's windows; forecast the horizon from the cutoff."""
         import lightgbm as lgb
 
-        from trainer.gbm import PARAMS
+        from trainer.models.gbm import PARAMS
 
         d = direct_rows(
             task,
@@ -202,7 +202,7 @@ class LightGBMQuantile:
     def _quantiles(self, task: ForecastTask, levels: tuple[float, ...]) -> dict[float, np.ndarray]:
         import lightgbm as lgb
 
-        from trainer.gbm import PARAMS
+        from trainer.models.gbm import PARAMS
 
         d = direct_rows(
             task,

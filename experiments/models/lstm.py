@@ -1,6 +1,6 @@
 """The trainer (jobs/trainer) at every cutoff, trained as the production job trains it.
 
-One fit per cutoff and seed (`trainer.stages.train_challenger`) gives several forecasts,
+One fit per cutoff and seed (`trainer.models.challenger.train_challenger`) gives several forecasts,
 each scored as a model of its own, so they differ in one thing at a time and share seed,
 data and split:
 
@@ -80,10 +80,17 @@ class TrainerForecaster:
 
     def forecast(self, task: ForecastTask) -> Forecast:
         """Prepare, train the candidates, choose on validation, forecast every candidate."""
-        from trainer import pipeline as tp
         from trainer.config import ModelParams, TrainConfig
-        from trainer.intervals import column_name
-        from trainer.stages import BLEND, LIGHTGBM, LSTM, forecast_served, train_challenger
+        from trainer.data.prepare import prepare
+        from trainer.models.challenger import (
+            BLEND,
+            LIGHTGBM,
+            LSTM,
+            forecast_served,
+            train_challenger,
+        )
+        from trainer.models.intervals import column_name
+        from trainer.models.lstm import forecast_next
 
         cfg = TrainConfig(
             horizon=task.horizon,
@@ -95,7 +102,7 @@ class TrainerForecaster:
         )
         params = ModelParams()
         sales = task.history.to_long()
-        prepared = tp.prepare(sales, cfg)
+        prepared = prepare(sales, cfg)
         ch = train_challenger(prepared, params, cfg, gbm_threads=self.n_jobs, always_refit=True)
         promos = pd.DataFrame(
             {
@@ -145,10 +152,10 @@ class TrainerForecaster:
         notes["test_coverage_80"] = coverage.get("coverage")
         raw = {
             "lstm": wide(
-                tp.forecast_next(ch.plain.model, prepared.pipeline, sales, cfg, params, promos)
+                forecast_next(ch.plain.model, prepared.pipeline, sales, cfg, params, promos)
             ),
             "dro_lstm": wide(
-                tp.forecast_next(ch.lstm.model, prepared.pipeline, sales, cfg, params, promos)
+                forecast_next(ch.lstm.model, prepared.pipeline, sales, cfg, params, promos)
             ),
         }
         extra = {

@@ -39,7 +39,7 @@ WITHHELD_SETTINGS = frozenset(
 )
 TRAINER_VARIABLES = frozenset(
     {
-        # trainer.cli's flags and trainer.options.RequestInfo (see `trainer_env`)
+        # trainer.run.cli's flags and trainer.run.options.RequestInfo (see `trainer_env`)
         "TRAINER_MODE", "RUN_ID", "TRIALS", "EPOCHS", "TUNING_TIMEOUT_S", "TRAIN_CONFIG",
         "SEARCH_UNITS", "DISPARITY_WEIGHT", "SHAP_PRODUCTS", "REQUEST_ID", "REASON",
         "HEALTH_CHECK_ID", "WINDOW_START", "WINDOW_END",

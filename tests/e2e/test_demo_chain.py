@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from forecastguard.db import schema
 from forecastguard.db.engine import make_engine
 from forecastguard.demo import DemoOptions, run_demo, timeline
-from trainer.forecast import KINDS
+from trainer.serve.forecast import KINDS
 
 pytestmark = pytest.mark.slow
 

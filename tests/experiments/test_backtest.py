@@ -150,8 +150,8 @@ def test_adf_chooses_differencing_after_the_weekly_difference() -> None:
 
 def test_lightgbm_rows_are_the_trainers_and_do_not_look_past_the_cutoff() -> None:
     from experiments.models.lgbm import direct_rows
-    from trainer.features import KNOWN_FEATURES, SEQ_FEATURES
-    from trainer.gbm import row_names
+    from trainer.data.features import KNOWN_FEATURES, SEQ_FEATURES
+    from trainer.models.gbm import row_names
 
     panel = weekly_panel(n_days=430, n_products=2)
     task = make_task(panel, 399, 28)
@@ -167,7 +167,7 @@ def test_lightgbm_rows_are_the_trainers_and_do_not_look_past_the_cutoff() -> Non
         )
 
     d = rows()
-    # The trainer's own row layout (trainer.gbm.rows), built by its feature pipeline.
+    # The trainer's own row layout (trainer.models.gbm.rows), built by its feature pipeline.
     assert d.names == row_names(SEQ_FEATURES, (*KNOWN_FEATURES, "horizon_step"))
     assert d.x.shape == (len(d.y), len(d.names)) and len(d.y) % 28 == 0
     assert d.products == ["P0", "P1"] and d.x_future.shape == (2 * 28, len(d.names))

@@ -171,7 +171,7 @@ MARKDOWN_IDS = [
 
 @pytest.mark.parametrize("pid", MARKDOWN_IDS)
 def test_markdown_ids_render_as_text_in_report_and_email_html(pid):
-    from trainer.report import markdown_to_html, md_code, md_table, md_text
+    from trainer.report.render import markdown_to_html, md_code, md_table, md_text
 
     frame = pd.DataFrame({"product_id": [pid], "rmsse": [1.0]})
     markdown = (
@@ -258,7 +258,7 @@ def _report_data(pid: str):
 
 @pytest.mark.parametrize("pid", ["Big $$ Saver", "$x^{$", r"$\frac{1}{$", "a_b^c$"])
 def test_plots_draw_ids_with_dollars_as_text(pid):
-    from trainer.report import draw_plots
+    from trainer.report.render import draw_plots
 
     plots, errors = draw_plots(_report_data(pid))
     assert errors == {}
@@ -266,7 +266,7 @@ def test_plots_draw_ids_with_dollars_as_text(pid):
 
 
 def test_a_report_that_cannot_render_is_replaced_by_a_short_one(caplog):
-    from trainer.run_stages import failed_report
+    from trainer.run.steps import failed_report
 
     data = _report_data("![t](https://evil.example/p.png)")
     data.decision = {"promote": True, "reason": "[x](https://evil.example/r)"}

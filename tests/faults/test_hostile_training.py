@@ -33,9 +33,9 @@ from forecastguard.sales_io import load_sales, read_sales_csv
 from forecastguard.storage import open_store
 from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.unit.trainer.helpers import make_sales
-from trainer.artifacts import read_champion, verify_run
 from trainer.config import TrainConfig
-from trainer.main import JobOptions, run_job
+from trainer.run.main import JobOptions, run_job
+from trainer.serve.artifacts import read_champion, verify_run
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def _options(run_id: str) -> JobOptions:
 
 
 def _promoting(real_decide):
-    """`trainer.promotion.decide`, made to promote."""
+    """`trainer.judge.promotion.decide`, made to promote."""
 
     def promote(*args, **kwargs):
         decision = real_decide(*args, **kwargs)
@@ -106,10 +106,10 @@ def world(tmp_path_factory):
     uri = (tmp / "artifacts").as_uri()
     controller, inbox, smtp = start_trainer_smtp(tmp)
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
-    import trainer.promotion
+    import trainer.judge.promotion
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer.promotion, "decide", _promoting(trainer.promotion.decide))
+        patch.setattr(trainer.judge.promotion, "decide", _promoting(trainer.judge.promotion.decide))
         code = run_job(settings, _options("run-1"), engine=engine, store=open_store(uri), smtp=smtp)
     yield {
         "engine": engine,
@@ -182,14 +182,16 @@ def test_csv_outputs_carry_formulas_as_text(world):
 def test_a_plot_that_raises_costs_neither_the_promotion_nor_the_forecasts(
     world, monkeypatch, caplog
 ):
-    import trainer.promotion
-    import trainer.report
+    import trainer.judge.promotion
+    import trainer.report.render
 
     def broken(data):
         raise RuntimeError("the plot broke")
 
-    monkeypatch.setattr(trainer.promotion, "decide", _promoting(trainer.promotion.decide))
-    monkeypatch.setitem(trainer.report._DRAWERS, "fairness.png", broken)
+    monkeypatch.setattr(
+        trainer.judge.promotion, "decide", _promoting(trainer.judge.promotion.decide)
+    )
+    monkeypatch.setitem(trainer.report.render._DRAWERS, "fairness.png", broken)
     engine, store = world["engine"], world["store"]
     with caplog.at_level(logging.ERROR):
         code = run_job(

@@ -8,7 +8,7 @@ import logging
 
 from forecastguard.config import Settings
 from tests.infra.hcl import load
-from trainer.emailer import SmtpConfig, build_message, send
+from trainer.report.emailer import SmtpConfig, build_message, send
 
 
 def _message():

@@ -322,9 +322,9 @@ def test_settings_fields_are_all_accounted_for() -> None:
     wired = contract.all_component_env() | set(contract.NOT_WIRED_ON_GCP)
     missing = set(Settings.env_names().values()) - wired
     assert not missing, f"Settings reads {sorted(missing)}: add them to infra_contract.py"
-    import trainer.cli  # the job's own options (flags with environment variables)
+    import trainer.run.cli  # the job's own options (flags with environment variables)
 
-    job_options = {p.envvar for p in trainer.cli.command.params if p.envvar}
+    job_options = {p.envvar for p in trainer.run.cli.command.params if p.envvar}
     read = set(Settings.env_names().values()) | job_options
     unknown = contract.all_component_env() - read
     assert not unknown, f"the contract lists variables nothing reads: {unknown}"

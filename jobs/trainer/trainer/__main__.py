@@ -1,6 +1,6 @@
-"""`python -m trainer --mode train|forecast ...` (see `trainer.cli`)."""
+"""`python -m trainer --mode train|forecast ...` (see `trainer.run.cli`)."""
 
-from trainer.cli import main
+from trainer.run.cli import main
 
 if __name__ == "__main__":
     main()

@@ -67,7 +67,7 @@ class TrainConfig:
     gbm_refit: bool = True  # serve LightGBM refitted on every day with the validated rounds
     # LightGBM ensemble: one member per training-history length in days (0: all history)
     gbm_history_days: tuple[int, ...] = (364, 546, 728, 1092)
-    # forecast intervals (trainer.intervals): quantile levels served beside the point
+    # forecast intervals (trainer.models.intervals): quantile levels served beside the point
     # forecast, and the pseudo-days of the group prior in each product's noise scale
     interval_levels: tuple[float, ...] = (0.1, 0.5, 0.9)
     interval_shrinkage: float = 28.0

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainer.config import ModelParams, TrainConfig
-from trainer.features import FeatureArrays, FeaturePipeline, Panel
-from trainer.quality import QualityReport
-from trainer.windowing import Windows, make_windows, origins_every
+from trainer.data.features import FeatureArrays, FeaturePipeline, Panel
+from trainer.data.quality import QualityReport
+from trainer.data.windowing import Windows, make_windows, origins_every
 
 if TYPE_CHECKING:
     import keras

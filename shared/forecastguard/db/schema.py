@@ -186,7 +186,7 @@ model_registry = sa.Table(
     sa.Column("model_version", Ident(MODEL_VERSION), primary_key=True),
     sa.Column("run_id", Ident(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    # lstm | baseline:seasonal_naive | baseline:moving_average (trainer.forecast.KINDS)
+    # lstm | baseline:seasonal_naive | baseline:moving_average (trainer.serve.forecast.KINDS)
     sa.Column("kind", sa.String(32), nullable=False, server_default="lstm"),
     sa.Column("artifact_uri", sa.String(1024), nullable=False),
     sa.Column("rmse", Real, nullable=True),

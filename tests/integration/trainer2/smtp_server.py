@@ -117,7 +117,7 @@ def start_server(
 def start_trainer_smtp(folder: Path) -> tuple[Controller, Inbox, Any]:
     """`start_server` with the login the trainer tests use, and the trainer's `SmtpConfig`
     for it (STARTTLS, sender bot@example.com, one recipient ops@example.com)."""
-    from trainer.emailer import SmtpConfig
+    from trainer.report.emailer import SmtpConfig
 
     controller, inbox, client_ctx = start_server(folder, "bot@example.com", "app-pass")
     smtp = SmtpConfig(

@@ -30,12 +30,12 @@ from forecastguard.db.schema import model_registry, model_residuals, predictions
 from forecastguard.storage import open_store
 from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.unit.trainer.helpers import make_sales
-from trainer.artifacts import RunWriter, read_champion
 from trainer.config import TrainConfig
-from trainer.emailer import SmtpConfig
-from trainer.forecast import TRAINED_KINDS
-from trainer.main import JobOptions, run_job
-from trainer.promotion import Decision, Scores, Tolerances, publish, record
+from trainer.judge.promotion import Decision, Scores, Tolerances, publish, record
+from trainer.report.emailer import SmtpConfig
+from trainer.run.main import JobOptions, run_job
+from trainer.serve.artifacts import RunWriter, read_champion
+from trainer.serve.forecast import TRAINED_KINDS
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from tests.integration.trainer2.smtp_server import start_server
-from trainer.emailer import Attachment, SmtpConfig, build_message, send
+from trainer.report.emailer import Attachment, SmtpConfig, build_message, send
 
 
 @pytest.fixture()

@@ -18,8 +18,8 @@ from forecastguard.health.engine import beam_python
 from forecastguard.synth.output import write_database
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
-from trainer.forecast import MOVING_AVERAGE, BaselineForecaster, forecast_with
-from trainer.main import forecast_target
+from trainer.run.main import forecast_target
+from trainer.serve.forecast import MOVING_AVERAGE, BaselineForecaster, forecast_with
 
 CFG = TrainConfig(horizon=7, lookback=14, val_days=14, test_days=14, min_observations=30)
 COLUMNS = ["product_id", "target_date", "predicted_units", "model_version"]

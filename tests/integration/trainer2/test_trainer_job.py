@@ -38,11 +38,11 @@ from forecastguard.db.schema import model_registry, model_residuals, predictions
 from forecastguard.storage import open_store
 from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.unit.trainer.helpers import make_sales
-from trainer.artifacts import read_champion, read_manifest, verify_run
 from trainer.config import TrainConfig
-from trainer.emailer import SmtpConfig
-from trainer.main import JobOptions, RequestInfo, run_job
-from trainer.promotion import Tolerances
+from trainer.judge.promotion import Tolerances
+from trainer.report.emailer import SmtpConfig
+from trainer.run.main import JobOptions, RequestInfo, run_job
+from trainer.serve.artifacts import read_champion, read_manifest, verify_run
 
 pytestmark = pytest.mark.slow
 
@@ -98,15 +98,15 @@ def _request_row(engine: sa.Engine, request_id: str):
 
 def _plant_bad_champion(engine, store, tmp: Path) -> None:
     """An untrained model whose bias correction adds 1000 units: any trained model beats it."""
-    from trainer import pipeline as tp
-    from trainer.artifacts import ModelBundle, RunWriter, save_model_bundle
-    from trainer.bias import BiasCorrection
     from trainer.config import ModelParams
-    from trainer.data import load_sales
-    from trainer.model import build_model
-    from trainer.promotion import Decision, Scores, publish, record
+    from trainer.data.load import load_sales
+    from trainer.data.prepare import prepare
+    from trainer.judge.promotion import Decision, Scores, publish, record
+    from trainer.models.bias import BiasCorrection
+    from trainer.models.network import build_model
+    from trainer.serve.artifacts import ModelBundle, RunWriter, save_model_bundle
 
-    prepared = tp.prepare(load_sales(engine), CFG)
+    prepared = prepare(load_sales(engine), CFG)
     params = ModelParams(units=4, lookback=7)
     model = build_model(
         params,
@@ -347,7 +347,7 @@ def test_run_b_on_gcs_uploads_everything_and_keeps_the_champion(world, gcs_clien
 
 def test_run_c_crashing_midway_changes_no_champion(world, monkeypatch):
     engine, store = world["engine"], world["store"]
-    from trainer.artifacts import RunWriter
+    from trainer.serve.artifacts import RunWriter
 
     original = RunWriter.put_text
 

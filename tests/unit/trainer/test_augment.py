@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from tests.unit.trainer.helpers import make_sales
-from trainer.augment import augment, plan_copies, training_windows_per_product
 from trainer.config import TrainConfig
-from trainer.pipeline import prepare
+from trainer.data.augment import augment, plan_copies, training_windows_per_product
+from trainer.data.prepare import prepare
 
 
 def sales_with_sparse_product() -> pd.DataFrame:

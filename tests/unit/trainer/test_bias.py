@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.bias import (
+from trainer.models.bias import (
     BiasCorrection,
     _noise,
     bias_report,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams, TrainConfig
-from trainer.stages import BLEND, CANDIDATES, LIGHTGBM, LSTM, blend, choose, cross_fitted
+from trainer.models.challenger import BLEND, CANDIDATES, LIGHTGBM, LSTM, blend, choose, cross_fitted
 
 CFG = TrainConfig(
     horizon=7,
@@ -66,7 +66,7 @@ def test_blend_and_choice() -> None:
 def test_the_blend_weight_is_the_validated_share() -> None:
     from types import SimpleNamespace
 
-    from trainer.stages import BLEND_WEIGHTS, blend_weight
+    from trainer.models.challenger import BLEND_WEIGHTS, blend_weight
 
     prepared = SimpleNamespace(products=("x", "y"), scale=np.array([1.0, 1.0]))
     truth = pd.DataFrame({"product_id": ["x", "y"] * 4, "actual": [2.0, 4.0] * 4})
@@ -80,11 +80,11 @@ def test_the_blend_weight_is_the_validated_share() -> None:
 
 @pytest.fixture(scope="module")
 def challenger():
-    from trainer import pipeline as tp
-    from trainer.stages import train_challenger
+    from trainer.data.prepare import prepare
+    from trainer.models.challenger import train_challenger
 
     sales = make_sales(3, 200)
-    prepared = tp.prepare(sales, CFG)
+    prepared = prepare(sales, CFG)
     params = ModelParams(units=4, lookback=14)
     return sales, prepared, params, train_challenger(prepared, params, CFG, gbm_threads=1)
 
@@ -112,8 +112,8 @@ def test_challenger_scores_every_candidate_out_of_sample(challenger) -> None:
 def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
     challenger, tmp_path
 ) -> None:
-    from trainer.gbm import GBMForecaster
-    from trainer.stages import forecast_served
+    from trainer.models.challenger import forecast_served
+    from trainer.models.gbm import GBMForecaster
 
     sales, prepared, params, ch = challenger
     frames = {}
@@ -169,8 +169,8 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
 @pytest.mark.slow
 def test_a_sealed_runs_lightgbm_and_blend_load_and_score_as_trained(challenger, tmp_path) -> None:
     from forecastguard.storage import open_store
-    from trainer.artifacts import ModelBundle, RunWriter, save_model_bundle
-    from trainer.stages import load_trained, save_gbm, score_trained
+    from trainer.models.challenger import load_trained, save_gbm, score_trained
+    from trainer.serve.artifacts import ModelBundle, RunWriter, save_model_bundle
 
     _, prepared, params, ch = challenger
     store = open_store(f"file://{tmp_path / 'artifacts'}")
@@ -200,7 +200,7 @@ def test_a_sealed_runs_lightgbm_and_blend_load_and_score_as_trained(challenger, 
             )
     # A reloaded run scores what the served forecaster forecasts (with the LightGBM refit,
     # when there is one); the reported test figures are the held-out twin's.
-    from trainer.stages import blend, gbm_frame
+    from trainer.models.challenger import blend, gbm_frame
 
     def frame_of(gbm):
         if ch.kind == LSTM:
@@ -225,8 +225,8 @@ def test_a_sealed_runs_lightgbm_and_blend_load_and_score_as_trained(challenger, 
 @pytest.mark.slow
 def test_every_servable_kind_has_an_interval_calibrated_out_of_sample(challenger, tmp_path) -> None:
     from forecastguard.storage import open_store
-    from trainer.artifacts import RunWriter
-    from trainer.stages import forecast_served, load_intervals, save_intervals
+    from trainer.models.challenger import forecast_served, load_intervals, save_intervals
+    from trainer.serve.artifacts import RunWriter
 
     sales, prepared, params, ch = challenger
     kinds = {*CANDIDATES, "baseline:seasonal_naive", "baseline:moving_average"}
@@ -270,7 +270,7 @@ def test_every_servable_kind_has_an_interval_calibrated_out_of_sample(challenger
 
 @pytest.mark.slow
 def test_lightgbm_refit_learns_from_every_day_with_the_validated_rounds(challenger) -> None:
-    from trainer.gbm import refit_gbm, rows, train_gbm
+    from trainer.models.gbm import refit_gbm, rows, train_gbm
 
     _, prepared, _, _ = challenger
     held = train_gbm(prepared, seed=1, num_threads=1)
@@ -305,7 +305,7 @@ def test_lightgbm_refit_learns_from_every_day_with_the_validated_rounds(challeng
 def test_lightgbm_history_lengths_collapse_on_short_data() -> None:
     from types import SimpleNamespace
 
-    from trainer.gbm import history_lengths
+    from trainer.models.gbm import history_lengths
 
     w = SimpleNamespace(origin=np.arange(100, 1000, 2))
     assert history_lengths(w, 1000, (364, 546, 728, 1092)) == [364, 546, 728, 0]

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from forecastguard.db.schema import promotions, sales
 from trainer.config import TrainConfig
-from trainer.data import DataError, load_sales, read_pasta_csv, validate_long
-from trainer.quality import check_quality
+from trainer.data.load import DataError, load_sales, read_pasta_csv, validate_long
+from trainer.data.quality import check_quality
 
 # The real data lives in ../shared beside the checkout and is read in place.
 REPO = Path(__file__).resolve().parents[3]

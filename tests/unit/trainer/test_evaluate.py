@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.evaluate import (
+from trainer.judge.evaluate import (
     baseline_forecasts,
     disparity,
     per_product_rmsse,
@@ -78,7 +78,7 @@ def test_disparity_and_worst_decile() -> None:
 
 
 def test_auto_ets_follows_a_weekly_pattern() -> None:
-    from trainer.evaluate import auto_ets_forecast
+    from trainer.judge.evaluate import auto_ets_forecast
 
     rng = np.random.default_rng(0)
     week = np.array([2.0, 2.0, 3.0, 4.0, 8.0, 12.0, 1.0])

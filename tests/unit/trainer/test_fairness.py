@@ -8,14 +8,14 @@ import pytest
 
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import ConfigError, ModelParams, TrainConfig
-from trainer.fairness import (
+from trainer.data.windowing import Windows
+from trainer.models.fairness import (
     FairnessCallback,
     GroupDROModel,
     dro_weights,
     plain,
     validation_windows,
 )
-from trainer.windowing import Windows
 
 
 def test_dro_weights_have_mean_one_and_a_floor() -> None:
@@ -78,7 +78,7 @@ def test_one_training_step_moves_the_log_weights_by_the_excess_loss_ratio() -> N
 
 @pytest.fixture(scope="module")
 def prepared():
-    from trainer.pipeline import prepare
+    from trainer.data.prepare import prepare
 
     cfg = TrainConfig(
         lookback=14, horizon=14, val_days=28, test_days=28, min_observations=10, epochs=2
@@ -101,7 +101,7 @@ def test_validation_windows_start_more_often_over_the_validation_days(prepared) 
 def test_training_with_dro_records_mean_one_weights_and_returns_a_plain_model(
     prepared, fairness: bool, tmp_path
 ) -> None:
-    from trainer.pipeline import predict_split, train
+    from trainer.models.lstm import predict_split, train
 
     trained = train(prepared, ModelParams(units=4, lookback=14), fairness=fairness, verbose=False)
     assert not isinstance(trained.model, GroupDROModel)

@@ -10,8 +10,8 @@ import pytest
 
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
-from trainer.features import SEQ_FEATURES, FeaturePipeline, build_panel, holiday_flags
-from trainer.quality import check_quality
+from trainer.data.features import SEQ_FEATURES, FeaturePipeline, build_panel, holiday_flags
+from trainer.data.quality import check_quality
 
 CFG = TrainConfig(min_observations=10)
 
@@ -103,7 +103,7 @@ def test_promotions_mark_future_days() -> None:
 
 
 def test_last_year_uses_only_days_a_year_before() -> None:
-    from trainer.features import last_year
+    from trainer.data.features import last_year
 
     z = np.zeros((1, 800))
     z[0, 400] = 7.0

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.intervals import (
+from trainer.models.intervals import (
     IntervalCalibration,
     column_name,
     coverage_summary,

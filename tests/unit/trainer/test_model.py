@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from trainer.config import ModelParams
-from trainer.model import WeightedWindowData, build_model
-from trainer.windowing import Windows
+from trainer.data.windowing import Windows
+from trainer.models.network import WeightedWindowData, build_model
 
 
 def windows(n: int = 10, lookback: int = 6, horizon: int = 3) -> Windows:

@@ -7,8 +7,8 @@ import pytest
 
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
-from trainer.data import DataError
-from trainer.pipeline import prepare
+from trainer.data.load import DataError
+from trainer.data.prepare import prepare
 
 CFG = TrainConfig(lookback=14, val_days=28, test_days=56, train_stride=3, min_observations=10)
 

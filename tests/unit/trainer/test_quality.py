@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from trainer.config import TrainConfig
-from trainer.quality import check_quality
+from trainer.data.quality import check_quality
 
 CFG = TrainConfig(min_observations=5, max_gap_days=3)
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from trainer.config import TrainConfig
-from trainer.promotion import Scores, decide
-from trainer.quality import FrequencyError, check_quality, classify_absent_days
+from trainer.data.quality import FrequencyError, check_quality, classify_absent_days
+from trainer.judge.promotion import Scores, decide
 
 CFG = TrainConfig(min_observations=30, max_gap_days=7)
 

@@ -40,7 +40,7 @@ def test_per_group_rmsse_and_aggregates() -> None:
 
 def test_trainer_and_experiments_use_the_same_scale() -> None:
     from experiments.metrics import scales
-    from trainer.evaluate import per_product_rmsse, rmsse_scale
+    from trainer.judge.evaluate import per_product_rmsse, rmsse_scale
 
     units = np.array([[0.0, 2.0, 5.0, 1.0, 1.0, 4.0, 0.0, 3.0, 2.0]])
     trainer_scale = np.sqrt(rmsse_scale(units))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.features import FeatureArrays
-from trainer.windowing import make_windows, origins_every
+from trainer.data.features import FeatureArrays
+from trainer.data.windowing import make_windows, origins_every
 
 
 def toy_arrays(n_series: int = 2, n_days: int = 40, n_feat: int = 3) -> FeatureArrays:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams, TrainConfig
-from trainer.explain import _aggregate, explain, fixed_product_model
+from trainer.report.explain import _aggregate, explain, fixed_product_model
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,12 @@ CFG = TrainConfig(
 
 @pytest.fixture(scope="module")
 def trained():
-    from trainer import pipeline as tp
+    from trainer.data.prepare import prepare
+    from trainer.models.lstm import train
 
-    prepared = tp.prepare(make_sales(3, 150), CFG)
+    prepared = prepare(make_sales(3, 150), CFG)
     params = ModelParams(units=4, lookback=7)
-    return prepared, tp.train(prepared, params, CFG, verbose=False).model
+    return prepared, train(prepared, params, CFG, verbose=False).model
 
 
 def test_fixed_product_model_explains_the_forecast_total_in_units(trained):
@@ -50,10 +51,10 @@ def test_fixed_product_model_explains_the_forecast_total_in_units(trained):
 
 
 def test_the_wrappers_level_is_the_pipelines_with_a_28_day_window():
-    from trainer import pipeline as tp
+    from trainer.data.prepare import prepare
 
     cfg = TrainConfig(horizon=7, lookback=28, val_days=14, test_days=14, min_observations=30)
-    prepared = tp.prepare(make_sales(2, 150), cfg)
+    prepared = prepare(make_sales(2, 150), cfg)
     w = prepared.test
     scaler = prepared.pipeline.scaler
     level = (w.x[:, -28:, 0] * scaler.scale_[0] + scaler.mean_[0]).mean(axis=1)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams, TrainConfig
-from trainer.explain import explain_forecaster, no_explanation, sample_windows
+from trainer.report.explain import explain_forecaster, no_explanation, sample_windows
 
 CFG = TrainConfig(
     horizon=7,
@@ -30,15 +30,15 @@ SMALL = dict(n_worst=2, max_products=3, n_background=8, n_explain=2, nsamples=8,
 
 @pytest.fixture(scope="module")
 def prepared():
-    from trainer import pipeline as tp
+    from trainer.data.prepare import prepare
 
-    return tp.prepare(make_sales(3, 150), CFG)
+    return prepare(make_sales(3, 150), CFG)
 
 
 @pytest.fixture(scope="module")
 def gbm(prepared):
     pytest.importorskip("lightgbm")
-    from trainer.gbm import train_gbm
+    from trainer.models.gbm import train_gbm
 
     gbm = train_gbm(prepared, rounds=15, early_stopping=5, num_threads=1)
     assert gbm.history_days == [40, 0]
@@ -74,8 +74,8 @@ def _sampling() -> dict:
 
 
 def test_a_baseline_has_no_explanation_and_the_report_says_why() -> None:
-    from trainer.report import make_plots  # noqa: F401  (the plot handles the empty table)
-    from trainer.run_stages import explain_served
+    from trainer.report.render import make_plots  # noqa: F401  (the plot handles the empty table)
+    from trainer.run.steps import explain_served
 
     j = SimpleNamespace(
         serving={"kind": "baseline:moving_average", "model_version": "baseline:moving_average"}
@@ -100,9 +100,9 @@ def test_unknown_kind_or_missing_model_is_refused(prepared, gbm) -> None:
 @pytest.mark.slow
 def test_the_blend_is_the_weighted_sum_of_both_explanations(prepared, gbm) -> None:
     pytest.importorskip("tensorflow")
-    from trainer import pipeline as tp
+    from trainer.models.lstm import train
 
-    model = tp.train(prepared, ModelParams(units=4, lookback=7), CFG, verbose=False).model
+    model = train(prepared, ModelParams(units=4, lookback=7), CFG, verbose=False).model
     common = dict(per_product_error=ERRORS, model=model, lookback=7, gbm=gbm, **SMALL)
     lstm = explain_forecaster("lstm", prepared, **common)
     tree = explain_forecaster("lightgbm", prepared, **common)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from forecastguard.db.schema import predictions
 from forecastguard.storage import open_store
-from trainer.forecast import NoChampion, run_forecast, write_forecasts
+from trainer.serve.forecast import NoChampion, run_forecast, write_forecasts
 
 T0 = dt.datetime(2026, 1, 1, 12, 0)
 

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 
 from forecastguard.db.schema import model_registry, model_residuals
 from forecastguard.storage import open_store
-from trainer.artifacts import RunWriter, read_champion
-from trainer.promotion import (
+from trainer.judge.promotion import (
     Decision,
     Fallback,
     Scores,
@@ -22,6 +21,7 @@ from trainer.promotion import (
     reconcile_champion,
     record,
 )
+from trainer.serve.artifacts import RunWriter, read_champion
 
 BASE = Scores(rmsse=1.0, disparity=1.5)
 MA = "baseline:moving_average"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainer.report import ReportData, make_plots, markdown_to_html, md_table, render_markdown
+from trainer.report.render import (
+    ReportData,
+    make_plots,
+    markdown_to_html,
+    md_table,
+    render_markdown,
+)
 
 
 def _metrics(rmse: float) -> dict:

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from forecastguard.storage import open_store
-from trainer.artifacts import (
+from trainer.serve.artifacts import (
     ChampionPointer,
     IncompleteRun,
     RunWriter,

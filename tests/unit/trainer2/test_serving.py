@@ -12,10 +12,10 @@ from forecastguard.db.schema import predictions
 from forecastguard.storage import open_store
 from forecastguard.synth.output import write_database
 from tests.unit.trainer.helpers import make_sales
-from trainer.artifacts import ChampionPointer, RunWriter, write_champion
 from trainer.config import TrainConfig
-from trainer.evaluate import Evaluation, baseline_evaluation, best_baseline
-from trainer.forecast import (
+from trainer.judge.evaluate import Evaluation, baseline_evaluation, best_baseline
+from trainer.serve.artifacts import ChampionPointer, RunWriter, write_champion
+from trainer.serve.forecast import (
     KINDS,
     MOVING_AVERAGE,
     SEASONAL_NAIVE,

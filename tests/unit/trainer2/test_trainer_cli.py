@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from forecastguard.config import ConfigError
-from trainer.cli import build, command, default_ids
+from trainer.run.cli import build, command, default_ids
 
 BASE = {
     "mode": "train",
@@ -96,7 +96,7 @@ def test_bad_settings_name_the_variable(env, params, message):
 def test_the_interval_coverage_bounds_come_from_the_environment():
     from click.testing import CliRunner
 
-    from trainer.promotion import COVERAGE_BOUNDS
+    from trainer.judge.promotion import COVERAGE_BOUNDS
 
     _, opts = _build()
     assert opts.tolerances.coverage == COVERAGE_BOUNDS

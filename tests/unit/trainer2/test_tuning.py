@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams, TrainConfig
-from trainer.tuning import (
+from trainer.models.tuning import (
     TuningError,
     objective_value,
     open_study,
@@ -52,7 +52,7 @@ def test_objective_value_mixes_mean_and_worst_decile_rmsse():
 
 
 def test_every_lookback_offered_can_be_trained():
-    from trainer.tuning import search_space
+    from trainer.models.tuning import search_space
 
     for max_lookback, expected in ((28, [7, 14, 21, 28]), (56, [7, 14, 21, 28, 56]), (10, [7, 10])):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -101,9 +101,9 @@ def test_the_tuning_budget_stops_a_running_trial_once_one_has_completed():
 
 @pytest.fixture(scope="module")
 def prepared():
-    from trainer import pipeline as tp
+    from trainer.data.prepare import prepare
 
-    return tp.prepare(make_sales(3, 150), CFG)
+    return prepare(make_sales(3, 150), CFG)
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_no_completed_trial_is_a_clear_error(prepared):
 
 
 def test_optuna_storage_refuses_forecastguard_database(sqlite_url, tmp_path):
-    from trainer.tuning import open_storage
+    from trainer.models.tuning import open_storage
 
     with pytest.raises(TuningError, match="a database of its own"):
         open_storage(sqlite_url)  # migrated by forecastguard's Alembic

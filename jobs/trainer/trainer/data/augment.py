@@ -25,7 +25,7 @@ import pandas as pd
 
 from forecastguard.logs import get_logger
 from trainer.config import TrainConfig
-from trainer.windowing import origins_every
+from trainer.data.windowing import origins_every
 
 log = get_logger(__name__)
 

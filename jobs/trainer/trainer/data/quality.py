@@ -56,7 +56,7 @@ import pandas as pd
 from forecastguard.frequency import Frequency, detect_frequency
 from forecastguard.logs import get_logger
 from trainer.config import TrainConfig
-from trainer.data import DataError, validate_long
+from trainer.data.load import DataError, validate_long
 
 log = get_logger(__name__)
 

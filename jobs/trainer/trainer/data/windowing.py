@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from trainer.features import FeatureArrays
+from trainer.data.features import FeatureArrays
 
 LEVEL_DAYS = 28
 

@@ -41,8 +41,8 @@ from forecastguard.db.schema import model_registry, model_residuals
 from forecastguard.db.upsert import upsert_rows
 from forecastguard.logs import get_logger
 from forecastguard.storage import ArtifactStore
-from trainer.artifacts import ChampionPointer, write_champion
-from trainer.forecast import BLEND, LIGHTGBM, LSTM, describe_kind, is_baseline
+from trainer.serve.artifacts import ChampionPointer, write_champion
+from trainer.serve.forecast import BLEND, LIGHTGBM, LSTM, describe_kind, is_baseline
 
 log = get_logger(__name__)
 
@@ -398,7 +398,7 @@ def reconcile_champion(engine: sa.Engine, store: ArtifactStore) -> ChampionPoint
     first: the pointer is rewritten for the registry's champion when its run is sealed
     (a manifest exists). Returns the pointer written, or None when nothing changed.
     """
-    from trainer.artifacts import read_champion, read_manifest
+    from trainer.serve.artifacts import read_champion, read_manifest
 
     with engine.connect() as conn:
         row = (
@@ -444,7 +444,7 @@ class ChampionEvaluation:
     """The champion scored on the challenger's test window (or why it could not be)."""
 
     model_version: str | None
-    evaluation: Any  # trainer.evaluate.Evaluation | None
+    evaluation: Any  # trainer.judge.evaluate.Evaluation | None
     note: str | None = None
     kind: str = LSTM
 
@@ -470,10 +470,10 @@ def evaluate_champion(
     run's settings). A champion that cannot be loaded or scored is reported with a
     note, and the challenger is judged as a first model.
     """
-    from trainer.artifacts import IncompleteRun, load_model_bundle, read_champion
-    from trainer.evaluate import baseline_evaluation
-    from trainer.pipeline import evaluate, predict_split
-    from trainer.windowing import make_windows
+    from trainer.data.windowing import make_windows
+    from trainer.judge.evaluate import baseline_evaluation, evaluate
+    from trainer.models.lstm import predict_split
+    from trainer.serve.artifacts import IncompleteRun, load_model_bundle, read_champion
 
     pointer = read_champion(store)
     if pointer is None:
@@ -500,7 +500,7 @@ def evaluate_champion(
             pred = bundle.correction.apply(predict_split(bundle.model, replica, "test"))
             result = evaluate(pred, prepared)
         elif pointer.kind in (LIGHTGBM, BLEND):
-            from trainer.stages import load_trained, score_trained
+            from trainer.models.challenger import load_trained, score_trained
 
             trained = load_trained(store, pointer.run_id, pointer.kind, workdir)
             result = evaluate(score_trained(trained, prepared), prepared)

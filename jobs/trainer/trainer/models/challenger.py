@@ -10,20 +10,20 @@ sample or named otherwise.
    refit would make every validation figure in-sample and leave the bias offsets fitted
    on another model than the one they correct).
 2. **Bias offsets** fitted on the DRO LSTM's validation forecasts from origins every
-   `val_origin_every` days (`trainer.bias`: mean-based, empirical-Bayes shrinkage).
-3. **LightGBM** on the same features (`trainer.gbm`), training windows only: an
+   `val_origin_every` days (`trainer.models.bias`: mean-based, empirical-Bayes shrinkage).
+3. **LightGBM** on the same features (`trainer.models.gbm`), training windows only: an
    ensemble of one booster per training-history length (`cfg.gbm_history_days`).
 4. **The choice**, on the validation windows: the debiased LSTM (its validation score
    with offsets *cross-fitted*: each validation window corrected by offsets fitted on
    the other windows, so the score is out of sample for the offsets too), LightGBM and
    their blend (the LSTM's share, ¼ or ½, chosen on the same windows); the lowest mean
    per-product RMSSE is served. (The best baseline
-   is the promotion rule's fallback, `trainer.promotion`.) Validation also picked each
+   is the promotion rule's fallback, `trainer.judge.promotion`.) Validation also picked each
    model's epoch / boosting rounds, so the chosen one's validation score is mildly
    optimistic; the test window, used for nothing above, gives the reported figures.
 5. **LightGBM refit** (`cfg.gbm_refit`, on by default) when the chosen forecaster uses
    LightGBM: the same booster settings refitted on windows over every day, test days
-   included, with the boosting rounds validation chose (`trainer.gbm.refit_gbm`). It is
+   included, with the boosting rounds validation chose (`trainer.models.gbm.refit_gbm`). It is
    what gets served (and saved, and explained): `val_days + test_days` (112 by default)
    days fresher than its held-out twin, which it otherwise equals. Every validation and
    test figure is the held-out twin's (the refit has none of its own: nothing is left
@@ -44,13 +44,13 @@ import numpy as np
 import pandas as pd
 
 from forecastguard.logs import get_logger, timed
-from trainer.bias import BiasCorrection, correction_effect, fit_bias_correction
-from trainer.evaluate import Evaluation, disparity, evaluate
-from trainer.intervals import IntervalCalibration, coverage_summary, fit_intervals
+from trainer.judge.evaluate import Evaluation, disparity, evaluate
+from trainer.models.bias import BiasCorrection, correction_effect, fit_bias_correction
+from trainer.models.intervals import IntervalCalibration, coverage_summary, fit_intervals
 
 if TYPE_CHECKING:
     from trainer.config import ModelParams, TrainConfig
-    from trainer.gbm import GBMForecaster
+    from trainer.models.gbm import GBMForecaster
     from trainer.types import Prepared, Trained
 
 log = get_logger(__name__)
@@ -140,8 +140,8 @@ def gbm_frame(
 ) -> pd.DataFrame:
     """LightGBM's forecasts of a split's windows as a `predict_split` frame (`every`:
     validation origins every `every` days, as `predict_split`)."""
-    from trainer.fairness import validation_windows
-    from trainer.pipeline import _ids, windows_frame
+    from trainer.models.fairness import validation_windows
+    from trainer.models.lstm import _ids, windows_frame
 
     w = prepared.windows(split)
     if every is not None and split == "val":
@@ -163,9 +163,9 @@ def calibrate_intervals(
     """An interval calibration per forecaster from its validation forecasts `frames`
     (out of sample: models trained on the training days only), plus the servable
     baselines' from their forecasts of the same validation windows."""
-    from trainer.evaluate import SERVABLE_BASELINES, baseline_forecasts
-    from trainer.fairness import validation_windows
-    from trainer.pipeline import windows_frame
+    from trainer.judge.evaluate import SERVABLE_BASELINES, baseline_forecasts
+    from trainer.models.fairness import validation_windows
+    from trainer.models.lstm import windows_frame
 
     w = validation_windows(prepared, cfg.val_origin_every)
     base = baseline_forecasts(
@@ -234,25 +234,28 @@ def train_challenger(
     unknown = set(kinds) - set(CANDIDATES)
     if not kinds or unknown:
         raise ValueError(f"kinds must be a non-empty subset of {CANDIDATES}, got {kinds}")
-    from trainer import pipeline as tp
-    from trainer.gbm import refit_gbm, train_gbm
+    from trainer.models.gbm import refit_gbm, train_gbm
+    from trainer.models.lstm import (
+        predict_split,
+        train,
+    )
 
     with timed(log, "stage lstm", stage="lstm"):
-        dro = tp.train(prepared, params, cfg, fairness=True)
-        plain = tp.train(prepared, params, cfg, fairness=False)
+        dro = train(prepared, params, cfg, fairness=True)
+        plain = train(prepared, params, cfg, fairness=False)
     with timed(log, "stage bias correction", stage="bias"):
-        val_every = tp.predict_split(dro.model, prepared, "val", every=cfg.val_origin_every)
+        val_every = predict_split(dro.model, prepared, "val", every=cfg.val_origin_every)
         correction = fit_bias_correction(val_every, cfg.bias_shrinkage)
     gbm = train_gbm(prepared, seed=cfg.seed, num_threads=gbm_threads)
 
-    val_lstm_raw = tp.predict_split(dro.model, prepared, "val")
+    val_lstm_raw = predict_split(dro.model, prepared, "val")
     val = {
         LSTM: cross_fitted(val_lstm_raw, cfg.bias_shrinkage),
         LIGHTGBM: gbm_frame(gbm, prepared, "val"),
     }
     weight = blend_weight(val[LSTM], val[LIGHTGBM], prepared)
     val[BLEND] = blend(val[LSTM], val[LIGHTGBM], weight)
-    test_lstm_raw = tp.predict_split(dro.model, prepared, "test")
+    test_lstm_raw = predict_split(dro.model, prepared, "test")
     test = {LSTM: correction.apply(test_lstm_raw), LIGHTGBM: gbm_frame(gbm, prepared, "test")}
     test[BLEND] = blend(test[LSTM], test[LIGHTGBM], weight)
     with timed(log, "stage intervals", stage="intervals"):
@@ -292,7 +295,7 @@ def train_challenger(
         ),
     }
     ev_dro = evaluate(test_lstm_raw, prepared)
-    ev_plain = evaluate(tp.predict_split(plain.model, prepared, "test"), prepared)
+    ev_plain = evaluate(predict_split(plain.model, prepared, "test"), prepared)
     fairness_compare = {
         "with group DRO": ev_dro.metrics["fairness"] | {"rmsse": ev_dro.metrics["model"]["rmsse"]},
         "without": ev_plain.metrics["fairness"] | {"rmsse": ev_plain.metrics["model"]["rmsse"]},
@@ -335,7 +338,11 @@ def forecast_served(
     """The next `cfg.horizon` days of forecaster `kind` (product_id, target_date,
     predicted_units): the debiased LSTM, LightGBM or their blend; with `intervals`, a
     column per quantile level too ("p10", "p50", "p90")."""
-    from trainer import pipeline as tp
+    from trainer.models.lstm import (
+        forecast_next,
+        forecast_windows,
+        future_frame,
+    )
 
     if kind not in CANDIDATES:
         raise ValueError(f"unknown trained forecaster kind {kind!r} (known: {CANDIDATES})")
@@ -343,12 +350,12 @@ def forecast_served(
         raise ValueError(f"kind {kind!r} needs the LightGBM model, which is missing")
     lstm = frame = None
     if kind in (LSTM, BLEND):
-        raw = tp.forecast_next(model, pipeline, sales, cfg, params, promotions)
+        raw = forecast_next(model, pipeline, sales, cfg, params, promotions)
         lstm = frame = correction.apply(raw, column="predicted_units")
     if kind in (LIGHTGBM, BLEND):
-        w, products, dates = tp.forecast_windows(pipeline, sales, cfg, cfg.lookback, promotions)
+        w, products, dates = forecast_windows(pipeline, sales, cfg, cfg.lookback, promotions)
         assert gbm is not None
-        frame = tp.future_frame(products, dates, gbm.predict_units(w, pipeline, products))
+        frame = future_frame(products, dates, gbm.predict_units(w, pipeline, products))
     if kind == BLEND:
         assert lstm is not None and frame is not None
         merged = lstm.merge(frame, on=["product_id", "target_date"], suffixes=("_lstm", "_gbm"))
@@ -361,16 +368,16 @@ def forecast_served(
     return frame if intervals is None else intervals.apply(frame, column="predicted_units")
 
 
-GBM_META = "blend.json"  # under model/: the blend weight (LightGBM files: trainer.gbm)
+GBM_META = "blend.json"  # under model/: the blend weight (LightGBM files: trainer.models.gbm)
 
 
 @dataclass(frozen=True)
 class TrainedForecaster:
     """A served `lightgbm` or `blend` (or `lstm`) forecaster of a run (the serving
-    `Forecaster` protocol of `trainer.forecast`): the run's bundle and its LightGBM."""
+    `Forecaster` protocol of `trainer.serve.forecast`): the run's bundle and its LightGBM."""
 
     kind: str
-    bundle: Any  # trainer.artifacts.ModelBundle
+    bundle: Any  # trainer.serve.artifacts.ModelBundle
     gbm: GBMForecaster | None
     blend_weight: float = BLEND_WEIGHT
     intervals: IntervalCalibration | None = None  # None: a run from before intervals
@@ -410,7 +417,7 @@ def save_gbm(writer: Any, gbm: GBMForecaster, blend_weight: float, workdir: Any)
 
 def save_intervals(writer: Any, intervals: dict[str, IntervalCalibration]) -> str:
     """Write every forecaster's interval calibration (`model/intervals.json`)."""
-    from trainer.intervals import INTERVALS
+    from trainer.models.intervals import INTERVALS
 
     return writer.put_json(f"model/{INTERVALS}", {k: v.to_dict() for k, v in intervals.items()})
 
@@ -420,8 +427,8 @@ def load_trained(store: Any, run_id: str, kind: str, workdir: Any) -> TrainedFor
     import json
     from pathlib import Path
 
-    from trainer.artifacts import load_model_bundle
-    from trainer.gbm import GBMForecaster
+    from trainer.models.gbm import GBMForecaster
+    from trainer.serve.artifacts import load_model_bundle
 
     bundle = load_model_bundle(store, run_id, workdir)
     local = Path(workdir) / "model"
@@ -445,7 +452,7 @@ def load_intervals(model_dir: Any, kind: str) -> IntervalCalibration | None:
     import json
     from pathlib import Path
 
-    from trainer.intervals import INTERVALS
+    from trainer.models.intervals import INTERVALS
 
     path = Path(model_dir) / INTERVALS
     if not path.exists():
@@ -458,8 +465,8 @@ def score_trained(forecaster: TrainedForecaster, prepared: Prepared) -> pd.DataF
     """A run's forecaster on `prepared`'s test windows (its own feature pipeline)."""
     from dataclasses import replace
 
-    from trainer.pipeline import _ids, predict_split, windows_frame
-    from trainer.windowing import make_windows
+    from trainer.data.windowing import make_windows
+    from trainer.models.lstm import _ids, predict_split, windows_frame
 
     b = forecaster.bundle
     horizon = prepared.cfg.horizon

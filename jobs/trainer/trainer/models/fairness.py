@@ -37,8 +37,8 @@ import keras
 import numpy as np
 
 from forecastguard.logs import get_logger
-from trainer.evaluate import disparity, per_product_rmsse
-from trainer.windowing import Windows, make_windows
+from trainer.data.windowing import Windows, make_windows
+from trainer.judge.evaluate import disparity, per_product_rmsse
 
 if TYPE_CHECKING:
     from trainer.types import Prepared

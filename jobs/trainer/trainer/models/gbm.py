@@ -34,9 +34,9 @@ from forecastguard.logs import get_logger, timed
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-    from trainer.features import FeaturePipeline
+    from trainer.data.features import FeaturePipeline
+    from trainer.data.windowing import Windows
     from trainer.types import Prepared
-    from trainer.windowing import Windows
 
 log = get_logger(__name__)
 
@@ -199,7 +199,7 @@ def history_lengths(w: Windows, end: int, wanted: tuple[int, ...]) -> list[int]:
 def _dataset(prepared: Prepared, w: Windows, names: list[str], **kw: Any) -> lgb.Dataset:
     import lightgbm as lgb
 
-    from trainer.pipeline import _window_stats
+    from trainer.models.lstm import _window_stats
 
     mean, std = _window_stats(prepared, w)
     return lgb.Dataset(
@@ -231,7 +231,7 @@ def train_gbm(
     its training windows (thinned to `max_rows` rows) and stopped early on validation."""
     import lightgbm as lgb
 
-    from trainer.fairness import validation_windows
+    from trainer.models.fairness import validation_windows
 
     names = row_names(prepared.feature_names, prepared.known_names)
     val = validation_windows(prepared, prepared.cfg.val_origin_every)

@@ -1,38 +1,28 @@
-"""The trainer's pipeline API: prepare the data, train, predict, evaluate, correct, forecast.
+"""The LSTM's training and prediction: train, predict a split, forecast the next days.
 
-Stages (one module each): `quality` (data-quality report and cleaning) ▸ `augment`
-(synthetic training series for sparse products) ▸ `features` (panel, features, the
-fitted `FeaturePipeline`) ▸ `windowing` (arrays) ▸ `model` (Keras LSTM) ▸ `fairness`
-(per-epoch re-weighting callback) ▸ `bias` (detection and correction) ▸ `evaluate`
-(metrics and baselines). Typical use::
+The network itself is `trainer.models.network` (Keras is loaded lazily, inside these
+functions). Typical use, with the rest of a run's parts::
 
     from trainer.config import ModelParams, TrainConfig
-    from trainer.data import load_sales
-    from trainer import pipeline as tp
+    from trainer.data.load import load_sales
+    from trainer.data.prepare import prepare
+    from trainer.judge.evaluate import evaluate
+    from trainer.models.bias import correction_effect, fit_bias_correction
+    from trainer.models.lstm import forecast_next, predict_split, train
 
     cfg = TrainConfig()
-    prepared = tp.prepare(load_sales(engine), cfg)          # quality, features, windows
-    trained = tp.train(prepared, ModelParams(), cfg)        # fairness on per cfg.fairness
-    val = tp.predict_split(trained.model, prepared, "val")
-    correction = tp.fit_bias_correction(val, cfg.bias_shrinkage)
-    test = tp.predict_split(trained.model, prepared, "test")
-    result = tp.evaluate(correction.apply(test), prepared)  # .metrics (metrics.json), .per_product
-    effect = tp.correction_effect(test, correction)         # test bias before / after
+    prepared = prepare(load_sales(engine), cfg)             # quality, features, windows
+    trained = train(prepared, ModelParams(), cfg)           # fairness on per cfg.fairness
+    val = predict_split(trained.model, prepared, "val")
+    correction = fit_bias_correction(val, cfg.bias_shrinkage)
+    test = predict_split(trained.model, prepared, "test")
+    result = evaluate(correction.apply(test), prepared)     # .metrics (metrics.json), .per_product
+    effect = correction_effect(test, correction)            # test bias before / after
     prepared.pipeline.save(model_dir); trained.model.save(model_dir / "model.keras")
-    future = tp.forecast_next(model, pipeline, sales, cfg)  # product_id, target_date, predicted_units
+    future = forecast_next(model, pipeline, sales, cfg)     # product_id, target_date, predicted_units
 
-Public API (issue 6 builds on it):
+Public API:
 
-- `prepare(sales, cfg) -> Prepared`: `.quality` (QualityReport, `.to_dict()`),
-  `.pipeline` (FeaturePipeline, `save(dir)`/`load(dir)`), `.train`/`.val`/`.test`
-  (`Windows`: x, known, y (relative to `level`), level, product, series, origin,
-  synthetic, weight; `.inputs(lookback)` gives the model's input dict),
-  `.refit_windows()` (train + validation, for the final refit), `.products`,
-  `.feature_names`, `.known_names`, `.split_dates()`, `.new_products` (first sold
-  after the training days: left out, forecast as unknown products).
-  Windows are built for `cfg.lookback` days; a model with a shorter
-  `ModelParams.lookback` uses the last days of each (so the tuner can prepare once with
-  the longest lookback it searches).
 - `train(prepared, params, cfg, *, fairness=None, callbacks=(), train_windows=None,
   early_stopping=True, verbose=True) -> Trained`: `.model`, `.history` (Keras history
   dict: loss, val_loss, val_rmsse, val_disparity per epoch), `.fairness_history` (per
@@ -41,10 +31,6 @@ Public API (issue 6 builds on it):
   are extra Keras callbacks (e.g. an Optuna pruning callback on `val_loss`).
 - `predict_split(model, prepared, split) -> DataFrame` (product_id, origin_date,
   target_date, horizon_step, actual, predicted) in original units; split is "val" or "test".
-- `evaluate(pred_df, prepared, auto_ets=False) -> Evaluation` (`.metrics` in the
-  metrics.json shape — bias is mean(predicted - actual) — and `.per_product` for the CSV).
-- `fit_bias_correction(val_pred_df, shrinkage) -> BiasCorrection` (`.apply(frame,
-  column="predicted")`, `.to_dict()`), `bias_report(frame)`, `correction_effect(test, c)`.
 - `forecast_next(model, pipeline, sales, cfg, params=None, promotions=None) -> DataFrame`
   (product_id, target_date, predicted_units): the `cfg.horizon` days after the last sale;
   pass `load_promotions(engine)` so planned promotions reach the model.
@@ -58,110 +44,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from forecastguard.logs import get_logger, timed
-from trainer.augment import augment
-from trainer.bias import BiasCorrection, bias_report, correction_effect, fit_bias_correction
+from forecastguard.logs import get_logger
 from trainer.config import ModelParams, TrainConfig
-from trainer.data import DataError
-from trainer.evaluate import Evaluation, disparity, evaluate, rmsse_scale
-from trainer.features import FeaturePipeline, build_panel
-from trainer.quality import check_quality
+from trainer.data.features import FeaturePipeline, build_panel
+from trainer.data.load import DataError
+from trainer.data.quality import check_quality
+from trainer.data.windowing import Windows, make_windows
+from trainer.judge.evaluate import disparity
 from trainer.types import Prepared, Trained
-from trainer.windowing import Windows, make_windows, origins_every
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = [
-    "BiasCorrection",
-    "Evaluation",
-    "Prepared",
-    "Trained",
-    "bias_report",
-    "correction_effect",
-    "evaluate",
-    "fit_bias_correction",
-    "forecast_next",
-    "predict_split",
-    "prepare",
-    "train",
-]
+__all__ = ["forecast_next", "forecast_windows", "predict_split", "train", "windows_frame"]
 
 log = get_logger(__name__)
-
-
-def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
-    """Quality, augmentation (training days only), features and windows of the sales."""
-    with timed(log, "stage quality", stage="quality") as out:
-        qres = check_quality(sales, cfg)
-        out.update(qres.report.totals())
-    clean = qres.clean
-    calendar = pd.date_range(clean["date"].min(), clean["date"].max(), freq="D")
-    n_days = len(calendar)
-    train_end = n_days - cfg.val_days - cfg.test_days
-    need = cfg.lookback + cfg.horizon + cfg.val_days + cfg.test_days
-    if train_end < cfg.lookback + cfg.horizon:
-        raise DataError(
-            f"{n_days} days of sales are too few: lookback {cfg.lookback} + horizon "
-            f"{cfg.horizon} + validation {cfg.val_days} + test {cfg.test_days} needs {need}"
-        )
-    val_end = n_days - cfg.test_days
-    # Products first sold after the training days have nothing to fit on: they are left
-    # out here and forecast as unknown products (median statistics, "unknown" embedding).
-    first = clean.groupby("product_id")["date"].min()
-    new_products = tuple(sorted(first.index[first >= calendar[train_end]].astype(str)))
-    if new_products:
-        clean = clean[~clean["product_id"].isin(new_products)]
-        log.warning(
-            "products without training days left out",
-            extra={"products": list(new_products), "count": len(new_products)},
-        )
-
-    with timed(log, "stage augment", stage="augment") as out:
-        aug = augment(clean, qres.report.sparse_products, calendar[train_end], cfg)
-        synthetic = aug.frame
-        out.update(synthetic_rows=len(synthetic), synthetic_share=aug.summary["share"])
-    with timed(log, "stage features", stage="features") as out:
-        panel = build_panel(clean, synthetic)
-        pipe = FeaturePipeline.fit(panel, train_end, cfg.holiday_country)
-        arrays = pipe.transform(panel)
-        out.update(series=len(panel.series_ids), days=n_days, features=len(pipe.feature_names))
-    real = np.flatnonzero(~panel.synthetic)
-    scale = rmsse_scale(panel.units[real, :train_end])
-
-    with timed(log, "stage windowing", stage="windowing") as out:
-        L, H = cfg.lookback, cfg.horizon
-        train = make_windows(
-            arrays,
-            origins_every(L, train_end, cfg.train_stride, H),
-            L,
-            H,
-            synthetic=panel.synthetic,
-        )
-        val = make_windows(arrays, np.arange(train_end, val_end, H), L, H, series=real)
-        test = make_windows(arrays, np.arange(val_end, n_days, H), L, H, series=real)
-        out.update(
-            train=len(train), val=len(val), test=len(test), synthetic=int(train.synthetic.sum())
-        )
-    if not len(train) or not len(val):
-        raise DataError(
-            f"no {'training' if not len(train) else 'validation'} window: products need "
-            f"{L + H} listed days before the split"
-        )
-    return Prepared(
-        cfg=cfg,
-        quality=qres.report.with_augmentation(aug.summary),
-        pipeline=pipe,
-        panel=panel,
-        arrays=arrays,
-        train_end=train_end,
-        val_end=val_end,
-        scale=scale,
-        train=train,
-        val=val,
-        test=test,
-        new_products=new_products,
-    )
 
 
 def _model_lookback(model: keras.Model) -> int:
@@ -196,8 +93,8 @@ def train(
     """
     import keras
 
-    from trainer.fairness import FairnessCallback, plain, validation_windows
-    from trainer.model import DROSettings, WeightedWindowData, build_model
+    from trainer.models.fairness import FairnessCallback, plain, validation_windows
+    from trainer.models.network import DROSettings, WeightedWindowData, build_model
 
     cfg = cfg or prepared.cfg
     mitigate = cfg.fairness if fairness is None else fairness
@@ -347,7 +244,7 @@ def predict_split(
         raise ValueError(f"predict_split: split must be 'val' or 'test', got {split!r}")
     w = prepared.windows(split)
     if every is not None and split == "val":
-        from trainer.fairness import validation_windows
+        from trainer.models.fairness import validation_windows
 
         w = validation_windows(prepared, every)
     if not len(w):

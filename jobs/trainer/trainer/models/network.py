@@ -16,12 +16,12 @@ import keras
 import numpy as np
 
 from trainer.config import ModelParams
-from trainer.windowing import Windows
+from trainer.data.windowing import Windows
 
 
 @dataclass(frozen=True)
 class DROSettings:
-    """Online group DRO's step size, leak and uniform mix (see `trainer.fairness`)."""
+    """Online group DRO's step size, leak and uniform mix (see `trainer.models.fairness`)."""
 
     eta: float = 0.01
     decay: float = 0.01
@@ -40,7 +40,7 @@ def build_model(
     """A compiled model (Adam, MSE) for windows of `params.lookback` days.
 
     With `dro`, a `GroupDROModel` (training loss re-weighted per product by online
-    group DRO); `trainer.fairness.plain(model)` is the same network as a plain model.
+    group DRO); `trainer.models.fairness.plain(model)` is the same network as a plain model.
     """
     sequence = keras.Input((params.lookback, n_features), name="sequence")
     known = keras.Input((horizon, n_known), name="known")
@@ -64,7 +64,7 @@ def build_model(
     if dro is None:
         model = keras.Model(inputs, out)
     else:
-        from trainer.fairness import GroupDROModel
+        from trainer.models.fairness import GroupDROModel
 
         model = GroupDROModel(
             inputs, out, n_groups=n_products + 1, eta=dro.eta, decay=dro.decay, mix=dro.mix

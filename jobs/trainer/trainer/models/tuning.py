@@ -145,7 +145,7 @@ def make_objective(
 ) -> Callable[[optuna.Trial], float]:
     """The objective closure: train with the trial's parameters, return the penalised error."""
     if train_fn is None:
-        from trainer.pipeline import train as train_fn
+        from trainer.models.lstm import train as train_fn
 
     def objective(trial: optuna.Trial) -> float:
         params = ModelParams(**search_space(trial, max_lookback=prepared.cfg.lookback, units=units))

@@ -20,7 +20,7 @@ forecaster's test error always among them):
   that product's training windows.
 - `lightgbm`: `shap.TreeExplainer` (path-dependent TreeSHAP, exact, no background) on
   each member booster of the ensemble (its validated rounds), averaged as the forecast
-  is, over its feature rows (`trainer.gbm.rows`: one row
+  is, over its feature rows (`trainer.models.gbm.rows`: one row
   per window and step). A window's H rows are the inputs of its H-day total, so the
   total's SHAP value of column `c` at step `h` is `std_p * phi_h(c)`; the values of a
   window sum to its total less the booster's expected total (local accuracy). Columns
@@ -57,9 +57,9 @@ from forecastguard.logs import get_logger, timed
 if TYPE_CHECKING:
     import keras
 
-    from trainer.gbm import GBMForecaster
+    from trainer.data.windowing import Windows
+    from trainer.models.gbm import GBMForecaster
     from trainer.types import Prepared
-    from trainer.windowing import Windows
 
 log = get_logger(__name__)
 
@@ -142,7 +142,7 @@ def fixed_product_model(
     import keras
     from keras import ops
 
-    from trainer.windowing import LEVEL_DAYS
+    from trainer.data.windowing import LEVEL_DAYS
 
     seq_shape = model.get_layer("sequence").batch_shape
     known_shape = model.get_layer("known").batch_shape
@@ -289,7 +289,7 @@ def gbm_values(
     import lightgbm as lgb
     import shap
 
-    from trainer.gbm import rows
+    from trainer.models.gbm import rows
 
     w = sample.test.subset(sample.index)
     products = [prepared.panel.product_ids[s] for s in w.series]

@@ -77,7 +77,7 @@ def _train_config(raw: str | None, epochs: int | None, country: str) -> Any:
 
 
 def _units(raw: str | None) -> tuple[int, ...]:
-    from trainer.tuning import UNITS
+    from trainer.models.tuning import UNITS
 
     if not raw:
         return UNITS
@@ -129,9 +129,9 @@ def optuna_url(settings: Settings, database: str) -> str:
 
 def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings, Any]:
     """Settings and JobOptions from the parsed flags and the environment (pure)."""
-    from trainer.artifacts import check_run_id
-    from trainer.main import JobOptions, RequestInfo
-    from trainer.promotion import Tolerances
+    from trainer.judge.promotion import Tolerances
+    from trainer.run.main import JobOptions, RequestInfo
+    from trainer.serve.artifacts import check_run_id
 
     settings = Settings.from_env(
         environ,
@@ -312,7 +312,7 @@ def command(**params: Any) -> None:
         log.error("bad configuration", extra={"error": str(exc)})
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    from trainer.main import run_job
+    from trainer.run.main import run_job
 
     sys.exit(run_job(settings, opts))
 

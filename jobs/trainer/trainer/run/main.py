@@ -1,9 +1,9 @@
 """The trainer job: `--mode train` (tune, train, judge, promote, forecast, report) and
-`--mode forecast` (the champion's next H days). `trainer.cli` parses the flags.
+`--mode forecast` (the champion's next H days). `trainer.run.cli` parses the flags.
 
-Order of a training run (`run_train`; each stage a function of `trainer.run_stages`),
+Order of a training run (`run_train`; each stage a function of `trainer.run.steps`),
 so that a crash at any point changes no champion: load + quality ▸ tune ▸ train the
-challenger (`trainer.stages`: LSTM with and without group DRO, bias offsets, LightGBM,
+challenger (`trainer.models.challenger`: LSTM with and without group DRO, bias offsets, LightGBM,
 the served kind chosen on validation) ▸ evaluate challenger, champion and best baseline
 on the same test window ▸ decide ▸ SHAP ▸ report ▸ artifacts ▸ manifest (last file of
 the run) ▸ one DB transaction (registry + residuals) ▸ champion.json ▸ forecasts by
@@ -11,7 +11,7 @@ whoever serves now ▸ email. The retrain request is marked finished or failed a
 
 Something always serves after a training run: the promoted challenger, the kept
 champion, or (no usable champion and the challenger not promoted) the best baseline,
-registered as the fallback champion (`trainer.promotion`, `trainer.forecast`).
+registered as the fallback champion (`trainer.judge.promotion`, `trainer.serve.forecast`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from forecastguard.config import Settings
 from forecastguard.logs import get_logger
 from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactStore
-from trainer.emailer import Attachment, EmailOutcome, SmtpConfig, build_message, send
-from trainer.options import JobOptions, RequestInfo
-from trainer.promotion import Decision, reconcile_champion
-from trainer.run_stages import now
+from trainer.judge.promotion import Decision, reconcile_champion
+from trainer.report.emailer import Attachment, EmailOutcome, SmtpConfig, build_message, send
+from trainer.run.options import JobOptions, RequestInfo
+from trainer.run.steps import now
 
 __all__ = ["JobOptions", "RequestInfo", "TrainOutcome", "run_job", "run_train", "send_report"]
 
@@ -75,13 +75,13 @@ def run_train(
 ) -> TrainOutcome | None:
     """One training run; returns None on a tuning-only task (index > 0).
 
-    The stages are `trainer.run_stages`' functions, called in the order of this
+    The stages are `trainer.run.steps`' functions, called in the order of this
     module's docstring.
     """
-    from trainer import run_stages as rs
-    from trainer.artifacts import RunWriter
-    from trainer.forecast import TRAINED_KINDS
-    from trainer.stages import train_challenger
+    from trainer.models.challenger import train_challenger
+    from trainer.run import steps as rs
+    from trainer.serve.artifacts import RunWriter
+    from trainer.serve.forecast import TRAINED_KINDS
 
     cfg = opts.train_config
     run_id = opts.run_id
@@ -299,7 +299,7 @@ def run_job(
             reconcile_champion(engine, store)
             with tempfile.TemporaryDirectory(prefix="fg-trainer-") as tmp:
                 if opts.mode == "forecast":
-                    from trainer.forecast import run_forecast
+                    from trainer.serve.forecast import run_forecast
 
                     result = run_forecast(
                         engine, store, workdir=Path(tmp), bigquery=forecast_target(settings)
@@ -321,7 +321,7 @@ def run_job(
                 },
             )
             _ledger(engine, opts, settings, error)
-            from trainer.data import DataError
+            from trainer.data.load import DataError
 
             # Bad input data (not daily, too short, unusable) is 2: retrying cannot fix it.
             return 2 if isinstance(exc, DataError) else 1

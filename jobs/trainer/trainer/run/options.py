@@ -1,8 +1,8 @@
 """The training job's options: `JobOptions` (flags and their environment variables) and
 `RequestInfo` (the retrain request a run serves).
 
-A module of their own, so the run's stages (`trainer.run_stages`) take them without
-importing the orchestrator (`trainer.main`, which re-exports both).
+A module of their own, so the run's stages (`trainer.run.steps`) take them without
+importing the orchestrator (`trainer.run.main`, which re-exports both).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainer.config import TrainConfig
-from trainer.promotion import Tolerances
-from trainer.tuning import UNITS
+from trainer.judge.promotion import Tolerances
+from trainer.models.tuning import UNITS
 
 __all__ = ["JobOptions", "RequestInfo"]
 

@@ -1,22 +1,22 @@
-"""The stages of a training run, in the order `trainer.main.run_train` calls them.
+"""The steps of a training run, in the order `trainer.run.main.run_train` calls them.
 
-Each stage is a function with typed inputs and outputs; the run passes what one stage
+Each step is a function with typed inputs and outputs; the run passes what one stage
 made to the next, so a crash at any point before `record_and_serve` changes no champion:
 
 1. `load_and_prepare`: the sales from the database ▸ data quality, features, windows.
 2. `tune_params`: this task's share of the Optuna study (task 0 then trains).
-3. `trainer.stages.train_challenger`: the candidates and the served kind, chosen on
+3. `trainer.models.challenger.train_challenger`: the candidates and the served kind, chosen on
    validation.
 4. `judge`: the champion and the best baseline on the challenger's test window ▸ the
    promotion decision ▸ who serves after the run.
-5. `explain_served`: SHAP attributions of the served kind (`trainer.explain`).
+5. `explain_served`: SHAP attributions of the served kind (`trainer.report.explain`).
 6. `build_report`: per-product tables, `metrics.json`, the report (Markdown, HTML, plots).
 7. `write_artifacts`: the model bundle, LightGBM and every file of the run; the
    manifest last (a run without it is incomplete).
 8. `record_and_serve`: one database transaction (registry + residuals) ▸
    champion.json ▸ forecasts by whoever serves now.
 
-Emailing the report is `trainer.main.send_report`.
+Emailing the report is `trainer.run.main.send_report`.
 """
 
 from __future__ import annotations
@@ -33,17 +33,17 @@ import sqlalchemy as sa
 from forecastguard.logs import get_logger, timed
 from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactStore
-from trainer.options import JobOptions
-from trainer.promotion import COVERAGE_BOUNDS, Decision, Fallback, Scores, Tolerances
+from trainer.judge.promotion import COVERAGE_BOUNDS, Decision, Fallback, Scores, Tolerances
+from trainer.run.options import JobOptions
 
 if TYPE_CHECKING:
-    from trainer.artifacts import ModelBundle, RunWriter
     from trainer.config import ModelParams, TrainConfig
-    from trainer.explain import Explanation
-    from trainer.promotion import ChampionEvaluation
-    from trainer.report import ReportData
-    from trainer.stages import Challenger
-    from trainer.tuning import TuningResult
+    from trainer.judge.promotion import ChampionEvaluation
+    from trainer.models.challenger import Challenger
+    from trainer.models.tuning import TuningResult
+    from trainer.report.explain import Explanation
+    from trainer.report.render import ReportData
+    from trainer.serve.artifacts import ModelBundle, RunWriter
     from trainer.types import Prepared
 
 log = get_logger(__name__)
@@ -76,13 +76,13 @@ def now() -> str:
 
 def load_and_prepare(engine: sa.Engine, cfg: TrainConfig) -> Prepared:
     """Load every sale and prepare it (quality, augmentation, features, windows)."""
-    from trainer import pipeline as tp
-    from trainer.data import load_sales
+    from trainer.data.load import load_sales
+    from trainer.data.prepare import prepare
 
     with timed(log, "stage load", stage="load") as out:
         sales = load_sales(engine)
         out.update(rows=len(sales), products=int(sales["product_id"].nunique()))
-    return tp.prepare(sales, cfg)
+    return prepare(sales, cfg)
 
 
 # 2. tune ------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def load_and_prepare(engine: sa.Engine, cfg: TrainConfig) -> Prepared:
 
 def tune_params(prepared: Prepared, opts: JobOptions) -> TuningResult:
     """This task's share of the (possibly shared) Optuna study."""
-    from trainer.tuning import tune
+    from trainer.models.tuning import tune
 
     return tune(
         prepared,
@@ -133,9 +133,9 @@ def judge(
     workdir: Path,
 ) -> Judgement:
     """Score the champion and the best baseline on the challenger's test window; decide."""
-    from trainer.evaluate import baseline_evaluation, best_baseline
-    from trainer.forecast import baseline_kind, describe_kind
-    from trainer.promotion import decide, evaluate_champion
+    from trainer.judge.evaluate import baseline_evaluation, best_baseline
+    from trainer.judge.promotion import decide, evaluate_champion
+    from trainer.serve.forecast import baseline_kind, describe_kind
 
     evaluation = ch.evaluation
     with timed(log, "stage champion", stage="champion"):
@@ -197,15 +197,15 @@ def explain_served(
 ) -> Explanation:
     """SHAP attributions of the served forecast (worst products first).
 
-    The challenger's served kind is explained (`trainer.explain.explain_forecaster`:
+    The challenger's served kind is explained (`trainer.report.explain.explain_forecaster`:
     the debiased LSTM, LightGBM or their blend); when a baseline serves there is
     nothing to attribute and the explanation says why. When the kept champion serves,
     the challenger is explained and a note says so (the champion's own run explains it).
     """
     from dataclasses import replace
 
-    from trainer.explain import explain_forecaster, no_explanation
-    from trainer.forecast import describe_kind, is_baseline
+    from trainer.report.explain import explain_forecaster, no_explanation
+    from trainer.serve.forecast import describe_kind, is_baseline
 
     kind = j.serving["kind"]
     if is_baseline(kind):
@@ -285,7 +285,7 @@ def intervals_document(
             "split-conformal quantiles of validation residuals of the models trained on "
             "the training days only (origins every val_origin_every days; the LSTM's "
             "offsets cross-fitted), per horizon band, scaled by each product's residual "
-            "scale shrunk toward its group (trainer.intervals)"
+            "scale shrunk toward its group (trainer.models.intervals)"
         ),
         "coverage_bounds": list(bounds),
         "served": ch.interval_test.get(ch.kind),
@@ -297,7 +297,7 @@ def metrics_document(
     ch: Challenger, prepared: Prepared, tuning: TuningResult, j: Judgement, run_id: str
 ) -> dict[str, Any]:
     """`metrics.json`: the served forecaster's test metrics and how the run decided."""
-    from trainer.promotion import METRIC
+    from trainer.judge.promotion import METRIC
 
     champ = j.champion
     return {
@@ -367,7 +367,7 @@ def build_report(
     fails is named in the report, and a report that cannot be rendered at all is
     replaced by a short one that says so; both are logged at ERROR.
     """
-    from trainer.report import ReportData, draw_plots, markdown_to_html, render_markdown
+    from trainer.report.render import ReportData, draw_plots, markdown_to_html, render_markdown
 
     run_id = opts.run_id
     champ = j.champion
@@ -438,7 +438,7 @@ def failed_report(data: ReportData, exc: Exception) -> tuple[str, str]:
     """The short report (Markdown, HTML) of a run whose report could not be rendered."""
     from html import escape
 
-    from trainer.report import md_code, md_text
+    from trainer.report.render import md_code, md_text
 
     error = f"{type(exc).__name__}: {str(exc)[:300]}"
     log.error(
@@ -468,7 +468,7 @@ def model_bundle(
     ch: Challenger, prepared: Prepared, params: ModelParams, run_id: str
 ) -> ModelBundle:
     """The served LSTM's bundle (model, feature pipeline, config, params, offsets)."""
-    from trainer.artifacts import ModelBundle
+    from trainer.serve.artifacts import ModelBundle
 
     return ModelBundle(
         model=ch.lstm.model,
@@ -495,8 +495,8 @@ def write_artifacts(
     workdir: Path,
 ) -> None:
     """Every file of the run, then the manifest that seals it."""
-    from trainer.artifacts import save_model_bundle
-    from trainer.stages import save_gbm, save_intervals
+    from trainer.models.challenger import save_gbm, save_intervals
+    from trainer.serve.artifacts import save_model_bundle
 
     metrics = ch.evaluation.metrics
     fair, unfair = ch.lstm, ch.plain
@@ -557,9 +557,9 @@ def record_and_serve(
     """Record the run (one transaction), publish the new champion if it changed, and
     forecast the next days with whoever serves now (to `bigquery` too, a BigQueryTarget
     from BIGQUERY_URL); returns the forecast summary."""
-    from trainer.forecast import BaselineForecaster, forecast_with
-    from trainer.promotion import publish, record
-    from trainer.stages import TrainedForecaster
+    from trainer.judge.promotion import publish, record
+    from trainer.models.challenger import TrainedForecaster
+    from trainer.serve.forecast import BaselineForecaster, forecast_with
 
     run_id = model_version = bundle.run_id
     record(
@@ -611,8 +611,8 @@ def forecast_with_champion(
 ) -> dict[str, Any]:
     """The kept champion's fresh forecasts; a failure is logged and returned, not raised
     (the run's decision is already committed)."""
-    from trainer.artifacts import read_champion
-    from trainer.forecast import forecast_with, load_forecaster
+    from trainer.serve.artifacts import read_champion
+    from trainer.serve.forecast import forecast_with, load_forecaster
 
     pointer = read_champion(store)
     if pointer is None:

@@ -169,7 +169,7 @@ def download_run(
 class ChampionPointer:
     """What `champion.json` says: which forecaster serves, from which sealed run.
 
-    `kind` is the forecaster's kind (`trainer.forecast.KINDS`: "lstm", or a baseline
+    `kind` is the forecaster's kind (`trainer.serve.forecast.KINDS`: "lstm", or a baseline
     such as "baseline:moving_average" computed from the sales history with the run's
     settings); pointers written before kinds existed read as "lstm". `rmsse` is the
     mean per-product RMSSE the promotion judged.
@@ -212,10 +212,10 @@ class ModelBundle:
     configuration and parameters it was trained with, and its bias correction."""
 
     model: Any
-    pipeline: Any  # trainer.features.FeaturePipeline
+    pipeline: Any  # trainer.data.features.FeaturePipeline
     cfg: Any  # trainer.config.TrainConfig
     params: Any  # trainer.config.ModelParams
-    correction: Any  # trainer.bias.BiasCorrection
+    correction: Any  # trainer.models.bias.BiasCorrection
     model_version: str
     run_id: str
 
@@ -244,9 +244,9 @@ def load_model_bundle(store: ArtifactStore, run_id: str, workdir: str | Path) ->
     """Download a sealed run's model (hashes checked) and load it."""
     import keras
 
-    from trainer.bias import BiasCorrection
     from trainer.config import ModelParams, TrainConfig
-    from trainer.features import FeaturePipeline
+    from trainer.data.features import FeaturePipeline
+    from trainer.models.bias import BiasCorrection
 
     manifest = download_run(store, run_id, workdir, names=[MODEL_DIR, PARAMS])
     local = Path(workdir)

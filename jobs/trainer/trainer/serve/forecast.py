@@ -38,7 +38,7 @@ from forecastguard.db.schema import predictions
 from forecastguard.db.upsert import upsert_rows
 from forecastguard.logs import get_logger, timed
 from forecastguard.storage import ArtifactStore
-from trainer.artifacts import (
+from trainer.serve.artifacts import (
     PARAMS,
     ChampionPointer,
     ModelBundle,
@@ -54,7 +54,7 @@ SAME_ATOL = 1e-4
 
 
 LSTM = "lstm"
-LIGHTGBM = "lightgbm"  # the run's LightGBM (trainer.gbm), issue 16
+LIGHTGBM = "lightgbm"  # the run's LightGBM (trainer.models.gbm), issue 16
 BLEND = "blend"  # debiased LSTM and LightGBM of the run (the share chosen on validation)
 BASELINE_PREFIX = "baseline:"
 SEASONAL_NAIVE = "baseline:seasonal_naive"
@@ -105,7 +105,7 @@ class LstmForecaster:
 
     bundle: ModelBundle
     kind: str = LSTM
-    intervals: Any = None  # trainer.intervals.IntervalCalibration (None: no interval)
+    intervals: Any = None  # trainer.models.intervals.IntervalCalibration (None: no interval)
 
     @property
     def model_version(self) -> str:
@@ -114,7 +114,7 @@ class LstmForecaster:
 
     def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
         """The network's next `horizon` days, bias-corrected (and their quantiles)."""
-        from trainer.pipeline import forecast_next
+        from trainer.models.lstm import forecast_next
 
         b = self.bundle
         raw = forecast_next(b.model, b.pipeline, sales, b.cfg, b.params, promotions)
@@ -134,7 +134,7 @@ class BaselineForecaster:
     kind: str
     model_version: str
     cfg: Any  # trainer.config.TrainConfig: horizon, moving_average_days, quality rules
-    intervals: Any = None  # trainer.intervals.IntervalCalibration (None: no interval)
+    intervals: Any = None  # trainer.models.intervals.IntervalCalibration (None: no interval)
 
     def __post_init__(self) -> None:
         if not is_baseline(self.kind) or self.kind not in KINDS:
@@ -142,10 +142,10 @@ class BaselineForecaster:
 
     def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
         """The baseline's next `horizon` days for every product listed on the last day."""
-        from trainer.data import DataError
-        from trainer.evaluate import baseline_forecasts
-        from trainer.features import build_panel
-        from trainer.quality import check_quality
+        from trainer.data.features import build_panel
+        from trainer.data.load import DataError
+        from trainer.data.quality import check_quality
+        from trainer.judge.evaluate import baseline_forecasts
 
         cfg = self.cfg
         clean = check_quality(sales, cfg).clean
@@ -185,8 +185,8 @@ def _run_train_config(store: ArtifactStore, run_id: str, workdir: Path) -> Any:
 
 def _run_intervals(store: ArtifactStore, run_id: str, workdir: Path, kind: str) -> Any:
     """Kind `kind`'s interval calibration of a run (None for runs from before intervals)."""
-    from trainer.intervals import INTERVALS
-    from trainer.stages import load_intervals
+    from trainer.models.challenger import load_intervals
+    from trainer.models.intervals import INTERVALS
 
     download_run(store, run_id, workdir, names=[f"model/{INTERVALS}"])
     return load_intervals(workdir / "model", kind)
@@ -204,7 +204,7 @@ def _load_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path
 
 
 def _load_trained(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
-    from trainer.stages import load_trained
+    from trainer.models.challenger import load_trained
 
     return load_trained(store, pointer.run_id, pointer.kind, workdir)
 
@@ -271,7 +271,7 @@ def write_forecasts(
 ) -> tuple[int, int]:
     """Upsert (product_id, target_date, predicted_units) rows; returns (written, unchanged).
 
-    The frame's interval columns `p10`, `p50`, `p90` (`trainer.intervals`), when present,
+    The frame's interval columns `p10`, `p50`, `p90` (`trainer.models.intervals`), when present,
     go to `predicted_p10/_p50/_p90` (NULL without them). A row already holding the same
     values (within `SAME_RTOL` relative or `SAME_ATOL` units) from the same model
     version is not rewritten.
@@ -349,7 +349,7 @@ def forecast_with(
     the predictions under its model version; with `bigquery` (a
     `forecastguard.bigquery.BigQueryTarget`, from BIGQUERY_URL) to its `predictions`
     table too (issue 24)."""
-    from trainer.data import load_promotions, load_sales
+    from trainer.data.load import load_promotions, load_sales
 
     if isinstance(forecaster, ModelBundle):
         forecaster = LstmForecaster(forecaster)
@@ -382,8 +382,8 @@ def forecast_with(
 
 def _fallback_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
     """The best baseline of the champion's run (by its metrics.json), with its settings."""
-    from trainer.artifacts import run_key
     from trainer.config import TrainConfig
+    from trainer.serve.artifacts import run_key
 
     name = "seasonal_naive"
     try:

@@ -1,0 +1,1 @@
+"""Sales in and made ready: loading, data quality, augmentation, features, windows, `prepare`."""

@@ -1,0 +1,1 @@
+"""Judging forecasts: metrics and baselines (`evaluate`) and the promotion rule (`promotion`)."""

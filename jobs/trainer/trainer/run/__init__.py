@@ -1,0 +1,1 @@
+"""The job: flags (`cli`), options (`options`), the steps of a run (`steps`), `main`."""

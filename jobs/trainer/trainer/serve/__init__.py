@@ -1,0 +1,1 @@
+"""Serving: which forecaster serves and its forecasts (`forecast`); run artifacts (`artifacts`)."""
