@@ -74,7 +74,7 @@ def test_read_real_pasta_data() -> None:
     assert report.frequency["kind"] == "daily" and report.frequency["agreeing"] == 118
     assert len(report.closure_kinds["public holiday"]) == 27
     assert report.missing_dates == () and report.failures == ()
-    assert report.export_kind == "complete daily grid"
+    assert report.export_kind == "dense"
 
 
 def test_load_sales_joins_promotions(sqlite_url: str) -> None:

@@ -32,6 +32,7 @@ def test_clean_data_has_no_findings(sales: pd.DataFrame) -> None:
         "negative_sales": 0,
         "missing_values": 0,
         "gap_days": 0,
+        "inferred_zero_days": 0,
         "closure_days": 0,
         "missing_days": 0,
         "large_gaps": 0,

@@ -85,7 +85,7 @@ def test_export_without_zero_days_is_filled_and_says_so() -> None:
     res = check_quality(pd.concat(frames, ignore_index=True), CFG)
     rep = res.report
     assert rep.frequency["kind"] == "daily"
-    assert rep.export_kind.startswith("zero-sale days dropped")
+    assert rep.export_kind == "sales-only (zero days omitted)"
     assert rep.totals()["gap_days"] > 0 and not rep.missing_dates
     assert len(res.clean) == sum(200 - (f["date"].min() - days[0]).days for f in frames)
     filled = res.clean.merge(pd.concat(frames), how="left", on=["product_id", "date"])
@@ -133,12 +133,17 @@ def test_mostly_sparse_and_mostly_filled_fail_and_block_promotion() -> None:
     rng = np.random.default_rng(1)
     days = pd.date_range("2024-01-01", periods=200, freq="D")
     frames = [panel(days, products=2)]
-    for i in range(6):  # six products sold on a quarter of the days
+    for i in range(6):  # six products recorded on a quarter of the days
         sold = days[rng.random(len(days)) < 0.25]
         frames.append(pd.DataFrame({"product_id": f"S{i}", "date": sold, "units_sold": 1.0}))
-    rep = check_quality(
-        pd.concat(frames, ignore_index=True), TrainConfig(min_observations=100)
-    ).report
+    sales = pd.concat(frames, ignore_index=True)
+    cfg = TrainConfig(min_observations=100)
+    # Without a zero row this is a sales-only export: its absent days are zeros (issue 26).
+    assert check_quality(sales, cfg).report.failures == ()
+    # The export writes zeros (one zero row), so the absent days are missing data.
+    sales.loc[sales.index[0], "units_sold"] = 0.0
+    rep = check_quality(sales, cfg).report
+    assert rep.export_kind == "mixed (zero rows recorded and days absent)"
     names = [f.split(":")[0] for f in rep.failures]
     assert names == ["mostly_filled", "mostly_sparse"]
     assert "6 of 8 products" in rep.failures[1] and "upstream" in rep.failures[1]
