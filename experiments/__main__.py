@@ -104,6 +104,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="also write every forecast (raw/ in --out) so that runs can be merged",
     )
+    p.add_argument(
+        "--dump-intervals",
+        type=Path,
+        metavar="DIR",
+        help="write the trainer's interval inputs per cutoff (validation forecasts, served "
+        "forecasts, naive scales) as DIR/<cutoff>.pkl, for offline interval comparisons",
+    )
     return p.parse_args(argv)
 
 
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         lstm_epochs=args.lstm_epochs,
         lstm_train_stride=args.lstm_train_stride,
         seeds=tuple(int(x) for x in args.seeds.split(",") if x.strip()),
+        interval_dump=args.dump_intervals,
     )
     cutoff_dates = [d.strip() for d in (args.cutoff_dates or "").split(",") if d.strip()]
     if args.cutoffs is not None or args.synthetic is not None:

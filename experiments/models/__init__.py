@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from experiments.models.base import Forecast, Forecaster, ForecastTask
@@ -32,6 +33,7 @@ class ModelOptions:
     lstm_epochs: int = 8
     lstm_train_stride: int = 4
     seeds: tuple[int, ...] = (42, 43, 44)  # the neural models' seeds
+    interval_dump: Path | None = None  # the trainer's interval inputs per cutoff go here
 
 
 def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list[Forecaster]:
@@ -93,6 +95,7 @@ def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list
                         seed=seed,
                         suffix=f"#s{seed}" if len(opts.seeds) > 1 else "",
                         n_jobs=opts.n_jobs,
+                        dump_dir=opts.interval_dump,
                     )
                 )
     return models

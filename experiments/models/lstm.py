@@ -30,7 +30,10 @@ days (production: 2) and training stops after `epochs` (production: 12) to fit t
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +76,8 @@ class TrainerForecaster:
     suffix: str = ""
     n_jobs: int = 2
     name: str = ""
+    # a folder to write each cutoff's interval inputs into (`dump_interval_inputs`)
+    dump_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -179,6 +184,17 @@ class TrainerForecaster:
             )
             extra[f"trainer_lightgbm_heldout{self.suffix}"] = wide(held)
             extra_q[f"trainer_lightgbm_heldout{self.suffix}"] = quantiles(held)
+            frames["lightgbm_heldout"] = held
+        if self.dump_dir is not None:
+            path = dump_interval_inputs(
+                Path(self.dump_dir) / f"{task.history.dates[-1].date()}{self.suffix}.pkl",
+                ch,
+                prepared,
+                cfg,
+                frames,
+                task,
+            )
+            notes["interval_inputs"] = str(path)
         return Forecast(
             values=served[ch.kind],
             notes=notes,
@@ -186,3 +202,72 @@ class TrainerForecaster:
             quantiles=served_q[ch.kind],
             extra_quantiles=extra_q,
         )
+
+
+def dump_interval_inputs(
+    path: Path,
+    ch: Any,
+    prepared: Any,
+    cfg: Any,
+    served: dict[str, pd.DataFrame],
+    task: ForecastTask,
+) -> Path:
+    """Write what an interval calibration of this cutoff needs, so that interval methods
+    can be compared offline without training again (issue 27).
+
+    The pickle holds, per candidate kind: the validation forecasts the trainer calibrated
+    on (`calibration`: origins every `val_origin_every` days, the LSTM's offsets
+    cross-fitted, the held-out LightGBM; rebuilt from the trained models exactly as
+    `train_challenger` builds them, and checked against its calibration), their
+    forecasts of the trainer's test split (`test`, the horizon before the cutoff), the served
+    forecasts from the cutoff (`served`), each product's naive scale, the history's units
+    and the trainer's choice. Raises `RuntimeError` if the rebuilt frames do not give the
+    trainer's own calibration.
+    """
+    from trainer.models.challenger import (
+        BLEND,
+        LIGHTGBM,
+        LSTM,
+        blend,
+        cross_fitted,
+        gbm_frame,
+        naive_scales,
+    )
+    from trainer.models.intervals import fit_intervals
+    from trainer.models.lstm import predict_split
+
+    gbm = ch.gbm_heldout if ch.gbm_heldout is not None else ch.gbm
+    val_every = predict_split(ch.lstm.model, prepared, "val", every=cfg.val_origin_every)
+    cal = {LSTM: cross_fitted(val_every, cfg.bias_shrinkage)}
+    cal[LIGHTGBM] = gbm_frame(gbm, prepared, "val", every=cfg.val_origin_every)
+    cal[BLEND] = blend(cal[LSTM], cal[LIGHTGBM], ch.blend_weight)
+    # the trainer's test split (the horizon before the cutoff), out of sample as well
+    test = {LSTM: ch.correction.apply(ch.lstm_test_raw), LIGHTGBM: gbm_frame(gbm, prepared, "test")}
+    test[BLEND] = blend(test[LSTM], test[LIGHTGBM], ch.blend_weight)
+    naive = naive_scales(prepared)
+    for kind, frame in cal.items():
+        again = fit_intervals(
+            frame, naive, levels=cfg.interval_levels, shrinkage=cfg.interval_shrinkage
+        )
+        if not np.allclose(again.quantiles, ch.intervals[kind].quantiles):
+            raise RuntimeError(f"{kind}: the rebuilt validation frame gives another calibration")
+    keep = ["product_id", "target_date", "horizon_step", "origin_date", "actual", "predicted"]
+    payload = {
+        "cutoff": str(task.history.dates[-1].date()),
+        "chosen": ch.kind,
+        "blend_weight": ch.blend_weight,
+        "calibration": {k: f[[c for c in keep if c in f.columns]] for k, f in cal.items()},
+        "test": {k: f[[c for c in keep if c in f.columns]] for k, f in test.items()},
+        "served": {
+            k: f[["product_id", "target_date", "predicted_units"]] for k, f in served.items()
+        },
+        "naive": naive,
+        "products": list(task.history.products),
+        "dates": task.history.dates,
+        "units": task.history.units,
+        "config": {"levels": cfg.interval_levels, "shrinkage": cfg.interval_shrinkage},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        pickle.dump(payload, fh)
+    return path
