@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -92,6 +93,7 @@ class Launched:
     execution_name: str | None
     log_path: str | None = None
     pid: int | None = None
+    task_pids: tuple[int, ...] = ()  # local runs of several tasks: every task's process
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,14 @@ class CloudRunLauncher:
 
 
 class LocalLauncher:
-    """Runs the trainer as a detached subprocess, its output in a log file per run."""
+    """Runs the trainer as a detached subprocess, its output in a log file per run.
+
+    With `task_count` > 1 (TRAINER_TASK_COUNT; issue 26: the partitions of a catalogue
+    shared by a job's tasks) it starts one subprocess per task, as Cloud Run starts the
+    job's tasks: CLOUD_RUN_TASK_INDEX, CLOUD_RUN_TASK_COUNT and one CLOUD_RUN_EXECUTION
+    for all of them, a log file each. The run is task 0's process (it gathers the
+    partitions and finishes the run): its pid and log are the run's.
+    """
 
     def __init__(
         self,
@@ -304,19 +313,18 @@ class LocalLauncher:
         *,
         log_dir: str | Path,
         base_env: Mapping[str, str],
+        task_count: int = 1,
     ) -> None:
         if not command:
             raise ConfigError("TRAINER_COMMAND is empty")
+        if task_count < 1:
+            raise ConfigError(f"TRAINER_TASK_COUNT must be >= 1, got {task_count}")
         self.command = tuple(command)
         self.log_dir = Path(log_dir)
         self.base_env = dict(base_env)
+        self.task_count = task_count
 
-    def launch(self, request_id: str, env: Mapping[str, str]) -> Launched:
-        """Start the command in its own session; return its pid and log file."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", request_id)[:80]
-        log_path = self.log_dir / f"trainer-{stamp}-{safe_id}.log"
+    def _start(self, log_path: Path, env: Mapping[str, str]) -> subprocess.Popen:
         try:
             with open(log_path, "ab") as out:
                 process = subprocess.Popen(
@@ -334,8 +342,37 @@ class LocalLauncher:
             raise TransientLaunchError(f"cannot start {self.command[0]!r}: {exc}") from exc
         # Reap the child when it ends, so a long-lived function process keeps no zombie.
         threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
+        return process
+
+    def launch(self, request_id: str, env: Mapping[str, str]) -> Launched:
+        """Start the command (once per task) in its own session; return task 0's pid and
+        log file (and every task's pid)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", request_id)[:80]
+        log_path = self.log_dir / f"trainer-{stamp}-{safe_id}.log"
+        if self.task_count == 1:
+            process = self._start(log_path, env)
+            return Launched(
+                execution_name=f"local:pid={process.pid}", log_path=str(log_path), pid=process.pid
+            )
+        execution = f"local-{stamp}-{uuid.uuid4().hex[:6]}"
+        processes = []
+        for task in range(self.task_count):
+            task_env = {
+                "CLOUD_RUN_EXECUTION": execution,
+                "CLOUD_RUN_TASK_INDEX": str(task),
+                "CLOUD_RUN_TASK_COUNT": str(self.task_count),
+                **env,
+            }
+            path = log_path if task == 0 else log_path.with_suffix(f".task{task}.log")
+            processes.append(self._start(path, task_env))
+        first = processes[0]
         return Launched(
-            execution_name=f"local:pid={process.pid}", log_path=str(log_path), pid=process.pid
+            execution_name=f"local:pid={first.pid}",
+            log_path=str(log_path),
+            pid=first.pid,
+            task_pids=tuple(p.pid for p in processes),
         )
 
     def liveness(self, execution_name: str | None) -> Liveness:
@@ -373,8 +410,16 @@ def make_launcher(
     log_dir = settings.trainer_log_dir or str(
         Path(tempfile.gettempdir()) / "forecastguard" / "trainer-logs"
     )
+    raw_tasks = (environ.get("TRAINER_TASK_COUNT") or "1").strip()
+    try:
+        task_count = int(raw_tasks)
+    except ValueError:
+        raise ConfigError(f"TRAINER_TASK_COUNT must be an integer, got {raw_tasks!r}") from None
     return LocalLauncher(
-        settings.trainer_command or DEFAULT_COMMAND, log_dir=log_dir, base_env=base_env
+        settings.trainer_command or DEFAULT_COMMAND,
+        log_dir=log_dir,
+        base_env=base_env,
+        task_count=task_count,
     )
 
 
