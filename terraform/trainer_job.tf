@@ -10,6 +10,15 @@
 # runs, with no targeted apply outside the reviewed plan, and the migration's login checks
 # the one database credential (db-pass against the SQL user) on every deployment.
 
+# Issue 26: one task per partition of the catalogue (catalogue_products / partition size,
+# capped); with one partition, the tuning tasks of the shared study as before.
+locals {
+  trainer_partition_tasks = min(
+    var.trainer_max_tasks,
+    max(1, ceil(var.catalogue_products / var.trainer_partition_size)),
+  )
+}
+
 resource "google_cloud_run_v2_job" "trainer" {
   project             = var.project_id
   location            = var.region
@@ -17,7 +26,7 @@ resource "google_cloud_run_v2_job" "trainer" {
   deletion_protection = false
 
   template {
-    task_count = local.trainer_task_count
+    task_count = max(local.trainer_task_count, local.trainer_partition_tasks)
 
     template {
       service_account = google_service_account.component["trainer"].email
@@ -42,6 +51,11 @@ resource "google_cloud_run_v2_job" "trainer" {
             cpu    = var.trainer_cpu
             memory = var.trainer_memory
           }
+        }
+
+        env {
+          name  = "TRAIN_PARTITION_SIZE"
+          value = tostring(var.trainer_partition_size)
         }
 
         dynamic "env" {

@@ -208,6 +208,39 @@ variable "trainer_task_count" {
   }
 }
 
+variable "catalogue_products" {
+  description = "About how many products the catalogue holds (issue 26): with trainer_partition_size it sets the trainer job's task count, one task per partition up to trainer_max_tasks."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.catalogue_products >= 1
+    error_message = "catalogue_products must be at least 1."
+  }
+}
+
+variable "trainer_partition_size" {
+  description = "Products per partition of the catalogue (TRAIN_PARTITION_SIZE, issue 26): one model each, the job's tasks share the partitions. The default keeps catalogues up to 5,000 products one model, as before."
+  type        = number
+  default     = 5000
+
+  validation {
+    condition     = var.trainer_partition_size >= 1
+    error_message = "trainer_partition_size must be at least 1."
+  }
+}
+
+variable "trainer_max_tasks" {
+  description = "Cap on the trainer job's tasks derived from catalogue_products / trainer_partition_size (Cloud Run allows 10,000 a job); more partitions than tasks: each task trains several."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.trainer_max_tasks >= 1 && var.trainer_max_tasks <= 10000
+    error_message = "trainer_max_tasks must be between 1 and 10000."
+  }
+}
+
 variable "optuna_db_name" {
   description = "Database of the shared Optuna study on the Cloud SQL instance (its own database: Optuna and forecastguard's migrations both use a table named alembic_version)."
   type        = string

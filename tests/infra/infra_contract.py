@@ -69,6 +69,8 @@ COMPONENT_ENV: dict[str, frozenset[str]] = {
         "TRAINER_TIMEOUT_S",
         # Issue 24: a BigQuery installation's forecasts also go to the data plane.
         "BIGQUERY_URL",
+        # Issue 26: products per partition (the job's task count follows the catalogue).
+        "TRAIN_PARTITION_SIZE",
     },
     # The migration job: `forecastguard db upgrade` needs the database only.
     "migrate": DB_VARS | {"GCP_PROJECT", "LOG_LEVEL"},

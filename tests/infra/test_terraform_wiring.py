@@ -839,7 +839,15 @@ def test_trainer_job_is_configurable_and_runs_in_train_mode(tf: Terraform) -> No
     outer = job["template"][0]
     inner = outer["template"][0]
     container = inner["containers"][0]
-    assert outer["task_count"] == "${local.trainer_task_count}"
+    assert outer["task_count"] == (
+        "${max(local.trainer_task_count, local.trainer_partition_tasks)}"
+    )
+    # Issue 26: one task per partition of the catalogue, capped.
+    assert tf.locals["trainer_partition_tasks"] == (
+        "${min(var.trainer_max_tasks, max(1, ceil(var.catalogue_products / "
+        "var.trainer_partition_size)))}"
+    )
+    assert tf.variables["trainer_partition_size"]["default"] == 5000
     # More than one task exactly when the shared Optuna study exists.
     assert tf.locals["trainer_task_count"] == (
         "${coalesce(var.trainer_task_count, local.optuna_enabled ? 4 : 1)}"
