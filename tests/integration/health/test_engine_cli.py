@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -90,30 +90,21 @@ def test_beam_engine_reports_a_bad_source(tmp_path) -> None:
     assert "bigquery://PROJECT/DATASET" in result.output
 
 
-@pytest.mark.skipif(
-    not _beam_ready(), reason="needs .venv-beam (make beam-setup; make test builds it)"
-)
-def test_load_sales_into_bigquery(tmp_path) -> None:
+def test_load_sales_into_bigquery(tmp_path, beam_bigquery_emulator) -> None:
     """`load-sales --database-url bigquery://P/D` hands the file to .venv-beam's loader:
     validated as into SQL, upserted into the emulator's `sales`."""
-    from tests.support.bigquery_emulator import BigQueryEmulator
+    from forecastguard import bigquery as bq
 
-    emulator = BigQueryEmulator(beam_python())
-    try:
-        url = f"bigquery://{emulator.project}/shop"
-        create = (
-            "from forecastguard import bigquery as bq; "
-            f"t = bq.BigQueryTarget.from_url({url!r}, {emulator.rest_url!r}); "
-            "bq.ensure_tables(t.client(), t)"
-        )
-        subprocess.run([beam_python(), "-c", create], check=True, timeout=120)
-        good = tmp_path / "good.csv"
-        good.write_text("product_id,date,units\nA,2026-05-01,3\nB,2026-05-01,1\n", "utf-8")
-        env = {"BIGQUERY_API_ENDPOINT": emulator.rest_url}
-        args = ["load-sales", "--database-url", url, "--csv", str(good)]
-        loaded = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
-    finally:
-        emulator.stop()
+    emulator = beam_bigquery_emulator
+    url = f"bigquery://{emulator.project}/shop_{uuid.uuid4().hex[:8]}"
+    # The tables, with this venv's client (the loader is .venv-beam's).
+    target = bq.BigQueryTarget.from_url(url, emulator.rest_url)
+    bq.ensure_tables(target.client(), target)
+    good = tmp_path / "good.csv"
+    good.write_text("product_id,date,units\nA,2026-05-01,3\nB,2026-05-01,1\n", "utf-8")
+    env = {"BIGQUERY_API_ENDPOINT": emulator.rest_url}
+    args = ["load-sales", "--database-url", url, "--csv", str(good)]
+    loaded = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
     # (refusals: tests/integration/beam/test_load.py, the same loader)
     assert loaded.exit_code == 0, loaded.output
     assert json.loads(loaded.stdout) | {"target": url} == {

@@ -5,16 +5,14 @@ this venv), the rows the SQL `predictions` table gets, upserted by (product, day
 
 from __future__ import annotations
 
-from pathlib import Path
+import uuid
 
 import pandas as pd
-import pytest
 import sqlalchemy as sa
 
 from forecastguard import bigquery as bq
 from forecastguard.config import Settings
 from forecastguard.db.schema import predictions
-from forecastguard.health.engine import beam_python
 from forecastguard.synth.output import write_database
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
@@ -23,11 +21,6 @@ from trainer.serve.forecast import MOVING_AVERAGE, BaselineForecaster, forecast_
 
 CFG = TrainConfig(horizon=7, lookback=14, val_days=14, test_days=14, min_observations=30)
 COLUMNS = ["product_id", "target_date", "predicted_units", "model_version"]
-
-
-def _beam_ready() -> bool:
-    python = beam_python()
-    return Path(python).exists() and ".venv-beam" in python
 
 
 def test_bigquery_url_names_the_target() -> None:
@@ -41,38 +34,33 @@ def _read(client, target: bq.BigQueryTarget) -> pd.DataFrame:
     return pd.DataFrame([dict(row) for row in client.query(sql).result()])
 
 
-@pytest.mark.skipif(not _beam_ready(), reason="needs .venv-beam's bqemulator (make beam-setup)")
-def test_the_trainers_forecasts_reach_bigquery(sqlite_url) -> None:
-    from tests.support.bigquery_emulator import BigQueryEmulator
-
+def test_the_trainers_forecasts_reach_bigquery(sqlite_url, beam_bigquery_emulator) -> None:
     engine = sa.create_engine(sqlite_url)
     write_database(engine, make_sales(3, 120))
-    emulator = BigQueryEmulator(beam_python())
-    try:
-        target = bq.BigQueryTarget.from_url(
-            f"bigquery://{emulator.project}/shop", emulator.rest_url
-        )
-        client = target.client()
-        bq.ensure_tables(client, target)
-        forecaster = BaselineForecaster(MOVING_AVERAGE, "ma-v1", CFG)
-        result = forecast_with(engine, forecaster, bigquery=target)
-        rows = _read(client, target)
-        # A corrected forecast with its quantiles replaces the row, nothing is doubled.
-        first = rows.iloc[[0]].rename(columns={"predicted_units": "x"})
-        fix = pd.DataFrame(
-            {
-                "product_id": first["product_id"],
-                "target_date": first["target_date"],
-                "predicted_units": [99.5],
-                "p10": [90.0],
-                "p50": [99.5],
-                "p90": [110.0],
-            }
-        )
-        merged = bq.upsert_predictions(target, fix, "ma-v2", client=client)
-        again = _read(client, target)
-    finally:
-        emulator.stop()
+    emulator = beam_bigquery_emulator
+    # The emulator is the session's (tests/integration/conftest.py), the dataset this test's.
+    target = bq.BigQueryTarget.from_url(
+        f"bigquery://{emulator.project}/fc_{uuid.uuid4().hex[:8]}", emulator.rest_url
+    )
+    client = target.client()
+    bq.ensure_tables(client, target)
+    forecaster = BaselineForecaster(MOVING_AVERAGE, "ma-v1", CFG)
+    result = forecast_with(engine, forecaster, bigquery=target)
+    rows = _read(client, target)
+    # A corrected forecast with its quantiles replaces the row, nothing is doubled.
+    first = rows.iloc[[0]].rename(columns={"predicted_units": "x"})
+    fix = pd.DataFrame(
+        {
+            "product_id": first["product_id"],
+            "target_date": first["target_date"],
+            "predicted_units": [99.5],
+            "p10": [90.0],
+            "p50": [99.5],
+            "p90": [110.0],
+        }
+    )
+    merged = bq.upsert_predictions(target, fix, "ma-v2", client=client)
+    again = _read(client, target)
     with engine.connect() as conn:
         sql = pd.DataFrame(
             conn.execute(

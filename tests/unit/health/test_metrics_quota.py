@@ -25,9 +25,9 @@ def _check_of(n: int):
         synthetic_window(400, date(2026, 5, 30), seed=2, drift_share=0.2), HealthParams()
     )
     rows = result.products
-    reps = -(-n // len(rows))
-    big = pd.concat([rows] * reps, ignore_index=True).iloc[:n].copy()
-    big["product_id"] = [f"S{i:07d}" for i in range(n)]
+    # One take of the rows, cycled (a concat of 2,500 copies took seconds at 1M).
+    big = rows.iloc[np.arange(n) % len(rows)].reset_index(drop=True)
+    big["product_id"] = ("S" + pd.Series(np.arange(n)).astype(str).str.zfill(7)).to_numpy()
     big["rmse"] = big["rmse"].to_numpy() * np.linspace(0.5, 1.5, n)  # distinct worst ones
     return dataclasses.replace(result, products=big, n_products=n)
 
