@@ -18,9 +18,11 @@ many, so the check reports them instead of failing or returning `Infinity`.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,11 @@ import sqlalchemy as sa
 from forecastguard.db.schema import model_residuals, predictions, sales
 
 MIN_HISTORY_DAYS = 28  # four weeks of history for the seasonal-naive scale
+# The forecasts of the reference's days, of the window's and the window's intervals are
+# read on their own connections (READ_WORKERS threads) while the sales are (issue 23: the
+# database's aggregation of 120 days of rows was most of a check's time; on two cores the
+# reads overlap).
+READ_WORKERS = 2
 _JULIAN_DAY_OF_ORDINAL_0 = 1721424.5  # julianday('0001-01-01') - date(1, 1, 1).toordinal()
 
 
@@ -272,14 +279,11 @@ def _units(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
     return sa.case((column == whole, whole), else_=column)
 
 
-def _read(conn: sa.Connection, hist_start: date, ref_start: date, window_start: date, as_of: date):
-    """One query per table, matched by (product, day) in numpy.
-
-    Cheaper than joining in the database on SQLite as on MySQL (10,000 products x 60
-    days: the join's 600,000 index look-ups and the per-row text of both numbers cost
-    more than two sequential reads). On SQLite the predictions are read in primary-key
-    order: its planner would otherwise take the date index and fetch each row by rowid.
-    """
+def _read_sales(
+    conn: sa.Connection, hist_start: date, as_of: date
+) -> tuple[list[str], np.ndarray, pd.DataFrame]:
+    """(product ids, row counts, parsed day/units) of the sales from `hist_start` to
+    `as_of`: one aggregate a product, in product order, each product's days in order."""
     dialect = conn.dialect.name
     s = sales
     rows = conn.execute(
@@ -295,77 +299,139 @@ def _read(conn: sa.Connection, hist_start: date, ref_start: date, window_start: 
         .group_by(s.c.product_id)
         .order_by(s.c.product_id)
     ).all()
-    joined = dialect != "sqlite"
-    ids, counts, frame = _parse_groups(rows, ["day", "units"], joined=joined)
-    del rows  # their text is parsed (tens of MB at 10,000 products x 120 days)
+    return _parse_groups(rows, ["day", "units"], joined=dialect != "sqlite")
+
+
+def _fetch_forecasts(conn: sa.Connection, hist_start: date, first: date, last: date) -> list:
+    """The forecasts for the days `first`..`last`, one row a product: (id, count, its
+    days and values as text (`_entries`), the model versions that made them — one
+    DISTINCT set a product: the spans asked for are the reference's days and the
+    window's, so no per-row tag is built to tell them apart). Parsed by the caller
+    (`_parse_groups`), one span at a time (the texts are tens of MB).
+
+    On SQLite the dates are compared as text (as SQLite compares the stored dates
+    anyway): its planner would otherwise take the date index and fetch each of the
+    rows by rowid (2-4x slower than the primary-key scan).
+    """
+    dialect = conn.dialect.name
     p = predictions
-    # One DISTINCT set a product: "1<version>" forecast the window, "0<version>" its
-    # reference days (one temporary B-tree a group instead of two).
-    in_window = sa.case((p.c.target_date >= window_start, "1"), else_="0")
     if dialect == "sqlite":
-        # Compared as text (as SQLite compares the stored dates anyway): no index on it.
-        dates = sa.cast(p.c.target_date, sa.String).between(
-            ref_start.isoformat(), as_of.isoformat()
-        )
+        dates = sa.cast(p.c.target_date, sa.String).between(first.isoformat(), last.isoformat())
     else:
-        dates = p.c.target_date.between(ref_start, as_of)
-    pred_rows = conn.execute(
+        dates = p.c.target_date.between(first, last)
+    return conn.execute(
         sa.select(
             p.c.product_id,
             sa.func.count(),
             *_entries(
                 [_day_offset(p.c.target_date, hist_start, dialect), p.c.predicted_units], dialect
             ),
-            sa.func.group_concat((in_window + p.c.model_version).distinct()),
+            sa.func.group_concat(p.c.model_version.distinct()),
         )
         .where(dates)
         .group_by(p.c.product_id)
     ).all()
-    pred_ids, pred_counts, pred = _parse_groups(pred_rows, ["day", "pred"], joined=joined)
-    tags = [r[-1] for r in pred_rows]
-    del pred_rows
+
+
+def _concurrent(engine: sa.Engine) -> bool:
+    """Whether reads may run on other connections of `engine` at the same time (not with
+    a pool of one shared connection: SQLite in memory, a test's StaticPool)."""
+    return not isinstance(engine.pool, sa.pool.StaticPool | sa.pool.SingletonThreadPool)
+
+
+class _Reads:
+    """Runs read steps on their own pooled connections in worker threads, or — when the
+    engine cannot (`_concurrent`) — in order on the caller's connection when asked for
+    their results. The databases do the aggregation and the drivers wait for it outside
+    the GIL (sqlite3 steps, a MySQL socket), so on two cores the reads overlap."""
+
+    def __init__(self, engine: sa.Engine, conn: sa.Connection, workers: int) -> None:
+        self._engine, self._conn = engine, conn
+        self._pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="health-read")
+            if workers > 0 and _concurrent(engine)
+            else None
+        )
+
+    def submit(self, step: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        """Start `step(conn, *args)`; returns the function that waits for its result."""
+        if self._pool is None:
+            return lambda: step(self._conn, *args)
+        future = self._pool.submit(self._on_own_connection, step, *args)
+        return future.result
+
+    def _on_own_connection(self, step: Callable[..., Any], *args: Any) -> Any:
+        with self._engine.connect() as conn:
+            _prepare(conn)
+            return step(conn, *args)
+
+    def close(self) -> None:
+        """Wait for the workers (a failed read's siblings finish before it is raised)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _read(
+    reads: _Reads,
+    conn: sa.Connection,
+    hist_start: date,
+    ref_start: date,
+    window_start: date,
+    as_of: date,
+):
+    """The sales (on `conn`) and, at the same time (`reads`), the forecasts of the
+    reference's days and of the window's, matched by (product, day) in numpy.
+
+    Cheaper than joining in the database on SQLite as on MySQL (10,000 products x 60
+    days: the join's 600,000 index look-ups and the per-row text of both numbers cost
+    more than two sequential reads).
+    """
+    spans = [(ref_start, window_start - timedelta(days=1)), (window_start, as_of)]
+    pending = [reads.submit(_fetch_forecasts, hist_start, first, last) for first, last in spans]
+    ids, counts, frame = _read_sales(conn, hist_start, as_of)
     n_days = (as_of - hist_start).days + 1
     dense = np.full((len(ids), n_days), np.nan)
-    pcode = np.repeat(pd.Index(ids).get_indexer(pred_ids), pred_counts)
-    known = pcode >= 0  # forecasts of products without sales cannot be judged
-    pday = pred["day"].to_numpy(np.int64)
-    dense[pcode[known], pday[known]] = pred["pred"].to_numpy(np.float64)[known]
+    bad_pred = np.zeros(len(ids), np.int64)
+    versions: set[str] = set()  # those that forecast the window
+    reference: list[frozenset[str]] = [frozenset()] * len(ids)
+    index = pd.Index(ids)
+    joined = conn.dialect.name != "sqlite"
+    for in_window in (False, True):
+        rows = pending.pop(0)()  # the list held the only reference to the waiting future
+        part_ids, part_counts, part = _parse_groups(rows, ["day", "pred"], joined=joined)
+        made = [r[-1] for r in rows]
+        del rows  # its text is parsed (tens of MB at 10,000 products x 90 days)
+        codes = index.get_indexer(part_ids)
+        pcode = np.repeat(codes, part_counts)
+        known = pcode >= 0  # forecasts of products without sales cannot be judged
+        pday = part["day"].to_numpy(np.int64)
+        dense[pcode[known], pday[known]] = part["pred"].to_numpy(np.float64)[known]
+        np.add.at(bad_pred, pcode[known & part["bad_pred"].to_numpy(bool)], 1)
+        for i, tag in zip(codes, made, strict=True):
+            made_by = frozenset(tag.split(",")) if tag else frozenset()
+            if in_window:
+                versions.update(made_by)
+            elif i >= 0:
+                reference[i] = made_by
+        del part
     codes = np.repeat(np.arange(len(ids)), counts)
     frame["pred"] = dense[codes, frame["day"].to_numpy(np.int64)]
-    bad_pred = np.zeros(len(ids), np.int64)
-    pbad = pred["bad_pred"].to_numpy(bool)
-    np.add.at(bad_pred, pcode[known & pbad], 1)
-    versions: set[str] = set()
-    reference = [frozenset()] * len(ids)
-    for i, tag in zip(pd.Index(ids).get_indexer(pred_ids), tags, strict=True):
-        tagged = tag.split(",") if tag else []
-        versions.update(v[1:] for v in tagged if v[0] == "1")
-        if i >= 0:
-            reference[i] = frozenset(v[1:] for v in tagged if v[0] == "0")
     return ids, counts, frame, bad_pred, versions, reference
 
 
 _BAND_SCALE = 10_000.0  # SQLite reads the interval bounds to 1e-4 units
 
 
-def _read_intervals(
-    conn: sa.Connection,
-    ids: list[str],
-    codes: np.ndarray,
-    day: np.ndarray,
-    hist_start: date,
-    window_start: date,
-    as_of: date,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The served P10/P90 of the window's forecasts, matched to the sales rows (`codes`,
-    `day`); None when no forecast of the window has an interval (one query, rows
-    without an interval filtered in the database)."""
+def _fetch_bands(conn: sa.Connection, hist_start: date, window_start: date, as_of: date) -> list:
+    """The served P10/P90 of the window's forecasts, one row a product (id, count, its
+    days and bounds as text); rows without an interval are filtered in the database.
+    Parsed by `_match_bands`."""
     dialect = conn.dialect.name
     p = predictions
     bounds = [p.c.predicted_p10, p.c.predicted_p90]
     if dialect == "sqlite":
-        # As `_read`: dates compared as text (no index look-up per row), and the bounds in
-        # 1e-4 units as integers, whose text SQLite writes far faster than a REAL's.
+        # As `_fetch_forecasts`: dates compared as text (no index look-up per row), and the
+        # bounds in 1e-4 units as integers, whose text SQLite writes far faster than a REAL's.
         dates = sa.cast(p.c.target_date, sa.String).between(
             window_start.isoformat(), as_of.isoformat()
         )
@@ -373,7 +439,7 @@ def _read_intervals(
     else:
         dates = p.c.target_date.between(window_start, as_of)
         values = bounds
-    rows = conn.execute(
+    return conn.execute(
         sa.select(
             p.c.product_id,
             sa.func.count(),
@@ -382,13 +448,24 @@ def _read_intervals(
         .where(dates, p.c.predicted_p10.is_not(None), p.c.predicted_p90.is_not(None))
         .group_by(p.c.product_id)
     ).all()
+
+
+def _match_bands(
+    rows: list,
+    dialect: str,
+    ids: list[str],
+    codes: np.ndarray,
+    day: np.ndarray,
+    n_days: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_fetch_bands`' P10/P90 matched to the sales rows (`codes`, `day`); None when no
+    forecast of the window has an interval."""
     if not rows:
         return None
     got_ids, counts, frame = _parse_groups(rows, ["day", "lo", "hi"], joined=dialect != "sqlite")
     if dialect == "sqlite":
         frame["lo"] /= _BAND_SCALE
         frame["hi"] /= _BAND_SCALE
-    n_days = (as_of - hist_start).days + 1
     dense = np.full((2, len(ids), n_days), np.nan)
     code = np.repeat(pd.Index(ids).get_indexer(got_ids), counts)
     known = code >= 0
@@ -404,9 +481,11 @@ def load_window(
     """Read the sales of the history and the window, each with its forecast if any.
 
     Never a query per product: the sales and their forecasts (aggregated per product,
-    with the model versions that forecast the window), the version that forecast the
-    window's newest day, and — only when no sales were read — the newest sales day.
-    Each table is read once and the rows are matched in numpy (`_read`).
+    with the model versions that forecast the window), the served intervals of the
+    window, the version that forecast the window's newest day, and — only when no sales
+    were read — the newest sales day. Each table is read once and the rows are matched
+    in numpy (`_read`); the forecasts (the reference's days and the window's) and the
+    intervals are read on their own connections while the sales are (`_Reads`).
     """
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
@@ -414,11 +493,19 @@ def load_window(
     window_start = as_of - timedelta(days=window_days - 1)
     hist_start = window_start - timedelta(days=hist)
     ref_start = window_start - timedelta(days=reference_days or window_days)
+    n_days = (as_of - hist_start).days + 1
     with engine.connect() as conn:
         _prepare(conn)
-        ids, counts, frame, bad_pred, versions, reference = _read(
-            conn, hist_start, ref_start, window_start, as_of
-        )
+        reads = _Reads(engine, conn, READ_WORKERS)
+        try:
+            band_rows = reads.submit(_fetch_bands, hist_start, window_start, as_of)
+            ids, counts, frame, bad_pred, versions, reference = _read(
+                reads, conn, hist_start, ref_start, window_start, as_of
+            )
+            bands = band_rows()
+            del band_rows  # the future holds the rows too
+        finally:
+            reads.close()
         bad = _count_bad(ids, counts, frame["bad_units"].to_numpy(bool), "sales")
         bad += [(ids[i], "predictions", int(bad_pred[i])) for i in np.flatnonzero(bad_pred)]
         # A sale without a usable number is no sale: leave the row out.
@@ -439,7 +526,7 @@ def load_window(
             .limit(1)
         ).scalar()
         day = frame["day"].to_numpy(np.int64)
-        bands = _read_intervals(conn, ids, codes, day, hist_start, window_start, as_of)
+        bands = _match_bands(bands, conn.dialect.name, ids, codes, day, n_days)
         if len(day):
             last_sale: date | None = hist_start + timedelta(days=int(day.max()))
         else:

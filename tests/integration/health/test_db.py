@@ -13,10 +13,11 @@ import sqlalchemy as sa
 
 from forecastguard.config import Settings
 from forecastguard.db.schema import health_check_products, health_checks
+from forecastguard.health import window as window_module
 from forecastguard.health.check import HealthParams, compute_health
 from forecastguard.health.service import HealthService
 from forecastguard.health.store import store_result
-from forecastguard.health.window import load_residuals, load_window
+from forecastguard.health.window import WindowData, load_residuals, load_window
 from tests.integration.health.synthetic import frames, synthetic_window, write
 
 AS_OF = date(2026, 5, 30)
@@ -47,6 +48,72 @@ def test_load_window_reads_what_was_written(engine: sa.Engine) -> None:
     for column in ("drift_pvalue", "ks_pvalue"):
         np.testing.assert_allclose(from_db.products[column], direct.products[column], rtol=1e-9)
     assert from_db.products["drift"].tolist() == direct.products["drift"].tolist()
+
+
+def _same_window(a: WindowData, b: WindowData) -> None:
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype, name
+            np.testing.assert_array_equal(x, y, err_msg=name)  # NaN == NaN here
+        else:
+            assert x == y, name
+
+
+def test_load_window_reads_the_same_at_once_or_in_turn(engine: sa.Engine, monkeypatch) -> None:
+    # Issue 23: the forecasts of the reference's days, of the window's and the intervals
+    # are read on their own connections while the sales are. Versions change within the
+    # window (m0 then m1) and the reference has two for one product (m2 then m0); some
+    # forecasts have intervals, one is not a number.
+    data = synthetic_window(30, AS_OF, seed=5, history=90)
+    sales_frame, predictions_frame = frames(data)
+    day = pd.to_datetime(predictions_frame["target_date"])
+    predictions_frame.loc[day < pd.Timestamp("2026-05-10"), "model_version"] = "m0"
+    predictions_frame.loc[
+        (predictions_frame["product_id"] == data.products[7]) & (day < pd.Timestamp("2026-03-01")),
+        "model_version",
+    ] = "m2"
+    band = (day >= pd.Timestamp(data.window_start)) & (predictions_frame.index % 3 > 0)
+    predictions_frame["predicted_p10"] = np.where(
+        band, predictions_frame["predicted_units"] - 2, None
+    )
+    predictions_frame["predicted_p90"] = np.where(
+        band, predictions_frame["predicted_units"] + 2, None
+    )
+    write(engine, sales_frame, predictions_frame)
+    if engine.dialect.name == "sqlite":  # SQLite keeps text in a REAL column (issue 14)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE predictions SET predicted_units = 'abc' "
+                    "WHERE product_id = :p AND target_date = :d"
+                ),
+                {"p": data.products[3], "d": data.window_start.isoformat()},
+            )
+    at_once = load_window(engine, AS_OF, 30, 90)
+    monkeypatch.setattr(window_module, "READ_WORKERS", 0)
+    in_turn = load_window(engine, AS_OF, 30, 90)
+    _same_window(at_once, in_turn)
+    assert at_once.model_versions == ("m0", "m1") and at_once.current_version == "m1"
+    assert at_once.reference_versions[7] == frozenset({"m0", "m2"})
+    assert at_once.reference_versions[0] == frozenset({"m0"})
+    assert at_once.lower is not None and np.isfinite(at_once.lower).sum() > 0
+    if engine.dialect.name == "sqlite":
+        assert at_once.bad_values == ((str(data.products[3]), "predictions", 1),)
+
+
+def test_load_window_reads_in_turn_on_one_shared_connection() -> None:
+    # SQLite in memory: one connection for everything (the reads cannot overlap).
+    from forecastguard.db.migrate import upgrade
+
+    memory = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    upgrade(memory)
+    assert not window_module._concurrent(memory)
+    data = synthetic_window(8, AS_OF, seed=6)
+    write(memory, *frames(data))
+    window = load_window(memory, AS_OF, 30)
+    np.testing.assert_allclose(window.predicted, data.predicted, rtol=1e-14)
+    assert window.model_versions == ("m1",) and window.same_model_reference().all()
 
 
 def test_load_window_without_sales_finds_the_last_sale(engine: sa.Engine) -> None:
