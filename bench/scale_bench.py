@@ -1,12 +1,12 @@
 """The health check at scale (issue 24): the Beam pipeline on FnApiRunner, here.
 
-Synthesises N products x (30 reference + 30 window days; the history before the window is
-the reference window, 4 weeks at least) straight into Parquet files (vectorised, by
-chunks of products; never through the ORM), or into the BigQuery emulator, then runs
-jobs/health_beam on Beam's in-process FnApiRunner and reports per N: wall time, CPU
-seconds per 1,000 products, peak RSS of the whole process tree (sampled every 0.2 s),
-and the bytes the pipeline read. Then the extrapolation, on paper, to Dataflow (formula
-and prices in docs/benchmarks.md).
+Synthesises N products x (the reference: `REFERENCE_DAYS`' default, 90 days, or
+`--reference-days`, 4 weeks at least; + 30 window days) straight into Parquet files
+(vectorised, by chunks of products; never through the ORM), or into the BigQuery
+emulator, then runs jobs/health_beam on Beam's in-process FnApiRunner and reports per N:
+wall time, CPU seconds per 1,000 products, peak RSS of the whole process tree (sampled
+every 0.2 s), and the bytes the pipeline read. Then the extrapolation, on paper, to
+Dataflow (formula and prices in docs/benchmarks.md).
 
 Run in .venv-beam (make beam-setup), niced and in the background on a shared machine:
 
@@ -56,19 +56,28 @@ WORKER_VCPUS, WORKER_GB, WORKER_DISK_GB = 4, 15.0, 25.0  # n1-standard-4, Shuffl
 STARTUP_MIN = 4.0  # worker VMs booting and the image pulled, before the first element
 
 
-def _days(window_days: int = WINDOW_DAYS) -> tuple[date, int]:
+def default_reference_days() -> int:
+    """The check's default reference (`REFERENCE_DAYS`, issue 23: 90 days)."""
+    from forecastguard.config import Settings
+
+    return Settings.__dataclass_fields__["reference_days"].default
+
+
+def _days(reference_days: int, window_days: int = WINDOW_DAYS) -> tuple[date, int]:
+    """The first synthesised day and how many days: the history the check reads before
+    the window (`reference_days`, at least 4 weeks) plus the window."""
     from forecastguard.health.window import history_days
 
-    hist = history_days(window_days)
+    hist = history_days(window_days, reference_days)
     start = AS_OF - timedelta(days=window_days - 1 + hist)
     return start, hist + window_days
 
 
-def synth_chunks(n: int, seed: int = 0, drift_share: float = 0.05):
+def synth_chunks(n: int, reference_days: int, seed: int = 0, drift_share: float = 0.05):
     """(sales, predictions) frames of consecutive chunks of products, sorted by product
     and day: Poisson sales around a level with a weekly pattern, forecasts of the mean
     with a 10 % error; `drift_share` of the products sell 1.6 times more in the window."""
-    start, n_days = _days()
+    start, n_days = _days(reference_days)
     dates = pd.date_range(start, periods=n_days).date
     hist = n_days - WINDOW_DAYS
     weekday = (np.arange(n_days) + start.weekday()) % 7
@@ -100,16 +109,16 @@ def synth_chunks(n: int, seed: int = 0, drift_share: float = 0.05):
         yield ids, sales, preds
 
 
-def write_parquet(folder: Path, n: int, seed: int = 0) -> int:
+def write_parquet(folder: Path, n: int, reference_days: int, seed: int = 0) -> int:
     """The Parquet layout `health_beam.sources.ParquetSource` reads; returns bytes on disk."""
     from forecastguard.bigquery import TABLES
 
     writers: dict[str, pq.ParquetWriter] = {}
     ids_all = []
-    rows_per_group = PRODUCTS_PER_ROW_GROUP * _days()[1]
+    rows_per_group = PRODUCTS_PER_ROW_GROUP * _days(reference_days)[1]
     types = {"STRING": pa.string(), "DATE": pa.date32(), "FLOAT64": pa.float64()}
     types["TIMESTAMP"] = pa.timestamp("us")
-    for ids, sales, preds in synth_chunks(n, seed):
+    for ids, sales, preds in synth_chunks(n, reference_days, seed):
         ids_all.append(ids)
         for name, frame in (("sales", sales), ("predictions", preds)):
             columns = [(c, types[t]) for c, t, _ in TABLES[name][0] if c in frame.columns]
@@ -176,7 +185,9 @@ def extrapolate(cpu_s_per_1000: float, n: int, target_min: float = 10.0) -> dict
     }
 
 
-def run_one(n: int, source: str, batch_size: int, seed: int, work: Path) -> dict:
+def run_one(
+    n: int, source: str, batch_size: int, seed: int, work: Path, reference_days: int
+) -> dict:
     """Synthesise, then run and measure the pipeline on `n` products."""
     from forecastguard.db.engine import make_engine
     from forecastguard.db.migrate import upgrade
@@ -190,10 +201,11 @@ def run_one(n: int, source: str, batch_size: int, seed: int, work: Path) -> dict
     engine.dispose()
     t0 = time.perf_counter()
     argv = [f"--as_of={AS_OF}", f"--window_days={WINDOW_DAYS}", f"--batch_size={batch_size}"]
+    argv.append(f"--reference_days={reference_days}")
     argv.append(f"--control_database_url={control}")
     emulator = None
     if source == "parquet":
-        on_disk = write_parquet(folder, n, seed)
+        on_disk = write_parquet(folder, n, reference_days, seed)
         argv.append(f"--source=parquet://{folder}")
     else:
         from forecastguard import bigquery as bq
@@ -205,7 +217,7 @@ def run_one(n: int, source: str, batch_size: int, seed: int, work: Path) -> dict
         )
         client = target.client()
         bq.ensure_tables(client, target)
-        for _, sales, preds in synth_chunks(n, seed):
+        for _, sales, preds in synth_chunks(n, reference_days, seed):
             bq.load_frame(client, target, "sales", sales)
             bq.load_frame(client, target, "predictions", preds)
         on_disk = 0
@@ -242,6 +254,8 @@ def run_one(n: int, source: str, batch_size: int, seed: int, work: Path) -> dict
         "products": n,
         "source": source,
         "batch_size": batch_size,
+        "reference_days": reference_days,
+        "days": _days(reference_days)[1],
         "synth_s": round(synth_s, 1),
         "data_bytes_on_disk": on_disk,
         "wall_s": round(wall, 1),
@@ -260,13 +274,24 @@ def main() -> None:
     parser.add_argument("--source", choices=["parquet", "emulator"], default="parquet")
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reference-days",
+        type=int,
+        help="the check's reference (default: REFERENCE_DAYS' default, 90); the data "
+        "holds that much history before the window",
+    )
     parser.add_argument("--work", type=Path, help="folder for the data (default: a temp one)")
     parser.add_argument("--json", type=Path, help="append one JSON line per N here")
     args = parser.parse_args()
+    if args.reference_days is not None and not 0 <= args.reference_days <= 366:
+        parser.error(f"--reference-days must be 0-366, got {args.reference_days}")
+    reference_days = (
+        default_reference_days() if args.reference_days is None else args.reference_days
+    )
     work = args.work or Path(tempfile.mkdtemp(prefix="fg-scale-"))
     rows = []
     for n in (int(x) for x in args.products.split(",")):
-        row = run_one(n, args.source, args.batch_size, args.seed, work)
+        row = run_one(n, args.source, args.batch_size, args.seed, work, reference_days)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:
