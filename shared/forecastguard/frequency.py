@@ -109,13 +109,33 @@ def detect_frequency(
         return Frequency(UNKNOWN, None, 0, 0, {})
     days = pd.to_datetime(sales[date]).to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
     codes, names = pd.factorize(sales[product])
-    key = codes.astype(np.int64) * (1 << 32) + (days.astype(np.int64) - days.min().astype(np.int64))
+    n = len(names)
+    kinds, step = product_frequencies(codes, days.astype(np.int64) - days.min().astype(np.int64), n)
+    per = {str(names[i]): str(kinds[i]) for i in range(n)}
+    tally = Counter(kinds.tolist())
+    tally.pop(UNKNOWN, None)
+    if not tally:
+        return Frequency(UNKNOWN, None, 0, 0, per)
+    values = np.array(sorted(tally))
+    counts = np.array([tally[v] for v in values])
+    best = np.lexsort((values != DAILY, -counts))[0]  # most products first, daily on a tie
+    kind = str(values[best])
+    agreeing = int(counts[best])
+    return Frequency(kind, int(np.median(step[kinds == kind])), int(counts.sum()), agreeing, per)
+
+
+def product_frequencies(
+    codes: np.ndarray, days: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per product (codes 0..n-1): its frequency (object array: daily, weekly, ...,
+    unknown) and step, its most common interval in days (the smallest on a tie; 0:
+    unknown), from one row per observation (`days`: whole days >= 0, in any order;
+    repeated (product, day) rows count once). Vectorised over products."""
+    key = np.asarray(codes, np.int64) * (1 << 32) + np.asarray(days, np.int64)
     key, _ = _sorted_unique(key)  # by product, then date; one entry per (product, date)
     code, day = key >> 32, key & 0xFFFFFFFF
     same = code[1:] == code[:-1]
     gap_code, gap = code[1:][same], np.diff(day)[same]
-    n = len(names)
-    # Each product's most common interval (the smallest on a tie), vectorised over products.
     kinds = np.full(n, UNKNOWN, dtype=object)
     step = np.zeros(n, dtype=np.int64)
     if gap.size:
@@ -136,21 +156,15 @@ def detect_frequency(
         kinds[has & (step == 1)] = DAILY
         for i in np.flatnonzero(has & (step != 1)):
             kinds[i] = _kind_of(int(step[i]), weekly_share[i], monthly_share[i])
-    per = {str(names[i]): str(kinds[i]) for i in range(n)}
-    tally = Counter(kinds.tolist())
-    tally.pop(UNKNOWN, None)
-    if not tally:
-        return Frequency(UNKNOWN, None, 0, 0, per)
-    values = np.array(sorted(tally))
-    counts = np.array([tally[v] for v in values])
-    best = np.lexsort((values != DAILY, -counts))[0]  # most products first, daily on a tie
-    kind = str(values[best])
-    agreeing = int(counts[best])
-    return Frequency(kind, int(np.median(step[kinds == kind])), int(counts.sum()), agreeing, per)
+    return kinds, step
 
 
 def _sorted_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(unique values, counts) by sorting: numpy's hash-based unique is slower on int64 keys."""
+    """(unique values, counts) by sorting: numpy's hash-based unique is slower on int64 keys.
+    Values already strictly increasing (a window read in (product, day) order) are not
+    sorted again."""
+    if (values[1:] > values[:-1]).all():
+        return values, np.ones(values.size, np.int64)
     values = np.sort(values)
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     return values[starts], np.diff(np.r_[starts, values.size])

@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from forecastguard.config import Settings
-from forecastguard.frequency import DAILY, UNKNOWN, Frequency, classify_intervals, detect_frequency
+from forecastguard.frequency import (
+    DAILY,
+    UNKNOWN,
+    Frequency,
+    detect_frequency,
+    product_frequencies,
+)
 from forecastguard.health import coverage, stats
 from forecastguard.health.phi_table import PHI_GRID
 from forecastguard.health.window import NO_EPISODE, WindowData
@@ -38,7 +44,7 @@ DRIFT_CHUNK = 2500  # products per call of the drift tests at 30 + 30 days (work
 # ... and the same number of (product, day) cells with a longer reference (REFERENCE_DAYS
 # 90: 1,250 products a call; 180: 714), so the working memory does not grow with it.
 DRIFT_CHUNK_CELLS = DRIFT_CHUNK * 60
-FREQUENCY_CHUNK_ROWS = 300_000  # sales rows a call of detect_frequency (working memory)
+FREQUENCY_CHUNK_ROWS = 300_000  # sales rows a call of product_frequencies (working memory)
 # Issue 23: the check runs daily; a retrain asked for drift alone needs the global p-value
 # at FDR_ALPHA / RETRAIN_SPENDING, so a month of checks stays within its false-alarm
 # budget (docs/health.md: monthly false retrain requests measured; 5 was not enough with
@@ -456,20 +462,14 @@ def _product_frequency(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
     step = np.zeros(n, np.int64)
     if data.codes.size == 0:
         return kind, step
-    # In groups of products (each product's frequency is its own): detect_frequency's
-    # working memory is ~100 bytes a row, 120 MB for 10,000 products x 120 days.
+    # In groups of products (each product's frequency is its own), for a bounded working
+    # memory (sorting int64 keys: ~40 bytes a row).
     group = max(1, FREQUENCY_CHUNK_ROWS * n // data.codes.size)
     for first in range(0, n, group):
         rows = (data.codes >= first) & (data.codes < first + group)
-        dates = pd.Timestamp("2000-01-01") + pd.to_timedelta(data.day[rows], unit="D")
-        freq = detect_frequency(pd.DataFrame({"product_id": data.codes[rows], "date": dates}))
-        for code, k in freq.per_product.items():
-            kind[int(code)] = k
-    kind_daily = kind == DAILY
-    step[kind_daily] = 1
-    for i in np.flatnonzero(~kind_daily & (kind != UNKNOWN)):
-        days = np.unique(data.day[data.codes == i])
-        step[i] = classify_intervals(np.diff(days))[1] or 0
+        size = min(group, n - first)
+        k, s = product_frequencies(data.codes[rows] - first, data.day[rows], size)
+        kind[first : first + size], step[first : first + size] = k, s
     return kind, step
 
 

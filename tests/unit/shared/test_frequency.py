@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from forecastguard.frequency import DAILY, MONTHLY, WEEKLY, classify_intervals, detect_frequency
+from forecastguard.frequency import (
+    DAILY,
+    MONTHLY,
+    WEEKLY,
+    classify_intervals,
+    detect_frequency,
+    product_frequencies,
+)
 
 
 def long(dates: pd.DatetimeIndex, products: int = 3) -> pd.DataFrame:
@@ -64,3 +71,27 @@ def test_irregular_and_mixed_shapes() -> None:
 def test_single_rows_are_unknown_not_refused() -> None:
     freq = detect_frequency(pd.DataFrame({"product_id": ["A", "B"], "date": ["2024-01-01"] * 2}))
     assert freq.kind == "unknown" and freq.is_daily
+
+
+def test_product_frequencies_agree_with_each_products_own_intervals() -> None:
+    # Daily with gaps, weekly, monthly, every n days, one date, repeated rows; given
+    # shuffled and in (product, day) order (which skips the sort).
+    rng = np.random.default_rng(7)
+    shapes = [
+        np.flatnonzero(rng.random(120) < 0.3),
+        np.arange(3, 120, 7),
+        np.cumsum([29, 31, 30, 28]),
+        np.arange(0, 120, 5),
+        np.array([17]),
+        np.repeat([4, 9, 30], 2),
+    ]
+    codes = np.concatenate([np.full(len(d), i) for i, d in enumerate(shapes)])
+    days = np.concatenate(shapes)
+    expected = [classify_intervals(np.diff(np.unique(d))) for d in shapes]
+    order = rng.permutation(len(codes))
+    for c, d in ((codes[order], days[order]), (codes, days)):
+        kinds, steps = product_frequencies(c, d, len(shapes))
+        assert [(k, s or None) for k, s in zip(kinds, steps, strict=True)] == [
+            (k, s) if k != "unknown" else ("unknown", None) for k, s in expected
+        ]
+    assert kinds[:3].tolist() == [DAILY, WEEKLY, MONTHLY]
