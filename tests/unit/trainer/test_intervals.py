@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 
 from trainer.models.intervals import (
+    LEVEL_FACTOR_BOUNDS,
     IntervalCalibration,
     column_name,
     coverage_summary,
     fit_intervals,
+    level_factor,
     product_scales,
 )
 
@@ -83,7 +85,7 @@ def test_thin_products_are_shrunk_toward_their_groups_relative_scale() -> None:
 
 
 def test_served_forecasts_get_quantiles_never_below_zero_and_the_json_round_trips() -> None:
-    cal = fit_intervals(_frame(0, NOISE), NAIVE)
+    cal = fit_intervals(_frame(0, NOISE), NAIVE, level_power=0.0)
     served = pd.DataFrame(
         {
             "product_id": ["P3"] * 28 + ["new"] * 28,
@@ -106,3 +108,107 @@ def test_bad_input_is_refused() -> None:
         fit_intervals(frame, {"A": 1.0}, levels=(0.1, 1.5))
     with pytest.raises(ValueError, match="lacks"):
         fit_intervals(frame.drop(columns="horizon_step"), {"A": 1.0})
+    with pytest.raises(ValueError, match="level_power"):
+        fit_intervals(frame, {"A": 1.0}, level_power=-1.0)
+
+
+def _poisson_frame(seed: int, means: dict[str, float], origins: int = 8) -> pd.DataFrame:
+    """Windows of Poisson sales forecast by their true mean (28 days, origins weekly)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for o in range(origins):
+        origin = pd.Timestamp("2024-01-01") + pd.Timedelta(days=7 * o)
+        for p, mean in means.items():
+            step = np.arange(1, 29)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "product_id": p,
+                        "origin_date": origin,
+                        "target_date": origin + pd.to_timedelta(step - 1, unit="D"),
+                        "horizon_step": step,
+                        "predicted": mean,
+                        "actual": rng.poisson(mean, 28).astype(float),
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_the_scale_follows_the_forecast_level() -> None:
+    """Errors whose sd grows with the level (Poisson sales): calibrated at one level,
+    served at four times it, the level factor keeps the coverage; a fixed scale loses it."""
+    means = {f"P{i}": 10.0 for i in range(30)}
+    naive = {p: 4.0 for p in means}
+    higher = _poisson_frame(1, {p: 40.0 for p in means}).rename(
+        columns={"predicted": "predicted_units"}
+    )
+    coverage = {}
+    for power in (0.0, 0.5):
+        cal = fit_intervals(_poisson_frame(0, means), naive, level_power=power, zero_mass=False)
+        out = cal.apply(higher, column="predicted_units")
+        coverage[power] = coverage_summary(out)["coverage"]
+    assert coverage[0.0] < 0.65  # the sd doubled: the fixed-scale interval is too narrow
+    assert 0.74 <= coverage[0.5] <= 0.86
+    # the factor: (point + 1) / (mean + 1) to the power, within its bounds
+    assert level_factor(np.array([40.0]), np.array([10.0]), 0.5)[0] == pytest.approx(
+        np.sqrt(41 / 11)
+    )
+    assert level_factor(np.array([1e6]), np.array([1.0]), 1.0)[0] == LEVEL_FACTOR_BOUNDS[1]
+    assert level_factor(np.array([0.0]), np.array([1e6]), 1.0)[0] == LEVEL_FACTOR_BOUNDS[0]
+
+
+def test_an_intermittent_products_lower_quantiles_sit_at_zero() -> None:
+    """A product that sells nothing on ~15 % of days and ~20 on the others: P10 is 0 with
+    the point mass, so the 10-90 interval covers its zero days; without it, the pooled
+    shape puts P10 well above 0 and the zero days fall outside."""
+    rng = np.random.default_rng(3)
+    frame = _poisson_frame(0, {"steady": 20.0, "other": 20.0, "gappy": 17.0})
+    gappy = frame["product_id"] == "gappy"
+    zero_days = rng.random(gappy.sum()) < 0.15
+    frame.loc[gappy, "actual"] = np.where(zero_days, 0.0, rng.poisson(20.0, gappy.sum()))
+    naive = {"steady": 6.0, "other": 6.0, "gappy": 8.0}
+    served = pd.DataFrame(
+        {
+            "product_id": ["gappy"] * 28 + ["steady"] * 28,
+            "target_date": list(pd.date_range("2025-01-01", periods=28)) * 2,
+            "predicted_units": [17.0] * 28 + [20.0] * 28,
+        }
+    )
+    with_mass = fit_intervals(frame, naive, zero_mass=True)
+    assert with_mass.zero_shares["gappy"] == pytest.approx(0.15, abs=0.06)
+    assert with_mass.zero_shares["steady"] < 0.01
+    out = with_mass.apply(served, column="predicted_units")
+    mine = out["product_id"] == "gappy"
+    assert (out.loc[mine, "p10"] == 0.0).all()
+    assert (out.loc[~mine, "p10"] > 10.0).all()  # the steady product keeps its own P10
+    assert (out["p10"] <= out["p50"]).all() and (out["p50"] <= out["p90"]).all()
+    without = fit_intervals(frame, naive, zero_mass=False).apply(served, column="predicted_units")
+    assert (without.loc[mine, "p10"] > 2.0).all()
+
+
+def test_new_fields_round_trip_and_an_older_calibration_loads_unchanged() -> None:
+    cal = fit_intervals(_poisson_frame(0, {"A": 5.0, "B": 0.5}), {"A": 2.0, "B": 1.0})
+    assert cal.level_power > 0 and cal.mean_points and cal.zero_shares
+    again = IntervalCalibration.from_dict(cal.to_dict())
+    assert again == cal
+    old = {
+        k: v
+        for k, v in cal.to_dict().items()
+        if k not in ("level_power", "mean_points", "zero_shares", "zero_model")
+    }
+    legacy = IntervalCalibration.from_dict(old)
+    assert legacy.level_power == 0.0 and not legacy.zero_shares and legacy.zero_model == ()
+    served = pd.DataFrame(
+        {
+            "product_id": ["A"] * 3,
+            "target_date": pd.date_range("2025-01-01", periods=3),
+            "predicted_units": 5.0,
+        }
+    )
+    values = legacy.apply(served, column="predicted_units")
+    q = legacy.quantiles[0]
+    expected = np.clip(5.0 + legacy.scales["A"] * np.array(q), 0, None)
+    assert values[["p10", "p50", "p90"]].iloc[0].to_numpy() == pytest.approx(
+        np.maximum.accumulate(expected)
+    )
