@@ -94,7 +94,8 @@ resource "google_bigquery_dataset_iam_member" "dataflow_edits_dataset" {
   member     = google_service_account.dataflow[0].member
 }
 
-# Temp and staging files of the job, under <prefix>/dataflow/ only.
+# Temp and staging files of the job, under <prefix>/dataflow/temp and /staging only: not
+# templates/, so a worker cannot replace the spec the health function launches.
 resource "google_storage_bucket_iam_member" "dataflow_temp" {
   count = var.scale_enabled ? 1 : 0
 
@@ -105,7 +106,7 @@ resource "google_storage_bucket_iam_member" "dataflow_temp" {
   condition {
     title       = "only-dataflow-temp"
     description = "The Dataflow job's temp and staging files only"
-    expression  = "resource.name.startsWith(\"${local.dataflow_prefix_object}\")"
+    expression  = "resource.name.startsWith(\"${local.dataflow_prefix_object}temp\") || resource.name.startsWith(\"${local.dataflow_prefix_object}staging\")"
   }
 }
 

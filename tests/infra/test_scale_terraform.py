@@ -115,6 +115,11 @@ def test_the_health_account_launches_as_the_worker_account(tf: Terraform) -> Non
     assert ("roles/iam.serviceAccountUser", "service_account:dataflow") in grants
     assert ("roles/storage.objectViewer", "storage_bucket:artifacts?dataflow-templates") in grants
     assert tf.locals["dataflow_templates_object"] == "${local.dataflow_prefix_object}templates/"
+    # The workers write temp and staging files, never the spec they are launched from.
+    work = tf.resource("google_storage_bucket_iam_member", "dataflow_temp")["condition"][0]
+    assert "templates" not in work["expression"] and "staging" in work["expression"]
+    assert tf.locals["dataflow_temp_location"].startswith("gs://${local.artifact_bucket_name}/")
+    assert tf.locals["dataflow_staging_location"].endswith("${local.dataflow_prefix}staging")
     # Only the health account launches: the scheduler has no Dataflow role any more.
     assert not {g for g in iam_grants(tf) if g[0] == "scheduler" and "dataflow" in g[2] + g[1]}
     # The function may launch from its first event: the spec and every grant first.

@@ -454,7 +454,9 @@ _CONDITIONS = {
     "${local.sql_condition.expression}": "sql",  # the one Cloud SQL instance
     "${local.gcf_sources_condition.expression}": "gcf-sources",  # Google's source copies
     'resource.name.startsWith("${local.health_reports_prefix}")': "health",  # reports only
-    'resource.name.startsWith("${local.dataflow_prefix_object}")': "dataflow",  # temp, staging
+    # the Dataflow job's temp and staging files (not the template spec)
+    'resource.name.startsWith("${local.dataflow_prefix_object}temp") || '
+    'resource.name.startsWith("${local.dataflow_prefix_object}staging")': "dataflow",
     # the Flex Template spec only (the health account launches it)
     'resource.name.startsWith("${local.dataflow_templates_object}")': "dataflow-templates",
 }
