@@ -74,7 +74,7 @@ resource "google_bigquery_dataset" "scale" {
 
   project       = var.project_id
   dataset_id    = var.bigquery_dataset_id
-  location      = var.bigquery_location
+  location      = var.bigquery_location != "" ? var.bigquery_location : var.region
   description   = "forecastguard at scale: sales, forecasts, holdout errors, per-product check results"
   labels        = var.labels
   friendly_name = "forecastguard"

@@ -602,9 +602,9 @@ variable "bigquery_dataset_id" {
 }
 
 variable "bigquery_location" {
-  description = "Location of the BigQuery dataset (a region, or US/EU); the Dataflow region should be in it."
+  description = "Location of the BigQuery dataset (a region, or US/EU). Empty: the deployment's region, where the Dataflow jobs run (a dataset elsewhere makes every check read across regions)."
   type        = string
-  default     = "US"
+  default     = ""
 }
 
 variable "bigquery_deletion_protection" {

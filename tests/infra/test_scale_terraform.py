@@ -266,3 +266,13 @@ def test_a_failed_or_late_job_alerts(tf: Terraform) -> None:
     prefix = tf.locals["dataflow_job_prefix"]
     assert job_name(date(2026, 5, 30), "event-1").startswith(prefix)
     assert all('starts_with("${local.dataflow_job_prefix}")' in f for f in filters)
+
+
+def test_the_dataset_is_where_the_jobs_run_unless_set(tf: Terraform) -> None:
+    # A dataset in another location than the Dataflow region makes every check read
+    # across regions: by default it follows the deployment's region.
+    assert tf.variables["bigquery_location"]["default"] == ""
+    dataset = tf.resource("google_bigquery_dataset", "scale")
+    assert dataset["location"] == (
+        '${var.bigquery_location != "" ? var.bigquery_location : var.region}'
+    )
