@@ -355,6 +355,79 @@ def record(
     )
 
 
+def record_partitioned(
+    engine: sa.Engine,
+    *,
+    model_version: str,
+    run_id: str,
+    run_uri: str,
+    metrics: dict[str, Any],
+    reason: str,
+    residuals: list[dict[str, Any]],
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Register a partitioned champion (issue 26) in one transaction: the previous
+    champion retired, this row `champion` (kind "partitioned"), and `residuals` — each
+    partition's serving model's holdout errors (`residual_rows`), under this version —
+    in `model_residuals`, the health check's reference for every product."""
+    now = (now or datetime.now(UTC)).replace(tzinfo=None)
+    row = _registry_row(
+        model_version=model_version,
+        kind="partitioned",
+        run_id=run_id,
+        run_uri=run_uri,
+        status="champion",
+        metrics=metrics,
+        reason=reason,
+        request_id=request_id,
+        now=now,
+    )
+    rows = [r | {"model_version": model_version} for r in residuals]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(model_registry)
+            .where(model_registry.c.status == "champion")
+            .where(model_registry.c.model_version != model_version)
+            .values(status="retired")
+        )
+        conn.execute(
+            sa.delete(model_residuals).where(model_residuals.c.model_version == model_version)
+        )
+        upsert_rows(conn, model_residuals, rows)
+        upsert_rows(conn, model_registry, [row])
+    log.info(
+        "partitioned champion recorded",
+        extra={"model_version": model_version, "residual_rows": len(rows), "reason": reason},
+    )
+
+
+def champion_residuals(
+    engine: sa.Engine, model_version: str, products: list[str]
+) -> list[dict[str, Any]]:
+    """`model_version`'s stored holdout errors of `products` (a kept partition's, carried
+    into the partitioned champion that replaces it)."""
+    out: list[dict[str, Any]] = []
+    wanted = sorted(set(products))
+    with engine.connect() as conn:
+        for i in range(0, len(wanted), 1000):
+            rows = conn.execute(
+                sa.select(
+                    model_residuals.c.product_id,
+                    model_residuals.c.target_date,
+                    model_residuals.c.error,
+                ).where(
+                    model_residuals.c.model_version == model_version,
+                    model_residuals.c.product_id.in_(wanted[i : i + 1000]),
+                )
+            ).all()
+            out += [
+                {"model_version": model_version, "product_id": p, "target_date": d, "error": e}
+                for p, d, e in rows
+            ]
+    return out
+
+
 def publish(
     store: ArtifactStore,
     *,
@@ -456,11 +529,15 @@ class ChampionEvaluation:
         return Scores.from_metrics(self.evaluation.metrics)
 
 
+CURRENT = "current"  # evaluate_champion's default: the champion champion.json names
+
+
 def evaluate_champion(
     store: ArtifactStore,
     prepared: Any,
     workdir: str | Path,
     evaluation: Any = None,
+    pointer: ChampionPointer | str | None = CURRENT,
 ) -> ChampionEvaluation:
     """Score the current champion on exactly the challenger's test windows.
 
@@ -468,15 +545,17 @@ def evaluate_champion(
     own bias correction is applied, as when it serves. A baseline champion: its scores
     are the challenger's `evaluation`'s figures for that baseline (same windows, this
     run's settings). A champion that cannot be loaded or scored is reported with a
-    note, and the challenger is judged as a first model.
+    note, and the challenger is judged as a first model. `pointer` names another
+    champion (a partition's, issue 26; None: there is none) instead of champion.json's.
     """
     from trainer.data.windowing import make_windows
     from trainer.judge.evaluate import baseline_evaluation, evaluate
     from trainer.models.lstm import predict_split
     from trainer.serve.artifacts import IncompleteRun, load_model_bundle, read_champion
 
-    pointer = read_champion(store)
-    if pointer is None:
+    if pointer == CURRENT:
+        pointer = read_champion(store)
+    if pointer is None or isinstance(pointer, str):
         return ChampionEvaluation(None, None, None)
     try:
         if is_baseline(pointer.kind):

@@ -30,6 +30,10 @@ log = get_logger(__name__)
 # stays within 10 minutes on 2 cores (docs/benchmarks.md, Trainer); 20 trials alone take
 # about 17 minutes there. More trials: raise it, or run Cloud Run tasks in parallel.
 DEFAULT_TUNING_TIMEOUT_S = 150.0
+# Issue 26: how long a task waits for the shared tuning, and task 0 for every partition
+# (the job's default task timeout, 6 h).
+DEFAULT_GATHER_TIMEOUT_S = 21600.0
+DEFAULT_PARTITION_SIZE = 5000  # trainer.run.partitions.DEFAULT_PARTITION_SIZE
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -127,6 +131,18 @@ def optuna_url(settings: Settings, database: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def _partition_key(raw: str | None) -> str | None:
+    """TRAIN_PARTITION_KEY checked at the entry point (a regex with one capturing group)."""
+    from trainer.run.partitions import PartitionError, compile_key
+
+    key = (raw or "").strip() or None
+    try:
+        compile_key(key)
+    except PartitionError as exc:
+        raise ConfigError(str(exc)) from None
+    return key
+
+
 def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings, Any]:
     """Settings and JobOptions from the parsed flags and the environment (pure)."""
     from trainer.judge.promotion import Tolerances
@@ -189,6 +205,9 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
         tolerances=tolerances,
         shap_products=params["shap_products"],
         request=RequestInfo.from_env(environ),
+        partition_size=params.get("partition_size") or DEFAULT_PARTITION_SIZE,
+        partition_key=_partition_key(params.get("partition_key")),
+        gather_timeout_s=params.get("gather_timeout") or DEFAULT_GATHER_TIMEOUT_S,
     )
     if task_index >= task_count:
         raise ConfigError(f"CLOUD_RUN_TASK_INDEX={task_index} >= CLOUD_RUN_TASK_COUNT={task_count}")
@@ -295,6 +314,29 @@ def build(params: dict[str, Any], environ: Mapping[str, str]) -> tuple[Settings,
     default=0,
     show_default=True,
     help="The job's max retries: earlier failed attempts leave the request running.",
+)
+@click.option(
+    "--partition-size",
+    envvar="TRAIN_PARTITION_SIZE",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PARTITION_SIZE,
+    show_default=True,
+    help="Products per partition (issue 26): a larger group is cut into stable hash ranges, "
+    "one model each; the job's tasks share the partitions.",
+)
+@click.option(
+    "--partition-key",
+    envvar="TRAIN_PARTITION_KEY",
+    help="Regex with one capturing group: the attribute of the product id partitions group "
+    "by (e.g. '^(B\\d+)_' for the pasta brands); default: no attribute, hash ranges only.",
+)
+@click.option(
+    "--gather-timeout",
+    envvar="TRAIN_GATHER_TIMEOUT_S",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_GATHER_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a task waits for the shared tuning, and task 0 for every partition.",
 )
 def command(**params: Any) -> None:
     """Run the forecastguard trainer job once."""

@@ -35,7 +35,15 @@ from trainer.report.emailer import Attachment, EmailOutcome, SmtpConfig, build_m
 from trainer.run.options import JobOptions, RequestInfo
 from trainer.run.steps import now
 
-__all__ = ["JobOptions", "RequestInfo", "TrainOutcome", "run_job", "run_train", "send_report"]
+__all__ = [
+    "JobOptions",
+    "RequestInfo",
+    "TrainOutcome",
+    "run_job",
+    "run_partitioned",
+    "run_train",
+    "send_report",
+]
 
 log = get_logger(__name__)
 
@@ -85,6 +93,12 @@ def run_train(
 
     cfg = opts.train_config
     run_id = opts.run_id
+    # Issue 26: a catalogue of several partitions is trained by the job's tasks together.
+    from trainer.run.partitioned import partition_plan
+
+    plan = partition_plan(engine, store, opts, workdir)
+    if plan is not None:
+        return run_partitioned(settings, opts, engine, store, plan, workdir=workdir)
     if opts.task_index > 0 and not opts.optuna_storage:
         log.warning(
             "task > 0 without OPTUNA_STORAGE has no shared study to tune: nothing to do",
@@ -156,6 +170,37 @@ def run_train(
         )
         outcome.email = email.to_dict()
     return outcome
+
+
+def run_partitioned(
+    settings: Settings,
+    opts: JobOptions,
+    engine: sa.Engine,
+    store: ArtifactStore,
+    plan: Any,
+    *,
+    workdir: Path,
+) -> TrainOutcome | None:
+    """This task's partitions (`trainer.run.partitioned`); task 0 then gathers them,
+    promotes per partition and forecasts. Returns None on the other tasks."""
+    from trainer.run.partitioned import gather, run_task
+
+    params, tuning = run_task(engine, store, plan, opts, workdir)
+    if opts.task_index > 0:
+        log.info("partitions of this task done; task 0 gathers", extra={"run_id": opts.run_id})
+        return None
+    result = gather(
+        engine, store, plan, opts, params, tuning, workdir, bigquery=forecast_target(settings)
+    )
+    return TrainOutcome(
+        run_id=opts.run_id,
+        model_version=opts.run_id,
+        run_uri=result["run_uri"],
+        decision=result["decision"],
+        metrics=result["metrics"],
+        files=["partitions.json", "params.json", "metrics.json", "report.md", "manifest.json"],
+        forecast=result["forecast"],
+    )
 
 
 def send_report(
@@ -249,7 +294,7 @@ def _summary(outcome: TrainOutcome | None) -> dict[str, Any]:
         "reason": outcome.decision.reason,
         "serving": outcome.metrics.get("serving", {}).get("model_version"),
         "rmsse": outcome.metrics["model"]["rmsse"],
-        "rmse": outcome.metrics["model"]["rmse"],
+        "rmse": outcome.metrics["model"].get("rmse"),  # a partitioned run has none pooled
         "forecast": outcome.forecast,
         "email": outcome.email,
     }

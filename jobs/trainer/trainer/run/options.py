@@ -13,6 +13,7 @@ from typing import Any
 from trainer.config import TrainConfig
 from trainer.judge.promotion import Tolerances
 from trainer.models.tuning import UNITS
+from trainer.run.partitions import DEFAULT_PARTITION_SIZE
 
 __all__ = ["JobOptions", "RequestInfo"]
 
@@ -57,3 +58,9 @@ class JobOptions:
     tolerances: Tolerances = field(default_factory=Tolerances)
     shap_products: int = 8
     request: RequestInfo = field(default_factory=RequestInfo)
+    # Issue 26: products per partition (TRAIN_PARTITION_SIZE), the attribute pattern on
+    # the product id (TRAIN_PARTITION_KEY), and how long a task waits for the shared
+    # tuning and task 0 for every partition (TRAIN_GATHER_TIMEOUT_S).
+    partition_size: int = DEFAULT_PARTITION_SIZE
+    partition_key: str | None = None
+    gather_timeout_s: float = 21600.0

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from trainer.models.tuning import TuningResult
     from trainer.report.explain import Explanation
     from trainer.report.render import ReportData
-    from trainer.serve.artifacts import ModelBundle, RunWriter
+    from trainer.serve.artifacts import ChampionPointer, ModelBundle, RunWriter
     from trainer.types import Prepared
 
 log = get_logger(__name__)
@@ -131,15 +131,20 @@ def judge(
     tolerances: Tolerances,
     model_version: str,
     workdir: Path,
+    champion: ChampionPointer | str | None = "current",
 ) -> Judgement:
-    """Score the champion and the best baseline on the challenger's test window; decide."""
+    """Score the champion and the best baseline on the challenger's test window; decide.
+
+    `champion`: the champion to judge against — champion.json's ("current"), a
+    partition's (issue 26), or None (there is none: a first model).
+    """
     from trainer.judge.evaluate import baseline_evaluation, best_baseline
     from trainer.judge.promotion import decide, evaluate_champion
     from trainer.serve.forecast import baseline_kind, describe_kind
 
     evaluation = ch.evaluation
     with timed(log, "stage champion", stage="champion"):
-        champ = evaluate_champion(store, prepared, workdir / "champion", evaluation)
+        champ = evaluate_champion(store, prepared, workdir / "champion", evaluation, champion)
     best = best_baseline(evaluation)
     base_eval = baseline_evaluation(evaluation, best)
     base_kind = baseline_kind(best)

@@ -59,7 +59,11 @@ BLEND = "blend"  # debiased LSTM and LightGBM of the run (the share chosen on va
 BASELINE_PREFIX = "baseline:"
 SEASONAL_NAIVE = "baseline:seasonal_naive"
 MOVING_AVERAGE = "baseline:moving_average"
-KINDS = (LSTM, LIGHTGBM, BLEND, SEASONAL_NAIVE, MOVING_AVERAGE)
+# Issue 26: one forecaster per partition of the catalogue, listed in the run's
+# partitions.json (`PartitionedForecaster`).
+PARTITIONED = "partitioned"
+PARTITIONS_FILE = "partitions.json"
+KINDS = (LSTM, LIGHTGBM, BLEND, SEASONAL_NAIVE, MOVING_AVERAGE, PARTITIONED)
 TRAINED_KINDS = (LSTM, LIGHTGBM, BLEND)
 
 
@@ -84,6 +88,7 @@ def describe_kind(kind: str) -> str:
         LSTM: "the trained LSTM",
         LIGHTGBM: "the trained LightGBM",
         BLEND: "the blend of the trained LSTM and LightGBM",
+        PARTITIONED: "one model per partition of the catalogue",
     }.get(kind, f"the {kind} model")
 
 
@@ -209,12 +214,86 @@ def _load_trained(store: ArtifactStore, pointer: ChampionPointer, workdir: Path)
     return load_trained(store, pointer.run_id, pointer.kind, workdir)
 
 
+@dataclass(frozen=True)
+class PartitionedForecaster:
+    """One forecaster per partition (issue 26): a product is forecast by its partition's.
+
+    `products` maps each product trained on to its partition; a product first seen later
+    is assigned by the saved `partitioning` (its group's hash range). A product whose
+    group has no partition gets no forecast (logged), as no model was trained for it.
+    """
+
+    model_version: str
+    partitioning: Any  # trainer.run.partitions.Partitioning
+    members: dict[str, Forecaster]  # partition name -> its serving forecaster
+    products: dict[str, str]  # product id -> partition name
+    kind: str = PARTITIONED
+
+    def assignment(self, product_ids: list[str]) -> dict[str, str]:
+        """Each product's partition (those of unknown groups left out, logged)."""
+        from trainer.run.partitions import PartitionError
+
+        out = {p: self.products[p] for p in product_ids if p in self.products}
+        for pid in (p for p in product_ids if p not in self.products):
+            try:
+                out.update(self.partitioning.assign([pid]))
+            except PartitionError as exc:
+                log.warning("product without a partition: no forecast", extra={"error": str(exc)})
+        return out
+
+    def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Each partition's forecaster on its products' sales, the frames concatenated."""
+        ids = sorted(sales["product_id"].astype(str).unique())
+        where = self.assignment(ids)
+        frames = []
+        for name, member in self.members.items():
+            mine = [p for p in ids if where.get(p) == name]
+            if not mine:
+                continue
+            part = sales[sales["product_id"].isin(mine)]
+            promos = None if promotions is None else promotions[promotions["product_id"].isin(mine)]
+            frames.append(member.forecast(part, promos))
+        if not frames:
+            raise ValueError("no product of the sales belongs to a partition of this champion")
+        return pd.concat(frames, ignore_index=True)
+
+
+def read_partitions(store: ArtifactStore, run_id: str, workdir: Path) -> dict[str, Any]:
+    """A partitioned run's partitions.json (hash checked)."""
+    download_run(store, run_id, workdir, names=[PARTITIONS_FILE])
+    return json.loads((workdir / PARTITIONS_FILE).read_text())
+
+
+def _load_partitioned(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
+    from trainer.run.partitions import Partitioning
+
+    doc = read_partitions(store, pointer.run_id, workdir)
+    fields = ChampionPointer.__dataclass_fields__
+    loaded: dict[tuple[str, str], Forecaster] = {}  # a model kept by several partitions
+    members: dict[str, Forecaster] = {}
+    for name, entry in doc["entries"].items():
+        member = ChampionPointer(
+            **({"promoted_at": ""} | {k: v for k, v in entry.items() if k in fields})
+        )
+        if member.kind == PARTITIONED:
+            raise ValueError(f"partition {name} names another partitioned run: not servable")
+        key = (member.run_id, member.kind)
+        if key not in loaded:
+            loaded[key] = load_forecaster(store, member, workdir / f"{name}-{member.kind}")
+        members[name] = loaded[key]
+    products = {p: name for name, ids in doc["products"].items() for p in ids}
+    return PartitionedForecaster(
+        pointer.model_version, Partitioning.from_dict(doc["partitioning"]), members, products
+    )
+
+
 LOADERS: dict[str, Callable[[ArtifactStore, ChampionPointer, Path], Forecaster]] = {
     LSTM: _load_lstm,
     LIGHTGBM: _load_trained,
     BLEND: _load_trained,
     SEASONAL_NAIVE: _load_baseline,
     MOVING_AVERAGE: _load_baseline,
+    PARTITIONED: _load_partitioned,
 }
 
 

@@ -1,0 +1,587 @@
+"""A training run over partitions of the catalogue, shared by the job's tasks (issue 26).
+
+Used when the catalogue makes more than one partition (`trainer.run.partitions`); with
+one partition `trainer.run.main.run_train` runs as before. Every task of the execution
+(`CLOUD_RUN_TASK_INDEX` of `CLOUD_RUN_TASK_COUNT`, or local subprocesses with the same
+variables) computes the same partitioning from the product ids, then:
+
+1. **Tuning, once, shared.** Task 0 tunes the model parameters on a budgeted,
+   representative sample of products — `partition_size` products taken evenly from
+   every partition (`partitions.tuning_sample`), so one partition's cost — and writes
+   them to `partitioned/<execution>/tuning.json`; the other tasks wait for that file.
+   Every partition trains with these parameters.
+2. **Each task its partitions** (partition i by task i mod count): sales of the
+   partition's products only, prepared, the challenger trained, judged against *that
+   partition's* champion (a partitioned champion's member for the same partition; a
+   champion from before partitions — one model — is scored on the partition's
+   products; none: the best baseline). Each partition is a sealed run of its own,
+   `runs/<execution>-<partition>/` (model, metrics.json, per_product.csv, holdout.csv of
+   what serves it, quality.json), and a done-marker `partitioned/<execution>/done/<p>.json`
+   with its decision and scores. A retried task skips partitions already marked done.
+3. **Gather** (task 0, after its own partitions, waiting for every marker up to
+   `gather_timeout_s`). Promotion is per partition: a partition's challenger replaces
+   its champion only if it beats it (and the baselines, for a first model) by the usual
+   rule. When any partition changed, the gather writes a sealed run `runs/<run_id>/`
+   whose `partitions.json` lists each partition's serving model (the champion
+   manifest: `champion.json` then has kind `partitioned`), registers it as the champion
+   (`model_residuals`: each product's errors by the model that serves it), and forecasts
+   every product by its partition's model. `metrics.json` and `report.md` say which
+   partitions changed and compare per-partition with whole-catalogue promotion on the
+   same test window.
+
+A partition that fails in its task fails the gather (no champion changes; the run is
+marked failed) — the champion's other partitions stay as they are.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from forecastguard.logs import get_logger, timed
+from forecastguard.safetext import csv_text
+from forecastguard.storage import ArtifactNotFound, ArtifactStore
+from trainer.judge.promotion import Decision
+from trainer.run.options import JobOptions
+from trainer.run.partitions import Partitioning, make_partitioning, partitions_of_task
+
+log = get_logger(__name__)
+
+COORDINATION = "partitioned"  # <ARTIFACT_URI>/partitioned/<execution>/...
+POLL_S = 5.0
+
+
+class GatherError(RuntimeError):
+    """The partitions of a run could not all be gathered (a task failed or timed out)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """This execution's partitioning, the products of each partition, and the champion
+    each partition is judged against."""
+
+    partitioning: Partitioning
+    products: dict[str, list[str]]  # partition -> its products (sorted)
+    champions: dict[str, dict[str, Any] | None]  # partition -> champion pointer (dict)
+    note: str | None = None  # why partitions have no champion, if they have none
+
+    @property
+    def names(self) -> list[str]:
+        """Partitions with products, in order."""
+        return [n for n in self.partitioning.names if self.products.get(n)]
+
+
+def base_id(opts: JobOptions) -> str:
+    """The execution's id without the attempt suffix (shared by all tasks and retries),
+    short enough for `<base>-p0000` to be a run id."""
+    return opts.study_id[:58]
+
+
+def coordination_key(opts: JobOptions, name: str) -> str:
+    """`partitioned/<execution>/<name>` (tuning.json, done/<partition>.json)."""
+    return f"{COORDINATION}/{base_id(opts)}/{name}"
+
+
+def partition_run_id(opts: JobOptions, partition: str) -> str:
+    """The sealed run of one partition: `<execution>-<partition>`."""
+    return f"{base_id(opts)}-{partition}"
+
+
+def plan(store: ArtifactStore, product_ids: list[str], opts: JobOptions, workdir: Path) -> Plan:
+    """The partitioning of `product_ids` and each partition's champion.
+
+    A partitioned champion made with the same settings keeps its partitioning (its hash
+    ranges), so each partition is judged against its own champion; a champion from
+    before partitions (one model) is every partition's champion.
+    """
+    from trainer.run.partitions import PartitionError
+    from trainer.serve.artifacts import read_champion
+    from trainer.serve.forecast import PARTITIONED, read_partitions
+
+    pointer = read_champion(store)
+    fresh = make_partitioning(product_ids, opts.partition_size, opts.partition_key)
+    partitioning, entries, note = fresh, None, None
+    if pointer is not None and pointer.kind == PARTITIONED:
+        try:
+            doc = read_partitions(store, pointer.run_id, workdir / "champion-partitions")
+            old = Partitioning.from_dict(doc["partitioning"])
+            if old.same_settings(opts.partition_size, opts.partition_key):
+                old.assign(product_ids)  # every current product has a partition
+                partitioning, entries = old, doc["entries"]
+            else:
+                note = (
+                    f"the champion {pointer.model_version} was partitioned with other "
+                    "settings: every partition is judged as a first model"
+                )
+        except (PartitionError, ArtifactNotFound, KeyError, ValueError, OSError) as exc:
+            note = f"the champion's partitions cannot be reused ({exc}): first models"
+    assignment = partitioning.assign(product_ids)
+    products: dict[str, list[str]] = {n: [] for n in partitioning.names}
+    for pid in sorted(assignment):
+        products[assignment[pid]].append(pid)
+    champions: dict[str, dict[str, Any] | None] = {}
+    for name in partitioning.names:
+        if pointer is None:
+            champions[name] = None
+        elif pointer.kind == PARTITIONED:
+            champions[name] = (entries or {}).get(name)
+        else:  # a champion from before partitions serves every partition
+            champions[name] = asdict(pointer)
+    return Plan(partitioning, products, champions, note)
+
+
+def _wait_for(store: ArtifactStore, keys: list[str], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    missing = [k for k in keys if not store.exists(k)]
+    while missing:
+        if time.monotonic() > deadline:
+            raise GatherError(
+                f"{what}: {len(missing)} of {len(keys)} not written after {timeout_s:.0f} s "
+                f"(first: {missing[0]})"
+            )
+        log.info("waiting for other tasks", extra={"what": what, "missing": len(missing)})
+        time.sleep(POLL_S)
+        missing = [k for k in missing if not store.exists(k)]
+
+
+def collect(store: ArtifactStore, keys: list[str], timeout_s: float) -> list[dict[str, Any]]:
+    """Every partition's done-marker, waiting for them; a partition that failed for good
+    (its task has no retry left) fails the gather at once, one whose task will be
+    retried is waited for."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _wait_for(store, keys, max(0.0, deadline - time.monotonic()), "partitions")
+        markers = [store.read_json(k) for k in keys]
+        failed = [m for m in markers if "error" in m]
+        if not failed:
+            return markers
+        if any(m.get("final", True) for m in failed) or time.monotonic() > deadline:
+            raise GatherError(
+                "partition(s) failed, nothing promoted: "
+                + "; ".join(f"{m['partition']}: {m['error']}" for m in failed)
+            )
+        log.info("waiting for retried partitions", extra={"failed": len(failed)})
+        time.sleep(POLL_S)
+
+
+def shared_params(
+    engine: sa.Engine, store: ArtifactStore, p: Plan, opts: JobOptions
+) -> tuple[Any, dict[str, Any]]:
+    """The model parameters every partition trains with: tuned by task 0 on the tuning
+    sample and written to tuning.json; other tasks read them (waiting if need be)."""
+    from trainer.config import ModelParams
+    from trainer.data.load import load_sales
+    from trainer.data.prepare import prepare
+    from trainer.run import steps as rs
+    from trainer.run.partitions import tuning_sample
+
+    key = coordination_key(opts, "tuning.json")
+    if opts.task_index == 0 and not store.exists(key):
+        assignment = {pid: name for name, ids in p.products.items() for pid in ids}
+        sample = tuning_sample(assignment, opts.partition_size)
+        with timed(log, "stage tuning sample", stage="tuning_sample", products=len(sample)):
+            prepared = prepare(load_sales(engine, products=sample), opts.train_config)
+        tuning = rs.tune_params(prepared, replace(opts, task_index=0, task_count=1))
+        store.write_json(key, tuning.to_dict() | {"sample_products": len(sample)})
+    _wait_for(store, [key], opts.gather_timeout_s, "the shared tuning")
+    doc = store.read_json(key)
+    return ModelParams.from_dict(doc["best_params"]), doc
+
+
+def _per_product(evaluation: Any, column: str) -> pd.Series:
+    if evaluation is None:
+        return pd.Series(dtype=float, name=column)
+    return evaluation.per_product.set_index("product_id")["rmsse"].rename(column)
+
+
+def train_partition(
+    engine: sa.Engine,
+    store: ArtifactStore,
+    name: str,
+    p: Plan,
+    params: Any,
+    opts: JobOptions,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Train, judge and seal one partition; returns its done-marker document."""
+    from trainer.data.load import load_sales
+    from trainer.data.prepare import prepare
+    from trainer.judge.evaluate import baseline_evaluation
+    from trainer.models.challenger import save_gbm, save_intervals, train_challenger
+    from trainer.run import steps as rs
+    from trainer.serve.artifacts import ChampionPointer, RunWriter, save_model_bundle
+    from trainer.serve.forecast import TRAINED_KINDS
+
+    cfg = opts.train_config
+    run_id = partition_run_id(opts, name)
+    products = p.products[name]
+    entry = p.champions.get(name)
+    fields = ChampionPointer.__dataclass_fields__
+    champion = (
+        ChampionPointer(**({"promoted_at": ""} | {k: v for k, v in entry.items() if k in fields}))
+        if entry
+        else None
+    )
+    with timed(log, "stage partition", stage="partition", partition=name, products=len(products)):
+        prepared = prepare(load_sales(engine, products=products), cfg)
+        ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)
+        j = rs.judge(store, prepared, ch, opts.tolerances, run_id, workdir / name, champion)
+        base_eval = baseline_evaluation(ch.evaluation, j.base_kind.split(":", 1)[1])
+        writer = RunWriter(store, run_id)
+        bundle = rs.model_bundle(ch, prepared, params, run_id)
+        save_model_bundle(writer, bundle, workdir / name / "bundle")
+        save_gbm(writer, ch.gbm, ch.blend_weight, workdir / name / "bundle")
+        save_intervals(writer, ch.intervals)
+        crowned = {"run_id": run_id, "promoted_at": rs.now()}
+        if j.decision.promote:
+            serving = crowned | {"model_version": run_id, "kind": ch.kind}
+            holdout, served = ch.test, ch.evaluation
+        elif j.fallback is not None:
+            serving = crowned | {"model_version": j.fallback.kind, "kind": j.fallback.kind}
+            holdout, served = j.fallback.holdout, base_eval
+        else:
+            serving = dict(entry or {})
+            holdout, served = None, j.champion.evaluation
+        if "run_uri" not in serving:
+            serving["run_uri"] = writer.uri
+        per = pd.concat(
+            [
+                _per_product(ch.evaluation, "challenger"),
+                _per_product(j.champion.evaluation, "champion"),
+                _per_product(base_eval, "baseline"),
+                _per_product(served, "served"),
+            ],
+            axis=1,
+        ).rename_axis("product_id")
+        if holdout is not None:
+            writer.put_text("holdout.csv", csv_text(holdout))
+        writer.put_text("per_product.csv", csv_text(per.reset_index()))
+        writer.put_json("quality.json", prepared.quality.to_dict())
+        metrics = {
+            **ch.evaluation.metrics,
+            "partition": name,
+            "products": len(products),
+            "candidates": ch.candidates,
+            "served_kind_chosen_on_validation": ch.kind,
+            "champion": {
+                "model_version": j.champion.model_version,
+                "note": j.champion.note,
+                **(j.champion.evaluation.metrics if j.champion.evaluation is not None else {}),
+            },
+            "best_baseline": {"kind": j.base_kind, **j.base_scores.__dict__},
+            "decision": asdict(j.decision),
+            "serving": serving,
+            "data_quality_failures": list(j.quality_failures),
+        }
+        writer.put_json("metrics.json", metrics)
+        writer.seal(
+            model_version=run_id,
+            partition=name,
+            decision=asdict(j.decision),
+            rmsse=ch.evaluation.metrics["model"]["rmsse"],
+            serving=serving,
+        )
+    return {
+        "partition": name,
+        "run_id": run_id,
+        "run_uri": writer.uri,
+        "products": products,
+        "decision": asdict(j.decision),
+        "changed": bool(j.decision.promote or j.fallback is not None),
+        "has_holdout": holdout is not None,
+        "serving": serving,
+        "champion_version": j.champion.model_version,
+        "per_product": {
+            c: {pid: (None if pd.isna(v) else float(v)) for pid, v in per[c].items()}
+            for c in per.columns
+        },
+    }
+
+
+def run_task(
+    engine: sa.Engine, store: ArtifactStore, p: Plan, opts: JobOptions, workdir: Path
+) -> tuple[Any, dict[str, Any]]:
+    """This task's partitions (tuning first, shared); returns (params, tuning summary)."""
+    params, tuning = shared_params(engine, store, p, opts)
+    mine = partitions_of_task(p.names, opts.task_index, opts.task_count)
+    log.info(
+        "partitions of this task",
+        extra={"task_index": opts.task_index, "partitions": mine, "of": len(p.names)},
+    )
+    for name in mine:
+        key = coordination_key(opts, f"done/{name}.json")
+        if store.exists(key) and "error" not in store.read_json(key):
+            continue  # a retried task: this partition is done already
+        try:
+            marker = train_partition(engine, store, name, p, params, opts, workdir)
+        except Exception as exc:
+            # `final`: no retry of this task will come, the gather stops waiting for it.
+            store.write_json(
+                key,
+                {
+                    "partition": name,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "attempt": opts.attempt,
+                    "final": opts.attempt >= opts.max_retries,
+                },
+            )
+            raise
+        store.write_json(key, marker)
+    return params, tuning
+
+
+def served_means(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean RMSSE over every product served, per-partition promotion against promotion
+    as a whole (all partitions' challengers or none, by their mean over all products),
+    on the same test window. A product without a champion score counts its baseline."""
+    rows = []
+    for m in markers:
+        pp = m["per_product"]
+        for pid, ch in pp["challenger"].items():
+            champ = pp.get("champion", {}).get(pid)
+            base = pp["baseline"].get(pid)
+            rows.append(
+                {
+                    "partition": m["partition"],
+                    "challenger": ch,
+                    "incumbent": champ if champ is not None else base,
+                    "served": pp["served"].get(pid),
+                }
+            )
+    frame = pd.DataFrame(rows).astype({"challenger": float, "incumbent": float, "served": float})
+    whole_promotes = bool(frame["challenger"].mean() < frame["incumbent"].mean())
+    whole = frame["challenger"] if whole_promotes else frame["incumbent"]
+    return {
+        "products": len(frame),
+        "per_partition": float(frame["served"].mean()),
+        "whole": float(whole.mean()),
+        "whole_promotes": whole_promotes,
+        "challenger_everywhere": float(frame["challenger"].mean()),
+        "incumbent_everywhere": float(frame["incumbent"].mean()),
+        "note": (
+            "decided and scored on the same test window: an in-sample comparison that "
+            "favours per-partition promotion; the decision rule is the same in both"
+        ),
+    }
+
+
+def report_markdown(
+    run_id: str, markers: list[dict[str, Any]], means: dict[str, Any], decision: Decision
+) -> str:
+    """The gather's report: every partition's decision, which changed, the two modes."""
+    from trainer.report.render import md_text
+
+    lines = [
+        f"# forecastguard partitioned training run {md_text(run_id)}",
+        "",
+        f"{len(markers)} partitions, {means['products']} products. {md_text(decision.reason)}.",
+        "",
+        "| partition | products | challenger | champion | best baseline | serves | changed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in markers:
+        pp = m["per_product"]
+
+        def mean(col: str, pp: dict[str, Any] = pp) -> str:
+            vals = [v for v in pp.get(col, {}).values() if v is not None]
+            return f"{np.mean(vals):.4f}" if vals else "–"
+
+        lines.append(
+            f"| {m['partition']} | {len(m['products'])} | {mean('challenger')} | "
+            f"{mean('champion')} | {mean('baseline')} | {md_text(m['serving']['kind'])} "
+            f"({md_text(m['serving']['model_version'])}) | "
+            f"{'**yes**' if m['changed'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "Mean RMSSE served over all products on this test window: per-partition promotion "
+        f"{means['per_partition']:.4f}; promotion as a whole {means['whole']:.4f} "
+        f"(the challengers {'would' if means['whole_promotes'] else 'would not'} be promoted "
+        f"as a whole). {means['note']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def gather(
+    engine: sa.Engine,
+    store: ArtifactStore,
+    p: Plan,
+    opts: JobOptions,
+    params: Any,
+    tuning: dict[str, Any],
+    workdir: Path,
+    bigquery: Any = None,
+) -> dict[str, Any]:
+    """Task 0: wait for every partition, then promote per partition and forecast."""
+    from trainer.judge.promotion import (
+        Scores,
+        champion_residuals,
+        current_champion_version,
+        publish,
+        record,
+        record_partitioned,
+        residual_rows,
+    )
+    from trainer.run import steps as rs
+    from trainer.run.steps import forecast_with_champion
+    from trainer.serve.artifacts import ChampionPointer, RunWriter, read_champion, run_key
+    from trainer.serve.forecast import PARTITIONED, PARTITIONS_FILE, forecast_with, load_forecaster
+
+    keys = [coordination_key(opts, f"done/{n}.json") for n in p.names]
+    markers = collect(store, keys, opts.gather_timeout_s)
+    changed = [m["partition"] for m in markers if m["changed"]]
+    means = served_means(markers)
+    if changed:
+        reason = (
+            f"partitions {', '.join(changed)} of {len(markers)} changed "
+            "(each beat its own champion or, without one, the best baseline); "
+            f"mean RMSSE served {means['per_partition']:.4g}"
+        )
+    else:
+        reason = f"no partition's challenger beat its champion ({len(markers)} partitions)"
+    decision = Decision(bool(changed), reason, "champion")
+    run_id = opts.run_id
+    writer = RunWriter(store, run_id)
+    entries = {m["partition"]: m["serving"] for m in markers}
+    products = {m["partition"]: m["products"] for m in markers}
+    writer.put_json(
+        PARTITIONS_FILE,
+        {"partitioning": p.partitioning.to_dict(), "entries": entries, "products": products},
+    )
+    writer.put_json(
+        "params.json",
+        {
+            "model_version": run_id,
+            "run_id": run_id,
+            "model_params": params.to_dict(),
+            "train_config": opts.train_config.to_dict(),
+        },
+    )
+    writer.put_json("tuning/summary.json", tuning)
+    served = [v for m in markers for v in m["per_product"]["served"].values() if v is not None]
+    scores = Scores(
+        float(np.mean(served)),
+        float(np.percentile(served, 90) / max(np.median(served), 1e-12)) if served else None,
+    )
+    metrics = {
+        "model": {"rmsse": scores.rmsse},
+        "fairness": {"disparity_p90_over_median": scores.disparity},
+        "run_id": run_id,
+        "model_version": run_id,
+        "kind": PARTITIONED,
+        "partitioning": p.partitioning.to_dict() | {"note": p.note},
+        "partitions": {
+            m["partition"]: {
+                "run_id": m["run_id"],
+                "products": len(m["products"]),
+                "decision": m["decision"],
+                "changed": m["changed"],
+                "serving": m["serving"],
+            }
+            for m in markers
+        },
+        "changed_partitions": changed,
+        "serving": (
+            {"kind": PARTITIONED, "model_version": run_id}
+            if changed
+            else {"model_version": getattr(read_champion(store), "model_version", None)}
+        ),
+        "promotion_modes": means,
+        "decision": asdict(decision),
+        "tuning": tuning,
+    }
+    writer.put_json("metrics.json", metrics)
+    writer.put_text("report.md", report_markdown(run_id, markers, means, decision))
+    writer.seal(
+        model_version=run_id,
+        kind=PARTITIONED,
+        decision=asdict(decision),
+        rmsse=scores.rmsse,
+        serving={"kind": PARTITIONED if changed else None, "changed": changed},
+    )
+    if not changed:
+        record(
+            engine,
+            model_version=run_id,
+            run_id=run_id,
+            run_uri=writer.uri,
+            metrics=metrics,
+            decision=decision,
+            holdout=pd.DataFrame(columns=["product_id", "target_date", "actual", "predicted"]),
+            request_id=opts.request.request_id,
+            kind=PARTITIONED,
+        )
+        forecast = forecast_with_champion(engine, store, workdir / "serving", bigquery)
+        return {
+            "metrics": metrics,
+            "decision": decision,
+            "run_uri": writer.uri,
+            "forecast": forecast,
+        }
+    # Residuals: each product's errors by the model that serves it now.
+    old_version = current_champion_version(engine)
+    residuals: list[dict[str, Any]] = []
+    for m in markers:
+        if m["has_holdout"]:
+            frame = pd.read_csv(io.StringIO(store.read_text(run_key(m["run_id"], "holdout.csv"))))
+            residuals += residual_rows(run_id, frame)
+        elif old_version is not None:
+            residuals += champion_residuals(engine, old_version, m["products"])
+    # Every partition's model must load before anything is recorded: a champion that
+    # cannot serve is never registered.
+    candidate = ChampionPointer(run_id, run_id, writer.uri, rs.now(), kind=PARTITIONED)
+    forecaster = load_forecaster(store, candidate, workdir / "serving")
+    record_partitioned(
+        engine,
+        model_version=run_id,
+        run_id=run_id,
+        run_uri=writer.uri,
+        metrics=metrics,
+        reason=reason,
+        residuals=residuals,
+        request_id=opts.request.request_id,
+    )
+    publish(
+        store,
+        model_version=run_id,
+        run_id=run_id,
+        run_uri=writer.uri,
+        scores=scores,
+        kind=PARTITIONED,
+    )
+    forecast = forecast_with(engine, forecaster, bigquery=bigquery).to_dict()
+    return {"metrics": metrics, "decision": decision, "run_uri": writer.uri, "forecast": forecast}
+
+
+def partition_plan(
+    engine: sa.Engine, store: ArtifactStore, opts: JobOptions, workdir: Path
+) -> Plan | None:
+    """The execution's plan, or None when the catalogue is one partition (the run is
+    then today's single-model run)."""
+    from trainer.data.load import load_product_ids
+
+    product_ids = load_product_ids(engine)
+    if len(product_ids) <= opts.partition_size and not opts.partition_key:
+        return None
+    p = plan(store, product_ids, opts, workdir)
+    if len(p.names) <= 1:
+        return None
+    log.info(
+        "partitioned run",
+        extra={
+            "partitions": len(p.names),
+            "products": len(product_ids),
+            "partition_size": opts.partition_size,
+            "partition_key": opts.partition_key,
+            "note": p.note,
+        },
+    )
+    return p
