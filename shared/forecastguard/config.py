@@ -174,6 +174,10 @@ class Settings:
     # (0: the window's length; a product with less history uses what it has;
     # docs/health.md measures 30, 90 and 180).
     reference_days: int = _setting("REFERENCE_DAYS", 90, _number(int, low=0, high=366))
+    # Issue 23: after a retrain asked for the served model produced a rejected challenger,
+    # a drift that persists asks again only when something new happens or after this many
+    # days, doubled with each rejected challenger (forecastguard.health.backoff); 0: off.
+    retrain_backoff_days: int = _setting("RETRAIN_BACKOFF_DAYS", 7, _number(int, low=0, high=365))
     # `forecastguard load-sales` (docs/security.md): the most units one row may hold (a
     # row above it is refused), and the largest file it reads, in bytes.
     sales_max_units: float = _setting(

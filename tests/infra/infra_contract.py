@@ -92,6 +92,8 @@ NOT_WIRED_ON_GCP: dict[str, str] = {
     "DB_READ_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "REFERENCE_DAYS": "the health check's default reference (90 days, issue 23) applies "
     "on Google Cloud; docs/health.md measures its time and memory",
+    "RETRAIN_BACKOFF_DAYS": "the health check's default retrain back-off (7 days, doubled "
+    "with each rejected challenger; issue 23) applies on Google Cloud",
     "DB_WRITE_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "DB_STATEMENT_TIMEOUT_S": "the library's default database timeouts apply on Google Cloud",
     "SALES_MAX_UNITS": "read by `forecastguard load-sales` only, run by an operator",

@@ -12,6 +12,8 @@ for by a Pub/Sub event is stored under the event's id: a redelivery reuses it.
 
 Missing or stale sales make the model unhealthy but never ask for a retrain (retraining
 cannot make up data): they raise an alert (an ERROR log line `health data missing`).
+A drift that persists after a rejected challenger asks again only when something new
+happens or its back-off is over (`forecastguard.health.backoff`, RETRAIN_BACKOFF_DAYS).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import sqlalchemy as sa
 from forecastguard.config import ConfigError, Settings
 from forecastguard.db.engine import database_error, database_errors
 from forecastguard.db.schema import health_checks
+from forecastguard.health.backoff import decide as decide_backoff
 from forecastguard.health.check import (
     HealthParams,
     HealthResult,
@@ -332,6 +335,7 @@ class HealthService:
                     "health data has values that are not finite numbers",
                     extra={"products": len(bad), "first": bad[0]["product_id"]},
                 )
+            self._decide_backoff(result)
             self._report_and_store(result, data, holdout, event_id)
             f.update(
                 check_id=result.check_id,
@@ -360,8 +364,32 @@ class HealthService:
         result.check_id = result.check_id or str(uuid.uuid4())
         result.checked_at = result.checked_at or datetime.now(UTC).replace(microsecond=0)
         with database_errors():
+            self._decide_backoff(result)
             self._report_and_store(result, data, holdout, event_id, products=store_products)
         return self._act(result)
+
+    def _decide_backoff(self, result: HealthResult) -> None:
+        """Issue 23: whether a retrain the result would ask for is held back because a
+        challenger of the same champion was rejected and nothing new happened since
+        (`forecastguard.health.backoff`); stored with the result as
+        `outputs["retrain_backoff"]`, so a redelivered event decides the same."""
+        days = self.settings.retrain_backoff_days
+        if days <= 0 or result.healthy or not result.model_version:
+            return
+        with self.engine.connect() as conn:
+            decision = decide_backoff(
+                conn,
+                result.summary(),
+                result.products,
+                base_days=days,
+                now=result.checked_at or datetime.now(UTC),
+            )
+        if decision is not None:
+            result.outputs["retrain_backoff"] = decision
+            log.info(
+                "retrain back-off",
+                extra={"held": decision["held"], "reason": decision["reason"]},
+            )
 
     def _report_and_store(
         self,
@@ -428,6 +456,9 @@ class HealthService:
                 extra={"window_end": summary["window_end"], "p_value": summary["p_value"]},
             )
             return {"published": False, "error": None, "skipped": held}
+        backoff = summary.get("retrain_backoff") or {}
+        if backoff.get("held"):
+            return {"published": False, "error": None, "skipped": backoff["reason"]}
         message = retrain_message(summary)
         outcome: dict[str, Any] = {
             "request_id": message.request_id,
