@@ -12,7 +12,8 @@ over products, the interval score. Beside them, the same baselines with the naiv
 the quantiles of the history's differences at the same lag, per product, no
 calibration on held-out forecasts) for seasonal naive.
 
-    nice -n 10 .venv/bin/python bench/interval_bench.py [--shrinkage 28] [--json out.json]
+    nice -n 10 .venv/bin/python bench/interval_bench.py [--shrinkage 28] [--level-power G]
+        [--zero-mass] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from _pasta import pasta_path
 CUTOFFS = ("2018-03-05", "2018-06-04", "2018-09-03", "2018-10-08", "2018-11-05", "2018-12-03")
 
 
-def run(cutoff: str, sales: pd.DataFrame, shrinkage: float = 28.0) -> list[dict]:
+def run(cutoff: str, sales: pd.DataFrame, shrinkage: float = 28.0, **options: object) -> list[dict]:
     """The baselines' interval figures on one cutoff's test window."""
     from trainer.config import TrainConfig
     from trainer.data.prepare import prepare
@@ -42,7 +43,7 @@ def run(cutoff: str, sales: pd.DataFrame, shrinkage: float = 28.0) -> list[dict]
     cfg = TrainConfig(test_days=28, val_days=56, interval_shrinkage=shrinkage)
     prepared = prepare(sales[sales["date"] <= end], cfg)
     t0 = time.perf_counter()
-    intervals = calibrate_intervals(prepared, cfg, {})
+    intervals = calibrate_intervals(prepared, cfg, {}, baseline_options=options)
     seconds = time.perf_counter() - t0
     # the evaluation's baseline forecasts of the test windows, scored with their intervals
     w = prepared.test
@@ -91,9 +92,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", type=Path)
     p.add_argument("--shrinkage", type=float, default=28.0, help="TrainConfig.interval_shrinkage")
+    p.add_argument(
+        "--level-power",
+        type=float,
+        help="fit_intervals' level_power for the baselines (default: the trainer's "
+        "BASELINE_INTERVALS, a fixed scale)",
+    )
+    p.add_argument(
+        "--zero-mass",
+        action="store_true",
+        help="fit_intervals' zero_mass for the baselines (default: off, as the trainer)",
+    )
     args = p.parse_args(argv)
+    from trainer.models.challenger import BASELINE_INTERVALS
+
+    options: dict[str, object] = dict(BASELINE_INTERVALS) | {"zero_mass": args.zero_mass}
+    if args.level_power is not None:
+        options["level_power"] = args.level_power
     sales = read_pasta(pasta_path()).to_long()
-    rows = [r for c in CUTOFFS for r in run(c, sales, args.shrinkage)]
+    rows = [r for c in CUTOFFS for r in run(c, sales, args.shrinkage, **options)]
     frame = pd.DataFrame(rows)
     table = frame.pivot_table(
         index="forecaster", columns="cutoff", values="coverage", aggfunc="first"

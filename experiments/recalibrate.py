@@ -11,7 +11,10 @@ own. With the options of the run's trainer the run's quantiles come back (`--che
 
 Options: `--level-power` (γ of the level factor; 0: a fixed scale), `--no-zero-mass`,
 `--with-test` (calibrate on the validation and the trainer's test-split forecasts, the
-horizon just before the cutoff, as the trainer serves).
+horizon just before the cutoff). `--variants` prints, instead, the backtest's interval
+fields (`coverage_80`, `coverage_80_p10`, `wspl`) of the served forecaster for each of
+`VARIANTS` at every dumped cutoff, beside the run's quantile-LightGBM reference: the
+offline method search of issue 27.
 """
 
 from __future__ import annotations
@@ -32,6 +35,18 @@ from experiments.models.base import QUANTILE_LEVELS
 
 # backtest model -> (the dump's served kind, the calibration's kind); "trainer": the
 # kind the trainer chose at that cutoff
+VARIANTS: dict[str, dict[str, Any]] = {
+    "pooled shape (the first version)": {"level_power": 0.0, "zero_mass": False},
+    "+ level factor γ 0.5": {"level_power": 0.5, "zero_mass": False},
+    "+ level factor γ 1": {"level_power": 1.0, "zero_mass": False},
+    "+ zero mass": {"level_power": 0.0, "zero_mass": True},
+    "+ level factor γ 1 + zero mass": {"level_power": 1.0, "zero_mass": True},
+    "+ level factor γ 1 + zero mass, with test": {
+        "level_power": 1.0,
+        "zero_mass": True,
+        "with_test": True,
+    },
+}
 MODELS: dict[str, tuple[str, str]] = {
     "debiased_lstm": ("lstm", "lstm"),
     "trainer_lightgbm": ("lightgbm", "lightgbm"),
@@ -118,6 +133,36 @@ def requantile(
     return out
 
 
+def variants_table(forecasts: pd.DataFrame, scale_frame: pd.DataFrame, dumps: dict) -> str:
+    """Markdown: each `VARIANTS` entry's served `coverage_80`, `coverage_80_p10` and
+    `wspl` per cutoff and on average, and the run's reference models'."""
+    from experiments.metrics import interval_scores
+
+    rows = []
+    for name, options in VARIANTS.items():
+        new = requantile(forecasts[forecasts["model"] == "trainer"], dumps, **options)
+        rows.append(interval_scores(new, scale_frame).assign(variant=name))
+    refs = forecasts[forecasts["model"].isin(["lightgbm_quantile", "lightgbm_cqr"])]
+    if not refs.empty:
+        ref = interval_scores(refs, scale_frame)
+        rows.append(ref.assign(variant=ref["model"] + " (reference)"))
+    table = pd.concat(rows, ignore_index=True)
+    cutoffs = sorted(table["cutoff"].unique())
+    lines = [
+        "| variant | " + " | ".join(f"WSPL {c}" for c in cutoffs) + " | coverage_80 | "
+        "coverage_80_p10 | WSPL |",
+        "|---|" + "---|" * (len(cutoffs) + 3),
+    ]
+    for name, g in table.groupby("variant", sort=False):
+        wspl = g.set_index("cutoff")["wspl"]
+        cells = " | ".join(f"{wspl.get(c, float('nan')):.4f}" for c in cutoffs)
+        lines.append(
+            f"| {name} | {cells} | {g['coverage_80'].mean():.3f} | "
+            f"{g['coverage_80_p10'].mean():.3f} | {g['wspl'].mean():.4f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the re-derived run (or, with `--check`, compare it with the run's own)."""
     p = argparse.ArgumentParser(prog="python -m experiments.recalibrate", description=__doc__)
@@ -127,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level-power", type=float, default=None, help="γ (default: the module's)")
     p.add_argument("--no-zero-mass", action="store_true")
     p.add_argument("--with-test", action="store_true")
+    p.add_argument("--variants", action="store_true", help="print the VARIANTS table")
     p.add_argument(
         "--check",
         action="store_true",
@@ -143,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.level_power is not None:
         options["level_power"] = args.level_power
     forecasts = pd.read_csv(raw / "forecasts.csv.gz", parse_dates=["cutoff", "date"])
+    if args.variants:
+        scale_frame = pd.read_csv(raw / "scales.csv", parse_dates=["cutoff"])
+        print(variants_table(forecasts, scale_frame, dumps))
+        return 0
     new = requantile(forecasts, dumps, **options)
     if args.check:
         cols = [quantile_column(a) for a in QUANTILE_LEVELS]

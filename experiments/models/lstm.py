@@ -218,7 +218,8 @@ def dump_interval_inputs(
     The pickle holds, per candidate kind: the validation forecasts the trainer calibrated
     on (`calibration`: origins every `val_origin_every` days, the LSTM's offsets
     cross-fitted, the held-out LightGBM; rebuilt from the trained models exactly as
-    `train_challenger` builds them, and checked against its calibration), their
+    `train_challenger` builds them, and checked against its served calibration, which
+    may include the test split's: `served_with_test`), their
     forecasts of the trainer's test split (`test`, the horizon before the cutoff), the served
     forecasts from the cutoff (`served`), each product's naive scale, the history's units
     and the trainer's choice. Raises `RuntimeError` if the rebuilt frames do not give the
@@ -245,12 +246,19 @@ def dump_interval_inputs(
     test = {LSTM: ch.correction.apply(ch.lstm_test_raw), LIGHTGBM: gbm_frame(gbm, prepared, "test")}
     test[BLEND] = blend(test[LSTM], test[LIGHTGBM], ch.blend_weight)
     naive = naive_scales(prepared)
+    with_test = {}  # kind -> whether the served calibration includes the test forecasts
     for kind, frame in cal.items():
-        again = fit_intervals(
-            frame, naive, levels=cfg.interval_levels, shrinkage=cfg.interval_shrinkage
-        )
-        if not np.allclose(again.quantiles, ch.intervals[kind].quantiles):
-            raise RuntimeError(f"{kind}: the rebuilt validation frame gives another calibration")
+        served_q = ch.intervals[kind].quantiles
+        for extended in (True, False):
+            data = pd.concat([frame, test[kind]], ignore_index=True) if extended else frame
+            again = fit_intervals(
+                data, naive, levels=cfg.interval_levels, shrinkage=cfg.interval_shrinkage
+            )
+            if np.allclose(again.quantiles, served_q):
+                with_test[kind] = extended
+                break
+        else:
+            raise RuntimeError(f"{kind}: the rebuilt forecasts give another calibration")
     keep = ["product_id", "target_date", "horizon_step", "origin_date", "actual", "predicted"]
     payload = {
         "cutoff": str(task.history.dates[-1].date()),
@@ -266,6 +274,7 @@ def dump_interval_inputs(
         "dates": task.history.dates,
         "units": task.history.units,
         "config": {"levels": cfg.interval_levels, "shrinkage": cfg.interval_shrinkage},
+        "served_with_test": with_test,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
