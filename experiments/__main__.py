@@ -49,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         nargs="+",
         metavar="DIR",
         help="merge the raw results of runs made with --keep-forecasts (e.g. the cutoffs "
-        "split over several processes) into one report in --out",
+        "split over several processes; their models may differ) into one report in --out",
     )
     src.add_argument(
         "--data", type=Path, help="pasta CSV, or the folder that holds it (read in place)"
@@ -203,9 +203,14 @@ def load_raw(folders: list[Path]) -> tuple[BacktestResult, list[dict[str, Any]]]
     cutoffs = [c for m in metas for c in m["cutoffs"]]
     if len(set(cutoffs)) != len(cutoffs):
         raise SystemExit(f"--merge: a cutoff is in more than one run ({sorted(cutoffs)})")
+    # runs may differ in their models (e.g. a costly reference left out of some cutoffs):
+    # every table then shows the cutoffs each model ran at
     models = [set(f["model"].unique()) for f, _, _ in parts]
     if any(m != models[0] for m in models):
-        raise SystemExit("--merge: the runs differ in their models")
+        log.warning(
+            "--merge: the runs differ in their models",
+            extra={"models": [sorted(m) for m in models]},
+        )
     notes: dict[str, list[dict[str, Any]]] = {}
     for meta in metas:
         for model, rows in meta["notes"].items():
