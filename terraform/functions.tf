@@ -66,7 +66,7 @@ resource "google_cloudfunctions2_function" "health_http" {
     timeout_seconds                  = var.health_timeout_s
     ingress_settings                 = "ALLOW_ALL"
     all_traffic_on_latest_revision   = true
-    environment_variables            = merge(local.common_env, local.health_check_env, local.health_http_env)
+    environment_variables            = merge(local.common_env, local.health_check_env, local.health_engine_env, local.health_http_env)
     max_instance_request_concurrency = 1
     # sql_private_ip: the instance's private address through the VPC connector.
     vpc_connector                 = local.vpc_connector
@@ -127,7 +127,7 @@ resource "google_cloudfunctions2_function" "health_pubsub" {
     timeout_seconds                  = var.health_timeout_s
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
-    environment_variables            = merge(local.common_env, local.health_check_env, local.health_scale_env)
+    environment_variables            = merge(local.common_env, local.health_check_env, local.health_engine_env, local.health_scale_env)
     max_instance_request_concurrency = 1
     # sql_private_ip: the instance's private address through the VPC connector.
     vpc_connector                 = local.vpc_connector

@@ -69,21 +69,26 @@ locals {
     MIN_DRIFT_EFFECT     = tostring(var.min_drift_effect)
   }
 
-  # Issue 24, health_pubsub only (the scheduled check; the HTTPS endpoint answers with the
-  # result, in-process): the engine choice and the Flex Template launch
-  # (forecastguard.health.engine, forecastguard.health.dataflow). An empty value is unset:
-  # without scale_enabled there is no DATAFLOW_TEMPLATE and the check stays in-process.
-  # BIGQUERY_URL only for a BigQuery installation (then always Dataflow); a Cloud SQL one
-  # hands over above HEALTH_MAX_INPROCESS_PRODUCTS products. DB_PASS_SECRET: the secret's
-  # name the workers read the password from (never the password).
-  health_scale_env = {
+  # Issue 24, both health functions: where this installation's checks run
+  # (forecastguard.health.engine). An empty value is unset: without scale_enabled there is
+  # no DATAFLOW_TEMPLATE and every check is in-process. BIGQUERY_URL only for a BigQuery
+  # installation (then always Dataflow); a Cloud SQL one hands over above
+  # HEALTH_MAX_INPROCESS_PRODUCTS products. health_pubsub launches the job; health_http
+  # then answers with the newest stored check (it neither reads BigQuery nor launches).
+  health_engine_env = {
     DATAFLOW_TEMPLATE             = var.scale_enabled ? local.dataflow_template_spec : ""
-    DATAFLOW_REGION               = var.scale_enabled ? var.region : ""
-    DATAFLOW_SERVICE_ACCOUNT      = var.scale_enabled ? one(google_service_account.dataflow[*].email) : ""
-    DATAFLOW_TEMP_LOCATION        = var.scale_enabled ? local.dataflow_temp_location : ""
     HEALTH_MAX_INPROCESS_PRODUCTS = var.scale_enabled ? tostring(var.health_max_inprocess_products) : ""
     BIGQUERY_URL                  = local.bigquery_installation ? local.bigquery_url : ""
-    DB_PASS_SECRET                = var.scale_enabled && !var.db_iam_auth ? google_secret_manager_secret.secret["db-pass"].secret_id : ""
+  }
+
+  # Issue 24, health_pubsub only: the Flex Template launch (forecastguard.health.dataflow).
+  # DB_PASS_SECRET: the secret's name the workers read the password from (never the
+  # password).
+  health_scale_env = {
+    DATAFLOW_REGION          = var.scale_enabled ? var.region : ""
+    DATAFLOW_SERVICE_ACCOUNT = var.scale_enabled ? one(google_service_account.dataflow[*].email) : ""
+    DATAFLOW_TEMP_LOCATION   = var.scale_enabled ? local.dataflow_temp_location : ""
+    DB_PASS_SECRET           = var.scale_enabled && !var.db_iam_auth ? google_secret_manager_secret.secret["db-pass"].secret_id : ""
   }
 
   # The HTTPS endpoint's authentication (health_http only; health_pubsub is reached by

@@ -6,6 +6,8 @@
   400 bad parameters, 401 no/wrong token or caller, 404 other paths, 405 other methods,
   413 a body over 64 KiB, 503 database unavailable (or not migrated), 500 a bug. The
   caller is authenticated before the body is read; every request is logged (`request`).
+  Where the scheduled checks run on Dataflow (issue 24), it answers with the newest
+  stored check (`"stored": true`; 503 with Retry-After before the first one).
 - `health_pubsub`: the CloudEvent of the scheduled Pub/Sub message; its data may carry
   {as_of, window_days}. A malformed message is logged and acknowledged (a retry would
   fail the same way); a database failure raises, so Pub/Sub delivers it again; the check
@@ -36,7 +38,7 @@ from forecastguard.auth import Authenticator, Caller
 from forecastguard.db.engine import DatabaseUnavailable, SchemaMissing
 from forecastguard.health.dataflow import LaunchError
 from forecastguard.health.params import BadRequest, parse_check_params, parse_json
-from forecastguard.health.service import get_service
+from forecastguard.health.service import NoStoredCheck, get_service
 from forecastguard.logs import configure_logging, get_logger
 
 log = get_logger("forecastguard.functions.health")
@@ -99,7 +101,11 @@ def _handle(request: flask.Request, fields: dict[str, Any]) -> flask.Response:
         fields["error"] = str(exc)
         return _reply(400, {"error": str(exc)})
     try:
-        result = get_service().run(as_of, window_days)
+        result = get_service().answer(as_of, window_days)
+    except NoStoredCheck as exc:  # a Dataflow installation before its first stored check
+        response = _reply(503, {"error": str(exc)})
+        response.headers["Retry-After"] = "3600"
+        return response
     except SchemaMissing as exc:
         log.error("database schema missing", extra={"error": str(exc)})
         return _reply(503, {"error": "database schema missing: run `forecastguard db upgrade`"})

@@ -30,9 +30,11 @@ _HEALTH_CHECK = DB_VARS | {
 
 # Environment variables each component's settings read on Google Cloud.
 COMPONENT_ENV: dict[str, frozenset[str]] = {
-    # The HTTPS endpoint also authenticates its callers.
+    # The HTTPS endpoint also authenticates its callers, and knows where the checks run
+    # (issue 24: on Dataflow it answers with the newest stored check).
     "health": _HEALTH_CHECK
-    | {"HEALTH_API_TOKEN", "HEALTH_AUDIENCE", "HEALTH_ALLOWED_CALLERS", "ALLOW_UNAUTHENTICATED"},
+    | {"HEALTH_API_TOKEN", "HEALTH_AUDIENCE", "HEALTH_ALLOWED_CALLERS", "ALLOW_UNAUTHENTICATED"}
+    | {"DATAFLOW_TEMPLATE", "HEALTH_MAX_INPROCESS_PRODUCTS", "BIGQUERY_URL"},
     # Reached only by its push subscription (Cloud Run checks the OIDC token): no token.
     # Issue 24: the scheduled check picks its engine and launches the Flex Template
     # (empty, hence unset, without scale_enabled; BIGQUERY_URL only for a BigQuery

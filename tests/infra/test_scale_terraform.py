@@ -100,8 +100,12 @@ def test_one_scheduled_path_the_function_picks_the_engine(tf: Terraform) -> None
         "${var.scale_enabled && !var.db_iam_auth ? "
         'google_secret_manager_secret.secret["db-pass"].secret_id : ""}'
     )
-    # The HTTPS endpoint answers with the result: always in-process.
-    assert not {k for k in http if k.startswith("DATAFLOW_")} and "BIGQUERY_URL" not in http
+    # The HTTPS endpoint knows where the checks run (to answer with the stored one) but
+    # launches nothing: none of the launch's settings.
+    for name in ("DATAFLOW_TEMPLATE", "HEALTH_MAX_INPROCESS_PRODUCTS", "BIGQUERY_URL"):
+        assert http[name] == pubsub[name], name
+    launch = {"DATAFLOW_REGION", "DATAFLOW_SERVICE_ACCOUNT", "DATAFLOW_TEMP_LOCATION"}
+    assert not launch & set(http) and "DB_PASS_SECRET" not in http
     plane = tf.variables["scale_data_plane"]
     assert plane["default"] == "bigquery" and "cloudsql" in str(plane["validation"])
     assert tf.variables["health_max_inprocess_products"]["default"] == (

@@ -138,6 +138,21 @@ class StoredCheck:
         """The stored check's reason kinds."""
         return list(self.summary.get("reason_kinds") or [])
 
+    @property
+    def check_id(self) -> str | None:
+        """The stored check's id."""
+        return self.summary.get("check_id")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored summary as `/model/health` answers it: marked `stored`, without the
+        per-product list (a check at scale keeps those rows in its data plane)."""
+        return {**self.summary, "stored": True}
+
+
+class NoStoredCheck(LookupError):
+    """`/model/health` on an installation whose checks run on Dataflow, before any check
+    ending on or before the asked day (with its window) has been stored."""
+
 
 class LaunchedCheck:
     """A scheduled check handed to Dataflow (issue 24): the launch's outcome."""
@@ -237,6 +252,52 @@ class HealthService:
                 raise
             raise error from exc
         return self._act(result)
+
+    def answer(
+        self, as_of: date | None = None, window_days: int | None = None
+    ) -> HealthResult | StoredCheck:
+        """`/model/health`: the check run here, unless this installation's checks run on
+        Dataflow (a BigQuery installation, or a catalogue above
+        HEALTH_MAX_INPROCESS_PRODUCTS; issue 24): then the newest stored check ending on or
+        before `as_of` with that window, since a request must neither read a data plane
+        this process does not hold nor launch a job. Raises `NoStoredCheck` when there is
+        none yet, `DatabaseUnavailable` when the database fails."""
+        from forecastguard.health.engine import INPROCESS
+
+        as_of = as_of or default_as_of()
+        days = window_days or self.settings.window_days
+        with database_errors():
+            engine, n = self.choose(as_of, days)
+            if engine != INPROCESS:
+                stored = self._latest_stored(as_of, days)
+        if engine == INPROCESS:
+            return self.run(as_of, days)
+        if stored is None:
+            raise NoStoredCheck(
+                f"no stored health check ends on or before {as_of.isoformat()} with a "
+                f"{days}-day window yet: this installation's checks run on Dataflow, "
+                "on schedule"
+            )
+        log.info(
+            "health answered with a stored check",
+            extra={"check_id": stored.check_id, "engine": engine, "products": n},
+        )
+        return stored
+
+    def _latest_stored(self, as_of: date, window_days: int) -> StoredCheck | None:
+        """The newest stored check with `window_days` days ending on or before `as_of`."""
+        c = health_checks.c
+        query = (
+            sa.select(c.window_start, c.window_end, c.result_json)
+            .where(c.as_of <= as_of)
+            .order_by(c.as_of.desc(), c.checked_at.desc())
+            .limit(50)
+        )
+        with self.engine.connect() as conn:
+            for start, end, text in conn.execute(query):
+                if (end - start).days + 1 == window_days:
+                    return StoredCheck(json.loads(text))
+        return None
 
     @cached_property
     def dataflow(self) -> Any:

@@ -244,3 +244,44 @@ def test_the_worker_reads_the_password_from_secret_manager(secret_manager) -> No
     missing = Settings.from_env({}, gcp_project="demo-project", db_pass_secret="other")
     with pytest.raises(ConfigError, match=r"DB_PASS_SECRET 'other'.*HTTP 404"):
         with_db_pass(missing, session, endpoint)
+
+
+def test_the_https_endpoint_of_a_dataflow_installation_answers_the_stored_check(
+    filled_engine,
+) -> None:
+    """/model/health neither reads a data plane the function does not hold nor launches a
+    job per request: it answers with the newest stored check of that window."""
+    bigquery = {**CLOUD, "bigquery_url": "bigquery://demo-project/forecastguard"}
+    auth = {"Authorization": "Bearer " + str(use_service(filled_engine).settings.health_api_token)}
+    day = AS_OF.isoformat()
+    with GrpcRecorder() as rec:
+        _service(filled_engine, rec, **bigquery)
+        client = app("health_http", "http").test_client()
+        before = client.get(f"/model/health?as_of={day}&window_days=30", headers=auth)
+        # The scheduled Dataflow check stores its result (here: one computed in-process).
+        stored = use_service(filled_engine).run(AS_OF, 30)
+        _service(filled_engine, rec, **bigquery)
+        after = client.get(f"/model/health?as_of={day}&window_days=30", headers=auth)
+        other_window = client.get(f"/model/health?as_of={day}&window_days=14", headers=auth)
+        earlier = client.get("/model/health?as_of=2026-05-01&window_days=30", headers=auth)
+        assert rec.calls_to(LAUNCH) == []
+    assert before.status_code == 503 and before.headers["Retry-After"] == "3600"
+    assert "run on Dataflow" in before.get_json()["error"]
+    assert after.status_code == 200, after.get_data(as_text=True)
+    body = after.get_json()
+    assert body["stored"] is True and body["check_id"] == stored.check_id
+    assert body["healthy"] is stored.healthy and "products" not in body
+    assert other_window.status_code == 503 and earlier.status_code == 503
+    assert _stored(filled_engine) == 1  # answering stores nothing
+
+
+def test_the_https_endpoint_below_the_size_still_checks_in_process(filled_engine) -> None:
+    with GrpcRecorder() as rec:
+        service = _service(filled_engine, rec, **{**CLOUD, "metrics_sink": None})
+        auth = {"Authorization": f"Bearer {service.settings.health_api_token}"}
+        client = app("health_http", "http").test_client()
+        response = client.get(f"/model/health?as_of={AS_OF.isoformat()}", headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert "stored" not in body and len(body["products"]) == 20
+    assert _stored(filled_engine) == 1
