@@ -112,19 +112,26 @@ class IntervalCalibration:
 
     def quantile_values(self, products: Sequence[str], step: np.ndarray, point: np.ndarray) -> dict:
         """`{column: values}` for points `point` of `products` at horizon `step` (1-based)."""
-        ids = [str(p) for p in products]
-        scale = np.array([self.scales.get(p, self.default_scale) for p in ids])
+        # per-product figures looked up once per distinct product, then spread to rows
+        unique, row = np.unique(
+            np.asarray([str(p) for p in products], dtype=object), return_inverse=True
+        )
+
+        def lookup(table: Mapping[str, float], missing: float) -> np.ndarray:
+            return np.array([table.get(p, missing) for p in unique], dtype=float)[row]
+
+        scale = lookup(self.scales, self.default_scale)
         q = np.asarray(self.quantiles, dtype=float)[self.band(step)]  # (N, L)
         point = np.asarray(point, dtype=float)
         if self.level_power:
-            mean = np.array([self.mean_points.get(p, np.nan) for p in ids])
+            mean = lookup(self.mean_points, np.nan)
             scale = scale * np.nan_to_num(level_factor(point, mean, self.level_power), nan=1.0)
         values = np.clip(point[:, None] + scale[:, None] * q, 0.0, None)
         if self.zero_model:
-            seen = np.array([p in self.zero_shares for p in ids])
-            share = np.array([self.zero_shares.get(p, 0.0) for p in ids])
-            mean = np.array([self.mean_points.get(p, 0.0) for p in ids])
-            p0 = np.where(seen, zero_probability(self.zero_model, share, point, mean), 0.0)
+            share = lookup(self.zero_shares, np.nan)
+            mean = lookup(self.mean_points, 0.0)
+            p0 = zero_probability(self.zero_model, np.nan_to_num(share), point, mean)
+            p0 = np.where(np.isnan(share), 0.0, p0)  # a product not seen: no zero mass
             for i, a in enumerate(self.levels):
                 if a < 0.5:
                     values[p0 > a, i] = 0.0
@@ -316,18 +323,16 @@ def fit_intervals(
     data = data[np.isfinite(data["predicted"].to_numpy(dtype=float))]
     if data.empty:
         raise ValueError("no residual to calibrate the intervals on")
-    ids = data["product_id"].astype(str)
+    # per-product figures on integer codes (a dict lookup per row is slow at scale)
+    codes, uniques = pd.factorize(data["product_id"].astype(str).to_numpy(dtype=object))
     point = data["predicted"].to_numpy(dtype=float)
-    mean_points = pd.Series(np.clip(point, 0.0, None)).groupby(ids.to_numpy()).mean().to_dict()
-    factor = (
-        level_factor(point, ids.map(mean_points).to_numpy(dtype=float), level_power)
-        if level_power
-        else np.ones_like(point)
-    )
+    mean = np.bincount(codes, weights=np.clip(point, 0.0, None)) / np.bincount(codes)
+    mean_points = dict(zip(uniques, mean.tolist(), strict=True))
+    factor = level_factor(point, mean[codes], level_power) if level_power else np.ones_like(point)
     err = (data["actual"].to_numpy(dtype=float) - point) / factor  # level-adjusted
     adjusted = data.assign(actual=point + err)
     scales, default = product_scales(adjusted, naive, shrinkage=shrinkage, groups=groups)
-    s = ids.map(scales).to_numpy(dtype=float)
+    s = np.array([scales[p] for p in uniques], dtype=float)[codes]
     z = np.divide(err, s, out=np.zeros_like(err), where=s > 1e-9)
     starts = np.asarray(band_starts)
     band = np.searchsorted(starts, data["horizon_step"].to_numpy(), side="right") - 1
@@ -347,19 +352,26 @@ def fit_intervals(
         shrinkage=float(shrinkage),
         level_power=float(level_power),
         mean_points=mean_points if level_power or zero_mass else {},
-        **(_zero_mass(data, mean_points) if zero_mass else {}),
+        **(_zero_mass(data, codes, uniques, mean) if zero_mass else {}),
     )
 
 
-def _zero_mass(data: pd.DataFrame, mean_points: Mapping[str, float]) -> dict[str, Any]:
-    """The calibration's `zero_shares` and `zero_model`."""
+ZERO_MODEL_ROWS = 200_000  # the zero model is fitted on at most this many rows (3 numbers)
+
+
+def _zero_mass(
+    data: pd.DataFrame, codes: np.ndarray, uniques: Sequence[str], mean: np.ndarray
+) -> dict[str, Any]:
+    """The calibration's `zero_shares` and `zero_model` (`codes`: each row's product
+    among `uniques`, whose mean points are `mean`)."""
     shares = zero_shares(data)
-    ids = data["product_id"].astype(str)
+    share = np.array([shares[p] for p in uniques], dtype=float)
+    take = slice(None, None, max(1, -(-len(codes) // ZERO_MODEL_ROWS)))  # evenly thinned
     coef = fit_zero_model(
-        data["actual"].to_numpy(dtype=float) <= 0,
-        ids.map(shares).to_numpy(dtype=float),
-        data["predicted"].to_numpy(dtype=float),
-        ids.map(mean_points).to_numpy(dtype=float),
+        data["actual"].to_numpy(dtype=float)[take] <= 0,
+        share[codes][take],
+        data["predicted"].to_numpy(dtype=float)[take],
+        mean[codes][take],
     )
     return {"zero_shares": shares, "zero_model": coef}
 
