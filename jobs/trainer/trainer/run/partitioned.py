@@ -339,8 +339,9 @@ def run_task(
 
 def served_means(markers: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean RMSSE over every product served, per-partition promotion against promotion
-    as a whole (all partitions' challengers or none, by their mean over all products),
-    on the same test window. A product without a champion score counts its baseline."""
+    as a whole (all partitions' challengers or none, by their mean RMSSE over all
+    products only), on the same test window. A product without a champion score counts
+    its baseline."""
     rows = []
     for m in markers:
         pp = m["per_product"]
@@ -366,8 +367,10 @@ def served_means(markers: list[dict[str, Any]]) -> dict[str, Any]:
         "challenger_everywhere": float(frame["challenger"].mean()),
         "incumbent_everywhere": float(frame["incumbent"].mean()),
         "note": (
-            "decided and scored on the same test window: an in-sample comparison that "
-            "favours per-partition promotion; the decision rule is the same in both"
+            "decided and scored on the same test window (in-sample); 'whole' applies the "
+            "mean-RMSSE rule only, while the per-partition decisions also apply the "
+            "disparity, interval-coverage and data-quality guards, which are noisier on a "
+            "small partition"
         ),
     }
 
