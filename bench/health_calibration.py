@@ -55,7 +55,7 @@ forecaster refreshed every 28 days, weekly checks with a 30-day window.
     nice -n 10 .venv/bin/python bench/health_calibration.py [--windows 200]
         [--windows-10k 40] [--part null,power,monthly,pasta] [--json out.json]
         [--resume] [--stop-at 17:55] [--power-products 1000,10000]
-        [--monthly-products 1000]
+        [--monthly-products 1000] [--part mixture: the held-out mixture's alarms by third]
 """
 
 from __future__ import annotations
@@ -194,18 +194,76 @@ def gen_arma11_weekday(rng, n, t):
     return _scaled(rng, x)
 
 
+MIXTURE_THIRDS = ("ar2_0.7_0.2", "arma11_0.8_0.3_t3", "long_memory_sum")
+
+
+def _mixture_third(rng: np.random.Generator, j: int, k: int, t: int) -> np.ndarray:
+    """k series of the mixture's third j (MIXTURE_THIRDS), unscaled."""
+    if j == 0:
+        return _ar(rng, 0.7, rng.standard_normal((k, t)), phi2=0.2)
+    if j == 1:
+        shocks = _t_shocks(rng, 3, (k, t + 1))
+        return _ar(rng, 0.8, shocks[:, 1:] + 0.3 * shocks[:, :-1])
+    return sum(_ar(rng, f, rng.standard_normal((k, t))) for f in (0.3, 0.9, 0.99))
+
+
+def mixture_with_parts(rng: np.random.Generator, n: int, t: int):
+    """(errors, sd, the third of each product) of the `mixture` case."""
+    part = rng.integers(0, 3, n)
+    x = np.empty((n, t))
+    for j in range(3):
+        x[part == j] = _mixture_third(rng, j, int((part == j).sum()), t)
+    errors, sd = _scaled(rng, x / x.std(axis=1, keepdims=True).clip(1e-12))
+    return errors, sd, part
+
+
 def gen_mixture(rng, n, t):
     """Held out as arma11_weekday: a mixture of dependence structures, a third each —
     AR(2) (phi1 0.7, phi2 0.2: near the unit root), ARMA(1,1) (phi 0.8, theta 0.3) with
     t(3) shocks, and a long-memory sum of AR(1) components (phi 0.3, 0.9, 0.99)."""
-    part = rng.integers(0, 3, n)
-    x = np.empty((n, t))
-    k = [int((part == j).sum()) for j in range(3)]
-    x[part == 0] = _ar(rng, 0.7, rng.standard_normal((k[0], t)), phi2=0.2)
-    shocks = _t_shocks(rng, 3, (k[1], t + 1))
-    x[part == 1] = _ar(rng, 0.8, shocks[:, 1:] + 0.3 * shocks[:, :-1])
-    x[part == 2] = sum(_ar(rng, f, rng.standard_normal((k[2], t))) for f in (0.3, 0.9, 0.99))
-    return _scaled(rng, x / x.std(axis=1, keepdims=True).clip(1e-12))
+    errors, sd, _ = mixture_with_parts(rng, n, t)
+    return errors, sd
+
+
+def mixture_part(products: int, windows: int, seed: int, chunk: int = 25) -> dict:
+    """Where the `mixture` null case's alarms come from: its windows (the null part's
+    seeds, chunks of `chunk`) with the flags counted by third, and each third alone as a
+    whole catalogue."""
+    by_part = np.zeros(3, int)
+    alarms = 0
+    for c in range(math.ceil(windows / chunk)):
+        rng = np.random.default_rng([seed, products, case_seed("mixture"), c])
+        for _ in range(min(chunk, windows - c * chunk)):
+            errors, _, part = mixture_with_parts(rng, products, REF_DAYS + DAYS)
+            d = decide(errors, REF_DAYS)
+            alarms += bool(d.drift.any())
+            by_part += [int((d.drift & (part == j)).sum()) for j in range(3)]
+    out: dict = {
+        "products": products,
+        "windows": windows,
+        "mixture_alarms": alarms,
+        "flags_by_third": dict(zip(MIXTURE_THIRDS, by_part.tolist(), strict=True)),
+    }
+    print(f"mixture: {alarms} of {windows} windows alarm; flags {out['flags_by_third']}")
+    for j, name in enumerate(MIXTURE_THIRDS):
+        rng = np.random.default_rng([seed, products, zlib.crc32(name.encode())])
+        hits = flagged = 0
+        sds = []
+        for _ in range(windows):
+            x = _mixture_third(rng, j, products, REF_DAYS + DAYS)
+            errors, _ = _scaled(rng, x / x.std(axis=1, keepdims=True).clip(1e-12))
+            d = decide(errors, REF_DAYS)
+            hits += bool(d.drift.any())
+            flagged += int(d.drift.sum())
+            sds.append(float(d.null_sd_level))
+        out[name] = {
+            "alarms": hits,
+            "flagged": flagged,
+            "null_sd_level_mean": float(np.mean(sds)),
+            "upper95": upper95(hits, windows),
+        }
+        print(f"  {name} alone: {out[name]}", flush=True)
+    return out
 
 
 NULL_CASES = {
@@ -655,6 +713,9 @@ def main() -> None:
             row["level_variance"] = stats.LEVEL_VARIANCE
             out["monthly"].append(row)
             save()
+    if "mixture" in parts:
+        out["mixture_thirds"] = mixture_part(1000, args.windows, args.seed, args.chunk or 25)
+        save()
     if "pasta" in parts:
         out["pasta"] = pasta_part()
         save()
