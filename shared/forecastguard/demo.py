@@ -378,7 +378,12 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo) -> dic
                 story.say(step, f"HTTP {response.status_code}")
                 for line in describe_health(second):
                     story.say(step, line)
-                if not second.get("healthy", True):
+                held = (second.get("retrain") or {}).get("skipped")
+                if not second.get("healthy", True) and held:
+                    # Issue 23's back-off: the drift persists, but the challenger of the
+                    # retrain it asked for was rejected and nothing new happened since.
+                    story.say(step, f"unhealthy again, no retrain: {held}")
+                elif not second.get("healthy", True):
                     # The check published another retrain request: follow it to its end
                     # rather than leave a trainer behind.
                     story.say(step, "unhealthy again: the chain retrains once more")
