@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,62 +32,32 @@ import sqlalchemy as sa
 from forecastguard.config import Settings
 from forecastguard.db.engine import make_engine
 from forecastguard.db.migrate import upgrade
-from forecastguard.db.schema import model_registry, model_residuals, predictions
+from forecastguard.db.schema import model_residuals
 from forecastguard.launcher import LocalLauncher, local_liveness
 from forecastguard.storage import open_store
+from tests.integration.trainer2.test_baseline_fallback import (
+    CFG,
+    UNBEATABLE,
+    _options,
+    _predictions,
+    _registry,
+)
 from tests.unit.trainer.helpers import make_sales
-from trainer.config import TrainConfig
 from trainer.judge.promotion import (
     Decision,
     Scores,
-    Tolerances,
     publish,
     record,
     record_partitioned,
 )
-from trainer.run.main import JobOptions, run_job
+from trainer.run.main import run_job
 from trainer.serve.artifacts import RunWriter, read_champion
 from trainer.serve.forecast import PARTITIONED, PARTITIONS_FILE, TRAINED_KINDS
 
 pytestmark = pytest.mark.slow
 
-CFG = TrainConfig(
-    horizon=7,
-    lookback=14,
-    val_days=14,
-    test_days=14,
-    epochs=1,
-    batch_size=64,
-    min_observations=30,
-    augment_copies=1,
-)
 N_PRODUCTS = 4
 PRODUCTS = [f"P{p:02d}" for p in range(N_PRODUCTS)]
-UNBEATABLE = Tolerances(rmsse=0.95)
-
-
-def _options(run_id: str, **changes) -> JobOptions:
-    base = JobOptions(
-        mode="train",
-        run_id=run_id,
-        study_id=run_id,
-        train_config=CFG,
-        trials=1,
-        search_units=(8,),
-        shap_products=1,
-    )
-    return replace(base, **changes)
-
-
-def _registry(engine) -> dict[str, dict]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(model_registry)).mappings().all()
-    return {r["model_version"]: dict(r) for r in rows}
-
-
-def _predictions(engine) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return pd.read_sql(sa.select(predictions), conn)
 
 
 def _database(path: Path) -> str:
