@@ -1,5 +1,5 @@
 """The health function stays light: importing it never loads TensorFlow (nor scipy.stats,
-which the first check imports)."""
+which the check itself no longer imports either: issue 23)."""
 
 from __future__ import annotations
 
