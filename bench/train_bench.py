@@ -7,8 +7,14 @@ offsets, the LightGBM, the choice on validation — everything a training run do
 Optuna tuning; target ≤ 10 minutes on the 2-core machine), and scores the served
 forecaster on the test split against the baselines (seasonal naive, moving average,
 statsmodels AutoETS-style). Prints one JSON document (also written to `--out`).
+`--sales FILE.csv` trains on a long CSV of `forecastguard synth --out` instead (a
+synthetic catalogue); `--train-config JSON` overrides `TrainConfig` fields. Peak memory:
+run it under `/usr/bin/time -v` ("Maximum resident set size").
 
     .venv/bin/python bench/train_bench.py [--out /tmp/train_bench.json] [--no-ets]
+    forecastguard synth --products 300 --start 2023-01-01 --end 2024-12-31 --seed 7 \
+        --out /tmp/synth300.csv
+    /usr/bin/time -v .venv/bin/python bench/train_bench.py --sales /tmp/synth300.csv --no-ets
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import _pasta
 import numpy as np
+import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,18 +72,32 @@ def time_windowing(prepared: Prepared, cfg: TrainConfig, repeats: int = 3) -> di
     }
 
 
+def read_synth_csv(path: Path) -> pd.DataFrame:
+    """The long frame of a `forecastguard synth --out` CSV (product_id,date,units,on_promotion)."""
+    frame = pd.read_csv(path, dtype={"product_id": str}, parse_dates=["date"])
+    return frame.rename(columns={"units": "units_sold"})[
+        ["product_id", "date", "units_sold", "on_promotion"]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-ets", action="store_true", help="skip the AutoETS baseline")
     parser.add_argument("--windowing-only", action="store_true", help="stop after timing windowing")
+    parser.add_argument(
+        "--sales", type=Path, help="a `forecastguard synth --out` CSV instead of the pasta data"
+    )
+    parser.add_argument("--train-config", default="{}", help="JSON of TrainConfig overrides")
     args = parser.parse_args()
     configure_logging()
-    cfg, params = TrainConfig(), ModelParams()
+    cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **json.loads(args.train_config)})
+    params = ModelParams()
     result: dict = {"config": cfg.to_dict(), "params": params.to_dict(), "cpus": os.cpu_count()}
 
     t = time.perf_counter()
-    sales = read_pasta_csv(_pasta.pasta_path())
+    sales = read_synth_csv(args.sales) if args.sales else read_pasta_csv(_pasta.pasta_path())
+    result["data"] = str(args.sales or "pasta")
     result["read_csv_s"] = _r(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
@@ -117,6 +138,8 @@ def main() -> None:
     }
     result["validation"] = ch.validation
     result["bias"] = {"test_effect": ch.bias_effect, "prior_var": ch.correction.prior_var}
+    result["cpu_s"] = _r(time.process_time(), 1)
+    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result, indent=2, default=float)
     print(text)
     if args.out:

@@ -302,6 +302,38 @@ def test_lightgbm_refit_learns_from_every_day_with_the_validated_rounds(challeng
     )
 
 
+def test_lightgbm_members_are_subsets_of_one_dataset_with_their_own_rows(challenger) -> None:
+    from trainer.models.gbm import (
+        _booster_params,
+        _shared_rows,
+        member_mask,
+        row_names,
+        rows,
+    )
+    from trainer.models.lstm import _window_stats
+
+    _, prepared, _, _ = challenger
+    w, horizon = prepared.train, CFG.horizon
+    max_rows = len(w) * horizon // 3  # all history thinned to every third origin
+    picks = [member_mask(w, prepared.train_end, d, horizon, max_rows) for d in (60, 0)]
+    masks = [m for m, _ in picks]
+    assert picks[1][1] > 1 and masks[0].sum() != masks[1].sum()  # thinned, different rows
+    names = row_names(prepared.feature_names, prepared.known_names)
+    full, indices = _shared_rows(prepared, w, masks, names, _booster_params(0, 1, None))
+    union = w.subset(np.logical_or.reduce(masks))
+    assert full.num_data() == len(union) * horizon
+    x_union = rows(union, *_window_stats(prepared, union))
+    for mask, idx in zip(masks, indices, strict=True):
+        member = w.subset(mask)
+        # the member's rows, in its order, are the rows it would have built on its own
+        np.testing.assert_array_equal(x_union[idx], rows(member, *_window_stats(prepared, member)))
+        sub = full.subset(idx).construct()
+        assert sub.num_data() == len(member) * horizon
+        np.testing.assert_allclose(
+            sub.get_label(), (member.y + member.level[:, None]).reshape(-1), rtol=1e-6
+        )
+
+
 def test_lightgbm_history_lengths_collapse_on_short_data() -> None:
     from types import SimpleNamespace
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from trainer.data.features import FeatureArrays
 from trainer.data.windowing import make_windows, origins_every
@@ -69,3 +70,45 @@ def test_level_averages_only_listed_days() -> None:
     arrays.listed[0, :25] = False  # the product starts on day 25
     w = make_windows(arrays, np.array([40]), lookback=5, horizon=4)
     np.testing.assert_allclose(w.level[0], arrays.target[0, 25:40].mean(), rtol=1e-6)
+
+
+def test_budget_gives_every_series_an_equal_share_spread_over_its_origins() -> None:
+    from trainer.data.windowing import budget_mask
+
+    # Series 0: 100 windows, series 1: 100, series 2: only 10 (it keeps them all).
+    series = np.repeat([0, 1, 2], [100, 100, 10])
+    origin = np.concatenate([np.arange(100) * 2, np.arange(100) * 2, np.arange(90, 100) * 2])
+    keep = budget_mask(series, origin, 70)
+    assert keep.sum() <= 70
+    per = np.bincount(series[keep])
+    assert per.tolist() == [30, 30, 10]  # quota 30: the small series' unused share moves on
+    for s in (0, 1):
+        kept = np.sort(origin[keep & (series == s)])
+        assert kept[0] == 0 and kept[-1] == 198  # first and latest origins in
+        gaps = np.diff(kept)
+        assert gaps.max() - gaps.min() <= 2  # evenly spread
+    assert budget_mask(series, origin, 0).all() and budget_mask(series, origin, 500).all()
+    assert budget_mask(series, origin, 3).tolist().count(True) == 3  # one each: the latest
+    assert origin[budget_mask(series, origin, 3)].tolist() == [198, 198, 198]
+
+
+def test_budgeted_windows_are_the_same_windows_fewer() -> None:
+    arrays = toy_arrays(n_series=3, n_days=80)
+    origins = origins_every(5, 80, 1, 4)
+    every = make_windows(arrays, origins, lookback=5, horizon=4)
+    some = make_windows(arrays, origins, lookback=5, horizon=4, max_windows=30)
+    assert len(some) == 30 and len(every) > 30
+    pairs = {(s, o): i for i, (s, o) in enumerate(zip(every.series, every.origin, strict=True))}
+    for i in range(len(some)):
+        j = pairs[(some.series[i], some.origin[i])]
+        np.testing.assert_array_equal(some.x[i], every.x[j])
+        np.testing.assert_array_equal(some.y[i], every.y[j])
+    assert np.bincount(some.series).tolist() == [10, 10, 10]
+
+
+def test_max_train_windows_is_checked_and_the_default_leaves_pasta_alone() -> None:
+    from trainer.config import ConfigError, TrainConfig
+
+    assert TrainConfig().max_train_windows >= 97_822  # the pasta data's training windows
+    with pytest.raises(ConfigError, match="max_train_windows"):
+        TrainConfig(max_train_windows=-1)

@@ -186,40 +186,39 @@ class FeatureArrays:
 
 
 def _raw_sequence(panel: Panel, mean: np.ndarray, std: np.ndarray, cal: np.ndarray) -> np.ndarray:
-    """(S, T, F) unscaled sequence features in `SEQ_FEATURES` order."""
+    """(S, T, F) float32 unscaled sequence features in `SEQ_FEATURES` order.
+
+    Each feature is computed over (S, T) in float64 and written straight into the float32
+    block, so the only (S, T, F) array is the float32 result (no float64 copy of it).
+    """
     listed = panel.listed
     units = np.where(listed, panel.units, 0.0)
+    n_series, n_days = units.shape
+    n_cols = 1 + len(LAGS) + 2 * len(ROLLING_WINDOWS)
+    out = np.empty((n_series, n_days, n_cols + cal.shape[1] + 4), dtype=np.float32)
     wide = pd.DataFrame(units.T)  # (T, S): pandas shifts/rolls along days for every series
-    z = (units - mean[:, None]) / std[:, None]
-    cols = [np.where(listed, z, 0.0)]
-    zwide = pd.DataFrame(cols[0].T)
-    cols += [zwide.shift(k).fillna(0.0).to_numpy().T for k in LAGS]
+    z = np.where(listed, (units - mean[:, None]) / std[:, None], 0.0)
+    out[:, :, 0] = z
+    zwide = pd.DataFrame(z.T)
+    col = 1
+    for k in LAGS:
+        out[:, :, col] = zwide.shift(k).fillna(0.0).to_numpy().T
+        col += 1
     for w in ROLLING_WINDOWS:
         rm = wide.rolling(w, min_periods=1).mean().to_numpy().T
-        cols.append(np.where(listed, (rm - mean[:, None]) / std[:, None], 0.0))
+        out[:, :, col] = np.where(listed, (rm - mean[:, None]) / std[:, None], 0.0)
+        col += 1
     for w in ROLLING_WINDOWS:
         rs = wide.rolling(w, min_periods=2).std().fillna(0.0).to_numpy().T
-        cols.append(rs / std[:, None])
-    n_series, n_days = units.shape
-    cal_b = np.broadcast_to(cal[None, :, :], (n_series, n_days, cal.shape[1]))
-    cols_arr = np.stack(cols, axis=-1)
-    group = np.stack(
-        [
-            np.broadcast_to(np.log1p(mean)[:, None], (n_series, n_days)),
-            np.broadcast_to(np.log1p(std)[:, None], (n_series, n_days)),
-        ],
-        axis=-1,
-    )
-    return np.concatenate(
-        [
-            cols_arr,
-            cal_b,
-            panel.promo[:, :, None],
-            listed[:, :, None].astype(np.float64),
-            group,
-        ],
-        axis=-1,
-    ).astype(np.float32)
+        out[:, :, col] = rs / std[:, None]
+        col += 1
+    out[:, :, col : col + cal.shape[1]] = cal[None, :, :]
+    col += cal.shape[1]
+    out[:, :, col] = panel.promo
+    out[:, :, col + 1] = listed
+    out[:, :, col + 2] = np.log1p(mean)[:, None]
+    out[:, :, col + 3] = np.log1p(std)[:, None]
+    return out
 
 
 @dataclass
@@ -291,7 +290,9 @@ class FeaturePipeline:
         cal = calendar_features(panel.calendar, self.holiday_country)
         raw = _raw_sequence(panel, mean, std, cal)
         shape = raw.shape
-        seq = self.scaler.transform(raw.reshape(-1, shape[-1])).reshape(shape).astype(np.float32)
+        # In place on the float32 block (the scaler's arithmetic is unchanged).
+        seq = self.scaler.transform(raw.reshape(-1, shape[-1]), copy=False).reshape(shape)
+        seq = seq.astype(np.float32, copy=False)
         n_series, n_days = panel.units.shape
         listed = panel.listed
         target = np.where(listed, (panel.units - mean[:, None]) / std[:, None], 0.0)

@@ -79,6 +79,7 @@ def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
             L,
             H,
             synthetic=panel.synthetic,
+            max_windows=cfg.max_train_windows,
         )
         val = make_windows(arrays, np.arange(train_end, val_end, H), L, H, series=real)
         test = make_windows(arrays, np.arange(val_end, n_days, H), L, H, series=real)

@@ -13,6 +13,12 @@ Targets are relative to the window's *level*: the mean standardised units of the
 `LEVEL_DAYS` days before the origin. The network forecasts the change from the recent
 level, so a product whose sales drift away from its long-run mean is not pulled back to
 it; forecasts add the level back (`Windows.level`).
+
+A budget (`max_windows`, `TrainConfig.max_train_windows` for training) bounds how many
+windows are gathered, so memory follows the budget, not the catalogue: every series gets
+an equal share (a series with fewer windows leaves its unused share to the others), and
+a series with more keeps that many of its origins spread evenly from its first to its
+latest (both kept), so every season and the most recent days stay represented.
 """
 
 from __future__ import annotations
@@ -66,6 +72,43 @@ def origins_every(start: int, stop: int, step: int, horizon: int) -> np.ndarray:
     return np.arange(last, start - 1, -step)[::-1]
 
 
+def budget_mask(series: np.ndarray, origin: np.ndarray, max_windows: int) -> np.ndarray:
+    """Which of the (series, origin) pairs to keep within `max_windows` (0: all).
+
+    Each series gets the same quota `q`, the largest with `sum(min(count, q)) <=
+    max_windows`; a series with more than `q` windows keeps `q` of them at evenly spaced
+    ranks of its origins (its first and its latest among them).
+    """
+    n = len(series)
+    keep = np.ones(n, dtype=bool)
+    if not max_windows or n <= max_windows:
+        return keep
+    _, counts = np.unique(series, return_counts=True)
+    ordered = np.sort(counts)
+    # q: the largest quota whose total fits (water-filling over the sorted counts).
+    lo, hi = 0, int(ordered[-1])
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(np.minimum(ordered, mid).sum()) <= max_windows:
+            lo = mid
+        else:
+            hi = mid - 1
+    quota = lo
+    keep[:] = False
+    order = np.lexsort((origin, series))  # by series, then origin
+    start = 0
+    for count in counts:
+        rows = order[start : start + count]
+        start += count
+        if count <= quota:
+            keep[rows] = True
+        elif quota == 1:
+            keep[rows[-1]] = True  # the latest
+        elif quota > 1:
+            keep[rows[np.round(np.linspace(0, count - 1, quota)).astype(np.int64)]] = True
+    return keep
+
+
 def make_windows(
     arrays: FeatureArrays,
     origins: np.ndarray,
@@ -75,11 +118,13 @@ def make_windows(
     series: np.ndarray | None = None,
     synthetic: np.ndarray | None = None,
     require_targets: bool = True,
+    max_windows: int = 0,
 ) -> Windows:
     """Windows at `origins` for every series (or the rows in `series`) that qualify.
 
     `require_targets=False` (forecasting the unknown future) only asks that the series
-    is listed the day before the origin.
+    is listed the day before the origin. `max_windows` (0: all) keeps at most that many
+    (`budget_mask`), chosen before anything is gathered.
     """
     n_series, n_days, _ = arrays.seq.shape
     rows = np.arange(n_series) if series is None else np.asarray(series)
@@ -93,6 +138,8 @@ def make_windows(
     if require_targets:
         keep &= listed_targets[s_idx, o_idx].all(axis=1)
     s_idx, o_idx = s_idx[keep], o_idx[keep]
+    within = budget_mask(s_idx, o_idx, max_windows)
+    s_idx, o_idx = s_idx[within], o_idx[within]
 
     # Windows over (days, features) blocks: the gather yields (N, L, F) in one copy.
     n_feat, n_known = arrays.seq.shape[2], arrays.known.shape[2]

@@ -13,7 +13,11 @@ default the last 364, 546, 728 and 1,092 days): one booster each, the forecast t
 mean. Training rows come from the training windows whose origins lie in the member's
 history (every `stride`-th origin, so the rows stay within `max_rows`); boosting stops
 early on the validation days, with windows from an origin every `val_origin_every` days
-(5 origins over 56 days instead of the split's 2) and a patience of 100 rounds. One
+(5 origins over 56 days instead of the split's 2) and a patience of 100 rounds. The rows
+and bins are built once, as one LightGBM `Dataset` over the union of the members' rows;
+each member trains on a `subset()` of it (the same rows it had on its own; the bin
+boundaries come from the union's sample instead of the member's), so the rows are laid
+out and binned once instead of once per member. One
 booster on all history stopped after 30–200 rounds at learning rate 0.05, a noisy
 choice, and trailed the experiments' reference LightGBM (last 728 days) at 10-08 by
 0.02 RMSSE; the ensemble is ahead of the reference at all six backtest cutoffs
@@ -83,7 +87,14 @@ def rows(w: Windows, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         w.known.reshape(n * horizon, -1),
         np.repeat(w.product, horizon)[:, None],
     ]
-    return np.concatenate(cols, axis=1).astype(np.float32)
+    # Written column block by column block into the float32 result: no float64 copy of
+    # all the rows (the values are the same as concatenating and casting).
+    out = np.empty((n * horizon, sum(c.shape[1] for c in cols)), dtype=np.float32)
+    start = 0
+    for c in cols:
+        out[:, start : start + c.shape[1]] = c
+        start += c.shape[1]
+    return out
 
 
 def _targets(w: Windows) -> np.ndarray:
@@ -171,16 +182,36 @@ class GBMForecaster:
         return cls(members=members, names=list(meta["names"]))
 
 
-def _thin(w: Windows, horizon: int, max_rows: int) -> tuple[Windows, int]:
-    """Every `stride`-th origin (the latest always kept) so the rows stay within `max_rows`."""
-    origins = np.unique(w.origin)
-    stride = max(1, int(np.ceil(len(w) * horizon / max_rows)))
-    return w.subset(np.isin(w.origin, origins[::-1][::stride])), stride
+def member_mask(
+    w: Windows, end: int, days: int, horizon: int, max_rows: int
+) -> tuple[np.ndarray, int]:
+    """(mask of `w`, stride): the windows whose origins lie within `days` days before `end`
+    (0: all), then every `stride`-th of their origins (the latest always kept) so the
+    rows stay within `max_rows`."""
+    recent = w.origin >= end - days if days else np.ones(len(w), dtype=bool)
+    origins = np.unique(w.origin[recent])
+    stride = max(1, int(np.ceil(int(recent.sum()) * horizon / max_rows)))
+    return recent & np.isin(w.origin, origins[::-1][::stride]), stride
 
 
-def _recent(w: Windows, end: int, days: int) -> Windows:
-    """Windows `w` whose origins lie within `days` days before `end` (0: all)."""
-    return w.subset(w.origin >= end - days) if days else w
+def _shared_rows(
+    prepared: Prepared,
+    w: Windows,
+    masks: list[np.ndarray],
+    names: list[str],
+    params: dict[str, Any],
+) -> tuple[lgb.Dataset, list[np.ndarray]]:
+    """One constructed training `Dataset` over the union of `masks`' windows, and each
+    mask's row indices in it (a window's `horizon` rows, window-major)."""
+    union = np.logical_or.reduce(masks)
+    horizon = prepared.cfg.horizon
+    position = np.cumsum(union) - 1  # each window's index among the union's windows
+    indices = [
+        (position[m][:, None] * horizon + np.arange(horizon)[None, :]).ravel().astype(np.int32)
+        for m in masks
+    ]
+    full = _training_set(prepared, w.subset(union), names, params=params)
+    return full.construct(), indices
 
 
 def history_lengths(w: Windows, end: int, wanted: tuple[int, ...]) -> list[int]:
@@ -207,10 +238,10 @@ def _dataset(prepared: Prepared, w: Windows, names: list[str], **kw: Any) -> lgb
     )
 
 
-def _training_set(prepared: Prepared, w: Windows, names: list[str]) -> lgb.Dataset:
+def _training_set(prepared: Prepared, w: Windows, names: list[str], **kw: Any) -> lgb.Dataset:
     """Training rows of windows `w`: each window's weight on its steps, the product a category."""
     weight = np.repeat(w.weight, prepared.cfg.horizon)
-    return _dataset(prepared, w, names, weight=weight, categorical_feature=["product"])
+    return _dataset(prepared, w, names, weight=weight, categorical_feature=["product"], **kw)
 
 
 def _booster_params(seed: int, num_threads: int, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -236,14 +267,25 @@ def train_gbm(
     names = row_names(prepared.feature_names, prepared.known_names)
     val = validation_windows(prepared, prepared.cfg.val_origin_every)
     lengths = history_lengths(prepared.train, prepared.train_end, prepared.cfg.gbm_history_days)
+    picks = [
+        member_mask(prepared.train, prepared.train_end, days, prepared.cfg.horizon, max_rows)
+        for days in lengths
+    ]
+    with timed(log, "stage lightgbm rows", stage="lightgbm_rows") as out:
+        full, indices = _shared_rows(
+            prepared,
+            prepared.train,
+            [m for m, _ in picks],
+            names,
+            _booster_params(seed, num_threads, params),
+        )
+        dval = _dataset(prepared, val, names, reference=full)
+        out.update(rows=int(full.num_data()), members=len(lengths))
     members = []
     for i, days in enumerate(lengths):
-        train, stride = _thin(
-            _recent(prepared.train, prepared.train_end, days), prepared.cfg.horizon, max_rows
-        )
+        stride = picks[i][1]
         with timed(log, "stage lightgbm", stage="lightgbm", history_days=days) as out:
-            dtrain = _training_set(prepared, train, names)
-            dval = _dataset(prepared, val, names, reference=dtrain)
+            dtrain = full.subset(indices[i])
             booster = lgb.train(
                 _booster_params(seed + i, num_threads, params),
                 dtrain,
@@ -274,14 +316,23 @@ def refit_gbm(
 
     every_day = prepared.refit_windows(through="test")
     end = len(prepared.panel.calendar)
+    picks = [
+        member_mask(every_day, end, m.history_days, prepared.cfg.horizon, max_rows)
+        for m in heldout.members
+    ]
+    full, indices = _shared_rows(
+        prepared,
+        every_day,
+        [mask for mask, _ in picks],
+        heldout.names,
+        _booster_params(seed, num_threads, params),
+    )
     members = []
     for i, m in enumerate(heldout.members):
-        windows, stride = _thin(
-            _recent(every_day, end, m.history_days), prepared.cfg.horizon, max_rows
-        )
+        stride = picks[i][1]
         rounds = max(1, m.rounds or m.booster.current_iteration())
         with timed(log, "stage lightgbm refit", stage="lightgbm_refit") as out:
-            dtrain = _training_set(prepared, windows, heldout.names)
+            dtrain = full.subset(indices[i])
             booster = lgb.train(
                 _booster_params(seed + i, num_threads, params), dtrain, num_boost_round=rounds
             )
