@@ -290,7 +290,9 @@ def intervals_document(
             "split-conformal quantiles of validation residuals of the models trained on "
             "the training days only (origins every val_origin_every days; the LSTM's "
             "offsets cross-fitted), per horizon band, scaled by each product's residual "
-            "scale shrunk toward its group (trainer.models.intervals)"
+            "scale shrunk toward its group; the models' also by the forecast's level, with "
+            "a point mass at zero for the lower levels (not the baselines') "
+            "(trainer.models.intervals)"
         ),
         "coverage_bounds": list(bounds),
         "served": ch.interval_test.get(ch.kind),
