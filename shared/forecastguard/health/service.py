@@ -268,10 +268,10 @@ class HealthService:
         days = window_days or self.settings.window_days
         with database_errors():
             engine, n = self.choose(as_of, days)
-            if engine != INPROCESS:
-                stored = self._latest_stored(as_of, days)
         if engine == INPROCESS:
             return self.run(as_of, days)
+        with database_errors():
+            stored = self._latest_stored(as_of, days)
         if stored is None:
             raise NoStoredCheck(
                 f"no stored health check ends on or before {as_of.isoformat()} with a "
