@@ -368,19 +368,19 @@ def plausible_zero_runs(present: np.ndarray, sale_days: int, days: int) -> np.nd
     out = np.zeros(len(present), dtype=bool)
     if not days or sale_days >= days:
         return out
-    q = sale_days / days
     padded = np.concatenate(([True], present, [True])).astype(np.int8)
     edges = np.diff(padded)
     for start, stop in zip(np.flatnonzero(edges == -1), np.flatnonzero(edges == 1), strict=True):
-        if days * q * (1.0 - q) ** (stop - start) >= ZERO_RUN_ALPHA:
+        if _plausible_run(sale_days, days, stop - start):
             out[start:stop] = True
     return out
 
 
-def _plausible_tail(sale_days: int, days: int, tail: int) -> bool:
-    """Whether `tail` absent days up to the data's end are a plausible zero run."""
+def _plausible_run(sale_days: int, days: int, length: int) -> bool:
+    """Whether `length` absent days in a row are a plausible zero run for a product with
+    `sale_days` of `days` (`plausible_zero_runs`' rule)."""
     q = sale_days / days
-    return q < 1.0 and days * q * (1.0 - q) ** tail >= ZERO_RUN_ALPHA
+    return q < 1.0 and days * q * (1.0 - q) ** length >= ZERO_RUN_ALPHA
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -536,7 +536,7 @@ def check_quality(sales: pd.DataFrame, cfg: TrainConfig) -> QualityResult:
         last = g["date"].iloc[-1]
         tail = (end - last).days
         span = (end - g["date"].iloc[0]).days + 1
-        if tail <= cfg.max_gap_days or (sales_only and _plausible_tail(len(g), span, tail)):
+        if tail <= cfg.max_gap_days or (sales_only and _plausible_run(len(g), span, tail)):
             last = end
         grid = pd.date_range(g["date"].iloc[0], last, freq="D")
         g = g.set_index("date").reindex(grid)
