@@ -28,27 +28,29 @@ _HEALTH_CHECK = DB_VARS | {
     "LOG_LEVEL",
 }
 
+# Issue 24, on Google Cloud only (locally: `forecastguard health --engine beam`,
+# docs/scale.md). Where the checks run, read by both health functions (terraform/locals.tf
+# health_engine_env), and the Flex Template launch, by health_pubsub only
+# (health_scale_env). All empty, hence unset, without scale_enabled.
+HEALTH_ENGINE_VARS = frozenset(
+    {"DATAFLOW_TEMPLATE", "HEALTH_MAX_INPROCESS_PRODUCTS", "BIGQUERY_URL"}
+)
+HEALTH_SCALE_VARS = frozenset(
+    {"DATAFLOW_REGION", "DATAFLOW_SERVICE_ACCOUNT", "DATAFLOW_TEMP_LOCATION", "DB_PASS_SECRET"}
+)
+
 # Environment variables each component's settings read on Google Cloud.
 COMPONENT_ENV: dict[str, frozenset[str]] = {
     # The HTTPS endpoint also authenticates its callers, and knows where the checks run
     # (issue 24: on Dataflow it answers with the newest stored check).
     "health": _HEALTH_CHECK
     | {"HEALTH_API_TOKEN", "HEALTH_AUDIENCE", "HEALTH_ALLOWED_CALLERS", "ALLOW_UNAUTHENTICATED"}
-    | {"DATAFLOW_TEMPLATE", "HEALTH_MAX_INPROCESS_PRODUCTS", "BIGQUERY_URL"},
+    | HEALTH_ENGINE_VARS,
     # Reached only by its push subscription (Cloud Run checks the OIDC token): no token.
     # Issue 24: the scheduled check picks its engine and launches the Flex Template
     # (empty, hence unset, without scale_enabled; BIGQUERY_URL only for a BigQuery
     # installation; DB_PASS_SECRET, the secret's name the workers read, with passwords).
-    "health_pubsub": _HEALTH_CHECK
-    | {
-        "DATAFLOW_TEMPLATE",
-        "DATAFLOW_REGION",
-        "DATAFLOW_SERVICE_ACCOUNT",
-        "DATAFLOW_TEMP_LOCATION",
-        "HEALTH_MAX_INPROCESS_PRODUCTS",
-        "BIGQUERY_URL",
-        "DB_PASS_SECRET",
-    },
+    "health_pubsub": _HEALTH_CHECK | HEALTH_ENGINE_VARS | HEALTH_SCALE_VARS,
     "train_trigger": DB_VARS | {"GCP_PROJECT", "TRAINER_JOB", "TRAINER_TIMEOUT_S", "LOG_LEVEL"},
     "trainer": DB_VARS
     | {

@@ -19,24 +19,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # On one machine the database is a URL and there is no Google project or audience.
 # Locally there are no ID tokens (no audience or allowed callers) and the trainer runs one
-# task with an in-memory Optuna study.
-GCP_ONLY = contract.DB_VARS | {
-    "GCP_PROJECT",
-    "HEALTH_AUDIENCE",
-    "HEALTH_ALLOWED_CALLERS",
-    "TRAINER_JOB",
-    "OPTUNA_STORAGE",
-    "OPTUNA_DATABASE",
-    # issue 24: the hand-over to Dataflow and a BigQuery data plane exist on Google Cloud
-    # only (locally: `forecastguard health --engine beam`, docs/scale.md)
-    "DATAFLOW_TEMPLATE",
-    "DATAFLOW_REGION",
-    "DATAFLOW_SERVICE_ACCOUNT",
-    "DATAFLOW_TEMP_LOCATION",
-    "HEALTH_MAX_INPROCESS_PRODUCTS",
-    "BIGQUERY_URL",
-    "DB_PASS_SECRET",
-}
+# task with an in-memory Optuna study. The hand-over to Dataflow and a BigQuery data plane
+# (issue 24) exist on Google Cloud only.
+GCP_ONLY = (
+    contract.DB_VARS
+    | contract.HEALTH_ENGINE_VARS
+    | contract.HEALTH_SCALE_VARS
+    | {
+        "GCP_PROJECT",
+        "HEALTH_AUDIENCE",
+        "HEALTH_ALLOWED_CALLERS",
+        "TRAINER_JOB",
+        "OPTUNA_STORAGE",
+        "OPTUNA_DATABASE",
+    }
+)
 COMPOSE_COMPONENT = {
     "health": "health",
     "health-pubsub": "health_pubsub",
