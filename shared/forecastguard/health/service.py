@@ -158,7 +158,6 @@ class LaunchedCheck:
     """A scheduled check handed to Dataflow (issue 24): the launch's outcome."""
 
     def __init__(self, launch: dict[str, Any]) -> None:
-        self.launch = launch
         self.outputs: dict[str, Any] = {"dataflow": launch}
 
 
@@ -233,7 +232,7 @@ class HealthService:
                 if stored is not None:
                     log.info(
                         "health check reused for a redelivered event",
-                        extra={"event_id": event_id, "check_id": stored.summary.get("check_id")},
+                        extra={"event_id": event_id, "check_id": stored.check_id},
                     )
                     stored.outputs["retrain"] = self._request_retrain(stored)
                     return stored
