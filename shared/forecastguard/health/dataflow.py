@@ -150,15 +150,12 @@ def build_launch(
     )
 
 
-def launch(launch: Launch, client: Any = None) -> dict[str, Any]:
-    """Launch the job; its outcome ({launched, job_id, job_name, ...}). A job of the same
-    name already there (a redelivered event) counts as launched. Raises `LaunchError`."""
+def launch(launch: Launch, client: Any) -> dict[str, Any]:
+    """Launch the job with `client` (a `FlexTemplatesServiceClient`: the service's, made
+    once); its outcome ({launched, job_id, job_name, ...}). A job of the same name
+    already there (a redelivered event) counts as launched. Raises `LaunchError`."""
     from google.api_core import exceptions
 
-    if client is None:
-        from google.cloud import dataflow_v1beta3 as dataflow
-
-        client = dataflow.FlexTemplatesServiceClient()
     outcome: dict[str, Any] = {
         "engine": "dataflow",
         "job_name": launch.job_name,
