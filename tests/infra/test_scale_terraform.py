@@ -247,12 +247,10 @@ def test_a_bigquery_installation_trainer_writes_its_forecasts_there(tf: Terrafor
         ("roles/bigquery.dataEditor", "bigquery_dataset:scale"),
         ("roles/bigquery.jobUser", "project"),
     }
-    for name in ("trainer_edits_dataset", "trainer_runs_bigquery_jobs"):
-        rtype = (
-            "google_bigquery_dataset_iam_member"
-            if "dataset" in name
-            else ("google_project_iam_member")
-        )
+    for rtype, name in (
+        ("google_bigquery_dataset_iam_member", "trainer_edits_dataset"),
+        ("google_project_iam_member", "trainer_runs_bigquery_jobs"),
+    ):
         assert tf.resource(rtype, name)["count"] == "${local.bigquery_installation ? 1 : 0}"
 
 
