@@ -129,6 +129,8 @@ locals {
     # Issue 24: a BigQuery installation's trainer also writes its forecasts to the data
     # plane (forecastguard.bigquery.upsert_predictions); empty: SQL only.
     BIGQUERY_URL = local.bigquery_installation ? local.bigquery_url : ""
+    # Issue 26: products per partition (the job's task count follows the catalogue).
+    TRAIN_PARTITION_SIZE = tostring(var.trainer_partition_size)
   }
 
   migrate_env = {

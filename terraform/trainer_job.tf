@@ -53,11 +53,6 @@ resource "google_cloud_run_v2_job" "trainer" {
           }
         }
 
-        env {
-          name  = "TRAIN_PARTITION_SIZE"
-          value = tostring(var.trainer_partition_size)
-        }
-
         dynamic "env" {
           for_each = merge(local.common_env, local.trainer_env)
           content {
