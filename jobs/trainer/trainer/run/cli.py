@@ -23,6 +23,7 @@ import click
 
 from forecastguard.config import ConfigError, Settings
 from forecastguard.logs import configure_logging, get_logger
+from trainer.run.partitions import DEFAULT_PARTITION_SIZE
 
 log = get_logger(__name__)
 
@@ -33,7 +34,6 @@ DEFAULT_TUNING_TIMEOUT_S = 150.0
 # Issue 26: how long a task waits for the shared tuning, and task 0 for every partition
 # (the job's default task timeout, 6 h).
 DEFAULT_GATHER_TIMEOUT_S = 21600.0
-DEFAULT_PARTITION_SIZE = 5000  # trainer.run.partitions.DEFAULT_PARTITION_SIZE
 
 
 def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
