@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from forecastguard.config import ConfigError, Settings
 from forecastguard.db.engine import database_error, database_errors
-from forecastguard.db.schema import health_checks
+from forecastguard.db.schema import health_checks, sales
 from forecastguard.health.backoff import decide as decide_backoff
 from forecastguard.health.check import (
     HealthParams,
@@ -164,8 +164,6 @@ class LaunchedCheck:
 def count_products(engine: sa.Engine, as_of: date, window_days: int) -> int:
     """Products with sales in the window of `window_days` days ending `as_of` (the size
     the engine choice compares)."""
-    from forecastguard.db.schema import sales
-
     start = as_of - timedelta(days=window_days - 1)
     query = sa.select(sa.func.count(sa.distinct(sales.c.product_id))).where(
         sales.c.sale_date.between(start, as_of)
