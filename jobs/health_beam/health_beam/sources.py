@@ -18,6 +18,7 @@ import pandas as pd
 
 from forecastguard import bigquery as bq
 from forecastguard.health.check import needs_holdout
+from forecastguard.health.dataflow import CONTROL_SOURCE, with_db_pass
 from forecastguard.health.window import WindowData, history_days, window_from_frames
 
 Holdout = tuple[np.ndarray, np.ndarray] | None
@@ -152,7 +153,6 @@ class SqlSource:
         if self._engine is None:
             from forecastguard.config import Settings
             from forecastguard.db.engine import make_engine
-            from forecastguard.health.dataflow import CONTROL_SOURCE, with_db_pass
 
             if self.url == CONTROL_SOURCE:
                 self._engine = make_engine(with_db_pass(self.settings or Settings.from_env()))
@@ -367,7 +367,7 @@ def make_source(
         return BigQuerySource(bq.BigQueryTarget.from_url(url, api_endpoint, storage_target))
     if url.startswith(PARQUET_SCHEME):
         return ParquetSource(url[len(PARQUET_SCHEME) :])
-    return SqlSource(url, settings if url == "cloudsql" else None)
+    return SqlSource(url, settings if url == CONTROL_SOURCE else None)
 
 
 def _numbers(values: pd.Series) -> np.ndarray:
