@@ -46,6 +46,7 @@ from forecastguard.db import schema
 from forecastguard.db.engine import make_engine
 from forecastguard.db.migrate import upgrade
 from forecastguard.local import EmlSink, LocalStack, interrupts_as_exit, stop_process_group
+from forecastguard.safetext import terminal_safe
 
 HISTORY_GAP = 43  # days before today where the history ends
 WAVE1 = 28
@@ -103,8 +104,10 @@ class Story:
             self.echo(click.style(f"    done in {step.seconds:.1f} s", dim=True))
 
     def say(self, step: Step, text: str) -> None:
+        """Note `text` for the summary and show it, its data escaped for the terminal
+        (product ids reach these lines: checks' reasons, the trainer's log)."""
         step.notes.append(text)
-        self.echo(f"    {text}")
+        self.echo(f"    {terminal_safe(text)}")
 
 
 def timeline(today: date) -> dict[str, date]:

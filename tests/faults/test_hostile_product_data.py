@@ -276,3 +276,13 @@ def test_a_report_that_cannot_render_is_replaced_by_a_short_one(caplog):
     assert "\\[x\\](https://evil.example/r)" in markdown
     assert "<a " not in html and "<pre>" in html
     assert any(r.getMessage().startswith("stage report failed") for r in caplog.records)
+
+
+def test_the_demo_story_escapes_what_it_shows_and_keeps_the_note():
+    from forecastguard.demo import Step, Story
+
+    shown: list[str] = []
+    story, step = Story(echo=shown.append), Step("check")
+    story.say(step, f"drift in 1 products: {ESC_ID}")
+    assert shown == ["    drift in 1 products: \\x1b[2J\\x1b[HALL GOOD"]
+    assert step.notes == [f"drift in 1 products: {ESC_ID}"]  # the summary's JSON escapes it
