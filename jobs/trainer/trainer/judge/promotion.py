@@ -275,9 +275,9 @@ def _registry_row(
     }
 
 
-def _crown(conn: sa.Connection, model_version: str, holdout: pd.DataFrame) -> int:
-    """Retire the current champion and store `model_version`'s holdout errors."""
-    residuals = residual_rows(model_version, holdout)
+def _crown(conn: sa.Connection, model_version: str, residuals: list[dict[str, Any]]) -> int:
+    """Retire the current champion and store `model_version`'s holdout errors
+    (`residual_rows`), replacing any stored under that version."""
     conn.execute(
         sa.update(model_registry)
         .where(model_registry.c.status == "champion")
@@ -327,10 +327,14 @@ def record(
     crowned = 0
     with engine.begin() as conn:
         if decision.promote:
-            crowned = _crown(conn, model_version, holdout)
+            crowned = _crown(conn, model_version, residual_rows(model_version, holdout))
         upsert_rows(conn, model_registry, [row])
         if fallback is not None:
-            crowned = _crown(conn, fallback.model_version, fallback.holdout)
+            crowned = _crown(
+                conn,
+                fallback.model_version,
+                residual_rows(fallback.model_version, fallback.holdout),
+            )
             base_row = _registry_row(
                 model_version=fallback.model_version,
                 kind=fallback.kind,
@@ -385,16 +389,7 @@ def record_partitioned(
     )
     rows = [r | {"model_version": model_version} for r in residuals]
     with engine.begin() as conn:
-        conn.execute(
-            sa.update(model_registry)
-            .where(model_registry.c.status == "champion")
-            .where(model_registry.c.model_version != model_version)
-            .values(status="retired")
-        )
-        conn.execute(
-            sa.delete(model_residuals).where(model_residuals.c.model_version == model_version)
-        )
-        upsert_rows(conn, model_residuals, rows)
+        _crown(conn, model_version, rows)
         upsert_rows(conn, model_registry, [row])
     log.info(
         "partitioned champion recorded",
