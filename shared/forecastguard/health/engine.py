@@ -122,13 +122,7 @@ def run_beam(
     RuntimeError (with its error output) when it fails."""
     with tempfile.TemporaryDirectory(prefix="fg-beam-") as folder:
         path = Path(folder) / "result.json"
-        proc = subprocess.run(
-            [python or beam_python(), "-m", "health_beam", *run.argv(path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        proc = run_module("health_beam", run.argv(path), python, timeout_s)
         if proc.returncode not in (0, 1) or not path.exists():
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"the Beam pipeline failed (exit {proc.returncode}):\n{tail}")
