@@ -223,12 +223,7 @@ def train_partition(
     run_id = partition_run_id(opts, name)
     products = p.products[name]
     entry = p.champions.get(name)
-    fields = ChampionPointer.__dataclass_fields__
-    champion = (
-        ChampionPointer(**({"promoted_at": ""} | {k: v for k, v in entry.items() if k in fields}))
-        if entry
-        else None
-    )
+    champion = ChampionPointer.from_entry(entry) if entry else None
     with timed(log, "stage partition", stage="partition", partition=name, products=len(products)):
         prepared = prepare(load_sales(engine, products=products), cfg)
         ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)

@@ -184,6 +184,13 @@ class ChampionPointer:
     kind: str = "lstm"
     rmsse: float | None = None
 
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> ChampionPointer:
+        """A partition's serving entry (`partitions.json`, issue 26) as a pointer: keys
+        that are not fields are ignored, a missing `promoted_at` reads as ""."""
+        fields = cls.__dataclass_fields__
+        return cls(**({"promoted_at": ""} | {k: v for k, v in entry.items() if k in fields}))
+
 
 def read_champion(store: ArtifactStore) -> ChampionPointer | None:
     """The current champion pointer, or None before the first promotion."""

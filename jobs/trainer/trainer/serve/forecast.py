@@ -268,13 +268,10 @@ def _load_partitioned(store: ArtifactStore, pointer: ChampionPointer, workdir: P
     from trainer.run.partitions import Partitioning
 
     doc = read_partitions(store, pointer.run_id, workdir)
-    fields = ChampionPointer.__dataclass_fields__
     loaded: dict[tuple[str, str], Forecaster] = {}  # a model kept by several partitions
     members: dict[str, Forecaster] = {}
     for name, entry in doc["entries"].items():
-        member = ChampionPointer(
-            **({"promoted_at": ""} | {k: v for k, v in entry.items() if k in fields})
-        )
+        member = ChampionPointer.from_entry(entry)
         if member.kind == PARTITIONED:
             raise ValueError(f"partition {name} names another partitioned run: not servable")
         key = (member.run_id, member.kind)
