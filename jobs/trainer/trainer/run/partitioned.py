@@ -392,7 +392,7 @@ def report_markdown(
             return f"{np.mean(vals):.4f}" if vals else "–"
 
         lines.append(
-            f"| {m['partition']} | {len(m['products'])} | {mean('challenger')} | "
+            f"| {md_text(m['partition'])} | {len(m['products'])} | {mean('challenger')} | "
             f"{mean('champion')} | {mean('baseline')} | {md_text(m['serving']['kind'])} "
             f"({md_text(m['serving']['model_version'])}) | "
             f"{'**yes**' if m['changed'] else 'no'} |"
