@@ -33,7 +33,14 @@ import sqlalchemy as sa
 from forecastguard.logs import get_logger, timed
 from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactStore
-from trainer.judge.promotion import COVERAGE_BOUNDS, Decision, Fallback, Scores, Tolerances
+from trainer.judge.promotion import (
+    COVERAGE_BOUNDS,
+    CURRENT,
+    Decision,
+    Fallback,
+    Scores,
+    Tolerances,
+)
 from trainer.run.options import JobOptions
 
 if TYPE_CHECKING:
@@ -131,7 +138,7 @@ def judge(
     tolerances: Tolerances,
     model_version: str,
     workdir: Path,
-    champion: ChampionPointer | str | None = "current",
+    champion: ChampionPointer | str | None = CURRENT,
 ) -> Judgement:
     """Score the champion and the best baseline on the challenger's test window; decide.
 
