@@ -275,7 +275,8 @@ def test_without_a_champion_every_partition_falls_back_and_is_gathered(world_b):
     assert set(preds["model_version"]) == {"run-3"}
     assert preds[["predicted_p10", "predicted_p90"]].notna().all().all()
     report = store.read_text("runs/run-3/report.md")
-    assert report.count("**yes**") == 2
+    assert "**2 changed**: 0 promoted their challenger, 2 fell back" in report
+    assert store.exists("runs/run-3/report.html")
 
 
 def test_forecast_mode_serves_the_partitioned_champion(world_b):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.judge.promotion import Decision
-from trainer.run.partitioned import report_markdown, served_means
+from trainer.run.partitioned import served_means
 
 
 def _marker(name: str, challenger: dict, champion: dict, baseline: dict, changed: bool) -> dict:
@@ -44,17 +43,6 @@ def test_a_partition_without_champion_counts_its_baseline() -> None:
     means = served_means(markers)
     assert means["incumbent_everywhere"] == pytest.approx(0.8)
     assert means["whole_promotes"] is True and means["whole"] == pytest.approx(0.5)
-
-
-def test_the_report_names_the_changed_partitions() -> None:
-    markers = [
-        _marker("p0000", {"a": 0.5}, {"a": 1.0}, {"a": 2.0}, True),
-        _marker("p0001", {"c": 1.5}, {"c": 1.0}, {"c": 2.0}, False),
-    ]
-    text = report_markdown("run-9", markers, served_means(markers), Decision(True, "p0000", "x"))
-    assert "| p0000 | 1 | 0.5000 | 1.0000 | 2.0000 | lightgbm (v) | **yes** |" in text
-    assert "| p0001 | 1 | 1.5000 | 1.0000 | 2.0000 | lstm (v) | no |" in text
-    assert "in-sample" in text
 
 
 def test_collect_waits_for_a_retried_partition_and_fails_on_a_final_error(

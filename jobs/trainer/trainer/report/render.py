@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from forecastguard.logs import get_logger
 log = get_logger(__name__)
 
 PLOTS = ("fairness.png", "bias.png", "shap_summary.png", "training.png")
+# The partitioned run's report (`trainer.report.partitioned`) draws its own beside SHAP's.
+PARTITION_PLOTS = ("partitions_rmsse.png",)
 # What makes Markdown markup inline: links and images (`[`, `]`), code, emphasis (`_`
 # inside a word cannot), table cells, and `<` or `&` when they could open an autolink, raw
 # HTML or an entity. Data never starts a line of the report, so line-start markup (`#`,
@@ -332,6 +335,25 @@ def _shap_lines(data: ReportData) -> list[str]:
     return out
 
 
+def request_lines(req: dict[str, Any]) -> list[str]:
+    """The retrain request the run serves, in one paragraph (none without a request id)."""
+    if not req.get("request_id"):
+        return []
+    # The request's reason quotes product ids (the health check's drift reasons).
+    return [
+        f"Retrain request {md_code(req['request_id'])}: "
+        + md_text(req.get("reason") or "no reason given")
+        + (
+            f" (health check {md_code(req['health_check_id'])}, window "
+            f"{md_text(req.get('window_start') or '?')} – "
+            f"{md_text(req.get('window_end') or '?')})"
+            if req.get("health_check_id")
+            else ""
+        ),
+        "",
+    ]
+
+
 def render_markdown(data: ReportData) -> str:
     """The report's Markdown (plots referenced by file name, beside report.md)."""
     d = data.decision
@@ -351,20 +373,7 @@ def render_markdown(data: ReportData) -> str:
         f"{verdict} — {reason}.{serves}",
         "",
     ]
-    if req.get("request_id"):
-        # The request's reason quotes product ids (the health check's drift reasons).
-        out += [
-            f"Retrain request {md_code(req['request_id'])}: "
-            + md_text(req.get("reason") or "no reason given")
-            + (
-                f" (health check {md_code(req['health_check_id'])}, window "
-                f"{md_text(req.get('window_start') or '?')} – "
-                f"{md_text(req.get('window_end') or '?')})"
-                if req.get("health_check_id")
-                else ""
-            ),
-            "",
-        ]
+    out += request_lines(req)
     s = data.split_dates
     out += [
         f"Data: training {s.get('train_start')} – {s.get('train_end')}, validation "
@@ -490,7 +499,8 @@ def render_markdown(data: ReportData) -> str:
 def markdown_to_html(markdown: str, title: str) -> str:
     """The report as a standalone HTML page (tables enabled, raw HTML disabled).
 
-    The only link or image it renders is one of the report's own plots (`PLOTS`): any
+    The only link or image it renders is one of the reports' own plots (`PLOTS`,
+    `PARTITION_PLOTS`): any
     other `[..](..)`, `![..](..)` or `<..>` stays text, whatever reached the Markdown.
     """
     from html import escape
@@ -498,7 +508,8 @@ def markdown_to_html(markdown: str, title: str) -> str:
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    md.validateLink = lambda url: url in PLOTS  # type: ignore[method-assign]
+    own = set(PLOTS) | set(PARTITION_PLOTS)
+    md.validateLink = lambda url: url in own  # type: ignore[method-assign]
     body = md.render(markdown)
     style = (
         "body{font-family:sans-serif;max-width:60em}table{border-collapse:collapse}"
@@ -520,11 +531,14 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def draw_plots(data: ReportData) -> tuple[dict[str, bytes], dict[str, str]]:
+def draw_plots(
+    data: Any, drawers: dict[str, Callable[[Any], bytes]] | None = None
+) -> tuple[dict[str, bytes], dict[str, str]]:
     """The report's PNG plots by file name, and the error of each plot that failed.
 
-    Each plot is drawn on its own; a failure is logged (ERROR `report plot failed`) and
-    returned, never raised: a report is decoration and must not cost the run.
+    `drawers` (file name -> function of `data`) defaults to a training run's plots of a
+    `ReportData`. Each plot is drawn on its own; a failure is logged (ERROR `report plot
+    failed`) and returned, never raised: a report is decoration and must not cost the run.
     """
     import matplotlib
 
@@ -533,7 +547,7 @@ def draw_plots(data: ReportData) -> tuple[dict[str, bytes], dict[str, str]]:
 
     plots: dict[str, bytes] = {}
     errors: dict[str, str] = {}
-    for name, draw in _DRAWERS.items():
+    for name, draw in (_DRAWERS if drawers is None else drawers).items():
         try:
             plots[name] = draw(data)
         except Exception as exc:

@@ -98,7 +98,7 @@ def run_train(
 
     plan = partition_plan(engine, store, opts, workdir)
     if plan is not None:
-        return run_partitioned(settings, opts, engine, store, plan, workdir=workdir)
+        return run_partitioned(settings, opts, engine, store, plan, workdir=workdir, smtp=smtp)
     if opts.task_index > 0 and not opts.optuna_storage:
         log.warning(
             "task > 0 without OPTUNA_STORAGE has no shared study to tune: nothing to do",
@@ -180,9 +180,11 @@ def run_partitioned(
     plan: Any,
     *,
     workdir: Path,
+    smtp: SmtpConfig | None = None,
 ) -> TrainOutcome | None:
     """This task's partitions (`trainer.run.partitioned`); task 0 then gathers them,
-    promotes per partition and forecasts. Returns None on the other tasks."""
+    promotes per partition, forecasts and emails the run's report as a single run does.
+    Returns None on the other tasks."""
     from trainer.run.partitioned import gather, run_task
 
     params, tuning = run_task(engine, store, plan, opts, workdir)
@@ -192,15 +194,30 @@ def run_partitioned(
     result = gather(
         engine, store, plan, opts, params, tuning, workdir, bigquery=forecast_target(settings)
     )
-    return TrainOutcome(
+    outcome = TrainOutcome(
         run_id=opts.run_id,
         model_version=opts.run_id,
         run_uri=result["run_uri"],
         decision=result["decision"],
         metrics=result["metrics"],
-        files=["partitions.json", "params.json", "metrics.json", "report.md", "manifest.json"],
+        files=result["files"],
         forecast=result["forecast"],
     )
+    if smtp is not None:
+        report = result["report"]
+        email = send_report(
+            smtp,
+            store,
+            report.data,
+            report.markdown,
+            report.html,
+            report.plots,
+            report.per_product,
+            result["decision"],
+            result["forecast"],
+        )
+        outcome.email = email.to_dict()
+    return outcome
 
 
 def send_report(

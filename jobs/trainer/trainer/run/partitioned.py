@@ -49,6 +49,7 @@ from forecastguard.logs import get_logger, timed
 from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactNotFound, ArtifactStore
 from trainer.judge.promotion import Decision
+from trainer.report.partitioned import shap_document
 from trainer.run.options import JobOptions
 from trainer.run.partitions import Partitioning, make_partitioning, partitions_of_task
 
@@ -201,6 +202,38 @@ def _per_product(evaluation: Any, column: str) -> pd.Series:
     return evaluation.per_product.set_index("product_id")["rmsse"].rename(column)
 
 
+def explain_partition(
+    ch: Any, prepared: Any, params: Any, j: Any, run_id: str, opts: JobOptions
+) -> Any:
+    """SHAP of the partition's served forecast (`steps.explain_served`) on a bounded
+    sample: `opts.shap_products` products (the worst first), a few test windows each, so
+    its cost and memory do not grow with the partition. Never raises: SHAP is for the
+    report, and a failure is logged and the explanation says why (the partition's model,
+    decision and forecasts stand)."""
+    from trainer.report.explain import no_explanation
+    from trainer.run import steps as rs
+
+    try:
+        with timed(log, "stage partition shap", stage="shap", run_id=run_id):
+            return rs.explain_served(
+                ch,
+                prepared,
+                params,
+                j,
+                run_id=run_id,
+                max_products=opts.shap_products,
+                seed=opts.train_config.seed,
+            )
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log.error(
+            "partition SHAP failed: the report says so",
+            extra={"run_id": run_id, "error": error},
+            exc_info=True,
+        )
+        return no_explanation(j.serving["kind"], f"SHAP failed ({error})")
+
+
 def train_partition(
     engine: sa.Engine,
     store: ArtifactStore,
@@ -229,6 +262,8 @@ def train_partition(
         ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)
         j = rs.judge(store, prepared, ch, opts.tolerances, run_id, workdir / name, champion)
         base_eval = baseline_evaluation(ch.evaluation, j.base_kind.split(":", 1)[1])
+        explanation = explain_partition(ch, prepared, params, j, run_id, opts)
+        shap_doc = shap_document(explanation)
         writer = RunWriter(store, run_id)
         bundle = rs.model_bundle(ch, prepared, params, run_id)
         save_model_bundle(writer, bundle, workdir / name / "bundle")
@@ -259,6 +294,9 @@ def train_partition(
             writer.put_text("holdout.csv", csv_text(holdout))
         writer.put_text("per_product.csv", csv_text(per.reset_index()))
         writer.put_json("quality.json", prepared.quality.to_dict())
+        writer.put_text("shap/summary.csv", csv_text(explanation.summary))
+        writer.put_text("shap/per_product.csv", csv_text(explanation.per_product))
+        served_kind = ch.kind if j.decision.promote else getattr(j.fallback, "kind", None)
         metrics = {
             **ch.evaluation.metrics,
             "partition": name,
@@ -274,6 +312,11 @@ def train_partition(
             "decision": asdict(j.decision),
             "serving": serving,
             "data_quality_failures": list(j.quality_failures),
+            "intervals": {
+                "served": ch.interval_test.get(served_kind or ""),
+                "test": ch.interval_test,
+            },
+            "shap": shap_doc["settings"],
         }
         writer.put_json("metrics.json", metrics)
         writer.seal(
@@ -293,6 +336,11 @@ def train_partition(
         "has_holdout": holdout is not None,
         "serving": serving,
         "champion_version": j.champion.model_version,
+        # For the gather's report: the challenger, where intervals and the LSTM serve, SHAP.
+        "challenger_kind": ch.kind,
+        "candidates": ch.candidates,
+        "intervals": {"served": ch.interval_test.get(served_kind or "")},
+        "shap": shap_doc,
         "per_product": {
             c: {pid: (None if pd.isna(v) else float(v)) for pid, v in per[c].items()}
             for c in per.columns
@@ -370,42 +418,77 @@ def served_means(markers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def report_markdown(
-    run_id: str, markers: list[dict[str, Any]], means: dict[str, Any], decision: Decision
-) -> str:
-    """The gather's report: every partition's decision, which changed, the two modes."""
-    from trainer.report.render import md_text
+def gathered_report(
+    markers: list[dict[str, Any]],
+    means: dict[str, Any],
+    decision: Decision,
+    p: Plan,
+    serving: dict[str, Any],
+    disparity: float | None,
+    opts: JobOptions,
+) -> Any:
+    """The run's one report over every partition (`trainer.report.partitioned`). Never
+    raises: a plot that fails is named in it, and a report that cannot be built is
+    replaced by a short one; both are logged at ERROR, and the gather promotes and
+    forecasts as if nothing happened."""
+    from trainer.report.explain import PER_PRODUCT_COLUMNS, SUMMARY_COLUMNS
+    from trainer.report.partitioned import (
+        PartitionedReport,
+        PartitionedReportData,
+        build_partitioned_report,
+        merge_shap,
+        partition_table,
+        product_table,
+    )
+    from trainer.run.steps import failed_report, now
 
-    lines = [
-        f"# forecastguard partitioned training run {md_text(run_id)}",
-        "",
-        f"{len(markers)} partitions, {means['products']} products. {md_text(decision.reason)}.",
-        "",
-        "| partition | products | challenger | champion | best baseline | serves | changed |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m in markers:
-        pp = m["per_product"]
-
-        def mean(col: str, pp: dict[str, Any] = pp) -> str:
-            vals = [v for v in pp.get(col, {}).values() if v is not None]
-            return f"{np.mean(vals):.4f}" if vals else "–"
-
-        lines.append(
-            f"| {md_text(m['partition'])} | {len(m['products'])} | {mean('challenger')} | "
-            f"{mean('champion')} | {mean('baseline')} | {md_text(m['serving']['kind'])} "
-            f"({md_text(m['serving']['model_version'])}) | "
-            f"{'**yes**' if m['changed'] else 'no'} |"
+    data = PartitionedReportData(
+        run_id=opts.run_id,
+        model_version=opts.run_id,
+        created_at=now(),
+        request=asdict(opts.request),
+        decision=asdict(decision),
+        serving=serving,
+        partitioning={
+            "size": p.partitioning.size,
+            "key_pattern": p.partitioning.key_pattern,
+            "note": p.note,
+        },
+        partitions=pd.DataFrame(),
+        means=means,
+        disparity=disparity,
+        shap_summary=pd.DataFrame(columns=SUMMARY_COLUMNS),
+        shap_per_product=pd.DataFrame(columns=PER_PRODUCT_COLUMNS),
+        shap_settings={},
+    )
+    per_product = pd.DataFrame()
+    try:
+        with timed(log, "stage report", stage="report") as out:
+            groups = {part.name: part.group for part in p.partitioning.partitions}
+            data.partitions = partition_table(markers, groups)
+            per_product = product_table(markers)
+            data.shap_summary, data.shap_per_product, data.shap_settings = merge_shap(markers)
+            report = build_partitioned_report(data, per_product)
+            out.update(plots=len(report.plots), plot_errors=sorted(data.plot_errors))
+        return report
+    except Exception as exc:
+        markdown, html = failed_report(data, exc)  # type: ignore[arg-type]
+        return PartitionedReport(
+            data, per_product, {}, markdown, html, error=f"{type(exc).__name__}: {exc}"
         )
-    lines += [
-        "",
-        "Mean RMSSE served over all products on this test window: per-partition promotion "
-        f"{means['per_partition']:.4f}; promotion as a whole {means['whole']:.4f} "
-        f"(the challengers {'would' if means['whole_promotes'] else 'would not'} be promoted "
-        f"as a whole). {means['note']}.",
-        "",
-    ]
-    return "\n".join(lines)
+
+
+def write_report(writer: Any, report: Any) -> None:
+    """The report's files in the gathered run: tables (CSV, formula-safe), plots, the
+    report as Markdown and HTML."""
+    writer.put_text("partitions.csv", csv_text(report.data.partitions))
+    writer.put_text("per_product.csv", csv_text(report.per_product))
+    writer.put_text("shap/summary.csv", csv_text(report.data.shap_summary))
+    writer.put_text("shap/per_product.csv", csv_text(report.data.shap_per_product))
+    for name, png in report.plots.items():
+        writer.put_bytes(name, png)
+    writer.put_text("report.md", report.markdown)
+    writer.put_text("report.html", report.html)
 
 
 def gather(
@@ -431,7 +514,13 @@ def gather(
     from trainer.run import steps as rs
     from trainer.run.steps import forecast_with_champion
     from trainer.serve.artifacts import ChampionPointer, RunWriter, read_champion, run_key
-    from trainer.serve.forecast import PARTITIONED, PARTITIONS_FILE, forecast_with, load_forecaster
+    from trainer.serve.forecast import (
+        PARTITIONED,
+        PARTITIONS_FILE,
+        describe_kind,
+        forecast_with,
+        load_forecaster,
+    )
 
     keys = [coordination_key(opts, f"done/{n}.json") for n in p.names]
     markers = collect(store, keys, opts.gather_timeout_s)
@@ -496,8 +585,17 @@ def gather(
         "decision": asdict(decision),
         "tuning": tuning,
     }
+    serving = dict(metrics["serving"])
+    pointer = None if changed else read_champion(store)
+    serving["kind"] = PARTITIONED if changed else getattr(pointer, "kind", None)
+    if serving["kind"]:
+        serving["description"] = describe_kind(serving["kind"])
+    report = gathered_report(markers, means, decision, p, serving, scores.disparity, opts)
+    metrics["shap"] = report.data.shap_settings
+    if report.error:
+        metrics["report_error"] = report.error
     writer.put_json("metrics.json", metrics)
-    writer.put_text("report.md", report_markdown(run_id, markers, means, decision))
+    write_report(writer, report)
     writer.seal(
         model_version=run_id,
         kind=PARTITIONED,
@@ -523,6 +621,8 @@ def gather(
             "decision": decision,
             "run_uri": writer.uri,
             "forecast": forecast,
+            "report": report,
+            "files": [*sorted(writer.files), "manifest.json"],
         }
     # Residuals: each product's errors by the model that serves it now.
     old_version = current_champion_version(engine)
@@ -556,7 +656,14 @@ def gather(
         kind=PARTITIONED,
     )
     forecast = forecast_with(engine, forecaster, bigquery=bigquery).to_dict()
-    return {"metrics": metrics, "decision": decision, "run_uri": writer.uri, "forecast": forecast}
+    return {
+        "metrics": metrics,
+        "decision": decision,
+        "run_uri": writer.uri,
+        "forecast": forecast,
+        "report": report,
+        "files": [*sorted(writer.files), "manifest.json"],
+    }
 
 
 def partition_plan(
