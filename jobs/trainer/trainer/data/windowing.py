@@ -109,6 +109,32 @@ def budget_mask(series: np.ndarray, origin: np.ndarray, max_windows: int) -> np.
     return keep
 
 
+def window_pairs(
+    arrays: FeatureArrays,
+    origins: np.ndarray,
+    lookback: int,
+    horizon: int,
+    *,
+    series: np.ndarray | None = None,
+    require_targets: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(series, origin) of the windows at `origins` for every series (or the rows in
+    `series`) that qualify, series-major — what `make_windows` gathers, without gathering
+    anything (a caller can choose among them first: `gather_windows`)."""
+    n_days = arrays.seq.shape[1]
+    rows = np.arange(arrays.seq.shape[0]) if series is None else np.asarray(series)
+    origins = np.asarray(origins, dtype=np.int64)
+    origins = np.unique(origins[(origins >= lookback) & (origins + horizon <= n_days)])
+    # All (series, origin) pairs, then keep those listed before the origin and on all targets.
+    s_idx = np.repeat(rows, origins.size)
+    o_idx = np.tile(origins, rows.size)
+    keep = arrays.listed[s_idx, o_idx - 1]
+    if require_targets:
+        listed_targets = sliding_window_view(arrays.listed, horizon, axis=1)  # (S, T-H+1, H)
+        keep &= listed_targets[s_idx, o_idx].all(axis=1)
+    return s_idx[keep], o_idx[keep]
+
+
 def make_windows(
     arrays: FeatureArrays,
     origins: np.ndarray,
@@ -126,21 +152,24 @@ def make_windows(
     is listed the day before the origin. `max_windows` (0: all) keeps at most that many
     (`budget_mask`), chosen before anything is gathered.
     """
-    n_series, n_days, _ = arrays.seq.shape
-    rows = np.arange(n_series) if series is None else np.asarray(series)
-    origins = np.asarray(origins, dtype=np.int64)
-    origins = np.unique(origins[(origins >= lookback) & (origins + horizon <= n_days)])
-    # All (series, origin) pairs, then keep those listed before the origin and on all targets.
-    s_idx = np.repeat(rows, origins.size)
-    o_idx = np.tile(origins, rows.size)
-    listed_targets = sliding_window_view(arrays.listed, horizon, axis=1)  # (S, T-H+1, H)
-    keep = arrays.listed[s_idx, o_idx - 1]
-    if require_targets:
-        keep &= listed_targets[s_idx, o_idx].all(axis=1)
-    s_idx, o_idx = s_idx[keep], o_idx[keep]
+    s_idx, o_idx = window_pairs(
+        arrays, origins, lookback, horizon, series=series, require_targets=require_targets
+    )
     within = budget_mask(s_idx, o_idx, max_windows)
-    s_idx, o_idx = s_idx[within], o_idx[within]
+    return gather_windows(arrays, s_idx[within], o_idx[within], lookback, horizon, synthetic)
 
+
+def gather_windows(
+    arrays: FeatureArrays,
+    s_idx: np.ndarray,
+    o_idx: np.ndarray,
+    lookback: int,
+    horizon: int,
+    synthetic: np.ndarray | None = None,
+) -> Windows:
+    """The windows of the (series, origin) pairs `s_idx`, `o_idx` (from `window_pairs`),
+    gathered into arrays in that order."""
+    n_series = arrays.seq.shape[0]
     # Windows over (days, features) blocks: the gather yields (N, L, F) in one copy.
     n_feat, n_known = arrays.seq.shape[2], arrays.known.shape[2]
     x_view = sliding_window_view(arrays.seq, (lookback, n_feat), axis=(1, 2))  # (S, T-L+1, 1, L, F)

@@ -188,10 +188,17 @@ def member_mask(
     """(mask of `w`, stride): the windows whose origins lie within `days` days before `end`
     (0: all), then every `stride`-th of their origins (the latest always kept) so the
     rows stay within `max_rows`."""
-    recent = w.origin >= end - days if days else np.ones(len(w), dtype=bool)
-    origins = np.unique(w.origin[recent])
+    return origin_mask(w.origin, end, days, horizon, max_rows)
+
+
+def origin_mask(
+    origin: np.ndarray, end: int, days: int, horizon: int, max_rows: int
+) -> tuple[np.ndarray, int]:
+    """`member_mask` of windows given by their origins alone (before any is gathered)."""
+    recent = origin >= end - days if days else np.ones(len(origin), dtype=bool)
+    origins = np.unique(origin[recent])
     stride = max(1, int(np.ceil(int(recent.sum()) * horizon / max_rows)))
-    return recent & np.isin(w.origin, origins[::-1][::stride]), stride
+    return recent & np.isin(origin, origins[::-1][::stride]), stride
 
 
 def _shared_rows(
@@ -299,6 +306,29 @@ def train_gbm(
     return GBMForecaster(members=members, names=names)
 
 
+def refit_windows(
+    prepared: Prepared, history_days: list[int], max_rows: int
+) -> tuple[Windows, list[tuple[np.ndarray, int]]]:
+    """The refit's windows and each member's (mask, origin stride) over them.
+
+    The same rows as masking `Prepared.refit_windows(through="test")` (the windows over
+    every day) with `member_mask`, but only the windows some member trains on are
+    gathered: each member's rows are thinned to `max_rows`, while all the windows of a
+    large partition need not fit in memory (they grow with products x days)."""
+    from trainer.data.windowing import gather_windows, origins_every, window_pairs
+
+    cfg, a = prepared.cfg, prepared.arrays
+    end = len(prepared.panel.calendar)
+    origins = origins_every(cfg.lookback, end, cfg.train_stride, cfg.horizon)
+    s_idx, o_idx = window_pairs(a, origins, cfg.lookback, cfg.horizon)
+    picks = [origin_mask(o_idx, end, days, cfg.horizon, max_rows) for days in history_days]
+    union = np.logical_or.reduce([mask for mask, _ in picks])
+    every_day = gather_windows(
+        a, s_idx[union], o_idx[union], cfg.lookback, cfg.horizon, prepared.panel.synthetic
+    )
+    return every_day, [(mask[union], stride) for mask, stride in picks]
+
+
 def refit_gbm(
     prepared: Prepared,
     heldout: GBMForecaster,
@@ -314,12 +344,7 @@ def refit_gbm(
     it is what gets served, `val_days + test_days` days fresher."""
     import lightgbm as lgb
 
-    every_day = prepared.refit_windows(through="test")
-    end = len(prepared.panel.calendar)
-    picks = [
-        member_mask(every_day, end, m.history_days, prepared.cfg.horizon, max_rows)
-        for m in heldout.members
-    ]
+    every_day, picks = refit_windows(prepared, [m.history_days for m in heldout.members], max_rows)
     full, indices = _shared_rows(
         prepared,
         every_day,
