@@ -179,9 +179,9 @@ class WindowSample:
     products: list[str]  # explained products (the worst first)
     worst: list[str]
     test: Windows
-    train: Windows  # real series only
+    train: Windows  # every training window; `background` indexes real series' only
     explained: list[np.ndarray]  # per product: indices into `test`
-    background: list[np.ndarray]  # per product: indices into `train`
+    background: list[np.ndarray]  # per product: indices into `train` (real series)
 
     @property
     def owners(self) -> np.ndarray:
@@ -199,6 +199,12 @@ class WindowSample:
         return np.concatenate(self.explained)
 
 
+def _products_of(series: np.ndarray, ids: Any) -> np.ndarray:
+    """(n,) object array: the product id of each window's series (one lookup a series)."""
+    uniq, inverse = np.unique(np.asarray(series), return_inverse=True)
+    return np.array([ids[s] for s in uniq], dtype=object)[inverse.reshape(-1)]
+
+
 def sample_windows(
     prepared: Prepared,
     *,
@@ -214,11 +220,14 @@ def sample_windows(
     then a seeded random sample of the others) and their windows."""
     rng = np.random.default_rng(seed)
     test = test if test is not None else prepared.test
-    train = prepared.train.subset(~prepared.train.synthetic)
+    # The training windows are indexed, not copied (a copy of the real series' windows
+    # would add the partition's largest array to the task's peak memory for a sample).
+    train = prepared.train
     ids = prepared.panel.product_ids
-    test_products = np.array([ids[s] for s in test.series], dtype=object)
-    train_products = np.array([ids[s] for s in train.series], dtype=object)
-    available = sorted(set(test_products) & set(train_products))
+    test_products = _products_of(test.series, ids)
+    train_products = _products_of(train.series, ids)
+    train_products[np.asarray(train.synthetic, dtype=bool)] = None  # real series only
+    available = sorted(set(test_products) & (set(train_products) - {None}))
     if not available:
         raise ValueError("no product has both training and test windows to explain")
     errors = per_product_error.reindex(available).dropna().sort_values(ascending=False)
