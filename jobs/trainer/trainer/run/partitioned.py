@@ -16,8 +16,9 @@ variables) computes the same partitioning from the product ids, then:
    champion from before partitions — one model — is scored on the partition's
    products; none: the best baseline). Each partition is a sealed run of its own,
    `runs/<execution>-<partition>/` (model, metrics.json, per_product.csv, holdout.csv of
-   what serves it, quality.json), and a done-marker `partitioned/<execution>/done/<p>.json`
-   with its decision and scores. A retried task skips partitions already marked done.
+   what serves it, quality.json, shap/ of its served forecast on a bounded sample), and a
+   done-marker `partitioned/<execution>/done/<p>.json` with its decision, scores and a
+   compact SHAP summary. A retried task skips partitions already marked done.
 3. **Gather** (task 0, after its own partitions, waiting for every marker up to
    `gather_timeout_s`). Promotion is per partition: a partition's challenger replaces
    its champion only if it beats it (and the baselines, for a first model) by the usual
@@ -25,9 +26,12 @@ variables) computes the same partitioning from the product ids, then:
    whose `partitions.json` lists each partition's serving model (the champion
    manifest: `champion.json` then has kind `partitioned`), registers it as the champion
    (`model_residuals`: each product's errors by the model that serves it), and forecasts
-   every product by its partition's model. `metrics.json` and `report.md` say which
-   partitions changed and compare per-partition with whole-catalogue promotion on the
-   same test window.
+   every product by its partition's model. `metrics.json` and the run's one report
+   (`trainer.report.partitioned`: HTML and Markdown, plots, SHAP merged from the
+   partitions' bounded samples; emailed by `trainer.run.main.run_partitioned`) say which
+   partitions changed, where the LSTM serves, and compare per-partition with
+   whole-catalogue promotion on the same test window. The report never costs the
+   promotion or the forecasts.
 
 A partition that fails in its task fails the gather (no champion changes; the run is
 marked failed) — the champion's other partitions stay as they are.
