@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.recalibrate import requantile, served_quantiles
+from experiments.recalibrate import (
+    calibrate,
+    guard_coverage,
+    requantile,
+    served_quantiles,
+    variants_table,
+)
 from trainer.models.intervals import fit_intervals
 
 PRODUCTS = ["A", "B"]
@@ -97,3 +103,80 @@ def test_the_trainer_rows_get_the_methods_quantiles_and_the_others_stay() -> Non
 def test_a_cutoff_without_its_dump_is_refused() -> None:
     with pytest.raises(ValueError, match="no interval dump"):
         requantile(_forecasts(), {})
+
+
+def _intermittent(seed: int) -> pd.DataFrame:
+    """A calibration frame with one product that sells nothing on half its days."""
+    frame = _calibration(seed)
+    rng = np.random.default_rng(seed + 100)
+    b = frame["product_id"] == "B"
+    frame.loc[b, "actual"] = np.where(rng.random(b.sum()) < 0.5, 0.0, frame.loc[b, "actual"])
+    return frame
+
+
+def test_the_lower_rule_variant_misses_the_level_on_its_calibration_rows() -> None:
+    frame = pd.concat([_intermittent(s) for s in range(3)], ignore_index=True)
+    a = (frame["product_id"] == "A").to_numpy()  # no ties among the missable rows
+    frame.loc[a, "actual"] += np.random.default_rng(9).random(a.sum())
+    frame = frame.assign(
+        origin_date=frame["origin_date"] + pd.to_timedelta(frame.index // 224, "D")
+    )
+    naive = {"A": 3.0, "B": 1.5}
+
+    def lower_miss(cal: object) -> float:
+        q = cal.apply(frame)
+        return float(np.mean(q["actual"] < q["p10"]))
+
+    plain = calibrate(frame, naive)
+    ruled = calibrate(frame, naive, lower_rule=1.0)
+    assert lower_miss(plain) < 0.08  # a P10 at 0 cannot be missed
+    assert abs(lower_miss(ruled) - 0.1) < 0.01
+    half = calibrate(frame, naive, lower_rule=0.5)
+    assert lower_miss(plain) < lower_miss(half) < lower_miss(ruled)
+
+
+def test_the_zero_threshold_and_lower_power_variants() -> None:
+    frame = _intermittent(0)
+    naive = {"A": 3.0, "B": 1.5}
+    plain = calibrate(frame, naive)
+    strict = calibrate(frame, naive, zero_threshold=2.0)
+    # the same chance of no sale must now exceed 0.2 to set P10 at 0: the intercept drops
+    assert strict.zero_model[0] < plain.zero_model[0]
+    assert strict.zero_model[1:] == plain.zero_model[1:]
+    mixed = calibrate(frame, naive, lower_power=0.0).apply(frame)
+    other = fit_intervals(frame, naive, level_power=0.0).apply(frame)
+    upper = plain.apply(frame)
+    np.testing.assert_allclose(mixed["p90"], upper["p90"])
+    assert (mixed["p10"] <= mixed["p50"]).all() and (mixed["p50"] <= mixed["p90"]).all()
+    np.testing.assert_allclose(mixed["p10"], np.minimum(other["p10"], upper["p50"]))
+
+
+def test_the_variants_table_counts_the_cutoffs_at_or_below_the_reference() -> None:
+    rows = pd.DataFrame(
+        {
+            "variant": ["m", "m", "lightgbm_quantile (reference)", "lightgbm_quantile (reference)"],
+            "cutoff": ["2024-01-01", "2024-02-01"] * 2,
+            "coverage_80": [0.8, 0.82, 0.7, 0.72],
+            "coverage_80_p10": [0.6, 0.7, 0.5, 0.5],
+            "wspl": [0.2, 0.3, 0.21, 0.29],
+            "guard": [0.84, 0.86, np.nan, np.nan],
+        }
+    )
+    table = variants_table(rows)
+    assert (
+        "| m | 0.2000 | 0.3000 | 0.810 | 0.650 | 0.2500 | 1 of 2 | 0.850 (0.840–0.860) |" in table
+    )
+
+
+def test_the_guard_figure_is_the_test_coverage_with_a_bootstrap_error() -> None:
+    from trainer.models.intervals import coverage_summary
+
+    dump = _dump()
+    coverage, sd = guard_coverage(dump, level_power=0.0, zero_mass=False)
+    cal = fit_intervals(
+        dump["calibration"]["lightgbm"], dump["naive"], level_power=0.0, zero_mass=False
+    )
+    assert coverage == pytest.approx(
+        coverage_summary(cal.apply(dump["test"]["lightgbm"]))["coverage"]
+    )
+    assert 0.0 < sd < 0.2
