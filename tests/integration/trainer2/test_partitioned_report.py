@@ -191,7 +191,7 @@ def test_hostile_ids_and_groups_are_text_in_the_report_csv_and_email(world):
     assert all(link.startswith("cid:") for link in _links(body)), _links(body)
     assert "Which partitions changed" in body and "<td>p0000</td>" in body
     names = sorted(p.get_filename() for p in msg.iter_attachments())
-    assert names == ["per_product.csv", "shap_summary.png"]
+    assert names == ["partitions.csv", "per_product.csv", "shap_summary.png"]
     [attached] = [p for p in msg.iter_attachments() if p.get_filename() == "per_product.csv"]
     content = attached.get_content()
     text = content.decode() if isinstance(content, bytes) else content

@@ -182,17 +182,19 @@ def merge_shap(markers: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFram
     explained = [
         m for m in markers if ((m.get("shap") or {}).get("settings") or {}).get("explained")
     ]
+    names = {m["partition"] for m in explained}
+    skipped = [m for m in markers if m["partition"] not in names]
     settings: dict[str, Any] = {
         "partitions": len(markers),
         "explained_partitions": len(explained),
         "explained_products": int(sum(len(m["products"]) for m in explained)),
         "windows": int(sum(m["shap"]["windows"] for m in explained)),
-        "not_explained": {
+        "not_explained_partitions": len(skipped),
+        "not_explained": {  # the first few, with the reason
             m["partition"]: ((m.get("shap") or {}).get("settings") or {}).get(
                 "reason", "no SHAP results"
             )
-            for m in markers
-            if m not in explained
+            for m in skipped[:MAX_NAMED]
         },
     }
     if not explained:
@@ -434,13 +436,14 @@ def _shap_lines(data: PartitionedReportData) -> list[str]:
                 "",
                 md_table(data.shap_per_product),
             ]
-    if skipped:
-        names = sorted(skipped)
+    total = s.get("not_explained_partitions", len(skipped))
+    if total:
+        names = sorted(skipped)[:5]
         out += [
             "",
-            f"Not explained: {len(names)} partition{'s' if len(names) > 1 else ''} ("
-            + "; ".join(f"{md_text(n)}: {md_text(skipped[n])}" for n in names[:5])
-            + (f"; and {len(names) - 5} more" if len(names) > 5 else "")
+            f"Not explained: {total} partition{'s' if total > 1 else ''} ("
+            + "; ".join(f"{md_text(n)}: {md_text(skipped[n])}" for n in names)
+            + (f"; and {total - len(names)} more" if total > len(names) else "")
             + ").",
         ]
     return [*out, ""]

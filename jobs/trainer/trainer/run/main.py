@@ -215,6 +215,7 @@ def run_partitioned(
             report.per_product,
             result["decision"],
             result["forecast"],
+            extra=(Attachment("partitions.csv", csv_text(report.data.partitions).encode()),),
         )
         outcome.email = email.to_dict()
     return outcome
@@ -230,8 +231,10 @@ def send_report(
     per_product: pd.DataFrame,
     decision: Decision,
     forecast: dict[str, Any] | None,
+    extra: tuple[Attachment, ...] = (),
 ) -> EmailOutcome:
-    """Email the report; record the outcome beside the run (never raises)."""
+    """Email the report (the plots, per_product.csv and `extra` attached); record the
+    outcome beside the run (never raises)."""
     verdict = "promoted" if decision.promote else "not promoted"
     subject = f"forecastguard: model {data.model_version} {verdict}"
     if not decision.promote and data.serving:
@@ -252,7 +255,7 @@ def send_report(
             html=html,
             inline_images={k: v for k, v in plots.items() if f"]({k})" in markdown},
             attachments=[Attachment(n, b) for n, b in plots.items()]
-            + [Attachment("per_product.csv", csv_text(per_product).encode())],
+            + [Attachment("per_product.csv", csv_text(per_product).encode()), *extra],
         )
         outcome = send(smtp, msg)
     except ValueError as exc:  # no recipients configured
