@@ -349,3 +349,14 @@ def test_a_partitions_explanation_fits_its_marker_and_merges() -> None:
     both = summary.set_index(["feature", "input", "model"])["mean_abs_shap"]
     pd.testing.assert_series_equal(both.sort_index(), one.sort_index(), check_exact=False)
     assert settings["kind"] == "lightgbm" and settings["windows"] == 8
+
+
+def test_the_email_attaches_the_worst_served_products_of_a_large_catalogue(monkeypatch) -> None:
+    monkeypatch.setattr(rp, "EMAIL_PRODUCTS", 2)
+    markers = _markers()
+    per_product = rp.product_table(markers)
+    attached = rp.email_products(per_product)
+    assert len(per_product) == 5 and attached["served"].tolist() == [1.0, 1.0]
+    assert set(attached["product_id"]) == {DOLLAR, "d"}
+    md = rp.render_partitioned_markdown(_data(markers))
+    assert "The email's `per_product.csv` holds the 2 worst-served of the 5 products" in md

@@ -48,6 +48,9 @@ log = get_logger(__name__)
 
 LSTM_KINDS = ("lstm", "blend")  # served kinds whose forecast is (partly) the LSTM's
 MAX_TABLE_ROWS = 100  # partitions in the report's table (partitions.csv has all)
+# Products in the email's per_product.csv (about 100 bytes a row: an email stays far
+# below the 25 MB that Gmail takes); the run's per_product.csv has every product.
+EMAIL_PRODUCTS = 10_000
 MAX_NAMED = 20  # partitions named in a sentence
 MAX_LABELLED = 30  # partitions labelled in the plot
 WORST_SHAP_PRODUCTS = 5  # products whose own SHAP table the report shows
@@ -487,7 +490,23 @@ def render_partitioned_markdown(data: PartitionedReportData) -> str:
         ]
     if data.artifacts:
         out += ["## Artifacts", "", *[f"- {md_code(a)}" for a in data.artifacts], ""]
+    products = int(data.partitions["products"].sum()) if len(data.partitions) else 0
+    if products > EMAIL_PRODUCTS:
+        out += [
+            f"The email's `per_product.csv` holds the {EMAIL_PRODUCTS:,} worst-served of the "
+            f"{products:,} products; the run's `per_product.csv` holds them all.",
+            "",
+        ]
     return "\n".join(out)
+
+
+def email_products(per_product: pd.DataFrame) -> pd.DataFrame:
+    """The products the email attaches: all, or the `EMAIL_PRODUCTS` worst served."""
+    if len(per_product) <= EMAIL_PRODUCTS or "served" not in per_product:
+        return per_product
+    return per_product.sort_values("served", ascending=False, na_position="first").head(
+        EMAIL_PRODUCTS
+    )
 
 
 def _rmsse_plot(data: PartitionedReportData) -> bytes:

@@ -185,6 +185,7 @@ def run_partitioned(
     """This task's partitions (`trainer.run.partitioned`); task 0 then gathers them,
     promotes per partition, forecasts and emails the run's report as a single run does.
     Returns None on the other tasks."""
+    from trainer.report.partitioned import email_products
     from trainer.run.partitioned import gather, run_task
 
     params, tuning = run_task(engine, store, plan, opts, workdir)
@@ -212,7 +213,7 @@ def run_partitioned(
             report.markdown,
             report.html,
             report.plots,
-            report.per_product,
+            email_products(report.per_product),
             result["decision"],
             result["forecast"],
             extra=(Attachment("partitions.csv", csv_text(report.data.partitions).encode()),),
