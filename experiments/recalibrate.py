@@ -288,12 +288,16 @@ def variants_rows(forecasts: pd.DataFrame, scale_frame: pd.DataFrame, dumps: dic
 
 def variants_table(table: pd.DataFrame) -> str:
     """Markdown of `variants_rows`: WSPL per cutoff, the means, the cutoffs at or below the
-    quantile-LightGBM reference's WSPL, and the guard's figure (mean, range)."""
+    quantile-LightGBM reference's WSPL, and the guard's figure (mean, range, its standard
+    deviation between cutoffs and within one (the bootstrap), the cutoffs where it falls
+    outside the promotion guard's bounds)."""
+    from trainer.judge.promotion import COVERAGE_BOUNDS
+
     cutoffs = sorted(table["cutoff"].unique())
     ref = table[table["variant"] == "lightgbm_quantile (reference)"].set_index("cutoff")["wspl"]
     lines = [
         "| variant | " + " | ".join(f"WSPL {c}" for c in cutoffs) + " | coverage_80 | "
-        "coverage_80_p10 | WSPL | ≤ reference | guard mean (range) |",
+        "coverage_80_p10 | WSPL | ≤ reference | guard: mean (range; sd; outside the bounds) |",
         "|---|" + "---|" * (len(cutoffs) + 5),
     ]
     for name, g in table.groupby("variant", sort=False):
@@ -302,7 +306,16 @@ def variants_table(table: pd.DataFrame) -> str:
         both = wspl.index.intersection(ref.index)
         wins = f"{int((wspl[both] <= ref[both]).sum())} of {len(both)}" if len(both) else "–"
         guard = g["guard"].dropna()
-        gcell = f"{guard.mean():.3f} ({guard.min():.3f}–{guard.max():.3f})" if len(guard) else "–"
+        gcell = "–"
+        if len(guard):
+            lo, hi = COVERAGE_BOUNDS
+            outside = int(((guard < lo) | (guard > hi)).sum())
+            between = guard.std(ddof=1) if len(guard) > 1 else float("nan")
+            gcell = (
+                f"{guard.mean():.3f} ({guard.min():.3f}–{guard.max():.3f}; sd between "
+                f"cutoffs {between:.3f}, within {g['guard_sd'].mean():.3f}; outside "
+                f"{outside} of {len(guard)})"
+            )
         lines.append(
             f"| {name} | {cells} | {g['coverage_80'].mean():.3f} | "
             f"{g['coverage_80_p10'].mean():.3f} | {g['wspl'].mean():.4f} | {wins} | {gcell} |"

@@ -160,12 +160,12 @@ def test_the_variants_table_counts_the_cutoffs_at_or_below_the_reference() -> No
             "coverage_80_p10": [0.6, 0.7, 0.5, 0.5],
             "wspl": [0.2, 0.3, 0.21, 0.29],
             "guard": [0.84, 0.86, np.nan, np.nan],
+            "guard_sd": [0.01, 0.03, np.nan, np.nan],
         }
     )
     table = variants_table(rows)
-    assert (
-        "| m | 0.2000 | 0.3000 | 0.810 | 0.650 | 0.2500 | 1 of 2 | 0.850 (0.840–0.860) |" in table
-    )
+    assert "| m | 0.2000 | 0.3000 | 0.810 | 0.650 | 0.2500 | 1 of 2 | 0.850 (0.840–0.860; " in table
+    assert "within 0.020; outside 1 of 2) |" in table
 
 
 def test_the_guard_figure_is_the_test_coverage_with_a_bootstrap_error() -> None:
