@@ -645,7 +645,7 @@ def _tests_from_rows(rows: pd.DataFrame) -> stats.DriftTests:
 
 def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
     """The global step of the check: from all products' rows to the result."""
-    rows = part.products
+    rows = _coverage_pvalues(part.products)  # issue 27: the coverage tests' empirical nulls
     tests = _tests_from_rows(rows)
     drift = _error_drift_decision(tests, params, rows["reference"].to_numpy(object))
     drift = _join_coverage(drift, rows, params)  # issue 27: the interval's coverage test
@@ -821,10 +821,13 @@ def drift_reason(row: Any) -> str:
 
 def _drift_words(row: Any, pid: str, kind: Any) -> str:
     if getattr(row, "drift_test", None) == COVERAGE_TEST:
-        way = "too narrow" if row.coverage < coverage.NOMINAL else "too wide"
+        scale = float(getattr(row, "coverage_scale", np.nan))
+        narrow = scale > 1 if np.isfinite(scale) else row.coverage < coverage.NOMINAL
+        spread = f", errors {scale:.2g} times its spread" if np.isfinite(scale) else ""
         return (
-            f"{pid}: its 80 % interval covered {row.coverage:.0%} of the window's days "
-            f"({way}; interval score {row.interval_score:.3g})"
+            f"{pid}: its 80 % interval covered {row.coverage:.0%} of the window's days"
+            f"{spread} ({'too narrow' if narrow else 'too wide'}; interval score "
+            f"{row.interval_score:.3g})"
         )
     if kind == "level":
         side = "too low" if row.bias_shift > 0 else "too high"
@@ -849,12 +852,22 @@ def drift_reasons(products: pd.DataFrame) -> list[str]:
 
 # --- Issue 27: the served interval's coverage (`forecastguard.health.coverage`). --------
 #
-# `product_phase` adds each product's coverage test (its own rows only); here its
-# p-value joins the drift tests' (Bonferroni per product) before BH, and a product found
+# `product_phase` adds each product's coverage tests (its own rows only); here their
+# empirical nulls are fitted over all products, the p-value joins the drift tests'
+# (Bonferroni per product) before BH, and a product found
 # by it is a `scale` drift whose test is "coverage". Products without a served interval
 # keep the drift tests' p-values, so a database without intervals is judged as before.
 
 COVERAGE_TEST = "coverage"
+
+
+def _coverage_pvalues(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with each product's final coverage p-value (`coverage.global_pvalues`:
+    the hit and scale tests with their empirical nulls over all products)."""
+    if "coverage_pvalue" not in rows or not len(rows):
+        return rows
+    p, _ = coverage.global_pvalues(rows)
+    return rows.assign(coverage_pvalue=p)
 
 
 def _join_coverage(drift: _Drift, rows: pd.DataFrame, params: HealthParams) -> _Drift:
@@ -888,7 +901,11 @@ def _with_coverage(products: pd.DataFrame, rows: pd.DataFrame, listed: np.ndarra
     cols = ("coverage", "coverage_n", "coverage_pvalue", "interval_score")
     if not set(cols) <= set(rows.columns):
         return products
-    return products.assign(**{c: rows[c].to_numpy(np.float64)[listed] for c in cols})
+    out = products.assign(**{c: rows[c].to_numpy(np.float64)[listed] for c in cols})
+    if "coverage_scale_ratio" in rows:  # the scale test's: errors in the interval's spread
+        ratio = rows["coverage_scale_ratio"].to_numpy(np.float64)[listed]
+        out = out.assign(coverage_scale=np.sqrt(ratio))
+    return out
 
 
 def interval_coverage(products: pd.DataFrame) -> float | None:
