@@ -151,24 +151,23 @@ def partition_table(markers: list[dict[str, Any]], groups: dict[str, str]) -> pd
 
 def product_table(markers: list[dict[str, Any]]) -> pd.DataFrame:
     """Every product's test RMSSE by the challenger, champion, best baseline and what
-    serves it (`per_product.csv`)."""
-    frames = []
+    serves it (`per_product.csv`). Built from plain lists, one frame at the end (a frame
+    per partition costs seconds a thousand partitions)."""
+    columns: list[str] = []
+    for m in markers:
+        columns += [c for c in m["per_product"] if c not in columns]
+    data: dict[str, list[Any]] = {"partition": [], "product_id": [], **{c: [] for c in columns}}
     for m in markers:
         pp = m["per_product"]
-        frame = pd.DataFrame({c: pd.Series(v, dtype=float) for c, v in pp.items()})
-        frames.append(
-            frame.rename_axis("product_id").reset_index().assign(partition=m["partition"])
-        )
-    if not frames:
-        return pd.DataFrame(columns=["partition", "product_id"])
-    out = pd.concat(frames, ignore_index=True)
-    return out[
-        [
-            "partition",
-            "product_id",
-            *[c for c in out.columns if c not in ("partition", "product_id")],
-        ]
-    ]
+        ids = list(dict.fromkeys(pid for c in columns for pid in pp.get(c, {})))
+        data["partition"] += [m["partition"]] * len(ids)
+        data["product_id"] += ids
+        for c in columns:
+            values = pp.get(c, {})
+            data[c] += [values.get(pid) for pid in ids]
+    frame = pd.DataFrame(data)
+    frame[columns] = frame[columns].astype(float)
+    return frame
 
 
 def merge_shap(markers: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -214,17 +213,16 @@ def merge_shap(markers: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFram
     kinds = sorted({m["shap"]["settings"].get("kind", "") for m in explained})
     total = settings["explained_products"]
     numeric = ["mean_abs_shap", "mean_shap", "sum_abs_shap_over_steps"]
-    parts = []
+    sums: dict[tuple[str, str, str], list[float]] = {}
     for m in explained:
-        frame = pd.DataFrame(m["shap"]["summary"], columns=SUMMARY_COLUMNS)
-        frame[numeric] = frame[numeric].astype(float) * (len(m["products"]) / total)
-        parts.append(frame)
-    summary = (
-        pd.concat(parts, ignore_index=True)
-        .groupby(["feature", "input", "model"], as_index=False, sort=False)[numeric]
-        .sum()
-        .sort_values("sum_abs_shap_over_steps", ascending=False, ignore_index=True)
-    )[SUMMARY_COLUMNS]
+        weight = len(m["products"]) / total
+        for row in m["shap"]["summary"]:
+            acc = sums.setdefault((row["feature"], row["input"], row["model"]), [0.0] * 3)
+            for i, c in enumerate(numeric):
+                acc[i] += weight * float(row[c])
+    summary = pd.DataFrame(
+        [(*key, *values) for key, values in sums.items()], columns=SUMMARY_COLUMNS
+    ).sort_values("sum_abs_shap_over_steps", ascending=False, ignore_index=True)
     worst = []
     for m in explained:
         challenger = m["per_product"].get("challenger", {})
