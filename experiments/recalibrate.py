@@ -326,8 +326,16 @@ def variants_table(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Write the re-derived run (or, with `--check`, compare it with the run's own)."""
     p = argparse.ArgumentParser(prog="python -m experiments.recalibrate", description=__doc__)
-    p.add_argument("--raw", type=Path, required=True, help="a run's --out (or its raw/)")
-    p.add_argument("--dumps", type=Path, required=True, help="the run's --dump-intervals DIR")
+    p.add_argument(
+        "--raw",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="a run's --out (or its raw/); with --variants, several (e.g. split cutoffs)",
+    )
+    p.add_argument(
+        "--dumps", type=Path, nargs="+", required=True, help="the run's --dump-intervals DIR(s)"
+    )
     p.add_argument("--out", type=Path, help="where the re-derived raw/ goes")
     p.add_argument("--level-power", type=float, default=None, help="γ (default: the module's)")
     p.add_argument("--no-zero-mass", action="store_true")
@@ -340,18 +348,29 @@ def main(argv: list[str] | None = None) -> int:
         help="compare with the run's own quantiles instead of writing (largest difference)",
     )
     args = p.parse_args(argv)
-    raw = args.raw / "raw" if (args.raw / "raw").is_dir() else args.raw
-    if not (raw / "forecasts.csv.gz").is_file():
-        p.error(f"--raw {args.raw}: no forecasts.csv.gz (run with --keep-forecasts)")
-    dumps = {d["cutoff"]: d for d in map(load_dump, sorted(args.dumps.glob("*.pkl")))}
+    raws = [r / "raw" if (r / "raw").is_dir() else r for r in args.raw]
+    for r in raws:
+        if not (r / "forecasts.csv.gz").is_file():
+            p.error(f"--raw {r}: no forecasts.csv.gz (run with --keep-forecasts)")
+    if len(raws) > 1 and not args.variants:
+        p.error("several --raw runs: only with --variants (merge the re-derived runs instead)")
+    raw = raws[0]
+    paths = sorted(f for d in args.dumps for f in d.glob("*.pkl"))
+    dumps = {d["cutoff"]: d for d in map(load_dump, paths)}
     if not dumps:
-        p.error(f"--dumps {args.dumps}: no <cutoff>.pkl")
+        p.error(f"--dumps {' '.join(map(str, args.dumps))}: no <cutoff>.pkl")
     options: dict[str, Any] = {"zero_mass": not args.no_zero_mass, "with_test": args.with_test}
     if args.level_power is not None:
         options["level_power"] = args.level_power
-    forecasts = pd.read_csv(raw / "forecasts.csv.gz", parse_dates=["cutoff", "date"])
+    forecasts = pd.concat(
+        [pd.read_csv(r / "forecasts.csv.gz", parse_dates=["cutoff", "date"]) for r in raws],
+        ignore_index=True,
+    )
     if args.variants:
-        scale_frame = pd.read_csv(raw / "scales.csv", parse_dates=["cutoff"])
+        scale_frame = pd.concat(
+            [pd.read_csv(r / "scales.csv", parse_dates=["cutoff"]) for r in raws],
+            ignore_index=True,
+        )
         rows = variants_rows(forecasts, scale_frame, dumps)
         print(variants_table(rows))
         if args.json is not None:

@@ -180,3 +180,16 @@ def test_the_guard_figure_is_the_test_coverage_with_a_bootstrap_error() -> None:
         coverage_summary(cal.apply(dump["test"]["lightgbm"]))["coverage"]
     )
     assert 0.0 < sd < 0.2
+
+
+def test_several_runs_are_read_only_for_the_variants_table(tmp_path) -> None:
+    from experiments.recalibrate import main
+
+    runs = []
+    for name in ("a", "b"):
+        raw = tmp_path / name / "raw"
+        raw.mkdir(parents=True)
+        _forecasts().to_csv(raw / "forecasts.csv.gz", index=False)
+        runs.append(str(tmp_path / name))
+    with pytest.raises(SystemExit):
+        main(["--raw", *runs, "--dumps", str(tmp_path), "--out", str(tmp_path / "new")])
