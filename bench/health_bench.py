@@ -9,6 +9,10 @@ measures the cold import of functions/health/main.py and that TensorFlow never l
 
     .venv/bin/python bench/health_bench.py [--products 10000] [--repeats 3]
                                            [--no-sqlite] [--no-mariadb]
+                                           [--reference-days 90] [--older-days 730]
+
+`--older-days N` adds N days of sales and forecasts before the days the check reads (a
+store's years of history), which the check must not read.
 
 Targets (issue 3): check <= 3 s, peak RSS <= 400 MB, cold import <= 1.5 s.
 The MariaDB server is the tests' (FG_TEST_MYSQL_URL, else root@127.0.0.1:3306); the
@@ -27,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +54,9 @@ def _bulk_insert(engine, table: str, columns: list[str], rows: list[tuple]) -> N
         raw.close()
 
 
-def fill(url: str, n_products: int, reference_days: int = 0) -> None:
-    """Migrate the database and write the synthetic sales and forecasts."""
+def fill(url: str, n_products: int, reference_days: int = 0, older_days: int = 0) -> None:
+    """Migrate the database and write the synthetic sales and forecasts; `older_days`
+    more days of both before the history the check reads (a store's years of sales)."""
     from forecastguard.db.engine import make_engine
     from forecastguard.db.migrate import upgrade
     from tests.integration.health.synthetic import frames, synthetic_window
@@ -98,7 +103,42 @@ def fill(url: str, n_products: int, reference_days: int = 0) -> None:
         f"in {time.perf_counter() - start:.1f} s",
         flush=True,
     )
+    if older_days:
+        _fill_older(
+            engine,
+            sorted(set(sales_frame["product_id"])),
+            min(sales_frame["sale_date"]),
+            older_days,
+        )
     engine.dispose()
+
+
+def _fill_older(engine, products: list[str], first: date, days: int) -> None:
+    """`days` days of sales and forecasts before `first`, every product, in chunks."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    start = time.perf_counter()
+    for chunk in range(0, days, 20):
+        sales_rows, forecast_rows = [], []
+        for back in range(chunk + 1, min(chunk + 20, days) + 1):
+            day = (first - timedelta(days=back)).isoformat()
+            units = rng.poisson(5.0, len(products)).astype(float)
+            sales_rows += [(p, day, u) for p, u in zip(products, units, strict=True)]
+            forecast_rows += [(p, day, 5.0, "lstm-old", "2025-01-01 06:00:00") for p in products]
+        _bulk_insert(engine, "sales", ["product_id", "sale_date", "units_sold"], sales_rows)
+        _bulk_insert(
+            engine,
+            "predictions",
+            ["product_id", "target_date", "predicted_units", "model_version", "created_at"],
+            forecast_rows,
+        )
+        print(f"  older days {min(chunk + 20, days)}/{days}", end="\r", flush=True)
+    print(
+        f"  filled {days} older days ({days * len(products)} sales and forecasts) "
+        f"in {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
 
 
 def peak_rss_mb() -> float:
@@ -227,6 +267,12 @@ def main() -> None:
     parser.add_argument(
         "--reference-days", type=int, default=0, help="REFERENCE_DAYS (0: the window's 30)"
     )
+    parser.add_argument(
+        "--older-days",
+        type=int,
+        default=0,
+        help="days of sales and forecasts older than the check reads (years of history)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("URL", "METRICS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -237,6 +283,7 @@ def main() -> None:
         "products": args.products,
         "days": WINDOW_DAYS,
         "reference_days": args.reference_days,
+        "older_days": args.older_days,
         "cpus": os.cpu_count(),
     }
     report["load_average_before"] = os.getloadavg()
@@ -251,7 +298,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
             print("SQLite:", flush=True)
-            fill(url, args.products, args.reference_days)
+            fill(url, args.products, args.reference_days, args.older_days)
             report["sqlite"] = _summary("SQLite", measure(url, args.repeats))
     if not args.no_mariadb:
         import sqlalchemy as sa
@@ -263,7 +310,7 @@ def main() -> None:
             conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
         try:
             print("MariaDB:", flush=True)
-            fill(f"{server}/{name}", args.products, args.reference_days)
+            fill(f"{server}/{name}", args.products, args.reference_days, args.older_days)
             report["mariadb"] = _summary("MariaDB", measure(f"{server}/{name}", args.repeats))
         finally:
             with admin.begin() as conn:

@@ -18,6 +18,7 @@ many, so the check reports them instead of failing or returning `Infinity`.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -29,6 +30,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from forecastguard.db.schema import model_residuals, predictions, sales
+
+log = logging.getLogger(__name__)
 
 MIN_HISTORY_DAYS = 28  # four weeks of history for the seasonal-naive scale
 # The forecasts of the reference's days, of the window's and the window's intervals are
@@ -182,6 +185,62 @@ def _prepare(conn: sa.Connection) -> None:
         conn.execute(sa.text("SET SESSION group_concat_max_len = 67108864"))
 
 
+# The tables whose primary key (product, day) SQLite can skip-scan for a range of days —
+# once it has their statistics. Without them it reads the whole table: two years of older
+# history doubled the 10,000-product check's CPU (bench/health_bench.py --older-days 730).
+_PLANNED_TABLES = ("sales", "predictions")
+_ANALYSIS_LIMIT = 1000  # rows an index ANALYZE samples: ~0.15 s on 8.5M rows, same plans
+
+
+def _sqlite_statistics(conn: sa.Connection) -> bool:
+    """SQLite: whether the planner has statistics of sales and predictions, gathered here
+    (an approximate ANALYZE, `_ANALYSIS_LIMIT`) when missing and the tables have rows.
+    Other databases keep their own (InnoDB's persistent statistics): True."""
+    if conn.dialect.name != "sqlite":
+        return True
+
+    def analyzed() -> set[str]:
+        if not conn.execute(
+            sa.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'")
+        ).first():
+            return set()
+        return set(conn.execute(sa.text("SELECT DISTINCT tbl FROM sqlite_stat1")).scalars())
+
+    if set(_PLANNED_TABLES) <= analyzed():
+        return True
+    try:
+        conn.execute(sa.text(f"PRAGMA analysis_limit = {_ANALYSIS_LIMIT}"))
+        for table in _PLANNED_TABLES:
+            conn.execute(sa.text(f"ANALYZE {table}"))
+        conn.commit()
+    except sa.exc.OperationalError as exc:  # read-only file, locked by a writer: plan without
+        conn.rollback()
+        log.warning("SQLite statistics not gathered (%s): the check reads whole tables", exc)
+        return False
+    return set(_PLANNED_TABLES) <= analyzed()
+
+
+def _by_product(query: sa.Select) -> sa.Select:
+    """`query` on predictions read along the primary key (product, day) on MySQL/MariaDB:
+    with years of older forecasts their planner takes the date index for a range of days
+    and fetches each row by it, then sorts — 57 s against 8.4 s for the primary-key scan
+    with two years of older forecasts of 10,000 products (past the statement timeout)."""
+    hint = "IGNORE INDEX (ix_predictions_target_date)"
+    return query.with_hint(predictions, hint, "mysql").with_hint(predictions, hint, "mariadb")
+
+
+def _days_between(
+    column: sa.ColumnElement, first: date, last: date, dialect: str, planned: bool
+) -> sa.ColumnElement:
+    """`first <= column <= last`. On SQLite without statistics (`_sqlite_statistics`) the
+    dates are compared as text (as SQLite compares the stored dates anyway): its planner
+    would otherwise take the date index and fetch each row by rowid (2-4x slower than the
+    primary-key scan); with them it skip-scans the primary key."""
+    if dialect == "sqlite" and not planned:
+        return sa.cast(column, sa.String).between(first.isoformat(), last.isoformat())
+    return column.between(first, last)
+
+
 def _parse_groups(
     rows: list, columns: list[str], *, joined: bool = False
 ) -> tuple[list[str], np.ndarray, pd.DataFrame]:
@@ -302,34 +361,33 @@ def _read_sales(
     return _parse_groups(rows, ["day", "units"], joined=dialect != "sqlite")
 
 
-def _fetch_forecasts(conn: sa.Connection, hist_start: date, first: date, last: date) -> list:
+def _fetch_forecasts(
+    conn: sa.Connection, hist_start: date, first: date, last: date, planned: bool
+) -> list:
     """The forecasts for the days `first`..`last`, one row a product: (id, count, its
     days and values as text (`_entries`), the model versions that made them — one
     DISTINCT set a product: the spans asked for are the reference's days and the
     window's, so no per-row tag is built to tell them apart). Parsed by the caller
-    (`_parse_groups`), one span at a time (the texts are tens of MB).
-
-    On SQLite the dates are compared as text (as SQLite compares the stored dates
-    anyway): its planner would otherwise take the date index and fetch each of the
-    rows by rowid (2-4x slower than the primary-key scan).
+    (`_parse_groups`), one span at a time (the texts are tens of MB). `planned`: see
+    `_days_between`.
     """
     dialect = conn.dialect.name
     p = predictions
-    if dialect == "sqlite":
-        dates = sa.cast(p.c.target_date, sa.String).between(first.isoformat(), last.isoformat())
-    else:
-        dates = p.c.target_date.between(first, last)
+    dates = _days_between(p.c.target_date, first, last, dialect, planned)
     return conn.execute(
-        sa.select(
-            p.c.product_id,
-            sa.func.count(),
-            *_entries(
-                [_day_offset(p.c.target_date, hist_start, dialect), p.c.predicted_units], dialect
-            ),
-            sa.func.group_concat(p.c.model_version.distinct()),
+        _by_product(
+            sa.select(
+                p.c.product_id,
+                sa.func.count(),
+                *_entries(
+                    [_day_offset(p.c.target_date, hist_start, dialect), p.c.predicted_units],
+                    dialect,
+                ),
+                sa.func.group_concat(p.c.model_version.distinct()),
+            )
+            .where(dates)
+            .group_by(p.c.product_id)
         )
-        .where(dates)
-        .group_by(p.c.product_id)
     ).all()
 
 
@@ -378,6 +436,7 @@ def _read(
     ref_start: date,
     window_start: date,
     as_of: date,
+    planned: bool,
 ):
     """The sales (on `conn`) and, at the same time (`reads`), the forecasts of the
     reference's days and of the window's, matched by (product, day) in numpy.
@@ -387,7 +446,9 @@ def _read(
     more than two sequential reads).
     """
     spans = [(ref_start, window_start - timedelta(days=1)), (window_start, as_of)]
-    pending = [reads.submit(_fetch_forecasts, hist_start, first, last) for first, last in spans]
+    pending = [
+        reads.submit(_fetch_forecasts, hist_start, first, last, planned) for first, last in spans
+    ]
     ids, counts, frame = _read_sales(conn, hist_start, as_of)
     n_days = (as_of - hist_start).days + 1
     dense = np.full((len(ids), n_days), np.nan)
@@ -422,31 +483,31 @@ def _read(
 _BAND_SCALE = 10_000.0  # SQLite reads the interval bounds to 1e-4 units
 
 
-def _fetch_bands(conn: sa.Connection, hist_start: date, window_start: date, as_of: date) -> list:
+def _fetch_bands(
+    conn: sa.Connection, hist_start: date, window_start: date, as_of: date, planned: bool
+) -> list:
     """The served P10/P90 of the window's forecasts, one row a product (id, count, its
     days and bounds as text); rows without an interval are filtered in the database.
     Parsed by `_match_bands`."""
     dialect = conn.dialect.name
     p = predictions
     bounds = [p.c.predicted_p10, p.c.predicted_p90]
+    dates = _days_between(p.c.target_date, window_start, as_of, dialect, planned)
+    values = bounds
     if dialect == "sqlite":
-        # As `_fetch_forecasts`: dates compared as text (no index look-up per row), and the
-        # bounds in 1e-4 units as integers, whose text SQLite writes far faster than a REAL's.
-        dates = sa.cast(p.c.target_date, sa.String).between(
-            window_start.isoformat(), as_of.isoformat()
-        )
+        # The bounds in 1e-4 units as integers, whose text SQLite writes far faster than a
+        # REAL's.
         values = [sa.cast(sa.func.round(b * _BAND_SCALE), sa.Integer) for b in bounds]
-    else:
-        dates = p.c.target_date.between(window_start, as_of)
-        values = bounds
     return conn.execute(
-        sa.select(
-            p.c.product_id,
-            sa.func.count(),
-            *_entries([_day_offset(p.c.target_date, hist_start, dialect), *values], dialect),
+        _by_product(
+            sa.select(
+                p.c.product_id,
+                sa.func.count(),
+                *_entries([_day_offset(p.c.target_date, hist_start, dialect), *values], dialect),
+            )
+            .where(dates, p.c.predicted_p10.is_not(None), p.c.predicted_p90.is_not(None))
+            .group_by(p.c.product_id)
         )
-        .where(dates, p.c.predicted_p10.is_not(None), p.c.predicted_p90.is_not(None))
-        .group_by(p.c.product_id)
     ).all()
 
 
@@ -496,11 +557,12 @@ def load_window(
     n_days = (as_of - hist_start).days + 1
     with engine.connect() as conn:
         _prepare(conn)
+        planned = _sqlite_statistics(conn)
         reads = _Reads(engine, conn, READ_WORKERS)
         try:
-            band_rows = reads.submit(_fetch_bands, hist_start, window_start, as_of)
+            band_rows = reads.submit(_fetch_bands, hist_start, window_start, as_of, planned)
             ids, counts, frame, bad_pred, versions, reference = _read(
-                reads, conn, hist_start, ref_start, window_start, as_of
+                reads, conn, hist_start, ref_start, window_start, as_of, planned
             )
             bands = band_rows()
             del band_rows  # the future holds the rows too

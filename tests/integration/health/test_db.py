@@ -116,6 +116,81 @@ def test_load_window_reads_in_turn_on_one_shared_connection() -> None:
     assert window.model_versions == ("m1",) and window.same_model_reference().all()
 
 
+def test_sqlite_years_of_history_are_skipped_with_statistics(tmp_path, monkeypatch) -> None:
+    # Years of sales before the days the check reads: with the planner's statistics,
+    # gathered by the first check, SQLite skip-scans the primary key (product, day) for
+    # the range of days instead of reading every row; the window read is the same either
+    # way, and a file the check cannot write is read without them.
+    from forecastguard.db.engine import make_engine
+    from forecastguard.db.migrate import upgrade
+
+    path = tmp_path / "years.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    data = synthetic_window(12, AS_OF, seed=8, history=90)
+    sales_frame, predictions_frame = frames(data)
+    older = pd.date_range(end=pd.Timestamp(data.hist_start) - pd.Timedelta(days=1), periods=400)
+    old_sales = pd.DataFrame(
+        [(p, d.date(), 1.0) for p in data.products for d in older],
+        columns=["product_id", "sale_date", "units_sold"],
+    )
+    old_forecasts = old_sales.rename(
+        columns={"sale_date": "target_date", "units_sold": "predicted_units"}
+    ).assign(model_version="m0", created_at=pd.Timestamp("2025-01-01"))
+    write(
+        engine,
+        pd.concat([old_sales, sales_frame]),
+        pd.concat([old_forecasts, predictions_frame]),
+    )
+    query = sa.text(
+        "EXPLAIN QUERY PLAN SELECT product_id, count(*) FROM sales "
+        "WHERE sale_date BETWEEN :a AND :b GROUP BY product_id"
+    )
+    span = {"a": data.hist_start.isoformat(), "b": AS_OF.isoformat()}
+    with engine.connect() as conn:
+        assert "ANY(product_id)" not in str(conn.execute(query, span).all())
+    with_statistics = load_window(engine, AS_OF, 30, 90)
+    with engine.connect() as conn:
+        tables = set(conn.execute(sa.text("SELECT tbl FROM sqlite_stat1")).scalars())
+        assert {"sales", "predictions"} <= tables
+        assert "ANY(product_id)" in str(conn.execute(query, span).all())
+    np.testing.assert_allclose(with_statistics.units, data.units)
+    np.testing.assert_allclose(with_statistics.predicted, data.predicted, rtol=1e-14)
+    monkeypatch.setattr(window_module, "_sqlite_statistics", lambda conn: False)
+    _same_window(with_statistics, load_window(engine, AS_OF, 30, 90))
+    monkeypatch.undo()
+    engine.dispose()
+    with sa.create_engine(f"sqlite:///{path}").begin() as conn:
+        conn.execute(sa.text("DROP TABLE sqlite_stat1"))
+    path.chmod(0o444)
+    read_only = make_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        _same_window(with_statistics, load_window(read_only, AS_OF, 30, 90))
+    finally:
+        read_only.dispose()
+
+
+def test_forecast_reads_keep_off_the_date_index_on_mariadb(engine: sa.Engine) -> None:
+    # With years of older forecasts MariaDB's planner took the date index for the range of
+    # days (57 s against 8.4 s for the primary-key scan, docs/benchmarks.md): the forecast
+    # reads tell it not to, on the dialect the check really runs on.
+    write(engine, *frames(synthetic_window(5, AS_OF, seed=9)))
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        load_window(engine, AS_OF, 30, 90)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if "FROM predictions" in s and "GROUP BY" in s]
+    assert len(reads) == 3  # the reference's forecasts, the window's, the intervals
+    hinted = ["IGNORE INDEX (ix_predictions_target_date)" in s for s in reads]
+    assert all(hinted) if engine.dialect.name in {"mysql", "mariadb"} else not any(hinted)
+
+
 def test_load_window_without_sales_finds_the_last_sale(engine: sa.Engine) -> None:
     old = pd.DataFrame({"product_id": ["A"], "sale_date": [date(2025, 1, 5)], "units_sold": [1.0]})
     write(engine, old)
