@@ -30,8 +30,8 @@ Tests, each with BH at FDR 0.05 over the window's products:
 - `hits`: the hit count's beta-binomial tails with the empirical null
   (`coverage.calibrated_pvalues`);
 - `scale`: the scale test against the interval's yardstick with the empirical null;
-- `coverage`: the product's coverage p-value as the check uses it (the
-  scale test where it ran, else the hits: `coverage.global_pvalues`);
+- `coverage`: the product's coverage p-value as the check uses it (the Bonferroni of
+  the two, either alone where the other did not run: `coverage.global_pvalues`);
 - `check`: the full health check (`check.compute_health` on `window_from_frames`, the
   served P10/P90 in the predictions, the default REFERENCE_DAYS reference) where the
   coverage p-value joins the error-drift tests' (Bonferroni, half each) before BH.

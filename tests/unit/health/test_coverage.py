@@ -20,6 +20,7 @@ from forecastguard.health.coverage import (
     interval_score,
     join_pvalues,
     lag1_autocorrelation,
+    row_quantile,
     scale_tests,
     variance_factor,
 )
@@ -214,11 +215,10 @@ def test_the_scale_test_refuses_what_it_cannot_judge() -> None:
         scale_tests(y, y, lo, hi, ref[:3], np.zeros(n))
 
 
-def test_global_pvalues_take_the_scale_test_where_it_ran() -> None:
-    assert coverage_family(np.array([0.01, 0.2]), np.array([np.nan, 0.03])).tolist() == [
-        0.01,
-        0.03,
-    ]
+def test_the_coverage_pvalue_is_the_bonferroni_of_the_two_tests() -> None:
+    family = coverage_family(np.array([0.01, 0.2, np.nan]), np.array([np.nan, 0.03, np.nan]))
+    np.testing.assert_allclose(family[:2], [0.01, 0.06])
+    assert np.isnan(family[2])
     rows = pd.DataFrame({"coverage_pvalue": [0.2, np.nan]})
     p, sds = global_pvalues(rows)  # an older product phase: its p-values as they are
     assert p[0] == 0.2 and np.isnan(p[1]) and sds == {}
@@ -232,3 +232,15 @@ def test_the_scale_tests_empirical_null_follows_a_shift_common_to_the_products()
     ratio = np.exp(rng.normal(0.0, 0.3, 40))
     p, null = calibrated_scale_pvalues(ratio, np.full(40, 20.0), np.full(40, 60.0))
     assert null == (0.0, 1.0) and np.isfinite(p).all()  # too few products: the model's
+
+
+def test_row_quantile_is_numpys_nanquantile() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(40, 25))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[3] = np.nan
+    x[4, 1:] = np.nan  # one value
+    for q in (0.1, 0.5, 0.8):
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+            expected = np.nanquantile(x, q, axis=1)
+        np.testing.assert_allclose(row_quantile(x, q), expected, equal_nan=True)
