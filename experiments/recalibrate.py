@@ -283,7 +283,32 @@ def variants_rows(forecasts: pd.DataFrame, scale_frame: pd.DataFrame, dumps: dic
         rows.append(
             ref.assign(variant=ref["model"] + " (reference)", guard=np.nan, guard_sd=np.nan)
         )
+    hybrid = cqr_hybrid(forecasts)
+    if not hybrid.empty:
+        scores = interval_scores(hybrid, scale_frame)
+        rows.append(scores.assign(variant=HYBRID, guard=np.nan, guard_sd=np.nan))
     return pd.concat(rows, ignore_index=True)
+
+
+HYBRID = "the trainer's point and P50, CQR's P10/P90 (the run's)"
+
+
+def cqr_hybrid(forecasts: pd.DataFrame) -> pd.DataFrame:
+    """The served forecaster's rows with the run's `lightgbm_cqr` P10 and P90 in place of
+    its own (kept from crossing its P50): what serving conformalised quantile regression
+    for the tails, with the trainer's point forecast, would have scored. Empty without
+    both models."""
+    key = ["cutoff", "product_id", "date"]
+    mine = forecasts[forecasts["model"] == "trainer"]
+    cqr = forecasts[forecasts["model"] == "lightgbm_cqr"]
+    if mine.empty or cqr.empty:
+        return mine.iloc[:0]
+    lo, mid, hi = (quantile_column(a) for a in (0.1, 0.5, 0.9))
+    tails = cqr.set_index(key)[[lo, hi]]
+    out = mine.set_index(key)
+    out[lo] = np.minimum(tails[lo].reindex(out.index), out[mid])
+    out[hi] = np.maximum(tails[hi].reindex(out.index), out[mid])
+    return out.reset_index()
 
 
 def variants_table(table: pd.DataFrame) -> str:

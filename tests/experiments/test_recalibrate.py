@@ -193,3 +193,15 @@ def test_several_runs_are_read_only_for_the_variants_table(tmp_path) -> None:
         runs.append(str(tmp_path / name))
     with pytest.raises(SystemExit):
         main(["--raw", *runs, "--dumps", str(tmp_path), "--out", str(tmp_path / "new")])
+
+
+def test_the_cqr_hybrid_takes_the_tails_and_keeps_the_trainers_median() -> None:
+    from experiments.recalibrate import cqr_hybrid
+
+    f = _forecasts()
+    cqr = f[f["model"] == "trainer"].assign(model="lightgbm_cqr", q10=0.5, q50=9.0, q90=2.5)
+    out = cqr_hybrid(pd.concat([f, cqr], ignore_index=True))
+    assert (out["model"] == "trainer").all() and len(out) == (f["model"] == "trainer").sum()
+    assert (out["q10"] == 0.5).all() and (out["q50"] == 2.0).all()
+    assert (out["q90"] == 2.5).all()  # CQR's P90, still above the trainer's P50
+    assert cqr_hybrid(f).empty  # no CQR rows: nothing to score
