@@ -2,8 +2,9 @@
 
 Prepares a `forecastguard synth --out` CSV (or, with `--synth N`, a synthetic catalogue of
 N products x `--years` years made in memory by `forecastguard.synth.sales.generate_sales`)
-with the defaults and trains the LightGBM ensemble for 5 rounds (so the peak is the rows
-and bins, not minutes of boosting); prints the process's peak RSS (`ru_maxrss`) after
+with the defaults and trains the LightGBM ensemble for 5 rounds (`--rounds`; so the peak is the rows
+and bins, not minutes of boosting; `--threads`, and the CPU seconds of `train_gbm`
+give the CPU cost of a round); prints the process's peak RSS (`ru_maxrss`) after
 `prepare` and after `train_gbm`. `--refit` also refits the ensemble on every day
 (`refit_gbm`, 5 rounds a member) and `--all-refit-windows` first gathers every window
 over every day, as the refit did before issue 26's change (to measure the difference).
@@ -58,6 +59,10 @@ def main() -> None:
         action="store_true",
         help="gather every window over every day first (the refit before issue 26's change)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="boosting rounds a member (no early stopping)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="LightGBM num_threads")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     if (args.sales is None) == (args.synth is None):
@@ -71,7 +76,13 @@ def main() -> None:
     del sales
     result["after_prepare_mb"] = peak_mb()
     result["train_windows"] = len(prepared.train)
-    gbm = train_gbm(prepared, rounds=5, early_stopping=2, num_threads=1)
+    cpu0 = time.process_time()
+    gbm = train_gbm(
+        prepared, rounds=args.rounds, early_stopping=args.rounds, num_threads=args.threads
+    )
+    result["train_gbm_cpu_s"] = round(time.process_time() - cpu0, 1)
+    result["members_rounds"] = [m.booster.current_iteration() for m in gbm.members]
+    result["threads"] = args.threads
     result["after_train_gbm_mb"] = peak_mb()
     if args.all_refit_windows:
         every_day = prepared.refit_windows(through="test")
@@ -79,7 +90,9 @@ def main() -> None:
         result["after_all_refit_windows_mb"] = peak_mb()
         del every_day
     if args.refit:
-        refit_gbm(prepared, gbm, num_threads=1)
+        cpu0 = time.process_time()
+        refit_gbm(prepared, gbm, num_threads=args.threads)
+        result["refit_gbm_cpu_s"] = round(time.process_time() - cpu0, 1)
         result["after_refit_gbm_mb"] = peak_mb()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)

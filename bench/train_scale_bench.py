@@ -253,7 +253,8 @@ def wait_tasks(tasks: list[Task], label: str, progress_s: float = PROGRESS_S) ->
 def stage_cpu(path: Path, timeline: Sequence[tuple[float, float, float]]) -> dict[str, float]:
     """CPU seconds of a task by `stage` (summed), from its CPU timeline interpolated at
     each stage's start and end (the log line's time and `duration_s`). Stages nest (a
-    partition holds its training stages): the sums overlap."""
+    partition holds its training stages): the sums overlap. Stages outside the sampled
+    time are left out."""
     if len(timeline) < 2:
         return {}
     when = np.array([t for t, _, _ in timeline])
@@ -269,6 +270,8 @@ def stage_cpu(path: Path, timeline: Sequence[tuple[float, float, float]]) -> dic
                 continue
             end = pd.Timestamp(doc["time"]).timestamp()
             start = end - float(doc.get("duration_s") or 0.0)
+            if start < when[0] - SAMPLE_S or end > when[-1] + SAMPLE_S:
+                continue  # not covered by the samples: unknown, not zero
             used = np.interp(end, when, cpu) - np.interp(start, when, cpu)
             totals[str(doc.get("stage") or doc["message"].split(" ", 1)[1])] += float(used)
     return {k: round(v, 1) for k, v in sorted(totals.items())}
@@ -395,14 +398,23 @@ def run_once(
     extra_env: dict[str, str],
     workdir: Path,
     only: Sequence[int] | None = None,
+    champion: Path | None = None,
 ) -> dict[str, Any]:
     """One training run of the catalogue in `tasks` local task processes; its figures.
+
+    `champion`: instead, copy this artifact folder (a trained champion's) and run
+    `--mode forecast` once: the final forecast of every product alone, whose memory
+    follows the catalogue (new products fall in the champion's partitions by hash).
 
     `only`: start just these task indices (a subset of the job's partitions: the gather
     cannot finish, task 0 fails after TRAIN_GATHER_TIMEOUT_S; per-task figures only)."""
     workdir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{workdir / 'fg.db'}"
     artifacts = workdir / "artifacts"
+    if champion is not None:
+        import shutil
+
+        shutil.copytree(champion, artifacts, dirs_exist_ok=True)
     artifacts.mkdir(exist_ok=True)
     write_catalogue(url, history, future)
     env = {
@@ -416,7 +428,8 @@ def run_once(
     }
     for name in ("SMTP_HOST", "SMTP_USER", "SMTP_PASSWORD"):
         env.pop(name, None)
-    command = (sys.executable, "-m", "trainer", "--mode", "train")
+    mode = "train" if champion is None else "forecast"
+    command = (sys.executable, "-m", "trainer", "--mode", mode)
     print(f"[{label}] starting {tasks} task(s), partition size {partition_size}", flush=True)
     loads_start = list(os.getloadavg())
     t0 = time.monotonic()
@@ -442,6 +455,9 @@ def run_once(
             "end": [round(x, 2) for x in os.getloadavg()],
         },
     }
+    if champion is not None:
+        result["forecast_only"] = f"--mode forecast with the champion of {champion}"
+        return result
     if only is not None:
         result["subset"] = (
             f"only task(s) {list(only)} of {tasks} started: their partitions trained, "
@@ -529,63 +545,223 @@ def project(
     out = []
     for t in targets:
         parts = math.ceil(t["products"] / partition_size)
-        per_task = math.ceil(parts / t["tasks"])
+        tasks = min(t["tasks"], parts)  # a task without a partition is not started
+        per_task = math.ceil(parts / tasks)
         forecast = forecast_cpu_per_product * t["products"]
         s = min(speedup, t["vcpu"])
         wall0 = (overhead_cpu_s + per_task * per_partition + forecast) / s
-        others = (t["tasks"] - 1) * (overhead_cpu_s + per_task * per_partition) / s
+        others = (tasks - 1) * (overhead_cpu_s + per_task * per_partition) / s
         billed_s = wall0 + others
+        # if each task forecast its own partitions' products instead of task 0 all of them
+        own = forecast_cpu_per_product * per_task * partition_size
+        wall_own = (overhead_cpu_s + per_task * (per_partition + own / per_task)) / s
+        billed_own = tasks * wall_own
+        rate = t["vcpu"] * PRICE_VCPU_S + t["gib"] * PRICE_GIB_S
         out.append(
             {
                 **t,
                 "partition_size": partition_size,
                 "partitions": parts,
+                "tasks_started": tasks,
                 "partitions_per_task": per_task,
                 "cpu_s_per_partition": round(per_partition, 1),
                 "final_forecast_cpu_s": round(forecast, 1),
                 "speedup_assumed": s,
                 "minutes": round(wall0 / 60, 1),
                 "meets_goal": wall0 / 60 <= t["goal_min"],
-                "cost_usd": round(
-                    billed_s * (t["vcpu"] * PRICE_VCPU_S + t["gib"] * PRICE_GIB_S), 2
-                ),
+                "cost_usd": round(billed_s * rate, 2),
+                "minutes_if_each_task_forecast_its_partitions": round(wall_own / 60, 1),
+                "cost_usd_if_each_task_forecast_its_partitions": round(billed_own * rate, 2),
             }
         )
     return out
 
 
+SAMPLE_LINE = re.compile(
+    r"^(\d+) load=(\S+) pid=(\d+) cpu_ticks=(\d+) hwm_kb=(\d+) ARTIFACT_URI=(\S+) "
+    r"CLOUD_RUN_TASK_INDEX=(\d+)"
+)
+
+
+def partial_result(workdir: Path, sampler_log: Path, products: int) -> dict[str, Any]:
+    """The figures of a run in `workdir` that was stopped before it ended (or ran
+    without the bench's own sampling): per task its CPU time and peak RSS so far and CPU
+    per stage, from the lines `bench/proc_sample.sh` wrote, and the stages its log
+    recorded (wall). Stages still running when it stopped are not in the log."""
+    artifacts = (workdir / "artifacts").as_uri()
+    timelines: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
+    loads = []
+    for line in sampler_log.read_text().splitlines():
+        m = SAMPLE_LINE.match(line)
+        if m and m.group(6) == artifacts:
+            task = int(m.group(7))
+            timelines[task].append(
+                (float(m.group(1)), int(m.group(4)) / 100, int(m.group(5)) / 1024)
+            )
+            loads.append(float(m.group(2)))
+    per_task, stages = [], {}
+    for task, timeline in sorted(timelines.items()):
+        log_path = workdir / f"task{task}.log"
+        per_task.append(
+            {
+                "task": task,
+                "cpu_s_so_far": round(timeline[-1][1], 1),
+                "peak_rss_mb_so_far": round(max(p for _, _, p in timeline), 1),
+                "sampled_s": round(timeline[-1][0] - timeline[0][0], 1),
+            }
+        )
+        stages[f"task{task}"] = {
+            "wall_s": stage_seconds([log_path])[log_path.stem],
+            "cpu_s": stage_cpu(log_path, timeline),
+            "lines": stage_lines(log_path),
+        }
+    return {
+        "partial": f"stopped before the end; figures from {sampler_log.name} "
+        "(bench/proc_sample.sh, every 10 s) and the task logs",
+        "products": products,
+        "workdir": str(workdir),
+        "per_task": per_task,
+        "stages": stages,
+        "load_avg_1min_sampled": {
+            "mean": round(float(np.mean(loads)), 2) if loads else None,
+            "min": min(loads, default=None),
+            "max": max(loads, default=None),
+        },
+    }
+
+
+def stage_lines(path: Path) -> list[dict[str, Any]]:
+    """The task's `stage` log lines with what they say of rows, rounds and epochs."""
+    keep = ("stage", "duration_s", "rows", "products", "history_days", "best_iteration")
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and STAGE.match(str(doc.get("message", ""))):
+            out.append({k: doc[k] for k in ("time", *keep) if k in doc})
+    return out
+
+
+def estimate_partition_cpu(
+    partial: dict[str, Any],
+    task: str,
+    members: int = 4,
+    patience: int = 100,
+    round_cpu_s: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """CPU seconds of one partition of a stopped run (`partial_result`): the stages it
+    finished as measured, the LightGBM members it did not reach as the mean of those it
+    did, and each refit member as its held-out twin's CPU x best / (best + patience)
+    (the refit boosts `best` rounds on the same number of rows, the twin ran `best +
+    patience`). An estimate from measured parts, labelled as such.
+
+    `round_cpu_s` = (a training round, a refit round) in CPU seconds measured with one
+    thread (`bench/gbm_prep_peak.py --threads 1 --rounds N`): the members' CPU is then
+    their rounds (best + patience; the refit best) x those, instead of the CPU the run's
+    two-thread boosters used (on a loaded machine two OpenMP threads spin while waiting
+    for each other: 7x the CPU of one thread here)."""
+    lines = partial["stages"][task]["lines"]
+    cpu = partial["stages"][task]["cpu_s"]
+    done = [ln for ln in lines if ln.get("stage") == "lightgbm"]
+    measured_members = cpu.get("lightgbm", 0.0)
+    n_done = len(done)
+    mean_member = measured_members / n_done if n_done else float("nan")
+    best = [int(ln["best_iteration"]) for ln in done]
+    refit_share = float(np.mean([b / (b + patience) for b in best])) if best else float("nan")
+    lightgbm = mean_member * members
+    refit = lightgbm * refit_share
+    if round_cpu_s is not None and best:
+        mean_best = float(np.mean(best))
+        lightgbm = members * (mean_best + patience) * round_cpu_s[0]
+        refit = members * mean_best * round_cpu_s[1]
+    other = sum(v for k, v in cpu.items() if k not in ("lightgbm", "partition"))
+    if round_cpu_s is not None:
+        other -= cpu.get("lightgbm_rows", 0.0)  # in the one-thread figure
+    return {
+        "measured_stages_cpu_s": round(other + measured_members, 1),
+        "lightgbm_members_measured": n_done,
+        "lightgbm_member_cpu_s_mean": round(mean_member, 1),
+        "lightgbm_best_rounds": best,
+        "lightgbm_from": "rounds x one-thread CPU a round" if round_cpu_s else "measured CPU",
+        "lightgbm_cpu_s_estimated": round(lightgbm, 1),
+        "lightgbm_refit_cpu_s_estimated": round(refit, 1),
+        "other_stages_cpu_s_measured": round(other, 1),
+        "partition_cpu_s_estimated": round(other + lightgbm + refit, 1),
+        "not_counted": "the stages after the refit (intervals, test evaluation, judging, "
+        "saving): not reached, not measured",
+    }
+
+
 def write_projection(args: argparse.Namespace) -> dict[str, Any]:
-    """`--project`: the measured partition costs of the given results, and the targets
-    projected from them at each partition size and speedup."""
+    """`--project`: per-partition CPU from the given results (finished runs, or runs
+    stopped early written by `--partial`: their partitions estimated from the measured
+    stages), the final forecast's CPU per product from forecast-only results
+    (`--forecast-with`), and the targets projected at each partition size and speedup."""
     points, overheads, forecasts, sources = [], [], [], []
+    round_cpu = None
+    if args.gbm_rounds_result:
+        one = json.loads(args.gbm_rounds_result.read_text())
+        rounds = sum(one["members_rounds"])
+        round_cpu = (one["train_gbm_cpu_s"] / rounds, one["refit_gbm_cpu_s"] / rounds)
+        sources.append(
+            {"result": str(args.gbm_rounds_result), "round_cpu_s": [round(x, 4) for x in round_cpu]}
+        )
     for path in args.project:
-        costs = partition_costs(json.loads(path.read_text()))
-        sources.append({"result": str(path), **costs})
-        points += costs["partition_points"]
-        if costs["task0_overhead_cpu_s"] is not None:
-            overheads.append(costs["task0_overhead_cpu_s"])
-        if costs["forecast_cpu_s_per_product"] is not None:
-            forecasts.append(costs["forecast_cpu_s_per_product"])
-    if not points or not overheads:
+        doc = json.loads(path.read_text())
+        if "partial" in doc:
+            for task in sorted(doc["stages"]):
+                lines = doc["stages"][task]["lines"]
+                sizes = [ln["products"] for ln in lines if ln.get("stage") == "partition"]
+                sizes = sizes or [
+                    ln["products"] for ln in lines if ln.get("stage") == "bias" and "products" in ln
+                ]
+                cpu = doc["stages"][task]["cpu_s"]
+                if "lstm" not in cpu or "lightgbm" not in cpu:
+                    continue  # its LSTM or LightGBM was not sampled: no estimate
+                est = estimate_partition_cpu(doc, task, round_cpu_s=round_cpu)
+                size = sizes[0] if sizes else doc["products"]
+                points.append((float(size), est["partition_cpu_s_estimated"]))
+                sources.append({"result": str(path), "task": task, "products": size, **est})
+        elif doc.get("partitioned", {}).get("forecast_only"):
+            run = doc["partitioned"]
+            cpu = run["stage_cpu_s"]["task0"].get("forecast")
+            if cpu is not None:
+                forecasts.append(cpu / doc["products"])
+                sources.append({"result": str(path), "forecast_cpu_s": cpu})
+        else:
+            costs = partition_costs(doc)
+            sources.append({"result": str(path), **costs})
+            points += costs["partition_points"]
+            if costs["task0_overhead_cpu_s"] is not None:
+                overheads.append(costs["task0_overhead_cpu_s"])
+            if costs["forecast_cpu_s_per_product"] is not None:
+                forecasts.append(costs["forecast_cpu_s_per_product"])
+    if not points:
         raise SystemExit("--project: no partition's CPU in these results")
+    overhead = max(overheads) if overheads else args.overhead_cpu_s
+    forecast = max(forecasts) if forecasts else 0.0
     doc = {
         "measured": sources,
         "assumptions": {
             "price_vcpu_s_usd": PRICE_VCPU_S,
             "price_gib_s_usd": PRICE_GIB_S,
             "price_source": "https://cloud.google.com/run/pricing, Tier 1, jobs (2026-12-06)",
-            "task0_overhead_cpu_s": max(overheads),
-            "forecast_cpu_s_per_product": max(forecasts) if forecasts else 0.0,
+            "task0_overhead_cpu_s": overhead,
+            "task0_overhead_source": "measured" if overheads else "--overhead-cpu-s",
+            "forecast_cpu_s_per_product": forecast,
+            "partition_cpu": "a + b x products through the points; one point: proportional",
         },
         "projections": [
-            project(points, max(overheads), max(forecasts or [0.0]), size, speedup)
+            project(points, overhead, forecast, size, speedup)
             for size in args.project_sizes
             for speedup in args.speedup
         ],
     }
     out = args.out or ROOT / "bench/results/train_scale_projection.json"
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    print(json.dumps(doc["projections"], indent=1, default=str))
+    print(json.dumps(doc, indent=1, default=str))
     return doc
 
 
@@ -634,11 +810,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="effective parallelism of a task for --project (CPU seconds per wall second)",
     )
     ap.add_argument(
+        "--gbm-rounds-result",
+        type=Path,
+        help="for --project: a `bench/gbm_prep_peak.py --threads 1 --rounds N --refit` "
+        "result; LightGBM's CPU is then rounds x its CPU a round",
+    )
+    ap.add_argument(
+        "--overhead-cpu-s",
+        type=float,
+        default=400.0,
+        help="task 0's start-up and shared tuning in CPU seconds for --project when no "
+        "finished run measured it (default: the 150 s tuning budget on 2 cores + a trial)",
+    )
+    ap.add_argument(
         "--project-sizes",
         type=int,
         nargs="+",
         default=[2000, 5000],
         help="partition sizes to project with",
+    )
+    ap.add_argument(
+        "--forecast-with",
+        type=Path,
+        metavar="ARTIFACTS",
+        help="train nothing: forecast the catalogue with the champion in this artifact "
+        "folder (--mode forecast, one process: the final forecast's cost at this size)",
+    )
+    ap.add_argument(
+        "--partial",
+        type=Path,
+        metavar="RUN_WORKDIR",
+        help="run nothing: the figures so far of a run stopped before its end (its "
+        "workdir, e.g. WORKDIR/partitioned), from --sampler-log",
+    )
+    ap.add_argument(
+        "--sampler-log", type=Path, help="the output of bench/proc_sample.sh for --partial"
     )
     ap.add_argument("--workdir", type=Path, help="keep the databases and logs here")
     ap.add_argument("--out", type=Path)
@@ -647,6 +853,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--products, --tasks and --partition-size must be >= 1")
     if args.project:
         return write_projection(args)
+    if args.partial:
+        doc = partial_result(args.partial, args.sampler_log, args.products)
+        if args.out:
+            args.out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        print(json.dumps(doc["per_task"], indent=1))
+        return doc
     extra = dict(item.split("=", 1) for item in args.env)
     out = args.out or ROOT / f"bench/results/train_scale_{args.products}.json"
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fg-train-scale-"))
@@ -677,6 +889,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extra_env=extra,
         workdir=workdir / "partitioned",
         only=[int(i) for i in args.only_tasks.split(",")] if args.only_tasks else None,
+        champion=args.forecast_with,
     )
     if args.compare_one_model:
         result["one_model"] = run_once(
