@@ -36,8 +36,21 @@ of the AR(p) spectral density at zero (p <= 10 by AIC, Yule-Walker on the
 period-centred errors) to the AR(1) one at r1 — which statistic could tell the
 long-memory third apart.
 
+Cost (`--part cost`): CPU seconds (process time) of the check's drift statistics on one
+window of 10,000 products, and each variant's extra work.
+
+The runs of 2026-12-06 (each its own file, `bench/results/health_level_tried*.json`):
+
     nice -n 10 .venv/bin/python bench/health_level_tried.py --part diag,null,power \
-        --json bench/results/health_level_tried.json
+        --cases mixture --windows 400 --power-windows 100 --json .../health_level_tried.json
+    ... --part null --cases seasonal_garch,lm_half,arfima_d03 --windows 200 (_heldout)
+    ... --part null --variants check --products 10000 --windows 25 (_heldout_10k)
+    ... --variants slow_component --part null,power --cases mixture --windows 100
+        --power-windows 40, then --part null --cases arfima_d03,lm_half (_slow)
+    ... --variants slow_component_t --part power --power-windows 40, then --part null
+        --cases mixture,lm_half --windows 100 (_slow_t); --power-windows 100 (_slow_t100);
+        --part null on the other cases (_slow_t_rows, _slow_t_heldout)
+    ... --part cost --products 10000 (_cost)
 
 Nothing here is used by the check.
 """
@@ -447,6 +460,9 @@ def cost(products: int = 10_000, repeats: int = 3, seed: int = 5) -> dict:
             lambda: _flags(placebo_lambda(tests, placebo_contrasts(errors, REF)), base)
         ),
         "slow_component_extra": best(lambda: _flags(slow_component(errors, tests), base)),
+        "slow_component_t_extra": best(
+            lambda: _flags(slow_component(errors, tests, student=True), base)
+        ),
     }
     print(f"cost: {out}", flush=True)
     return out
