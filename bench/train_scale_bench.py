@@ -531,7 +531,7 @@ def project(
     """Minutes and cost of each target catalogue, on paper.
 
     A partition of P products costs `a + b * P` CPU seconds (a line through the measured
-    (products, CPU) points; one point: proportional); task 0 adds `overhead_cpu_s`
+    (products, CPU) points, flat at the largest if it falls; one point: proportional); task 0 adds `overhead_cpu_s`
     (start-up and the shared tuning, which the other tasks wait for) and the final
     forecast of every product; a task's wall time is its CPU time / `speedup` (the
     effective parallelism of a task, here 2 vCPU busy at best). Billing: every task for
@@ -539,6 +539,8 @@ def project(
     xs, ys = np.array([p for p, _ in points]), np.array([c for _, c in points])
     if len(set(xs.tolist())) >= 2:
         b, a = np.polyfit(xs, ys, 1)
+        if b < 0:  # noise (the runs' rounds differ): flat at the largest, not falling
+            a, b = float(ys.max()), 0.0
     else:
         a, b = 0.0, float(ys.mean() / xs.mean())
     per_partition = a + b * partition_size
@@ -676,7 +678,7 @@ def estimate_partition_cpu(
         mean_best = float(np.mean(best))
         lightgbm = members * (mean_best + patience) * round_cpu_s[0]
         refit = members * mean_best * round_cpu_s[1]
-    other = sum(v for k, v in cpu.items() if k not in ("lightgbm", "partition"))
+    other = sum(v for k, v in cpu.items() if k not in ("lightgbm", "lightgbm_refit", "partition"))
     if round_cpu_s is not None:
         other -= cpu.get("lightgbm_rows", 0.0)  # in the one-thread figure
     return {
@@ -751,7 +753,8 @@ def write_projection(args: argparse.Namespace) -> dict[str, Any]:
             "task0_overhead_cpu_s": overhead,
             "task0_overhead_source": "measured" if overheads else "--overhead-cpu-s",
             "forecast_cpu_s_per_product": forecast,
-            "partition_cpu": "a + b x products through the points; one point: proportional",
+            "partition_cpu": "a + b x products through the points (flat at the largest "
+            "if the line falls); one point: proportional",
         },
         "projections": [
             project(points, overhead, forecast, size, speedup)
