@@ -65,6 +65,30 @@ def test_calibrated_intervals_cover_their_level_out_of_sample_for_every_scale() 
     assert (test["p10"] <= test["p50"]).all() and (test["p50"] <= test["p90"]).all()
 
 
+def test_coverage_allows_for_lower_bounds_sales_cannot_fall_below() -> None:
+    # Sales censored at 0 with their exact quantiles: where the P10 is 0 it cannot be
+    # missed and a right interval covers 90 % of those days; the adjusted coverage (what
+    # the promotion guard judges) is the nominal, the share of days inside is above it.
+    rng = np.random.default_rng(3)
+    mean = rng.uniform(-1.0, 3.0, 40_000)
+    actual = np.maximum(0.0, mean + rng.standard_normal(mean.size))
+    frame = pd.DataFrame(
+        {
+            "product_id": np.repeat([f"P{i}" for i in range(40)], 1000),
+            "actual": actual,
+            "p10": np.maximum(0.0, mean - 1.2815515655446004),
+            "p90": np.maximum(0.0, mean + 1.2815515655446004),
+        }
+    )
+    summary = coverage_summary(frame)
+    assert 0.3 < summary["floor_share"] < 0.7
+    assert summary["coverage"] > 0.83
+    assert summary["coverage_adjusted"] == pytest.approx(0.80, abs=0.01)
+    # no lower bound at 0: nothing to allow for
+    lifted = frame.assign(actual=frame["actual"] + 10, p10=frame["p10"] + 10, p90=frame["p90"] + 10)
+    assert coverage_summary(lifted)["coverage_adjusted"] == coverage_summary(lifted)["coverage"]
+
+
 def test_a_doubled_spread_is_covered_far_less_than_nominal() -> None:
     cal = fit_intervals(_frame(0, NOISE), NAIVE)
     doubled = cal.apply(_frame(2, {p: 2 * s for p, s in NOISE.items()}))

@@ -123,6 +123,21 @@ def test_interval_coverage_outside_its_bounds_blocks_promotion(coverage, promote
     assert first.fallback == (None if promote else MA)
 
 
+def test_the_guard_judges_coverage_allowing_for_lower_bounds_at_zero():
+    # 86 % of the days inside, 82 % once the days whose P10 of 0 cannot be missed are
+    # allowed for: a right interval of sales that often are 0, promoted.
+    ok = decide(
+        Scores(0.8, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=0.82, interval_coverage_raw=0.86
+    )
+    assert ok.promote
+    wide = decide(
+        Scores(0.8, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=0.87, interval_coverage_raw=0.91
+    )
+    assert not wide.promote
+    assert "covered 91.0% of the test days (87.0% allowing for the days" in wide.reason
+    assert "(too wide)" in wide.reason
+
+
 def test_bad_tolerances_and_scores():
     with pytest.raises(ValueError, match="coverage bounds"):
         Tolerances(coverage=(0.9, 0.8))

@@ -150,20 +150,26 @@ def _judge(challenger: Scores, reference: Scores, name: str, tol: Tolerances) ->
 
 
 def coverage_failure(
-    coverage: float | None, bounds: tuple[float, float] = COVERAGE_BOUNDS
+    coverage: float | None,
+    bounds: tuple[float, float] = COVERAGE_BOUNDS,
+    raw: float | None = None,
 ) -> str | None:
     """Why a test coverage of the 80 % interval blocks a promotion (None: it does not;
-    a challenger without an interval is not judged on one)."""
+    a challenger without an interval is not judged on one). `coverage` is the one judged
+    (`coverage_summary`'s `coverage_adjusted`), `raw` the share of days inside, named too."""
     if coverage is None or not math.isfinite(coverage):
         return None
     lo, hi = bounds
     if lo <= coverage <= hi:
         return None
     side = "too narrow" if coverage < lo else "too wide"
-    return (
-        f"its 80 % interval covered {coverage:.1%} of the test days, outside "
-        f"[{lo:.0%}, {hi:.0%}] ({side})"
+    inside = (
+        f"{raw:.1%} of the test days ({coverage:.1%} allowing for the days whose lower "
+        "bound 0 cannot be missed)"
+        if raw is not None and math.isfinite(raw) and raw != coverage
+        else f"{coverage:.1%} of the test days"
     )
+    return f"its 80 % interval covered {inside}, outside [{lo:.0%}, {hi:.0%}] ({side})"
 
 
 def decide(
@@ -176,17 +182,20 @@ def decide(
     baseline_kind: str = "baseline:seasonal_naive",
     data_quality_failures: Sequence[str] = (),
     interval_coverage: float | None = None,
+    interval_coverage_raw: float | None = None,
 ) -> Decision:
     """Judge the challenger against the champion or, with no usable champion, the best baseline.
 
     `baseline` is the best baseline's scores on the same window (kind `baseline_kind`).
     A non-empty `data_quality_failures` (names of failed data-quality checks) blocks the
     promotion, and so does a test coverage of the challenger's 80 % interval
-    (`interval_coverage`) outside `tol.coverage`. With no champion, a challenger that
-    is not promoted leaves the baseline as the fallback champion.
+    (`interval_coverage`, the days at a lower bound of 0 allowed for; the share of days
+    inside, `interval_coverage_raw`, is named in the reason) outside `tol.coverage`. With
+    no champion, a challenger that is not promoted leaves the baseline as the fallback
+    champion.
     """
     failures = [str(f) for f in data_quality_failures if str(f).strip()]
-    interval = coverage_failure(interval_coverage, tol.coverage)
+    interval = coverage_failure(interval_coverage, tol.coverage, interval_coverage_raw)
     if champion is None:
         name = describe_kind(baseline_kind)
         serves = f"{name} ({baseline_kind}) becomes the champion and serves"

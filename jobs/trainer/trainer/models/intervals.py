@@ -387,19 +387,35 @@ def coverage_summary(
     frame: pd.DataFrame, lower: str = "p10", upper: str = "p90", nominal: float = 0.8
 ) -> dict[str, Any]:
     """Share of points inside [lower, upper] overall and its 10th percentile over
-    products, and the mean interval score (Gneiting & Raftery, in units; lower is better)."""
+    products, and the mean interval score (Gneiting & Raftery, in units; lower is better).
+
+    `coverage_adjusted` allows for the days whose lower bound is 0: sales cannot fall
+    below it, so there a right interval covers 1 - alpha/2, not the nominal — sales are
+    counts and many products often sell nothing. It is the coverage less alpha/2 times the
+    share of such days; its expectation is the nominal for right quantiles (the promotion
+    guard judges it).
+    """
     ok = frame["actual"].notna() & frame[lower].notna() & frame[upper].notna()
     f = frame[ok]
     if f.empty:
-        return {"nominal": nominal, "coverage": None, "coverage_p10": None, "interval_score": None}
+        return {
+            "nominal": nominal,
+            "coverage": None,
+            "coverage_adjusted": None,
+            "coverage_p10": None,
+            "interval_score": None,
+        }
     y, lo, hi = (f[c].to_numpy(dtype=float) for c in ("actual", lower, upper))
     hit = (y >= lo) & (y <= hi)
     per = pd.Series(hit).groupby(f["product_id"].to_numpy()).mean()
     alpha = 1.0 - nominal
     score = (hi - lo) + (2 / alpha) * ((lo - y) * (y < lo) + (y - hi) * (y > hi))
+    floor_share = float((lo <= 0).mean())  # lower bounds sales cannot fall below
     return {
         "nominal": nominal,
         "coverage": float(hit.mean()),
+        "coverage_adjusted": float(hit.mean() - alpha / 2 * floor_share),
+        "floor_share": floor_share,
         "coverage_p10": float(np.percentile(per.to_numpy(), 10)),
         "interval_score": float(score.mean()),
         "mean_width": float((hi - lo).mean()),

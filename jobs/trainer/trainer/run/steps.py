@@ -158,6 +158,7 @@ def judge(
     challenger = Scores.from_metrics(evaluation.metrics)
     base_scores = Scores.from_metrics(base_eval.metrics)
     quality_failures: tuple[str, ...] = prepared.quality.failures
+    interval = ch.interval_test.get(ch.kind, {})
     decision = decide(
         challenger,
         champ.scores,
@@ -166,7 +167,8 @@ def judge(
         champ.model_version,
         baseline_kind=base_kind,
         data_quality_failures=quality_failures,
-        interval_coverage=ch.interval_test.get(ch.kind, {}).get("coverage"),
+        interval_coverage=interval.get("coverage_adjusted", interval.get("coverage")),
+        interval_coverage_raw=interval.get("coverage"),
     )
     log.info("promotion decision", extra=asdict(decision))
     fallback = (
