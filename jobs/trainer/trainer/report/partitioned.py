@@ -38,6 +38,7 @@ from trainer.report.render import (
     _plot,
     _png,
     _shap_plot,
+    closing_lines,
     md_code,
     md_table,
     md_text,
@@ -479,15 +480,7 @@ def render_partitioned_markdown(data: PartitionedReportData) -> str:
         *_accuracy_lines(data),
         *_shap_lines(data),
     ]
-    if data.plot_errors:
-        out += [
-            "## Plots that could not be drawn",
-            "",
-            *[f"- {name}: {md_text(error)}" for name, error in sorted(data.plot_errors.items())],
-            "",
-        ]
-    if data.artifacts:
-        out += ["## Artifacts", "", *[f"- {md_code(a)}" for a in data.artifacts], ""]
+    out += closing_lines(data.plot_errors, data.artifacts)
     products = int(data.partitions["products"].sum()) if len(data.partitions) else 0
     if products > EMAIL_PRODUCTS:
         out += [

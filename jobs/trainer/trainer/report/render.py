@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -484,16 +484,24 @@ def render_markdown(data: ReportData) -> str:
         *_shap_lines(data),
     ]
     out += ["## Training", "", _plot(data, "training.png", "Training history"), ""]
-    if data.plot_errors:
+    out += closing_lines(data.plot_errors, data.artifacts)
+    return "\n".join(out)
+
+
+def closing_lines(plot_errors: dict[str, str], artifacts: Sequence[str]) -> list[str]:
+    """A report's closing sections: the plots that could not be drawn (each with its
+    error) and the run's artifacts; none when there are none."""
+    out: list[str] = []
+    if plot_errors:
         out += [
             "## Plots that could not be drawn",
             "",
-            *[f"- {name}: {md_text(error)}" for name, error in sorted(data.plot_errors.items())],
+            *[f"- {name}: {md_text(error)}" for name, error in sorted(plot_errors.items())],
             "",
         ]
-    if data.artifacts:
-        out += ["## Artifacts", "", *[f"- {md_code(a)}" for a in data.artifacts], ""]
-    return "\n".join(out)
+    if artifacts:
+        out += ["## Artifacts", "", *[f"- {md_code(a)}" for a in artifacts], ""]
+    return out
 
 
 def markdown_to_html(markdown: str, title: str) -> str:
