@@ -135,7 +135,10 @@ def test_the_guard_judges_coverage_allowing_for_lower_bounds_at_zero():
     )
     assert not wide.promote
     assert "covered 91.0% of the test days (87.0% allowing for the days" in wide.reason
-    assert "(too wide)" in wide.reason
+    assert "(too wide)" in wide.reason and ", but its 80 % interval" in wide.reason
+    # a challenger that also loses on accuracy: both reasons, joined by "and"
+    both = decide(Scores(0.95, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=0.6)
+    assert not both.promote and ", and its 80 % interval covered 60.0%" in both.reason
 
 
 def test_bad_tolerances_and_scores():

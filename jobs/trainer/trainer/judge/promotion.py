@@ -207,8 +207,8 @@ def decide(
                 fallback=baseline_kind,
             )
         ok, why = _judge(challenger, baseline, name, tol)
-        if interval:
-            ok, why = False, f"{why}, but {interval}"
+        if interval:  # "but" after a passing judgement, "and" after a failing one
+            ok, why = False, f"{why}, {'but' if ok else 'and'} {interval}"
         if ok:
             return Decision(True, f"first model: {why}", baseline_kind)
         return Decision(False, f"first model: {why}; {serves}", baseline_kind, baseline_kind)
@@ -221,7 +221,7 @@ def decide(
         )
     ok, why = _judge(challenger, champion, name, tol)
     if interval:
-        ok, why = False, f"{why}, but {interval}"
+        ok, why = False, f"{why}, {'but' if ok else 'and'} {interval}"
     return Decision(ok, why if ok else f"{why}; {name} keeps serving", "champion")
 
 
