@@ -252,25 +252,13 @@ def _row(test, case, phi, changed, windows, products, rec, prec, fps, alarms) ->
     }
 
 
-def check_window(
-    rng: np.random.Generator,
-    case: str,
-    products: int,
-    phi: float,
-    changed: float,
-    reference_days: int = REFERENCE_DAYS,
-):
-    """The full check on one synthetic window: (result, truth)."""
-    from forecastguard.health.check import HealthParams, compute_health
-    from forecastguard.health.window import history_days, window_from_frames
-
-    as_of = date(2026, 6, 30)
-    before = history_days(DAYS, reference_days or None)  # the days the check reads before
-    start = as_of - timedelta(days=before + DAYS - 1)
-    days = before + DAYS
-    actual, point, p10, p90, truth = simulate(rng, case, products, phi, changed, days)
+def _frames(
+    actual: np.ndarray, point: np.ndarray, p10: np.ndarray, p90: np.ndarray, dates: pd.Index
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """(product ids, sales, forecasts with their interval) of simulated (products, days)
+    arrays over `dates`, as the tables hold them."""
+    products, days = actual.shape
     ids = np.array([f"P{i:05d}" for i in range(products)], dtype=object)
-    dates = pd.date_range(start, as_of)
     sales = pd.DataFrame(
         {
             "product_id": np.repeat(ids, days),
@@ -288,6 +276,27 @@ def check_window(
             "model_version": "m1",
         }
     )
+    return ids, sales, preds
+
+
+def check_window(
+    rng: np.random.Generator,
+    case: str,
+    products: int,
+    phi: float,
+    changed: float,
+    reference_days: int = REFERENCE_DAYS,
+):
+    """The full check on one synthetic window: (result, truth)."""
+    from forecastguard.health.check import HealthParams, compute_health
+    from forecastguard.health.window import history_days, window_from_frames
+
+    as_of = date(2026, 6, 30)
+    before = history_days(DAYS, reference_days or None)  # the days the check reads before
+    start = as_of - timedelta(days=before + DAYS - 1)
+    days = before + DAYS
+    actual, point, p10, p90, truth = simulate(rng, case, products, phi, changed, days)
+    ids, sales, preds = _frames(actual, point, p10, p90, pd.date_range(start, as_of))
     data = window_from_frames(as_of, DAYS, sales, preds, reference_days=reference_days or None)
     result = compute_health(data, HealthParams())
     order = pd.Index(ids).get_indexer(result.products["product_id"])
@@ -343,25 +352,8 @@ def time_check(products: int, seed: int, repeats: int = 3) -> dict:
     before = history_days(DAYS, REFERENCE_DAYS)
     days = before + DAYS
     actual, point, p10, p90, _ = simulate(rng, "gauss", products, 0.5, SHARE, days)
-    ids = np.array([f"P{i:05d}" for i in range(products)], dtype=object)
     dates = pd.date_range(as_of - timedelta(days=days - 1), as_of)
-    sales = pd.DataFrame(
-        {
-            "product_id": np.repeat(ids, days),
-            "sale_date": np.tile(dates, products),
-            "units_sold": np.clip(actual, 0, None).reshape(-1),
-        }
-    )
-    preds = pd.DataFrame(
-        {
-            "product_id": np.repeat(ids, days),
-            "target_date": np.tile(dates, products),
-            "predicted_units": point.reshape(-1),
-            "predicted_p10": p10.reshape(-1),
-            "predicted_p90": p90.reshape(-1),
-            "model_version": "m1",
-        }
-    )
+    _, sales, preds = _frames(actual, point, p10, p90, dates)
     data = window_from_frames(as_of, DAYS, sales, preds, reference_days=REFERENCE_DAYS)
     cpu = []
     for _ in range(repeats):
