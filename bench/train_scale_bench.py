@@ -42,7 +42,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,21 +260,26 @@ def stage_cpu(path: Path, timeline: Sequence[tuple[float, float, float]]) -> dic
     when = np.array([t for t, _, _ in timeline])
     cpu = np.array([c for _, c, _ in timeline])
     totals: dict[str, float] = defaultdict(float)
+    for name, doc in _stage_lines(path):
+        end = pd.Timestamp(doc["time"]).timestamp()
+        start = end - float(doc.get("duration_s") or 0.0)
+        if start < when[0] - SAMPLE_S or end > when[-1] + SAMPLE_S:
+            continue  # not covered by the samples: unknown, not zero
+        totals[name] += float(np.interp(end, when, cpu) - np.interp(start, when, cpu))
+    return {k: round(v, 1) for k, v in sorted(totals.items())}
+
+
+def _stage_lines(path: Path) -> Iterator[tuple[str, dict]]:
+    """(stage name, log record) of each of the trainer's `stage ...` lines in a JSON log;
+    other and unparsable lines are skipped."""
     with open(path, errors="replace") as fh:
         for line in fh:
             try:
                 doc = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if not (isinstance(doc, dict) and STAGE.match(str(doc.get("message", "")))):
-                continue
-            end = pd.Timestamp(doc["time"]).timestamp()
-            start = end - float(doc.get("duration_s") or 0.0)
-            if start < when[0] - SAMPLE_S or end > when[-1] + SAMPLE_S:
-                continue  # not covered by the samples: unknown, not zero
-            used = np.interp(end, when, cpu) - np.interp(start, when, cpu)
-            totals[str(doc.get("stage") or doc["message"].split(" ", 1)[1])] += float(used)
-    return {k: round(v, 1) for k, v in sorted(totals.items())}
+            if isinstance(doc, dict) and STAGE.match(str(doc.get("message", ""))):
+                yield str(doc.get("stage") or doc["message"].split(" ", 1)[1]), doc
 
 
 def stage_seconds(paths: list[Path]) -> dict[str, dict[str, float]]:
@@ -282,15 +287,8 @@ def stage_seconds(paths: list[Path]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for path in paths:
         totals: dict[str, float] = defaultdict(float)
-        with open(path, errors="replace") as fh:
-            for line in fh:
-                try:
-                    doc = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(doc, dict) and STAGE.match(str(doc.get("message", ""))):
-                    name = str(doc.get("stage") or doc["message"].split(" ", 1)[1])
-                    totals[name] += float(doc.get("duration_s") or 0.0)
+        for name, doc in _stage_lines(path):
+            totals[name] += float(doc.get("duration_s") or 0.0)
         out[path.stem] = {k: round(v, 1) for k, v in sorted(totals.items())}
     return out
 
