@@ -8,19 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support.trainer_config import small_config
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams, TrainConfig
 from trainer.models.challenger import BLEND, CANDIDATES, LIGHTGBM, LSTM, blend, choose, cross_fitted
 
-CFG = TrainConfig(
-    horizon=7,
-    lookback=14,
-    val_days=14,
-    test_days=14,
+CFG = small_config(
     epochs=2,
-    batch_size=64,
-    min_observations=30,
-    augment_copies=0,
     val_origin_every=7,
     gbm_history_days=(60, 0),  # a two-member LightGBM ensemble: the last 60 days and all
 )

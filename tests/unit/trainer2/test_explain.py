@@ -6,22 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support.trainer_config import small_config
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams, TrainConfig
 from trainer.report.explain import _aggregate, explain, fixed_product_model
 
 pytestmark = pytest.mark.slow
 
-CFG = TrainConfig(
-    horizon=7,
-    lookback=14,
-    val_days=14,
-    test_days=14,
-    epochs=1,
-    batch_size=64,
-    min_observations=30,
-    augment_copies=0,
-)
+CFG = small_config()
 
 
 @pytest.fixture(scope="module")

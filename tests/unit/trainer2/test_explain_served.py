@@ -9,19 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support.trainer_config import small_config
 from tests.unit.trainer.helpers import make_sales
-from trainer.config import ModelParams, TrainConfig
+from trainer.config import ModelParams
 from trainer.report.explain import explain_forecaster, no_explanation, sample_windows
 
-CFG = TrainConfig(
-    horizon=7,
-    lookback=14,
-    val_days=14,
-    test_days=14,
-    epochs=1,
-    batch_size=64,
-    min_observations=30,
-    augment_copies=0,
+CFG = small_config(
     gbm_history_days=(40, 0),  # a two-member LightGBM ensemble: SHAP is the members' mean
 )
 ERRORS = pd.Series({"P00": 0.5, "P01": 2.0, "P02": 1.0})

@@ -11,6 +11,7 @@ import re
 import pandas as pd
 import pytest
 
+from tests.support.trainer_config import small_config
 from trainer.judge.promotion import Decision
 from trainer.report import partitioned as rp
 from trainer.report.render import markdown_to_html
@@ -307,21 +308,11 @@ def test_a_partitions_explanation_fits_its_marker_and_merges() -> None:
     """A real LightGBM partition explained (TreeSHAP), its marker document merged."""
     pytest.importorskip("lightgbm")
     from tests.unit.trainer.helpers import make_sales
-    from trainer.config import TrainConfig
     from trainer.data.prepare import prepare
     from trainer.models.gbm import train_gbm
     from trainer.report.explain import explain_forecaster
 
-    cfg = TrainConfig(
-        horizon=7,
-        lookback=14,
-        val_days=14,
-        test_days=14,
-        epochs=1,
-        batch_size=64,
-        min_observations=30,
-        augment_copies=0,
-    )
+    cfg = small_config()
     prepared = prepare(make_sales(3, 150), cfg)
     gbm = train_gbm(prepared, rounds=10, early_stopping=5, num_threads=1)
     errors = pd.Series({"P00": 0.5, "P01": 2.0, "P02": 1.0})

@@ -7,8 +7,9 @@ import math
 import optuna
 import pytest
 
+from tests.support.trainer_config import small_config
 from tests.unit.trainer.helpers import make_sales
-from trainer.config import ModelParams, TrainConfig
+from trainer.config import ModelParams
 from trainer.models.tuning import (
     TuningError,
     objective_value,
@@ -18,16 +19,7 @@ from trainer.models.tuning import (
     tune,
 )
 
-CFG = TrainConfig(
-    horizon=7,
-    lookback=14,
-    val_days=14,
-    test_days=14,
-    epochs=1,
-    batch_size=64,
-    min_observations=30,
-    augment_copies=0,
-)
+CFG = small_config()
 
 
 def test_search_space_respects_the_prepared_lookback_and_builds_params():
