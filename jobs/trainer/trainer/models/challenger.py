@@ -37,6 +37,8 @@ sample or named otherwise.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -231,13 +233,47 @@ def choose(val_scores: dict[str, dict[str, float]]) -> str:
     return min(finite)[2]
 
 
+def available_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota
+    (a container's vCPU limit), at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        with open(cgroup) as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def task_threads(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> int:
+    """LightGBM's threads for this task (issue 26). On Cloud Run (`CLOUD_RUN_JOB` set)
+    each task has its own vCPUs: all of them. Local task processes (the launcher's
+    `CLOUD_RUN_TASK_COUNT` without `CLOUD_RUN_JOB`) share the machine: its CPUs divided
+    by the tasks, at least 1 (more threads than cores only spin: 7x the CPU measured,
+    docs/scale.md)."""
+    env = os.environ if environ is None else environ
+    cpus = available_cpus() if cpus is None else max(1, cpus)
+    if env.get("CLOUD_RUN_JOB"):
+        return cpus
+    try:
+        tasks = max(1, int(env.get("CLOUD_RUN_TASK_COUNT") or 1))
+    except ValueError:
+        tasks = 1
+    return max(1, cpus // tasks)
+
+
 def train_challenger(
     prepared: Prepared,
     params: ModelParams,
     cfg: TrainConfig,
     *,
     kinds: tuple[str, ...] = CANDIDATES,
-    gbm_threads: int = 2,
+    gbm_threads: int | None = None,
     always_refit: bool = False,
 ) -> Challenger:
     """Train the candidates, choose the served one on validation, evaluate on test.
@@ -245,8 +281,10 @@ def train_challenger(
     Every candidate is trained and scored; the served one is chosen among `kinds` (the
     kinds the serving side can load). With `cfg.gbm_refit`, LightGBM is refitted on every
     day when the chosen kind uses it (or always, with `always_refit`: the backtest
-    forecasts every candidate).
+    forecasts every candidate). LightGBM trains with `gbm_threads` threads, by default
+    the task's CPUs (`task_threads`).
     """
+    gbm_threads = gbm_threads or task_threads()
     unknown = set(kinds) - set(CANDIDATES)
     if not kinds or unknown:
         raise ValueError(f"kinds must be a non-empty subset of {CANDIDATES}, got {kinds}")
