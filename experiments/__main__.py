@@ -200,9 +200,15 @@ def load_raw(folders: list[Path]) -> tuple[BacktestResult, list[dict[str, Any]]]
     horizons = {m["horizon"] for m in metas}
     if len(products) != 1 or len(horizons) != 1:
         raise SystemExit("--merge: the runs differ in products or horizon")
-    cutoffs = [c for m in metas for c in m["cutoffs"]]
-    if len(set(cutoffs)) != len(cutoffs):
-        raise SystemExit(f"--merge: a cutoff is in more than one run ({sorted(cutoffs)})")
+    # runs split by cutoffs, or by models at the same cutoffs (a model at a cutoff once)
+    cells = [
+        (model, c)
+        for f, _, _ in parts
+        for model, c in f[["model", "cutoff"]].drop_duplicates().itertuples(index=False)
+    ]
+    if len(set(cells)) != len(cells):
+        raise SystemExit("--merge: a model is in more than one run at the same cutoff")
+    cutoffs = sorted({c for m in metas for c in m["cutoffs"]})
     # runs may differ in their models (e.g. a costly reference left out of some cutoffs):
     # every table then shows the cutoffs each model ran at
     models = [set(f["model"].unique()) for f, _, _ in parts]
@@ -219,7 +225,9 @@ def load_raw(folders: list[Path]) -> tuple[BacktestResult, list[dict[str, Any]]]
         rows.sort(key=lambda r: r.get("cutoff", ""))
     result = BacktestResult(
         forecasts=pd.concat([f for f, _, _ in parts], ignore_index=True),
-        scales=pd.concat([s for _, s, _ in parts], ignore_index=True),
+        scales=pd.concat([s for _, s, _ in parts], ignore_index=True).drop_duplicates(
+            ["cutoff", "product_id"]
+        ),
         timings=pd.concat([t for _, _, t in parts], ignore_index=True),
         notes=notes,
         cutoffs=sorted(pd.Timestamp(c) for c in cutoffs),

@@ -482,5 +482,19 @@ def test_runs_over_disjoint_cutoffs_merge_into_the_single_run(tmp_path: Path) ->
 
     with pytest.raises(SystemExit, match="more than one run"):
         main(["--merge", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "x")])
+    # runs split by models at the same cutoffs merge too (a reference run and a trainer run)
+    by_model = ["--data", str(csv), "--horizon", "7", "--cutoff-dates", "2018-03-31,2018-04-14"]
+    for name, models in (("n", "seasonal_naive"), ("s", "sarima")):
+        out = ["--out", str(tmp_path / name), "--keep-forecasts"]
+        assert main([*by_model, "--models", models, *out]) == 0
+    assert (
+        main(["--merge", str(tmp_path / "n"), str(tmp_path / "s"), "--out", str(tmp_path / "ns")])
+        == 0
+    )
+    joined = json.loads((tmp_path / "ns" / "summary.json").read_text())
+    assert joined["cutoffs"] == ["2018-03-31", "2018-04-14"]
+    assert {(r["model"], r["cutoff"]) for r in joined["per_cutoff"]} == {
+        (m, c) for m in ("seasonal_naive", "sarima") for c in joined["cutoffs"]
+    }
     with pytest.raises(SystemExit, match="no raw results"):
         main(["--merge", str(tmp_path / "both"), "--out", str(tmp_path / "x")])
