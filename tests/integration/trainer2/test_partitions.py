@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from forecastguard.config import Settings
 from forecastguard.db.engine import make_engine
 from forecastguard.db.migrate import upgrade
-from forecastguard.db.schema import model_residuals
+from forecastguard.db.schema import model_residuals, predictions
 from forecastguard.launcher import LocalLauncher, local_liveness
 from forecastguard.storage import open_store
 from tests.integration.trainer2.test_baseline_fallback import (
@@ -176,6 +176,12 @@ def test_each_task_trains_its_partition_against_the_old_single_champion(world_a)
         assert f'"partition": "{name}"' in logs[task].read_text()
         other = logs[1 - task].read_text()
         assert f'"partition": "{name}"' not in other  # partition i runs in task i mod 2
+        # after the gather's decision, each task forecast its own partition's products
+        assert '"message": "stage forecast partition"' in logs[task].read_text()
+        forecast = store.read_json(f"partitioned/run-2/forecast/task{task:05d}.json")
+        assert forecast["partitions_of_task"] == [name] and list(forecast["partitions"]) == [name]
+        assert forecast["model_version"] == "run-1" and forecast["failed"] == []
+        assert forecast["products"] == 2
     doc = store.read_json("runs/run-2/partitions.json")
     assert sorted(p for ids in doc["products"].values() for p in ids) == PRODUCTS
 
@@ -274,6 +280,9 @@ def test_without_a_champion_every_partition_falls_back_and_is_gathered(world_b):
     assert len(preds) == N_PRODUCTS * CFG.horizon
     assert set(preds["model_version"]) == {"run-3"}
     assert preds[["predicted_p10", "predicted_p90"]].notna().all().all()
+    # one task: it forecast both partitions, one after the other
+    forecast = store.read_json("partitioned/run-3/forecast/task00000.json")
+    assert list(forecast["partitions"]) == ["p0000", "p0001"] and forecast["failed"] == []
     report = store.read_text("runs/run-3/report.md")
     assert "**2 changed**: 0 promoted their challenger, 2 fell back" in report
     assert store.exists("runs/run-3/report.html")
@@ -284,3 +293,17 @@ def test_forecast_mode_serves_the_partitioned_champion(world_b):
     before = _predictions(engine)
     assert run_job(settings, _options("fc-3", mode="forecast"), engine=engine, store=store) == 0
     pd.testing.assert_frame_equal(before, _predictions(engine))  # same data: unchanged
+
+
+def test_forecast_mode_task_1_of_2_forecasts_its_partition_only(world_b):
+    engine, store, settings = world_b["engine"], world_b["store"], world_b["settings"]
+    doc = store.read_json("runs/run-3/partitions.json")
+    mine, theirs = doc["products"]["p0001"], doc["products"]["p0000"]
+    with engine.begin() as conn:
+        conn.execute(sa.delete(predictions))
+    opts = _options("fc-4", mode="forecast", task_index=1, task_count=2)
+    assert run_job(settings, opts, engine=engine, store=store) == 0
+    preds = _predictions(engine)
+    assert sorted(preds["product_id"].unique()) == sorted(mine)  # not p0000's: task 0's
+    assert not set(theirs) & set(preds["product_id"])
+    assert len(preds) == len(mine) * CFG.horizon and set(preds["model_version"]) == {"run-3"}

@@ -182,19 +182,41 @@ def run_partitioned(
     workdir: Path,
     smtp: SmtpConfig | None = None,
 ) -> TrainOutcome | None:
-    """This task's partitions (`trainer.run.partitioned`); task 0 then gathers them,
-    promotes per partition, forecasts and emails the run's report as a single run does.
-    Returns None on the other tasks."""
-    from trainer.report.partitioned import email_products
-    from trainer.run.partitioned import gather, run_task
+    """This task's partitions (`trainer.run.partitioned`); task 0 then gathers them and
+    promotes per partition; every task forecasts its own partitions with what serves them
+    after that decision; task 0 emails the run's report as a single run does. Returns
+    None on the other tasks."""
+    import time
 
-    params, tuning = run_task(engine, store, plan, opts, workdir)
-    if opts.task_index > 0:
-        log.info("partitions of this task done; task 0 gathers", extra={"run_id": opts.run_id})
-        return None
-    result = gather(
-        engine, store, plan, opts, params, tuning, workdir, bigquery=forecast_target(settings)
+    from trainer.report.partitioned import email_products
+    from trainer.run.partitioned import (
+        forecast_task,
+        gather,
+        gathered_forecasts,
+        run_task,
+        serving_failed,
     )
+
+    bigquery = forecast_target(settings)
+    if opts.task_index > 0:
+        run_task(engine, store, plan, opts, workdir)
+        log.info(
+            "partitions of this task done; task 0 gathers, then this task forecasts them",
+            extra={"run_id": opts.run_id},
+        )
+        forecast_task(engine, store, plan, opts, workdir, bigquery)
+        return None
+    try:
+        params, tuning = run_task(engine, store, plan, opts, workdir)
+        result = gather(engine, store, plan, opts, params, tuning, workdir)
+    except Exception as exc:
+        serving_failed(store, opts, exc)  # the other tasks stop waiting for a decision
+        raise
+    started = time.monotonic()
+    own = forecast_task(engine, store, plan, opts, workdir, bigquery)
+    # The other tasks forecast as many partitions at the same time: wait as long again.
+    wait_s = min(opts.gather_timeout_s, 2 * (time.monotonic() - started) + 60.0)
+    result["forecast"] = gathered_forecasts(store, plan, opts, own, wait_s)
     outcome = TrainOutcome(
         run_id=opts.run_id,
         model_version=opts.run_id,
@@ -321,6 +343,21 @@ def _summary(outcome: TrainOutcome | None) -> dict[str, Any]:
     }
 
 
+def _partitioned_champion(settings: Settings, store: ArtifactStore | None) -> bool:
+    """Whether champion.json names a partitioned champion (forecast mode: then every
+    task forecasts its partitions). False when it cannot be read: task 0 reports why."""
+    from forecastguard.storage import open_store
+    from trainer.serve.artifacts import read_champion
+    from trainer.serve.forecast import PARTITIONED
+
+    try:
+        pointer = read_champion(store or open_store(settings.artifact_uri or ""))
+    except Exception as exc:
+        log.warning("champion.json unreadable in a task > 0", extra={"error": str(exc)})
+        return False
+    return pointer is not None and pointer.kind == PARTITIONED
+
+
 def run_job(
     settings: Settings,
     opts: JobOptions,
@@ -348,9 +385,14 @@ def run_job(
             "attempt": opts.attempt,
         },
     )
-    if opts.mode == "forecast" and opts.task_index > 0:
+    if (
+        opts.mode == "forecast"
+        and opts.task_index > 0
+        and not _partitioned_champion(settings, store)
+    ):
         # An execution with several tasks (the job's task_count is set for parallel
-        # tuning) must forecast once: task 0 does it, the others leave at once.
+        # tuning) must forecast once: task 0 does it, the others leave at once. A
+        # partitioned champion is forecast by every task, its partitions i mod count.
         log.info(
             "forecast mode runs in task 0 only: this task does nothing",
             extra={"task_index": opts.task_index, "task_count": opts.task_count},
@@ -368,7 +410,12 @@ def run_job(
                     from trainer.serve.forecast import run_forecast
 
                     result = run_forecast(
-                        engine, store, workdir=Path(tmp), bigquery=forecast_target(settings)
+                        engine,
+                        store,
+                        workdir=Path(tmp),
+                        bigquery=forecast_target(settings),
+                        task_index=opts.task_index,
+                        task_count=opts.task_count,
                     ).to_dict()
                 else:
                     smtp = smtp if smtp is not None else SmtpConfig.from_settings(settings)

@@ -24,14 +24,26 @@ variables) computes the same partitioning from the product ids, then:
    its champion only if it beats it (and the baselines, for a first model) by the usual
    rule. When any partition changed, the gather writes a sealed run `runs/<run_id>/`
    whose `partitions.json` lists each partition's serving model (the champion
-   manifest: `champion.json` then has kind `partitioned`), registers it as the champion
-   (`model_residuals`: each product's errors by the model that serves it), and forecasts
-   every product by its partition's model. `metrics.json` and the run's one report
+   manifest: `champion.json` then has kind `partitioned`) and registers it as the
+   champion (`model_residuals`: each product's errors by the model that serves it). A
+   promoted partition's model was loaded once in its own task before its done-marker
+   (a model that cannot serve is never promoted). `metrics.json` and the run's one report
    (`trainer.report.partitioned`: HTML and Markdown, plots, SHAP merged from the
    partitions' bounded samples; emailed by `trainer.run.main.run_partitioned`) say which
    partitions changed, where the LSTM serves, and compare per-partition with
    whole-catalogue promotion on the same test window. The report never costs the
    promotion or the forecasts.
+4. **Each task forecasts its own partitions** (`forecast_task`). The gather ends by
+   writing `partitioned/<execution>/serving.json` (the champion that serves after the
+   decision: the gathered run, or the champion kept); every task waits for it, then
+   forecasts the products of its partitions with what now serves them, partition by
+   partition, reading only those products' sales (`serve.forecast.forecast_partitions`):
+   a task's memory follows its partitions, not the catalogue. Each task writes
+   `forecast/task<i>.json`; task 0 sums them for the run's summary and email (waiting
+   as long again as its own forecast took, then naming the tasks not yet reported). A
+   failed forecast is logged and returned, never costs the promotion; if the gather
+   fails, task 0 writes the failure there and the tasks forecast nothing (nothing
+   changed: the champion's forecasts stand).
 
 A partition that fails in its task fails the gather (no champion changes; the run is
 marked failed) — the champion's other partitions stay as they are.
@@ -330,6 +342,12 @@ def train_partition(
             rmsse=ch.evaluation.metrics["model"]["rmsse"],
             serving=serving,
         )
+        if j.decision.promote:
+            # A model that cannot serve must not be promoted: loaded once here, in its
+            # own task (the gather no longer loads every partition's model).
+            from trainer.serve.forecast import load_forecaster
+
+            load_forecaster(store, ChampionPointer.from_entry(serving), workdir / name / "check")
     return {
         "partition": name,
         "run_id": run_id,
@@ -503,9 +521,10 @@ def gather(
     params: Any,
     tuning: dict[str, Any],
     workdir: Path,
-    bigquery: Any = None,
 ) -> dict[str, Any]:
-    """Task 0: wait for every partition, then promote per partition and forecast."""
+    """Task 0: wait for every partition, then promote per partition and write the
+    serving document (`write_serving`); each task then forecasts its own partitions
+    (`forecast_task`)."""
     from trainer.judge.promotion import (
         Scores,
         champion_residuals,
@@ -516,13 +535,11 @@ def gather(
         residual_rows,
     )
     from trainer.run import steps as rs
-    from trainer.run.steps import forecast_with_champion
     from trainer.serve.artifacts import ChampionPointer, RunWriter, read_champion, run_key
     from trainer.serve.forecast import (
         PARTITIONED,
         PARTITIONS_FILE,
         describe_kind,
-        forecast_with,
         load_forecaster,
     )
 
@@ -619,12 +636,11 @@ def gather(
             request_id=opts.request.request_id,
             kind=PARTITIONED,
         )
-        forecast = forecast_with_champion(engine, store, workdir / "serving", bigquery)
+        write_serving(store, opts, read_champion(store))
         return {
             "metrics": metrics,
             "decision": decision,
             "run_uri": writer.uri,
-            "forecast": forecast,
             "report": report,
             "files": [*sorted(writer.files), "manifest.json"],
         }
@@ -637,10 +653,10 @@ def gather(
             residuals += residual_rows(run_id, frame)
         elif old_version is not None:
             residuals += champion_residuals(engine, old_version, m["products"])
-    # Every partition's model must load before anything is recorded: a champion that
-    # cannot serve is never registered.
+    # The partitions document must be servable before anything is recorded (each
+    # promoted partition's model was loaded in its own task, `train_partition`).
     candidate = ChampionPointer(run_id, run_id, writer.uri, rs.now(), kind=PARTITIONED)
-    forecaster = load_forecaster(store, candidate, workdir / "serving")
+    load_forecaster(store, candidate, workdir / "serving")
     record_partitioned(
         engine,
         model_version=run_id,
@@ -659,12 +675,11 @@ def gather(
         scores=scores,
         kind=PARTITIONED,
     )
-    forecast = forecast_with(engine, forecaster, bigquery=bigquery).to_dict()
+    write_serving(store, opts, candidate)
     return {
         "metrics": metrics,
         "decision": decision,
         "run_uri": writer.uri,
-        "forecast": forecast,
         "report": report,
         "files": [*sorted(writer.files), "manifest.json"],
     }
@@ -694,3 +709,135 @@ def partition_plan(
         },
     )
     return p
+
+
+# Serving after the decision: each task forecasts its own partitions -------------------
+
+SERVING = "serving.json"  # partitioned/<execution>/serving.json: what serves after the gather
+
+
+def forecast_key(opts: JobOptions, task_index: int) -> str:
+    """`partitioned/<execution>/forecast/task<i>.json`: what task i's forecast did."""
+    return coordination_key(opts, f"forecast/task{task_index:05d}.json")
+
+
+def write_serving(store: ArtifactStore, opts: JobOptions, pointer: Any) -> None:
+    """Task 0, after the decision: the champion that now serves every partition (the
+    gathered partitioned run, or the champion kept), for every task's forecast."""
+    store.write_json(
+        coordination_key(opts, SERVING),
+        {"champion": None if pointer is None else asdict(pointer), "run_id": opts.run_id},
+    )
+
+
+def serving_failed(store: ArtifactStore, opts: JobOptions, exc: BaseException) -> None:
+    """Task 0 failed before the decision: the other tasks forecast nothing (nothing
+    changed; the champion's forecasts stand) — at once if no retry of task 0 will come
+    (`final`), else they wait for the retry's decision. Never raises."""
+    try:
+        store.write_json(
+            coordination_key(opts, SERVING),
+            {
+                "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                "final": opts.attempt >= opts.max_retries,
+            },
+        )
+    except Exception as write_exc:
+        log.error("could not write the gather's failure", extra={"error": str(write_exc)})
+
+
+def wait_serving(store: ArtifactStore, opts: JobOptions) -> dict[str, Any]:
+    """The serving document, waiting for it (up to `gather_timeout_s`; a failure task 0
+    will retry is waited past)."""
+    key = coordination_key(opts, SERVING)
+    deadline = time.monotonic() + opts.gather_timeout_s
+    while True:
+        _wait_for(store, [key], max(0.0, deadline - time.monotonic()), "the gather's decision")
+        doc = store.read_json(key)
+        if "error" not in doc or doc.get("final", True) or time.monotonic() > deadline:
+            return doc
+        time.sleep(POLL_S)
+
+
+def forecast_task(
+    engine: sa.Engine,
+    store: ArtifactStore,
+    p: Plan,
+    opts: JobOptions,
+    workdir: Path,
+    bigquery: Any = None,
+) -> dict[str, Any]:
+    """Every task, after the gather's decision: the products of this task's partitions
+    forecast by what now serves them, partition by partition (each reads only its
+    products' sales; `trainer.serve.forecast.forecast_partitions`), so a task's memory
+    follows its partitions, not the catalogue. Never raises: a failure is logged and
+    returned (and written to `forecast/task<i>.json`); the promotion stands."""
+    from trainer.serve.artifacts import ChampionPointer
+    from trainer.serve.forecast import forecast_partitions, load_forecaster
+
+    mine = partitions_of_task(p.names, opts.task_index, opts.task_count)
+    result: dict[str, Any]
+    try:
+        doc = wait_serving(store, opts)
+        if "error" in doc:
+            result = {"skipped": f"the gather failed, nothing changed: {doc['error']}"}
+            log.info("no forecast by this task", extra=result)
+        elif doc.get("champion") is None:
+            result = {"error": "no champion pointer after the decision"}
+            log.error("no champion pointer after the decision: no forecasts")
+        else:
+            pointer = ChampionPointer.from_entry(doc["champion"])
+            forecaster = load_forecaster(store, pointer, workdir / "serving")
+            groups = {name: p.products[name] for name in mine}
+            result = forecast_partitions(engine, forecaster, groups, bigquery=bigquery).to_dict()
+    except Exception as exc:
+        result = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        log.error("this task's forecasts failed", extra=result, exc_info=True)
+    result = {**result, "task": opts.task_index, "partitions_of_task": mine}
+    try:
+        store.write_json(forecast_key(opts, opts.task_index), result)
+    except Exception as exc:
+        log.error("could not write this task's forecast summary", extra={"error": str(exc)})
+    return result
+
+
+def gathered_forecasts(
+    store: ArtifactStore, p: Plan, opts: JobOptions, own: dict[str, Any], wait_s: float
+) -> dict[str, Any]:
+    """Task 0: every task's forecast summed for the run's summary and email, waiting up
+    to `wait_s` for the other tasks' summaries (they forecast as many partitions at the
+    same time); a task not reported by then is named, not waited for."""
+    tasks = sorted({i % opts.task_count for i in range(len(p.names))} - {opts.task_index})
+    keys = {t: forecast_key(opts, t) for t in tasks}
+    deadline = time.monotonic() + wait_s
+    while any(not store.exists(k) for k in keys.values()) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    docs = [own] + [store.read_json(k) for k in keys.values() if store.exists(k)]
+    done = [d for d in docs if "written" in d]
+    out: dict[str, Any] = {
+        "model_version": next((d["model_version"] for d in done), None),
+        "kind": next((d["kind"] for d in done), None),
+        "products": sum(d["products"] for d in done),
+        "days": max((d["days"] for d in done), default=0),
+        "first_date": min((d["first_date"] for d in done if d["first_date"]), default=""),
+        "last_date": max((d["last_date"] for d in done if d["last_date"]), default=""),
+        "written": sum(d["written"] for d in done),
+        "unchanged": sum(d["unchanged"] for d in done),
+        "by": "each task its own partitions",
+        "tasks": {
+            str(d["task"]): {
+                k: d[k]
+                for k in ("products", "written", "error", "skipped", "failed")
+                if d.get(k) is not None
+            }
+            for d in docs
+        },
+        "failed_partitions": sorted(n for d in done for n in d.get("failed") or []),
+        "failed_tasks": sorted(d["task"] for d in docs if "written" not in d),
+        "not_reported": sorted(t for t, k in keys.items() if not store.exists(k)),
+    }
+    if not done:
+        out["error"] = "; ".join(
+            f"task {d['task']}: {d.get('error') or d.get('skipped')}" for d in docs
+        )
+    return out

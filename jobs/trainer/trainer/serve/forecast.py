@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -221,13 +221,31 @@ class PartitionedForecaster:
     `products` maps each product trained on to its partition; a product first seen later
     is assigned by the saved `partitioning` (its group's hash range). A product whose
     group has no partition gets no forecast (logged), as no model was trained for it.
+
+    Members are loaded when a partition's products are first forecast, not all at once,
+    and one is kept at a time (`member`): forecasting partition by partition
+    (`forecast_partitions`) holds one partition's model and sales, whatever the
+    catalogue. A trained member that cannot be loaded is replaced, for its partition
+    only, by the best baseline of its run (logged as an error), as `run_forecast` does
+    for a whole champion.
     """
 
     model_version: str
     partitioning: Any  # trainer.run.partitions.Partitioning
-    members: dict[str, Forecaster]  # partition name -> its serving forecaster
+    entries: dict[str, ChampionPointer]  # partition name -> what serves it
     products: dict[str, str]  # product id -> partition name
+    load_member: Callable[[str], Forecaster]  # partition name -> its loaded forecaster
     kind: str = PARTITIONED
+    _cache: dict[tuple[str, str], Forecaster] = field(default_factory=dict, repr=False)
+
+    def member(self, name: str) -> Forecaster:
+        """Partition `name`'s forecaster (loaded now unless it is the one kept)."""
+        entry = self.entries[name]
+        key = (entry.run_id, entry.kind)  # a model kept by several partitions loads once
+        if key not in self._cache:
+            self._cache.clear()
+            self._cache[key] = self.load_member(name)
+        return self._cache[key]
 
     def assignment(self, product_ids: list[str]) -> dict[str, str]:
         """Each product's partition (those of unknown groups left out, logged)."""
@@ -241,18 +259,22 @@ class PartitionedForecaster:
                 log.warning("product without a partition: no forecast", extra={"error": str(exc)})
         return out
 
+    def groups(self, product_ids: list[str]) -> dict[str, list[str]]:
+        """Partition name -> its products among `product_ids` (sorted; partitions in
+        order, those without products left out)."""
+        where = self.assignment(sorted(str(p) for p in product_ids))
+        out: dict[str, list[str]] = {name: [] for name in sorted(self.entries)}
+        for pid, name in where.items():
+            out.setdefault(name, []).append(pid)
+        return {name: ids for name, ids in out.items() if ids}
+
     def forecast(self, sales: pd.DataFrame, promotions: pd.DataFrame | None = None) -> pd.DataFrame:
         """Each partition's forecaster on its products' sales, the frames concatenated."""
-        ids = sorted(sales["product_id"].astype(str).unique())
-        where = self.assignment(ids)
         frames = []
-        for name, member in self.members.items():
-            mine = [p for p in ids if where.get(p) == name]
-            if not mine:
-                continue
+        for name, mine in self.groups(list(sales["product_id"].astype(str).unique())).items():
             part = sales[sales["product_id"].isin(mine)]
             promos = None if promotions is None else promotions[promotions["product_id"].isin(mine)]
-            frames.append(member.forecast(part, promos))
+            frames.append(self.member(name).forecast(part, promos))
         if not frames:
             raise ValueError("no product of the sales belongs to a partition of this champion")
         return pd.concat(frames, ignore_index=True)
@@ -265,22 +287,47 @@ def read_partitions(store: ArtifactStore, run_id: str, workdir: Path) -> dict[st
 
 
 def _load_partitioned(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
+    """The partitions and what serves each, read and checked now; the members' models
+    are loaded when their partition is forecast (`PartitionedForecaster.member`)."""
     from trainer.run.partitions import Partitioning
 
     doc = read_partitions(store, pointer.run_id, workdir)
-    loaded: dict[tuple[str, str], Forecaster] = {}  # a model kept by several partitions
-    members: dict[str, Forecaster] = {}
+    entries: dict[str, ChampionPointer] = {}
     for name, entry in doc["entries"].items():
         member = ChampionPointer.from_entry(entry)
         if member.kind == PARTITIONED:
             raise ValueError(f"partition {name} names another partitioned run: not servable")
-        key = (member.run_id, member.kind)
-        if key not in loaded:
-            loaded[key] = load_forecaster(store, member, workdir / f"{name}-{member.kind}")
-        members[name] = loaded[key]
+        if member.kind not in LOADERS:
+            raise ValueError(f"partition {name} has unknown kind {member.kind!r}")
+        entries[name] = member
+
+    def load_member(name: str) -> Forecaster:
+        member = entries[name]
+        where = workdir / f"{name}-{member.kind}"
+        try:
+            return load_forecaster(store, member, where)
+        except Exception as exc:
+            if is_baseline(member.kind):
+                raise
+            fallback = _fallback_baseline(store, member, where)
+            log.error(
+                "a partition's model could not be loaded: its run's baseline serves it",
+                extra={
+                    "partition": name,
+                    "model_version": member.model_version,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "serving": fallback.kind,
+                },
+            )
+            return fallback
+
     products = {p: name for name, ids in doc["products"].items() for p in ids}
     return PartitionedForecaster(
-        pointer.model_version, Partitioning.from_dict(doc["partitioning"]), members, products
+        pointer.model_version,
+        Partitioning.from_dict(doc["partitioning"]),
+        entries,
+        products,
+        load_member,
     )
 
 
@@ -324,10 +371,18 @@ class ForecastResult:
     written: int
     unchanged: int
     kind: str = LSTM
+    # Forecast partition by partition (`forecast_partitions`): each partition's figures
+    # (or its error), and the partitions that failed.
+    partitions: dict[str, Any] | None = None
+    failed: list[str] | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-serialisable form."""
-        return dict(self.__dict__)
+        """JSON-serialisable form (without the partition fields of a whole forecast)."""
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if v is not None or k not in ("partitions", "failed")
+        }
 
 
 INTERVAL_COLUMNS = ("p10", "p50", "p90")  # stored as predictions.predicted_p10, ...
@@ -456,6 +511,92 @@ def forecast_with(
     return result
 
 
+def _promotions_of(engine: sa.Engine, products: list[str]) -> pd.DataFrame:
+    """The promoted days (future ones too) of `products` only, read in chunks as
+    `load_sales(products=...)` reads the sales."""
+    from forecastguard.db.schema import promotions
+
+    query = sa.select(promotions.c.product_id, promotions.c.promo_date.label("date"))
+    rows: list[Any] = []
+    with engine.connect() as conn:
+        for i in range(0, len(products), 1000):
+            chunk = products[i : i + 1000]
+            rows += conn.execute(query.where(promotions.c.product_id.in_(chunk))).all()
+    frame = pd.DataFrame(rows, columns=["product_id", "date"])
+    frame["product_id"] = frame["product_id"].astype(str)
+    frame["date"] = pd.to_datetime(frame["date"])
+    return frame
+
+
+def forecast_partitions(
+    engine: sa.Engine,
+    forecaster: Forecaster,
+    groups: dict[str, list[str]],
+    *,
+    bigquery: Any = None,
+) -> ForecastResult:
+    """Forecast `groups` (partition name -> its products) one after the other: each
+    reads only its products' sales and promotions, is forecast (a `PartitionedForecaster`
+    loads that partition's model only) and written, then released, so memory follows
+    the largest group, not the catalogue (issue 26). A group that fails is logged and
+    named in the result; the others are still forecast. Written under the forecaster's
+    model version, like `forecast_with`."""
+    from trainer.data.load import load_sales
+
+    version = forecaster.model_version
+    parts: dict[str, Any] = {}
+    dates: list[pd.Timestamp] = []
+    for name, ids in groups.items():
+        try:
+            with timed(
+                log,
+                "stage forecast partition",
+                stage="forecast",
+                partition=name,
+                products=len(ids),
+                model_version=version,
+            ) as out:
+                frame = forecaster.forecast(
+                    load_sales(engine, products=ids), _promotions_of(engine, ids)
+                )
+                written, unchanged = write_forecasts(engine, frame, version)
+                if bigquery is not None:
+                    from forecastguard.bigquery import upsert_predictions
+
+                    out["bigquery_merged"] = upsert_predictions(bigquery, frame, version)
+                days = pd.to_datetime(frame["target_date"])
+                dates += [days.min(), days.max()]
+                parts[name] = {
+                    "products": int(frame["product_id"].nunique()),
+                    "days": int(days.nunique()),
+                    "written": written,
+                    "unchanged": unchanged,
+                }
+                out.update(parts[name])
+                del frame
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:500]}"
+            log.error(
+                "a partition's forecast failed: the others go on",
+                extra={"partition": name, "model_version": version, "error": error},
+                exc_info=True,
+            )
+            parts[name] = {"products": 0, "error": error}
+    done = [p for p in parts.values() if "error" not in p]
+    return ForecastResult(
+        model_version=version,
+        products=sum(p["products"] for p in done),
+        days=max((p["days"] for p in done), default=0),
+        first_date=str(min(dates).date()) if dates else "",
+        last_date=str(max(dates).date()) if dates else "",
+        written=sum(p["written"] for p in done),
+        unchanged=sum(p["unchanged"] for p in done),
+        kind=forecaster.kind,
+        partitions=parts,
+        failed=[n for n, p in parts.items() if "error" in p],
+    )
+
+
 def _fallback_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
     """The best baseline of the champion's run (by its metrics.json), with its settings."""
     from trainer.config import TrainConfig
@@ -490,12 +631,20 @@ def run_forecast(
     *,
     workdir: str | Path | None = None,
     bigquery: Any = None,
+    task_index: int = 0,
+    task_count: int = 1,
 ) -> ForecastResult:
     """`--mode forecast`: forecast with the champion named by champion.json, of any kind.
 
     A trained champion that cannot be loaded is replaced, for this forecast, by the best
     baseline of its run (logged as an error; the registry is not changed: the next
     training run registers a fallback champion).
+
+    A partitioned champion is forecast partition by partition (`forecast_partitions`),
+    task `task_index` of `task_count` taking partitions i mod `task_count`, as training
+    does; a partition that fails is logged, the others are forecast, then the task
+    fails (`ForecastFailed`: Cloud Run retries it; rows already written stay unchanged).
+    Any other champion is forecast whole by task 0 (the other tasks have nothing to do).
     """
     pointer = read_champion(store)
     if pointer is None:
@@ -516,4 +665,40 @@ def run_forecast(
                     "serving": forecaster.kind,
                 },
             )
+        if isinstance(forecaster, PartitionedForecaster):
+            return _forecast_own_partitions(engine, forecaster, task_index, task_count, bigquery)
+        if task_index > 0:
+            log.info(
+                "forecast mode: task 0 forecasts this champion, this task has nothing to do",
+                extra={"task_index": task_index, "kind": forecaster.kind},
+            )
+            return ForecastResult(forecaster.model_version, 0, 0, "", "", 0, 0, forecaster.kind)
         return forecast_with(engine, forecaster, bigquery=bigquery)
+
+
+class ForecastFailed(RuntimeError):
+    """Forecast mode: some partitions could not be forecast (the others were written)."""
+
+
+def _forecast_own_partitions(
+    engine: sa.Engine,
+    forecaster: PartitionedForecaster,
+    task_index: int,
+    task_count: int,
+    bigquery: Any,
+) -> ForecastResult:
+    """The products of this task's partitions of the champion (every product with sales
+    has one; new products by their hash), forecast partition by partition."""
+    from trainer.data.load import load_product_ids
+    from trainer.run.partitions import partitions_of_task
+
+    mine = set(partitions_of_task(sorted(forecaster.entries), task_index, task_count))
+    groups = {n: ids for n, ids in forecaster.groups(load_product_ids(engine)).items() if n in mine}
+    result = forecast_partitions(engine, forecaster, groups, bigquery=bigquery)
+    if result.failed:
+        raise ForecastFailed(
+            f"partition(s) {', '.join(result.failed)} not forecast "
+            f"({result.products} products of {len(groups)} partition(s) were): "
+            + "; ".join(f"{n}: {result.partitions[n]['error']}" for n in result.failed[:3])
+        )
+    return result
