@@ -326,3 +326,48 @@ def test_units_and_forecasts_read_back_as_written(engine: sa.Engine) -> None:
     expected[::2] = predictions_frame["predicted_units"]
     np.testing.assert_allclose(window.predicted, expected, rtol=1e-14)
     assert window.day.tolist() == list(range(59 - len(units) + 1, 60))
+
+
+def test_forecasts_and_intervals_read_back_exactly_on_mariadb(engine: sa.Engine) -> None:
+    # MySQL sends forecasts and bounds as mantissa and exponent (window._exact): every
+    # double comes back bit for bit, zero, subnormals, powers of two and their
+    # neighbours included. SQLite gives 15 significant digits (bounds to 1e-4 units).
+    values = [
+        0.0,
+        1.0,
+        1 / 3,
+        -2.25,
+        0.1 + 0.2,
+        9.87654321e-5,
+        np.nextafter(2.0, 0.0),
+        np.nextafter(2.0, 4.0),
+        2.0**-1022,
+        5e-324,
+        -3e-310,
+        1.7976931348623157e308,
+        2.0**60 + 2.0**8,
+        123456.78901234567,
+    ]
+    days = pd.date_range(end=pd.Timestamp(AS_OF), periods=len(values)).date
+    sales_frame = pd.DataFrame({"product_id": "A", "sale_date": days, "units_sold": 1.0})
+    predictions_frame = pd.DataFrame(
+        {
+            "product_id": "A",
+            "target_date": days,
+            "predicted_units": values,
+            "model_version": "m1",
+            "created_at": pd.Timestamp("2026-04-01 06:00"),
+            "predicted_p10": values[::-1],
+            "predicted_p90": values,
+        }
+    )
+    write(engine, sales_frame, predictions_frame)
+    window = load_window(engine, AS_OF, 30)
+    if engine.dialect.name == "sqlite":  # 15 digits of DBL_MAX read back as infinity
+        ok = np.abs(values) < 1e308
+        np.testing.assert_allclose(window.predicted[ok], np.array(values)[ok], rtol=1e-14)
+        return
+    assert window.predicted.tolist() == values
+    assert window.lower.tolist() == values[::-1]
+    assert window.upper.tolist() == values
+    assert not window.bad_values
