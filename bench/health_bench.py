@@ -10,9 +10,13 @@ measures the cold import of functions/health/main.py and that TensorFlow never l
     .venv/bin/python bench/health_bench.py [--products 10000] [--repeats 3]
                                            [--no-sqlite] [--no-mariadb]
                                            [--reference-days 90] [--older-days 730]
+                                           [--intervals]
 
 `--older-days N` adds N days of sales and forecasts before the days the check reads (a
-store's years of history), which the check must not read.
+store's years of history), which the check must not read. `--intervals` stores the
+served P10/P50/P90 with every forecast (issue 27), as the trainer writes them
+(`trainer.models.intervals`: `max(0, point + scale * q)`, the scale growing with the
+level), so the check runs its coverage tests as it does for a model serving intervals.
 
 Targets (issue 3): check <= 3 s, peak RSS <= 400 MB, cold import <= 1.5 s.
 The MariaDB server is the tests' (FG_TEST_MYSQL_URL, else root@127.0.0.1:3306); the
@@ -34,6 +38,8 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
 
@@ -54,9 +60,32 @@ def _bulk_insert(engine, table: str, columns: list[str], rows: list[tuple]) -> N
         raw.close()
 
 
-def fill(url: str, n_products: int, reference_days: int = 0, older_days: int = 0) -> None:
-    """Migrate the database and write the synthetic sales and forecasts; `older_days`
-    more days of both before the history the check reads (a store's years of sales)."""
+Z90 = 1.2815515655446004  # the standard normal's 90 % quantile
+PREDICTION_COLUMNS = ["product_id", "target_date", "predicted_units", "model_version", "created_at"]
+INTERVAL_COLUMNS = ["predicted_p10", "predicted_p50", "predicted_p90"]
+
+
+def intervals(point: np.ndarray, noise: float = 0.1) -> tuple[np.ndarray, ...]:
+    """(P10, P50, P90) of Poisson demand around `point` with `noise` relative error in
+    the point, as the trainer serves them: `max(0, point + scale * q)`, full floats."""
+    scale = np.sqrt(point + (noise * point) ** 2)
+    return (
+        np.maximum(0.0, point - Z90 * scale),
+        point,
+        point + Z90 * scale,
+    )
+
+
+def fill(
+    url: str,
+    n_products: int,
+    reference_days: int = 0,
+    older_days: int = 0,
+    with_intervals: bool = False,
+) -> None:
+    """Migrate the database and write the synthetic sales and forecasts (with their
+    served P10/P50/P90 when `with_intervals`); `older_days` more days of both before
+    the history the check reads (a store's years of sales)."""
     from forecastguard.db.engine import make_engine
     from forecastguard.db.migrate import upgrade
     from tests.integration.health.synthetic import frames, synthetic_window
@@ -84,20 +113,22 @@ def fill(url: str, n_products: int, reference_days: int = 0, older_days: int = 0
             )
         ),
     )
-    _bulk_insert(
-        engine,
-        "predictions",
-        ["product_id", "target_date", "predicted_units", "model_version", "created_at"],
-        [
-            (p, d.isoformat(), float(u), "lstm-bench", "2026-04-01 06:00:00")
-            for p, d, u in zip(
-                predictions_frame["product_id"],
-                predictions_frame["target_date"],
-                predictions_frame["predicted_units"],
-                strict=True,
-            )
-        ],
-    )
+    point = predictions_frame["predicted_units"].to_numpy(np.float64)
+    rows = [
+        (p, d.isoformat(), u, "lstm-bench", "2026-04-01 06:00:00")
+        for p, d, u in zip(
+            predictions_frame["product_id"],
+            predictions_frame["target_date"],
+            point.tolist(),
+            strict=True,
+        )
+    ]
+    columns = PREDICTION_COLUMNS
+    if with_intervals:
+        bands = zip(*(b.tolist() for b in intervals(point)), strict=True)
+        rows = [(*row, *band) for row, band in zip(rows, bands, strict=True)]
+        columns = PREDICTION_COLUMNS + INTERVAL_COLUMNS
+    _bulk_insert(engine, "predictions", columns, rows)
     print(
         f"  filled {len(sales_frame)} sales and {len(predictions_frame)} forecasts "
         f"in {time.perf_counter() - start:.1f} s",
@@ -115,8 +146,6 @@ def fill(url: str, n_products: int, reference_days: int = 0, older_days: int = 0
 
 def _fill_older(engine, products: list[str], first: date, days: int) -> None:
     """`days` days of sales and forecasts before `first`, every product, in chunks."""
-    import numpy as np
-
     rng = np.random.default_rng(7)
     start = time.perf_counter()
     for chunk in range(0, days, 20):
@@ -160,6 +189,7 @@ def child(url: str, metrics_path: str) -> None:
     start = time.perf_counter()
     from forecastguard.config import Settings
     from forecastguard.db.engine import make_engine
+    from forecastguard.health.check import interval_coverage
     from forecastguard.health.service import HealthService
 
     imported = time.perf_counter() - start
@@ -191,6 +221,7 @@ def child(url: str, metrics_path: str) -> None:
                 "n_pairs": result.n_pairs,
                 "n_tested": result.n_tested,
                 "drift_detected": result.drift_detected,
+                "interval_coverage": interval_coverage(result.products),
                 "metrics_written": result.outputs["metrics"]["written"],
                 "tensorflow": "tensorflow" in sys.modules,
             }
@@ -273,6 +304,11 @@ def main() -> None:
         default=0,
         help="days of sales and forecasts older than the check reads (years of history)",
     )
+    parser.add_argument(
+        "--intervals",
+        action="store_true",
+        help="store the served P10/P50/P90 with every forecast (the coverage tests run)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("URL", "METRICS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -284,6 +320,7 @@ def main() -> None:
         "days": WINDOW_DAYS,
         "reference_days": args.reference_days,
         "older_days": args.older_days,
+        "intervals": args.intervals,
         "cpus": os.cpu_count(),
     }
     report["load_average_before"] = os.getloadavg()
@@ -298,7 +335,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
             print("SQLite:", flush=True)
-            fill(url, args.products, args.reference_days, args.older_days)
+            fill(url, args.products, args.reference_days, args.older_days, args.intervals)
             report["sqlite"] = _summary("SQLite", measure(url, args.repeats))
     if not args.no_mariadb:
         import sqlalchemy as sa
@@ -310,7 +347,13 @@ def main() -> None:
             conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
         try:
             print("MariaDB:", flush=True)
-            fill(f"{server}/{name}", args.products, args.reference_days, args.older_days)
+            fill(
+                f"{server}/{name}",
+                args.products,
+                args.reference_days,
+                args.older_days,
+                args.intervals,
+            )
             report["mariadb"] = _summary("MariaDB", measure(f"{server}/{name}", args.repeats))
         finally:
             with admin.begin() as conn:
