@@ -290,7 +290,11 @@ def flags_by_variant(
         out["placebo_lambda"] = _flags(p, base)
     if "window_floor" in variants:
         floor = _tests(errors, floor=True)
-        out["window_floor"] = stats.drift_decision(floor, ALPHA, MIN_EFFECT).drift
+        stats._separate_variance = _window_floor  # the decision's variances too
+        try:
+            out["window_floor"] = stats.drift_decision(floor, ALPHA, MIN_EFFECT).drift
+        finally:
+            stats._separate_variance = _separate
     if "central_z3" in variants:
         old = stats.CENTRAL_Z
         stats.CENTRAL_Z = 3.0

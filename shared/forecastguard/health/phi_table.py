@@ -68,14 +68,32 @@ def table() -> np.ndarray:
         return f["density"]
 
 
-def likelihood(r1: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """(products x PHI_GRID): the density of each product's r₁ under each φ, for the
-    tabulated length nearest (on a log scale) to its number of errors."""
+def cells(r1: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Each product's flat cell of the table: the tabulated length nearest (on a log
+    scale) to its number of errors, times the bins, plus its r₁ bin."""
     r1 = np.asarray(r1, dtype=np.float64)
     total = np.asarray(total, dtype=np.float64)
     size = np.abs(np.log(np.maximum(total, 1.0))[:, None] - np.log(SIZES)[None, :]).argmin(axis=1)
     bins = np.clip(np.searchsorted(R_EDGES, np.nan_to_num(r1), side="right") - 1, 0, 99)
-    return table()[size, :, bins]
+    return size * (len(R_EDGES) - 1) + bins
+
+
+@lru_cache(maxsize=1)
+def _flat() -> np.ndarray:
+    """The table as (sizes x bins) x PHI_GRID rows."""
+    t = table()
+    return np.ascontiguousarray(t.transpose(0, 2, 1).reshape(-1, t.shape[1]))
+
+
+def likelihood(r1: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """(products x PHI_GRID): the density of each product's r₁ under each φ, for the
+    tabulated length nearest (on a log scale) to its number of errors."""
+    return cell_likelihood(cells(r1, total))
+
+
+def cell_likelihood(cell: np.ndarray) -> np.ndarray:
+    """(products x PHI_GRID): the density of each cell (`cells`) under each φ."""
+    return _flat()[cell]
 
 
 if __name__ == "__main__":

@@ -375,6 +375,22 @@ class DriftTests:
     sd_ref: np.ndarray  # the reference errors' standard deviation (CONSTANT floor if 0)
     spread_ratio: np.ndarray  # window sd / reference sd of the errors
     shape_effect: np.ndarray  # Wasserstein distance of the prewhitened errors / their sd
+    # The slow-component level model (issue 23; `drift_decision`): what the variance of
+    # the mean change needs at any (phi, omega) — the (weekday-adjusted) periods' sds,
+    # the parameters spent, the sums of phi^|i-j| over the pairs of present days at each
+    # phi of PHI_GRID (groups x len(PHI_GRID)) and at PHI_SLOW — and the evidence about
+    # the slow share: the reference's placebo ratio and its table configuration.
+    level_sd_ref: np.ndarray
+    level_sd_win: np.ndarray
+    level_spent: np.ndarray
+    sums_rr: np.ndarray
+    sums_ww: np.ndarray
+    sums_rw: np.ndarray
+    slow_rr: np.ndarray
+    slow_ww: np.ndarray
+    slow_rw: np.ndarray
+    placebo: np.ndarray  # the placebo ratio (`placebo_ratio`; NaN: none)
+    placebo_config: np.ndarray  # `slow_table.configuration` (-1: no placebo evidence)
 
     @property
     def tested(self) -> np.ndarray:
@@ -396,8 +412,12 @@ class DriftDecision:
     kind: np.ndarray  # index into DRIFT_KINDS of the drift found (-1: none)
     null_sd_level: float  # the empirical null's spread of the level z-values (>= 1)
     null_sd_scale: float
-    prior: np.ndarray  # the fitted distribution of phi over PHI_GRID
+    prior: np.ndarray  # the fitted distribution of phi over PHI_GRID (its marginal)
     phi_mean: np.ndarray  # per group: posterior mean of phi
+    # The fitted distribution of the slow component's share over OMEGA_GRID (marginal)
+    # and each group's posterior mean share (NaN: untested).
+    slow_prior: np.ndarray | None = None
+    slow_share: np.ndarray | None = None
 
 
 def _nan_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -536,41 +556,93 @@ def _mean_change(
     return diff, se, dof
 
 
-def _mean_change_grid(
-    x: np.ndarray,
-    m: int,
-    grid: np.ndarray,
-    patterns: tuple[np.ndarray, np.ndarray],
-    spent: np.ndarray,
+def _pattern_sums(
+    patterns: tuple[np.ndarray, np.ndarray], grid: np.ndarray, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`_mean_change` at every phi of `grid` for every row: the sums of phi^|i-j| are
-    computed once per distinct pattern of present days (`_lag_patterns`)."""
+    """(S_rr, S_ww, S_rw) of every row (rows x len(grid)): the sums of phi^|i-j| over the
+    pairs of present days, computed once per distinct pattern (`_lag_patterns`) with
+    row-wise sums (a row's values never depend on the other rows)."""
     counts_u, inverse = patterns
-    width = x.shape[1]
-    n_r, mean_r, sd_r = _nan_mean_sd(x[:, :m])
-    n_w, mean_w, sd_w = _nan_mean_sd(x[:, m:])
     weight = np.full(width, 2.0)
     weight[0] = 1.0
     powers = np.asarray(grid, dtype=np.float64)[:, None] ** np.arange(width)[None, :]  # K x T
     s_rr = np.stack([(counts_u[:, 0] * (p * weight)).sum(axis=1) for p in powers], axis=1)
     s_ww = np.stack([(counts_u[:, 1] * (p * weight)).sum(axis=1) for p in powers], axis=1)
     s_rw = np.stack([(counts_u[:, 2] * p).sum(axis=1) for p in powers], axis=1)
-    s_rr, s_ww, s_rw = s_rr[inverse], s_ww[inverse], s_rw[inverse]
+    return s_rr[inverse], s_ww[inverse], s_rw[inverse]
+
+
+def _mean_change_grid(
+    x: np.ndarray,
+    m: int,
+    grid: np.ndarray,
+    patterns: tuple[np.ndarray, np.ndarray],
+    spent: np.ndarray,
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_mean_change` at every phi of `grid` for every row: the sums of phi^|i-j| are
+    computed once per distinct pattern of present days (`_pattern_sums`, or given)."""
+    n_r, mean_r, sd_r = _nan_mean_sd(x[:, :m])
+    n_w, mean_w, sd_w = _nan_mean_sd(x[:, m:])
+    if sums is None:
+        sums = _pattern_sums(patterns, grid, x.shape[1])
     phi = np.asarray(grid, dtype=np.float64)[None, :]
-    nr, nw, sp = n_r[:, None], n_w[:, None], spent[:, None]
+    se, dof = _variance_from_sums(
+        n_r[:, None], n_w[:, None], spent[:, None], (sd_r[:, None], sd_w[:, None]), sums, phi
+    )
+    return mean_w - mean_r, se, dof
+
+
+def _variance_from_sums(
+    nr: np.ndarray,
+    nw: np.ndarray,
+    sp: np.ndarray,
+    sds: tuple[np.ndarray, np.ndarray],
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray],
+    phi: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(se, dof) of the mean change given the sums of the errors' correlations over the
+    pairs of present days (`LEVEL_VARIANCE`: separate or pooled); `phi` the fast AR(1)
+    coefficient (the degrees of freedom's)."""
     if LEVEL_VARIANCE == "separate":
-        sds = (sd_r[:, None], sd_w[:, None])
-        se, dof = _separate_variance(nr, nw, sp, sds, (s_rr, s_ww, s_rw), phi)
-        return mean_w - mean_r, se, dof
+        return _separate_variance(nr, nw, sp, sds, sums, phi)
+    sd_r, sd_w = sds
+    s_rr, s_ww, s_rw = sums
     with np.errstate(invalid="ignore", divide="ignore"):
-        ss = np.nan_to_num(sd_r**2 * (n_r - 1)) + np.nan_to_num(sd_w**2 * (n_w - 1))
-        diff = mean_w - mean_r
+        ss = np.nan_to_num(sd_r**2 * (nr - 1)) + np.nan_to_num(sd_w**2 * (nw - 1))
         expected = (nr - s_rr / nr) + (nw - s_ww / nw) - sp
-        sigma2 = np.where(ss[:, None] > 0, ss[:, None] / expected, CONSTANT_VARIANCE)
+        sigma2 = np.where(ss > 0, ss / expected, CONSTANT_VARIANCE)
         q = s_ww / nw**2 + s_rr / nr**2 - 2.0 * s_rw / (nr * nw)
         se = np.where(expected > 0, np.sqrt(sigma2 * q), np.nan)
         dof = (nr + nw - 2 - sp) * (1 - phi**2) / (1 + phi**2)
-    return diff, se, dof
+    return se, dof
+
+
+def placebo_ratio(ref: np.ndarray, block: int) -> np.ndarray:
+    """Per row of the reference (NaN: missing): its last B = m // block blocks of `block`
+    days, the variance of the block means times the block's size over the variance
+    within the blocks (about 1 for independent errors, (1 + phi) / (1 - phi) for an
+    AR(1), far more with a slow component). NaN where B < 2, a block has fewer than two
+    errors or the blocks are constant."""
+    rows, m = ref.shape
+    blocks = m // max(block, 1)
+    out = np.full(rows, np.nan)
+    if blocks < 2 or not rows:
+        return out
+    seg = ref[:, m - blocks * block :].reshape(rows, blocks, block)
+    ok = ~np.isnan(seg)
+    c = ok.sum(axis=2).astype(np.float64)
+    filled = np.where(ok, seg, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = filled.sum(axis=2) / c
+        grand = (c * means).sum(axis=1) / c.sum(axis=1)
+        between = (c * (means - grand[:, None]) ** 2).sum(axis=1) / (blocks - 1)
+        dev = np.where(ok, seg - means[:, :, None], 0.0)
+        within = (dev * dev).sum(axis=(1, 2)) / (c.sum(axis=1) - blocks)
+        ratio = between / within
+    good = (c.min(axis=1) >= 2) & (within > 0)
+    out[good] = ratio[good]
+    return out
 
 
 def _separate_variance(
@@ -726,11 +798,22 @@ def drift_tests(
 
     patterns = _lag_patterns(present, m, contiguous)
     counts = patterns[0][patterns[1]]
+    from forecastguard.health import slow_table
     from forecastguard.health.phi_table import PHI_GRID
 
     r1, n_total = lag1_r(x, m)
-    level_diff, level_se, level_dof = _mean_change_grid(x, m, PHI_GRID, patterns, spent)
+    grid = np.append(PHI_GRID, slow_table.PHI_SLOW)
+    k = len(PHI_GRID)
+    all_sums = _pattern_sums(patterns, grid, m + n)
+    sums = tuple(s[:, :k] for s in all_sums)
+    level_diff, level_se, level_dof = _mean_change_grid(x, m, PHI_GRID, patterns, spent, sums)
     level_diff[~tested] = np.nan
+    _, _, level_sd_ref = _nan_mean_sd(x[:, :m])
+    _, _, level_sd_win = _nan_mean_sd(x[:, m:])
+    placebo = placebo_ratio(x[:, :m], n)
+    config = slow_table.configuration(n, m)
+    enough = n_total >= slow_table.MIN_PRESENT * slow_table.configuration_days(max(config, 0))
+    placebo_config = np.where((config >= 0) & enough & np.isfinite(placebo), config, -1)
 
     # Prewhitened errors around the common mean (one lattice for discrete errors), with
     # the cautious coefficient (over-whitening leaves negative autocorrelation: safe).
@@ -792,19 +875,38 @@ def drift_tests(
         sd_ref=np.where(sd_ref > 0, sd_ref, np.sqrt(CONSTANT_VARIANCE)),
         spread_ratio=spread_ratio,
         shape_effect=shape_effect,
+        level_sd_ref=level_sd_ref,
+        level_sd_win=level_sd_win,
+        level_spent=spent,
+        sums_rr=sums[0],
+        sums_ww=sums[1],
+        sums_rw=sums[2],
+        slow_rr=all_sums[0][:, k],
+        slow_ww=all_sums[1][:, k],
+        slow_rw=all_sums[2][:, k],
+        placebo=placebo,
+        placebo_config=placebo_config.astype(np.float64),
     )
 
 
-def npmle_prior(likelihood: np.ndarray, iterations: int = EM_ITERATIONS) -> np.ndarray:
-    """The nonparametric maximum-likelihood distribution over the grid of phi (EM from a
-    flat start) given each group's likelihood of its r1 under each grid value."""
+def npmle_prior(
+    likelihood: np.ndarray, iterations: int = EM_ITERATIONS, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """The nonparametric maximum-likelihood distribution over a grid (EM from a flat
+    start) given each group's likelihood of its evidence under each grid value.
+
+    Without `weights` the distinct rows are found here; with them, the rows are taken
+    as distinct, each standing for `weights` groups."""
     k = likelihood.shape[1]
     prior = np.full(k, 1.0 / k)
     if not len(likelihood):
         return prior
-    # Products share a few hundred distinct likelihood rows (tabulated by r1 bin and
-    # length): EM on those, weighted by how many products have each.
-    rows, count = np.unique(likelihood, axis=0, return_counts=True)
+    if weights is None:
+        # Products share a few hundred distinct likelihood rows (tabulated by r1 bin and
+        # length): EM on those, weighted by how many products have each.
+        rows, count = np.unique(likelihood, axis=0, return_counts=True)
+    else:
+        rows, count = likelihood, np.asarray(weights, dtype=np.float64)
     lik = rows / rows.max(axis=1, keepdims=True)
     weight = count / count.sum()
     for _ in range(iterations):
@@ -812,6 +914,78 @@ def npmle_prior(likelihood: np.ndarray, iterations: int = EM_ITERATIONS) -> np.n
         post /= post.sum(axis=1, keepdims=True)
         prior = weight @ post
     return prior
+
+
+def slow_likelihood(tests: DriftTests, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct likelihood rows (u x K * W), each group's row (len(idx))): the
+    probability of a group's evidence under each (phi, omega), flat index k * W + w.
+
+    Groups with placebo evidence: the joint table of (r1, placebo ratio)
+    (`slow_table`); the others: the r1 table (`phi_table`), the same for every omega.
+    """
+    from forecastguard.health import phi_table, slow_table
+
+    w = len(slow_table.OMEGA_GRID)
+    config = np.nan_to_num(tests.placebo_config[idx], nan=-1.0).astype(np.int64)
+    joint = slow_table.cells(config, tests.r1[idx], tests.placebo[idx])
+    plain = phi_table.cells(tests.r1[idx], tests.n_total[idx])
+    key = np.where(joint >= 0, joint, -1 - plain)
+    ukey, inverse = np.unique(key, return_inverse=True)
+    rows = np.empty((len(ukey), len(phi_table.PHI_GRID) * w))
+    has = ukey >= 0
+    rows[has] = slow_table.likelihood(ukey[has])
+    rows[~has] = np.repeat(phi_table.cell_likelihood(-1 - ukey[~has]), w, axis=1)
+    return rows, inverse.ravel()
+
+
+def slow_prior(
+    rows: np.ndarray, inverse: np.ndarray, n_placebo: int, iterations: int = EM_ITERATIONS
+) -> np.ndarray:
+    """The distribution of (phi, omega) across groups (K x W): the NPMLE on the groups'
+    likelihood rows, with fewer than MIN_PRIOR_PRODUCTS groups its phi margin shrunk
+    towards a flat one, with fewer than MIN_PRIOR_PRODUCTS groups with placebo evidence
+    its omega given phi shrunk towards no slow component (the AR(1) model alone)."""
+    from forecastguard.health.slow_table import OMEGA_GRID
+
+    n = len(inverse)
+    w = len(OMEGA_GRID)
+    fit = npmle_prior(rows, iterations, np.bincount(inverse, minlength=len(rows)))
+    fit = fit.reshape(-1, w)
+    k = len(fit)
+    margin = fit.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        given = np.where(margin[:, None] > 0, fit / margin[:, None], 0.0)
+    given[margin <= 0, 0] = 1.0
+    if n < MIN_PRIOR_PRODUCTS:
+        margin = (n * margin + (MIN_PRIOR_PRODUCTS - n) / k) / MIN_PRIOR_PRODUCTS
+    if n_placebo < MIN_PRIOR_PRODUCTS:
+        none = np.zeros(w)
+        none[0] = 1.0
+        given = (n_placebo * given + (MIN_PRIOR_PRODUCTS - n_placebo) * none) / MIN_PRIOR_PRODUCTS
+    return margin[:, None] * given
+
+
+def _slow_cells(
+    tests: DriftTests, rows: np.ndarray, col: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(se, dof) of the level change of groups `rows` at flat cells `col` (k * W + w):
+    the covariance (1 - omega) phi^|i-j| + omega PHI_SLOW^|i-j| enters the sums of the
+    exact variance as it is (the variance is linear in the covariances)."""
+    from forecastguard.health.phi_table import PHI_GRID
+    from forecastguard.health.slow_table import OMEGA_GRID
+
+    w = len(OMEGA_GRID)
+    k, o = col // w, OMEGA_GRID[col % w]
+    f = 1.0 - o
+    sums = (
+        f * tests.sums_rr[rows, k] + o * tests.slow_rr[rows],
+        f * tests.sums_ww[rows, k] + o * tests.slow_ww[rows],
+        f * tests.sums_rw[rows, k] + o * tests.slow_rw[rows],
+    )
+    sds = (tests.level_sd_ref[rows], tests.level_sd_win[rows])
+    return _variance_from_sums(
+        tests.n_ref[rows], tests.n_win[rows], tests.level_spent[rows], sds, sums, PHI_GRID[k]
+    )
 
 
 CENTRAL_Z = 2.0  # central matching fits the z-values' density on |z| <= this
@@ -882,38 +1056,41 @@ def drift_decision(
     """
     from scipy.special import stdtr
 
-    from forecastguard.health.phi_table import PHI_GRID, likelihood
+    from forecastguard.health.phi_table import PHI_GRID
+    from forecastguard.health.slow_table import OMEGA_GRID
 
     g = len(tests.level_diff)
     tested = tests.tested & np.isfinite(tests.level_se).any(axis=1)
     idx = np.flatnonzero(tested)
     n = len(idx)
-    k = len(PHI_GRID)
-    lik = likelihood(tests.r1[idx], tests.n_total[idx])
-    prior = npmle_prior(lik)
-    if n < MIN_PRIOR_PRODUCTS:
-        prior = (n * prior + (MIN_PRIOR_PRODUCTS - n) / k) / MIN_PRIOR_PRODUCTS
-    post = lik * prior
+    k, w = len(PHI_GRID), len(OMEGA_GRID)
+    rows, inverse = slow_likelihood(tests, idx)
+    n_placebo = int((np.nan_to_num(tests.placebo_config[idx], nan=-1.0) >= 0).sum())
+    joint = slow_prior(rows, inverse, n_placebo)
+    prior = joint.sum(axis=1)
+    post = rows[inverse] * joint.ravel()
     post /= np.maximum(post.sum(axis=1, keepdims=True), _TINY)
+    by_phi = post.reshape(n, k, w)
     phi_mean = np.full(g, np.nan)
-    phi_mean[idx] = post @ PHI_GRID
-    diff = tests.level_diff[idx, None]
-    se = tests.level_se[idx]
-    dof = np.maximum(tests.level_dof[idx], 1.0)
-    # The mixtures over the grid skip the values of phi a product's posterior excludes.
+    phi_mean[idx] = by_phi.sum(axis=2) @ PHI_GRID
+    slow_share = np.full(g, np.nan)
+    slow_share[idx] = by_phi.sum(axis=1) @ OMEGA_GRID
+    # The mixtures over the grid skip the cells a product's posterior excludes.
     row, col = np.nonzero(post > _NEGLIGIBLE)
-    w = post[row, col]
-    a = np.abs(diff[row, 0])
-    se_k, dof_k = se[row, col], dof[row, col]
+    wt = post[row, col]
+    grow = idx[row]
+    a = np.abs(tests.level_diff[grow])
+    se_k, dof_k = _slow_cells(tests, grow, col)
+    dof_k = np.maximum(dof_k, 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        # A phi at which the variance cannot be estimated (too few errors) counts as 1.
+        # A cell at which the variance cannot be estimated (too few errors) counts as 1.
         p0_k = np.nan_to_num(2.0 * stdtr(dof_k, -a / se_k), nan=1.0)
-    p0 = np.bincount(row, weights=w * p0_k, minlength=n)
+    p0 = np.bincount(row, weights=wt * p0_k, minlength=n)
     sd_level = _null_sd(p0, n, null_floor)
-    delta = min_effect * tests.sd_ref[idx][row]
+    delta = min_effect * tests.sd_ref[grow]
     shifted = np.nan_to_num(_shifted_t(a, se_k * sd_level, dof_k, delta), nan=1.0)
     p_level = np.full(g, np.nan)
-    p_level[idx] = np.clip(np.bincount(row, weights=w * shifted, minlength=n), _TINY, 1.0)
+    p_level[idx] = np.clip(np.bincount(row, weights=wt * shifted, minlength=n), _TINY, 1.0)
 
     s_diff, s_se = tests.scale_diff[idx], tests.scale_se[idx]
     s_dof = np.maximum(tests.scale_dof[idx], 1.0)
@@ -953,6 +1130,8 @@ def drift_decision(
         null_sd_scale=sd_scale,
         prior=prior,
         phi_mean=phi_mean,
+        slow_prior=joint.sum(axis=0),
+        slow_share=slow_share,
     )
 
 
