@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import numpy as np
 import sqlalchemy as sa
@@ -87,15 +88,72 @@ def store_result(
             products=result.products,
         )
         if rows and products:
+            table = conn.dialect.identifier_preparer.format_table(health_check_products)
+            insert = f"INSERT INTO {table} ({', '.join(names)}) VALUES "
+            if conn.dialect.driver == "pymysql":
+                _insert_literal_rows(
+                    conn, insert, [[result.check_id] * len(frame), *columns.values()]
+                )
+                return
             # The driver's executemany directly: SQLAlchemy's per-row parameter handling
             # costs more than the insert itself for 10,000 plain rows.
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            table = conn.dialect.identifier_preparer.format_table(health_check_products)
-            sql = (
-                f"INSERT INTO {table} ({', '.join(names)}) "
-                f"VALUES ({', '.join([mark] * len(names))})"
-            )
-            conn.exec_driver_sql(sql, rows)
+            conn.exec_driver_sql(f"{insert}({', '.join([mark] * len(names))})", rows)
+
+
+_LITERAL_ROWS = 2000  # rows an INSERT statement (about 0.5 MB: under max_allowed_packet)
+
+
+def _insert_literal_rows(conn: sa.Connection, insert: str, columns: list[list]) -> None:
+    """PyMySQL: the rows as literal multi-row INSERTs, each value written as PyMySQL's
+    `escape` writes it (a string quoted and escaped for the connection's mode, a float's
+    repr as a DOUBLE, NULL for None) but a column at a time: its executemany escapes
+    value by value through its type dispatch, 0.3 s of the check's CPU for 10,000
+    product rows."""
+    escape = conn.connection.dbapi_connection.escape  # a str quoted for the connection's mode
+    texts = [_literals(values, escape) for values in columns]
+    rows = [f"({','.join(row)})" for row in zip(*texts, strict=True)]
+    # On the DBAPI cursor of the transaction's connection, without parameters: PyMySQL
+    # then formats nothing into the statement (SQLAlchemy would pass {}, and a "%" in a
+    # product id would be read as a placeholder); its errors raised as SQLAlchemy's.
+    error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.cursor()
+    try:
+        for start in range(0, len(rows), _LITERAL_ROWS):
+            try:
+                cursor.execute(insert + ",".join(rows[start : start + _LITERAL_ROWS]), None)
+            except error as exc:
+                raise sa.exc.DBAPIError.instance(f"{insert}...", None, exc, error) from exc
+    finally:
+        cursor.close()
+
+
+def _float_literal(value: float) -> str:
+    text = repr(value)  # the shortest text that reads back the same double
+    return text if "e" in text else text + "e0"  # a DOUBLE, as PyMySQL writes it
+
+
+def _literals(values: list, escape: Callable[[str], str]) -> list[str]:
+    """SQL literals of plain Python values (None, bool, int, float, str)."""
+    out = []
+    quoted: dict[str, str] = {}  # the check's id is in every row
+    for value in values:
+        if value is None:
+            out.append("NULL")
+        elif isinstance(value, str):
+            text = quoted.get(value)
+            if text is None:
+                text = quoted[value] = escape(value)
+            out.append(text)
+        elif isinstance(value, bool | np.bool_):
+            out.append("1" if value else "0")
+        elif isinstance(value, int | np.integer):
+            out.append(str(int(value)))
+        elif isinstance(value, float | np.floating):
+            out.append(_float_literal(float(value)) if math.isfinite(value) else "NULL")
+        else:
+            raise TypeError(f"no SQL literal for {type(value).__name__}")
+    return out
 
 
 def _column(values: np.ndarray) -> list:

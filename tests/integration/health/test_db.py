@@ -371,3 +371,27 @@ def test_forecasts_and_intervals_read_back_exactly_on_mariadb(engine: sa.Engine)
     assert window.lower.tolist() == values[::-1]
     assert window.upper.tolist() == values
     assert not window.bad_values
+
+
+def test_stored_product_rows_read_back_as_computed(engine: sa.Engine) -> None:
+    # On MariaDB the rows go as literal INSERTs (store._insert_literal_rows): ids that
+    # need quoting and floats at the edges of a double read back as computed.
+    data = synthetic_window(8, AS_OF, seed=4)
+    result = compute_health(data, HealthParams())
+    result.check_id, result.checked_at = "c" * 36, pd.Timestamp("2026-05-31T06:00").to_pydatetime()
+    ids = ["it's", 'say "hi"', "back\\slash", "100%s", "%(x)s", "ünï", "new\nline", "?"]
+    edges = [0.1 + 0.2, 1e-310, 1.7976931348623157e308, np.nan, -2.5, 1e22, 7.0, np.inf]
+    products = result.products.copy()
+    products["product_id"] = ids
+    products["rmse"] = edges
+    products.loc[0, "reference"] = "o'k"
+    result.products = products
+    store_result(engine, result)
+    with engine.connect() as conn:
+        got = pd.read_sql(sa.select(health_check_products), conn).set_index("product_id")
+    got = got.loc[ids]
+    expected = [None if not np.isfinite(v) else v for v in edges]
+    assert [None if pd.isna(v) else v for v in got["rmse"]] == expected
+    assert got["reference"].iloc[0] == "o'k"
+    assert got["drift"].astype(bool).tolist() == products["drift"].astype(bool).tolist()
+    assert got["n"].tolist() == products["n"].tolist()
