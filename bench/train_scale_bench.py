@@ -401,8 +401,11 @@ def run_once(
     """One training run of the catalogue in `tasks` local task processes; its figures.
 
     `champion`: instead, copy this artifact folder (a trained champion's) and run
-    `--mode forecast` once: the final forecast of every product alone, whose memory
-    follows the catalogue (new products fall in the champion's partitions by hash).
+    `--mode forecast` in `tasks` task processes: the final forecast alone. With a
+    partitioned champion each task forecasts its partitions (i mod `tasks`) one at a
+    time, so a task's memory follows a partition (before, task 0 forecast every product
+    at once: its memory followed the catalogue); new products fall in the champion's
+    partitions by hash.
 
     `only`: start just these task indices (a subset of the job's partitions: the gather
     cannot finish, task 0 fails after TRAIN_GATHER_TIMEOUT_S; per-task figures only)."""
@@ -503,14 +506,16 @@ def partition_costs(result: dict[str, Any]) -> dict[str, Any]:
                 if '"stage partition"' in line:
                     sizes.append(int(json.loads(line)["products"]))
         cpu = run["stage_cpu_s"].get(name, {})
+        if cpu.get("forecast") is not None:  # every task forecasts its own partitions now
+            forecast = (forecast or 0.0) + cpu["forecast"]
         if task["task"] == 0:
             part = cpu.get("partition", 0.0)
-            forecast = cpu.get("forecast")
-            overhead = task["cpu_s"] - part - (forecast or 0.0)
+            overhead = task["cpu_s"] - part - cpu.get("forecast", 0.0)
             if sizes and part:
                 points.append((float(np.mean(sizes)), part / len(sizes)))
-        elif sizes:  # its whole CPU is its partitions (and its start-up)
-            points.append((float(np.mean(sizes)), task["cpu_s"] / len(sizes)))
+        elif sizes:  # its whole CPU is its partitions, its forecast and its start-up
+            own = task["cpu_s"] - cpu.get("forecast", 0.0)
+            points.append((float(np.mean(sizes)), own / len(sizes)))
     return {
         "partition_points": points,
         "task0_overhead_cpu_s": overhead,
@@ -529,11 +534,13 @@ def project(
     """Minutes and cost of each target catalogue, on paper.
 
     A partition of P products costs `a + b * P` CPU seconds (a line through the measured
-    (products, CPU) points, flat at the largest if it falls; one point: proportional); task 0 adds `overhead_cpu_s`
-    (start-up and the shared tuning, which the other tasks wait for) and the final
-    forecast of every product; a task's wall time is its CPU time / `speedup` (the
-    effective parallelism of a task, here 2 vCPU busy at best). Billing: every task for
-    its wall time (the others wait for the tuning, then train their partitions)."""
+    (products, CPU) points, flat at the largest if it falls; one point: proportional); every
+    task adds `overhead_cpu_s` (start-up and the shared tuning: task 0 tunes, the others
+    wait for it) and the forecast of its own partitions' products (as the trainer does
+    since each task forecasts its partitions); a task's wall time is its CPU time /
+    `speedup` (the effective parallelism of a task). Billing: every task for its wall
+    time. `minutes_if_task0_forecast_everything` is the code before that change (task 0
+    forecast every product after the gather)."""
     xs, ys = np.array([p for p, _ in points]), np.array([c for _, c in points])
     if len(set(xs.tolist())) >= 2:
         b, a = np.polyfit(xs, ys, 1)
@@ -547,15 +554,15 @@ def project(
         parts = math.ceil(t["products"] / partition_size)
         tasks = min(t["tasks"], parts)  # a task without a partition is not started
         per_task = math.ceil(parts / tasks)
-        forecast = forecast_cpu_per_product * t["products"]
         s = min(speedup, t["vcpu"])
-        wall0 = (overhead_cpu_s + per_task * per_partition + forecast) / s
-        others = (tasks - 1) * (overhead_cpu_s + per_task * per_partition) / s
-        billed_s = wall0 + others
-        # if each task forecast its own partitions' products instead of task 0 all of them
-        own = forecast_cpu_per_product * per_task * partition_size
-        wall_own = (overhead_cpu_s + per_task * (per_partition + own / per_task)) / s
-        billed_own = tasks * wall_own
+        # each task forecasts its own partitions' products after the gather's decision
+        own = forecast_cpu_per_product * min(per_task * partition_size, t["products"])
+        wall = (overhead_cpu_s + per_task * per_partition + own) / s
+        billed_s = tasks * wall
+        # before: task 0 forecast every product of the catalogue after the gather
+        forecast_all = forecast_cpu_per_product * t["products"]
+        wall_all = (overhead_cpu_s + per_task * per_partition + forecast_all) / s
+        billed_all = wall_all + (tasks - 1) * (overhead_cpu_s + per_task * per_partition) / s
         rate = t["vcpu"] * PRICE_VCPU_S + t["gib"] * PRICE_GIB_S
         out.append(
             {
@@ -565,13 +572,13 @@ def project(
                 "tasks_started": tasks,
                 "partitions_per_task": per_task,
                 "cpu_s_per_partition": round(per_partition, 1),
-                "final_forecast_cpu_s": round(forecast, 1),
+                "forecast_cpu_s_a_task": round(own, 1),
                 "speedup_assumed": s,
-                "minutes": round(wall0 / 60, 1),
-                "meets_goal": wall0 / 60 <= t["goal_min"],
+                "minutes": round(wall / 60, 1),
+                "meets_goal": wall / 60 <= t["goal_min"],
                 "cost_usd": round(billed_s * rate, 2),
-                "minutes_if_each_task_forecast_its_partitions": round(wall_own / 60, 1),
-                "cost_usd_if_each_task_forecast_its_partitions": round(billed_own * rate, 2),
+                "minutes_if_task0_forecast_everything": round(wall_all / 60, 1),
+                "cost_usd_if_task0_forecast_everything": round(billed_all * rate, 2),
             }
         )
     return out
@@ -725,8 +732,9 @@ def write_projection(args: argparse.Namespace) -> dict[str, Any]:
                 points.append((float(size), est["partition_cpu_s_estimated"]))
                 sources.append({"result": str(path), "task": task, "products": size, **est})
         elif doc.get("partitioned", {}).get("forecast_only"):
-            run = doc["partitioned"]
-            cpu = run["stage_cpu_s"]["task0"].get("forecast")
+            run = doc["partitioned"]  # every task's forecast (each its partitions)
+            done = [c["forecast"] for c in run["stage_cpu_s"].values() if "forecast" in c]
+            cpu = sum(done) if done else None
             if cpu is not None:
                 forecasts.append(cpu / doc["products"])
                 sources.append({"result": str(path), "forecast_cpu_s": cpu})
@@ -835,7 +843,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=Path,
         metavar="ARTIFACTS",
         help="train nothing: forecast the catalogue with the champion in this artifact "
-        "folder (--mode forecast, one process: the final forecast's cost at this size)",
+        "folder (--mode forecast in --tasks processes, each its partitions: the final "
+        "forecast's cost at this size)",
     )
     ap.add_argument(
         "--partial",
