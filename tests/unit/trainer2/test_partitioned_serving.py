@@ -204,6 +204,12 @@ def test_after_the_decision_each_task_forecasts_its_partitions(world, monkeypatc
     assert len(_predictions(engine)) == len(PRODUCTS) * CFG.horizon
 
 
+def test_a_task_without_partitions_does_not_wait_for_the_decision(world):
+    p = _plan(world)  # two partitions, three tasks: task 2 has none
+    out = partitioned.forecast_task(world["engine"], world["store"], p, _opts(2, 3), Path("x"))
+    assert out == {"skipped": "no partition in this task", "task": 2}
+
+
 def test_a_failed_gather_stops_the_tasks_waiting_and_they_forecast_nothing(world, monkeypatch):
     monkeypatch.setattr(partitioned, "POLL_S", 0.01)
     engine, store = world["engine"], world["store"]

@@ -776,6 +776,8 @@ def forecast_task(
     from trainer.serve.forecast import forecast_partitions, load_forecaster
 
     mine = partitions_of_task(p.names, opts.task_index, opts.task_count)
+    if not mine:  # more tasks than partitions: nothing to wait for
+        return {"skipped": "no partition in this task", "task": opts.task_index}
     result: dict[str, Any]
     try:
         doc = wait_serving(store, opts)
