@@ -14,6 +14,11 @@ The served forecaster has a *kind* (`KINDS`), recorded in `model_registry.kind` 
 LightGBM, a blend) adds a constant to `KINDS`, a class with `kind`, `model_version`
 and `forecast`, and an entry in `LOADERS`.
 
+A partitioned champion (issue 26) is forecast partition by partition
+(`forecast_partitions`): each partition's products' sales read, forecast by its member
+(loaded then) and written, one at a time, so memory follows a partition, not the
+catalogue; each task of the job takes its own partitions.
+
 Idempotent: rows whose forecast and model version are already stored are left alone
 (their `created_at` too), so running it twice on the same data changes nothing. "The
 same forecast" allows float noise: TensorFlow on CPU (oneDNN) may differ in the last
