@@ -838,7 +838,10 @@ def gathered_forecasts(
         "failed_tasks": sorted(d["task"] for d in docs if "written" not in d),
         "not_reported": sorted(t for t, k in keys.items() if not store.exists(k)),
     }
-    if not done:
+    if not done:  # no figures to report (the email then says nothing of forecasts)
+        for key in ("model_version", "kind", "products", "days", "first_date", "last_date"):
+            del out[key]
+        del out["written"], out["unchanged"]
         out["error"] = "; ".join(
             f"task {d['task']}: {d.get('error') or d.get('skipped')}" for d in docs
         )
