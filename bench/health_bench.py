@@ -10,7 +10,7 @@ measures the cold import of functions/health/main.py and that TensorFlow never l
     .venv/bin/python bench/health_bench.py [--products 10000] [--repeats 3]
                                            [--no-sqlite] [--no-mariadb]
                                            [--reference-days 90] [--older-days 730]
-                                           [--intervals]
+                                           [--intervals] [--json out.json]
 
 `--older-days N` adds N days of sales and forecasts before the days the check reads (a
 store's years of history), which the check must not read. `--intervals` stores the
@@ -229,11 +229,31 @@ def child(url: str, metrics_path: str) -> None:
     )
 
 
+def server_cpu_s() -> float | None:
+    """CPU seconds (user + system) of this machine's MariaDB/MySQL server so far, from
+    /proc (None: no local server found, or not Linux). The check's own CPU leaves out
+    the server's aggregation of the rows, which on two cores competes with it."""
+    for name in ("mariadbd", "mysqld"):
+        try:
+            pids = subprocess.run(
+                ["pgrep", "-x", name], capture_output=True, text=True, check=False
+            ).stdout.split()
+            if pids:
+                with open(f"/proc/{pids[0]}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
+
+
 def measure(url: str, repeats: int) -> list[dict]:
-    """Run the check in `repeats` fresh processes."""
+    """Run the check in `repeats` fresh processes (with the local database server's CPU
+    over each process's two checks, `server_cpu_s`, on MariaDB)."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
+            server_before = None if url.startswith("sqlite") else server_cpu_s()
             out = subprocess.run(
                 [sys.executable, __file__, "--child", url, str(Path(tmp) / "metrics.jsonl")],
                 check=True,
@@ -241,7 +261,11 @@ def measure(url: str, repeats: int) -> list[dict]:
                 text=True,
                 env={**os.environ, "LOG_LEVEL": "WARNING"},
             )
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            server_after = None if server_before is None else server_cpu_s()
+            if server_before is not None and server_after is not None:
+                run["server_cpu_s"] = server_after - server_before
+            results.append(run)
     return results
 
 
@@ -272,10 +296,13 @@ def _summary(name: str, runs: list[dict]) -> dict:
     rss = max(r["rss_mb"] for r in runs)
     each = ", ".join(f"{r['first_s']:.2f}" for r in runs)
     tensorflow = any(r["tensorflow"] for r in runs)
+    servers = [r["server_cpu_s"] for r in runs if "server_cpu_s" in r]
+    server = statistics.median(servers) if servers else None
+    server_text = "" if server is None else f", server CPU {server:.2f} s over both checks"
     print(
         f"{name:8s} first check {first:.2f} s (runs: {each}; CPU {cpu:.2f} s), repeat {repeat:.2f} s "
-        f"(CPU {repeat_cpu:.2f} s), read+statistics {compute:.2f} s, peak RSS {rss:.0f} MB, "
-        f"TensorFlow loaded: {tensorflow}",
+        f"(CPU {repeat_cpu:.2f} s), read+statistics {compute:.2f} s, peak RSS {rss:.0f} MB"
+        f"{server_text}, TensorFlow loaded: {tensorflow}",
         flush=True,
     )
     return {
@@ -283,6 +310,7 @@ def _summary(name: str, runs: list[dict]) -> dict:
         "repeat_s": repeat,
         "first_cpu_s": cpu,
         "repeat_cpu_s": repeat_cpu,
+        "server_cpu_s": server,
         "rss_mb": rss,
         "runs": runs,
     }
@@ -309,6 +337,7 @@ def main() -> None:
         action="store_true",
         help="store the served P10/P50/P90 with every forecast (the coverage tests run)",
     )
+    parser.add_argument("--json", help="also write the report to this file")
     parser.add_argument("--child", nargs=2, metavar=("URL", "METRICS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -323,6 +352,13 @@ def main() -> None:
         "intervals": args.intervals,
         "cpus": os.cpu_count(),
     }
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    report["commit"] = commit or None
     report["load_average_before"] = os.getloadavg()
     imports = cold_import(args.repeats)
     report["cold_import_s"] = imports
@@ -361,6 +397,8 @@ def main() -> None:
             admin.dispose()
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, default=str))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
