@@ -271,12 +271,15 @@ def coverage_tests(
     errors: np.ndarray | None = None,
     nominal: float = NOMINAL,
     min_samples: int = 7,
+    phi: np.ndarray | None = None,
 ) -> CoverageTests:
     """Each product's window coverage of [lower, upper] against `nominal` (products ×
     days matrices; NaN where a day has no sale or no interval). `errors` (products ×
     consecutive days, e.g. reference and window) give each product's autocorrelation;
-    by default the window's `actual - predicted`. Products with fewer than
-    `min_samples` such days are not tested (NaN). A bound above the other is an error."""
+    by default the window's `actual - predicted`; `phi`, when given, is that
+    autocorrelation already computed (`lag1_autocorrelation(errors)`). Products with
+    fewer than `min_samples` such days are not tested (NaN). A bound above the other is
+    an error."""
     y = np.asarray(actual, dtype=float)
     lo, hi = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
     if not (y.shape == lo.shape == hi.shape) or y.ndim != 2:
@@ -291,9 +294,10 @@ def coverage_tests(
     inside = np.where(ok, (y >= lo) & (y <= hi), False).sum(axis=1)
     strict = np.where(ok, (y > lo) & (y < hi), False).sum(axis=1)
     score = np.where(ok, interval_score(np.where(ok, y, 0), np.where(ok, lo, 0), hi), 0.0)
-    if errors is None:
-        errors = np.where(ok, y - np.asarray(predicted, dtype=float), np.nan)
-    phi = lag1_autocorrelation(errors)
+    if phi is None:
+        if errors is None:
+            errors = np.where(ok, y - np.asarray(predicted, dtype=float), np.nan)
+        phi = lag1_autocorrelation(errors)
     tested = n >= max(min_samples, 1)
     vf = variance_factor(phi, y.shape[1], nominal)
     p, _ = hit_pvalues(inside, strict, n, vf, nominal)
@@ -595,10 +599,11 @@ def product_columns(data: WindowData, min_samples: int) -> dict[str, np.ndarray]
         y, pred, lo, hi = nan.copy(), nan.copy(), nan.copy(), nan.copy()
         y[at], pred[at] = data.units[rows], data.predicted[rows]
         lo[at], hi[at] = data.lower[rows], data.upper[rows]
-        t = coverage_tests(y, pred, lo, hi, errors=errors, min_samples=min_samples)
+        phi = lag1_autocorrelation(errors)  # for both tests
+        t = coverage_tests(y, pred, lo, hi, min_samples=min_samples, phi=phi)
         ref_days = min(data.ref_days, data.history_days)
         reference = errors[:, data.history_days - ref_days : data.history_days]
-        sc = scale_tests(y, pred, lo, hi, reference, lag1_autocorrelation(errors), min_samples)
+        sc = scale_tests(y, pred, lo, hi, reference, phi, min_samples)
     return {
         "coverage": t.coverage,
         "coverage_n": t.n,
