@@ -6,8 +6,9 @@ errors, judged by exactly the check's code: `stats.drift_tests` (per product) an
 `stats.drift_decision` (the prior over phi, the empirical null, the interval null of
 MIN_DRIFT_EFFECT, BH), as `check.product_phase` / `check.global_phase` call them.
 
-Nothing in the test was tuned on these generators (its one table, the r1 likelihood, is
-simulated from Gaussian AR(1) errors). Null cases, the share of windows that alarm
+Nothing in the test was tuned on these generators (its tables, the r1 likelihood and the
+joint (r1, placebo ratio) likelihood of the slow-component model, are simulated from
+Gaussian AR(1) errors and Gaussian AR(1) plus a slow AR(1) component). Null cases, the share of windows that alarm
 (target <= FDR_ALPHA 0.05; bound alpha + 2 se):
 
 - suite phi 0.5 / 0.7: the earlier calibration suite (80 % AR(1) Gaussian or t(5)

@@ -1,4 +1,11 @@
-"""Issue 23, the held-out `mixture` null: level-test variants tried and not landed.
+"""Issue 23, the held-out `mixture` null: level-test variants tried on the way.
+
+Since 2026-12-06 `check` is the landed slow-component model (`stats.drift_decision` with
+`slow_table`); the figures below and in `bench/results/health_level_tried*.json` were
+measured before, when `check` was the AR(1) model alone. `slow_component` and
+`slow_component_t` are the prototypes of what landed (exact per-product placebo
+contrasts, Gaussian or Student t, the r1 likelihood ignoring omega); the landed test
+tabulates the joint (r1, placebo ratio) likelihood instead.
 
 The check's level test (`stats.drift_tests` + `stats.drift_decision`: the NPMLE prior over
 an AR(1) phi, posterior mixture p-values, one empirical-null spread by central matching
