@@ -1038,10 +1038,14 @@ def drift_decision(
 ) -> DriftDecision:
     """The drift p-values of all groups together, BH across them, the kind found.
 
-    - level: phi is unknown per group; its distribution across groups is fitted on the
-      groups' r1 (`npmle_prior`, the r1 likelihood tabulated in `phi_table`) and each
-      group's p-value is the posterior mixture, over the grid of phi, of its t p-values
-      (with fewer than MIN_PRIOR_PRODUCTS groups the prior is shrunk towards a flat one);
+    - level: the errors are an AR(1) (phi unknown per group) plus a slow AR(1)
+      (`slow_table.PHI_SLOW`) holding a share omega of the variance; the distribution
+      of (phi, omega) across groups is fitted on the groups' r1 and placebo ratio
+      (`slow_prior`, their joint likelihood tabulated in `slow_table`; without placebo
+      evidence the r1 likelihood of `phi_table`) and each group's p-value is the
+      posterior mixture, over the (phi, omega) grid, of its t p-values (`_slow_cells`);
+      with fewer than MIN_PRIOR_PRODUCTS groups the phi margin is shrunk towards a flat
+      one, with fewer with placebo evidence omega towards 0 (the AR(1) model);
       what the AR(1) model still misses (AR(2), heavy tails, a shock common to all
       products) is absorbed by an empirical null: the spread of the mixture's z-values
       by central matching, floored at `null_floor` (from MIN_NULL_PRODUCTS groups;
