@@ -111,6 +111,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="write the trainer's interval inputs per cutoff (validation forecasts, served "
         "forecasts, naive scales) as DIR/<cutoff>.pkl, for offline interval comparisons",
     )
+    p.add_argument(
+        "--trainer-tails",
+        default="",
+        metavar="LEVELS",
+        help="the trainer's LightGBM kinds get quantile-booster tails at these levels "
+        "(e.g. 0.1,0.9; issue 27, off in the trainer by default: trainer.models.gbm.TAIL_LEVELS)",
+    )
     return p.parse_args(argv)
 
 
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         lstm_train_stride=args.lstm_train_stride,
         seeds=tuple(int(x) for x in args.seeds.split(",") if x.strip()),
         interval_dump=args.dump_intervals,
+        trainer_tails=tuple(float(x) for x in args.trainer_tails.split(",") if x.strip()),
     )
     cutoff_dates = [d.strip() for d in (args.cutoff_dates or "").split(",") if d.strip()]
     if args.cutoffs is not None or args.synthetic is not None:

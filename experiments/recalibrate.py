@@ -11,7 +11,8 @@ own. With the options of the run's trainer the run's quantiles come back (`--che
 
 Options: `--level-power` (γ of the level factor; 0: a fixed scale), `--no-zero-mass`,
 `--with-test` (calibrate on the validation and the trainer's test-split forecasts, the
-horizon just before the cutoff). `--variants` prints, instead, the backtest's interval
+horizon just before the cutoff), `--tails` (the LightGBM kinds' quantile tails, as the
+trainer serves them since issue 27's fourth pass; without it, the residual quantiles). `--variants` prints, instead, the backtest's interval
 fields (`coverage_80`, `coverage_80_p10`, `wspl`) of the served forecaster for each of
 `VARIANTS` at every dumped cutoff, beside the run's quantile-LightGBM reference: the
 offline method search of issue 27.
@@ -36,6 +37,7 @@ from experiments.models.base import QUANTILE_LEVELS
 
 # backtest model -> (the dump's served kind, the calibration's kind); "trainer": the
 # kind the trainer chose at that cutoff
+OUTER = -1.0  # `tail_weight`: not an average but the wider of the two quantiles
 VARIANTS: dict[str, dict[str, Any]] = {
     "pooled shape (the first version)": {"level_power": 0.0, "zero_mass": False},
     "+ level factor γ 0.5": {"level_power": 0.5, "zero_mass": False},
@@ -54,9 +56,48 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "P10 with γ 1.5 (P50, P90 γ 1)": {"lower_power": 1.5},
     "P10 moved halfway to a 10 % miss of the whole rule": {"lower_rule": 0.5},
     "P10 at a 10 % miss of the whole rule": {"lower_rule": 1.0},
+    # issue 27's fourth pass: the LightGBM kinds' quantile tails (dumps with tail columns)
+    "CQR tails per level (the trainer's)": {"tails": True},
+    "CQR tails, symmetric (Romano et al.)": {"tails": True, "tail_mode": "symmetric"},
+    "CQR P10/P90 only (P50 from the residuals)": {"tails": True, "tail_levels": (0.1, 0.9)},
+    "quantile tails, not conformalised": {"tails": True, "tail_mode": "raw"},
+    "CQR tails per level, held-out boosters served (not refitted)": {
+        "tails": True,
+        "heldout_tails": True,
+    },
+    "CQR tails for LightGBM only (the blend: residuals)": {"tails": ("lightgbm",)},
+    "CQR tails, the blend's not moved by its difference from LightGBM": {
+        "tails": True,
+        "unmoved_blend_tails": True,
+    },
+    "½ CQR tail + ½ residual quantile (P10, P90)": {
+        "tails": True,
+        "tail_weight": 0.5,
+        "tail_levels": (0.1, 0.9),
+    },
+    "the wider of the CQR tail and the residual quantile, the blend's not moved": {
+        "tails": True,
+        "tail_weight": OUTER,
+        "tail_levels": (0.1, 0.9),
+        "unmoved_blend_tails": True,
+    },
+    "½ CQR tail + ½ residual quantile (P10, P90), the blend's not moved": {
+        "tails": True,
+        "tail_weight": 0.5,
+        "tail_levels": (0.1, 0.9),
+        "unmoved_blend_tails": True,
+    },
 }
 # the options above that are not `fit_intervals`' but transforms of its calibration here
-EXTRA_OPTIONS = ("zero_threshold", "lower_power", "lower_rule")
+EXTRA_OPTIONS = (
+    "zero_threshold",
+    "lower_power",
+    "lower_rule",
+    "tail_mode",
+    "tail_levels",
+    "tail_weight",
+)
+TAIL_OPTIONS = ("tails",)  # which kinds get the quantile tails (True: every kind with them)
 
 
 class _Combined:
@@ -74,6 +115,35 @@ class _Combined:
         values = out[cols].to_numpy(dtype=float)
         for c in below:
             values[:, cols.index(c)] = lo[c].to_numpy(dtype=float)
+        values = np.maximum.accumulate(values, axis=1)
+        return out.assign(**{c: values[:, i] for i, c in enumerate(cols)})
+
+
+class _Averaged:
+    """The quantile tails' levels as `weight` × the CQR tail + (1 − weight) × the residual
+    quantile (quantile averaging of the two methods); the other levels the residuals'."""
+
+    def __init__(self, tails: Any, residual: Any, weight: float) -> None:
+        self.tails, self.residual, self.weight = tails, residual, weight
+        self.levels, self.columns = residual.levels, residual.columns
+
+    def apply(self, frame: pd.DataFrame, column: str = "predicted") -> pd.DataFrame:
+        """Both calibrations applied, the tail levels averaged, kept from crossing."""
+        from trainer.models.intervals import column_name
+
+        t = self.tails.apply(frame, column)
+        out = self.residual.apply(frame, column)
+        cols = list(self.columns)
+        values = out[cols].to_numpy(dtype=float)
+        for a in self.tails.tail_levels:
+            i = cols.index(column_name(a))
+            tail = t[cols[i]].to_numpy()
+            if self.weight == OUTER:  # the wider of the two
+                values[:, i] = (
+                    np.minimum(tail, values[:, i]) if a < 0.5 else np.maximum(tail, values[:, i])
+                )
+            else:
+                values[:, i] = self.weight * tail + (1 - self.weight) * values[:, i]
         values = np.maximum.accumulate(values, axis=1)
         return out.assign(**{c: values[:, i] for i, c in enumerate(cols)})
 
@@ -113,10 +183,31 @@ def calibrate(frame: pd.DataFrame, naive: dict[str, float], **options: Any) -> A
     """
     import dataclasses
 
-    from trainer.models.intervals import fit_intervals
+    from trainer.models.intervals import column_name, fit_intervals
 
     extra = {k: options.pop(k) for k in EXTRA_OPTIONS if k in options}
+    if "tail_weight" in extra and options.get("tails"):
+        w = float(extra.pop("tail_weight"))
+        tails = calibrate(frame, naive, **options, **extra)
+        residual = calibrate(frame, naive, **(options | {"tails": False}))
+        return _Averaged(tails, residual, w) if tails.tail_levels else residual
+    if not options.pop("tails", False):  # the residual quantiles alone
+        frame = frame.drop(columns=[c for c in frame.columns if str(c).startswith("tail_")])
+    if "tail_levels" in extra:  # only these levels from the tails
+        keep = {f"tail_{column_name(a)}" for a in extra["tail_levels"]}
+        frame = frame.drop(
+            columns=[c for c in frame.columns if str(c).startswith("tail_") and c not in keep]
+        )
     cal = fit_intervals(frame, naive, **options)
+    mode = extra.get("tail_mode", "level")
+    if len(cal.tail_levels) == 3 and mode == "symmetric":  # the interval's tails alone
+        cal = dataclasses.replace(
+            cal,
+            tail_levels=cal.tail_levels[::2],
+            tail_shifts=tuple(t[::2] for t in cal.tail_shifts),
+        )
+    if cal.tail_levels and mode != "level":
+        cal = dataclasses.replace(cal, tail_shifts=_tail_shifts(cal, frame, mode))
     below = [a for a in cal.levels if a < 0.5]
     k = float(extra.get("zero_threshold", 1.0))
     if k != 1.0 and cal.zero_model and below:
@@ -143,6 +234,29 @@ def calibrate(frame: pd.DataFrame, naive: dict[str, float], **options: Any) -> A
     return cal
 
 
+def _tail_shifts(cal: Any, frame: pd.DataFrame, mode: str) -> tuple[tuple[float, ...], ...]:
+    """Each band's tail shifts under `mode`: "raw" none (the boosters' quantiles as they
+    are); "symmetric" CQR's joint score (Romano et al. 2019): the split-conformal
+    quantile `Q` at the interval's level of `max(lo - y, y - hi)`, lower tail moved by
+    `-Q`, upper by `+Q`."""
+    from trainer.models.intervals import _conformal_quantile, tail_column
+
+    if mode == "raw":
+        return tuple(tuple(0.0 for _ in cal.tail_levels) for _ in cal.tail_shifts)
+    if mode != "symmetric" or len(cal.tail_levels) != 2:
+        raise ValueError(f"unknown tail mode {mode!r} (or not two tail levels)")
+    lo, hi = cal.tail_levels
+    data = frame[np.isfinite(frame["actual"].to_numpy(dtype=float))]
+    y = data["actual"].to_numpy(dtype=float)
+    score = np.maximum(data[tail_column(lo)].to_numpy() - y, y - data[tail_column(hi)].to_numpy())
+    band = cal.band(data["horizon_step"].to_numpy())
+    out = []
+    for b in range(len(cal.tail_shifts)):
+        q = _conformal_quantile(score[band == b], hi - lo)
+        out.append((-q, q))
+    return tuple(out)
+
+
 MODELS: dict[str, tuple[str, str]] = {
     "debiased_lstm": ("lstm", "lstm"),
     "trainer_lightgbm": ("lightgbm", "lightgbm"),
@@ -161,9 +275,11 @@ def load_dump(path: Path) -> dict[str, Any]:
     return data
 
 
-def calibration_frame(dump: dict[str, Any], kind: str, with_test: bool) -> pd.DataFrame:
+def calibration_frame(
+    dump: dict[str, Any], kind: str, with_test: bool, split: str = "calibration"
+) -> pd.DataFrame:
     """The forecasts kind `kind` is calibrated on (plus the test split's, `with_test`)."""
-    frame = dump["calibration"][kind]
+    frame = dump[split][kind]
     if with_test:
         if "test" not in dump:
             raise ValueError(f"the dump of {dump['cutoff']} has no test-split forecasts")
@@ -171,16 +287,33 @@ def calibration_frame(dump: dict[str, Any], kind: str, with_test: bool) -> pd.Da
     return frame
 
 
+def unmoved_tails(dump: dict[str, Any], frame: pd.DataFrame, split: str, with_test: bool) -> Any:
+    """A blend's forecast `frame` with LightGBM's tails as they are (not moved by the
+    blend's difference from LightGBM's point): the same rows as LightGBM's frame."""
+    gbm = calibration_frame(dump, "lightgbm", with_test, split)
+    cols = [c for c in gbm.columns if str(c).startswith("tail_")]
+    if len(gbm) != len(frame):
+        raise ValueError(f"{dump['cutoff']}: the blend's and LightGBM's rows differ")
+    return frame.assign(**{c: gbm[c].to_numpy() for c in cols})
+
+
 def served_quantiles(
     dump: dict[str, Any], *, with_test: bool = False, **options: Any
 ) -> dict[str, pd.DataFrame]:
     """backtest model -> its served forecasts with the re-derived quantile columns
     (product_id, target_date, predicted_units, p10, p50, p90)."""
+    tails = options.pop("tails", False)
+    heldout = bool(options.pop("heldout_tails", False))
+    unmoved = bool(options.pop("unmoved_blend_tails", False))
+    frames = {k: calibration_frame(dump, k, with_test) for k in ("lstm", "lightgbm", "blend")}
+    if unmoved:
+        frames["blend"] = unmoved_tails(dump, frames["blend"], "calibration", with_test)
     cals = {
         kind: calibrate(
-            calibration_frame(dump, kind, with_test),
+            frames[kind],
             dump["naive"],
             levels=QUANTILE_LEVELS,
+            tails=_tailed(tails, kind),
             **options,
         )
         for kind in ("lstm", "lightgbm", "blend")
@@ -189,9 +322,60 @@ def served_quantiles(
     out = {}
     for model, (served, cal) in models.items():
         if served in dump["served"]:
-            frame = dump["served"][served]
+            frame = (
+                served_frame(dump, served, heldout, unmoved)
+                if _tailed(tails, cal)
+                else dump["served"][served]
+            )
             out[model] = cals[cal].apply(frame, column="predicted_units")
     return out
+
+
+def _tailed(tails: Any, kind: str) -> bool:
+    """Whether option `tails` (False, True or a tuple of kinds) gives kind `kind` tails."""
+    return bool(tails) and (tails is True or kind in tails)
+
+
+def served_frame(
+    dump: dict[str, Any], served: str, heldout: bool = False, unmoved: bool = False
+) -> pd.DataFrame:
+    """The served forecasts of `served` with the LightGBM tails the trainer served with
+    them (the blend's moved by its difference from LightGBM's point; the held-out
+    LightGBM's as they are), or without when the dump has none; `heldout`: the held-out
+    tail boosters' (those validation calibrated) instead of the refitted ones."""
+    from trainer.models.intervals import with_blend_tails
+
+    frame = dump["served"][served]
+    tails = dump.get("served_tails")
+    if tails is None or served == "lstm" or tails.empty:
+        return frame
+    key = ["product_id", "target_date"]
+    held = [c for c in tails.columns if str(c).startswith("heldout_tail_")]
+    if held and (heldout or served == "lightgbm_heldout"):  # the held-out boosters' tails
+        # (a dump without them was made serving the held-out tails: `tail_` are those)
+        tails = tails.drop(columns=[c.removeprefix("heldout_") for c in held]).rename(
+            columns={c: c.removeprefix("heldout_") for c in held}
+        )
+    cols = [c for c in tails.columns if str(c).startswith("tail_")]
+    merged = frame.merge(tails[[*key, "predicted_units", *cols]], on=key, suffixes=("", "_gbm"))
+    if len(merged) != len(frame):
+        raise ValueError(f"{dump['cutoff']}: the served tails lack some of {served}'s rows")
+    if served == "blend" and (unmoved or not _moved(dump)):
+        return merged[[*key, "predicted_units", *cols]]
+    if served == "blend":
+        gbm = merged[[*key, *cols]].assign(predicted_units=merged["predicted_units_gbm"])
+        return with_blend_tails(
+            merged[[*key, "predicted_units"]], gbm, "predicted_units", move=True
+        )
+    return merged[[*key, "predicted_units", *cols]]
+
+
+def _moved(dump: dict[str, Any]) -> bool:
+    """Whether the run that made `dump` moved the blend's tails by its difference from
+    LightGBM's point (the trainer's first tails; its default since: not moved)."""
+    blend, gbm = dump["calibration"]["blend"], dump["calibration"]["lightgbm"]
+    cols = [c for c in gbm.columns if str(c).startswith("tail_") and c in blend.columns]
+    return bool(cols) and not np.allclose(blend[cols].to_numpy(), gbm[cols].to_numpy())
 
 
 def requantile(
@@ -242,10 +426,22 @@ def guard_coverage(dump: dict[str, Any], **options: Any) -> tuple[float, float]:
     options = dict(options)
     with_test = bool(options.pop("with_test", False))
     kind = dump["chosen"]
+    tails = _tailed(options.pop("tails", False), kind)
+    options.pop("heldout_tails", None)  # the test split's tails are the held-out ones
+    unmoved = bool(options.pop("unmoved_blend_tails", False)) and kind == "blend"
+    frame = calibration_frame(dump, kind, with_test)
+    test_frame = dump["test"][kind]
+    if unmoved:
+        frame = unmoved_tails(dump, frame, "calibration", with_test)
+        test_frame = unmoved_tails(dump, test_frame, "test", False)
     cal = calibrate(
-        calibration_frame(dump, kind, with_test), dump["naive"], levels=QUANTILE_LEVELS, **options
+        frame,
+        dump["naive"],
+        levels=QUANTILE_LEVELS,
+        tails=tails,
+        **options,
     )
-    test = cal.apply(dump["test"][kind])
+    test = cal.apply(test_frame)
     coverage = float(coverage_summary(test)["coverage"])
     ok = test["actual"].notna()
     hit = ((test["actual"] >= test["p10"]) & (test["actual"] <= test["p90"]))[ok]
@@ -365,6 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--level-power", type=float, default=None, help="γ (default: the module's)")
     p.add_argument("--no-zero-mass", action="store_true")
     p.add_argument("--with-test", action="store_true")
+    p.add_argument(
+        "--tails",
+        action="store_true",
+        help="the LightGBM kinds' quantile tails, as the trainer serves them (issue 27)",
+    )
     p.add_argument("--variants", action="store_true", help="print the VARIANTS table")
     p.add_argument("--json", type=Path, help="with --variants: also write its rows here")
     p.add_argument(
@@ -384,7 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     dumps = {d["cutoff"]: d for d in map(load_dump, paths)}
     if not dumps:
         p.error(f"--dumps {' '.join(map(str, args.dumps))}: no <cutoff>.pkl")
-    options: dict[str, Any] = {"zero_mass": not args.no_zero_mass, "with_test": args.with_test}
+    options: dict[str, Any] = {
+        "zero_mass": not args.no_zero_mass,
+        "with_test": args.with_test,
+        "tails": args.tails,
+    }
     if args.level_power is not None:
         options["level_power"] = args.level_power
     forecasts = pd.concat(
@@ -395,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         scale_frame = pd.concat(
             [pd.read_csv(r / "scales.csv", parse_dates=["cutoff"]) for r in raws],
             ignore_index=True,
-        )
+        ).drop_duplicates(["cutoff", "product_id"])  # runs split by models: the same cutoffs
         rows = variants_rows(forecasts, scale_frame, dumps)
         print(variants_table(rows))
         if args.json is not None:

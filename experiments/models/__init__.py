@@ -34,6 +34,8 @@ class ModelOptions:
     lstm_train_stride: int = 4
     seeds: tuple[int, ...] = (42, 43, 44)  # the neural models' seeds
     interval_dump: Path | None = None  # the trainer's interval inputs per cutoff go here
+    # the trainer's LightGBM quantile tails (issue 27; the trainer's default: none)
+    trainer_tails: tuple[float, ...] = ()
 
 
 def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list[Forecaster]:
@@ -96,6 +98,7 @@ def build_models(names: list[str] | tuple[str, ...], opts: ModelOptions) -> list
                         suffix=f"#s{seed}" if len(opts.seeds) > 1 else "",
                         n_jobs=opts.n_jobs,
                         dump_dir=opts.interval_dump,
+                        tail_levels=opts.trainer_tails,
                     )
                 )
     return models

@@ -15,6 +15,9 @@ data and split:
   validation scored — the pair isolates what the refit buys;
 - `blend`: `debiased_lstm` and `trainer_lightgbm`, the LSTM's share (¼ or ½) chosen on
   validation;
+- `trainer_conformal` (with `tail_levels` only): the served kind's point with the
+  residual-conformal quantiles alone, without the LightGBM kinds' quantile tails
+  (issue 27: what the tails change);
 - `trainer`: the one the trainer serves — the best of the three above on its validation
   windows (the promotion rule's baseline fallback is not part of the backtest).
 
@@ -31,7 +34,7 @@ days (production: 2) and training stops after `epochs` (production: 12) to fit t
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,8 @@ class TrainerForecaster:
     name: str = ""
     # a folder to write each cutoff's interval inputs into (`dump_interval_inputs`)
     dump_dir: Path | None = None
+    # the LightGBM kinds' quantile tails (`trainer.models.gbm.TAIL_LEVELS`; (): none)
+    tail_levels: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -108,7 +113,13 @@ class TrainerForecaster:
         params = ModelParams()
         sales = task.history.to_long()
         prepared = prepare(sales, cfg)
-        ch = train_challenger(prepared, params, cfg, gbm_threads=self.n_jobs, always_refit=True)
+        import trainer.models.gbm as gbm_module
+
+        default_tails, gbm_module.TAIL_LEVELS = gbm_module.TAIL_LEVELS, tuple(self.tail_levels)
+        try:
+            ch = train_challenger(prepared, params, cfg, gbm_threads=self.n_jobs, always_refit=True)
+        finally:
+            gbm_module.TAIL_LEVELS = default_tails
         promos = pd.DataFrame(
             {
                 "product_id": np.tile(np.array(task.history.products, dtype=object), task.horizon),
@@ -153,6 +164,12 @@ class TrainerForecaster:
         }
         served = {kind: wide(frame) for kind, frame in frames.items()}
         served_q = {kind: quantiles(frame) for kind, frame in frames.items()}
+        # the served kind's residual-conformal quantiles, without the quantile tails
+        # (issue 27: the same fit, the tails' effect alone)
+        plain_cal = replace(ch.intervals[ch.kind], tail_levels=(), tail_shifts=())
+        conformal_q = quantiles(
+            forecast_served(ch.kind, model=ch.lstm.model, intervals=plain_cal, **common)
+        )
         coverage = ch.interval_test.get(ch.kind, {})
         notes["test_coverage_80"] = coverage.get("coverage")
         raw = {
@@ -175,6 +192,9 @@ class TrainerForecaster:
             f"trainer_lightgbm{self.suffix}": served_q[LIGHTGBM],
             f"blend{self.suffix}": served_q[BLEND],
         }
+        if self.tail_levels:
+            extra_q[f"trainer_conformal{self.suffix}"] = conformal_q
+            extra[f"trainer_conformal{self.suffix}"] = served[ch.kind]
         if ch.gbm_heldout is not None:  # the refit's held-out twin: what validation scored
             held = forecast_served(
                 LIGHTGBM,
@@ -193,6 +213,7 @@ class TrainerForecaster:
                 cfg,
                 frames,
                 task,
+                served_tails(ch, prepared, sales, cfg, promos),
             )
             notes["interval_inputs"] = str(path)
         return Forecast(
@@ -204,6 +225,28 @@ class TrainerForecaster:
         )
 
 
+def served_tails(
+    ch: Any, prepared: Any, sales: pd.DataFrame, cfg: Any, promos: pd.DataFrame
+) -> pd.DataFrame:
+    """The served LightGBM's tail forecasts from the cutoff (product_id, target_date,
+    predicted_units, tail_p10, ...; without tail columns when it has none), as
+    `forecast_served` computes them, and the held-out tails' (`heldout_tail_p10`, ...:
+    the boosters validation calibrated, when the served ones were refitted)."""
+    from trainer.models.intervals import tail_column
+    from trainer.models.lstm import forecast_windows, future_frame
+
+    w, products, dates = forecast_windows(prepared.pipeline, sales, cfg, cfg.lookback, promos)
+    frame = future_frame(products, dates, ch.gbm.predict_units(w, prepared.pipeline, products))
+    tails = ch.gbm.predict_tails(w, prepared.pipeline, products)
+    frame = frame.assign(**{tail_column(a): v.reshape(-1) for a, v in tails.items()})
+    if ch.gbm_heldout is not None:
+        held = ch.gbm_heldout.predict_tails(w, prepared.pipeline, products)
+        frame = frame.assign(
+            **{f"heldout_{tail_column(a)}": v.reshape(-1) for a, v in held.items()}
+        )
+    return frame
+
+
 def dump_interval_inputs(
     path: Path,
     ch: Any,
@@ -211,6 +254,7 @@ def dump_interval_inputs(
     cfg: Any,
     served: dict[str, pd.DataFrame],
     task: ForecastTask,
+    tails: pd.DataFrame | None = None,
 ) -> Path:
     """Write what an interval calibration of this cutoff needs, so that interval methods
     can be compared offline without training again (issue 27).
@@ -260,6 +304,7 @@ def dump_interval_inputs(
         else:
             raise RuntimeError(f"{kind}: the rebuilt forecasts give another calibration")
     keep = ["product_id", "target_date", "horizon_step", "origin_date", "actual", "predicted"]
+    keep += [c for c in cal[LIGHTGBM].columns if str(c).startswith("tail_")]
     payload = {
         "cutoff": str(task.history.dates[-1].date()),
         "chosen": ch.kind,
@@ -275,6 +320,8 @@ def dump_interval_inputs(
         "units": task.history.units,
         "config": {"levels": cfg.interval_levels, "shrinkage": cfg.interval_shrinkage},
         "served_with_test": with_test,
+        # the served LightGBM's point (predicted_units) and tails from the cutoff
+        "served_tails": tails,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:

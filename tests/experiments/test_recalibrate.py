@@ -205,3 +205,51 @@ def test_the_cqr_hybrid_takes_the_tails_and_keeps_the_trainers_median() -> None:
     assert (out["q10"] == 0.5).all() and (out["q50"] == 2.0).all()
     assert (out["q90"] == 2.5).all()  # CQR's P90, still above the trainer's P50
     assert cqr_hybrid(f).empty  # no CQR rows: nothing to score
+
+
+def _tailed_dump() -> dict:
+    """`_dump` with LightGBM quantile tails in its frames (issue 27's fourth pass)."""
+    dump = _dump()
+    for split in ("calibration", "test"):
+        gbm = dump[split]["lightgbm"]
+        for kind in ("lightgbm", "blend"):  # the blend's moved by its difference (a run
+            f = dump[split][kind]  # made before the unmoved tails)
+            if kind == "blend":
+                f = f.assign(predicted=gbm["predicted"].to_numpy() + 0.5)
+            dump[split][kind] = f.assign(
+                tail_p10=f["predicted"] - 1.0, tail_p90=f["predicted"] + 1.0
+            )
+    served = dump["served"]["lightgbm"]
+    dump["served_tails"] = served.assign(
+        tail_p10=served["predicted_units"] - 1.0, tail_p90=served["predicted_units"] + 1.0
+    )
+    dump["served"]["blend"] = served.assign(predicted_units=served["predicted_units"] + 2.0)
+    return dump
+
+
+def test_the_tail_variants_use_the_dumps_tails_and_keep_the_residuals_apart() -> None:
+    from experiments.recalibrate import served_frame
+
+    dump = _tailed_dump()
+    plain = served_quantiles(_dump())
+    # without `tails` the tail columns are ignored: the residual quantiles come back
+    again = served_quantiles(dump)
+    np.testing.assert_allclose(again["trainer"]["p90"], plain["trainer"]["p90"])
+    tailed = served_quantiles(dump, tails=True)
+    cal = calibrate(dump["calibration"]["lightgbm"], dump["naive"], tails=True)
+    assert cal.tail_levels == (0.1, 0.9)
+    expected = np.clip(dump["served_tails"]["tail_p90"] + np.array(cal.tail_shifts)[0, 1], 0, None)
+    np.testing.assert_allclose(tailed["trainer"]["p90"].iloc[:7], expected.iloc[:7])
+    p = tailed["trainer"][["p10", "p50", "p90"]].to_numpy()
+    assert (np.diff(p, axis=1) >= 0).all()
+    # the blend's served tails: LightGBM's as they are, or moved by its difference (+2)
+    moved = served_frame(dump, "blend")
+    unmoved = served_frame(dump, "blend", unmoved=True)
+    np.testing.assert_allclose(moved["tail_p90"] - unmoved["tail_p90"], 2.0)
+    sym = calibrate(
+        dump["calibration"]["lightgbm"], dump["naive"], tails=True, tail_mode="symmetric"
+    )
+    assert all(lo == -hi for lo, hi in sym.tail_shifts)
+    raw = calibrate(dump["calibration"]["lightgbm"], dump["naive"], tails=True, tail_mode="raw")
+    assert all(s == (0.0, 0.0) for s in raw.tail_shifts)
+    assert 0 <= guard_coverage(dump, tails=True)[0] <= 1

@@ -107,7 +107,8 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
     challenger, tmp_path
 ) -> None:
     from trainer.models.challenger import forecast_served
-    from trainer.models.gbm import GBMForecaster
+    from trainer.models.gbm import GBMForecaster, train_gbm
+    from trainer.models.lstm import _ids
 
     sales, prepared, params, ch = challenger
     frames = {}
@@ -135,6 +136,18 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
     assert len(files) == len(ch.gbm.members) + 1  # a text model per member + metadata
     loaded = GBMForecaster.load(tmp_path)
     assert loaded.history_days == ch.gbm.history_days
+    # the quantile tails (issue 27; off by default): a text model per level, reloaded
+    tailed = train_gbm(prepared, num_threads=1, rounds=20, tail_levels=(0.1, 0.9))
+    files = tailed.save(tmp_path / "tails")
+    assert len(files) == len(tailed.members) + 2 + 1
+    again = GBMForecaster.load(tmp_path / "tails")
+    assert sorted(again.tails) == [0.1, 0.9] and not ch.gbm.tails
+    ids = _ids(prepared, prepared.test)
+    mine = tailed.predict_tails(prepared.test, prepared.pipeline, ids)
+    np.testing.assert_allclose(
+        again.predict_tails(prepared.test, prepared.pipeline, ids)[0.9], mine[0.9]
+    )
+    assert (mine[0.1] <= mine[0.9] + 1e-9).mean() > 0.9  # quantile boosters, mostly ordered
     # a champion saved before ensembles (one lightgbm.txt) still loads, as one member
     old = tmp_path / "single"
     old.mkdir()

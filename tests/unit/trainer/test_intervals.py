@@ -236,3 +236,48 @@ def test_new_fields_round_trip_and_an_older_calibration_loads_unchanged() -> Non
     assert values[["p10", "p50", "p90"]].iloc[0].to_numpy() == pytest.approx(
         np.maximum.accumulate(expected)
     )
+
+
+def _tailed(frame: pd.DataFrame, spread: float) -> pd.DataFrame:
+    """`frame` with quantile-booster tails that are too narrow by a factor (`spread` < 1)."""
+    sd = frame["product_id"].map(NOISE).to_numpy() * (1 + frame["horizon_step"].to_numpy() / 28)
+    return frame.assign(
+        tail_p10=frame["predicted"] - spread * 1.2816 * sd,
+        tail_p90=frame["predicted"] + spread * 1.2816 * sd,
+    )
+
+
+def test_quantile_tails_are_calibrated_on_held_out_rows_and_stay_ordered() -> None:
+    """Conformalised quantile tails (issue 27): a tail forecast too narrow by half is
+    shifted, per band, on calibration rows, so the 10-90 interval covers its level on
+    other rows; the quantiles stay ordered, the JSON round-trips, and a frame without
+    tails (the LSTM, the baselines) gets the residual quantiles."""
+    cal = fit_intervals(_tailed(_frame(0, NOISE), 0.5), NAIVE, zero_mass=False)
+    assert cal.tail_levels == (0.1, 0.9) and len(cal.tail_shifts) == 3
+    assert all(lo < 0 < hi for lo, hi in cal.tail_shifts)  # the narrow tails widened
+    test = cal.apply(_tailed(_frame(1, NOISE), 0.5))
+    assert not any(c.startswith("tail_") for c in test.columns)
+    assert (test["p10"] <= test["p50"]).all() and (test["p50"] <= test["p90"]).all()
+    assert 0.76 <= coverage_summary(test)["coverage"] <= 0.84
+    raw = _tailed(_frame(1, NOISE), 0.5)
+    uncalibrated = ((raw["actual"] >= raw["tail_p10"]) & (raw["actual"] <= raw["tail_p90"])).mean()
+    assert uncalibrated < 0.6
+    assert IntervalCalibration.from_dict(cal.to_dict()) == cal
+    # the tails alone set P10/P90; P50 is the residual quantile's, as without tails
+    plain = fit_intervals(_frame(0, NOISE), NAIVE, zero_mass=False)
+    assert plain.tail_levels == ()
+    frame = _frame(1, NOISE)
+    np.testing.assert_allclose(cal.apply(frame)["p50"], plain.apply(frame)["p50"])
+    np.testing.assert_allclose(cal.apply(frame)["p10"], plain.apply(frame)["p10"])
+
+
+def test_a_blend_gets_lightgbms_tails_moved_by_its_difference_only_when_asked() -> None:
+    from trainer.models.intervals import with_blend_tails
+
+    gbm = pd.DataFrame({"predicted": [10.0, 4.0], "tail_p10": [7.0, 1.0], "tail_p90": [14.0, 8.0]})
+    blended = pd.DataFrame({"predicted": [12.0, 4.0]})
+    out = with_blend_tails(blended, gbm, "predicted")
+    assert out["tail_p10"].tolist() == [7.0, 1.0] and out["tail_p90"].tolist() == [14.0, 8.0]
+    out = with_blend_tails(blended, gbm, "predicted", move=True)
+    assert out["tail_p10"].tolist() == [9.0, 1.0] and out["tail_p90"].tolist() == [16.0, 8.0]
+    assert with_blend_tails(blended, gbm[["predicted"]], "predicted").equals(blended)

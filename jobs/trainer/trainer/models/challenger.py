@@ -49,7 +49,13 @@ import pandas as pd
 from forecastguard.logs import get_logger, timed
 from trainer.judge.evaluate import Evaluation, disparity, evaluate
 from trainer.models.bias import BiasCorrection, correction_effect, fit_bias_correction
-from trainer.models.intervals import IntervalCalibration, coverage_summary, fit_intervals
+from trainer.models.intervals import (
+    IntervalCalibration,
+    coverage_summary,
+    fit_intervals,
+    tail_column,
+    with_blend_tails,
+)
 
 if TYPE_CHECKING:
     from trainer.config import ModelParams, TrainConfig
@@ -127,7 +133,7 @@ def blend(lstm: pd.DataFrame, gbm: pd.DataFrame, weight: float) -> pd.DataFrame:
     out["predicted"] = (
         weight * lstm["predicted"].to_numpy() + (1 - weight) * gbm["predicted"].to_numpy()
     )
-    return out
+    return with_blend_tails(out, gbm, "predicted")
 
 
 def blend_weight(lstm: pd.DataFrame, gbm: pd.DataFrame, prepared: Prepared) -> float:
@@ -150,7 +156,9 @@ def gbm_frame(
     if every is not None and split == "val":
         w = validation_windows(prepared, every)
     products = _ids(prepared, w)
-    return windows_frame(prepared, w, gbm.predict_units(w, prepared.pipeline, products))
+    frame = windows_frame(prepared, w, gbm.predict_units(w, prepared.pipeline, products))
+    tails = gbm.predict_tails(w, prepared.pipeline, products)  # the interval's (issue 27)
+    return frame.assign(**{tail_column(a): v.reshape(-1) for a, v in tails.items()})
 
 
 def naive_scales(prepared: Prepared) -> dict[str, float]:
@@ -410,6 +418,8 @@ def forecast_served(
         w, products, dates = forecast_windows(pipeline, sales, cfg, cfg.lookback, promotions)
         assert gbm is not None
         frame = future_frame(products, dates, gbm.predict_units(w, pipeline, products))
+        tails = gbm.predict_tails(w, pipeline, products)
+        frame = frame.assign(**{tail_column(a): v.reshape(-1) for a, v in tails.items()})
     if kind == BLEND:
         assert lstm is not None and frame is not None
         merged = lstm.merge(frame, on=["product_id", "target_date"], suffixes=("_lstm", "_gbm"))
@@ -417,9 +427,16 @@ def forecast_served(
             blend_weight * merged["predicted_units_lstm"]
             + (1 - blend_weight) * merged["predicted_units_gbm"]
         )
-        frame = merged[["product_id", "target_date", "predicted_units"]]
+        gbm_point = merged.drop(columns="predicted_units").rename(
+            columns={"predicted_units_gbm": "predicted_units"}
+        )
+        frame = with_blend_tails(
+            merged[["product_id", "target_date", "predicted_units"]], gbm_point, "predicted_units"
+        )
     assert frame is not None
-    return frame if intervals is None else intervals.apply(frame, column="predicted_units")
+    if intervals is None:  # no calibration: no tails either
+        return frame.drop(columns=[c for c in frame.columns if c.startswith("tail_")])
+    return intervals.apply(frame, column="predicted_units")
 
 
 GBM_META = "blend.json"  # under model/: the blend weight (LightGBM files: trainer.models.gbm)

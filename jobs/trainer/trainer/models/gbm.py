@@ -27,7 +27,7 @@ choice, and trailed the experiments' reference LightGBM (last 728 days) at 10-08
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -57,6 +57,27 @@ PARAMS: dict[str, Any] = {
 }
 MODEL_FILE = "lightgbm_{}.txt"  # one per ensemble member
 META_FILE = "lightgbm.json"
+TAIL_FILE = "lightgbm_tail_{}.txt"  # one per tail level
+# Quantile boosters for the interval's tails (issue 27: conformalised quantile regression,
+# calibrated in trainer.models.intervals on the validation days they did not train on):
+# one per level on the training rows of the member nearest `TAIL_HISTORY_DAYS`, a fixed
+# number of rounds (no early stopping: validation calibrates them), fewer leaves and half
+# the rows per round, so they cost a fraction of the point ensemble. Off by default (()):
+# measured on the pasta backtest they did not meet issue 27's goals (docs/trainer.md,
+# "the fourth pass"); the backtest turns them on (`--trainer-tails 0.1,0.9`).
+TAIL_LEVELS: tuple[float, ...] = ()
+TAIL_HISTORY_DAYS = 728
+TAIL_ROUNDS = 100
+TAIL_MAX_ROWS = 300_000  # the tails' rows: every k-th window of the member's beyond this
+# refit the tails with the members on every day (as served), the shifts validation gave
+# the held-out tails kept; False: serve the held-out tails (calibrated as they are)
+TAIL_REFIT = True
+TAIL_PARAMS: dict[str, Any] = {
+    "objective": "quantile",
+    "learning_rate": 0.1,
+    "num_leaves": 31,
+    "bagging_fraction": 0.5,
+}
 
 
 def row_names(feature_names: tuple[str, ...], known_names: tuple[str, ...]) -> list[str]:
@@ -126,6 +147,8 @@ class GBMForecaster:
 
     members: list[GBMMember]
     names: list[str]
+    # level -> quantile booster of the interval's tail (`TAIL_LEVELS`; empty: none)
+    tails: dict[float, GBMMember] = field(default_factory=dict)
 
     @property
     def rounds(self) -> list[int]:
@@ -150,6 +173,19 @@ class GBMForecaster:
         mean, std = pipeline.series_stats(products)
         return pipeline.inverse_target(self.predict_z(w, mean, std), products)
 
+    def predict_tails(
+        self, w: Windows, pipeline: FeaturePipeline, products: list[str]
+    ) -> dict[float, np.ndarray]:
+        """`{level: (N, H) units}` of the tail boosters for windows `w` (empty: none)."""
+        if not self.tails:
+            return {}
+        mean, std = pipeline.series_stats(products)
+        x = rows(w, mean, std)
+        return {
+            a: pipeline.inverse_target(m.predict_z(x).reshape(len(w), -1), products)
+            for a, m in self.tails.items()
+        }
+
     def save(self, directory: str | Path) -> list[Path]:
         """Write each member's booster (LightGBM's text format) and the metadata."""
         d = Path(directory)
@@ -160,7 +196,17 @@ class GBMForecaster:
             m.booster.save_model(str(d / name), num_iteration=m.rounds or None)
             files.append(d / name)
             meta.append({"file": name, "rounds": m.rounds, "history_days": m.history_days})
-        (d / META_FILE).write_text(json.dumps({"names": self.names, "members": meta}))
+        tails = []
+        for i, (a, m) in enumerate(sorted(self.tails.items())):
+            name = TAIL_FILE.format(i)
+            m.booster.save_model(str(d / name), num_iteration=m.rounds or None)
+            files.append(d / name)
+            tails.append(
+                {"file": name, "level": a, "rounds": m.rounds, "history_days": m.history_days}
+            )
+        (d / META_FILE).write_text(
+            json.dumps({"names": self.names, "members": meta, "tails": tails})
+        )
         return [*files, d / META_FILE]
 
     @classmethod
@@ -179,7 +225,15 @@ class GBMForecaster:
             )
             for e in entries
         ]
-        return cls(members=members, names=list(meta["names"]))
+        tails = {
+            float(e["level"]): GBMMember(
+                booster=lgb.Booster(model_file=str(d / e["file"])),
+                rounds=int(e.get("rounds", 0)),
+                history_days=int(e.get("history_days", 0)),
+            )
+            for e in meta.get("tails", [])
+        }
+        return cls(members=members, names=list(meta["names"]), tails=tails)
 
 
 def member_mask(
@@ -264,10 +318,14 @@ def train_gbm(
     early_stopping: int = 100,
     num_threads: int = 2,
     params: dict[str, Any] | None = None,
+    tail_levels: tuple[float, ...] | None = None,
 ) -> GBMForecaster:
     """One member per training-history length (`cfg.gbm_history_days`), each trained on
-    its training windows (thinned to `max_rows` rows) and stopped early on validation."""
+    its training windows (thinned to `max_rows` rows) and stopped early on validation;
+    and the interval's tail boosters (`tail_levels`, default `TAIL_LEVELS`)."""
     import lightgbm as lgb
+
+    tail_levels = TAIL_LEVELS if tail_levels is None else tail_levels
 
     from trainer.models.fairness import validation_windows
 
@@ -303,7 +361,42 @@ def train_gbm(
             best = int(booster.best_iteration) or booster.current_iteration()
             out.update(rows=int(dtrain.num_data()), origin_stride=stride, best_iteration=best)
         members.append(GBMMember(booster=booster, rounds=best, history_days=days))
-    return GBMForecaster(members=members, names=names)
+    tails = train_tails(
+        full, indices, lengths, seed, num_threads, tail_levels, prepared.cfg.horizon
+    )
+    return GBMForecaster(members=members, names=names, tails=tails)
+
+
+def train_tails(
+    full: lgb.Dataset,
+    indices: list[np.ndarray],
+    lengths: list[int],
+    seed: int,
+    num_threads: int,
+    levels: tuple[float, ...] = TAIL_LEVELS,
+    horizon: int = 1,
+) -> dict[float, GBMMember]:
+    """A quantile booster per level in `levels` on the rows of the member whose history
+    is nearest `TAIL_HISTORY_DAYS` (the point ensemble's `Dataset`: no second feature
+    build; every k-th of its windows, `horizon` rows each, beyond `TAIL_MAX_ROWS` rows),
+    `TAIL_ROUNDS` rounds with `TAIL_PARAMS`."""
+    import lightgbm as lgb
+
+    if not levels:
+        return {}
+    span = [d if d else 10**6 for d in lengths]  # 0: all history
+    pick = int(np.argmin([abs(d - TAIL_HISTORY_DAYS) for d in span]))
+    chosen = indices[pick].reshape(-1, horizon)
+    chosen = chosen[:: max(1, int(np.ceil(chosen.size / TAIL_MAX_ROWS)))].ravel()
+    tails = {}
+    for a in levels:
+        with timed(log, "stage lightgbm tails", stage="lightgbm_tails", level=a) as out:
+            dtrain = full.subset(chosen)
+            params = {**_booster_params(seed, num_threads, TAIL_PARAMS), "alpha": float(a)}
+            booster = lgb.train(params, dtrain, num_boost_round=TAIL_ROUNDS)
+            out.update(rows=int(dtrain.num_data()), rounds=TAIL_ROUNDS, history_days=lengths[pick])
+        tails[float(a)] = GBMMember(booster=booster, rounds=TAIL_ROUNDS, history_days=lengths[pick])
+    return tails
 
 
 def refit_windows(
@@ -368,4 +461,10 @@ def refit_gbm(
                 history_days=m.history_days,
             )
         members.append(GBMMember(booster=booster, rounds=rounds, history_days=m.history_days))
-    return GBMForecaster(members=members, names=heldout.names)
+    tails = heldout.tails
+    if TAIL_REFIT and tails:  # refitted like the members: the same rows' history, rounds
+        lengths = [m.history_days for m in heldout.members]
+        tails = train_tails(
+            full, indices, lengths, seed, num_threads, tuple(sorted(tails)), prepared.cfg.horizon
+        )
+    return GBMForecaster(members=members, names=heldout.names, tails=tails)

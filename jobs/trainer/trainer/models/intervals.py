@@ -36,6 +36,14 @@ quantiles (default P10/P50/P90):
    `α < p0`, never crossing. A product the calibration has not seen gets the group's
    median scale, no level factor and no zero mass.
 
+5. **Quantile tails** (conformalised quantile regression, Romano et al. 2019, one level at a
+   time): where the forecast frame carries a tail forecast `tail_p10`/`tail_p90` (the
+   LightGBM kinds' quantile boosters, `trainer.models.gbm.TAIL_LEVELS`, off by default;
+   the blend gets LightGBM's tails as they are), that level is the tail plus
+   its band's shift `s_b(α)`, the split-conformal quantile at `α` of `actual - tail` on
+   the calibration rows: `Q_α = max(0, tail + s_b(α))`. The zero mass and the scale do not
+   touch such a level; the other levels (P50) stay as above.
+
 The served point forecast stays the model's (mean-type: every model is trained on
 squared error); P50 is the point plus the median residual, so it differs from the point
 where the errors are skewed.
@@ -60,6 +68,27 @@ LEVEL_OFFSET = 1.0  # c, in units: keeps the level factor finite for a zero fore
 # trusted to scale the error by more than this
 LEVEL_FACTOR_BOUNDS = (0.25, 4.0)
 INTERVALS = "intervals.json"  # under a run's model/: {kind: calibration}
+
+
+def tail_column(level: float) -> str:
+    """The forecast frame's column of the quantile booster's tail at `level` ("tail_p10")."""
+    return f"tail_{column_name(level)}"
+
+
+def with_blend_tails(
+    blended: pd.DataFrame, gbm: pd.DataFrame, column: str, move: bool = False
+) -> pd.DataFrame:
+    """`blended` (a blend's forecasts, `column` its point) with LightGBM's tail columns
+    (`gbm`: the same rows) as they are, or with `move` shifted by the blend's difference
+    from LightGBM's point (on the pasta backtest the unmoved tails scored the lower WSPL:
+    docs/trainer.md, the fourth pass)."""
+    tails = [c for c in gbm.columns if str(c).startswith("tail_")]
+    if not tails:
+        return blended
+    diff = blended[column].to_numpy(dtype=float) - gbm[column].to_numpy(dtype=float)
+    if not move:
+        diff = np.zeros_like(diff)
+    return blended.assign(**{c: gbm[c].to_numpy(dtype=float) + diff for c in tails})
 
 
 def column_name(level: float) -> str:
@@ -99,6 +128,9 @@ class IntervalCalibration:
     # (b0, b1, b2) of the chance of no sale; empty: no point mass at zero
     zero_shares: Mapping[str, float] = field(default_factory=dict)
     zero_model: tuple[float, ...] = ()
+    # the quantile tails' levels and per-band shifts (bands, tail levels); empty: none
+    tail_levels: tuple[float, ...] = ()
+    tail_shifts: tuple[tuple[float, ...], ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -110,8 +142,16 @@ class IntervalCalibration:
         starts = np.asarray(self.band_starts)
         return np.searchsorted(starts, np.asarray(step), side="right") - 1
 
-    def quantile_values(self, products: Sequence[str], step: np.ndarray, point: np.ndarray) -> dict:
-        """`{column: values}` for points `point` of `products` at horizon `step` (1-based)."""
+    def quantile_values(
+        self,
+        products: Sequence[str],
+        step: np.ndarray,
+        point: np.ndarray,
+        tails: Mapping[float, np.ndarray] | None = None,
+    ) -> dict:
+        """`{column: values}` for points `point` of `products` at horizon `step` (1-based);
+        `tails`: level -> the quantile booster's forecast, used at the calibration's
+        `tail_levels` (rows where it is NaN get the residual quantile)."""
         # per-product figures looked up once per distinct product, then spread to rows
         unique, row = np.unique(
             np.asarray([str(p) for p in products], dtype=object), return_inverse=True
@@ -135,6 +175,13 @@ class IntervalCalibration:
             for i, a in enumerate(self.levels):
                 if a < 0.5:
                     values[p0 > a, i] = 0.0
+        if tails and self.tail_shifts:
+            shift = np.asarray(self.tail_shifts, dtype=float)[self.band(step)]  # (N, T)
+            for j, a in enumerate(self.tail_levels):
+                if a in tails and a in self.levels:
+                    i = self.levels.index(a)
+                    tail = np.asarray(tails[a], dtype=float) + shift[:, j]
+                    values[:, i] = np.where(np.isnan(tail), values[:, i], np.clip(tail, 0, None))
         values = np.maximum.accumulate(values, axis=1)  # quantiles never cross
         return {c: values[:, i] for i, c in enumerate(self.columns)}
 
@@ -156,10 +203,19 @@ class IntervalCalibration:
             else:
                 first = dates.groupby(frame["product_id"]).transform("min")
             step = ((dates - first).dt.days + 1).to_numpy()
+        tails = {
+            a: frame[tail_column(a)].to_numpy(dtype=float)
+            for a in self.tail_levels
+            if tail_column(a) in frame.columns
+        }
         values = self.quantile_values(
-            list(frame["product_id"].astype(str)), step, frame[column].to_numpy(dtype=float)
+            list(frame["product_id"].astype(str)),
+            step,
+            frame[column].to_numpy(dtype=float),
+            tails,
         )
-        return frame.assign(**values)
+        tail_cols = [c for c in frame.columns if str(c).startswith("tail_")]
+        return frame.drop(columns=tail_cols).assign(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (`from_dict` reads it back)."""
@@ -175,6 +231,8 @@ class IntervalCalibration:
             "mean_points": dict(self.mean_points),
             "zero_shares": dict(self.zero_shares),
             "zero_model": list(self.zero_model),
+            "tail_levels": list(self.tail_levels),
+            "tail_shifts": [list(t) for t in self.tail_shifts],
         }
 
     @classmethod
@@ -192,6 +250,8 @@ class IntervalCalibration:
             mean_points={str(k): float(v) for k, v in data.get("mean_points", {}).items()},
             zero_shares={str(k): float(v) for k, v in data.get("zero_shares", {}).items()},
             zero_model=tuple(float(b) for b in data.get("zero_model", ())),
+            tail_levels=tuple(float(a) for a in data.get("tail_levels", ())),
+            tail_shifts=tuple(tuple(float(v) for v in t) for t in data.get("tail_shifts", ())),
         )
 
 
@@ -342,6 +402,7 @@ def fit_intervals(
         if zb.size == 0:  # a band beyond the horizon, or empty: the previous band's
             zb = z[band == b - 1] if b else z
         quantiles.append(tuple(_conformal_quantile(zb, a) for a in levels))
+    tail_levels, tail_shifts = _tail_shifts(data, levels, band, len(starts))
     return IntervalCalibration(
         levels=levels,
         band_starts=tuple(int(b) for b in band_starts),
@@ -353,7 +414,31 @@ def fit_intervals(
         level_power=float(level_power),
         mean_points=mean_points if level_power or zero_mass else {},
         **(_zero_mass(data, codes, uniques, mean) if zero_mass else {}),
+        tail_levels=tail_levels,
+        tail_shifts=tail_shifts,
     )
+
+
+def _tail_shifts(
+    data: pd.DataFrame, levels: tuple[float, ...], band: np.ndarray, n_bands: int
+) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+    """The levels of `levels` whose tail column `data` carries, and each band's
+    split-conformal shift of them: the quantile at `α` of `actual - tail`."""
+    tail_levels = tuple(a for a in levels if tail_column(a) in data.columns)
+    if not tail_levels:
+        return (), ()
+    actual = data["actual"].to_numpy(dtype=float)
+    shifts = []
+    for b in range(n_bands):
+        mine = band == b
+        if not mine.any():  # a band beyond the horizon, or empty: the previous band's
+            mine = band == b - 1 if b else np.ones_like(band, dtype=bool)
+        row = []
+        for a in tail_levels:
+            r = actual[mine] - data[tail_column(a)].to_numpy(dtype=float)[mine]
+            row.append(_conformal_quantile(r[np.isfinite(r)], a))
+        shifts.append(tuple(row))
+    return tail_levels, tuple(shifts)
 
 
 ZERO_MODEL_ROWS = 200_000  # the zero model is fitted on at most this many rows (3 numbers)
