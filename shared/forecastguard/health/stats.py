@@ -916,17 +916,21 @@ def npmle_prior(
     return prior
 
 
-def slow_likelihood(tests: DriftTests, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def slow_likelihood(
+    tests: DriftTests, idx: np.ndarray, placebo: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(distinct likelihood rows (u x K * W), each group's row (len(idx))): the
     probability of a group's evidence under each (phi, omega), flat index k * W + w.
 
-    Groups with placebo evidence: the joint table of (r1, placebo ratio)
+    Groups with placebo evidence (if `placebo`): the joint table of (r1, placebo ratio)
     (`slow_table`); the others: the r1 table (`phi_table`), the same for every omega.
     """
     from forecastguard.health import phi_table, slow_table
 
     w = len(slow_table.OMEGA_GRID)
     config = np.nan_to_num(tests.placebo_config[idx], nan=-1.0).astype(np.int64)
+    if not placebo:
+        config = np.full(len(idx), -1, np.int64)
     joint = slow_table.cells(config, tests.r1[idx], tests.placebo[idx])
     plain = phi_table.cells(tests.r1[idx], tests.n_total[idx])
     key = np.where(joint >= 0, joint, -1 - plain)
@@ -939,12 +943,11 @@ def slow_likelihood(tests: DriftTests, idx: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def slow_prior(
-    rows: np.ndarray, inverse: np.ndarray, n_placebo: int, iterations: int = EM_ITERATIONS
+    rows: np.ndarray, inverse: np.ndarray, slow: bool = True, iterations: int = EM_ITERATIONS
 ) -> np.ndarray:
     """The distribution of (phi, omega) across groups (K x W): the NPMLE on the groups'
     likelihood rows, with fewer than MIN_PRIOR_PRODUCTS groups its phi margin shrunk
-    towards a flat one, with fewer than MIN_PRIOR_PRODUCTS groups with placebo evidence
-    its omega given phi shrunk towards no slow component (the AR(1) model alone)."""
+    towards a flat one; without `slow` all of it at omega 0 (the AR(1) model)."""
     from forecastguard.health.slow_table import OMEGA_GRID
 
     n = len(inverse)
@@ -958,10 +961,9 @@ def slow_prior(
     given[margin <= 0, 0] = 1.0
     if n < MIN_PRIOR_PRODUCTS:
         margin = (n * margin + (MIN_PRIOR_PRODUCTS - n) / k) / MIN_PRIOR_PRODUCTS
-    if n_placebo < MIN_PRIOR_PRODUCTS:
-        none = np.zeros(w)
-        none[0] = 1.0
-        given = (n_placebo * given + (MIN_PRIOR_PRODUCTS - n_placebo) * none) / MIN_PRIOR_PRODUCTS
+    if not slow:
+        given = np.zeros_like(given)
+        given[:, 0] = 1.0
     return margin[:, None] * given
 
 
@@ -1045,7 +1047,7 @@ def drift_decision(
       evidence the r1 likelihood of `phi_table`) and each group's p-value is the
       posterior mixture, over the (phi, omega) grid, of its t p-values (`_slow_cells`);
       with fewer than MIN_PRIOR_PRODUCTS groups the phi margin is shrunk towards a flat
-      one, with fewer with placebo evidence omega towards 0 (the AR(1) model);
+      one, with fewer with placebo evidence the test is the AR(1) model (omega 0);
       what the AR(1) model still misses (AR(2), heavy tails, a shock common to all
       products) is absorbed by an empirical null: the spread of the mixture's z-values
       by central matching, floored at `null_floor` (from MIN_NULL_PRODUCTS groups;
@@ -1068,9 +1070,13 @@ def drift_decision(
     idx = np.flatnonzero(tested)
     n = len(idx)
     k, w = len(PHI_GRID), len(OMEGA_GRID)
-    rows, inverse = slow_likelihood(tests, idx)
+    # The slow component needs MIN_PRIOR_PRODUCTS groups with placebo evidence to be
+    # fitted; with fewer (a small catalogue, a reference shorter than two windows) the
+    # test is the AR(1) model of before, its prior over phi shrunk as before.
     n_placebo = int((np.nan_to_num(tests.placebo_config[idx], nan=-1.0) >= 0).sum())
-    joint = slow_prior(rows, inverse, n_placebo)
+    slow = n_placebo >= MIN_PRIOR_PRODUCTS
+    rows, inverse = slow_likelihood(tests, idx, slow)
+    joint = slow_prior(rows, inverse, slow)
     prior = joint.sum(axis=1)
     post = rows[inverse] * joint.ravel()
     post /= np.maximum(post.sum(axis=1, keepdims=True), _TINY)

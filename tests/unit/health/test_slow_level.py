@@ -142,3 +142,18 @@ def test_the_slow_cells_at_omega_zero_are_the_level_tests_own() -> None:
     se, dof = stats._slow_cells(t, rows, col)
     np.testing.assert_allclose(se.reshape(50, -1), t.level_se, rtol=1e-12)
     np.testing.assert_allclose(dof.reshape(50, -1), t.level_dof, rtol=1e-12)
+
+
+def test_a_small_catalogue_keeps_the_ar1_model() -> None:
+    """Fewer than MIN_PRIOR_PRODUCTS products with placebo evidence: the slow share is
+    not fitted, the decision is the one without placebo evidence, bit for bit."""
+    import dataclasses
+
+    rng = np.random.default_rng(4)
+    t, d = _decide(_errors(rng, 300, 0.35))
+    assert (t.placebo_config >= 0).all()
+    np.testing.assert_array_equal(d.slow_prior, [1.0, 0, 0, 0, 0])
+    plain = dataclasses.replace(t, placebo_config=np.full(300, -1.0))
+    d0 = stats.drift_decision(plain, ALPHA, 0.25)
+    np.testing.assert_array_equal(d.p_level, d0.p_level)
+    np.testing.assert_array_equal(d.prior, d0.prior)
