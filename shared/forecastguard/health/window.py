@@ -198,8 +198,9 @@ def _exact(value: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
     (`_from_exact`): `e = floor(log2 |value|)` and `m = value * 2**-e * 2**53`, exact as
     multiplying by powers of two is, and an integer whichever way `log2` rounds. MySQL
     writes a BIGINT's text far faster than a DOUBLE's 17 digits (a forecast read: 0.8 s
-    of the server's CPU against 1.4 s for 900,000 forecasts). 0 is "0:0"; subnormals keep
-    `_MIN_EXPONENT` (their mantissa is smaller); MySQL stores no NaN or infinity."""
+    of the server's CPU against 1.4 s for 900,000 forecasts). 0 is "0:0" (-0 reads as
+    0); subnormals keep `_MIN_EXPONENT` (their mantissa is smaller); MySQL stores no NaN
+    or infinity."""
     if dialect == "sqlite":
         return value
     exponent = sa.func.greatest(
