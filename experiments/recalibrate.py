@@ -70,6 +70,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "tails": True,
         "unmoved_blend_tails": True,
     },
+    "CQR P10/P90 only, the blend's not moved": {
+        "tails": True,
+        "tail_levels": (0.1, 0.9),
+        "unmoved_blend_tails": True,
+    },
     "½ CQR tail + ½ residual quantile (P10, P90)": {
         "tails": True,
         "tail_weight": 0.5,
