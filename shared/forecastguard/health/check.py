@@ -32,6 +32,7 @@ from forecastguard.frequency import (
 )
 from forecastguard.health import coverage, stats
 from forecastguard.health.phi_table import PHI_GRID
+from forecastguard.health.slow_table import OMEGA_GRID
 from forecastguard.health.window import NO_EPISODE, WindowData
 
 # previous_window: the served model's errors in the days before the window; before_drift:
@@ -752,14 +753,20 @@ def _persistence(
 
 def _drift_model(decision: stats.DriftDecision) -> dict[str, Any]:
     """What the drift test fitted across products: the empirical null's spreads (a change
-    shared by most products is absorbed into them) and the prior over phi."""
+    shared by most products is absorbed into them), the prior over phi and, where the
+    slow component was fitted (500 products or more with a long enough reference), the
+    prior over its variance share omega (`slow_share_mean`: the catalogue's mean share)."""
     prior = decision.prior
-    return {
+    model = {
         "null_sd_level": round(decision.null_sd_level, 4),
         "null_sd_scale": round(decision.null_sd_scale, 4),
         "phi_prior_mean": round(float(prior @ PHI_GRID), 4),
         "phi_prior": [round(float(v), 4) for v in prior],
     }
+    if decision.slow_prior is not None:
+        model["slow_share_mean"] = round(float(decision.slow_prior @ OMEGA_GRID), 4)
+        model["slow_prior"] = [round(float(v), 4) for v in decision.slow_prior]
+    return model
 
 
 def compute_health(

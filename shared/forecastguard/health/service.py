@@ -82,6 +82,10 @@ def health_points(result: HealthResult) -> list[MetricPoint]:
         spread = result.drift_model.get(f"null_sd_{kind}")
         if spread is not None:
             points.append(MetricPoint("drift_null_sd", float(spread), {"kind": kind}))
+    # The catalogue's mean share of slow (month-to-month) error variance, where fitted.
+    slow = result.drift_model.get("slow_share_mean")
+    if slow is not None:
+        points.append(MetricPoint("drift_slow_share", float(slow)))
     # Per-product series for the top drifted and worst products only, and catalogue-wide
     # aggregates: a fixed number of series whatever the catalogue's size (issue 24).
     points.extend(aggregate_points(result.products))

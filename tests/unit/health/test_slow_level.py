@@ -157,3 +157,19 @@ def test_a_small_catalogue_keeps_the_ar1_model() -> None:
     d0 = stats.drift_decision(plain, ALPHA, 0.25)
     np.testing.assert_array_equal(d.p_level, d0.p_level)
     np.testing.assert_array_equal(d.prior, d0.prior)
+
+
+def test_the_fitted_slow_share_is_published_with_the_drift_model() -> None:
+    """The check's `drift_model` (and the `drift_slow_share` metric) carries the fitted
+    prior over omega and its mean, where the slow component was fitted."""
+    from forecastguard.health.check import _drift_model
+
+    rng = np.random.default_rng(5)
+    _, d = _decide(_errors(rng, 1000, 0.35))
+    model = _drift_model(d)
+    assert model["slow_prior"] == pytest.approx(d.slow_prior.tolist(), abs=1e-4)
+    assert model["slow_share_mean"] == pytest.approx(
+        float(d.slow_prior @ slow_table.OMEGA_GRID), abs=1e-4
+    )
+    _, small = _decide(_errors(rng, 200, 0.35))  # below 500 products: the AR(1) model
+    assert small.slow_prior is None or "slow_share_mean" in _drift_model(small)
