@@ -309,22 +309,14 @@ def _load_partitioned(store: ArtifactStore, pointer: ChampionPointer, workdir: P
     def load_member(name: str) -> Forecaster:
         member = entries[name]
         where = workdir / f"{name}-{member.kind}"
-        try:
-            return load_forecaster(store, member, where)
-        except Exception as exc:
-            if is_baseline(member.kind):
-                raise
-            fallback = _fallback_baseline(store, member, where)
-            log.error(
-                "a partition's model could not be loaded: its run's baseline serves it",
-                extra={
-                    "partition": name,
-                    "model_version": member.model_version,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "serving": fallback.kind,
-                },
-            )
-            return fallback
+        return _load_or_baseline(
+            store,
+            member,
+            where,
+            where,
+            "a partition's model could not be loaded: its run's baseline serves it",
+            partition=name,
+        )
 
     products = {p: name for name, ids in doc["products"].items() for p in ids}
     return PartitionedForecaster(
@@ -602,6 +594,35 @@ def forecast_partitions(
     )
 
 
+def _load_or_baseline(
+    store: ArtifactStore,
+    pointer: ChampionPointer,
+    where: Path,
+    fallback_dir: Path,
+    message: str,
+    **labels: str,
+) -> Forecaster:
+    """`pointer`'s forecaster loaded into `where`; a trained model that cannot be loaded
+    is logged (`message`, `labels`) and its run's best baseline serves instead (a
+    baseline that cannot be loaded raises)."""
+    try:
+        return load_forecaster(store, pointer, where)
+    except Exception as exc:
+        if is_baseline(pointer.kind):
+            raise
+        fallback = _fallback_baseline(store, pointer, fallback_dir)
+        log.error(
+            message,
+            extra={
+                **labels,
+                "model_version": pointer.model_version,
+                "error": f"{type(exc).__name__}: {exc}",
+                "serving": fallback.kind,
+            },
+        )
+        return fallback
+
+
 def _fallback_baseline(store: ArtifactStore, pointer: ChampionPointer, workdir: Path) -> Forecaster:
     """The best baseline of the champion's run (by its metrics.json), with its settings."""
     from trainer.config import TrainConfig
@@ -656,20 +677,13 @@ def run_forecast(
         raise NoChampion(f"no champion at {store.key_uri('champion.json')}: run --mode train first")
     with tempfile.TemporaryDirectory(prefix="fg-champion-") as tmp:
         where = Path(workdir or tmp)
-        try:
-            forecaster = load_forecaster(store, pointer, where / "champion")
-        except Exception as exc:
-            if is_baseline(pointer.kind):
-                raise
-            forecaster = _fallback_baseline(store, pointer, where)
-            log.error(
-                "champion could not be loaded: a baseline serves",
-                extra={
-                    "model_version": pointer.model_version,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "serving": forecaster.kind,
-                },
-            )
+        forecaster = _load_or_baseline(
+            store,
+            pointer,
+            where / "champion",
+            where,
+            "champion could not be loaded: a baseline serves",
+        )
         if isinstance(forecaster, PartitionedForecaster):
             return _forecast_own_partitions(engine, forecaster, task_index, task_count, bigquery)
         if task_index > 0:
