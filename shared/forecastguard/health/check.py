@@ -763,7 +763,7 @@ def _drift_model(decision: stats.DriftDecision) -> dict[str, Any]:
         "phi_prior_mean": round(float(prior @ PHI_GRID), 4),
         "phi_prior": [round(float(v), 4) for v in prior],
     }
-    if decision.slow_prior is not None:
+    if decision.slow_fitted and decision.slow_prior is not None:
         model["slow_share_mean"] = round(float(decision.slow_prior @ OMEGA_GRID), 4)
         model["slow_prior"] = [round(float(v), 4) for v in decision.slow_prior]
     return model

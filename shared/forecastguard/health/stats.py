@@ -418,6 +418,9 @@ class DriftDecision:
     # and each group's posterior mean share (NaN: untested).
     slow_prior: np.ndarray | None = None
     slow_share: np.ndarray | None = None
+    # Whether the slow share was fitted (MIN_PRIOR_PRODUCTS groups with placebo
+    # evidence); if not, the level test is the AR(1) model and `slow_prior` is all at 0.
+    slow_fitted: bool = False
 
 
 def _nan_mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1142,6 +1145,7 @@ def drift_decision(
         phi_mean=phi_mean,
         slow_prior=joint.sum(axis=0),
         slow_share=slow_share,
+        slow_fitted=slow,
     )
 
 

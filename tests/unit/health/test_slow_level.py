@@ -171,5 +171,8 @@ def test_the_fitted_slow_share_is_published_with_the_drift_model() -> None:
     assert model["slow_share_mean"] == pytest.approx(
         float(d.slow_prior @ slow_table.OMEGA_GRID), abs=1e-4
     )
+    assert d.slow_fitted
     _, small = _decide(_errors(rng, 200, 0.35))  # below 500 products: the AR(1) model
-    assert small.slow_prior is None or "slow_share_mean" in _drift_model(small)
+    assert not small.slow_fitted
+    assert "slow_share_mean" not in _drift_model(small)
+    assert "slow_prior" not in _drift_model(small)
