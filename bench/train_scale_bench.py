@@ -73,6 +73,8 @@ class Task:
     usage: dict[str, float] = field(default_factory=dict)
     # (unix time, CPU seconds so far, peak RSS MB so far), sampled while it runs
     timeline: list[tuple[float, float, float]] = field(default_factory=list)
+    # (unix time, current RSS MB), sampled with the timeline: peaks per stage/partition
+    rss: list[tuple[float, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Wall, CPU and peak RSS of the finished task."""
@@ -211,6 +213,17 @@ def live_usage(pid: int) -> tuple[float, float]:
     return cpu, hwm / 1024
 
 
+def live_rss(pid: int) -> float:
+    """Current RSS in MB of a running process (`VmRSS`; 0 where /proc is not readable)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return (
+            next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS")) / 1024
+        )
+    except (OSError, StopIteration, IndexError, ValueError):
+        return 0.0
+
+
 def _task_line(task: Task) -> str:
     cpu, peak = live_usage(task.process.pid)
     return f"t{task.index} [{cpu:.0f} cpu s, {peak:.0f} MB]: {_last_stage(task.log_path) or '-'}"
@@ -235,6 +248,7 @@ def wait_tasks(tasks: list[Task], label: str, progress_s: float = PROGRESS_S) ->
             cpu, peak = live_usage(task.process.pid)
             if cpu:
                 task.timeline.append((time.time(), cpu, peak))
+                task.rss.append((time.time(), live_rss(pid)))
         now = time.monotonic()
         if now - last_print >= progress_s:
             loads.append(os.getloadavg()[0])
@@ -267,6 +281,29 @@ def stage_cpu(path: Path, timeline: Sequence[tuple[float, float, float]]) -> dic
             continue  # not covered by the samples: unknown, not zero
         totals[name] += float(np.interp(end, when, cpu) - np.interp(start, when, cpu))
     return {k: round(v, 1) for k, v in sorted(totals.items())}
+
+
+def stage_rss(path: Path, rss: Sequence[tuple[float, float]]) -> list[dict[str, Any]]:
+    """Each `stage ...` of a task in log order with the highest sampled current RSS while
+    it ran and the RSS at its end (MB; samples every `SAMPLE_S`): the peak of each
+    partition, and whether memory stays behind from one partition to the next."""
+    if not rss:
+        return []
+    when = np.array([t for t, _ in rss])
+    mb = np.array([m for _, m in rss])
+    out = []
+    for name, doc in _stage_lines(path):
+        end = pd.Timestamp(doc["time"]).timestamp()
+        start = end - float(doc.get("duration_s") or 0.0)
+        inside = mb[(when >= start) & (when <= end + SAMPLE_S)]
+        if not len(inside):
+            continue
+        row = {"stage": name, "peak_rss_mb": round(float(inside.max()), 1)}
+        row["rss_at_end_mb"] = round(float(np.interp(end, when, mb)), 1)
+        if doc.get("partition"):
+            row["partition"] = doc["partition"]
+        out.append(row)
+    return out
 
 
 def _stage_lines(path: Path) -> Iterator[tuple[str, dict]]:
@@ -450,6 +487,14 @@ def run_once(
         "workdir": str(workdir),
         "stage_wall_s": stage_seconds([t.log_path for t in running]),
         "stage_cpu_s": {t.log_path.stem: stage_cpu(t.log_path, t.timeline) for t in running},
+        "stage_rss_mb": {t.log_path.stem: stage_rss(t.log_path, t.rss) for t in running},
+        "rss_timeline_mb": {  # (seconds from start, current RSS MB) every ~30 s
+            t.log_path.stem: [
+                (round(w - t.rss[0][0]), round(m)) for w, m in t.rss[:: max(1, int(30 / SAMPLE_S))]
+            ]
+            for t in running
+            if t.rss
+        },
         "load_avg": {
             "start": [round(x, 2) for x in loads_start],
             "mean_1min_during": round(float(np.mean(loads)), 2) if loads else None,
