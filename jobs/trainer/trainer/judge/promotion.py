@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -368,6 +368,131 @@ def record(
     )
 
 
+RESIDUAL_CHUNK_ROWS = 50_000  # rows a residual write sends (and holds) at a time
+CARRY_PRODUCTS = 1000  # products an earlier champion's residuals are copied for at a time
+
+
+@dataclass(frozen=True)
+class Carried:
+    """An earlier champion's stored holdout errors of `products` (a kept partition's),
+    carried into the partitioned champion that replaces it: copied inside the database
+    (INSERT ... SELECT), never through the trainer's memory."""
+
+    model_version: str
+    products: Sequence[str]
+
+
+def _residual_tuples(model_version: str, holdout: pd.DataFrame) -> list[tuple]:
+    """(model_version, product_id, ISO date, error) of a holdout frame's rows with a
+    finite error, as tuples for a bulk insert (the rows `residual_rows` makes)."""
+    missing = {"product_id", "target_date", "actual", "predicted"} - set(holdout.columns)
+    if missing:
+        raise ValueError(f"holdout frame lacks column(s) {sorted(missing)}")
+    actual = pd.to_numeric(holdout["actual"], errors="coerce").to_numpy(np.float64)
+    predicted = pd.to_numeric(holdout["predicted"], errors="coerce").to_numpy(np.float64)
+    errors = actual - predicted
+    keep = np.isfinite(errors)
+    dates = pd.to_datetime(holdout["target_date"]).to_numpy("datetime64[D]")[keep]
+    return list(
+        zip(
+            [model_version] * int(keep.sum()),
+            holdout["product_id"].astype(str).to_numpy()[keep].tolist(),
+            np.datetime_as_string(dates, unit="D").tolist(),
+            errors[keep].tolist(),
+            strict=True,
+        )
+    )
+
+
+def _write_chunk(engine: sa.Engine, rows: list[tuple]) -> None:
+    """One short transaction: `rows` into `model_residuals`, a row with the same key
+    replaced (REPLACE, on SQLite and MySQL/MariaDB) — one DB-API executemany, which
+    PyMySQL sends as multi-row statements."""
+    with engine.begin() as conn:
+        q = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        conn.exec_driver_sql(
+            "REPLACE INTO model_residuals (model_version, product_id, target_date, error) "
+            f"VALUES ({q}, {q}, {q}, {q})",
+            rows,
+        )
+
+
+def _carry(engine: sa.Engine, model_version: str, part: Carried) -> int:
+    """Copy `part.model_version`'s residuals of `part.products` under `model_version`
+    in the database, `CARRY_PRODUCTS` products a transaction; returns the rows copied."""
+    r = model_residuals
+    wanted = sorted(set(map(str, part.products)))
+    copied = 0
+    for i in range(0, len(wanted), CARRY_PRODUCTS):
+        select = sa.select(
+            sa.literal(model_version, type_=r.c.model_version.type),
+            r.c.product_id,
+            r.c.target_date,
+            r.c.error,
+        ).where(
+            r.c.model_version == part.model_version,
+            r.c.product_id.in_(wanted[i : i + CARRY_PRODUCTS]),
+        )
+        columns = ["model_version", "product_id", "target_date", "error"]
+        with engine.begin() as conn:
+            result = conn.execute(sa.insert(r).from_select(columns, select))
+            copied += max(result.rowcount or 0, 0)
+    return copied
+
+
+def _delete_residuals(engine: sa.Engine, model_version: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(model_residuals).where(model_residuals.c.model_version == model_version)
+        )
+
+
+def write_residuals(
+    engine: sa.Engine,
+    model_version: str,
+    parts: Iterable[pd.DataFrame | Carried],
+    chunk_rows: int = RESIDUAL_CHUNK_ROWS,
+) -> int:
+    """Store `model_version`'s residuals part by part, memory bounded by one part and one
+    chunk, not the catalogue (issue 26: 1M products x 56 holdout days are ~56M rows).
+
+    A part is a holdout frame (product_id, target_date, actual, predicted), written in
+    transactions of `chunk_rows` rows (rows without a finite error left out), or a
+    `Carried` earlier champion's residuals, copied in the database. `parts` may be a
+    generator: each partition's holdout is then read only when its turn comes. Rows
+    already stored under `model_version` (a failed earlier attempt's) are deleted
+    first. The writes are NOT one transaction: call this before the version is crowned
+    (as `record_partitioned` does). On failure the rows written so far are deleted
+    (best effort: rows under a version that is not the champion are read by nobody)
+    and the error is raised. Returns the rows written."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    _delete_residuals(engine, model_version)
+    written = 0
+    try:
+        for part in parts:
+            if isinstance(part, Carried):
+                if part.model_version == model_version:
+                    raise ValueError(f"cannot carry {model_version}'s residuals into itself")
+                written += _carry(engine, model_version, part)
+                continue
+            for start in range(0, len(part), chunk_rows):
+                rows = _residual_tuples(model_version, part.iloc[start : start + chunk_rows])
+                if rows:
+                    _write_chunk(engine, rows)
+                written += len(rows)
+    except BaseException:
+        try:
+            _delete_residuals(engine, model_version)
+        except Exception as exc:  # the rows stay unread: their version is no champion
+            log.error(
+                "could not delete a failed gather's residuals",
+                extra={"model_version": model_version, "error": str(exc)},
+            )
+        raise
+    return written
+
+
 def record_partitioned(
     engine: sa.Engine,
     *,
@@ -376,14 +501,20 @@ def record_partitioned(
     run_uri: str,
     metrics: dict[str, Any],
     reason: str,
-    residuals: list[dict[str, Any]],
+    residuals: Iterable[pd.DataFrame | Carried],
     request_id: str | None = None,
     now: datetime | None = None,
-) -> None:
-    """Register a partitioned champion (issue 26) in one transaction: the previous
-    champion retired, this row `champion` (kind "partitioned"), and `residuals` — each
-    partition's serving model's holdout errors (`residual_rows`), under this version —
-    in `model_residuals`, the health check's reference for every product."""
+    chunk_rows: int = RESIDUAL_CHUNK_ROWS,
+) -> int:
+    """Register a partitioned champion (issue 26). First its residuals — each partition's
+    serving model's holdout errors under this version in `model_residuals`, the health
+    check's reference for every product — streamed by `write_residuals`; then, in one
+    short transaction, the previous champion retired and this row `champion` (kind
+    "partitioned"). The champion row never points to a version whose residuals are half
+    written: a failure while writing leaves the registry as it was (and deletes the
+    rows written). A version that is already the champion (a gather retried after its
+    crown committed) has its residuals complete; they are not rewritten. Returns the
+    rows written."""
     now = (now or datetime.now(UTC)).replace(tzinfo=None)
     row = _registry_row(
         model_version=model_version,
@@ -396,40 +527,22 @@ def record_partitioned(
         request_id=request_id,
         now=now,
     )
-    rows = [r | {"model_version": model_version} for r in residuals]
+    written = 0
+    if current_champion_version(engine) != model_version:
+        written = write_residuals(engine, model_version, residuals, chunk_rows)
     with engine.begin() as conn:
-        _crown(conn, model_version, rows)
+        conn.execute(
+            sa.update(model_registry)
+            .where(model_registry.c.status == "champion")
+            .where(model_registry.c.model_version != model_version)
+            .values(status="retired")
+        )
         upsert_rows(conn, model_registry, [row])
     log.info(
         "partitioned champion recorded",
-        extra={"model_version": model_version, "residual_rows": len(rows), "reason": reason},
+        extra={"model_version": model_version, "residual_rows": written, "reason": reason},
     )
-
-
-def champion_residuals(
-    engine: sa.Engine, model_version: str, products: list[str]
-) -> list[dict[str, Any]]:
-    """`model_version`'s stored holdout errors of `products` (a kept partition's, carried
-    into the partitioned champion that replaces it)."""
-    out: list[dict[str, Any]] = []
-    wanted = sorted(set(products))
-    with engine.connect() as conn:
-        for i in range(0, len(wanted), 1000):
-            rows = conn.execute(
-                sa.select(
-                    model_residuals.c.product_id,
-                    model_residuals.c.target_date,
-                    model_residuals.c.error,
-                ).where(
-                    model_residuals.c.model_version == model_version,
-                    model_residuals.c.product_id.in_(wanted[i : i + 1000]),
-                )
-            ).all()
-            out += [
-                {"model_version": model_version, "product_id": p, "target_date": d, "error": e}
-                for p, d, e in rows
-            ]
-    return out
+    return written
 
 
 def publish(

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -526,13 +527,12 @@ def gather(
     serving document (`write_serving`); each task then forecasts its own partitions
     (`forecast_task`)."""
     from trainer.judge.promotion import (
+        Carried,
         Scores,
-        champion_residuals,
         current_champion_version,
         publish,
         record,
         record_partitioned,
-        residual_rows,
     )
     from trainer.run import steps as rs
     from trainer.serve.artifacts import ChampionPointer, RunWriter, read_champion, run_key
@@ -644,15 +644,18 @@ def gather(
             "report": report,
             "files": [*sorted(writer.files), "manifest.json"],
         }
-    # Residuals: each product's errors by the model that serves it now.
+    # Residuals: each product's errors by the model that serves it now, partition by
+    # partition (a generator: one partition's holdout in memory at a time).
     old_version = current_champion_version(engine)
-    residuals: list[dict[str, Any]] = []
-    for m in markers:
-        if m["has_holdout"]:
-            frame = pd.read_csv(io.StringIO(store.read_text(run_key(m["run_id"], "holdout.csv"))))
-            residuals += residual_rows(run_id, frame)
-        elif old_version is not None:
-            residuals += champion_residuals(engine, old_version, m["products"])
+
+    def residuals() -> Iterator[pd.DataFrame | Carried]:
+        for m in markers:
+            if m["has_holdout"]:
+                key = run_key(m["run_id"], "holdout.csv")
+                yield pd.read_csv(io.StringIO(store.read_text(key)))
+            elif old_version is not None and old_version != run_id:
+                yield Carried(old_version, m["products"])
+
     # The partitions document must be servable before anything is recorded (each
     # promoted partition's model was loaded in its own task, `train_partition`).
     candidate = ChampionPointer(run_id, run_id, writer.uri, rs.now(), kind=PARTITIONED)
@@ -664,7 +667,7 @@ def gather(
         run_uri=writer.uri,
         metrics=metrics,
         reason=reason,
-        residuals=residuals,
+        residuals=residuals(),
         request_id=opts.request.request_id,
     )
     publish(
