@@ -93,6 +93,29 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "unmoved_blend_tails": True,
     },
 }
+# issue 27's fifth pass: a per-product tail (the trainer's tails, the blend's unmoved)
+_T3 = {"tails": True, "unmoved_blend_tails": True}
+_T2 = _T3 | {"tail_levels": (0.1, 0.9)}
+VARIANTS |= {
+    "CQR P10/P50/P90 (fourth pass, for comparison)": _T3,
+    "normalised CQR P10/P50/P90 (score / g·s_p)": _T3 | {"tail_scale": "product"},
+    "normalised CQR P10/P90 (score / g·s_p)": _T2 | {"tail_scale": "product"},
+    "normalised CQR P10/P50/P90 (score / tails' width)": _T3 | {"tail_scale": "width"},
+    "Mondrian CQR per product, k 28": _T3 | {"tail_shrinkage": 28.0},
+    "Mondrian CQR per product, k 56": _T3 | {"tail_shrinkage": 56.0},
+    "normalised + Mondrian per product, k 28": _T3
+    | {"tail_scale": "product", "tail_shrinkage": 28.0},
+    "normalised + Mondrian per product, k 56": _T3
+    | {"tail_scale": "product", "tail_shrinkage": 56.0},
+    "tail or residual quantile per level (validation pinball)": _T3 | {"tail_choice": "level"},
+    "tail or residual quantile per product (validation pinball)": _T3 | {"tail_choice": "product"},
+    "normalised CQR, tail or residual per level": _T3
+    | {"tail_scale": "product", "tail_choice": "level"},
+    "normalised CQR, tail or residual per product": _T3
+    | {"tail_scale": "product", "tail_choice": "product"},
+    "normalised + Mondrian k 28, tail or residual per level": _T3
+    | {"tail_scale": "product", "tail_shrinkage": 28.0, "tail_choice": "level"},
+}
 # the options above that are not `fit_intervals`' but transforms of its calibration here
 EXTRA_OPTIONS = (
     "zero_threshold",
@@ -461,14 +484,22 @@ def guard_coverage(dump: dict[str, Any], **options: Any) -> tuple[float, float]:
     return coverage, float(np.std(boot))
 
 
-def variants_rows(forecasts: pd.DataFrame, scale_frame: pd.DataFrame, dumps: dict) -> pd.DataFrame:
+def variants_rows(
+    forecasts: pd.DataFrame,
+    scale_frame: pd.DataFrame,
+    dumps: dict,
+    match: tuple[str, ...] = (),
+) -> pd.DataFrame:
     """Per (variant, cutoff): the served `coverage_80`, `coverage_80_p10`, `wspl` and the
-    guard's test-split coverage (`guard`, its bootstrap error `guard_sd`) of each `VARIANTS` entry, and the run's
-    reference models' interval fields (no guard)."""
+    guard's test-split coverage (`guard`, its bootstrap error `guard_sd`) of each
+    `VARIANTS` entry (`match`: only those whose name contains one of these strings), and
+    the run's reference models' interval fields (no guard)."""
     from experiments.metrics import interval_scores
 
     rows = []
     for name, options in VARIANTS.items():
+        if match and not any(m in name for m in match):
+            continue
         new = requantile(forecasts[forecasts["model"] == "trainer"], dumps, **options)
         scores = interval_scores(new, scale_frame).assign(variant=name)
         guard = {c: guard_coverage(d, **options) for c, d in dumps.items()}
@@ -574,6 +605,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", action="store_true", help="print the VARIANTS table")
     p.add_argument("--json", type=Path, help="with --variants: also write its rows here")
     p.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        help="with --variants: only the variants whose name contains this (repeatable)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="compare with the run's own quantiles instead of writing (largest difference)",
@@ -606,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
             [pd.read_csv(r / "scales.csv", parse_dates=["cutoff"]) for r in raws],
             ignore_index=True,
         ).drop_duplicates(["cutoff", "product_id"])  # runs split by models: the same cutoffs
-        rows = variants_rows(forecasts, scale_frame, dumps)
+        rows = variants_rows(forecasts, scale_frame, dumps, tuple(args.match))
         print(variants_table(rows))
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)

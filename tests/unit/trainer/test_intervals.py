@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -281,3 +283,71 @@ def test_a_blend_gets_lightgbms_tails_moved_by_its_difference_only_when_asked() 
     out = with_blend_tails(blended, gbm, "predicted", move=True)
     assert out["tail_p10"].tolist() == [9.0, 1.0] and out["tail_p90"].tolist() == [16.0, 8.0]
     assert with_blend_tails(blended, gbm[["predicted"]], "predicted").equals(blended)
+
+
+def _global_tails(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with one shared tail for every product (a global booster's): the 10-90
+    range of sd 3, whatever the product's own noise (1 to 8)."""
+    sd = 3.0 * (1 + frame["horizon_step"].to_numpy() / 28)
+    return frame.assign(
+        tail_p10=frame["predicted"] - 1.2816 * sd, tail_p90=frame["predicted"] + 1.2816 * sd
+    )
+
+
+def _per_product_coverage(test: pd.DataFrame) -> pd.Series:
+    hit = (test["actual"] >= test["p10"]) & (test["actual"] <= test["p90"])
+    return hit.groupby(test["product_id"]).mean()
+
+
+def _narrow(frame: pd.DataFrame) -> pd.DataFrame:
+    return _tailed(frame, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("options", "tailed"),
+    [
+        ({"tail_scale": "product"}, _narrow),
+        ({"tail_shrinkage": 28.0}, _global_tails),
+        ({"tail_shrinkage": 28.0}, _narrow),
+        ({"tail_choice": "product"}, _global_tails),
+    ],
+    ids=["normalised", "mondrian-global", "mondrian-narrow", "choice-global"],
+)
+def test_per_product_tails_cover_the_products_a_shared_shift_misses(
+    options: dict, tailed: Any
+) -> None:
+    """One additive shift per band under-covers the noisy products when the tails are
+    too narrow by half for every product (the shift is sized for the typical product)
+    or are one global spread (too narrow for noisy products, too wide for quiet ones).
+    The normalised score (the shift in units of the product's residual scale) fixes the
+    first; the per-product offsets fix both; the per-product choice of the residual
+    quantile the second (issue 27, fifth pass). The normalised score cannot fix a
+    global spread: its shift multiplies a tail that is not the product's."""
+    shared = fit_intervals(tailed(_frame(0, NOISE)), NAIVE, zero_mass=False)
+    mine = fit_intervals(tailed(_frame(0, NOISE)), NAIVE, zero_mass=False, **options)
+    test = tailed(_frame(1, NOISE))
+    before, after = (_per_product_coverage(c.apply(test)) for c in (shared, mine))
+    noisy = [p for p, s in NOISE.items() if s == 8.0]
+    assert before[noisy].mean() < 0.72  # the failure the per-product tails address
+    assert after[noisy].mean() > 0.74
+    assert 0.76 <= coverage_summary(mine.apply(test))["coverage"] <= 0.86
+    assert IntervalCalibration.from_dict(mine.to_dict()) == mine
+
+
+def test_tail_options_are_checked_and_a_worse_tail_is_not_chosen() -> None:
+    frame = _global_tails(_frame(0, NOISE))
+    for bad in ({"tail_scale": "nope"}, {"tail_choice": "x"}, {"tail_shrinkage": -1.0}):
+        with pytest.raises(ValueError, match="tail_"):
+            fit_intervals(frame, NAIVE, **bad)
+    # tails of pure noise lose to the residual quantiles on the calibration rows
+    rng = np.random.default_rng(3)
+    junk = frame.assign(
+        tail_p10=100 - 40 * rng.random(len(frame)), tail_p90=100 + 40 * rng.random(len(frame))
+    )
+    chosen = fit_intervals(junk, NAIVE, tail_choice="level")
+    assert all(use == (False, False) for use in chosen.tail_use.values())
+    plain = fit_intervals(_frame(0, NOISE), NAIVE)
+    test = _frame(1, NOISE).assign(tail_p10=90.0, tail_p90=110.0)
+    np.testing.assert_allclose(
+        chosen.apply(test)[["p10", "p90"]], plain.apply(test)[["p10", "p90"]]
+    )

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,13 @@ LEVEL_OFFSET = 1.0  # c, in units: keeps the level factor finite for a zero fore
 # trusted to scale the error by more than this
 LEVEL_FACTOR_BOUNDS = (0.25, 4.0)
 INTERVALS = "intervals.json"  # under a run's model/: {kind: calibration}
+# the quantile tails' conformity score (issue 27): its unit, each product's own offset,
+# and whether the tail or the residual quantile serves a level (`fit_intervals`)
+TAIL_SCALES = ("band", "product", "width")
+TAIL_CHOICES = ("none", "level", "product")
+DEFAULT_TAIL_SCALE = "band"
+DEFAULT_TAIL_SHRINKAGE: float | None = None
+DEFAULT_TAIL_CHOICE = "none"
 
 
 def tail_column(level: float) -> str:
@@ -131,6 +138,15 @@ class IntervalCalibration:
     # the quantile tails' levels and per-band shifts (bands, tail levels); empty: none
     tail_levels: tuple[float, ...] = ()
     tail_shifts: tuple[tuple[float, ...], ...] = ()
+    # the unit the tail shifts are in (`TAIL_SCALES`): "band" units, "product" the row's
+    # residual scale g·s_p (normalised CQR), "width" the tails' own 10-90 width + c
+    tail_scale: str = "band"
+    # product -> its own offset per tail level, in the shift's unit, added to the band's
+    # (Mondrian CQR per product, shrunk toward 0 where the product has few rows)
+    tail_offsets: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # product -> per tail level, whether the tail serves it (False: the residual quantile,
+    # chosen on the calibration rows' pinball loss); a product not listed: the tail
+    tail_use: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -177,11 +193,20 @@ class IntervalCalibration:
                     values[p0 > a, i] = 0.0
         if tails and self.tail_shifts:
             shift = np.asarray(self.tail_shifts, dtype=float)[self.band(step)]  # (N, T)
+            unit = tail_unit(self.tail_scale, scale, tails, len(point))
+            n_tails = len(self.tail_levels)
+            offsets = np.array(
+                [self.tail_offsets.get(p, (0.0,) * n_tails) for p in unique], dtype=float
+            ).reshape(len(unique), n_tails)[row]
+            use = np.array(
+                [self.tail_use.get(p, (True,) * n_tails) for p in unique], dtype=bool
+            ).reshape(len(unique), n_tails)[row]
             for j, a in enumerate(self.tail_levels):
                 if a in tails and a in self.levels:
                     i = self.levels.index(a)
-                    tail = np.asarray(tails[a], dtype=float) + shift[:, j]
-                    values[:, i] = np.where(np.isnan(tail), values[:, i], np.clip(tail, 0, None))
+                    tail = np.asarray(tails[a], dtype=float) + unit * (shift[:, j] + offsets[:, j])
+                    keep = np.isnan(tail) | ~use[:, j]
+                    values[:, i] = np.where(keep, values[:, i], np.clip(tail, 0, None))
         values = np.maximum.accumulate(values, axis=1)  # quantiles never cross
         return {c: values[:, i] for i, c in enumerate(self.columns)}
 
@@ -233,6 +258,9 @@ class IntervalCalibration:
             "zero_model": list(self.zero_model),
             "tail_levels": list(self.tail_levels),
             "tail_shifts": [list(t) for t in self.tail_shifts],
+            "tail_scale": self.tail_scale,
+            "tail_offsets": {k: list(v) for k, v in self.tail_offsets.items()},
+            "tail_use": {k: list(v) for k, v in self.tail_use.items()},
         }
 
     @classmethod
@@ -252,6 +280,13 @@ class IntervalCalibration:
             zero_model=tuple(float(b) for b in data.get("zero_model", ())),
             tail_levels=tuple(float(a) for a in data.get("tail_levels", ())),
             tail_shifts=tuple(tuple(float(v) for v in t) for t in data.get("tail_shifts", ())),
+            tail_scale=str(data.get("tail_scale", "band")),
+            tail_offsets={
+                str(k): tuple(float(x) for x in v) for k, v in data.get("tail_offsets", {}).items()
+            },
+            tail_use={
+                str(k): tuple(bool(x) for x in v) for k, v in data.get("tail_use", {}).items()
+            },
         )
 
 
@@ -360,13 +395,26 @@ def fit_intervals(
     groups: Mapping[str, str] | None = None,
     level_power: float = DEFAULT_LEVEL_POWER,
     zero_mass: bool = True,
+    tail_scale: str = DEFAULT_TAIL_SCALE,
+    tail_shrinkage: float | None = DEFAULT_TAIL_SHRINKAGE,
+    tail_choice: str = DEFAULT_TAIL_CHOICE,
 ) -> IntervalCalibration:
     """Calibrate intervals on out-of-sample forecasts `frame` (product_id, target_date,
     horizon_step, actual, predicted: e.g. validation windows of a held-out model).
 
     `level_power`: γ of the level factor (0: the scale does not follow the forecast's
     level); `zero_mass`: lower quantiles at 0 below each product's zero-sales share
-    (see the module docstring)."""
+    (see the module docstring). Where `frame` carries quantile tails (`tail_p10`, ...):
+    `tail_scale` the unit of their conformity score (`TAIL_SCALES`), `tail_shrinkage`
+    pseudo-rows of each product's own offset (None: none), `tail_choice` whether the
+    tail or the residual quantile serves a level, on the calibration rows' pinball loss
+    (`TAIL_CHOICES`)."""
+    if tail_scale not in TAIL_SCALES:
+        raise ValueError(f"tail_scale must be one of {TAIL_SCALES}, got {tail_scale!r}")
+    if tail_choice not in TAIL_CHOICES:
+        raise ValueError(f"tail_choice must be one of {TAIL_CHOICES}, got {tail_choice!r}")
+    if tail_shrinkage is not None and not (np.isfinite(tail_shrinkage) and tail_shrinkage >= 0):
+        raise ValueError(f"tail_shrinkage must be None or a number >= 0, got {tail_shrinkage}")
     levels = tuple(sorted(float(a) for a in levels))
     if not levels or any(not 0.0 < a < 1.0 for a in levels):
         raise ValueError(f"interval levels must lie in (0, 1), got {levels}")
@@ -402,8 +450,12 @@ def fit_intervals(
         if zb.size == 0:  # a band beyond the horizon, or empty: the previous band's
             zb = z[band == b - 1] if b else z
         quantiles.append(tuple(_conformal_quantile(zb, a) for a in levels))
-    tail_levels, tail_shifts = _tail_shifts(data, levels, band, len(starts))
-    return IntervalCalibration(
+    tail_levels = tuple(a for a in levels if tail_column(a) in data.columns)
+    tails = {a: data[tail_column(a)].to_numpy(dtype=float) for a in tail_levels}
+    unit = tail_unit(tail_scale, s * factor, tails, len(point)) if tails else np.ones(0)
+    unit = np.where(unit > 1e-9, unit, np.nan)
+    tail_shifts = _tail_shifts(data, tail_levels, unit, band, len(starts))
+    cal = IntervalCalibration(
         levels=levels,
         band_starts=tuple(int(b) for b in band_starts),
         quantiles=tuple(quantiles),
@@ -416,17 +468,129 @@ def fit_intervals(
         **(_zero_mass(data, codes, uniques, mean) if zero_mass else {}),
         tail_levels=tail_levels,
         tail_shifts=tail_shifts,
+        tail_scale=tail_scale,
     )
+    if not tail_levels:
+        return cal
+    if tail_shrinkage is not None:
+        shift = np.asarray(tail_shifts, dtype=float)[band]  # (N, T)
+        cal = replace(
+            cal,
+            tail_offsets=_tail_offsets(data, tails, unit, shift, codes, uniques, tail_shrinkage),
+        )
+    if tail_choice != "none":
+        cal = _choose_tails(cal, data, tails, codes, uniques, tail_choice)
+    return cal
+
+
+def tail_unit(
+    kind: str, scale: np.ndarray, tails: Mapping[float, np.ndarray], n: int
+) -> np.ndarray:
+    """Each row's unit of the tails' conformity score under `tail_scale` `kind`: 1
+    ("band"), the row's residual scale `scale` = g·s_p ("product": normalised CQR, the
+    shift grows with the product's own error scale), or the tails' outermost width
+    plus `LEVEL_OFFSET` ("width": the boosters' own spread, Romano et al.'s normalised
+    variant)."""
+    if kind == "band":
+        return np.ones(n)
+    if kind == "product":
+        return np.asarray(scale, dtype=float)
+    if kind == "width":
+        lo, hi = min(tails), max(tails)
+        if not lo < 0.5 < hi:
+            raise ValueError("tail_scale 'width' needs a tail on each side of the median")
+        width = np.nan_to_num(np.asarray(tails[hi]) - np.asarray(tails[lo]), nan=0.0)
+        return np.clip(width, 0.0, None) + LEVEL_OFFSET
+    raise ValueError(f"tail_scale must be one of {TAIL_SCALES}, got {kind!r}")
+
+
+def _tail_offsets(
+    data: pd.DataFrame,
+    tails: Mapping[float, np.ndarray],
+    unit: np.ndarray,
+    shift: np.ndarray,
+    codes: np.ndarray,
+    uniques: Sequence[str],
+    shrinkage: float,
+) -> dict[str, tuple[float, ...]]:
+    """Mondrian CQR per product, shrunk: for each tail level `α`, the product's own
+    quantile at `α` of its rows' scores beyond their band's shift, times `n/(n + k)` (`n`
+    its distinct target days, `k` = `shrinkage`), so a product whose errors outrun the
+    shared shift gets a wider tail and one with few rows keeps about the band's."""
+    actual = data["actual"].to_numpy(dtype=float)
+    days = (
+        pd.DataFrame({"c": codes, "d": data["target_date"].to_numpy()})
+        .drop_duplicates()
+        .groupby("c")
+        .size()
+    )
+    n_days = days.reindex(range(len(uniques)), fill_value=0).to_numpy(dtype=float)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    levels = list(tails)
+    excess = np.column_stack(
+        [(actual - tails[a]) / unit - shift[:, j] for j, a in enumerate(levels)]
+    )[order]
+    out = {}
+    for c, p in enumerate(uniques):
+        rows = excess[bounds[c] : bounds[c + 1]]
+        weight = n_days[c] / (n_days[c] + shrinkage) if n_days[c] else 0.0
+        offsets = []
+        for j, a in enumerate(levels):
+            r = rows[:, j][np.isfinite(rows[:, j])]
+            offsets.append(weight * _conformal_quantile(r, a) if r.size else 0.0)
+        out[str(p)] = tuple(offsets)
+    return out
+
+
+def _choose_tails(
+    cal: IntervalCalibration,
+    data: pd.DataFrame,
+    tails: Mapping[float, np.ndarray],
+    codes: np.ndarray,
+    uniques: Sequence[str],
+    how: str,
+) -> IntervalCalibration:
+    """`cal` with each tail level served by the tail or by the residual quantile,
+    whichever has the lower mean pinball loss on the calibration rows: for all products
+    together (`how` "level") or each product's own rows ("product")."""
+    products = data["product_id"].astype(str).to_numpy()
+    step = data["horizon_step"].to_numpy()
+    point = data["predicted"].to_numpy(dtype=float)
+    actual = data["actual"].to_numpy(dtype=float)
+    with_tails = cal.quantile_values(products, step, point, tails)
+    without = replace(cal, tail_levels=(), tail_shifts=()).quantile_values(products, step, point)
+    wins = []
+    for a in cal.tail_levels:
+        col = column_name(a)
+        gain = pinball_loss(actual, without[col], a) - pinball_loss(actual, with_tails[col], a)
+        if how == "level":
+            wins.append(np.full(len(uniques), np.nansum(gain) >= 0))
+        else:
+            wins.append(
+                np.bincount(codes, weights=np.nan_to_num(gain), minlength=len(uniques)) >= 0
+            )
+    use = np.column_stack(wins)
+    return replace(cal, tail_use={str(p): tuple(map(bool, use[c])) for c, p in enumerate(uniques)})
+
+
+def pinball_loss(actual: np.ndarray, quantile: np.ndarray, level: float) -> np.ndarray:
+    """Each row's pinball (quantile) loss of `quantile` at `level` for `actual`."""
+    diff = np.asarray(actual, dtype=float) - np.asarray(quantile, dtype=float)
+    return np.maximum(level * diff, (level - 1) * diff)
 
 
 def _tail_shifts(
-    data: pd.DataFrame, levels: tuple[float, ...], band: np.ndarray, n_bands: int
-) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
-    """The levels of `levels` whose tail column `data` carries, and each band's
-    split-conformal shift of them: the quantile at `α` of `actual - tail`."""
-    tail_levels = tuple(a for a in levels if tail_column(a) in data.columns)
+    data: pd.DataFrame,
+    tail_levels: tuple[float, ...],
+    unit: np.ndarray,
+    band: np.ndarray,
+    n_bands: int,
+) -> tuple[tuple[float, ...], ...]:
+    """Each band's split-conformal shift of the tail levels: the quantile at `α` of the
+    score `(actual - tail) / unit` (`unit`: `tail_unit`'s)."""
     if not tail_levels:
-        return (), ()
+        return ()
     actual = data["actual"].to_numpy(dtype=float)
     shifts = []
     for b in range(n_bands):
@@ -435,10 +599,10 @@ def _tail_shifts(
             mine = band == b - 1 if b else np.ones_like(band, dtype=bool)
         row = []
         for a in tail_levels:
-            r = actual[mine] - data[tail_column(a)].to_numpy(dtype=float)[mine]
+            r = (actual[mine] - data[tail_column(a)].to_numpy(dtype=float)[mine]) / unit[mine]
             row.append(_conformal_quantile(r[np.isfinite(r)], a))
         shifts.append(tuple(row))
-    return tail_levels, tuple(shifts)
+    return tuple(shifts)
 
 
 ZERO_MODEL_ROWS = 200_000  # the zero model is fitted on at most this many rows (3 numbers)
