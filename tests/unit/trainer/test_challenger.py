@@ -354,3 +354,25 @@ def test_lightgbm_history_lengths_collapse_on_short_data() -> None:
         TrainConfig(gbm_history_days=())
     with pytest.raises(ValueError, match="gbm_history_days"):
         TrainConfig(gbm_history_days=(364, -1))
+
+
+@pytest.mark.slow
+def test_a_skipped_fairness_comparison_trains_one_lstm_and_changes_nothing_else(
+    challenger,
+) -> None:
+    """Issue 26: a partitioned run skips the LSTM without group DRO and says why."""
+    from trainer.models.challenger import train_challenger
+
+    _, prepared, params, full = challenger
+    ch = train_challenger(prepared, params, CFG, gbm_threads=1, fairness_comparison="why")
+    assert ch.plain is None and full.plain is not None
+    assert set(ch.fairness_evaluations) == {"with"}
+    assert ch.fairness_compare == {
+        "with group DRO": full.fairness_compare["with group DRO"],
+        "without": {"skipped": "why"},
+    }
+    assert ch.kind == full.kind
+    for kind, scores in full.candidates.items():
+        assert ch.candidates[kind] == pytest.approx(scores)
+    with pytest.raises(ValueError, match="reason it is skipped"):
+        train_challenger(prepared, params, CFG, fairness_comparison="")

@@ -351,3 +351,11 @@ def test_the_email_attaches_the_worst_served_products_of_a_large_catalogue(monke
     assert set(attached["product_id"]) == {DOLLAR, "d"}
     md = rp.render_partitioned_markdown(_data(markers))
     assert "The email's `per_product.csv` holds the 2 worst-served of the 5 products" in md
+
+
+def test_the_report_says_the_fairness_comparison_was_skipped() -> None:
+    md = rp.render_partitioned_markdown(_data(_markers()))
+    assert (
+        "Fairness comparison (the LSTM with and without group DRO): skipped in a "
+        "partitioned run" in md
+    )

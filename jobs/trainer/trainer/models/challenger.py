@@ -78,7 +78,8 @@ class Challenger:
 
     kind: str
     lstm: Trained  # with group DRO (served as `lstm` and in the blend)
-    plain: Trained  # the same network without DRO (the fairness comparison)
+    # the same network without DRO (the fairness comparison); None where it was skipped
+    plain: Trained | None
     gbm: GBMForecaster  # the served LightGBM: the refit when there is one
     correction: BiasCorrection  # for the DRO LSTM
     blend_weight: float
@@ -87,6 +88,7 @@ class Challenger:
     evaluation: Evaluation  # of `test`
     candidates: dict[str, dict[str, float]]  # kind -> validation and test scores
     validation: dict[str, Any]  # the served forecaster's validation figures
+    # {"with group DRO": figures, "without": figures, or {"skipped": why}}
     fairness_compare: dict[str, dict[str, Any]]
     fairness_evaluations: dict[str, Evaluation]
     bias_effect: dict[str, Any]
@@ -283,6 +285,7 @@ def train_challenger(
     kinds: tuple[str, ...] = CANDIDATES,
     gbm_threads: int | None = None,
     always_refit: bool = False,
+    fairness_comparison: bool | str = True,
 ) -> Challenger:
     """Train the candidates, choose the served one on validation, evaluate on test.
 
@@ -291,7 +294,16 @@ def train_challenger(
     day when the chosen kind uses it (or always, with `always_refit`: the backtest
     forecasts every candidate). LightGBM trains with `gbm_threads` threads, by default
     the task's CPUs (`task_threads`).
+
+    `fairness_comparison`: True trains the LSTM a second time without group DRO, for the
+    report's comparison (`fairness_compare`, `fairness_evaluations["without"]`). A string
+    skips it and says why (issue 26: a partitioned run's partitions have no report of
+    their own, the second LSTM was half the LSTMs' CPU there): `plain` is then None,
+    `fairness_compare["without"]` is `{"skipped": why}` and `fairness_evaluations` has
+    only "with".
     """
+    if not fairness_comparison:
+        raise ValueError("fairness_comparison must be True or the reason it is skipped")
     gbm_threads = gbm_threads or task_threads()
     unknown = set(kinds) - set(CANDIDATES)
     if not kinds or unknown:
@@ -304,7 +316,8 @@ def train_challenger(
 
     with timed(log, "stage lstm", stage="lstm"):
         dro = train(prepared, params, cfg, fairness=True)
-        plain = train(prepared, params, cfg, fairness=False)
+        compare = fairness_comparison is True
+        plain = train(prepared, params, cfg, fairness=False) if compare else None
     with timed(log, "stage bias correction", stage="bias"):
         val_every = predict_split(dro.model, prepared, "val", every=cfg.val_origin_every)
         correction = fit_bias_correction(val_every, cfg.bias_shrinkage)
@@ -357,11 +370,18 @@ def train_challenger(
         ),
     }
     ev_dro = evaluate(test_lstm_raw, prepared)
-    ev_plain = evaluate(predict_split(plain.model, prepared, "test"), prepared)
-    fairness_compare = {
+    fairness_evaluations = {"with": ev_dro}
+    fairness_compare: dict[str, dict[str, Any]] = {
         "with group DRO": ev_dro.metrics["fairness"] | {"rmsse": ev_dro.metrics["model"]["rmsse"]},
-        "without": ev_plain.metrics["fairness"] | {"rmsse": ev_plain.metrics["model"]["rmsse"]},
     }
+    if plain is not None:
+        ev_plain = evaluate(predict_split(plain.model, prepared, "test"), prepared)
+        fairness_evaluations["without"] = ev_plain
+        fairness_compare["without"] = ev_plain.metrics["fairness"] | {
+            "rmsse": ev_plain.metrics["model"]["rmsse"]
+        }
+    else:
+        fairness_compare["without"] = {"skipped": str(fairness_comparison)}
     return Challenger(
         kind=kind,
         lstm=dro,
@@ -375,7 +395,7 @@ def train_challenger(
         candidates=candidates,
         validation=validation,
         fairness_compare=fairness_compare,
-        fairness_evaluations={"with": ev_dro, "without": ev_plain},
+        fairness_evaluations=fairness_evaluations,
         bias_effect=correction_effect(test_lstm_raw, correction),
         gbm_heldout=gbm if served_gbm is not gbm else None,
         intervals=intervals,

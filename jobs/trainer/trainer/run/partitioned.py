@@ -66,7 +66,7 @@ from forecastguard.logs import get_logger, timed
 from forecastguard.safetext import csv_text
 from forecastguard.storage import ArtifactNotFound, ArtifactStore
 from trainer.judge.promotion import Decision
-from trainer.report.partitioned import shap_document
+from trainer.report.partitioned import FAIRNESS_SKIPPED, shap_document
 from trainer.run.options import JobOptions
 from trainer.run.partitions import Partitioning, make_partitioning, partitions_of_task
 
@@ -276,7 +276,9 @@ def train_partition(
     champion = ChampionPointer.from_entry(entry) if entry else None
     with timed(log, "stage partition", stage="partition", partition=name, products=len(products)):
         prepared = prepare(load_sales(engine, products=products), cfg)
-        ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)
+        ch = train_challenger(
+            prepared, params, cfg, kinds=TRAINED_KINDS, fairness_comparison=FAIRNESS_SKIPPED
+        )
         j = rs.judge(store, prepared, ch, opts.tolerances, run_id, workdir / name, champion)
         base_eval = baseline_evaluation(ch.evaluation, j.base_kind.split(":", 1)[1])
         explanation = explain_partition(ch, prepared, params, j, run_id, opts)
@@ -320,6 +322,7 @@ def train_partition(
             "products": len(products),
             "candidates": ch.candidates,
             "served_kind_chosen_on_validation": ch.kind,
+            "fairness_comparison": ch.fairness_compare,
             "champion": {
                 "model_version": j.champion.model_version,
                 "note": j.champion.note,
@@ -603,6 +606,7 @@ def gather(
             else {"model_version": getattr(read_champion(store), "model_version", None)}
         ),
         "promotion_modes": means,
+        "fairness_comparison": {"skipped": FAIRNESS_SKIPPED},
         "decision": asdict(decision),
         "tuning": tuning,
     }
