@@ -40,10 +40,10 @@ from forecastguard.db.schema import model_residuals, predictions, sales
 log = logging.getLogger(__name__)
 
 MIN_HISTORY_DAYS = 28  # four weeks of history for the seasonal-naive scale
-# The forecasts of the reference's days, of the window's and the window's intervals are
-# read on their own connections (READ_WORKERS threads) while the sales are (issue 23: the
-# database's aggregation of 120 days of rows was most of a check's time; on two cores the
-# reads overlap).
+# The forecasts (with the window's intervals; on SQLite the reference's days and the
+# window's apart) are read on their own connections (READ_WORKERS threads) while the
+# sales are (issue 23: the database's aggregation of 120 days of rows was most of a
+# check's time; on two cores the reads overlap).
 READ_WORKERS = 2
 _JULIAN_DAY_OF_ORDINAL_0 = 1721424.5  # julianday('0001-01-01') - date(1, 1, 1).toordinal()
 _TO_DAYS_OF_ORDINAL_0 = 365  # MySQL's TO_DAYS('0001-01-01') - date(1, 1, 1).toordinal()
@@ -385,12 +385,18 @@ def _entries(exprs: list[sa.ColumnElement], dialect: str) -> list[sa.ColumnEleme
     significant digits, as CAST would): concatenating each row's values first costs it
     more. MySQL: one aggregate of "value:value" entries, the cheaper form there.
     """
+    return [sa.func.group_concat(e) for e in _entry_texts(exprs, dialect)]
+
+
+def _entry_texts(exprs: list[sa.ColumnElement], dialect: str) -> list[sa.ColumnElement]:
+    """What `_entries` aggregates: SQLite the numbers themselves, MySQL one text
+    "value:value" a row."""
     if dialect == "sqlite":
-        return [sa.func.group_concat(e) for e in exprs]
+        return list(exprs)
     entry = _as_text(exprs[0])
     for expr in exprs[1:]:
         entry = entry + ":" + _as_text(expr)
-    return [sa.func.group_concat(entry)]
+    return [entry]
 
 
 def _units(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
@@ -427,35 +433,61 @@ def _read_sales(
 
 
 def _fetch_forecasts(
-    conn: sa.Connection, hist_start: date, first: date, last: date, planned: bool
+    conn: sa.Connection,
+    hist_start: date,
+    first: date,
+    last: date,
+    planned: bool,
+    window_start: date | None = None,
 ) -> list:
     """The forecasts for the days `first`..`last`, one row a product: (id, count, its
     days and values as text (`_entries`), the model versions that made them — one
-    DISTINCT set a product: the spans asked for are the reference's days and the
-    window's, so no per-row tag is built to tell them apart). Parsed by the caller
-    (`_parse_groups`), one span at a time (the texts are tens of MB). `planned`: see
+    DISTINCT set a product, two (the days before `window_start`, then the days from it)
+    when the span has days on both sides of `window_start` — then, when the span holds
+    the window (`window_start` given), the served intervals of its window days: their
+    count and their days, P10 and P90 as text (`_band_entries`; NULL text and count 0:
+    none), rows without both bounds left out. Parsed by the caller (`_parse_groups`,
+    `_match_bands`), one span at a time (the texts are tens of MB). `planned`: see
     `_days_between`.
+
+    One read of the rows for all they give: each read of predictions scans the table's
+    primary key (`_by_product`), 0.2-0.3 s of MariaDB's CPU for 1.2 million rows even
+    when it sends nothing (the window's intervals read on their own re-scanned it).
     """
     dialect = conn.dialect.name
     p = predictions
     dates = _days_between(p.c.target_date, first, last, dialect, planned)
-    return conn.execute(
-        _by_product(
-            sa.select(
-                p.c.product_id,
-                sa.func.count(),
-                *_entries(
-                    [
-                        _day_offset(p.c.target_date, hist_start, dialect),
-                        _exact(p.c.predicted_units, dialect),
-                    ],
-                    dialect,
-                ),
-                sa.func.group_concat(p.c.model_version.distinct()),
-            )
-            .where(dates)
-            .group_by(p.c.product_id)
+    columns: list[sa.ColumnElement] = [
+        p.c.product_id,
+        sa.func.count(),
+        *_entries(
+            [
+                _day_offset(p.c.target_date, hist_start, dialect),
+                _exact(p.c.predicted_units, dialect),
+            ],
+            dialect,
+        ),
+    ]
+    if window_start is not None and first < window_start:
+        before = p.c.target_date < window_start
+        columns += [
+            sa.func.group_concat(sa.case((before, p.c.model_version)).distinct()),
+            sa.func.group_concat(sa.case((~before, p.c.model_version)).distinct()),
+        ]
+    else:
+        columns.append(sa.func.group_concat(p.c.model_version.distinct()))
+    if window_start is not None:
+        banded = sa.and_(
+            p.c.target_date >= window_start,
+            p.c.predicted_p10.is_not(None),
+            p.c.predicted_p90.is_not(None),
         )
+        columns += [
+            sa.func.count(sa.case((banded, 1))),
+            *_band_entries(banded, hist_start, dialect),
+        ]
+    return conn.execute(
+        _by_product(sa.select(*columns).where(dates).group_by(p.c.product_id))
     ).all()
 
 
@@ -497,6 +529,9 @@ class _Reads:
             self._pool.shutdown(wait=True)
 
 
+_PARSE_PRODUCTS = 2500  # products whose forecasts' text is parsed at once (`_read`)
+
+
 def _read(
     reads: _Reads,
     conn: sa.Connection,
@@ -507,15 +542,31 @@ def _read(
     planned: bool,
 ):
     """The sales (on `conn`) and, at the same time (`reads`), the forecasts of the
-    reference's days and of the window's, matched by (product, day) in numpy.
+    reference's days and of the window's, matched by (product, day) in numpy, and the
+    rows of the window's served intervals (`_fetch_forecasts`, for `_match_bands`).
 
     Cheaper than joining in the database on SQLite as on MySQL (10,000 products x 60
     days: the join's 600,000 index look-ups and the per-row text of both numbers cost
-    more than two sequential reads).
+    more than two sequential reads). MySQL reads the forecasts of all those days at once
+    (each read scans the primary key: `_fetch_forecasts`); SQLite skip-scans the days
+    asked for, so the reference's days and the window's are two reads that run at the
+    same time.
     """
-    spans = [(ref_start, window_start - timedelta(days=1)), (window_start, as_of)]
+    joined = conn.dialect.name != "sqlite"
+    if joined:
+        spans = [(ref_start, as_of)]
+    else:
+        spans = [(ref_start, window_start - timedelta(days=1)), (window_start, as_of)]
     pending = [
-        reads.submit(_fetch_forecasts, hist_start, first, last, planned) for first, last in spans
+        reads.submit(
+            _fetch_forecasts,
+            hist_start,
+            first,
+            last,
+            planned,
+            window_start if last == as_of else None,
+        )
+        for first, last in spans
     ]
     ids, counts, frame = _read_sales(conn, hist_start, as_of)
     n_days = (as_of - hist_start).days + 1
@@ -524,61 +575,66 @@ def _read(
     versions: set[str] = set()  # those that forecast the window
     reference: list[frozenset[str]] = [frozenset()] * len(ids)
     index = pd.Index(ids)
-    joined = conn.dialect.name != "sqlite"
-    for in_window in (False, True):
+    band_rows: list = []
+    made_at = 3 if joined else 4  # the first column after the entries (`_fetch_forecasts`)
+    for first, last in spans:
         rows = pending.pop(0)()  # the list held the only reference to the waiting future
-        part_ids, part_counts, part = _parse_groups(
-            rows, ["day", "pred"], joined=joined, exact=("pred",) if joined else ()
-        )
-        made = [r[-1] for r in rows]
-        del rows  # its text is parsed (tens of MB at 10,000 products x 90 days)
-        codes = index.get_indexer(part_ids)
-        pcode = np.repeat(codes, part_counts)
-        known = pcode >= 0  # forecasts of products without sales cannot be judged
-        pday = part["day"].to_numpy(np.int64)
-        dense[pcode[known], pday[known]] = part["pred"].to_numpy(np.float64)[known]
-        np.add.at(bad_pred, pcode[known & part["bad_pred"].to_numpy(bool)], 1)
-        for i, tag in zip(codes, made, strict=True):
-            made_by = frozenset(tag.split(",")) if tag else frozenset()
-            if in_window:
-                versions.update(made_by)
-            elif i >= 0:
-                reference[i] = made_by
-        del part
+        codes = index.get_indexer([r[0] for r in rows])
+        # The versions that made the reference's days, the window's, or both (in that
+        # order), then with the window its intervals' count and texts.
+        has_before, has_window = first < window_start, last == as_of
+        at = made_at + has_before
+        if has_before:
+            for i, r in zip(codes, rows, strict=True):
+                if i >= 0:
+                    reference[i] = frozenset(r[made_at].split(",")) if r[made_at] else frozenset()
+        if has_window:
+            for r in rows:
+                if r[at]:
+                    versions.update(r[at].split(","))
+            band_rows = [(r[0], *r[at + 1 :]) for r in rows if r[at + 1]]
+        # A chunk of products at a time, each parsed chunk's rows let go: the parse's
+        # copies of the whole text came on top of it (tens of MB at 10,000 products x
+        # 120 days).
+        for start in range(0, len(codes), _PARSE_PRODUCTS):
+            chunk = rows[:_PARSE_PRODUCTS]
+            del rows[:_PARSE_PRODUCTS]
+            _, part_counts, part = _parse_groups(
+                chunk, ["day", "pred"], joined=joined, exact=("pred",) if joined else ()
+            )
+            del chunk
+            pcode = np.repeat(codes[start : start + _PARSE_PRODUCTS], part_counts)
+            known = pcode >= 0  # forecasts of products without sales cannot be judged
+            pday = part["day"].to_numpy(np.int64)
+            dense[pcode[known], pday[known]] = part["pred"].to_numpy(np.float64)[known]
+            np.add.at(bad_pred, pcode[known & part["bad_pred"].to_numpy(bool)], 1)
+            del part
     codes = np.repeat(np.arange(len(ids)), counts)
     frame["pred"] = dense[codes, frame["day"].to_numpy(np.int64)]
-    return ids, counts, frame, bad_pred, versions, reference
+    return ids, counts, frame, bad_pred, versions, reference, band_rows
 
 
 _BAND_SCALE = 10_000.0  # SQLite reads the interval bounds to 1e-4 units
 
 
-def _fetch_bands(
-    conn: sa.Connection, hist_start: date, window_start: date, as_of: date, planned: bool
-) -> list:
-    """The served P10/P90 of the window's forecasts, one row a product (id, count, its
-    days and bounds as text); rows without an interval are filtered in the database.
-    Parsed by `_match_bands`."""
-    dialect = conn.dialect.name
+def _band_entries(
+    banded: sa.ColumnElement, hist_start: date, dialect: str
+) -> list[sa.ColumnElement]:
+    """The GROUP_CONCAT columns (`_entries`) of the day, P10 and P90 of the rows where
+    `banded` holds (GROUP_CONCAT skips the others' NULL). Parsed by `_match_bands`."""
     p = predictions
     bounds = [p.c.predicted_p10, p.c.predicted_p90]
-    dates = _days_between(p.c.target_date, window_start, as_of, dialect, planned)
     values = [_exact(b, dialect) for b in bounds]
     if dialect == "sqlite":
         # The bounds in 1e-4 units as integers, whose text SQLite writes far faster than a
         # REAL's.
         values = [sa.cast(sa.func.round(b * _BAND_SCALE), sa.Integer) for b in bounds]
-    return conn.execute(
-        _by_product(
-            sa.select(
-                p.c.product_id,
-                sa.func.count(),
-                *_entries([_day_offset(p.c.target_date, hist_start, dialect), *values], dialect),
-            )
-            .where(dates, p.c.predicted_p10.is_not(None), p.c.predicted_p90.is_not(None))
-            .group_by(p.c.product_id)
+    return [
+        sa.func.group_concat(sa.case((banded, entry)))
+        for entry in _entry_texts(
+            [_day_offset(p.c.target_date, hist_start, dialect), *values], dialect
         )
-    ).all()
+    ]
 
 
 def _match_bands(
@@ -589,7 +645,7 @@ def _match_bands(
     day: np.ndarray,
     n_days: int,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """`_fetch_bands`' P10/P90 matched to the sales rows (`codes`, `day`); None when no
+    """`_fetch_forecasts`' P10/P90 (the rows of (id, count, texts) with any) matched to the sales rows (`codes`, `day`); None when no
     forecast of the window has an interval."""
     if not rows:
         return None
@@ -618,8 +674,9 @@ def load_window(
     with the model versions that forecast the window), the served intervals of the
     window, the version that forecast the window's newest day, and — only when no sales
     were read — the newest sales day. Each table is read once and the rows are matched
-    in numpy (`_read`); the forecasts (the reference's days and the window's) and the
-    intervals are read on their own connections while the sales are (`_Reads`).
+    in numpy (`_read`); the forecasts with the window's intervals are read on their own
+    connections while the sales are (`_Reads`; on SQLite the reference's days and the
+    window's each on one).
     """
     if window_days < 1:
         raise ValueError(f"window_days must be >= 1, got {window_days}")
@@ -633,12 +690,9 @@ def load_window(
         planned = _sqlite_statistics(conn)
         reads = _Reads(engine, conn, READ_WORKERS)
         try:
-            band_rows = reads.submit(_fetch_bands, hist_start, window_start, as_of, planned)
-            ids, counts, frame, bad_pred, versions, reference = _read(
+            ids, counts, frame, bad_pred, versions, reference, bands = _read(
                 reads, conn, hist_start, ref_start, window_start, as_of, planned
             )
-            bands = band_rows()
-            del band_rows  # the future holds the rows too
         finally:
             reads.close()
         bad = _count_bad(ids, counts, frame["bad_units"].to_numpy(bool), "sales")
