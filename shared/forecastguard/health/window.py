@@ -439,6 +439,7 @@ def _fetch_forecasts(
     last: date,
     planned: bool,
     window_start: date | None = None,
+    products: tuple[str | None, str | None] = (None, None),
 ) -> list:
     """The forecasts for the days `first`..`last`, one row a product: (id, count, its
     days and values as text (`_entries`), the model versions that made them — one
@@ -446,8 +447,9 @@ def _fetch_forecasts(
     when the span has days on both sides of `window_start` — then, when the span holds
     the window (`window_start` given), the served intervals of its window days: their
     count and their days, P10 and P90 as text (`_band_entries`; NULL text and count 0:
-    none), rows without both bounds left out. Parsed by the caller (`_parse_groups`,
-    `_match_bands`), one span at a time (the texts are tens of MB). `planned`: see
+    none), rows without both bounds left out. Only the products from `products[0]` (if
+    any) up to before `products[1]` (if any). Parsed by the caller (`_parse_groups`,
+    `_match_bands`), one read at a time (the texts are tens of MB). `planned`: see
     `_days_between`.
 
     One read of the rows for all they give: each read of predictions scans the table's
@@ -457,6 +459,10 @@ def _fetch_forecasts(
     dialect = conn.dialect.name
     p = predictions
     dates = _days_between(p.c.target_date, first, last, dialect, planned)
+    if products[0] is not None:
+        dates = sa.and_(p.c.product_id >= products[0], dates)
+    if products[1] is not None:
+        dates = sa.and_(p.c.product_id < products[1], dates)
     columns: list[sa.ColumnElement] = [
         p.c.product_id,
         sa.func.count(),
@@ -511,6 +517,11 @@ class _Reads:
             else None
         )
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether the steps run on their own connections at the same time."""
+        return self._pool is not None
+
     def submit(self, step: Callable[..., Any], *args: Any) -> Callable[[], Any]:
         """Start `step(conn, *args)`; returns the function that waits for its result."""
         if self._pool is None:
@@ -527,6 +538,19 @@ class _Reads:
         """Wait for the workers (a failed read's siblings finish before it is raised)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _product_pivot(conn: sa.Connection) -> str | None:
+    """The middle one of the products with forecasts (None: fewer than two), from the
+    primary key's distinct first column (a loose index scan on MySQL: an index dive a
+    product, not a read of the rows)."""
+    p = predictions
+    ids = (
+        conn.execute(sa.select(p.c.product_id).group_by(p.c.product_id).order_by(p.c.product_id))
+        .scalars()
+        .all()
+    )
+    return ids[len(ids) // 2] if len(ids) >= 2 else None
 
 
 _PARSE_PRODUCTS = 2500  # products whose forecasts' text is parsed at once (`_read`)
@@ -554,9 +578,16 @@ def _read(
     """
     joined = conn.dialect.name != "sqlite"
     if joined:
-        spans = [(ref_start, as_of)]
+        # All the days at once, in two halves of the products when the reads run at the
+        # same time (each a range of the primary key: no row is scanned twice).
+        pivot = _product_pivot(conn) if reads.concurrent else None
+        ranges = [(None, None)] if pivot is None else [(None, pivot), (pivot, None)]
+        spans = [(ref_start, as_of, lo, hi) for lo, hi in ranges]
     else:
-        spans = [(ref_start, window_start - timedelta(days=1)), (window_start, as_of)]
+        spans = [
+            (ref_start, window_start - timedelta(days=1), None, None),
+            (window_start, as_of, None, None),
+        ]
     pending = [
         reads.submit(
             _fetch_forecasts,
@@ -565,8 +596,9 @@ def _read(
             last,
             planned,
             window_start if last == as_of else None,
+            (lo, hi),
         )
-        for first, last in spans
+        for first, last, lo, hi in spans
     ]
     ids, counts, frame = _read_sales(conn, hist_start, as_of)
     n_days = (as_of - hist_start).days + 1
@@ -577,7 +609,7 @@ def _read(
     index = pd.Index(ids)
     band_rows: list = []
     made_at = 3 if joined else 4  # the first column after the entries (`_fetch_forecasts`)
-    for first, last in spans:
+    for first, last, _, _ in spans:
         rows = pending.pop(0)()  # the list held the only reference to the waiting future
         codes = index.get_indexer([r[0] for r in rows])
         # The versions that made the reference's days, the window's, or both (in that
@@ -592,7 +624,7 @@ def _read(
             for r in rows:
                 if r[at]:
                     versions.update(r[at].split(","))
-            band_rows = [(r[0], *r[at + 1 :]) for r in rows if r[at + 1]]
+            band_rows += [(r[0], *r[at + 1 :]) for r in rows if r[at + 1]]
         # A chunk of products at a time, each parsed chunk's rows let go: the parse's
         # copies of the whole text came on top of it (tens of MB at 10,000 products x
         # 120 days).
