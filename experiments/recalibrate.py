@@ -115,6 +115,27 @@ VARIANTS |= {
     | {"tail_scale": "product", "tail_choice": "product"},
     "normalised + Mondrian k 28, tail or residual per level": _T3
     | {"tail_scale": "product", "tail_shrinkage": 28.0, "tail_choice": "level"},
+    # P50: the P50 tail, the residual quantile (P10/P90 variants above), or their average
+    "CQR, P50 ½ tail + ½ residual quantile": _T3 | {"tail_weight": {0.5: 0.5}},
+    "normalised CQR, P50 ½ tail + ½ residual quantile": _T3
+    | {"tail_scale": "product", "tail_weight": {0.5: 0.5}},
+    # counts: a P10 below half a unit (one unit) served as 0
+    "CQR, P10 < 0.5 served as 0": _T3 | {"lower_snap": 0.5},
+    "CQR, P10 < 1 served as 0": _T3 | {"lower_snap": 1.0},
+    "normalised CQR, P10 < 0.5 served as 0": _T3 | {"tail_scale": "product", "lower_snap": 0.5},
+    "normalised CQR, P10 < 1 served as 0": _T3 | {"tail_scale": "product", "lower_snap": 1.0},
+    "CQR, P10 < 0.1 served as 0": _T3 | {"lower_snap": 0.1},
+    "CQR, P10 < 0.2 served as 0": _T3 | {"lower_snap": 0.2},
+    "CQR, P10 < 0.3 served as 0": _T3 | {"lower_snap": 0.3},
+    "CQR, P10 < 0.05 served as 0": _T3 | {"lower_snap": 0.05},
+    # ... and the P10 shift calibrated for the whole rule (the trainer's `tail_floor`)
+    "CQR, P10 < 0.5 served as 0, calibrated": _T3 | {"tail_floor": 0.5},
+    "CQR, P10 < 1 served as 0, calibrated": _T3 | {"tail_floor": 1.0},
+    "normalised CQR, P10 < 0.5 served as 0, calibrated": _T3
+    | {"tail_scale": "product", "tail_floor": 0.5},
+    "normalised CQR, P10 < 1 served as 0, calibrated": _T3
+    | {"tail_scale": "product", "tail_floor": 1.0},
+    "CQR P10/P90, P10 < 0.5 served as 0, calibrated": _T2 | {"tail_floor": 0.5},
 }
 # the options above that are not `fit_intervals`' but transforms of its calibration here
 EXTRA_OPTIONS = (
@@ -124,6 +145,7 @@ EXTRA_OPTIONS = (
     "tail_mode",
     "tail_levels",
     "tail_weight",
+    "lower_snap",
 )
 TAIL_OPTIONS = ("tails",)  # which kinds get the quantile tails (True: every kind with them)
 
@@ -149,9 +171,10 @@ class _Combined:
 
 class _Averaged:
     """The quantile tails' levels as `weight` × the CQR tail + (1 − weight) × the residual
-    quantile (quantile averaging of the two methods); the other levels the residuals'."""
+    quantile (quantile averaging of the two methods); the other levels the residuals'.
+    `weight`: one for every tail level, or level -> weight (a level not listed: 1)."""
 
-    def __init__(self, tails: Any, residual: Any, weight: float) -> None:
+    def __init__(self, tails: Any, residual: Any, weight: float | dict[float, float]) -> None:
         self.tails, self.residual, self.weight = tails, residual, weight
         self.levels, self.columns = residual.levels, residual.columns
 
@@ -166,14 +189,35 @@ class _Averaged:
         for a in self.tails.tail_levels:
             i = cols.index(column_name(a))
             tail = t[cols[i]].to_numpy()
-            if self.weight == OUTER:  # the wider of the two
+            w = self.weight.get(a, 1.0) if isinstance(self.weight, dict) else self.weight
+            if w == OUTER:  # the wider of the two
                 values[:, i] = (
                     np.minimum(tail, values[:, i]) if a < 0.5 else np.maximum(tail, values[:, i])
                 )
             else:
-                values[:, i] = self.weight * tail + (1 - self.weight) * values[:, i]
+                values[:, i] = w * tail + (1 - w) * values[:, i]
         values = np.maximum.accumulate(values, axis=1)
         return out.assign(**{c: values[:, i] for i, c in enumerate(cols)})
+
+
+class _Snapped:
+    """The quantiles below the median of `cal` set to 0 where they fall below `floor`
+    units: sales are counts, so a P10 of 0.3 misses every day without a sale as a P10 of
+    1 would, and costs at most `α`·0.3 of pinball loss against 0 on other days."""
+
+    def __init__(self, cal: Any, floor: float) -> None:
+        self.cal, self.floor = cal, floor
+        self.levels, self.columns = cal.levels, cal.columns
+        self.tail_levels = getattr(cal, "tail_levels", ())
+
+    def apply(self, frame: pd.DataFrame, column: str = "predicted") -> pd.DataFrame:
+        """`cal.apply`, the small lower quantiles snapped to 0."""
+        out = self.cal.apply(frame, column)
+        for a, c in zip(self.levels, self.columns, strict=True):
+            if a < 0.5:
+                v = out[c].to_numpy(dtype=float)
+                out[c] = np.where(v < self.floor, 0.0, v)
+        return out
 
 
 def _rule_scores(cal: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,8 +258,12 @@ def calibrate(frame: pd.DataFrame, naive: dict[str, float], **options: Any) -> A
     from trainer.models.intervals import column_name, fit_intervals
 
     extra = {k: options.pop(k) for k in EXTRA_OPTIONS if k in options}
+    if "lower_snap" in extra:
+        floor = float(extra.pop("lower_snap"))
+        return _Snapped(calibrate(frame, naive, **options, **extra), floor)
     if "tail_weight" in extra and options.get("tails"):
-        w = float(extra.pop("tail_weight"))
+        w = extra.pop("tail_weight")
+        w = dict(w) if isinstance(w, dict) else float(w)
         tails = calibrate(frame, naive, **options, **extra)
         residual = calibrate(frame, naive, **(options | {"tails": False}))
         return _Averaged(tails, residual, w) if tails.tail_levels else residual

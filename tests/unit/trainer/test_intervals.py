@@ -351,3 +351,55 @@ def test_tail_options_are_checked_and_a_worse_tail_is_not_chosen() -> None:
     np.testing.assert_allclose(
         chosen.apply(test)[["p10", "p90"]], plain.apply(test)[["p10", "p90"]]
     )
+
+
+def _counts(seed: int) -> pd.DataFrame:
+    """Calibration-like rows of 10 intermittent products (Poisson 0.7 a day, tails from a
+    booster that cannot say 0: P10 0.02-0.3, P90 2) and 10 big sellers (Poisson 40, tails
+    at the Gaussian approximation's 10 % and 90 %)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(20):
+        small = i < 10
+        lam = 0.7 if small else 40.0
+        n = 28 * 6
+        frames.append(
+            pd.DataFrame(
+                {
+                    "product_id": f"P{i}",
+                    "target_date": pd.Timestamp("2024-01-01")
+                    + pd.to_timedelta(np.arange(n) % 84, "D"),
+                    "horizon_step": np.arange(n) % 28 + 1,
+                    "predicted": lam,
+                    "actual": rng.poisson(lam, n).astype(float),
+                    "tail_p10": rng.uniform(0.02, 0.3, n) if small else lam - 1.2816 * np.sqrt(lam),
+                    "tail_p90": 2.0 if small else lam + 1.2816 * np.sqrt(lam),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_tail_floor_serves_a_hair_above_zero_as_zero_within_the_level() -> None:
+    """Counts: a P10 tail a hair above 0 misses every day without a sale; the conformal
+    shift, one per band, pays for it by lowering every product's P10 and still leaves
+    the small products' P10 above 0 on many days. With `tail_floor` 0.5 such a tail is
+    served as 0 and the shift is calibrated for the whole rule (at most α of the rows
+    missed below): the small products are covered below, no product's P10 is lowered."""
+    naive = {f"P{i}": (1.0 if i < 10 else 9.0) for i in range(20)}
+    plain = fit_intervals(_counts(0), naive, zero_mass=False)
+    floored = fit_intervals(_counts(0), naive, zero_mass=False, tail_floor=0.5)
+    assert floored.tail_floor == 0.5
+    assert IntervalCalibration.from_dict(floored.to_dict()) == floored
+    test = _counts(1)
+    small = test["product_id"].isin([f"P{i}" for i in range(10)])
+    before, after = plain.apply(test), floored.apply(test)
+    assert (after.loc[small, "p10"] == 0).all()
+    miss = (test["actual"] < after["p10"]).to_numpy()
+    assert miss.mean() <= 0.12  # the whole rule misses at most about α below
+    assert miss[small.to_numpy()].mean() == 0.0
+    plain_miss = (test["actual"] < before["p10"]).to_numpy()
+    assert plain_miss[small.to_numpy()].mean() > 0.1  # a hair above 0 on days without sales
+    assert floored.tail_shifts[0][0] >= plain.tail_shifts[0][0]  # no P10 lowered for them
+    with pytest.raises(ValueError, match="tail_floor"):
+        fit_intervals(_counts(0), naive, tail_floor=-0.5)

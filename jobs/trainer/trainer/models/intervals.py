@@ -75,6 +75,7 @@ TAIL_CHOICES = ("none", "level", "product")
 DEFAULT_TAIL_SCALE = "band"
 DEFAULT_TAIL_SHRINKAGE: float | None = None
 DEFAULT_TAIL_CHOICE = "none"
+DEFAULT_TAIL_FLOOR = 0.0
 
 
 def tail_column(level: float) -> str:
@@ -147,6 +148,9 @@ class IntervalCalibration:
     # product -> per tail level, whether the tail serves it (False: the residual quantile,
     # chosen on the calibration rows' pinball loss); a product not listed: the tail
     tail_use: Mapping[str, tuple[bool, ...]] = field(default_factory=dict)
+    # a tail below the median served under this many units is served as 0 (sales are
+    # counts: a P10 of 0.3 misses every day without a sale); 0: off
+    tail_floor: float = 0.0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -183,6 +187,7 @@ class IntervalCalibration:
             mean = lookup(self.mean_points, np.nan)
             scale = scale * np.nan_to_num(level_factor(point, mean, self.level_power), nan=1.0)
         values = np.clip(point[:, None] + scale[:, None] * q, 0.0, None)
+        p0 = np.zeros_like(point)
         if self.zero_model:
             share = lookup(self.zero_shares, np.nan)
             mean = lookup(self.mean_points, 0.0)
@@ -207,6 +212,9 @@ class IntervalCalibration:
                     tail = np.asarray(tails[a], dtype=float) + unit * (shift[:, j] + offsets[:, j])
                     keep = np.isnan(tail) | ~use[:, j]
                     values[:, i] = np.where(keep, values[:, i], np.clip(tail, 0, None))
+                    if self.tail_floor and a < 0.5:
+                        snap = ~keep & (values[:, i] < self.tail_floor)
+                        values[snap, i] = 0.0
         values = np.maximum.accumulate(values, axis=1)  # quantiles never cross
         return {c: values[:, i] for i, c in enumerate(self.columns)}
 
@@ -261,6 +269,7 @@ class IntervalCalibration:
             "tail_scale": self.tail_scale,
             "tail_offsets": {k: list(v) for k, v in self.tail_offsets.items()},
             "tail_use": {k: list(v) for k, v in self.tail_use.items()},
+            "tail_floor": self.tail_floor,
         }
 
     @classmethod
@@ -287,6 +296,7 @@ class IntervalCalibration:
             tail_use={
                 str(k): tuple(bool(x) for x in v) for k, v in data.get("tail_use", {}).items()
             },
+            tail_floor=float(data.get("tail_floor", 0.0)),
         )
 
 
@@ -398,6 +408,7 @@ def fit_intervals(
     tail_scale: str = DEFAULT_TAIL_SCALE,
     tail_shrinkage: float | None = DEFAULT_TAIL_SHRINKAGE,
     tail_choice: str = DEFAULT_TAIL_CHOICE,
+    tail_floor: float = DEFAULT_TAIL_FLOOR,
 ) -> IntervalCalibration:
     """Calibrate intervals on out-of-sample forecasts `frame` (product_id, target_date,
     horizon_step, actual, predicted: e.g. validation windows of a held-out model).
@@ -408,11 +419,14 @@ def fit_intervals(
     `tail_scale` the unit of their conformity score (`TAIL_SCALES`), `tail_shrinkage`
     pseudo-rows of each product's own offset (None: none), `tail_choice` whether the
     tail or the residual quantile serves a level, on the calibration rows' pinball loss
-    (`TAIL_CHOICES`)."""
+    (`TAIL_CHOICES`), `tail_floor` the units under which a tail below the median is
+    served as 0 (its shift then makes the whole rule miss `α`; 0: off)."""
     if tail_scale not in TAIL_SCALES:
         raise ValueError(f"tail_scale must be one of {TAIL_SCALES}, got {tail_scale!r}")
     if tail_choice not in TAIL_CHOICES:
         raise ValueError(f"tail_choice must be one of {TAIL_CHOICES}, got {tail_choice!r}")
+    if not (np.isfinite(tail_floor) and tail_floor >= 0):
+        raise ValueError(f"tail_floor must be a number >= 0, got {tail_floor}")
     if tail_shrinkage is not None and not (np.isfinite(tail_shrinkage) and tail_shrinkage >= 0):
         raise ValueError(f"tail_shrinkage must be None or a number >= 0, got {tail_shrinkage}")
     levels = tuple(sorted(float(a) for a in levels))
@@ -454,7 +468,8 @@ def fit_intervals(
     tails = {a: data[tail_column(a)].to_numpy(dtype=float) for a in tail_levels}
     unit = tail_unit(tail_scale, s * factor, tails, len(point)) if tails else np.ones(0)
     unit = np.where(unit > 1e-9, unit, np.nan)
-    tail_shifts = _tail_shifts(data, tail_levels, unit, band, len(starts))
+    zero = _zero_mass(data, codes, uniques, mean) if zero_mass else {}
+    tail_shifts = _tail_shifts(data, tail_levels, unit, band, len(starts), tail_floor)
     cal = IntervalCalibration(
         levels=levels,
         band_starts=tuple(int(b) for b in band_starts),
@@ -465,10 +480,11 @@ def fit_intervals(
         shrinkage=float(shrinkage),
         level_power=float(level_power),
         mean_points=mean_points if level_power or zero_mass else {},
-        **(_zero_mass(data, codes, uniques, mean) if zero_mass else {}),
+        **zero,
         tail_levels=tail_levels,
         tail_shifts=tail_shifts,
         tail_scale=tail_scale,
+        tail_floor=float(tail_floor),
     )
     if not tail_levels:
         return cal
@@ -586,9 +602,13 @@ def _tail_shifts(
     unit: np.ndarray,
     band: np.ndarray,
     n_bands: int,
+    floor: float = 0.0,
 ) -> tuple[tuple[float, ...], ...]:
     """Each band's split-conformal shift of the tail levels: the quantile at `α` of the
-    score `(actual - tail) / unit` (`unit`: `tail_unit`'s)."""
+    score `(actual - tail) / unit` (`unit`: `tail_unit`'s); with `floor`, for the levels
+    below the median, the largest shift at which the whole rule (0 where `tail + unit ·
+    shift < floor`, a quantile sales cannot fall below) misses no more rows than the
+    plain split-conformal quantile would."""
     if not tail_levels:
         return ()
     actual = data["actual"].to_numpy(dtype=float)
@@ -599,10 +619,41 @@ def _tail_shifts(
             mine = band == b - 1 if b else np.ones_like(band, dtype=bool)
         row = []
         for a in tail_levels:
-            r = (actual[mine] - data[tail_column(a)].to_numpy(dtype=float)[mine]) / unit[mine]
-            row.append(_conformal_quantile(r[np.isfinite(r)], a))
+            tail = data[tail_column(a)].to_numpy(dtype=float)[mine]
+            r = (actual[mine] - tail) / unit[mine]
+            ok = np.isfinite(r)
+            q = _conformal_quantile(r[ok], a)
+            if floor and a < 0.5 and ok.any():
+                q = _floored_shift(r[ok], tail[ok], unit[mine][ok], a, floor, q)
+            row.append(q)
         shifts.append(tuple(row))
     return tuple(shifts)
+
+
+def _floored_shift(
+    r: np.ndarray, tail: np.ndarray, unit: np.ndarray, level: float, floor: float, low: float
+) -> float:
+    """The largest score `q` >= `low` among `r` whose rule misses at most as many rows
+    as the split-conformal rank allows: a row is missed when `r < q` and its quantile
+    `tail + unit·q` is at least `floor` (below it the quantile is served as 0). The
+    misses grow with `q`, so a bisection over the sorted scores finds it."""
+    n = r.size
+    allowed = max(1, math.floor((n + 1) * level)) - 1  # misses of the plain quantile
+    cand = np.sort(r[r >= low])
+
+    def misses(q: float) -> int:
+        return int(np.count_nonzero((r < q) & (tail + unit * q >= floor)))
+
+    lo, hi = 0, cand.size - 1  # misses(cand[0]) <= allowed: cand[0] is `low`
+    if cand.size == 0 or misses(cand[0]) > allowed:
+        return low
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if misses(cand[mid]) <= allowed:
+            lo = mid
+        else:
+            hi = mid - 1
+    return float(cand[lo])
 
 
 ZERO_MODEL_ROWS = 200_000  # the zero model is fitted on at most this many rows (3 numbers)
