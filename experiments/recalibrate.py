@@ -119,6 +119,13 @@ VARIANTS |= {
     "CQR, P50 ½ tail + ½ residual quantile": _T3 | {"tail_weight": {0.5: 0.5}},
     "normalised CQR, P50 ½ tail + ½ residual quantile": _T3
     | {"tail_scale": "product", "tail_weight": {0.5: 0.5}},
+    "CQR, P50 the point": _T3 | {"median_point": 1.0},
+    "CQR, P50 ½ tail + ½ point": _T3 | {"median_point": 0.5},
+    "CQR P10/P90, P50 ½ residual quantile + ½ point": _T2 | {"median_point": 0.5},
+    "CQR, P50's weight of the point chosen on validation (0, ½, 1)": _T3
+    | {"median_point_grid": (0.0, 0.5, 1.0)},
+    "CQR, P50's weight of the point chosen on validation (0, ¼, ½, ¾, 1)": _T3
+    | {"median_point_grid": (0.0, 0.25, 0.5, 0.75, 1.0)},
     # counts: a P10 below half a unit (one unit) served as 0
     "CQR, P10 < 0.5 served as 0": _T3 | {"lower_snap": 0.5},
     "CQR, P10 < 1 served as 0": _T3 | {"lower_snap": 1.0},
@@ -146,6 +153,7 @@ EXTRA_OPTIONS = (
     "tail_levels",
     "tail_weight",
     "lower_snap",
+    "median_point",
 )
 TAIL_OPTIONS = ("tails",)  # which kinds get the quantile tails (True: every kind with them)
 
@@ -220,6 +228,27 @@ class _Snapped:
         return out
 
 
+class _PointMedian:
+    """P50 as `weight` × the point forecast + (1 − weight) × `cal`'s P50 (kept from
+    crossing the other quantiles)."""
+
+    def __init__(self, cal: Any, weight: float) -> None:
+        self.cal, self.weight = cal, weight
+        self.levels, self.columns = cal.levels, cal.columns
+        self.tail_levels = getattr(cal, "tail_levels", ())
+
+    def apply(self, frame: pd.DataFrame, column: str = "predicted") -> pd.DataFrame:
+        """`cal.apply` with P50 moved toward the point."""
+        out = self.cal.apply(frame, column)
+        cols = list(self.columns)
+        values = out[cols].to_numpy(dtype=float)
+        i = cols.index("p50")
+        point = np.clip(frame[column].to_numpy(dtype=float), 0.0, None)
+        values[:, i] = self.weight * point + (1 - self.weight) * values[:, i]
+        values = np.maximum.accumulate(values, axis=1)
+        return out.assign(**{c: values[:, j] for j, c in enumerate(cols)})
+
+
 def _rule_scores(cal: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each calibration row's standardised residual `e / (g·s)`, chance of no sale and
     horizon band under calibration `cal` (the quantities `quantile_values` uses)."""
@@ -258,6 +287,9 @@ def calibrate(frame: pd.DataFrame, naive: dict[str, float], **options: Any) -> A
     from trainer.models.intervals import column_name, fit_intervals
 
     extra = {k: options.pop(k) for k in EXTRA_OPTIONS if k in options}
+    if "median_point" in extra:
+        w = float(extra.pop("median_point"))
+        return _PointMedian(calibrate(frame, naive, **options, **extra), w)
     if "lower_snap" in extra:
         floor = float(extra.pop("lower_snap"))
         return _Snapped(calibrate(frame, naive, **options, **extra), floor)

@@ -403,3 +403,30 @@ def test_a_tail_floor_serves_a_hair_above_zero_as_zero_within_the_level() -> Non
     assert floored.tail_shifts[0][0] >= plain.tail_shifts[0][0]  # no P10 lowered for them
     with pytest.raises(ValueError, match="tail_floor"):
         fit_intervals(_counts(0), naive, tail_floor=-0.5)
+
+
+def test_p50_takes_the_point_where_it_beats_the_methods_median_on_calibration() -> None:
+    """`median_point_grid`: P50 = w · point + (1 − w) · the method's P50, w chosen on the
+    calibration rows' pinball loss. A median tail of pure noise about the right level
+    (no shift can fix it) loses to the point, whose weight goes to 1; a right one keeps
+    the method's P50 (weight 0, the first of the grid where they tie)."""
+    rng = np.random.default_rng(5)
+
+    def tails(f: pd.DataFrame, noise: float) -> pd.DataFrame:
+        return f.assign(
+            tail_p10=80.0, tail_p50=100.0 + rng.normal(0, noise, len(f)), tail_p90=120.0
+        )
+
+    frame = tails(_frame(0, NOISE), 20.0)
+    cal = fit_intervals(frame, NAIVE, median_point_grid=(0.0, 0.5, 1.0))
+    assert cal.median_point == 1.0
+    assert IntervalCalibration.from_dict(cal.to_dict()) == cal
+    test = tails(_frame(1, NOISE), 20.0)
+    out = cal.apply(test)
+    np.testing.assert_allclose(out["p50"], np.clip(test["predicted"], out["p10"], out["p90"]))
+    right = fit_intervals(tails(_frame(0, NOISE), 0.0), NAIVE, median_point_grid=(0.0, 0.5, 1.0))
+    assert right.median_point == 0.0
+    off = fit_intervals(frame, NAIVE)
+    assert off.median_point == 0.0
+    with pytest.raises(ValueError, match="median_point_grid"):
+        fit_intervals(frame, NAIVE, median_point_grid=(0.0, 1.5))

@@ -76,6 +76,7 @@ DEFAULT_TAIL_SCALE = "band"
 DEFAULT_TAIL_SHRINKAGE: float | None = None
 DEFAULT_TAIL_CHOICE = "none"
 DEFAULT_TAIL_FLOOR = 0.0
+DEFAULT_MEDIAN_POINT_GRID: tuple[float, ...] = (0.0,)
 
 
 def tail_column(level: float) -> str:
@@ -151,6 +152,9 @@ class IntervalCalibration:
     # a tail below the median served under this many units is served as 0 (sales are
     # counts: a P10 of 0.3 misses every day without a sale); 0: off
     tail_floor: float = 0.0
+    # P50 = w · the point + (1 − w) · the method's P50 (w chosen on the calibration rows'
+    # pinball loss among `fit_intervals`' `median_point_grid`); 0: the method's alone
+    median_point: float = 0.0
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -215,6 +219,10 @@ class IntervalCalibration:
                     if self.tail_floor and a < 0.5:
                         snap = ~keep & (values[:, i] < self.tail_floor)
                         values[snap, i] = 0.0
+        if self.median_point and 0.5 in self.levels:
+            i = self.levels.index(0.5)
+            w = self.median_point
+            values[:, i] = w * np.clip(point, 0.0, None) + (1 - w) * values[:, i]
         values = np.maximum.accumulate(values, axis=1)  # quantiles never cross
         return {c: values[:, i] for i, c in enumerate(self.columns)}
 
@@ -270,6 +278,7 @@ class IntervalCalibration:
             "tail_offsets": {k: list(v) for k, v in self.tail_offsets.items()},
             "tail_use": {k: list(v) for k, v in self.tail_use.items()},
             "tail_floor": self.tail_floor,
+            "median_point": self.median_point,
         }
 
     @classmethod
@@ -297,6 +306,7 @@ class IntervalCalibration:
                 str(k): tuple(bool(x) for x in v) for k, v in data.get("tail_use", {}).items()
             },
             tail_floor=float(data.get("tail_floor", 0.0)),
+            median_point=float(data.get("median_point", 0.0)),
         )
 
 
@@ -409,6 +419,7 @@ def fit_intervals(
     tail_shrinkage: float | None = DEFAULT_TAIL_SHRINKAGE,
     tail_choice: str = DEFAULT_TAIL_CHOICE,
     tail_floor: float = DEFAULT_TAIL_FLOOR,
+    median_point_grid: Sequence[float] = DEFAULT_MEDIAN_POINT_GRID,
 ) -> IntervalCalibration:
     """Calibrate intervals on out-of-sample forecasts `frame` (product_id, target_date,
     horizon_step, actual, predicted: e.g. validation windows of a held-out model).
@@ -420,13 +431,18 @@ def fit_intervals(
     pseudo-rows of each product's own offset (None: none), `tail_choice` whether the
     tail or the residual quantile serves a level, on the calibration rows' pinball loss
     (`TAIL_CHOICES`), `tail_floor` the units under which a tail below the median is
-    served as 0 (its shift then makes the whole rule miss `α`; 0: off)."""
+    served as 0 (its shift then makes the whole rule miss `α`; 0: off);
+    `median_point_grid` the weights of the point in P50 to choose among on the
+    calibration rows' pinball loss (the point forecast is mean-type, the method's P50 a
+    median: on skewed counts either can serve P50 better)."""
     if tail_scale not in TAIL_SCALES:
         raise ValueError(f"tail_scale must be one of {TAIL_SCALES}, got {tail_scale!r}")
     if tail_choice not in TAIL_CHOICES:
         raise ValueError(f"tail_choice must be one of {TAIL_CHOICES}, got {tail_choice!r}")
     if not (np.isfinite(tail_floor) and tail_floor >= 0):
         raise ValueError(f"tail_floor must be a number >= 0, got {tail_floor}")
+    if not median_point_grid or any(not 0.0 <= w <= 1.0 for w in median_point_grid):
+        raise ValueError(f"median_point_grid must hold weights in [0, 1], got {median_point_grid}")
     if tail_shrinkage is not None and not (np.isfinite(tail_shrinkage) and tail_shrinkage >= 0):
         raise ValueError(f"tail_shrinkage must be None or a number >= 0, got {tail_shrinkage}")
     levels = tuple(sorted(float(a) for a in levels))
@@ -486,17 +502,37 @@ def fit_intervals(
         tail_scale=tail_scale,
         tail_floor=float(tail_floor),
     )
-    if not tail_levels:
-        return cal
-    if tail_shrinkage is not None:
+    if tail_levels and tail_shrinkage is not None:
         shift = np.asarray(tail_shifts, dtype=float)[band]  # (N, T)
         cal = replace(
             cal,
             tail_offsets=_tail_offsets(data, tails, unit, shift, codes, uniques, tail_shrinkage),
         )
-    if tail_choice != "none":
+    if tail_levels and tail_choice != "none":
         cal = _choose_tails(cal, data, tails, codes, uniques, tail_choice)
+    grid = tuple(float(w) for w in median_point_grid)
+    if grid != (0.0,) and 0.5 in levels:
+        cal = _choose_median(cal, data, tails, grid)
     return cal
+
+
+def _choose_median(
+    cal: IntervalCalibration,
+    data: pd.DataFrame,
+    tails: Mapping[float, np.ndarray],
+    grid: tuple[float, ...],
+) -> IntervalCalibration:
+    """`cal` with `median_point` the weight of `grid` whose P50 has the lowest mean
+    pinball loss on the calibration rows `data` (the first of equals)."""
+    products = data["product_id"].astype(str).to_numpy()
+    point = data["predicted"].to_numpy(dtype=float)
+    p50 = cal.quantile_values(products, data["horizon_step"].to_numpy(), point, tails)["p50"]
+    actual = data["actual"].to_numpy(dtype=float)
+    losses = [
+        float(np.mean(pinball_loss(actual, w * np.clip(point, 0.0, None) + (1 - w) * p50, 0.5)))
+        for w in grid
+    ]
+    return replace(cal, median_point=grid[int(np.argmin(losses))])
 
 
 def tail_unit(
