@@ -253,3 +253,21 @@ def test_the_tail_variants_use_the_dumps_tails_and_keep_the_residuals_apart() ->
     raw = calibrate(dump["calibration"]["lightgbm"], dump["naive"], tails=True, tail_mode="raw")
     assert all(s == (0.0, 0.0) for s in raw.tail_shifts)
     assert 0 <= guard_coverage(dump, tails=True)[0] <= 1
+
+
+def test_the_snap_and_point_median_variants() -> None:
+    """`lower_snap`: P10 under the floor served as 0, the rest unchanged; `median_point`
+    1: P50 the point (kept between P10 and P90); the options pass through `calibrate`."""
+    dump = _tailed_dump()
+    frame, naive = dump["calibration"]["lightgbm"], dump["naive"]
+    plain = calibrate(frame, naive, tails=True).apply(frame)
+    floor = float(plain["p10"].median()) + 1e-9  # half the rows under it
+    snapped = calibrate(frame, naive, tails=True, lower_snap=floor).apply(frame)
+    under = plain["p10"] < floor
+    assert under.mean() > 0.3
+    assert (snapped.loc[under, "p10"] == 0).all()
+    np.testing.assert_allclose(snapped.loc[~under, "p10"], plain.loc[~under, "p10"])
+    np.testing.assert_allclose(snapped[["p50", "p90"]], plain[["p50", "p90"]])
+    point = calibrate(frame, naive, tails=True, median_point=1.0).apply(frame)
+    expected = np.clip(frame["predicted"].to_numpy(), point["p10"], point["p90"])
+    np.testing.assert_allclose(point["p50"], expected)
