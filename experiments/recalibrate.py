@@ -135,14 +135,11 @@ VARIANTS |= {
     "CQR, P10 < 0.2 served as 0": _T3 | {"lower_snap": 0.2},
     "CQR, P10 < 0.3 served as 0": _T3 | {"lower_snap": 0.3},
     "CQR, P10 < 0.05 served as 0": _T3 | {"lower_snap": 0.05},
-    # ... and the P10 shift calibrated for the whole rule (the trainer's `tail_floor`)
-    "CQR, P10 < 0.5 served as 0, calibrated": _T3 | {"tail_floor": 0.5},
-    "CQR, P10 < 1 served as 0, calibrated": _T3 | {"tail_floor": 1.0},
-    "normalised CQR, P10 < 0.5 served as 0, calibrated": _T3
-    | {"tail_scale": "product", "tail_floor": 0.5},
-    "normalised CQR, P10 < 1 served as 0, calibrated": _T3
-    | {"tail_scale": "product", "tail_floor": 1.0},
-    "CQR P10/P90, P10 < 0.5 served as 0, calibrated": _T2 | {"tail_floor": 0.5},
+    "CQR, P10 < 0.01 served as 0": _T3 | {"lower_snap": 0.01},
+    "CQR, P10 < 0.001 served as 0": _T3 | {"lower_snap": 0.001},
+    # the trainer's `tail_floor` (the tails only: the LSTM keeps its P10)
+    "CQR, P10 tail < 0.01 served as 0 (tail_floor)": _T3 | {"tail_floor": 0.01},
+    "CQR, P10 tail < 0.05 served as 0 (tail_floor)": _T3 | {"tail_floor": 0.05},
 }
 # the options above that are not `fit_intervals`' but transforms of its calibration here
 EXTRA_OPTIONS = (

@@ -431,7 +431,8 @@ def fit_intervals(
     pseudo-rows of each product's own offset (None: none), `tail_choice` whether the
     tail or the residual quantile serves a level, on the calibration rows' pinball loss
     (`TAIL_CHOICES`), `tail_floor` the units under which a tail below the median is
-    served as 0 (its shift then makes the whole rule miss `α`; 0: off);
+    served as 0 (after its shift, which is not refitted for it: serving 0 can only
+    remove misses below; 0: off);
     `median_point_grid` the weights of the point in P50 to choose among on the
     calibration rows' pinball loss (the point forecast is mean-type, the method's P50 a
     median: on skewed counts either can serve P50 better)."""
@@ -485,7 +486,7 @@ def fit_intervals(
     unit = tail_unit(tail_scale, s * factor, tails, len(point)) if tails else np.ones(0)
     unit = np.where(unit > 1e-9, unit, np.nan)
     zero = _zero_mass(data, codes, uniques, mean) if zero_mass else {}
-    tail_shifts = _tail_shifts(data, tail_levels, unit, band, len(starts), tail_floor)
+    tail_shifts = _tail_shifts(data, tail_levels, unit, band, len(starts))
     cal = IntervalCalibration(
         levels=levels,
         band_starts=tuple(int(b) for b in band_starts),
@@ -638,13 +639,9 @@ def _tail_shifts(
     unit: np.ndarray,
     band: np.ndarray,
     n_bands: int,
-    floor: float = 0.0,
 ) -> tuple[tuple[float, ...], ...]:
     """Each band's split-conformal shift of the tail levels: the quantile at `α` of the
-    score `(actual - tail) / unit` (`unit`: `tail_unit`'s); with `floor`, for the levels
-    below the median, the largest shift at which the whole rule (0 where `tail + unit ·
-    shift < floor`, a quantile sales cannot fall below) misses no more rows than the
-    plain split-conformal quantile would."""
+    score `(actual - tail) / unit` (`unit`: `tail_unit`'s)."""
     if not tail_levels:
         return ()
     actual = data["actual"].to_numpy(dtype=float)
@@ -655,41 +652,10 @@ def _tail_shifts(
             mine = band == b - 1 if b else np.ones_like(band, dtype=bool)
         row = []
         for a in tail_levels:
-            tail = data[tail_column(a)].to_numpy(dtype=float)[mine]
-            r = (actual[mine] - tail) / unit[mine]
-            ok = np.isfinite(r)
-            q = _conformal_quantile(r[ok], a)
-            if floor and a < 0.5 and ok.any():
-                q = _floored_shift(r[ok], tail[ok], unit[mine][ok], a, floor, q)
-            row.append(q)
+            r = (actual[mine] - data[tail_column(a)].to_numpy(dtype=float)[mine]) / unit[mine]
+            row.append(_conformal_quantile(r[np.isfinite(r)], a))
         shifts.append(tuple(row))
     return tuple(shifts)
-
-
-def _floored_shift(
-    r: np.ndarray, tail: np.ndarray, unit: np.ndarray, level: float, floor: float, low: float
-) -> float:
-    """The largest score `q` >= `low` among `r` whose rule misses at most as many rows
-    as the split-conformal rank allows: a row is missed when `r < q` and its quantile
-    `tail + unit·q` is at least `floor` (below it the quantile is served as 0). The
-    misses grow with `q`, so a bisection over the sorted scores finds it."""
-    n = r.size
-    allowed = max(1, math.floor((n + 1) * level)) - 1  # misses of the plain quantile
-    cand = np.sort(r[r >= low])
-
-    def misses(q: float) -> int:
-        return int(np.count_nonzero((r < q) & (tail + unit * q >= floor)))
-
-    lo, hi = 0, cand.size - 1  # misses(cand[0]) <= allowed: cand[0] is `low`
-    if cand.size == 0 or misses(cand[0]) > allowed:
-        return low
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if misses(cand[mid]) <= allowed:
-            lo = mid
-        else:
-            hi = mid - 1
-    return float(cand[lo])
 
 
 ZERO_MODEL_ROWS = 200_000  # the zero model is fitted on at most this many rows (3 numbers)
