@@ -58,7 +58,7 @@ partition-invariant; the p-values join the per-product combination and BH in
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -564,6 +564,9 @@ def global_pvalues(rows: pd.DataFrame, floor: float = 1.0) -> tuple[np.ndarray, 
     return coverage_family(p_hits, p_scale), nulls
 
 
+_CHUNK_PRODUCTS = 2500  # products a call of `product_columns`' row-wise tests
+
+
 _GLOBAL_COLUMNS = (
     "coverage_inside",
     "coverage_strict",
@@ -599,11 +602,21 @@ def product_columns(data: WindowData, min_samples: int) -> dict[str, np.ndarray]
         y, pred, lo, hi = nan.copy(), nan.copy(), nan.copy(), nan.copy()
         y[at], pred[at] = data.units[rows], data.predicted[rows]
         lo[at], hi[at] = data.lower[rows], data.upper[rows]
-        phi = lag1_autocorrelation(errors)  # for both tests
+        # Row by row computations a chunk of products at a time (the same doubles: every
+        # reduction is along a product's own row): their working matrices were the
+        # check's memory peak with intervals.
+        chunks = [slice(i, i + _CHUNK_PRODUCTS) for i in range(0, max(n_all, 1), _CHUNK_PRODUCTS)]
+        phi = np.concatenate([lag1_autocorrelation(errors[c]) for c in chunks])  # both tests
         t = coverage_tests(y, pred, lo, hi, min_samples=min_samples, phi=phi)
         ref_days = min(data.ref_days, data.history_days)
         reference = errors[:, data.history_days - ref_days : data.history_days]
-        sc = scale_tests(y, pred, lo, hi, reference, phi, min_samples)
+        parts = [
+            scale_tests(y[c], pred[c], lo[c], hi[c], reference[c], phi[c], min_samples)
+            for c in chunks
+        ]
+        sc = ScaleTests(
+            *(np.concatenate([getattr(part, f.name) for part in parts]) for f in fields(ScaleTests))
+        )
     return {
         "coverage": t.coverage,
         "coverage_n": t.n,
