@@ -34,6 +34,7 @@ import pandas as pd
 
 from experiments.backtest import quantile_column
 from experiments.models.base import QUANTILE_LEVELS
+from trainer.models.intervals import blend_median
 
 # backtest model -> (the dump's served kind, the calibration's kind); "trainer": the
 # kind the trainer chose at that cutoff
@@ -126,6 +127,14 @@ VARIANTS |= {
     | {"median_point_grid": (0.0, 0.5, 1.0)},
     "CQR, P50's weight of the point chosen on validation (0, ¼, ½, ¾, 1)": _T3
     | {"median_point_grid": (0.0, 0.25, 0.5, 0.75, 1.0)},
+    "CQR, the blend's P50 ½ tail + ½ its point": _T3
+    | {"per_kind": {"blend": {"median_point": 0.5}}},
+    "CQR, P10 tail < 0.01 served as 0, the blend's P50 ½ tail + ½ its point": _T3
+    | {"tail_floor": 0.01, "per_kind": {"blend": {"median_point": 0.5}}},
+    "CQR, the blend's P50 tail ½ LightGBM's + ½ its point (calibrated)": _T3
+    | {"blend_median_point": 0.5},
+    "CQR, P10 tail < 0.01 served as 0, the blend's P50 tail ½ + ½ its point (calibrated)": _T3
+    | {"tail_floor": 0.01, "blend_median_point": 0.5},
     # counts: a P10 below half a unit (one unit) served as 0
     "CQR, P10 < 0.5 served as 0": _T3 | {"lower_snap": 0.5},
     "CQR, P10 < 1 served as 0": _T3 | {"lower_snap": 1.0},
@@ -410,16 +419,19 @@ def served_quantiles(
     tails = options.pop("tails", False)
     heldout = bool(options.pop("heldout_tails", False))
     unmoved = bool(options.pop("unmoved_blend_tails", False))
+    per_kind = options.pop("per_kind", {})  # kind -> options of its own
+    mix = float(options.pop("blend_median_point", 0.0))
     frames = {k: calibration_frame(dump, k, with_test) for k in ("lstm", "lightgbm", "blend")}
     if unmoved:
         frames["blend"] = unmoved_tails(dump, frames["blend"], "calibration", with_test)
+    frames["blend"] = blend_median(frames["blend"], "predicted", mix)
     cals = {
         kind: calibrate(
             frames[kind],
             dump["naive"],
             levels=QUANTILE_LEVELS,
             tails=_tailed(tails, kind),
-            **options,
+            **(options | per_kind.get(kind, {})),
         )
         for kind in ("lstm", "lightgbm", "blend")
     }
@@ -432,6 +444,8 @@ def served_quantiles(
                 if _tailed(tails, cal)
                 else dump["served"][served]
             )
+            if served == "blend":
+                frame = blend_median(frame, "predicted_units", mix)
             out[model] = cals[cal].apply(frame, column="predicted_units")
     return out
 
@@ -534,11 +548,15 @@ def guard_coverage(dump: dict[str, Any], **options: Any) -> tuple[float, float]:
     tails = _tailed(options.pop("tails", False), kind)
     options.pop("heldout_tails", None)  # the test split's tails are the held-out ones
     unmoved = bool(options.pop("unmoved_blend_tails", False)) and kind == "blend"
+    options |= options.pop("per_kind", {}).get(kind, {})
+    mix = float(options.pop("blend_median_point", 0.0)) * (kind == "blend")
     frame = calibration_frame(dump, kind, with_test)
     test_frame = dump["test"][kind]
     if unmoved:
         frame = unmoved_tails(dump, frame, "calibration", with_test)
         test_frame = unmoved_tails(dump, test_frame, "test", False)
+    frame = blend_median(frame, "predicted", mix)
+    test_frame = blend_median(test_frame, "predicted", mix)
     cal = calibrate(
         frame,
         dump["naive"],

@@ -283,6 +283,14 @@ def test_a_blend_gets_lightgbms_tails_moved_by_its_difference_only_when_asked() 
     out = with_blend_tails(blended, gbm, "predicted", move=True)
     assert out["tail_p10"].tolist() == [9.0, 1.0] and out["tail_p90"].tolist() == [16.0, 8.0]
     assert with_blend_tails(blended, gbm[["predicted"]], "predicted").equals(blended)
+    # the blend's median tail mixed with its own point (weight ½), the others unmixed
+    gbm = gbm.assign(tail_p50=[9.0, 3.0])
+    out = with_blend_tails(blended, gbm, "predicted", median_point=0.5)
+    assert out["tail_p50"].tolist() == [10.5, 3.5] and out["tail_p90"].tolist() == [14.0, 8.0]
+    assert with_blend_tails(blended, gbm, "predicted", median_point=0.0)["tail_p50"].tolist() == [
+        9.0,
+        3.0,
+    ]
 
 
 def _global_tails(frame: pd.DataFrame) -> pd.DataFrame:

@@ -77,6 +77,8 @@ DEFAULT_TAIL_SHRINKAGE: float | None = None
 DEFAULT_TAIL_CHOICE = "none"
 DEFAULT_TAIL_FLOOR = 0.0
 DEFAULT_MEDIAN_POINT_GRID: tuple[float, ...] = (0.0,)
+# the blend's median tail: this weight of its own point, the rest LightGBM's P50 tail
+BLEND_MEDIAN_POINT = 0.0
 
 
 def tail_column(level: float) -> str:
@@ -85,19 +87,39 @@ def tail_column(level: float) -> str:
 
 
 def with_blend_tails(
-    blended: pd.DataFrame, gbm: pd.DataFrame, column: str, move: bool = False
+    blended: pd.DataFrame,
+    gbm: pd.DataFrame,
+    column: str,
+    move: bool = False,
+    median_point: float | None = None,
 ) -> pd.DataFrame:
     """`blended` (a blend's forecasts, `column` its point) with LightGBM's tail columns
     (`gbm`: the same rows) as they are, or with `move` shifted by the blend's difference
     from LightGBM's point (on the pasta backtest the unmoved tails scored the lower WSPL:
-    docs/trainer.md, the fourth pass)."""
+    docs/trainer.md, the fourth pass); its median tail mixed with its own point
+    (`blend_median`, weight `median_point`, default `BLEND_MEDIAN_POINT`)."""
     tails = [c for c in gbm.columns if str(c).startswith("tail_")]
     if not tails:
         return blended
     diff = blended[column].to_numpy(dtype=float) - gbm[column].to_numpy(dtype=float)
     if not move:
         diff = np.zeros_like(diff)
-    return blended.assign(**{c: gbm[c].to_numpy(dtype=float) + diff for c in tails})
+    out = blended.assign(**{c: gbm[c].to_numpy(dtype=float) + diff for c in tails})
+    weight = BLEND_MEDIAN_POINT if median_point is None else median_point
+    return blend_median(out, column, weight)
+
+
+def blend_median(frame: pd.DataFrame, column: str, weight: float) -> pd.DataFrame:
+    """`frame` (a blend's forecasts with LightGBM's tails) with its median tail
+    `tail_p50` as `weight` × its own point `column` + (1 − weight) × LightGBM's: the
+    blend's median then carries the LSTM's part of the blend as its point does (the
+    conformal shift is calibrated on the mixed tail). Unchanged without `tail_p50` or
+    at weight 0."""
+    col = tail_column(0.5)
+    if not weight or col not in frame.columns:
+        return frame
+    point = np.clip(frame[column].to_numpy(dtype=float), 0.0, None)
+    return frame.assign(**{col: weight * point + (1 - weight) * frame[col].to_numpy(dtype=float)})
 
 
 def column_name(level: float) -> str:
