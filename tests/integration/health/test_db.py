@@ -195,8 +195,8 @@ def test_forecast_reads_keep_off_the_date_index_on_mariadb(engine: sa.Engine) ->
     mysql = engine.dialect.name in {"mysql", "mariadb"}
     assert len(reads) == 2
     if mysql:
-        assert ["product_id <" in s for s in reads] == [True, False]
-        assert ["product_id >=" in s for s in reads] == [False, True]
+        halves = sorted(("product_id <" in s, "product_id >=" in s) for s in reads)
+        assert halves == [(False, True), (True, False)]  # in either order (concurrent)
     hinted = ["IGNORE INDEX (ix_predictions_target_date)" in s for s in reads]
     assert all(hinted) if mysql else not any(hinted)
 
@@ -339,9 +339,9 @@ def test_units_and_forecasts_read_back_as_written(engine: sa.Engine) -> None:
 
 
 def test_forecasts_and_intervals_read_back_exactly_on_mariadb(engine: sa.Engine) -> None:
-    # MySQL sends forecasts and bounds as mantissa and exponent (window._exact): every
-    # double comes back bit for bit, zero, subnormals, powers of two and their
-    # neighbours included. SQLite gives 15 significant digits (bounds to 1e-4 units).
+    # MySQL sends forecasts and bounds as two integers (window._exact: a fixed point
+    # number or mantissa and exponent): every double comes back bit for bit, zero,
+    # subnormals, powers of two and their neighbours, both forms' edges included. SQLite gives 15 significant digits (bounds to 1e-4 units).
     values = [
         0.0,
         1.0,
@@ -357,7 +357,21 @@ def test_forecasts_and_intervals_read_back_exactly_on_mariadb(engine: sa.Engine)
         1.7976931348623157e308,
         2.0**60 + 2.0**8,
         123456.78901234567,
+        # The fixed point form's edges (1 <= |value * 2**10| < 2**52) and negatives.
+        2.0**-10,
+        np.nextafter(2.0**-10, 0.0),
+        np.nextafter(2.0**-10, 1.0),
+        -(2.0**-10),
+        2.0**42,
+        np.nextafter(2.0**42, 0.0),
+        -np.nextafter(2.0**42, 0.0),
+        -(2.0**42),
+        -0.7,
+        -1000.123456789,
+        np.nextafter(7.0, 8.0),
+        4.999999999999999,
     ]
+    assert len(values) <= 30  # the window's days
     days = pd.date_range(end=pd.Timestamp(AS_OF), periods=len(values)).date
     sales_frame = pd.DataFrame({"product_id": "A", "sale_date": days, "units_sold": 1.0})
     predictions_frame = pd.DataFrame(
