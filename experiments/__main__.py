@@ -113,12 +113,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--trainer-tails",
-        default="",
+        default=None,
         metavar="LEVELS",
-        help="the trainer's LightGBM kinds get quantile-booster tails at these levels "
-        "(e.g. 0.1,0.9; issue 27, off in the trainer by default: trainer.models.gbm.TAIL_LEVELS)",
+        help="the levels of the trainer's LightGBM kinds' quantile-booster tails (e.g. "
+        "0.1,0.9; default: the trainer's, trainer.models.gbm.TAIL_LEVELS; 'none': off, "
+        "the residual quantiles alone; issue 27)",
     )
     return p.parse_args(argv)
+
+
+def trainer_tails(text: str | None) -> tuple[float, ...]:
+    """`--trainer-tails`' levels: the trainer's default (None), none ("none", "") or
+    the listed ones."""
+    if text is None:
+        from trainer.models.gbm import TAIL_LEVELS
+
+        return tuple(TAIL_LEVELS)
+    if text.strip().lower() == "none":
+        return ()
+    return tuple(float(x) for x in text.split(",") if x.strip())
 
 
 def load(args: argparse.Namespace) -> tuple[str, Panel]:
@@ -265,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         lstm_train_stride=args.lstm_train_stride,
         seeds=tuple(int(x) for x in args.seeds.split(",") if x.strip()),
         interval_dump=args.dump_intervals,
-        trainer_tails=tuple(float(x) for x in args.trainer_tails.split(",") if x.strip()),
+        trainer_tails=trainer_tails(args.trainer_tails),
     )
     cutoff_dates = [d.strip() for d in (args.cutoff_dates or "").split(",") if d.strip()]
     if args.cutoffs is not None or args.synthetic is not None:

@@ -150,6 +150,15 @@ VARIANTS |= {
     "CQR, P10 tail < 0.01 served as 0 (tail_floor)": _T3 | {"tail_floor": 0.01},
     "CQR, P10 tail < 0.05 served as 0 (tail_floor)": _T3 | {"tail_floor": 0.05},
 }
+VARIANTS[
+    "the trainer's default since the fifth pass (P10 tail < 0.01 served as 0, the blend's P50 tail ½ + ½ its point)"
+] = _T3 | {
+    "tail_floor": 0.01,
+    "blend_median_point": 0.5,
+}
+for _options in VARIANTS.values():  # the variants name their floor (the trainer's: 0.01)
+    if _options.get("tails"):
+        _options.setdefault("tail_floor", 0.0)
 # the options above that are not `fit_intervals`' but transforms of its calibration here
 EXTRA_OPTIONS = (
     "zero_threshold",
@@ -484,7 +493,7 @@ def served_frame(
     if served == "blend":
         gbm = merged[[*key, *cols]].assign(predicted_units=merged["predicted_units_gbm"])
         return with_blend_tails(
-            merged[[*key, "predicted_units"]], gbm, "predicted_units", move=True
+            merged[[*key, "predicted_units"]], gbm, "predicted_units", move=True, median_point=0.0
         )
     return merged[[*key, "predicted_units", *cols]]
 
@@ -729,6 +738,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.level_power is not None:
         options["level_power"] = args.level_power
+    if args.tails:  # as the trainer serves them: the blend's from LightGBM's, unmoved
+        from trainer.models.intervals import BLEND_MEDIAN_POINT
+
+        options |= {"unmoved_blend_tails": True, "blend_median_point": BLEND_MEDIAN_POINT}
     forecasts = pd.concat(
         [pd.read_csv(r / "forecasts.csv.gz", parse_dates=["cutoff", "date"]) for r in raws],
         ignore_index=True,

@@ -107,7 +107,7 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
     challenger, tmp_path
 ) -> None:
     from trainer.models.challenger import forecast_served
-    from trainer.models.gbm import GBMForecaster, train_gbm
+    from trainer.models.gbm import TAIL_LEVELS, GBMForecaster, train_gbm
     from trainer.models.lstm import _ids
 
     sales, prepared, params, ch = challenger
@@ -133,15 +133,17 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
         rtol=1e-6,
     )
     files = ch.gbm.save(tmp_path)
-    assert len(files) == len(ch.gbm.members) + 1  # a text model per member + metadata
+    # a text model per member and per tail level (issue 27: served by default) + metadata
+    assert len(files) == len(ch.gbm.members) + len(TAIL_LEVELS) + 1
+    assert sorted(ch.gbm.tails) == sorted(TAIL_LEVELS)
     loaded = GBMForecaster.load(tmp_path)
     assert loaded.history_days == ch.gbm.history_days
-    # the quantile tails (issue 27; off by default): a text model per level, reloaded
+    # the quantile tails at other levels: a text model per level, reloaded
     tailed = train_gbm(prepared, num_threads=1, rounds=20, tail_levels=(0.1, 0.9))
     files = tailed.save(tmp_path / "tails")
     assert len(files) == len(tailed.members) + 2 + 1
     again = GBMForecaster.load(tmp_path / "tails")
-    assert sorted(again.tails) == [0.1, 0.9] and not ch.gbm.tails
+    assert sorted(again.tails) == [0.1, 0.9]
     ids = _ids(prepared, prepared.test)
     mine = tailed.predict_tails(prepared.test, prepared.pipeline, ids)
     np.testing.assert_allclose(

@@ -62,10 +62,11 @@ TAIL_FILE = "lightgbm_tail_{}.txt"  # one per tail level
 # calibrated in trainer.models.intervals on the validation days they did not train on):
 # one per level on the training rows of the member nearest `TAIL_HISTORY_DAYS`, a fixed
 # number of rounds (no early stopping: validation calibrates them), fewer leaves and half
-# the rows per round, so they cost a fraction of the point ensemble. Off by default (()):
-# measured on the pasta backtest they did not meet issue 27's goals (docs/trainer.md,
-# "the fourth pass"); the backtest turns them on (`--trainer-tails 0.1,0.9`).
-TAIL_LEVELS: tuple[float, ...] = ()
+# the rows per round, so they cost a fraction of the point ensemble. Served since issue
+# 27's fifth pass at P10/P50/P90 (with `intervals.DEFAULT_TAIL_FLOOR` and
+# `intervals.BLEND_MEDIAN_POINT`: docs/trainer.md, "the fifth pass"); () turns them off
+# (the residual quantiles alone, as before).
+TAIL_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 TAIL_HISTORY_DAYS = 728
 TAIL_ROUNDS = 100
 TAIL_MAX_ROWS = 300_000  # the tails' rows: every k-th window of the member's beyond this

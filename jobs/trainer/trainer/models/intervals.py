@@ -37,12 +37,18 @@ quantiles (default P10/P50/P90):
    median scale, no level factor and no zero mass.
 
 5. **Quantile tails** (conformalised quantile regression, Romano et al. 2019, one level at a
-   time): where the forecast frame carries a tail forecast `tail_p10`/`tail_p90` (the
-   LightGBM kinds' quantile boosters, `trainer.models.gbm.TAIL_LEVELS`, off by default;
-   the blend gets LightGBM's tails as they are), that level is the tail plus
-   its band's shift `s_b(α)`, the split-conformal quantile at `α` of `actual - tail` on
-   the calibration rows: `Q_α = max(0, tail + s_b(α))`. The zero mass and the scale do not
-   touch such a level; the other levels (P50) stay as above.
+   time): where the forecast frame carries a tail forecast `tail_p10`/`tail_p50`/`tail_p90`
+   (the LightGBM kinds' quantile boosters, `trainer.models.gbm.TAIL_LEVELS`, served since
+   issue 27's fifth pass; the blend gets LightGBM's tails as they are, its median tail
+   mixed half-and-half with its own point, `BLEND_MEDIAN_POINT`), that level is the tail
+   plus its band's shift `s_b(α)`, the split-conformal quantile at `α` of `actual - tail`
+   on the calibration rows: `Q_α = max(0, tail + s_b(α))`; a lower tail under
+   `tail_floor` units (0.01) is served as 0 (counts: a P10 a hair above 0 misses every
+   day without a sale). The zero mass and the scale do not touch such a level; the
+   other levels stay as above. Measured and not served (`fit_intervals` options, off):
+   the score in units of the product's scale or the tails' width (`tail_scale`),
+   per-product offsets (`tail_shrinkage`), a per-level or per-product choice of tail or
+   residual quantile (`tail_choice`), P50 moved toward the point (`median_point_grid`).
 
 The served point forecast stays the model's (mean-type: every model is trained on
 squared error); P50 is the point plus the median residual, so it differs from the point
@@ -75,10 +81,10 @@ TAIL_CHOICES = ("none", "level", "product")
 DEFAULT_TAIL_SCALE = "band"
 DEFAULT_TAIL_SHRINKAGE: float | None = None
 DEFAULT_TAIL_CHOICE = "none"
-DEFAULT_TAIL_FLOOR = 0.0
+DEFAULT_TAIL_FLOOR = 0.01  # units: a P10 tail under 1/100 of a unit is served as 0
 DEFAULT_MEDIAN_POINT_GRID: tuple[float, ...] = (0.0,)
 # the blend's median tail: this weight of its own point, the rest LightGBM's P50 tail
-BLEND_MEDIAN_POINT = 0.0
+BLEND_MEDIAN_POINT = 0.5
 
 
 def tail_column(level: float) -> str:
