@@ -500,9 +500,14 @@ def served_frame(
 
 def _moved(dump: dict[str, Any]) -> bool:
     """Whether the run that made `dump` moved the blend's tails by its difference from
-    LightGBM's point (the trainer's first tails; its default since: not moved)."""
+    LightGBM's point (the trainer's first tails; its default since: not moved). The
+    median tail is left out: since the fifth pass it is mixed with the blend's point."""
     blend, gbm = dump["calibration"]["blend"], dump["calibration"]["lightgbm"]
-    cols = [c for c in gbm.columns if str(c).startswith("tail_") and c in blend.columns]
+    cols = [
+        c
+        for c in gbm.columns
+        if str(c).startswith("tail_") and c in blend.columns and c != "tail_p50"
+    ]
     return bool(cols) and not np.allclose(blend[cols].to_numpy(), gbm[cols].to_numpy())
 
 
