@@ -40,7 +40,7 @@ from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
 from trainer.judge.promotion import Tolerances
-from trainer.models.gbm import TAIL_LEVELS
+from trainer.models.gbm import TAIL_FILE, TAIL_LEVELS
 from trainer.report.emailer import SmtpConfig
 from trainer.run.main import JobOptions, RequestInfo, run_job
 from trainer.serve.artifacts import read_champion, read_manifest, verify_run
@@ -215,7 +215,7 @@ EXPECTED_FILES = {
     "bias.png",
     "shap_summary.png",
     "training.png",
-} | {f"model/lightgbm_tail_{i}.txt" for i in range(len(TAIL_LEVELS))}  # issue 27: served tails
+} | {f"model/{TAIL_FILE.format(i)}" for i in range(len(TAIL_LEVELS))}  # issue 27: served tails
 
 
 def test_run_a_writes_every_artifact_sealed_by_the_manifest(world):
