@@ -284,6 +284,12 @@ def _registry_row(
     }
 
 
+def _delete_version(conn: sa.Connection, model_version: str) -> None:
+    """Delete the `model_residuals` rows stored under `model_version`, in the caller's
+    transaction (`_crown`'s, or `_delete_residuals`' own)."""
+    conn.execute(sa.delete(model_residuals).where(model_residuals.c.model_version == model_version))
+
+
 def _crown(conn: sa.Connection, model_version: str, residuals: list[dict[str, Any]]) -> int:
     """Retire the current champion and store `model_version`'s holdout errors
     (`residual_rows`), replacing any stored under that version."""
@@ -293,7 +299,7 @@ def _crown(conn: sa.Connection, model_version: str, residuals: list[dict[str, An
         .where(model_registry.c.model_version != model_version)
         .values(status="retired")
     )
-    conn.execute(sa.delete(model_residuals).where(model_residuals.c.model_version == model_version))
+    _delete_version(conn, model_version)
     upsert_rows(conn, model_residuals, residuals)
     return len(residuals)
 
@@ -441,10 +447,9 @@ def _carry(engine: sa.Engine, model_version: str, part: Carried) -> int:
 
 
 def _delete_residuals(engine: sa.Engine, model_version: str) -> None:
+    """Delete `model_version`'s stored residuals in a transaction of their own."""
     with engine.begin() as conn:
-        conn.execute(
-            sa.delete(model_residuals).where(model_residuals.c.model_version == model_version)
-        )
+        _delete_version(conn, model_version)
 
 
 def write_residuals(
