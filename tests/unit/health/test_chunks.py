@@ -90,3 +90,105 @@ def test_compute_health_same_in_chunks(monkeypatch: pytest.MonkeyPatch, one_chun
     assert whole.drift_detected  # 5 % of the products drifted
     pd.testing.assert_frame_equal(chunked.products, whole.products, check_exact=True)
     assert chunked.summary() == whole.summary()
+
+
+# --- The sales and frequency tests take a chunk of products as a slice of the rows grouped
+# by product (a stable sort once), no longer as a mask over every row: the same doubles.
+
+
+def _masked_sales_tests(data: WindowData, params: HealthParams) -> tuple[np.ndarray, np.ndarray]:
+    """The sales tests as they were: a mask over every row for each chunk of products."""
+    from forecastguard.health import stats
+
+    in_window = data.day >= data.history_days
+    in_ref = (data.day >= data.history_days - data.window_days) & ~in_window
+    codes_a, values_a = data.codes[in_window], data.units[in_window]
+    codes_b, values_b = data.codes[in_ref], data.units[in_ref]
+    n = len(data.products)
+    pvalues, w_norm = np.full(n, np.nan), np.full(n, np.nan)
+    step = max(1, check.SALES_CHUNK_CELLS // (2 * data.window_days))
+    for lo in range(0, max(n, 1), step):
+        hi = min(lo + step, n)
+        a = (codes_a >= lo) & (codes_a < hi)
+        b = (codes_b >= lo) & (codes_b < hi)
+        cmp = stats.two_sample(codes_a[a] - lo, values_a[a], codes_b[b] - lo, values_b[b], hi - lo)
+        pvalues[lo:hi] = stats.ks_pvalues(cmp, params.min_samples)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(cmp.wasserstein > 0, cmp.wasserstein / cmp.pooled_std, 0.0)
+        w[np.isnan(cmp.wasserstein)] = np.nan
+        w_norm[lo:hi] = w
+    return pvalues, w_norm
+
+
+def _masked_frequency(data: WindowData) -> tuple[np.ndarray, np.ndarray]:
+    """`check._product_frequency` as it was (a mask over every row a group)."""
+    from forecastguard.frequency import product_frequencies
+
+    n = len(data.products)
+    kind, step = np.full(n, "unknown", dtype=object), np.zeros(n, np.int64)
+    group = max(1, check.FREQUENCY_CHUNK_ROWS * n // data.codes.size)
+    for first in range(0, n, group):
+        rows = (data.codes >= first) & (data.codes < first + group)
+        size = min(group, n - first)
+        k, s = product_frequencies(data.codes[rows] - first, data.day[rows], size)
+        kind[first : first + size], step[first : first + size] = k, s
+    return kind, step
+
+
+def _varied(data: WindowData, seed: int, shuffle: bool) -> WindowData:
+    """The window with an intermittent product (mostly zero sales), a constant one and a
+    weekly one among them, its rows in a random order if `shuffle`."""
+    units = data.units.copy()
+    rng = np.random.default_rng(seed)
+    units[data.codes == 20] *= rng.random((data.codes == 20).sum()) < 0.2  # intermittent
+    units[data.codes == 21] = 4.0  # constant
+    keep = (data.codes != 22) | (data.day % 7 == 0)  # weekly
+    order = np.flatnonzero(keep)
+    order = rng.permutation(order) if shuffle else order
+    return replace(
+        data,
+        codes=data.codes[order],
+        day=data.day[order],
+        units=units[order],
+        predicted=data.predicted[order],
+        lower=data.lower[order],
+        upper=data.upper[order],
+    )
+
+
+@pytest.mark.parametrize("chunk_products", [1, 7, 10**6])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_sales_tests_sliced_as_masked(
+    monkeypatch: pytest.MonkeyPatch, chunk_products: int, shuffle: bool
+) -> None:
+    data = _window(seed=5)
+    data = _varied(data, 5, shuffle)
+    monkeypatch.setattr(check, "SALES_CHUNK_CELLS", chunk_products * 2 * data.window_days)
+    params = HealthParams()
+    sliced, masked = check._sales_tests(data, params), _masked_sales_tests(data, params)
+    assert np.isfinite(masked[0]).sum() > 250
+    for a, b in zip(sliced, masked, strict=True):
+        np.testing.assert_array_equal(a, b)  # bit for bit
+
+
+@pytest.mark.parametrize("rows", [50, 3_000, 10**9])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_frequency_sliced_as_masked(
+    monkeypatch: pytest.MonkeyPatch, rows: int, shuffle: bool
+) -> None:
+    data = _window(seed=6)
+    data = _varied(data, 6, shuffle)
+    monkeypatch.setattr(check, "FREQUENCY_CHUNK_ROWS", rows)
+    kind, step = check._product_frequency(data)
+    old_kind, old_step = _masked_frequency(data)
+    assert (kind == old_kind).all() and (step == old_step).all()
+    assert set(kind) >= {"daily", "weekly"}
+
+
+def test_product_runs_groups_rows_stably() -> None:
+    codes = np.array([2, 0, 2, 1, 0, 2])
+    order, bounds = check._product_runs(codes, 4)
+    assert order.tolist() == [1, 4, 3, 0, 2, 5]  # each product's rows in their order
+    assert bounds.tolist() == [0, 2, 3, 6, 6]
+    order, bounds = check._product_runs(np.array([0, 0, 1, 3]), 4)
+    assert order is None and bounds.tolist() == [0, 2, 3, 3, 4]
