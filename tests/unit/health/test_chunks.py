@@ -185,10 +185,21 @@ def test_frequency_sliced_as_masked(
     assert set(kind) >= {"daily", "weekly"}
 
 
-def test_product_runs_groups_rows_stably() -> None:
+@pytest.mark.parametrize("n", [2, 300, 70_000, 5_000_000_000])
+def test_product_order_is_a_stable_argsort(n: int) -> None:
+    rng = np.random.default_rng(n % 1000)
+    codes = rng.integers(0, n, 20_000)
+    np.testing.assert_array_equal(check.product_order(codes), np.argsort(codes, kind="stable"))
+    assert check.product_order(np.sort(codes)) is None  # grouped already
+
+
+def test_grouped_slices_of_products() -> None:
     codes = np.array([2, 0, 2, 1, 0, 2])
-    order, bounds = check._product_runs(codes, 4)
+    values = np.arange(6.0)
+    order = check.product_order(codes)
     assert order.tolist() == [1, 4, 3, 0, 2, 5]  # each product's rows in their order
+    got, vals, bounds = check._grouped(None, codes, values, 4, order)
+    assert got.tolist() == [0, 0, 1, 2, 2, 2] and vals.tolist() == [1, 4, 3, 0, 2, 5]
     assert bounds.tolist() == [0, 2, 3, 6, 6]
-    order, bounds = check._product_runs(np.array([0, 0, 1, 3]), 4)
-    assert order is None and bounds.tolist() == [0, 2, 3, 3, 4]
+    got, vals, bounds = check._grouped(values != 4, codes, values, 4, order)
+    assert vals.tolist() == [1, 3, 0, 2, 5] and bounds.tolist() == [0, 1, 2, 5, 5]
