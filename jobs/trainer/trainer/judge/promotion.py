@@ -80,16 +80,22 @@ class Scores:
 
 
 COVERAGE_BOUNDS = (0.75, 0.85)  # the challenger's test coverage of its 80 % interval
+# Standard errors the test coverage must lie beyond a bound to block: a one-sided 5 %
+# test on each side (an interval whose true coverage sits exactly on a bound is blocked
+# about 1 time in 20; one inside the band less often).
+COVERAGE_Z = 1.645
 
 
 @dataclass(frozen=True)
 class Tolerances:
     """How much lower the mean RMSSE must be, how much worse the disparity may be
-    (relative), and where the test coverage of the 80 % interval must lie."""
+    (relative), where the test coverage of the 80 % interval must lie, and how many of
+    its standard errors (`coverage_z`) it must lie beyond a bound to block."""
 
     rmsse: float = 0.0
     disparity: float = 0.10
     coverage: tuple[float, float] = COVERAGE_BOUNDS
+    coverage_z: float = COVERAGE_Z
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rmsse < 1.0 or self.disparity < 0.0:
@@ -100,6 +106,8 @@ class Tolerances:
         lo, hi = self.coverage
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"coverage bounds must be 0 <= low <= high <= 1, got {self.coverage}")
+        if not (math.isfinite(self.coverage_z) and self.coverage_z >= 0.0):
+            raise ValueError(f"coverage_z must be finite and >= 0, got {self.coverage_z}")
 
 
 @dataclass(frozen=True)
@@ -153,23 +161,42 @@ def coverage_failure(
     coverage: float | None,
     bounds: tuple[float, float] = COVERAGE_BOUNDS,
     raw: float | None = None,
+    se: float | None = None,
+    z: float = COVERAGE_Z,
 ) -> str | None:
     """Why a test coverage of the 80 % interval blocks a promotion (None: it does not;
     a challenger without an interval is not judged on one). `coverage` is the one judged
-    (`coverage_summary`'s `coverage_adjusted`), `raw` the share of days inside, named too."""
+    (`coverage_summary`'s `coverage_adjusted`), `raw` the share of days inside, named too.
+
+    With its standard error `se` (`coverage_summary`'s `coverage_se`), the interval is
+    blocked only when its true coverage is credibly outside `bounds`: the whole of
+    `coverage ± z·se` lies below the lower bound (too narrow) or above the upper one
+    (too wide), a one-sided test a side. Without one (None, or not finite) the point
+    figure is judged against the bounds as it stands."""
     if coverage is None or not math.isfinite(coverage):
         return None
+    if not (math.isfinite(z) and z >= 0.0):
+        raise ValueError(f"z must be finite and >= 0, got {z}")
+    if se is not None and (not math.isfinite(se) or se < 0.0):
+        se = None
+    margin = z * se if se is not None else 0.0
     lo, hi = bounds
-    if lo <= coverage <= hi:
+    if coverage + margin >= lo and coverage - margin <= hi:
         return None
-    side = "too narrow" if coverage < lo else "too wide"
+    side = "too narrow" if coverage + margin < lo else "too wide"
     inside = (
         f"{raw:.1%} of the test days ({coverage:.1%} allowing for the days whose lower "
         "bound 0 cannot be missed)"
         if raw is not None and math.isfinite(raw) and raw != coverage
         else f"{coverage:.1%} of the test days"
     )
-    return f"its 80 % interval covered {inside}, outside [{lo:.0%}, {hi:.0%}] ({side})"
+    if se is None:
+        return f"its 80 % interval covered {inside}, outside [{lo:.0%}, {hi:.0%}] ({side})"
+    return (
+        f"its 80 % interval covered {inside}, standard error {se:.1%}: "
+        f"{coverage:.1%} ± {z:g} SE = [{coverage - margin:.1%}, {coverage + margin:.1%}] "
+        f"lies outside [{lo:.0%}, {hi:.0%}] ({side})"
+    )
 
 
 def decide(
@@ -183,6 +210,7 @@ def decide(
     data_quality_failures: Sequence[str] = (),
     interval_coverage: float | None = None,
     interval_coverage_raw: float | None = None,
+    interval_coverage_se: float | None = None,
 ) -> Decision:
     """Judge the challenger against the champion or, with no usable champion, the best baseline.
 
@@ -190,12 +218,20 @@ def decide(
     A non-empty `data_quality_failures` (names of failed data-quality checks) blocks the
     promotion, and so does a test coverage of the challenger's 80 % interval
     (`interval_coverage`, the days at a lower bound of 0 allowed for; the share of days
-    inside, `interval_coverage_raw`, is named in the reason) outside `tol.coverage`. With
+    inside, `interval_coverage_raw`, is named in the reason) credibly outside
+    `tol.coverage` (`coverage_failure`: beyond `tol.coverage_z` of its standard error
+    `interval_coverage_se`; without one, the figure itself outside the bounds). With
     no champion, a challenger that is not promoted leaves the baseline as the fallback
     champion.
     """
     failures = [str(f) for f in data_quality_failures if str(f).strip()]
-    interval = coverage_failure(interval_coverage, tol.coverage, interval_coverage_raw)
+    interval = coverage_failure(
+        interval_coverage,
+        tol.coverage,
+        interval_coverage_raw,
+        interval_coverage_se,
+        tol.coverage_z,
+    )
     if champion is None:
         name = describe_kind(baseline_kind)
         serves = f"{name} ({baseline_kind}) becomes the champion and serves"

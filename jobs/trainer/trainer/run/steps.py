@@ -169,6 +169,7 @@ def judge(
         data_quality_failures=quality_failures,
         interval_coverage=interval.get("coverage_adjusted", interval.get("coverage")),
         interval_coverage_raw=interval.get("coverage"),
+        interval_coverage_se=interval.get("coverage_se"),
     )
     log.info("promotion decision", extra=asdict(decision))
     fallback = (
