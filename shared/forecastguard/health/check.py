@@ -298,7 +298,8 @@ def _drift_tests(
     width = np.where(use_hold, np.maximum(n_hold, data.window_days), data.ref_days)
     m_all = ref.shape[1]
     parts: dict[str, np.ndarray] = {}
-    groups = sorted({(bool(h), int(w)) for h, w in zip(use_hold, width, strict=True)})
+    # The distinct (holdout?, width) pairs, sorted (np.unique: no Python loop over products)
+    groups = [(hold, int(w)) for hold in (False, True) for w in np.unique(width[use_hold == hold])]
     for hold, m in groups:
         same = np.flatnonzero((use_hold == hold) & (width == m))
         # In chunks of products: the same rows (a row never depends on the others), a

@@ -525,18 +525,30 @@ def _lag_patterns(
 
 
 def _lag_counts_rows(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.ndarray:
+    """(rows x 3 x T) pair counts by lag k of each row's present days: both in the
+    reference (columns < m), both in the window, one in each (reference first; 0 for
+    rows whose periods are not `contiguous`).
+
+    The auto- and cross-correlations of the two periods' 0/1 indicators, all lags at
+    once by FFT (zero-padded: no wrap-around) and rounded: the counts are whole numbers
+    up to T, the FFT's rounding error ~1e-13, so they are exact (the same doubles as
+    counting pair by pair, one lag at a time, which was a Python loop over T)."""
     rows, width = present.shape
+    if not rows:
+        return np.zeros((0, 3, width))
+    size = 1 << int(2 * width - 1).bit_length()  # >= 2 T: no circular overlap
     p = present.astype(np.float64)
-    out = np.zeros((rows, 3, width))
-    for k in range(width):
-        a, b = p[:, : width - k], p[:, k:]
-        both = a * b
-        out[:, 0, k] = both[:, : max(m - k, 0)].sum(axis=1)
-        out[:, 1, k] = both[:, m:].sum(axis=1)
-        if k:
-            lo = max(m - k, 0)
-            out[:, 2, k] = both[:, lo : min(m, width - k)].sum(axis=1)
-    out[~contiguous, 2, :] = 0.0
+    ref, win = p.copy(), p.copy()
+    ref[:, m:] = 0.0
+    win[:, :m] = 0.0
+    f_ref = np.fft.rfft(ref, size, axis=1)
+    f_win = np.fft.rfft(win, size, axis=1)
+    out = np.empty((rows, 3, width))
+    out[:, 0] = np.fft.irfft(f_ref * np.conj(f_ref), size, axis=1)[:, :width]
+    out[:, 1] = np.fft.irfft(f_win * np.conj(f_win), size, axis=1)[:, :width]
+    out[:, 2] = np.fft.irfft(np.conj(f_ref) * f_win, size, axis=1)[:, :width]
+    out = np.abs(np.rint(out))  # exact whole numbers (abs: no -0.0)
+    out[~np.asarray(contiguous, bool), 2, :] = 0.0
     return out
 
 

@@ -12,6 +12,32 @@ import numpy as np
 from forecastguard.health import stats
 
 
+def lag_counts_rows_before(present: np.ndarray, m: int, contiguous: np.ndarray) -> np.ndarray:
+    """`stats._lag_counts_rows` as it was: pair by pair, one lag at a time."""
+    rows, width = present.shape
+    p = present.astype(np.float64)
+    out = np.zeros((rows, 3, width))
+    for k in range(width):
+        a, b = p[:, : width - k], p[:, k:]
+        both = a * b
+        out[:, 0, k] = both[:, : max(m - k, 0)].sum(axis=1)
+        out[:, 1, k] = both[:, m:].sum(axis=1)
+        if k:
+            lo = max(m - k, 0)
+            out[:, 2, k] = both[:, lo : min(m, width - k)].sum(axis=1)
+    out[~contiguous, 2, :] = 0.0
+    return out
+
+
+def _lag_patterns_before(
+    present: np.ndarray, m: int, contiguous: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    key = np.concatenate([present, contiguous[:, None]], axis=1)
+    packed = np.packbits(key, axis=1)
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    return lag_counts_rows_before(present[first], m, contiguous[first]), inverse.ravel()
+
+
 def drift_tests_before(
     ref: np.ndarray,
     win: np.ndarray,
@@ -71,7 +97,7 @@ def drift_tests_before(
             x[rows] = x[rows] - wmean[:, wd]
             spent[rows] = 6.0
 
-    patterns = stats._lag_patterns(present, m, contiguous)
+    patterns = _lag_patterns_before(present, m, contiguous)
     counts = patterns[0][patterns[1]]
     from forecastguard.health import slow_table
     from forecastguard.health.phi_table import PHI_GRID

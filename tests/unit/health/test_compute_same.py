@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from forecastguard.health import stats
-from tests.unit.health._before import drift_tests_before
+from tests.unit.health._before import drift_tests_before, lag_counts_rows_before
 
 
 def _errors(rng: np.random.Generator, rows: int, m: int, n: int) -> np.ndarray:
@@ -69,3 +69,17 @@ def test_drift_tests_same_as_before(seed: int, m: int, n: int) -> None:
     assert (fast.sd_ref == np.sqrt(stats.CONSTANT_VARIANCE)).any()  # constant periods
     for name in stats.DriftTests.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(fast, name), getattr(old, name), err_msg=name)
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (1, 30), (30, 30), (90, 30), (180, 30), (47, 13)])
+def test_lag_counts_by_fft_are_the_counts(m: int, n: int) -> None:
+    """The pair counts by lag from FFTs, rounded, are the counts pair by pair."""
+    rng = np.random.default_rng(m * 1000 + n)
+    present = rng.random((300, m + n)) < rng.uniform(0.0, 1.0, 300)[:, None]
+    present[0] = True
+    present[1] = False
+    contiguous = rng.random(300) < 0.7
+    fast = stats._lag_counts_rows(present, m, contiguous)
+    old = lag_counts_rows_before(present, m, contiguous)
+    np.testing.assert_array_equal(fast, old)
+    assert not np.signbit(fast).any()  # no -0.0 from the rounding
