@@ -121,7 +121,13 @@ def hit_autocorrelation(r: np.ndarray, nominal: float = NOMINAL) -> np.ndarray:
     have correlation `r` (0 <= r < 1)."""
     k, a2 = _hermite_weights(nominal)
     r = np.asarray(r, dtype=float)
-    return (a2 * r[..., None] ** k).sum(axis=-1) / (nominal * (1.0 - nominal))
+    # Half the weights are exactly 0 (the odd Hermite terms of an even function): their
+    # powers are left at 0 rather than computed (0 * r^k is 0 either way: the same sum,
+    # at half the cost, a twentieth of a cold check).
+    used = a2 != 0
+    powers = np.zeros((*r.shape, len(k)))
+    powers[..., used] = r[..., None] ** k[used]
+    return (a2 * powers).sum(axis=-1) / (nominal * (1.0 - nominal))
 
 
 @lru_cache(maxsize=32)

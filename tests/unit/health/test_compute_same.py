@@ -83,3 +83,18 @@ def test_lag_counts_by_fft_are_the_counts(m: int, n: int) -> None:
     old = lag_counts_rows_before(present, m, contiguous)
     np.testing.assert_array_equal(fast, old)
     assert not np.signbit(fast).any()  # no -0.0 from the rounding
+
+
+@pytest.mark.parametrize("nominal", [0.5, 0.8, 0.9])
+def test_hit_autocorrelation_skips_only_zero_terms(nominal: float) -> None:
+    """The hits' correlation leaves out the powers whose Hermite weight is exactly 0:
+    the same doubles as the full sum."""
+    from forecastguard.health import coverage
+
+    k, a2 = coverage._hermite_weights(nominal)
+    assert (a2 == 0).sum() >= len(a2) // 2  # the odd terms
+    lags = np.arange(1, 30)
+    r = (coverage._PHI_GRID[:, None] ** lags[None, :]).ravel()
+    r = np.concatenate([r, [0.999, 0.0, 1e-300]])
+    full = (a2 * r[..., None] ** k).sum(axis=-1) / (nominal * (1.0 - nominal))
+    np.testing.assert_array_equal(coverage.hit_autocorrelation(r, nominal), full)
