@@ -584,17 +584,49 @@ class _Reads:
             self._pool.shutdown(wait=True)
 
 
-def _product_pivot(conn: sa.Connection) -> str | None:
-    """The middle one of the products with forecasts (None: fewer than two), from the
-    primary key's distinct first column (a loose index scan on MySQL: an index dive a
-    product, not a read of the rows)."""
+def _product_pivot(conn: sa.Connection, window_start: date, as_of: date) -> str | None:
+    """A product id that splits the products with forecasts about in half (None: fewer
+    than two): the middle one of those forecast for the window's newest day, read from
+    the date index alone (it holds the primary key: no row is read). Any id splits the
+    reads correctly (each half a range of the primary key); this one keeps them even.
+    The products' distinct ids by a loose index scan cost MariaDB 0.03-0.12 s of CPU
+    at 10,000 products before the forecasts' reads could start; this 0.01 s or less."""
     p = predictions
+    newest_day = (
+        sa.select(sa.func.max(p.c.target_date))
+        .where(p.c.target_date.between(window_start, as_of))
+        .scalar_subquery()
+    )
     ids = (
-        conn.execute(sa.select(p.c.product_id).group_by(p.c.product_id).order_by(p.c.product_id))
+        conn.execute(
+            sa.select(p.c.product_id).where(p.c.target_date == newest_day).order_by(p.c.product_id)
+        )
         .scalars()
         .all()
     )
     return ids[len(ids) // 2] if len(ids) >= 2 else None
+
+
+def _current_version(
+    conn: sa.Connection, versions: set[str], window_start: date, as_of: date
+) -> str | None:
+    """The current model: the one that forecast the newest day of the window (the
+    newest made forecast of that day). When every forecast of the window was made by one
+    version (`versions`, read with them), that one, without a query: the query looks up
+    each of that day's rows (10,000 at 10,000 products)."""
+    if len(versions) == 1:
+        return next(iter(versions))
+    newest_day = (
+        sa.select(sa.func.max(predictions.c.target_date))
+        .where(predictions.c.target_date.between(window_start, as_of))
+        .scalar_subquery()
+    )
+    return conn.execute(
+        sa.select(predictions.c.model_version)
+        .where(predictions.c.target_date == newest_day)
+        .order_by(predictions.c.created_at.desc(), predictions.c.model_version.desc())
+        .limit(1)
+    ).scalar()
 
 
 _PARSE_PRODUCTS = 2500  # products whose forecasts' text is parsed at once (`_read`)
@@ -624,7 +656,7 @@ def _read(
     if joined:
         # All the days at once, in two halves of the products when the reads run at the
         # same time (each a range of the primary key: no row is scanned twice).
-        pivot = _product_pivot(conn) if reads.concurrent else None
+        pivot = _product_pivot(conn, window_start, as_of) if reads.concurrent else None
         ranges = [(None, None)] if pivot is None else [(None, pivot), (pivot, None)]
         spans = [(ref_start, as_of, lo, hi) for lo, hi in ranges]
     else:
@@ -778,18 +810,7 @@ def load_window(
         codes = np.repeat(np.arange(len(ids), dtype=np.int64), counts)
         if not keep.all():
             frame, codes = frame[keep].reset_index(drop=True), codes[keep]
-        # The current model: the one that forecast the newest day of the window.
-        newest_day = (
-            sa.select(sa.func.max(predictions.c.target_date))
-            .where(predictions.c.target_date.between(window_start, as_of))
-            .scalar_subquery()
-        )
-        current = conn.execute(
-            sa.select(predictions.c.model_version)
-            .where(predictions.c.target_date == newest_day)
-            .order_by(predictions.c.created_at.desc(), predictions.c.model_version.desc())
-            .limit(1)
-        ).scalar()
+        current = _current_version(conn, versions, window_start, as_of)
         day = frame["day"].to_numpy(np.int64)
         bands = _match_bands(bands, conn.dialect.name, ids, codes, day, n_days)
         if len(day):

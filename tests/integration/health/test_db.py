@@ -105,6 +105,33 @@ def test_load_window_reads_the_same_at_once_or_in_turn(engine: sa.Engine, monkey
         assert at_once.bad_values == ((str(data.products[3]), "predictions", 1),)
 
 
+def test_current_version_without_its_query_is_the_queried_one(engine: sa.Engine) -> None:
+    # The window forecast by one version: that one, not queried (the query looks up each
+    # of the newest day's rows); by two: the newest made forecast of the newest day. The
+    # query's answer is the same either way; the pivot splits the products in two.
+    data = synthetic_window(12, AS_OF, seed=9, history=30)
+    sales_frame, predictions_frame = frames(data)
+    write(engine, sales_frame, predictions_frame)
+    window = load_window(engine, AS_OF, 30, 30)
+    start = window.window_start
+    with engine.connect() as conn:
+        queried = window_module._current_version(conn, {"a", "b"}, start, AS_OF)
+        assert window.current_version == queried == "m1"
+        assert window_module._current_version(conn, {"m1"}, start, AS_OF) == "m1"
+        pivot = window_module._product_pivot(conn, start, AS_OF)
+        assert pivot == sorted(data.products)[6]
+        with engine.begin() as writer:
+            writer.execute(
+                sa.text(
+                    "UPDATE predictions SET model_version = 'm2', created_at = :t "
+                    "WHERE product_id = :p AND target_date = :d"
+                ),
+                {"p": data.products[2], "d": AS_OF.isoformat(), "t": "2030-01-01 00:00:00"},
+            )
+    again = load_window(engine, AS_OF, 30, 30)
+    assert again.model_versions == ("m1", "m2") and again.current_version == "m2"
+
+
 def test_load_window_reads_in_turn_on_one_shared_connection() -> None:
     # SQLite in memory: one connection for everything (the reads cannot overlap).
     from forecastguard.db.migrate import upgrade
