@@ -11,12 +11,23 @@ measures the cold import of functions/health/main.py and that TensorFlow never l
                                            [--no-sqlite] [--no-mariadb]
                                            [--reference-days 90] [--older-days 730]
                                            [--intervals] [--json out.json]
+                                           [--sqlite-path FILE] [--mariadb-db NAME]
+                                           [--fill-only] [--compare-code DIR]
 
 `--older-days N` adds N days of sales and forecasts before the days the check reads (a
 store's years of history), which the check must not read. `--intervals` stores the
 served P10/P50/P90 with every forecast (issue 27), as the trainer writes them
 (`trainer.models.intervals`: `max(0, point + scale * q)`, the scale growing with the
 level), so the check runs its coverage tests as it does for a model serving intervals.
+
+`--sqlite-path FILE` and `--mariadb-db NAME` keep the filled databases (a file, a
+database on the server) instead of throwaway ones, and reuse them when they exist (not
+filled again: give the options of the run that filled them, or the figures are of other
+data); `--fill-only` fills them and runs no check. `--compare-code DIR` also runs the
+check of another tree (`git worktree add DIR <commit>`), a process of it and one of
+this tree in turn: an A/B on the same data in the same minutes. A check stores its
+result and drift episodes (the next check's reference): they are deleted before each
+measured process, so every process starts from the data as filled.
 
 On MariaDB each child also reports the CPU of the server threads that served its own
 connections (`first_server_own_cpu_s`, `repeat_server_own_cpu_s`): the server's whole
@@ -189,7 +200,11 @@ def peak_rss_mb() -> float:
 
 
 def child(url: str, metrics_path: str) -> None:
-    """Run the check twice in this (fresh) process; print the figures as JSON."""
+    """Run the check twice in this (fresh) process; print the figures as JSON. With
+    FG_BENCH_CODE, the check of that tree's `shared/` (an A/B against other code)."""
+    code = os.environ.get("FG_BENCH_CODE")
+    if code:
+        sys.path.insert(0, str(Path(code) / "shared"))
     start = time.perf_counter()
     from forecastguard.config import Settings
     from forecastguard.db.engine import make_engine
@@ -233,6 +248,7 @@ def child(url: str, metrics_path: str) -> None:
                 "interval_coverage": interval_coverage(result.products),
                 "metrics_written": result.outputs["metrics"]["written"],
                 "tensorflow": "tensorflow" in sys.modules,
+                "code": str(Path(sys.modules["forecastguard"].__file__).parents[1]),
             }
         )
     )
@@ -316,25 +332,49 @@ def server_cpu_s() -> float | None:
     return None
 
 
-def measure(url: str, repeats: int) -> list[dict]:
-    """Run the check in `repeats` fresh processes (with the local database server's CPU
-    over each process's two checks, `server_cpu_s`, on MariaDB)."""
-    results = []
+def reset_checks(url: str) -> None:
+    """Delete the stored health checks and drift episodes: each measured process starts
+    from the filled database as it was (a check's episodes change the next one's
+    reference, so the processes of an A/B see the same data)."""
+    import sqlalchemy as sa
+
+    from forecastguard.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in ("health_check_products", "health_checks", "health_drift_episodes"):
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+    finally:
+        engine.dispose()
+
+
+def measure(url: str, repeats: int, codes: tuple[str | None, ...] = (None,)) -> list[list[dict]]:
+    """Run the check in `repeats` fresh processes a code tree (with the local database
+    server's CPU over each process's two checks, `server_cpu_s`, on MariaDB), each from
+    the database as filled (`reset_checks`). `codes`: the trees whose `shared/` the
+    checks run (None: this one), one process of each in turn, `repeats` rounds."""
+    results: list[list[dict]] = [[] for _ in codes]
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
-            server_before = None if url.startswith("sqlite") else server_cpu_s()
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", url, str(Path(tmp) / "metrics.jsonl")],
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "LOG_LEVEL": "WARNING"},
-            )
-            run = json.loads(out.stdout.strip().splitlines()[-1])
-            server_after = None if server_before is None else server_cpu_s()
-            if server_before is not None and server_after is not None:
-                run["server_cpu_s"] = server_after - server_before
-            results.append(run)
+            for k, code in enumerate(codes):
+                reset_checks(url)
+                server_before = None if url.startswith("sqlite") else server_cpu_s()
+                env = {**os.environ, "LOG_LEVEL": "WARNING"}
+                if code:
+                    env["FG_BENCH_CODE"] = str(Path(code).resolve())
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", url, str(Path(tmp) / "metrics.jsonl")],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
+                run = json.loads(out.stdout.strip().splitlines()[-1])
+                server_after = None if server_before is None else server_cpu_s()
+                if server_before is not None and server_after is not None:
+                    run["server_cpu_s"] = server_after - server_before
+                results[k].append(run)
     return results
 
 
@@ -393,6 +433,14 @@ def _summary(name: str, runs: list[dict]) -> dict:
     }
 
 
+def _report(report: dict, key: str, name: str, runs: list[list[dict]]) -> None:
+    """The summaries of `measure`'s runs: this tree's under `key`, the compared tree's
+    (the first when there are two) under `key`_compare."""
+    if len(runs) == 2:
+        report[f"{key}_compare"] = _summary(f"{name} (compared code)", runs[0])
+    report[key] = _summary(name, runs[-1])
+
+
 def main() -> None:
     """Fill the databases, run the checks, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -415,6 +463,19 @@ def main() -> None:
         help="store the served P10/P50/P90 with every forecast (the coverage tests run)",
     )
     parser.add_argument("--json", help="also write the report to this file")
+    parser.add_argument(
+        "--sqlite-path", help="keep the SQLite database in this file (reused if it exists)"
+    )
+    parser.add_argument(
+        "--mariadb-db", help="keep the MariaDB database under this name (reused if it exists)"
+    )
+    parser.add_argument("--fill-only", action="store_true", help="fill the databases, no check")
+    parser.add_argument(
+        "--compare-code",
+        metavar="DIR",
+        help="also run the checks of this tree (a git worktree of older code), its process "
+        "and this tree's in turn on the same databases: an A/B ('<db>_compare' in the report)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("URL", "METRICS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -437,40 +498,67 @@ def main() -> None:
     ).stdout.strip()
     report["commit"] = commit or None
     report["load_average_before"] = os.getloadavg()
-    imports = cold_import(args.repeats)
-    report["cold_import_s"] = imports
-    print(
-        f"cold import of functions/health/main.py: median {statistics.median(imports):.2f} s "
-        f"(runs: {', '.join(f'{t:.2f}' for t in imports)}), no TensorFlow",
-        flush=True,
-    )
+    if not args.fill_only:
+        imports = cold_import(args.repeats)
+        report["cold_import_s"] = imports
+        print(
+            f"cold import of functions/health/main.py: median {statistics.median(imports):.2f} s"
+            f" (runs: {', '.join(f'{t:.2f}' for t in imports)}), no TensorFlow",
+            flush=True,
+        )
+    fill_args = (args.products, args.reference_days, args.older_days, args.intervals)
+    codes: tuple[str | None, ...] = (None,)
+    if args.compare_code:
+        codes = (args.compare_code, None)
+        report["compare_code"] = args.compare_code
+        report["compare_commit"] = (
+            subprocess.run(
+                ["git", "-C", args.compare_code, "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            or None
+        )
     if not args.no_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            path = Path(args.sqlite_path) if args.sqlite_path else Path(tmp) / "bench.db"
+            url = f"sqlite:///{path}"
             print("SQLite:", flush=True)
-            fill(url, args.products, args.reference_days, args.older_days, args.intervals)
-            report["sqlite"] = _summary("SQLite", measure(url, args.repeats))
+            if path.exists():
+                print(f"  reusing {path}", flush=True)
+            else:
+                fill(url, *fill_args)
+            if not args.fill_only:
+                _report(report, "sqlite", "SQLite", measure(url, args.repeats, codes))
     if not args.no_mariadb:
         import sqlalchemy as sa
 
         server = os.environ.get("FG_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
-        name = f"fg_bench_{uuid.uuid4().hex[:10]}"
+        name = args.mariadb_db or f"fg_bench_{uuid.uuid4().hex[:10]}"
+        if not name.replace("_", "").isalnum():
+            raise SystemExit(f"--mariadb-db: letters, digits and _ only, got {name!r}")
         admin = sa.create_engine(server + "/")
         with admin.begin() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :n"),
+                {"n": name},
+            ).first()
+            if not exists:
+                conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
         try:
             print("MariaDB:", flush=True)
-            fill(
-                f"{server}/{name}",
-                args.products,
-                args.reference_days,
-                args.older_days,
-                args.intervals,
-            )
-            report["mariadb"] = _summary("MariaDB", measure(f"{server}/{name}", args.repeats))
+            if exists:
+                print(f"  reusing database {name}", flush=True)
+            else:
+                fill(f"{server}/{name}", *fill_args)
+            if not args.fill_only:
+                runs = measure(f"{server}/{name}", args.repeats, codes)
+                _report(report, "mariadb", "MariaDB", runs)
         finally:
-            with admin.begin() as conn:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            if not args.mariadb_db:
+                with admin.begin() as conn:
+                    conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
             admin.dispose()
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, default=str))
