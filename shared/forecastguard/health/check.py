@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -52,6 +53,11 @@ FREQUENCY_CHUNK_ROWS = 300_000  # sales rows a call of product_frequencies (work
 # budget (docs/health.md: monthly false retrain requests measured; 5 was not enough with
 # point nulls, MIN_DRIFT_EFFECT 0).
 RETRAIN_SPENDING = 10
+# Threads of `product_phase`: 2 runs the drift tests beside the other per-product figures
+# (numpy releases the GIL); 1, one after the other. At 10,000 products x (90 + 30) days
+# with intervals, 2 threads held both working sets at once: +42 MB at the compute's peak
+# and ~0.05 s more CPU (docs/health.md), so 1 is the default.
+PHASE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -603,37 +609,25 @@ def product_phase(
 
     `holdout` is (product codes into `data.products`, errors) of the champion's holdout.
     """
-    n_all = len(data.products)
     window, _ = _error_masks(data)
     errors = data.units - data.predicted
-    metrics = stats.error_metrics(data.codes[window], errors[window], n_all)
-    tests, reference = _drift_tests(data, params, errors, holdout)
-    order = product_order(data.codes)  # the rows grouped by product, for the next two
-    sales_p, w_norm = _sales_tests(data, params, order)
-    # The seasonal-naive scale on the four weeks (at least) before the window.
-    naive_days = min(data.history_days, max(data.window_days, MIN_NAIVE_DAYS))
-    dense = np.full((n_all, naive_days), np.nan)
-    first = data.history_days - naive_days
-    hist = (data.day < data.history_days) & (data.day >= first)
-    dense[data.codes[hist], data.day[hist] - first] = data.units[hist]
-    rmsse = stats.rmsse(metrics.rmse, stats.seasonal_naive_scale(dense))
-    kind, step = _product_frequency(data, order)
+    # The drift tests (the biggest part) run in a second thread beside the rest: numpy
+    # releases the GIL in its loops, so on two cores the two halves overlap (the same
+    # doubles: neither half reads what the other writes).
+    pool = ThreadPoolExecutor(1) if PHASE_THREADS > 1 else None
+    try:
+        drift = pool.submit(_drift_tests, data, params, errors, holdout) if pool else None
+        rest = _other_product_columns(data, params, errors, window)
+        tests, reference = drift.result() if drift else _drift_tests(data, params, errors, holdout)
+    finally:
+        if pool:
+            pool.shutdown(wait=True)
     columns: dict[str, Any] = {
         "product_id": data.products.astype(str),
-        "listed": metrics.n > 0,
-        "n": metrics.n,
-        "rmse": metrics.rmse,
-        "mae": metrics.mae,
-        "bias": metrics.bias,
-        "rmsse": rmsse,
+        "listed": rest.pop("listed"),
+        **{k: rest.pop(k) for k in ("n", "rmse", "mae", "bias", "rmsse")},
         "reference": reference,
-        "sales_ks_pvalue": sales_p,
-        "sales_wasserstein": w_norm,
-        "freq_kind": kind,
-        "freq_step": step,
-        "episode_day": _per_product(data.drift_since, n_all, NO_EPISODE),
-        "episode_checks": _per_product(data.drift_checks, n_all, 0),
-        **coverage.product_columns(data, params.min_samples),  # issue 27: served interval
+        **rest,
     }
     for name in _DRIFT_FIELDS:
         value = getattr(tests, name)
@@ -651,6 +645,40 @@ def product_phase(
         current_version=data.current_version,
         last_sale_date=data.last_sale_date,
     )
+
+
+def _other_product_columns(
+    data: WindowData, params: HealthParams, errors: np.ndarray, window: np.ndarray
+) -> dict[str, Any]:
+    """`product_phase`'s columns besides the drift tests': accuracy, the sales tests, the
+    sampling frequency, the open episodes and the served interval's coverage."""
+    n_all = len(data.products)
+    metrics = stats.error_metrics(data.codes[window], errors[window], n_all)
+    order = product_order(data.codes)  # the rows grouped by product, for the next two
+    sales_p, w_norm = _sales_tests(data, params, order)
+    # The seasonal-naive scale on the four weeks (at least) before the window.
+    naive_days = min(data.history_days, max(data.window_days, MIN_NAIVE_DAYS))
+    dense = np.full((n_all, naive_days), np.nan)
+    first = data.history_days - naive_days
+    hist = (data.day < data.history_days) & (data.day >= first)
+    dense[data.codes[hist], data.day[hist] - first] = data.units[hist]
+    rmsse = stats.rmsse(metrics.rmse, stats.seasonal_naive_scale(dense))
+    kind, step = _product_frequency(data, order)
+    return {
+        "listed": metrics.n > 0,
+        "n": metrics.n,
+        "rmse": metrics.rmse,
+        "mae": metrics.mae,
+        "bias": metrics.bias,
+        "rmsse": rmsse,
+        "sales_ks_pvalue": sales_p,
+        "sales_wasserstein": w_norm,
+        "freq_kind": kind,
+        "freq_step": step,
+        "episode_day": _per_product(data.drift_since, n_all, NO_EPISODE),
+        "episode_checks": _per_product(data.drift_checks, n_all, 0),
+        **coverage.product_columns(data, params.min_samples),  # issue 27: served interval
+    }
 
 
 def _per_product(values: np.ndarray | None, n: int, default: int) -> np.ndarray:
