@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import sqlalchemy as sa
@@ -108,23 +109,40 @@ def _insert_literal_rows(conn: sa.Connection, insert: str, columns: list[list]) 
     `escape` writes it (a string quoted and escaped for the connection's mode, a float's
     repr as a DOUBLE, NULL for None) but a column at a time: its executemany escapes
     value by value through its type dispatch, 0.3 s of the check's CPU for 10,000
-    product rows."""
+    product rows.
+
+    The next statement's text is written while the server inserts the last one's rows
+    (one sender thread on the transaction's connection, the statements in order, one at
+    a time): at 10,000 rows the server took about 0.15 s for the five statements and the
+    texts about 0.08 s of the check's CPU, which came one after the other."""
     escape = conn.connection.dbapi_connection.escape  # a str quoted for the connection's mode
     # On the DBAPI cursor of the transaction's connection, without parameters: PyMySQL
     # then formats nothing into the statement (SQLAlchemy would pass {}, and a "%" in a
     # product id would be read as a placeholder); its errors raised as SQLAlchemy's.
     error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.cursor()
+
+    def send(statement: str) -> None:
+        try:
+            cursor.execute(statement, None)
+        except error as exc:
+            raise sa.exc.DBAPIError.instance(f"{insert}...", None, exc, error) from exc
+
+    sender = ThreadPoolExecutor(1, thread_name_prefix="health-store")
+    sent: Future[None] | None = None
     try:
         for start in range(0, len(columns[0]), _LITERAL_ROWS):
             # A chunk at a time: 10,000 rows' literals are 170,000 strings (12 MB).
             texts = [_literals(v[start : start + _LITERAL_ROWS], escape) for v in columns]
             rows = ",".join([f"({','.join(row)})" for row in zip(*texts, strict=True)])
-            try:
-                cursor.execute(insert + rows, None)
-            except error as exc:
-                raise sa.exc.DBAPIError.instance(f"{insert}...", None, exc, error) from exc
+            del texts
+            if sent is not None:
+                sent.result()  # the last statement's error, before the next is sent
+            sent = sender.submit(send, insert + rows)
+        if sent is not None:
+            sent.result()
     finally:
+        sender.shutdown(wait=True)  # nothing runs on the connection after this returns
         cursor.close()
 
 

@@ -284,6 +284,34 @@ def test_store_is_one_transaction(engine: sa.Engine) -> None:
         assert conn.execute(count).scalar() == 30
 
 
+def test_store_in_several_statements_is_one_transaction(engine: sa.Engine, monkeypatch) -> None:
+    # On MariaDB the product rows go as several INSERTs, the next written while the last
+    # is sent (store._insert_literal_rows): every row is stored, and a failing statement
+    # in the middle (a duplicate product) leaves nothing behind.
+    from forecastguard.health import store as store_module
+
+    monkeypatch.setattr(store_module, "_LITERAL_ROWS", 7)
+    data = synthetic_window(30, AS_OF, seed=4)
+    result = compute_health(data, HealthParams())
+    result.check_id, result.checked_at = "c" * 36, pd.Timestamp("2026-05-31T06:00").to_pydatetime()
+    store_result(engine, result)
+    with engine.connect() as conn:
+        query = sa.select(health_check_products).order_by(health_check_products.c.product_id)
+        stored = pd.read_sql(query, conn)
+    assert stored["product_id"].tolist() == result.products["product_id"].tolist()
+    assert stored["rmse"].tolist() == result.products["rmse"].tolist()
+    broken = replace(result, check_id="d" * 36)
+    broken.products = pd.concat(
+        [result.products.iloc[:10], result.products.iloc[9:10], result.products.iloc[10:]]
+    )
+    with pytest.raises(sa.exc.IntegrityError):
+        store_result(engine, broken)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(health_checks)).scalar() == 1
+        count = sa.select(sa.func.count()).select_from(health_check_products)
+        assert conn.execute(count).scalar() == 30
+
+
 def test_service_run_stores_and_writes_metrics(engine: sa.Engine, tmp_path) -> None:
     data = synthetic_window(40, AS_OF, seed=5, drift_share=0.25, drift_factor=2.0)
     write(engine, *frames(data))
