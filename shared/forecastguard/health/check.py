@@ -42,12 +42,17 @@ REFERENCES = ("previous_window", "before_drift", "holdout", "none")
 MAX_LISTED_DRIFTED = 100  # in the summary; every product is in health_check_products
 MAX_REASON_PRODUCTS = 5  # drifted products described in words in the drift reason
 MIN_NAIVE_DAYS = 28  # the seasonal-naive scale's history before the window, at least
-DRIFT_CHUNK = 2500  # products per call of the drift tests at 30 + 30 days (working memory)
+# Products per call of the drift tests at 30 + 30 days (working memory; 2,500 before: at
+# 10,000 products x (90 + 30) days the drift tests' peak 46 -> 34 MB, the same CPU)
+DRIFT_CHUNK = 1250
 # ... and the same number of (product, day) cells with a longer reference (REFERENCE_DAYS
-# 90: 1,250 products a call; 180: 714), so the working memory does not grow with it.
+# 90: 625 products a call; 180: 357), so the working memory does not grow with it.
 DRIFT_CHUNK_CELLS = DRIFT_CHUNK * 60
-SALES_CHUNK_CELLS = 150_000  # (product, day) cells a call of the sales tests (working memory)
-FREQUENCY_CHUNK_ROWS = 300_000  # sales rows a call of product_frequencies (working memory)
+# (product, day) cells a call of the sales tests and sales rows a call of
+# product_frequencies (working memory; at 10,000 products x 120 days 150,000 and 300,000
+# before: peaks 30 -> 21 and 22 -> 6 MB, the same CPU)
+SALES_CHUNK_CELLS = 75_000
+FREQUENCY_CHUNK_ROWS = 75_000
 # Issue 23: the check runs daily; a retrain asked for drift alone needs the global p-value
 # at FDR_ALPHA / RETRAIN_SPENDING, so a month of checks stays within its false-alarm
 # budget (docs/health.md: monthly false retrain requests measured; 5 was not enough with
@@ -257,10 +262,10 @@ def _error_matrices(
     m = max(rd, n_hold)
     ref = np.full((n_all, m), np.nan)
     win = np.full((n_all, wd), np.nan)
-    win[data.codes[window], data.day[window] - data.history_days] = errors[window]
+    # A block of rows at a time (`stats.scatter_cells`: no masked copies of every row).
+    stats.scatter_cells(win, data.codes, data.day, errors, window, data.history_days)
     keep = previous & use_prev[data.codes]
-    ref_col = data.day[keep] - (data.history_days - rd) + (m - rd)
-    ref[data.codes[keep], ref_col] = errors[keep]
+    stats.scatter_cells(ref, data.codes, data.day, errors, keep, data.history_days - m)
     if n_hold:
         h_codes, h_err = holdout
         take = use_hold[h_codes]
@@ -614,10 +619,13 @@ def product_phase(
     # The drift tests (the biggest part) run in a second thread beside the rest: numpy
     # releases the GIL in its loops, so on two cores the two halves overlap (the same
     # doubles: neither half reads what the other writes).
+    # In one thread the rest comes first: its few columns, not the drift tests' hundred,
+    # are held while the other runs (a lower peak of working memory).
     pool = ThreadPoolExecutor(1) if PHASE_THREADS > 1 else None
     try:
         drift = pool.submit(_drift_tests, data, params, errors, holdout) if pool else None
         rest = _other_product_columns(data, params, errors, window)
+        del window
         tests, reference = drift.result() if drift else _drift_tests(data, params, errors, holdout)
     finally:
         if pool:
@@ -677,7 +685,7 @@ def _other_product_columns(
         "freq_step": step,
         "episode_day": _per_product(data.drift_since, n_all, NO_EPISODE),
         "episode_checks": _per_product(data.drift_checks, n_all, 0),
-        **coverage.product_columns(data, params.min_samples),  # issue 27: served interval
+        **coverage.product_columns(data, params.min_samples, errors),  # issue 27
     }
 
 
@@ -737,10 +745,11 @@ def _tests_from_rows(rows: pd.DataFrame) -> stats.DriftTests:
 
 def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
     """The global step of the check: from all products' rows to the result."""
-    rows = _coverage_pvalues(part.products)  # issue 27: the coverage tests' empirical nulls
+    rows = part.products
+    p_cov = _coverage_pvalues(rows)  # issue 27: the coverage tests' empirical nulls
     tests = _tests_from_rows(rows)
     drift = _error_drift_decision(tests, params, rows["reference"].to_numpy(object))
-    drift = _join_coverage(drift, rows, params)  # issue 27: the interval's coverage test
+    drift = _join_coverage(drift, p_cov, params)  # issue 27: the interval's coverage test
     sales_q, sales_drift, data_drift = _sales_drift_decision(part, rows, params)
     listed = rows["listed"].to_numpy(bool)
     products = pd.DataFrame(
@@ -771,7 +780,7 @@ def global_phase(part: ProductPhase, params: HealthParams) -> HealthResult:
             "sales_drift": sales_drift[listed],
         }
     )
-    products = _with_coverage(products, rows, listed)
+    products = _with_coverage(products, rows, listed, p_cov)
     n_products = int(listed.sum())
     n_tested = int((~np.isnan(drift.pvalues)).sum())
     n_drifted = int(drift.drift.sum())
@@ -959,20 +968,23 @@ def drift_reasons(products: pd.DataFrame) -> list[str]:
 COVERAGE_TEST = "coverage"
 
 
-def _coverage_pvalues(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows with each product's final coverage p-value (`coverage.global_pvalues`:
-    the hit and scale tests with their empirical nulls over all products)."""
-    if "coverage_pvalue" not in rows or not len(rows):
-        return rows
+def _coverage_pvalues(rows: pd.DataFrame) -> np.ndarray | None:
+    """Each product's final coverage p-value (`coverage.global_pvalues`: the hit and scale
+    tests with their empirical nulls over all products); None without coverage columns.
+    (Returned, not assigned to the rows: a new column copied the hundred-odd columns.)"""
+    if "coverage_pvalue" not in rows:
+        return None
+    if not len(rows):
+        return rows["coverage_pvalue"].to_numpy(np.float64)
     p, _ = coverage.global_pvalues(rows)
-    return rows.assign(coverage_pvalue=p)
+    return p
 
 
-def _join_coverage(drift: _Drift, rows: pd.DataFrame, params: HealthParams) -> _Drift:
-    """The drift decision with the coverage p-values joined (unchanged without them)."""
+def _join_coverage(drift: _Drift, p_cov: np.ndarray | None, params: HealthParams) -> _Drift:
+    """The drift decision with the coverage p-values `p_cov` joined (unchanged without
+    them)."""
     from dataclasses import replace
 
-    p_cov = rows["coverage_pvalue"].to_numpy(np.float64) if "coverage_pvalue" in rows else None
     if p_cov is None or np.isnan(p_cov).all():
         return drift
     d = drift.decision
@@ -994,12 +1006,17 @@ def _join_coverage(drift: _Drift, rows: pd.DataFrame, params: HealthParams) -> _
     )
 
 
-def _with_coverage(products: pd.DataFrame, rows: pd.DataFrame, listed: np.ndarray) -> pd.DataFrame:
-    """The result's per-product table with the coverage columns (when the rows have them)."""
+def _with_coverage(
+    products: pd.DataFrame, rows: pd.DataFrame, listed: np.ndarray, p_cov: np.ndarray | None
+) -> pd.DataFrame:
+    """The result's per-product table with the coverage columns (when the rows have them;
+    `p_cov`: the final coverage p-values, `_coverage_pvalues`)."""
     cols = ("coverage", "coverage_n", "coverage_pvalue", "interval_score")
-    if not set(cols) <= set(rows.columns):
+    if p_cov is None or not set(cols) <= set(rows.columns):
         return products
-    out = products.assign(**{c: rows[c].to_numpy(np.float64)[listed] for c in cols})
+    values = {c: rows[c].to_numpy(np.float64) for c in cols}
+    values["coverage_pvalue"] = p_cov
+    out = products.assign(**{c: v[listed] for c, v in values.items()})
     if "coverage_scale_ratio" in rows:  # the scale test's: errors in the interval's spread
         ratio = rows["coverage_scale_ratio"].to_numpy(np.float64)[listed]
         out = out.assign(coverage_scale=np.sqrt(ratio))

@@ -98,3 +98,40 @@ def test_hit_autocorrelation_skips_only_zero_terms(nominal: float) -> None:
     r = np.concatenate([r, [0.999, 0.0, 1e-300]])
     full = (a2 * r[..., None] ** k).sum(axis=-1) / (nominal * (1.0 - nominal))
     np.testing.assert_array_equal(coverage.hit_autocorrelation(r, nominal), full)
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 16])
+def test_scatter_cells_is_one_assignment(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """Filling a matrix a block of entries at a time: the same cells, the later of two
+    entries for one cell kept, as one masked assignment."""
+    rng = np.random.default_rng(block)
+    monkeypatch.setattr(stats, "SCATTER_BLOCK_ROWS", block)
+    rows, cols = rng.integers(0, 20, 500), rng.integers(3, 13, 500)
+    values, mask = rng.normal(size=500), rng.random(500) < 0.7
+    expected = np.full((20, 10), np.nan)
+    expected[rows[mask], cols[mask] - 3] = values[mask]
+    got = stats.scatter_cells(np.full((20, 10), np.nan), rows, cols, values, mask, 3)
+    np.testing.assert_array_equal(got, expected)
+    expected[rows, cols - 3] = values
+    got = stats.scatter_cells(np.full((20, 10), np.nan), rows, cols, values, None, 3)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_drift_decision_same_in_cell_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The level p-values' variance a block of (product, grid cell) pairs at a time: the
+    same decision as all at once."""
+    rng = np.random.default_rng(11)
+    rows, m, n = 700, 90, 30
+    x = _errors(rng, rows, m, n)
+    x[rng.random(rows) < 0.1, m:] += 3.0  # some drift
+    tests = stats.drift_tests(
+        x[:, :m], x[:, m:], contiguous=np.ones(rows, bool), weekday=np.arange(m + n) % 7
+    )
+    monkeypatch.setattr(stats, "_CELL_BLOCK", 10**9)
+    whole = stats.drift_decision(tests, 0.05, 0.25)
+    monkeypatch.setattr(stats, "_CELL_BLOCK", 5)
+    blocks = stats.drift_decision(tests, 0.05, 0.25)
+    assert whole.drift.sum() > 10
+    for name in ("p_level", "p_scale", "pvalue", "qvalue", "drift", "kind", "phi_mean"):
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name), err_msg=name)
+    assert blocks.null_sd_level == whole.null_sd_level
