@@ -492,8 +492,9 @@ def _fetch_forecasts(
     the window (`window_start` given), the served intervals of its window days: their
     count and their days, P10 and P90 as text (`_band_entries`; NULL text and count 0:
     none), rows without both bounds left out. Only the products from `products[0]` (if
-    any) up to before `products[1]` (if any). Parsed by `_fetch_parsed` on the read's
-    thread and `_match_bands`. `planned`: see `_days_between`.
+    any) up to before `products[1]` (if any). Parsed by the caller (`_parse_groups`,
+    `_match_bands`), one read at a time (the texts are tens of MB). `planned`: see
+    `_days_between`.
 
     One read of the rows for all they give: each read of predictions scans the table's
     primary key (`_by_product`), 0.2-0.3 s of MariaDB's CPU for 1.2 million rows even
@@ -631,49 +632,6 @@ def _current_version(
 _PARSE_PRODUCTS = 2500  # products whose forecasts' text is parsed at once (`_read`)
 
 
-@dataclass
-class _Forecasts:
-    """One forecasts read (`_fetch_forecasts`) parsed on the thread that read it: the
-    products' ids and the columns after their entries (versions, then the intervals'
-    count and texts), and the entries' numbers a chunk of `_PARSE_PRODUCTS` products at a
-    time: (row counts, day offsets, forecasts, not-a-number marks)."""
-
-    ids: list[str]
-    rest: list[tuple]
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
-
-
-def _fetch_parsed(conn: sa.Connection, *args: Any) -> _Forecasts:
-    """`_fetch_forecasts(conn, *args)` with its entries parsed (`_Forecasts`), a chunk of
-    products at a time, each parsed chunk's text let go (the parse's copies of the whole
-    text came on top of it: tens of MB at 10,000 products x 120 days). On a read's own
-    thread (`_Reads`) the parse overlaps the other reads and the other half's parse
-    (pandas' reader and numpy release the GIL) instead of following them all."""
-    rows = _fetch_forecasts(conn, *args)
-    joined = conn.dialect.name != "sqlite"
-    made_at = 3 if joined else 4  # the first column after the entries (`_fetch_forecasts`)
-    ids = [r[0] for r in rows]
-    rest = [tuple(r[made_at:]) for r in rows]
-    parts = []
-    while rows:
-        chunk = rows[:_PARSE_PRODUCTS]
-        del rows[:_PARSE_PRODUCTS]
-        _, counts, part = _parse_groups(
-            chunk, ["day", "pred"], joined=joined, exact=("pred",) if joined else ()
-        )
-        del chunk
-        parts.append(
-            (
-                counts,
-                part["day"].to_numpy(np.int64),
-                part["pred"].to_numpy(np.float64),
-                part["bad_pred"].to_numpy(bool),
-            )
-        )
-        del part
-    return _Forecasts(ids, rest, parts)
-
-
 def _read(
     reads: _Reads,
     conn: sa.Connection,
@@ -708,7 +666,7 @@ def _read(
         ]
     pending = [
         reads.submit(
-            _fetch_parsed,
+            _fetch_forecasts,
             hist_start,
             first,
             last,
@@ -726,34 +684,39 @@ def _read(
     reference: list[frozenset[str]] = [frozenset()] * len(ids)
     index = pd.Index(ids)
     band_rows: list = []
+    made_at = 3 if joined else 4  # the first column after the entries (`_fetch_forecasts`)
     for first, last, _, _ in spans:
-        got = pending.pop(0)()  # the list held the only reference to the waiting future
-        codes = index.get_indexer(got.ids)
+        rows = pending.pop(0)()  # the list held the only reference to the waiting future
+        codes = index.get_indexer([r[0] for r in rows])
         # The versions that made the reference's days, the window's, or both (in that
         # order), then with the window its intervals' count and texts.
         has_before, has_window = first < window_start, last == as_of
+        at = made_at + has_before
         if has_before:
-            for i, r in zip(codes, got.rest, strict=True):
+            for i, r in zip(codes, rows, strict=True):
                 if i >= 0:
-                    reference[i] = frozenset(r[0].split(",")) if r[0] else frozenset()
+                    reference[i] = frozenset(r[made_at].split(",")) if r[made_at] else frozenset()
         if has_window:
-            for r in got.rest:
-                if r[has_before]:
-                    versions.update(r[has_before].split(","))
-            band_rows += [
-                (pid, *r[has_before + 1 :])
-                for pid, r in zip(got.ids, got.rest, strict=True)
-                if r[has_before + 1]
-            ]
-        got.rest = []  # the intervals' texts are in band_rows now
-        start = 0
-        while got.parts:
-            part_counts, pday, pred, bad = got.parts.pop(0)
-            pcode = np.repeat(codes[start : start + len(part_counts)], part_counts)
-            start += len(part_counts)
+            for r in rows:
+                if r[at]:
+                    versions.update(r[at].split(","))
+            band_rows += [(r[0], *r[at + 1 :]) for r in rows if r[at + 1]]
+        # A chunk of products at a time, each parsed chunk's rows let go: the parse's
+        # copies of the whole text came on top of it (tens of MB at 10,000 products x
+        # 120 days).
+        for start in range(0, len(codes), _PARSE_PRODUCTS):
+            chunk = rows[:_PARSE_PRODUCTS]
+            del rows[:_PARSE_PRODUCTS]
+            _, part_counts, part = _parse_groups(
+                chunk, ["day", "pred"], joined=joined, exact=("pred",) if joined else ()
+            )
+            del chunk
+            pcode = np.repeat(codes[start : start + _PARSE_PRODUCTS], part_counts)
             known = pcode >= 0  # forecasts of products without sales cannot be judged
-            dense[pcode[known], pday[known]] = pred[known]
-            np.add.at(bad_pred, pcode[known & bad], 1)
+            pday = part["day"].to_numpy(np.int64)
+            dense[pcode[known], pday[known]] = part["pred"].to_numpy(np.float64)[known]
+            np.add.at(bad_pred, pcode[known & part["bad_pred"].to_numpy(bool)], 1)
+            del part
     codes = np.repeat(np.arange(len(ids)), counts)
     frame["pred"] = dense[codes, frame["day"].to_numpy(np.int64)]
     return ids, counts, frame, bad_pred, versions, reference, band_rows
