@@ -243,7 +243,6 @@ class _Drift:
 
 def _error_matrices(
     data: WindowData,
-    errors: np.ndarray,
     use_prev: np.ndarray,
     holdout: tuple[np.ndarray, np.ndarray] | None,
     use_hold: np.ndarray,
@@ -262,7 +261,9 @@ def _error_matrices(
     m = max(rd, n_hold)
     ref = np.full((n_all, m), np.nan)
     win = np.full((n_all, wd), np.nan)
-    # A block of rows at a time (`stats.scatter_cells`: no masked copies of every row).
+    # The errors a block of rows at a time (`stats.scatter_cells`: no masked copies of
+    # every row, no vector of every row's error).
+    errors = (data.units, data.predicted)
     stats.scatter_cells(win, data.codes, data.day, errors, window, data.history_days)
     keep = previous & use_prev[data.codes]
     stats.scatter_cells(ref, data.codes, data.day, errors, keep, data.history_days - m)
@@ -282,7 +283,6 @@ def _error_matrices(
 def _drift_tests(
     data: WindowData,
     params: HealthParams,
-    errors: np.ndarray,
     holdout: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[stats.DriftTests, np.ndarray]:
     """Each product's window errors against its reference errors: the drift tests of
@@ -305,7 +305,7 @@ def _drift_tests(
         n_hold = np.bincount(holdout[0], minlength=n_all)
         use_hold = ~use_prev & (n_hold >= params.min_samples)
         reference[use_hold] = "holdout"
-    ref, win, weekday = _error_matrices(data, errors, use_prev, holdout, use_hold)
+    ref, win, weekday = _error_matrices(data, use_prev, holdout, use_hold)
     width = np.where(use_hold, np.maximum(n_hold, data.window_days), data.ref_days)
     m_all = ref.shape[1]
     parts: dict[str, np.ndarray] = {}
@@ -614,8 +614,8 @@ def product_phase(
 
     `holdout` is (product codes into `data.products`, errors) of the champion's holdout.
     """
-    window, _ = _error_masks(data)
-    errors = data.units - data.predicted
+    # The forecast errors (actual - predicted) are taken where needed, a block of rows at a
+    # time (`stats.scatter_cells`), not as one more vector over every row read.
     # The drift tests (the biggest part) run in a second thread beside the rest: numpy
     # releases the GIL in its loops, so on two cores the two halves overlap (the same
     # doubles: neither half reads what the other writes).
@@ -623,10 +623,9 @@ def product_phase(
     # are held while the other runs (a lower peak of working memory).
     pool = ThreadPoolExecutor(1) if PHASE_THREADS > 1 else None
     try:
-        drift = pool.submit(_drift_tests, data, params, errors, holdout) if pool else None
-        rest = _other_product_columns(data, params, errors, window)
-        del window
-        tests, reference = drift.result() if drift else _drift_tests(data, params, errors, holdout)
+        drift = pool.submit(_drift_tests, data, params, holdout) if pool else None
+        rest = _other_product_columns(data, params)
+        tests, reference = drift.result() if drift else _drift_tests(data, params, holdout)
     finally:
         if pool:
             pool.shutdown(wait=True)
@@ -655,13 +654,14 @@ def product_phase(
     )
 
 
-def _other_product_columns(
-    data: WindowData, params: HealthParams, errors: np.ndarray, window: np.ndarray
-) -> dict[str, Any]:
+def _other_product_columns(data: WindowData, params: HealthParams) -> dict[str, Any]:
     """`product_phase`'s columns besides the drift tests': accuracy, the sales tests, the
     sampling frequency, the open episodes and the served interval's coverage."""
     n_all = len(data.products)
-    metrics = stats.error_metrics(data.codes[window], errors[window], n_all)
+    window, _ = _error_masks(data)
+    errors = data.units[window] - data.predicted[window]
+    metrics = stats.error_metrics(data.codes[window], errors, n_all)
+    del window, errors
     order = product_order(data.codes)  # the rows grouped by product, for the next two
     sales_p, w_norm = _sales_tests(data, params, order)
     # The seasonal-naive scale on the four weeks (at least) before the window.
@@ -685,7 +685,7 @@ def _other_product_columns(
         "freq_step": step,
         "episode_day": _per_product(data.drift_since, n_all, NO_EPISODE),
         "episode_checks": _per_product(data.drift_checks, n_all, 0),
-        **coverage.product_columns(data, params.min_samples, errors),  # issue 27
+        **coverage.product_columns(data, params.min_samples),  # issue 27: served interval
     }
 
 

@@ -592,9 +592,7 @@ _GLOBAL_COLUMNS = (
 )
 
 
-def product_columns(
-    data: WindowData, min_samples: int, errors: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
+def product_columns(data: WindowData, min_samples: int) -> dict[str, np.ndarray]:
     """The health check's per-product coverage columns of a window (`check.product_phase`):
     `coverage`, `coverage_n`, `coverage_pvalue` (the model's, before the empirical nulls
     `global_pvalues` adds), `interval_score` (NaN for products whose forecasts in the
@@ -602,8 +600,7 @@ def product_columns(
     `coverage_strict` (the two hit counts), `coverage_vf` (their variance factor) and the
     scale test's `coverage_scale_ratio`, `coverage_scale_dof_w`, `coverage_scale_dof_r`.
     The autocorrelation comes from each product's errors over every day read (reference
-    and window); the scale test's shape from the `ref_days` days before the window.
-    `errors`: `data.units - data.predicted`, if already computed."""
+    and window); the scale test's shape from the `ref_days` days before the window."""
     n_all, wd = len(data.products), data.window_days
     nan = np.full((n_all, wd), np.nan)
     if data.lower is None or data.upper is None:
@@ -611,13 +608,10 @@ def product_columns(
         sc = scale_tests(nan, nan, nan, nan, np.full((n_all, 1), np.nan), t.phi, min_samples)
     else:
         has = ~np.isnan(data.predicted)
-        if errors is None:
-            errors = data.units - data.predicted
         # The matrices filled a block of rows at a time (`scatter_cells`: no masked copies
-        # of all the rows, which were this step's memory peak).
-        by_day = np.full((n_all, data.history_days + wd), np.nan)
-        scatter_cells(by_day, data.codes, data.day, errors, has)
-        errors = by_day
+        # of all the rows, which were this step's memory peak), the errors subtracted there.
+        errors = np.full((n_all, data.history_days + wd), np.nan)
+        scatter_cells(errors, data.codes, data.day, (data.units, data.predicted), has)
         rows = has & (data.day >= data.history_days) & ~np.isnan(data.lower)
         rows &= ~np.isnan(data.upper)
         del nan

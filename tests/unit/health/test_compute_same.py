@@ -115,6 +115,10 @@ def test_scatter_cells_is_one_assignment(monkeypatch: pytest.MonkeyPatch, block:
     expected[rows, cols - 3] = values
     got = stats.scatter_cells(np.full((20, 10), np.nan), rows, cols, values, None, 3)
     np.testing.assert_array_equal(got, expected)
+    a, b = rng.normal(size=500), rng.normal(size=500)  # a - b, subtracted a block at a time
+    expected[rows[mask], cols[mask] - 3] = (a - b)[mask]
+    got = stats.scatter_cells(got, rows, cols, (a, b), mask, 3)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_drift_decision_same_in_cell_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
