@@ -171,6 +171,52 @@ def two_sample(
     return TwoSample(n_a, n_b, d_num, wasserstein, pooled_std, codes, values, is_b, starts)
 
 
+def two_sample_rows(a: np.ndarray, b: np.ndarray) -> TwoSample:
+    """`two_sample` of samples given as rows: group g's sample a is row g of `a` (groups
+    x wa) and its sample b row g of `b`, NaN where a row has fewer values (padding, not
+    data). One sort along each short row instead of one sort of every observation by
+    (group, value): the same doubles as `two_sample` — the same counts at the ends of
+    the runs of ties, and every sum taken in the same order (sorted values, from 0.0,
+    one term after another: a cumulative sum here, a weighted bincount there) — and the
+    same sorted observations for `TwoSample.samples`."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or len(a) != len(b):
+        raise ValueError(f"two_sample_rows needs groups x values rows, got {a.shape}, {b.shape}")
+    n_a = np.count_nonzero(~np.isnan(a), axis=1).astype(np.int64)
+    n_b = np.count_nonzero(~np.isnan(b), axis=1).astype(np.int64)
+    x = np.concatenate([a, b], axis=1)
+    groups, width = x.shape
+    order = np.argsort(x, axis=1, kind="stable")  # NaN last; a before b within ties
+    v = np.take_along_axis(x, order, axis=1)
+    is_b = order >= a.shape[1]
+    ok = ~np.isnan(v)
+    size = n_a + n_b
+    cb = np.cumsum(is_b & ok, axis=1, dtype=np.int64)
+    ca = np.arange(1, width + 1, dtype=np.int64)[None, :] - cb
+    step = np.zeros_like(v)
+    step[:, :-1] = v[:, 1:] - v[:, :-1]  # NaN where the next is padding: a group's end
+    run_end = ok & ~(step == 0)  # the last of a run of tied values (NaN != 0: the end)
+    diff = np.abs(ca * n_b[:, None] - cb * n_a[:, None])
+    d_num = np.where(run_end, diff, 0).max(axis=1, initial=0)
+    zero = np.zeros((groups, 1))
+
+    def sequential_sum(terms: np.ndarray) -> np.ndarray:
+        # 0.0 + t0 + t1 + ..., in order (as bincount accumulates), not pairwise.
+        return np.cumsum(np.concatenate([zero, terms], axis=1), axis=1)[:, -1]
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap = np.abs(ca / n_a[:, None] - cb / n_b[:, None])
+        area = sequential_sum(np.where(ok & (step > 0), gap * step, 0.0))
+        mean = sequential_sum(np.where(ok, v, 0.0)) / size
+        var = sequential_sum(np.where(ok, (v - mean[:, None]) ** 2, 0.0))
+        pooled_std = np.sqrt(var / size)
+    wasserstein = np.where((n_a > 0) & (n_b > 0), area, np.nan)
+    codes = np.nonzero(ok)[0]
+    starts = np.concatenate([[0], np.cumsum(size)])
+    return TwoSample(n_a, n_b, d_num, wasserstein, pooled_std, codes, v[ok], is_b[ok], starts)
+
+
 _ks_cache: dict[tuple[int, int, int], float] = {}
 _ks_lock = threading.Lock()
 _KS_CACHE_MAX = 200_000

@@ -139,3 +139,46 @@ def test_drift_decision_same_in_cell_blocks(monkeypatch: pytest.MonkeyPatch) -> 
     for name in ("p_level", "p_scale", "pvalue", "qvalue", "drift", "kind", "phi_mean"):
         np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name), err_msg=name)
     assert blocks.null_sd_level == whole.null_sd_level
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_two_sample_rows_is_two_sample(seed: int) -> None:
+    """The sales comparison on rows (one sort along each short row) gives two_sample's
+    doubles: KS numerators, Wasserstein distances, pooled sds, the sorted samples."""
+    rng = np.random.default_rng(seed)
+    groups, wa, wb = 300, 30, 45
+    a = np.round(rng.gamma(1.0, rng.uniform(0.1, 20.0, groups)[:, None], (groups, wa)))
+    b = np.round(rng.gamma(1.0, rng.uniform(0.1, 20.0, groups)[:, None], (groups, wb)), 1)
+    a[rng.random(groups) < 0.2] = 0.0  # zero sales
+    b[rng.random(groups) < 0.05] = 3.0  # constant
+    a[rng.random((groups, wa)) < 0.2] = np.nan  # fewer values
+    b[rng.random((groups, wb)) < 0.3] = np.nan
+    a[:3] = np.nan  # no sample a
+    b[3:5] = np.nan  # no sample b
+    a[5:7], b[5:7] = np.nan, np.nan  # none at all
+    # two_sample on the same observations, flat (in each row's order)
+    ra, ca = np.nonzero(~np.isnan(a))
+    rb, cb = np.nonzero(~np.isnan(b))
+    flat = stats.two_sample(ra, a[ra, ca], rb, b[rb, cb], groups)
+    # the rows with their values first (as the sales tests build them) and scattered
+    packed_a = np.sort(a, axis=1)  # any order within a row: the result is the same
+    for rows_a in (a, packed_a):
+        got = stats.two_sample_rows(rows_a, b)
+        for name in ("n_a", "n_b", "d_num", "wasserstein", "pooled_std", "_starts", "_codes"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(flat, name), err_msg=name)
+        np.testing.assert_array_equal(got._values, flat._values)
+        np.testing.assert_array_equal(got._is_b, flat._is_b)
+        for g in (0, 4, 10, 99):
+            for x, y in zip(got.samples(g), flat.samples(g), strict=True):
+                np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(
+        stats.ks_pvalues(stats.two_sample_rows(a, b), 7), stats.ks_pvalues(flat, 7)
+    )
+
+
+def test_two_sample_rows_without_values() -> None:
+    got = stats.two_sample_rows(np.full((3, 0), np.nan), np.full((3, 2), np.nan))
+    assert got.d_num.tolist() == [0, 0, 0]
+    assert np.isnan(got.wasserstein).all() and np.isnan(got.pooled_std).all()
+    with pytest.raises(ValueError, match="groups x values"):
+        stats.two_sample_rows(np.zeros(3), np.zeros((3, 1)))
