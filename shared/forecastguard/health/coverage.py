@@ -347,7 +347,10 @@ def squares_variance_factor(phi: np.ndarray, n: int) -> np.ndarray:
     phi = np.asarray(phi, dtype=float)
     lags = np.arange(1, max(int(n), 2))
     weights = 1.0 - lags / max(int(n), 1)
-    return 1.0 + 2.0 * (weights * np.power(phi[..., None], 2 * lags)).sum(axis=-1)
+    # Once per distinct phi (half the products sit at the clip 0): the same doubles.
+    values, inverse = np.unique(phi, return_inverse=True)
+    factor = 1.0 + 2.0 * (weights * np.power(values[:, None], 2 * lags)).sum(axis=-1)
+    return factor[inverse.reshape(phi.shape)]
 
 
 def row_quantile(x: np.ndarray, q: float) -> np.ndarray:

@@ -182,3 +182,18 @@ def test_two_sample_rows_without_values() -> None:
     assert np.isnan(got.wasserstein).all() and np.isnan(got.pooled_std).all()
     with pytest.raises(ValueError, match="groups x values"):
         stats.two_sample_rows(np.zeros(3), np.zeros((3, 1)))
+
+
+def test_squares_variance_factor_once_per_phi() -> None:
+    """Computed once per distinct phi, the factors are each product's own computation."""
+    from forecastguard.health import coverage
+
+    rng = np.random.default_rng(4)
+    phi = np.where(rng.random(400) < 0.5, 0.0, rng.uniform(0.0, 0.95, 400))
+    phi[:3] = [0.95, np.nan, 0.95]
+    for n in (1, 2, 30, 90):
+        lags = np.arange(1, max(n, 2))
+        weights = 1.0 - lags / max(n, 1)
+        each = 1.0 + 2.0 * (weights * np.power(phi[:, None], 2 * lags)).sum(axis=-1)
+        np.testing.assert_array_equal(coverage.squares_variance_factor(phi, n), each)
+    assert coverage.squares_variance_factor(np.array(0.5), 30).shape == ()
