@@ -15,8 +15,10 @@ from trainer.judge.promotion import (
     Fallback,
     Scores,
     Tolerances,
+    band_distance,
     current_champion_version,
     decide,
+    incumbent_no_better,
     publish,
     reconcile_champion,
     record,
@@ -139,6 +141,60 @@ def test_the_guard_judges_coverage_allowing_for_lower_bounds_at_zero():
     # a challenger that also loses on accuracy: both reasons, joined by "and"
     both = decide(Scores(0.95, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=0.6)
     assert not both.promote and ", and its 80 % interval covered 60.0%" in both.reason
+
+
+def test_a_narrow_interval_does_not_block_when_what_would_serve_is_no_better():
+    # The 10,000-product synthetic run (issue 26): every kind's interval covered 73-77 %
+    # of a test window harder than validation, the baseline's too; blocking the model
+    # (RMSSE 0.66) served the moving average (0.81) with an interval no nearer the bounds.
+    first = decide(
+        Scores(0.66, 1.4),
+        None,
+        Scores(0.81, 1.5),
+        baseline_kind=MA,
+        interval_coverage=0.739,
+        interval_coverage_raw=0.768,
+        incumbent_coverage=0.738,
+    )
+    assert first.promote and first.fallback is None
+    assert "(too narrow)" in first.reason
+    assert "as is the moving average baseline's (73.8%), which would serve instead" in (
+        first.reason
+    )
+    # an incumbent interval nearer the bounds (or inside them): the guard blocks as before
+    for incumbent in (0.745, 0.80, None):
+        blocked = decide(
+            Scores(0.66, 1.4),
+            None,
+            Scores(0.81, 1.5),
+            baseline_kind=MA,
+            interval_coverage=0.739,
+            incumbent_coverage=incumbent,
+        )
+        assert not blocked.promote and blocked.fallback == MA
+        assert "which would serve instead" not in blocked.reason
+    # too wide against an incumbent further out on the other side: not blocked either
+    wide = decide(
+        Scores(0.8, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=0.87, incumbent_coverage=0.70
+    )
+    assert wide.promote and "champion's (70.0%)" in wide.reason
+    # the note never rescues a challenger that loses on accuracy
+    lost = decide(
+        Scores(0.95, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=0.6, incumbent_coverage=0.5
+    )
+    assert not lost.promote and "keeps serving" in lost.reason
+
+
+def test_band_distance_and_incumbent_no_better():
+    assert band_distance(0.80) == 0.0
+    assert band_distance(0.70) == pytest.approx(0.05)
+    assert band_distance(0.90) == pytest.approx(0.05)
+    assert incumbent_no_better(0.74, 0.74)
+    assert incumbent_no_better(0.74, 0.90)  # 0.05 above vs 0.01 below
+    assert not incumbent_no_better(0.74, 0.745)
+    assert not incumbent_no_better(0.74, None)
+    assert not incumbent_no_better(None, 0.5)
+    assert not incumbent_no_better(0.74, float("nan"))
 
 
 def test_bad_tolerances_and_scores():

@@ -270,8 +270,19 @@ def test_report_states_the_intervals_coverage_and_a_blocked_promotion():
     data.metrics = data.metrics | {
         "intervals": {"served": served, "coverage_bounds": [0.75, 0.85], "levels": [0.1, 0.5, 0.9]}
     }
+    data.decision = {
+        "promote": False,
+        "reason": "RMSE 2 < champion old's 2.2, but its 80 % interval covered 62.0% of the "
+        "test days, outside [75%, 85%] (too narrow); champion old keeps serving",
+        "against": "champion",
+    }
     md = render_markdown(data)
     assert "80 % interval covered **62.0%** of the test days" in md
     assert "outside the promotion bounds [75%, 85%]: not promoted" in md
+    # outside the bounds but promoted (the guard allowed for what would serve instead)
+    data.decision = {"promote": True, "reason": "RMSE 2 < champion old's 2.2; ...", "against": "x"}
+    md = render_markdown(data)
+    assert "outside the promotion bounds [75%, 85%]**, which did not block" in md
+    assert "not promoted" not in md
     data.metrics["intervals"]["served"] = served | {"coverage": 0.8}
     assert "inside the promotion bounds [75%, 85%]" in render_markdown(data)

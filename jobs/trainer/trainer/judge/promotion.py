@@ -199,6 +199,28 @@ def coverage_failure(
     )
 
 
+def band_distance(coverage: float, bounds: tuple[float, float] = COVERAGE_BOUNDS) -> float:
+    """How far a coverage lies outside `bounds` (0 inside them)."""
+    lo, hi = bounds
+    return max(lo - coverage, coverage - hi, 0.0)
+
+
+def incumbent_no_better(
+    coverage: float | None,
+    incumbent: float | None,
+    bounds: tuple[float, float] = COVERAGE_BOUNDS,
+) -> bool:
+    """Whether the interval that serves if the challenger is not promoted (`incumbent`,
+    its coverage on the same test days, judged the same way) lies at least as far outside
+    `bounds` as the challenger's: blocking the challenger would then serve no better
+    interval, only a worse point forecast. False when either figure is unknown."""
+    if coverage is None or incumbent is None:
+        return False
+    if not (math.isfinite(coverage) and math.isfinite(incumbent)):
+        return False
+    return band_distance(incumbent, bounds) >= band_distance(coverage, bounds)
+
+
 def decide(
     challenger: Scores,
     champion: Scores | None,
@@ -211,6 +233,7 @@ def decide(
     interval_coverage: float | None = None,
     interval_coverage_raw: float | None = None,
     interval_coverage_se: float | None = None,
+    incumbent_coverage: float | None = None,
 ) -> Decision:
     """Judge the challenger against the champion or, with no usable champion, the best baseline.
 
@@ -220,9 +243,13 @@ def decide(
     (`interval_coverage`, the days at a lower bound of 0 allowed for; the share of days
     inside, `interval_coverage_raw`, is named in the reason) credibly outside
     `tol.coverage` (`coverage_failure`: beyond `tol.coverage_z` of its standard error
-    `interval_coverage_se`; without one, the figure itself outside the bounds). With
-    no champion, a challenger that is not promoted leaves the baseline as the fallback
-    champion.
+    `interval_coverage_se`; without one, the figure itself outside the bounds) — unless
+    the interval that would serve instead is no better: `incumbent_coverage` (the
+    baseline's without a champion, a baseline champion's; None for a model champion,
+    whose interval is not scored on the test days) at least as far outside the bounds
+    (`incumbent_no_better`); the reason then says so and the interval does not block.
+    With no champion, a challenger that is not promoted leaves the baseline as the
+    fallback champion.
     """
     failures = [str(f) for f in data_quality_failures if str(f).strip()]
     interval = coverage_failure(
@@ -232,6 +259,19 @@ def decide(
         interval_coverage_se,
         tol.coverage_z,
     )
+    incumbent_name = (
+        describe_kind(baseline_kind)
+        if champion is None
+        else (f"champion {champion_version}" if champion_version else "champion")
+    )
+    if interval and incumbent_no_better(interval_coverage, incumbent_coverage, tol.coverage):
+        note = (
+            f"{interval}, as is {incumbent_name}'s ({incumbent_coverage:.1%}), which would "
+            "serve instead: the interval does not block"
+        )
+        interval = None
+    else:
+        note = None
     if champion is None:
         name = describe_kind(baseline_kind)
         serves = f"{name} ({baseline_kind}) becomes the champion and serves"
@@ -245,6 +285,8 @@ def decide(
         ok, why = _judge(challenger, baseline, name, tol)
         if interval:  # "but" after a passing judgement, "and" after a failing one
             ok, why = False, f"{why}, {'but' if ok else 'and'} {interval}"
+        if note:
+            why = f"{why}; {note}"
         if ok:
             return Decision(True, f"first model: {why}", baseline_kind)
         return Decision(False, f"first model: {why}; {serves}", baseline_kind, baseline_kind)
@@ -258,6 +300,8 @@ def decide(
     ok, why = _judge(challenger, champion, name, tol)
     if interval:
         ok, why = False, f"{why}, {'but' if ok else 'and'} {interval}"
+    elif note:
+        why = f"{why}; {note}"
     return Decision(ok, why if ok else f"{why}; {name} keeps serving", "champion")
 
 

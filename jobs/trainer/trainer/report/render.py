@@ -90,16 +90,22 @@ def _interval_lines(data: ReportData) -> list[str]:
         return []
     lo, hi = iv.get("coverage_bounds") or (0.75, 0.85)
     inside = lo <= served["coverage"] <= hi
+    # The guard judges more than this figure (lower bounds at 0, sampling error, the
+    # interval that would serve instead): whether it blocked is the decision's to say.
+    blocked = not data.decision.get("promote", False) and "80 % interval" in str(
+        data.decision.get("reason", "")
+    )
+    outside = f"**outside the promotion bounds [{lo:.0%}, {hi:.0%}]" + (
+        ": not promoted**."
+        if blocked
+        else "**, which did not block the promotion (the decision below says why)."
+    )
     return [
         f"Forecast intervals: P10/P50/P90 served beside the point forecast (the point is "
         f"the model's mean-type forecast, not P50). The challenger's 80 % interval covered "
         f"**{served['coverage']:.1%}** of the test days (10th percentile over products "
         f"{served['coverage_p10']:.1%}; interval score {served['interval_score']:.3g}), "
-        + (
-            f"inside the promotion bounds [{lo:.0%}, {hi:.0%}]."
-            if inside
-            else f"**outside the promotion bounds [{lo:.0%}, {hi:.0%}]: not promoted**."
-        ),
+        + (f"inside the promotion bounds [{lo:.0%}, {hi:.0%}]." if inside else outside),
         "",
     ]
 

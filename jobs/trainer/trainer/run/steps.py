@@ -147,7 +147,7 @@ def judge(
     """
     from trainer.judge.evaluate import baseline_evaluation, best_baseline
     from trainer.judge.promotion import decide, evaluate_champion
-    from trainer.serve.forecast import baseline_kind, describe_kind
+    from trainer.serve.forecast import baseline_kind, describe_kind, is_baseline
 
     evaluation = ch.evaluation
     with timed(log, "stage champion", stage="champion"):
@@ -159,6 +159,10 @@ def judge(
     base_scores = Scores.from_metrics(base_eval.metrics)
     quality_failures: tuple[str, ...] = prepared.quality.failures
     interval = ch.interval_test.get(ch.kind, {})
+    # What serves if the challenger is not promoted, when its interval was scored on the
+    # same test days: the best baseline (no champion) or a baseline champion.
+    incumbent_kind = base_kind if champ.scores is None else champ.kind
+    incumbent = ch.interval_test.get(incumbent_kind, {}) if is_baseline(incumbent_kind) else {}
     decision = decide(
         challenger,
         champ.scores,
@@ -170,6 +174,7 @@ def judge(
         interval_coverage=interval.get("coverage_adjusted", interval.get("coverage")),
         interval_coverage_raw=interval.get("coverage"),
         interval_coverage_se=interval.get("coverage_se"),
+        incumbent_coverage=incumbent.get("coverage_adjusted", incumbent.get("coverage")),
     )
     log.info("promotion decision", extra=asdict(decision))
     fallback = (
