@@ -15,6 +15,11 @@ intermittent, constant and zero-sales products, holdout references, shuffled row
         [--reference-days 90] [--intervals] [--varied] [--rounds 3] [--repeats 5]
         [--tree new=shared --tree old=/tmp/old/shared] [--json out.json]
 
+`--service-db PATH` runs the whole check instead (`HealthService.run`: read, compute,
+store, metrics) on a copy of an SQLite database `health_bench.py --fill-only
+--sqlite-path PATH [--intervals] [--reference-days N]` filled, 1 + `--repeats` checks a
+process (each its CPU, its compute's CPU, the peak RSS before and after the compute).
+
 Each `--tree NAME=PATH` is a `shared/` folder whose `forecastguard` is imported
 (default: this checkout's; `NAME=PATH@THREADS` sets `check.PHASE_THREADS` where the tree
 has it); the rounds alternate the trees (old, new, old, new, ...),
@@ -154,7 +159,8 @@ def digest(result) -> str:  # result: HealthResult
             h.update(np.ascontiguousarray(values).tobytes())
         else:
             h.update(repr(values.tolist()).encode())
-    summary = {k: v for k, v in result.summary().items() if k != "duration_s"}
+    volatile = {"duration_s", "check_id", "checked_at"}  # a stored check's id and times
+    summary = {k: v for k, v in result.summary().items() if k not in volatile}
     h.update(json.dumps(summary, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -203,6 +209,57 @@ def child(
     )
 
 
+def service_child(db: str, reference_days: int, repeats: int) -> None:
+    """`HealthService.run` 1 + `repeats` times in this process on a copy of the SQLite
+    database `db` (filled by `health_bench.py --fill-only --sqlite-path`): each check's
+    CPU and wall time, its compute's CPU and the peak RSS before and after the compute
+    (VmHWM), and a hash of each result; printed as JSON."""
+    import shutil
+    import tempfile
+
+    from forecastguard.config import Settings
+    from forecastguard.db.engine import make_engine
+    from forecastguard.health import service as service_module
+
+    tmp = tempfile.mkdtemp()
+    path = Path(tmp) / "check.db"
+    shutil.copy(db, path)  # each process starts from the same stored state
+    engine = make_engine(f"sqlite:///{path}")
+    settings = Settings.from_env(
+        {"REFERENCE_DAYS": str(reference_days)}, metrics_sink=str(Path(tmp) / "m.jsonl")
+    )
+    service = service_module.HealthService(settings, engine=engine)
+    compute = service_module.compute_health
+    steps: list[dict] = []
+
+    def timed_compute(*args, **kwargs):  # the service's compute_health, measured
+        step = {"peak_before_compute_mb": _status_mb("VmHWM")}
+        start = _cpu_s()
+        result = compute(*args, **kwargs)
+        step["compute_cpu_s"] = _cpu_s() - start
+        step["peak_after_compute_mb"] = _status_mb("VmHWM")
+        steps.append(step)
+        return result
+
+    service_module.compute_health = timed_compute
+    checks = []
+    for _ in range(1 + repeats):
+        c0, w0 = _cpu_s(), time.perf_counter()
+        result = service.run(AS_OF, WINDOW_DAYS)
+        checks.append(
+            {
+                "cpu_s": _cpu_s() - c0,
+                "wall_s": time.perf_counter() - w0,
+                "peak_after_mb": _status_mb("VmHWM"),
+                "digest": digest(result),
+                **steps[-1],
+            }
+        )
+    engine.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps({"checks": checks, "peak_rss_mb": _status_mb("VmHWM")}))
+
+
 def run_child(shared: str, args: argparse.Namespace) -> dict:
     """One fresh process on the code of `shared` (`PATH@THREADS`: with that many phase
     threads); its figures and the load around it."""
@@ -222,6 +279,7 @@ def run_child(shared: str, args: argparse.Namespace) -> dict:
             str(args.reference_days),
             *(["--intervals"] if args.intervals else []),
             *(["--varied"] if args.varied else []),
+            *(["--service-db", args.service_db] if args.service_db else []),
             "--repeats",
             str(args.repeats),
         ],
@@ -233,6 +291,46 @@ def run_child(shared: str, args: argparse.Namespace) -> dict:
     run = json.loads(out.stdout.strip().splitlines()[-1])
     run["load_before"], run["load_after"] = load_before, os.getloadavg()[0]
     return run
+
+
+def service_rounds(trees: dict[str, str], args: argparse.Namespace) -> None:
+    """The `--service-db` rounds: the trees alternated, each check's figures printed."""
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for i in range(args.rounds):
+        for name, shared in trees.items():
+            run = run_child(shared, args)
+            runs[name].append(run)
+            text = "; ".join(
+                f"CPU {c['cpu_s']:.2f} s (compute {c['compute_cpu_s']:.2f}), peak "
+                f"{c['peak_before_compute_mb']:.0f} -> {c['peak_after_compute_mb']:.0f} MB"
+                for c in run["checks"]
+            )
+            print(f"round {i + 1} {name:6s} {text}, load {run['load_before']:.2f}", flush=True)
+    digests = {tuple(c["digest"] for c in r["checks"]) for rs in runs.values() for r in rs}
+    report = {
+        "service_db": args.service_db,
+        "reference_days": args.reference_days,
+        "rounds": args.rounds,
+        "trees": {
+            name: {
+                "path": trees[name],
+                "first_cpu_s_median": statistics.median(r["checks"][0]["cpu_s"] for r in rs),
+                "first_compute_cpu_s_median": statistics.median(
+                    r["checks"][0]["compute_cpu_s"] for r in rs
+                ),
+                "repeat_cpu_s_median": statistics.median(
+                    c["cpu_s"] for r in rs for c in r["checks"][1:]
+                ),
+                "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs),
+                "runs": rs,
+            }
+            for name, rs in runs.items()
+        },
+        "same_result": len(digests) == 1,
+    }
+    print(f"same results in every tree and round: {report['same_result']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main() -> None:
@@ -252,12 +350,23 @@ def main() -> None:
         "--tree", action="append", default=[], help="NAME=PATH of a shared/ folder (repeatable)"
     )
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--service-db",
+        help="instead: HealthService.run on a copy of this SQLite database (filled by "
+        "health_bench.py --fill-only --sqlite-path), read and store included",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.products, args.reference_days, args.intervals, args.varied, args.repeats)
+        if args.service_db:
+            service_child(args.service_db, args.reference_days, args.repeats)
+        else:
+            child(args.products, args.reference_days, args.intervals, args.varied, args.repeats)
         return
     trees = dict(t.split("=", 1) for t in args.tree) or {"new": str(ROOT / "shared")}
+    if args.service_db:
+        service_rounds(trees, args)
+        return
     runs: dict[str, list[dict]] = {name: [] for name in trees}
     for i in range(args.rounds):
         for name, shared in trees.items():
