@@ -6,9 +6,10 @@ with `--intervals`, the served P10/P90 on the window's days (as `health_bench.py
 stores them) is built in a fresh process, then `compute_health` runs on it: the first
 check of the process (lazy imports and tables included: the cold start of a function
 instance), then `--repeats` more (a warm instance; their median and minimum). Each
-child reports the CPU time (user + system, all threads) and the wall time, and a digest
-of the result (every per-product column and the summary, bit for bit), so code trees
-can be compared on the same data. `--varied` makes the data uneven (missing days,
+child reports the CPU time (user + system, all threads) and the wall time, the traced
+working-memory peaks of the check's two steps (a separate run under tracemalloc, after
+the timed ones), and a digest of the result (every per-product column and the summary,
+bit for bit), so code trees can be compared on the same data. `--varied` makes the data uneven (missing days,
 intermittent, constant and zero-sales products, holdout references, shuffled rows).
 
     .venv/bin/python bench/health_compute_bench.py [--products 10000]
@@ -165,6 +166,30 @@ def digest(result) -> str:  # result: HealthResult
     return h.hexdigest()
 
 
+def traced_peaks(data, holdout, params) -> dict[str, float]:  # (WindowData, ..., HealthParams)
+    """The traced (tracemalloc) working-memory peak of the check's two steps, MB above
+    what was allocated before each: `product_phase`, then `global_phase` on its rows."""
+    import tracemalloc
+
+    from forecastguard.health import check
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        part = check.product_phase(data, params, holdout)
+        product_peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        check.global_phase(part, params)
+        global_peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return {
+        "traced_product_phase_mb": product_peak / 2**20,
+        "traced_global_phase_mb": global_peak / 2**20,
+    }
+
+
 def child(
     n_products: int, reference_days: int, with_intervals: bool, varied: bool, repeats: int
 ) -> None:
@@ -196,6 +221,7 @@ def child(
                 "repeat_cpu_s_min": min(cpu[1:]),
                 "first_wall_s": wall[0],
                 "repeat_wall_s": statistics.median(wall[1:]),
+                **traced_peaks(data, holdout, params),
                 "rss_before_mb": rss_before,
                 "first_peak_rss_mb": first_peak,
                 "n_tested": result.n_tested,
@@ -377,7 +403,8 @@ def main() -> None:
                 f"{run['repeat_cpu_s']:.2f} s (wall {run['first_wall_s']:.2f} / "
                 f"{run['repeat_wall_s']:.2f} s, load {run['load_before']:.2f}-"
                 f"{run['load_after']:.2f}; RSS {run['rss_before_mb']:.0f} -> peak "
-                f"{run['first_peak_rss_mb'] or float('nan'):.0f} MB"
+                f"{run['first_peak_rss_mb'] or float('nan'):.0f} MB; traced "
+                f"{run['traced_product_phase_mb']:.0f} + {run['traced_global_phase_mb']:.0f} MB"
                 f"), digest {run['digest'][:12]}",
                 flush=True,
             )
@@ -395,6 +422,8 @@ def main() -> None:
                 "repeat_cpu_s_median": statistics.median(r["repeat_cpu_s"] for r in rs),
                 "repeat_cpu_s_min": min(r["repeat_cpu_s_min"] for r in rs),
                 "first_peak_rss_mb_max": max(r["first_peak_rss_mb"] or 0 for r in rs),
+                "traced_product_phase_mb": max(r["traced_product_phase_mb"] for r in rs),
+                "traced_global_phase_mb": max(r["traced_global_phase_mb"] for r in rs),
                 "digests": sorted({r["digest"] for r in rs}),
                 "runs": rs,
             }

@@ -60,8 +60,8 @@ FREQUENCY_CHUNK_ROWS = 75_000
 RETRAIN_SPENDING = 10
 # Threads of `product_phase`: 2 runs the drift tests beside the other per-product figures
 # (numpy releases the GIL); 1, one after the other. At 10,000 products x (90 + 30) days
-# with intervals, 2 threads held both working sets at once: +42 MB at the compute's peak
-# and ~0.05 s more CPU (docs/health.md), so 1 is the default.
+# with intervals, 2 threads hold both working sets at once: RSS peak 265-268 -> 300 MB
+# and more CPU (docs/health.md), so 1 is the default.
 PHASE_THREADS = 1
 
 
