@@ -197,3 +197,34 @@ def test_squares_variance_factor_once_per_phi() -> None:
         each = 1.0 + 2.0 * (weights * np.power(phi[:, None], 2 * lags)).sum(axis=-1)
         np.testing.assert_array_equal(coverage.squares_variance_factor(phi, n), each)
     assert coverage.squares_variance_factor(np.array(0.5), 30).shape == ()
+
+
+def test_product_records_as_pandas_gives_them() -> None:
+    """The result's product records, built column by column, equal pandas' records of
+    the object frame with NaN as None — values and Python types — for every kind of
+    column (numbers, flags, text, dates, timestamps, missing values)."""
+    from datetime import date
+
+    import pandas as pd
+
+    from forecastguard.health.check import HealthResult
+
+    products = pd.DataFrame(
+        {
+            "product_id": ["P1", "P2", "P3"],
+            "n": np.array([3, 0, 7], np.int64),
+            "rmse": [1.5, np.nan, 2.0],
+            "drift": [True, False, True],
+            "drift_kind": ["level", None, "scale"],
+            "drift_since": [date(2026, 5, 1), None, date(2026, 4, 2)],
+            "stamp": pd.to_datetime(["2026-05-01", None, "2026-05-03"]),
+            "coverage_n": [np.nan, np.nan, np.nan],
+        }
+    )
+    result = HealthResult.__new__(HealthResult)
+    result.products = products
+    expected = products.astype(object).where(products.notna(), None).to_dict("records")
+    got = result.product_records()
+    assert got == expected
+    for a, b in zip(got, expected, strict=True):
+        assert [type(v) for v in a.values()] == [type(v) for v in b.values()]
