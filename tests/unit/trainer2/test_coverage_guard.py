@@ -147,13 +147,9 @@ def test_bad_z_is_refused():
     assert Tolerances().coverage_z == COVERAGE_Z
 
 
-def test_the_one_sided_factor_matches_simulated_indicators():
-    rng = np.random.default_rng(5)
+def test_the_one_sided_factor_matches_simulated_indicators(bench):
     rows, days, phi, level = 40_000, 28, 0.5, 0.9
-    x = np.empty((rows, days))
-    x[:, 0] = rng.standard_normal(rows)
-    for t in range(1, days):
-        x[:, t] = phi * x[:, t - 1] + np.sqrt(1 - phi * phi) * rng.standard_normal(rows)
+    x = bench._ar1(np.random.default_rng(5), rows, days, phi)
     share = (x < 1.2815515655446004).mean(axis=1)
     simulated = share.var(ddof=1) / (level * (1 - level) / days)
     assert float(one_sided_variance_factor(phi, days, level)) == pytest.approx(simulated, rel=0.04)
