@@ -23,7 +23,7 @@ process (each its CPU, its compute's CPU, the peak RSS before and after the comp
 
 Each `--tree NAME=PATH` is a `shared/` folder whose `forecastguard` is imported
 (default: this checkout's; `NAME=PATH@THREADS` sets `check.PHASE_THREADS` where the tree
-has it); the rounds alternate the trees (old, new, old, new, ...),
+has it: a worktree of bf9cd97 up to its removal, for `health_compute_memory.json`); the rounds alternate the trees (old, new, old, new, ...),
 so a load that changes during the run falls on both alike. CPU time, not wall time,
 is the figure on a shared machine; the load average is recorded around every child.
 """

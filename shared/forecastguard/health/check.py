@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -58,11 +57,6 @@ FREQUENCY_CHUNK_ROWS = 75_000
 # budget (docs/health.md: monthly false retrain requests measured; 5 was not enough with
 # point nulls, MIN_DRIFT_EFFECT 0).
 RETRAIN_SPENDING = 10
-# Threads of `product_phase`: 2 runs the drift tests beside the other per-product figures
-# (numpy releases the GIL); 1, one after the other. At 10,000 products x (90 + 30) days
-# with intervals, 2 threads hold both working sets at once: RSS peak 265-268 -> 300 MB
-# and more CPU (docs/health.md), so 1 is the default.
-PHASE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -649,19 +643,12 @@ def product_phase(
     """
     # The forecast errors (actual - predicted) are taken where needed, a block of rows at a
     # time (`stats.scatter_cells`), not as one more vector over every row read.
-    # The drift tests (the biggest part) run in a second thread beside the rest: numpy
-    # releases the GIL in its loops, so on two cores the two halves overlap (the same
-    # doubles: neither half reads what the other writes).
-    # In one thread the rest comes first: its few columns, not the drift tests' hundred,
-    # are held while the other runs (a lower peak of working memory).
-    pool = ThreadPoolExecutor(1) if PHASE_THREADS > 1 else None
-    try:
-        drift = pool.submit(_drift_tests, data, params, holdout) if pool else None
-        rest = _other_product_columns(data, params)
-        tests, reference = drift.result() if drift else _drift_tests(data, params, holdout)
-    finally:
-        if pool:
-            pool.shutdown(wait=True)
+    # The rest comes first: its few columns, not the drift tests' hundred, are held while
+    # the drift tests run (a lower peak of working memory). (The drift tests in a second
+    # thread beside the rest held both working sets at once, RSS peak 265-268 -> 300 MB at
+    # 10,000 products, for more CPU: docs/health.md.)
+    rest = _other_product_columns(data, params)
+    tests, reference = _drift_tests(data, params, holdout)
     columns: dict[str, Any] = {
         "product_id": data.products.astype(str),
         "listed": rest.pop("listed"),
