@@ -584,6 +584,15 @@ class _Reads:
             self._pool.shutdown(wait=True)
 
 
+def _newest_day(window_start: date, as_of: date) -> sa.ScalarSelect:
+    """The newest day of the window with a forecast (a scalar subquery)."""
+    return (
+        sa.select(sa.func.max(predictions.c.target_date))
+        .where(predictions.c.target_date.between(window_start, as_of))
+        .scalar_subquery()
+    )
+
+
 def _product_pivot(conn: sa.Connection, window_start: date, as_of: date) -> str | None:
     """A product id that splits the products with forecasts about in half (None: fewer
     than two): the middle one of those forecast for the window's newest day, read from
@@ -592,11 +601,7 @@ def _product_pivot(conn: sa.Connection, window_start: date, as_of: date) -> str 
     The products' distinct ids by a loose index scan cost MariaDB 0.03-0.12 s of CPU
     at 10,000 products before the forecasts' reads could start; this 0.01 s or less."""
     p = predictions
-    newest_day = (
-        sa.select(sa.func.max(p.c.target_date))
-        .where(p.c.target_date.between(window_start, as_of))
-        .scalar_subquery()
-    )
+    newest_day = _newest_day(window_start, as_of)
     ids = (
         conn.execute(
             sa.select(p.c.product_id).where(p.c.target_date == newest_day).order_by(p.c.product_id)
@@ -616,14 +621,9 @@ def _current_version(
     each of that day's rows (10,000 at 10,000 products)."""
     if len(versions) == 1:
         return next(iter(versions))
-    newest_day = (
-        sa.select(sa.func.max(predictions.c.target_date))
-        .where(predictions.c.target_date.between(window_start, as_of))
-        .scalar_subquery()
-    )
     return conn.execute(
         sa.select(predictions.c.model_version)
-        .where(predictions.c.target_date == newest_day)
+        .where(predictions.c.target_date == _newest_day(window_start, as_of))
         .order_by(predictions.c.created_at.desc(), predictions.c.model_version.desc())
         .limit(1)
     ).scalar()
