@@ -110,6 +110,7 @@ def test_data_quality_failures_block_promotion(champion):
 def test_interval_coverage_outside_its_bounds_blocks_promotion(coverage, promote, words):
     d = decide(Scores(0.8, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=coverage)
     assert d.promote is promote
+    assert d.interval_blocked is (not promote)  # the only reason here is the interval
     if words:
         assert words in d.reason and "keeps serving" in d.reason
     assert decide(
@@ -122,6 +123,7 @@ def test_interval_coverage_outside_its_bounds_blocks_promotion(coverage, promote
     # a first model with a bad interval leaves the baseline serving (the fallback path)
     first = decide(Scores(0.8, 1.5), None, BASE, baseline_kind=MA, interval_coverage=coverage)
     assert first.promote is promote
+    assert first.interval_blocked is (not promote)
     assert first.fallback == (None if promote else MA)
 
 
@@ -183,6 +185,8 @@ def test_a_narrow_interval_does_not_block_when_what_would_serve_is_no_better():
         Scores(0.95, 1.5), Scores(0.9, 1.5), BASE, interval_coverage=0.6, incumbent_coverage=0.5
     )
     assert not lost.promote and "keeps serving" in lost.reason
+    assert not lost.interval_blocked  # lost on accuracy; the interval did not block
+    assert not first.interval_blocked
 
 
 def test_band_distance_and_incumbent_no_better():

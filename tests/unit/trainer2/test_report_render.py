@@ -275,6 +275,7 @@ def test_report_states_the_intervals_coverage_and_a_blocked_promotion():
         "reason": "RMSE 2 < champion old's 2.2, but its 80 % interval covered 62.0% of the "
         "test days, outside [75%, 85%] (too narrow); champion old keeps serving",
         "against": "champion",
+        "interval_blocked": True,
     }
     md = render_markdown(data)
     assert "80 % interval covered **62.0%** of the test days" in md
@@ -284,5 +285,14 @@ def test_report_states_the_intervals_coverage_and_a_blocked_promotion():
     md = render_markdown(data)
     assert "outside the promotion bounds [75%, 85%]**, which did not block" in md
     assert "not promoted" not in md
+    # not promoted on accuracy, the interval noted but not blocking: not blamed on it
+    data.decision = {
+        "promote": False,
+        "reason": "RMSE 2.3 >= champion old's 2.2; its 80 % interval covered 62.0% ..., "
+        "as is champion old's (60.0%), which would serve instead: the interval does not block",
+        "against": "champion",
+        "interval_blocked": False,
+    }
+    assert "which did not block the promotion" in render_markdown(data)
     data.metrics["intervals"]["served"] = served | {"coverage": 0.8}
     assert "inside the promotion bounds [75%, 85%]" in render_markdown(data)

@@ -117,13 +117,15 @@ class Decision:
     `promote`: the challenger becomes champion. `against`: what it was judged against
     ("champion", or a baseline kind for a first model). `fallback`: the baseline kind
     that becomes champion because there is no usable champion and the challenger was
-    not promoted.
+    not promoted. `interval_blocked`: the interval guard is among the reasons it was not
+    (the report says so without reading the words).
     """
 
     promote: bool
     reason: str
     against: str  # "champion" | "baseline:seasonal_naive" | "baseline:moving_average"
     fallback: str | None = None
+    interval_blocked: bool = False
 
     @property
     def serves(self) -> str:
@@ -259,21 +261,29 @@ def decide(
         interval_coverage_se,
         tol.coverage_z,
     )
-    incumbent_name = (
+    # What the challenger is judged against, and what serves if it is not promoted.
+    name = (
         describe_kind(baseline_kind)
         if champion is None
         else (f"champion {champion_version}" if champion_version else "champion")
     )
     if interval and incumbent_no_better(interval_coverage, incumbent_coverage, tol.coverage):
         note = (
-            f"{interval}, as is {incumbent_name}'s ({incumbent_coverage:.1%}), which would "
+            f"{interval}, as is {name}'s ({incumbent_coverage:.1%}), which would "
             "serve instead: the interval does not block"
         )
         interval = None
     else:
         note = None
+    blocked = interval is not None
+
+    def judged(reference: Scores) -> tuple[bool, str]:
+        ok, why = _judge(challenger, reference, name, tol)
+        if interval:  # "but" after a passing judgement, "and" after a failing one
+            return False, f"{why}, {'but' if ok else 'and'} {interval}"
+        return ok, f"{why}; {note}" if note else why
+
     if champion is None:
-        name = describe_kind(baseline_kind)
         serves = f"{name} ({baseline_kind}) becomes the champion and serves"
         if failures:
             return Decision(
@@ -282,27 +292,22 @@ def decide(
                 baseline_kind,
                 fallback=baseline_kind,
             )
-        ok, why = _judge(challenger, baseline, name, tol)
-        if interval:  # "but" after a passing judgement, "and" after a failing one
-            ok, why = False, f"{why}, {'but' if ok else 'and'} {interval}"
-        if note:
-            why = f"{why}; {note}"
+        ok, why = judged(baseline)
         if ok:
             return Decision(True, f"first model: {why}", baseline_kind)
-        return Decision(False, f"first model: {why}; {serves}", baseline_kind, baseline_kind)
-    name = f"champion {champion_version}" if champion_version else "champion"
+        return Decision(
+            False, f"first model: {why}; {serves}", baseline_kind, baseline_kind, blocked
+        )
     if failures:
         return Decision(
             False,
             f"data-quality checks failed ({', '.join(failures)}); {name} keeps serving",
             "champion",
         )
-    ok, why = _judge(challenger, champion, name, tol)
-    if interval:
-        ok, why = False, f"{why}, {'but' if ok else 'and'} {interval}"
-    elif note:
-        why = f"{why}; {note}"
-    return Decision(ok, why if ok else f"{why}; {name} keeps serving", "champion")
+    ok, why = judged(champion)
+    return Decision(
+        ok, why if ok else f"{why}; {name} keeps serving", "champion", interval_blocked=blocked
+    )
 
 
 @dataclass(frozen=True)

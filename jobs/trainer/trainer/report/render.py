@@ -92,9 +92,7 @@ def _interval_lines(data: ReportData) -> list[str]:
     inside = lo <= served["coverage"] <= hi
     # The guard judges more than this figure (lower bounds at 0, sampling error, the
     # interval that would serve instead): whether it blocked is the decision's to say.
-    blocked = not data.decision.get("promote", False) and "80 % interval" in str(
-        data.decision.get("reason", "")
-    )
+    blocked = bool(data.decision.get("interval_blocked", False))
     outside = f"**outside the promotion bounds [{lo:.0%}, {hi:.0%}]" + (
         ": not promoted**."
         if blocked
