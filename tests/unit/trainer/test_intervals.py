@@ -89,6 +89,11 @@ def test_coverage_allows_for_lower_bounds_sales_cannot_fall_below() -> None:
     # no lower bound at 0: nothing to allow for
     lifted = frame.assign(actual=frame["actual"] + 10, p10=frame["p10"] + 10, p90=frame["p90"] + 10)
     assert coverage_summary(lifted)["coverage_adjusted"] == coverage_summary(lifted)["coverage"]
+    # without a judged row: the same keys, every figure None
+    empty = coverage_summary(frame.assign(actual=np.nan))
+    assert set(empty) == set(summary)
+    assert empty["points"] == 0
+    assert all(v is None for k, v in empty.items() if k not in ("nominal", "points"))
 
 
 def test_a_doubled_spread_is_covered_far_less_than_nominal() -> None:

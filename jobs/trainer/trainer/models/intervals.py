@@ -824,8 +824,12 @@ def coverage_summary(
             "coverage": None,
             "coverage_adjusted": None,
             "coverage_se": None,
+            "coverage_serial_factor": None,
+            "floor_share": None,
             "coverage_p10": None,
             "interval_score": None,
+            "mean_width": None,
+            "points": 0,
         }
     y, lo, hi = (f[c].to_numpy(dtype=float) for c in ("actual", lower, upper))
     hit = (y >= lo) & (y <= hi)
