@@ -286,6 +286,7 @@ def train_challenger(
     gbm_threads: int | None = None,
     always_refit: bool = False,
     fairness_comparison: bool | str = True,
+    lstm: Trained | None = None,
 ) -> Challenger:
     """Train the candidates, choose the served one on validation, evaluate on test.
 
@@ -301,9 +302,15 @@ def train_challenger(
     their own, the second LSTM was half the LSTMs' CPU there): `plain` is then None,
     `fairness_compare["without"]` is `{"skipped": why}` and `fairness_evaluations` has
     only "with".
+
+    `lstm`: the group-DRO LSTM already trained on `prepared` with `params` and `cfg` (the
+    best tuning trial's, `TuningResult.best_model`: a trial trains exactly what is
+    trained here, with the same seed), used instead of training it again.
     """
     if not fairness_comparison:
         raise ValueError("fairness_comparison must be True or the reason it is skipped")
+    if lstm is not None and (lstm.params != params or not lstm.fairness):
+        raise ValueError("lstm must be a group-DRO LSTM trained with params")
     gbm_threads = gbm_threads or task_threads()
     unknown = set(kinds) - set(CANDIDATES)
     if not kinds or unknown:
@@ -315,7 +322,11 @@ def train_challenger(
     )
 
     with timed(log, "stage lstm", stage="lstm"):
-        dro = train(prepared, params, cfg, fairness=True)
+        if lstm is None:
+            dro = train(prepared, params, cfg, fairness=True)
+        else:
+            dro = lstm
+            log.info("group-DRO LSTM: the best tuning trial's", extra={"params": params.to_dict()})
         compare = fairness_comparison is True
         plain = train(prepared, params, cfg, fairness=False) if compare else None
     with timed(log, "stage bias correction", stage="bias"):

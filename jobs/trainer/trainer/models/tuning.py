@@ -17,6 +17,11 @@ the same Cloud SQL instance; not forecastguard's database, whose Alembic version
 Optuna's own migrations would collide with): then several Cloud Run Job tasks (`CLOUD_RUN_TASK_INDEX` of
 `CLOUD_RUN_TASK_COUNT`) load the same study by name and tune it in parallel until the
 study holds `n_trials` finished trials. Each task seeds its sampler with `seed + index`.
+
+A trial trains the final model's group-DRO LSTM exactly (the same seed, windows and
+epochs; the pruning callback only reports): when the study's best trial is one this
+process completed, `TuningResult.best_model` holds its trained model, and the job reuses
+it instead of training the same network a second time (`train_challenger(lstm=...)`).
 """
 
 from __future__ import annotations
@@ -142,8 +147,11 @@ def make_objective(
     units: tuple[int, ...] = UNITS,
     train_fn: TrainFn | None = None,
     deadline: float | None = None,
+    keep: BestModel | None = None,
 ) -> Callable[[optuna.Trial], float]:
-    """The objective closure: train with the trial's parameters, return the penalised error."""
+    """The objective closure: train with the trial's parameters, return the penalised error.
+
+    With `keep`, the trained model of the best trial completed so far is kept in it."""
     if train_fn is None:
         from trainer.models.lstm import train as train_fn
 
@@ -165,9 +173,36 @@ def make_objective(
         trial.set_user_attr("best_epoch", int(trained.best_epoch))
         trial.set_user_attr("epochs_run", int(trained.epochs_run))
         trial.set_user_attr("duration_s", round(float(trained.duration_s), 2))
+        if keep is not None:
+            keep.offer(trial.number, value, trained)
         return value
 
     return objective
+
+
+@dataclass
+class BestModel:
+    """The trained model of this process's best completed trial so far (one kept: the
+    others are released as soon as a trial beats them)."""
+
+    number: int = -1
+    value: float = math.inf
+    trained: Trained | None = None
+
+    def offer(self, number: int, value: float, trained: Trained) -> None:
+        """Keep `trained` if its trial beats the kept one (a tie keeps the earlier trial,
+        as `optuna.Study.best_trial` does; a NaN is a failed trial)."""
+        if math.isnan(value):
+            return
+        if self.trained is None or value < self.value:
+            self.number, self.value, self.trained = number, value, trained
+
+    def of(self, best: optuna.trial.FrozenTrial, params: ModelParams) -> Trained | None:
+        """The kept model when it is the study's best trial's, trained with `params`."""
+        t = self.trained
+        if t is None or best.number != self.number or t.params != params or not t.fairness:
+            return None
+        return t
 
 
 @dataclass(frozen=True)
@@ -186,6 +221,9 @@ class TuningResult:
     task_count: int
     duration_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # the best trial's trained group-DRO LSTM when this process trained it (None: another
+    # task's trial, or a trial of an earlier run of the study); not part of the summary
+    best_model: Trained | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON summary."""
@@ -371,6 +409,7 @@ def tune(
     start = time.monotonic()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(study_name, storage=storage, seed=cfg.seed, task_index=task_index)
+    keep = BestModel()
     objective = make_objective(
         prepared,
         cfg,
@@ -378,6 +417,7 @@ def tune(
         units=units,
         train_fn=train_fn,
         deadline=start + timeout_s if timeout_s else None,
+        keep=keep,
     )
     already = len(study.get_trials(deepcopy=False, states=FINISHED))
     log.info(
@@ -404,11 +444,16 @@ def tune(
     if storage and task_count > 1 and task_index == 0:
         deadline = start + (timeout_s or 3600.0) + 600.0
         wait_for_others(study, n_trials, deadline, wait_poll_s)
-    return _result(study, storage, task_index, task_count, time.monotonic() - start)
+    return _result(study, storage, task_index, task_count, time.monotonic() - start, keep)
 
 
 def _result(
-    study: optuna.Study, storage: str | None, task_index: int, task_count: int, duration: float
+    study: optuna.Study,
+    storage: str | None,
+    task_index: int,
+    task_count: int,
+    duration: float,
+    keep: BestModel | None = None,
 ) -> TuningResult:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     counts = {
@@ -438,4 +483,5 @@ def _result(
         task_index=task_index,
         task_count=task_count,
         duration_s=duration,
+        best_model=keep.of(best, params) if keep is not None else None,
     )

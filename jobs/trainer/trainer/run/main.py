@@ -115,7 +115,9 @@ def run_train(
     # Issue 16: LSTM with and without group DRO, bias offsets, LightGBM, the served
     # forecaster chosen on validation; the LSTM is not refitted (its validation figures
     # stay out of sample), LightGBM is (`cfg.gbm_refit`), its figures the held-out twin's.
-    ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS)
+    # The best trial's group-DRO LSTM is that network already (tuning.best_model: the
+    # same seed, windows and epochs), so it is reused rather than trained a second time.
+    ch = train_challenger(prepared, params, cfg, kinds=TRAINED_KINDS, lstm=tuning.best_model)
     j = rs.judge(store, prepared, ch, opts.tolerances, run_id, workdir)
     explanation = rs.explain_served(
         ch, prepared, params, j, run_id=run_id, max_products=opts.shap_products, seed=cfg.seed
