@@ -18,7 +18,8 @@ forecaster's test error always among them):
   when every day of the window is listed and the lookback is at least 28 days (the
   default); otherwise it is the mean over the window's days. Background windows are
   that product's training windows.
-- `lightgbm`: `shap.TreeExplainer` (path-dependent TreeSHAP, exact, no background) on
+- `lightgbm`: `shap.TreeExplainer`'s values (path-dependent TreeSHAP, exact, no
+  background: for a LightGBM booster, LightGBM's own `pred_contrib`, called directly) on
   each member booster of the ensemble (its validated rounds), averaged as the forecast
   is, over its feature rows (`trainer.models.gbm.rows`: one row
   per window and step). A window's H rows are the inputs of its H-day total, so the
@@ -295,9 +296,6 @@ def gbm_values(
 
     The ensemble forecasts its members' mean, so its SHAP values are the members' mean
     (Shapley values are linear in the model): exact, not an approximation."""
-    import lightgbm as lgb
-    import shap
-
     from trainer.models.gbm import rows
 
     w = sample.test.subset(sample.index)
@@ -307,14 +305,14 @@ def gbm_values(
     with timed(log, "stage shap lightgbm", stage="shap", windows=len(w), members=len(gbm.members)):
         x = rows(w, mean, std)
         for member in gbm.members:
-            booster = member.booster
-            if member.rounds:  # explain the trees that predict (`GBMMember.predict_z`)
-                booster = lgb.Booster(
-                    model_str=booster.model_to_string(num_iteration=member.rounds)
-                )
-            explainer = shap.TreeExplainer(booster)
-            phis.append(np.asarray(explainer.shap_values(x), dtype=float))
-            expected.append(float(np.ravel(explainer.expected_value)[0]))
+            # shap.TreeExplainer without background data hands a LightGBM booster to
+            # LightGBM's own TreeSHAP (`predict(pred_contrib=True)`: the values, then the
+            # expected value in the last column); called here directly on the trees that
+            # predict (`GBMMember.predict_z`), without the explainer's parse of every
+            # tree and a booster copy (the same values: test_gbm_shap)
+            phi = member.booster.predict(x, num_iteration=member.rounds or -1, pred_contrib=True)
+            phis.append(np.asarray(phi[:, :-1], dtype=float))
+            expected.append(float(phi[0, -1]))
     n, horizon = len(w), w.known.shape[1]
     values = np.mean(phis, axis=0).reshape(n, horizon, -1) * std[:, None, None]
     return values, float(np.mean(expected))
