@@ -29,6 +29,7 @@ from forecastguard.db.migrate import upgrade
 from forecastguard.db.schema import model_registry, model_residuals, predictions
 from forecastguard.storage import open_store
 from tests.integration.trainer2.smtp_server import start_trainer_smtp
+from tests.support.keras_eager import eager_keras, frozen_heap
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
 from trainer.judge.promotion import Decision, Scores, Tolerances, publish, record
@@ -95,13 +96,14 @@ def world(tmp_path_factory):
     store = open_store(uri)
     controller, inbox, smtp = start_trainer_smtp(tmp)
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
-    code = run_job(
-        settings,
-        _options("run-1", tolerances=UNBEATABLE),
-        engine=engine,
-        store=store,
-        smtp=smtp,
-    )
+    with eager_keras(), frozen_heap():  # a test of the fallback, not of graph mode
+        code = run_job(
+            settings,
+            _options("run-1", tolerances=UNBEATABLE),
+            engine=engine,
+            store=store,
+            smtp=smtp,
+        )
     yield {
         "tmp": tmp,
         "engine": engine,
@@ -192,7 +194,9 @@ def test_a_trained_model_must_beat_the_baseline_champion(world):
     engine, store = world["engine"], world["store"]
     kind = read_champion(store).kind
     opts = _options("run-2")
-    assert run_job(world["settings"], opts, engine=engine, store=store, smtp=SmtpConfig(None)) == 0
+    with eager_keras(), frozen_heap():
+        code = run_job(world["settings"], opts, engine=engine, store=store, smtp=SmtpConfig(None))
+    assert code == 0
     metrics = store.read_json("runs/run-2/metrics.json")
     assert metrics["champion"]["model_version"] == kind
     assert metrics["decision"]["against"] == "champion" and metrics["decision"]["fallback"] is None
@@ -229,7 +233,9 @@ def test_a_champion_that_cannot_be_loaded_hands_over_to_the_baseline(world):
     )
     publish(store, model_version="broken", run_id="broken", run_uri=writer.uri, scores=Scores(0.1))
     opts = _options("run-3", tolerances=UNBEATABLE)
-    assert run_job(world["settings"], opts, engine=engine, store=store, smtp=SmtpConfig(None)) == 0
+    with eager_keras(), frozen_heap():
+        code = run_job(world["settings"], opts, engine=engine, store=store, smtp=SmtpConfig(None))
+    assert code == 0
     metrics = store.read_json("runs/run-3/metrics.json")
     assert "could not be evaluated" in metrics["champion"]["note"]
     kind = metrics["best_baseline"]["kind"]
