@@ -1,10 +1,13 @@
-"""LightGBM's SHAP values as `report.explain.gbm_values` computes them (LightGBM's own
-TreeSHAP over a member's validated rounds) are `shap.TreeExplainer`'s on the booster
-truncated to those rounds, as the report computed them before: the same numbers."""
+"""LightGBM's SHAP values as `report.explain.tree_shap` computes them for `gbm_values`
+(LightGBM's own TreeSHAP over a member's validated rounds) are `shap.TreeExplainer`'s on
+the booster truncated to those rounds, as the report computed them before: the same
+numbers."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from trainer.report.explain import tree_shap
 
 
 def test_pred_contrib_over_the_rounds_is_tree_explainers_values():
@@ -21,8 +24,7 @@ def test_pred_contrib_over_the_rounds_is_tree_explainers_values():
     booster = lgb.train(params, data, num_boost_round=40)
     rows = x[:50]
     for rounds in (25, 0):  # the validated rounds of 40 trees; 0: every tree
-        phi = booster.predict(rows, num_iteration=rounds or -1, pred_contrib=True)
-        ours, expected = np.asarray(phi[:, :-1], dtype=float), float(phi[0, -1])
+        ours, expected = tree_shap(booster, rounds, rows)
         truncated = booster
         if rounds:
             truncated = lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))

@@ -57,6 +57,7 @@ from forecastguard.logs import get_logger, timed
 
 if TYPE_CHECKING:
     import keras
+    import lightgbm as lgb
 
     from trainer.data.windowing import Windows
     from trainer.models.gbm import GBMForecaster
@@ -288,6 +289,18 @@ def lstm_values(
     return np.concatenate(seq_parts), np.concatenate(known_parts)
 
 
+def tree_shap(booster: lgb.Booster, rounds: int, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """SHAP values (rows, features) of `booster`'s first `rounds` trees (0: all of them) on
+    rows `x`, and their expected value.
+
+    `shap.TreeExplainer` without background data hands a LightGBM booster to LightGBM's
+    own path-dependent TreeSHAP (`predict(pred_contrib=True)`: the values, then the
+    expected value in the last column); called here directly, without the explainer's
+    parse of every tree and a booster copy (the same values: test_gbm_shap)."""
+    phi = booster.predict(x, num_iteration=rounds or -1, pred_contrib=True)
+    return np.asarray(phi[:, :-1], dtype=float), float(phi[0, -1])
+
+
 def gbm_values(
     gbm: GBMForecaster, prepared: Prepared, sample: WindowSample
 ) -> tuple[np.ndarray, float]:
@@ -304,15 +317,10 @@ def gbm_values(
     phis, expected = [], []
     with timed(log, "stage shap lightgbm", stage="shap", windows=len(w), members=len(gbm.members)):
         x = rows(w, mean, std)
-        for member in gbm.members:
-            # shap.TreeExplainer without background data hands a LightGBM booster to
-            # LightGBM's own TreeSHAP (`predict(pred_contrib=True)`: the values, then the
-            # expected value in the last column); called here directly on the trees that
-            # predict (`GBMMember.predict_z`), without the explainer's parse of every
-            # tree and a booster copy (the same values: test_gbm_shap)
-            phi = member.booster.predict(x, num_iteration=member.rounds or -1, pred_contrib=True)
-            phis.append(np.asarray(phi[:, :-1], dtype=float))
-            expected.append(float(phi[0, -1]))
+        for member in gbm.members:  # the trees that predict (`GBMMember.predict_z`)
+            phi, base = tree_shap(member.booster, member.rounds, x)
+            phis.append(phi)
+            expected.append(base)
     n, horizon = len(w), w.known.shape[1]
     values = np.mean(phis, axis=0).reshape(n, horizon, -1) * std[:, None, None]
     return values, float(np.mean(expected))
