@@ -130,3 +130,31 @@ def test_half_open_connections_are_capped_timed_out_and_hold_no_threads(sqlite_u
             s.close()
         server.stop()
         engine.dispose()
+
+
+def test_stop_closes_open_connections_and_ends_the_serving_thread(sqlite_url):
+    """A client that keeps its connection open (keep-alive, or half a request) does not
+    keep the server alive: `stop` closes it, the serving thread and waitress's worker
+    threads end, and stopping twice is harmless."""
+    engine = make_engine(sqlite_url)
+    app = create_app(engine, allowed_hosts=allowed_hosts_for("127.0.0.1"))
+    before = threading.active_count()
+    server = PagesServer(app, "127.0.0.1", 0, ServerLimits(threads=2)).start()
+    kept = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    kept.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert kept.recv(12).startswith(b"HTTP/1.1 200")  # answered; the connection stays open
+    half = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    half.sendall(b"GET / HTTP/1.1\r\n")
+    try:
+        server.stop()
+        assert not server._thread.is_alive()
+        for s in (kept, half):
+            s.settimeout(30)
+            while chunk := s.recv(65536):  # the rest of the answer, then the close
+                assert s is kept, chunk
+        assert threading.active_count() <= before
+        server.stop()
+    finally:
+        kept.close()
+        half.close()
+        engine.dispose()

@@ -278,10 +278,21 @@ class PagesServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving: close every connection and the listening socket, wait for the thread."""
-        self._server.close()
+        """Stop serving: close every connection and the listening socket, wait for the thread.
+
+        The closing runs in the server's own thread, handed over through waitress's
+        trigger, which also wakes its loop: closed from here, the loop would only notice
+        at its next poll timeout (a second), and the connections would stay open."""
         if self._thread.is_alive():
+            self._server.trigger.pull_trigger(self._close_all)
             self._thread.join(timeout=10)
+        else:
+            self._close_all()
+        self._server.task_dispatcher.shutdown(timeout=5)
+
+    def _close_all(self) -> None:
+        for channel in list(self._server._map.values()):
+            channel.close()
 
     def __enter__(self) -> PagesServer:
         return self.start()
