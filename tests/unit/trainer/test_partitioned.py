@@ -68,3 +68,23 @@ def test_collect_waits_for_a_retried_partition_and_fails_on_a_final_error(
         partitioned.collect(store, keys, timeout_s=10)
     with pytest.raises(partitioned.GatherError, match="not written after"):
         partitioned.collect(store, [*keys[:1], "c/done/p0009.json"], timeout_s=0.05)
+
+
+def test_waiting_looks_again_soon_then_every_poll_s(tmp_path, monkeypatch) -> None:
+    """A file another task writes a moment later is not waited for a whole POLL_S: the
+    pauses start at POLL_FIRST_S and double up to POLL_S, where a long wait stays."""
+    from forecastguard.storage import open_store
+    from trainer.run import partitioned
+
+    store = open_store(tmp_path.as_uri())
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 8:  # the other task writes its file during the eighth pause
+            store.write_json("c/done/p0001.json", {"partition": "p0001"})
+
+    monkeypatch.setattr(partitioned.time, "sleep", sleep)
+    partitioned.collect(store, ["c/done/p0001.json"], timeout_s=600)
+    assert pauses == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert partitioned.POLL_S == 5.0 and partitioned.POLL_FIRST_S == 0.25

@@ -17,6 +17,7 @@ from trainer.models.tuning import (
     pruning_callback,
     search_space,
     tune,
+    wait_for_others,
 )
 
 CFG = small_config()
@@ -111,6 +112,33 @@ def test_two_tasks_tune_one_study_in_a_shared_storage(prepared, tmp_path):
     assert second.best_params == first.best_params
     assert isinstance(second.best_params, ModelParams)
     assert {"user_attrs_val_rmsse", "user_attrs_best_epoch"} <= set(second.trials.columns)
+
+
+def test_task_0_looks_again_soon_while_a_trial_runs_and_gives_up_on_an_idle_study(
+    monkeypatch,
+):
+    """While another task's trial runs, the pauses start at a quarter second and double
+    up to the poll interval; with nothing running and trials missing, it still waits
+    `idle_polls` whole intervals (a task that starts late) before giving up."""
+    import time
+
+    from trainer.models import tuning
+
+    study = optuna.create_study()
+    running = study.ask()  # another task's trial
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 7:
+            study.tell(running, 1.0)
+
+    monkeypatch.setattr(tuning.time, "sleep", sleep)
+    wait_for_others(study, 1, time.monotonic() + 600, poll_s=10.0)
+    assert pauses == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0]
+    pauses.clear()
+    wait_for_others(study, 3, time.monotonic() + 600, poll_s=10.0, idle_polls=3)
+    assert pauses == [10.0, 10.0, 10.0]
 
 
 def test_no_completed_trial_is_a_clear_error(prepared):

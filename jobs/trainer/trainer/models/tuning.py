@@ -361,10 +361,12 @@ def wait_for_others(
 ) -> None:
     """Wait until the shared study holds `n_trials` finished trials and none is running.
 
-    Gives up at `deadline` (time.monotonic), or after `idle_polls` polls with nothing
-    running and trials still missing (another task failed or never started).
+    Gives up at `deadline` (time.monotonic), or after `idle_polls` polls of `poll_s`
+    with nothing running and trials still missing (another task failed or never
+    started). While another task's trial runs, the polls start at a quarter second and
+    double up to `poll_s`: a trial about to finish is not waited for a whole `poll_s`.
     """
-    idle = 0
+    idle = busy = 0
     while time.monotonic() < deadline:
         optuna.storages.fail_stale_trials(study)  # trials of tasks that died
         finished = len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -372,11 +374,12 @@ def wait_for_others(
         if running == 0 and (finished >= n_trials or idle >= idle_polls):
             return
         idle = idle + 1 if running == 0 else 0
+        busy = busy + 1 if running else 0
         log.info(
             "waiting for other tasks' trials",
             extra={"running": running, "finished": finished, "n_trials": n_trials},
         )
-        time.sleep(poll_s)
+        time.sleep(min(poll_s, 0.25 * 2 ** min(busy - 1, 16)) if running else poll_s)
 
 
 def tune(

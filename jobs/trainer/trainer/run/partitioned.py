@@ -78,7 +78,15 @@ from trainer.run.partitions import Partitioning, make_partitioning, partitions_o
 log = get_logger(__name__)
 
 COORDINATION = "partitioned"  # <ARTIFACT_URI>/partitioned/<execution>/...
-POLL_S = 5.0
+POLL_S = 5.0  # the longest pause between two looks at the store for another task's file
+POLL_FIRST_S = 0.25  # the first pause; each next one doubles, up to POLL_S
+
+
+def _pause(looks: int) -> None:
+    """Sleep before look number `looks + 1`: briefly at first, so a task a moment behind
+    is not waited for a whole POLL_S, then doubling up to POLL_S, so a long wait costs
+    one store request every POLL_S."""
+    time.sleep(min(POLL_S, POLL_FIRST_S * 2 ** min(looks, 16)))
 
 
 class GatherError(RuntimeError):
@@ -163,6 +171,7 @@ def plan(store: ArtifactStore, product_ids: list[str], opts: JobOptions, workdir
 def _wait_for(store: ArtifactStore, keys: list[str], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     missing = [k for k in keys if not store.exists(k)]
+    looks = 0
     while missing:
         if time.monotonic() > deadline:
             raise GatherError(
@@ -170,7 +179,8 @@ def _wait_for(store: ArtifactStore, keys: list[str], timeout_s: float, what: str
                 f"(first: {missing[0]})"
             )
         log.info("waiting for other tasks", extra={"what": what, "missing": len(missing)})
-        time.sleep(POLL_S)
+        _pause(looks)
+        looks += 1
         missing = [k for k in missing if not store.exists(k)]
 
 
@@ -179,6 +189,7 @@ def collect(store: ArtifactStore, keys: list[str], timeout_s: float) -> list[dic
     (its task has no retry left) fails the gather at once, one whose task will be
     retried is waited for."""
     deadline = time.monotonic() + timeout_s
+    looks = 0
     while True:
         _wait_for(store, keys, max(0.0, deadline - time.monotonic()), "partitions")
         markers = [store.read_json(k) for k in keys]
@@ -191,7 +202,8 @@ def collect(store: ArtifactStore, keys: list[str], timeout_s: float) -> list[dic
                 + "; ".join(f"{m['partition']}: {m['error']}" for m in failed)
             )
         log.info("waiting for retried partitions", extra={"failed": len(failed)})
-        time.sleep(POLL_S)
+        _pause(looks)
+        looks += 1
 
 
 def shared_params(
@@ -795,12 +807,14 @@ def wait_serving(store: ArtifactStore, opts: JobOptions) -> dict[str, Any]:
     will retry is waited past)."""
     key = coordination_key(opts, SERVING)
     deadline = time.monotonic() + opts.gather_timeout_s
+    looks = 0
     while True:
         _wait_for(store, [key], max(0.0, deadline - time.monotonic()), "the gather's decision")
         doc = store.read_json(key)
         if "error" not in doc or doc.get("final", True) or time.monotonic() > deadline:
             return doc
-        time.sleep(POLL_S)
+        _pause(looks)
+        looks += 1
 
 
 def forecast_task(
@@ -856,8 +870,10 @@ def gathered_forecasts(
     tasks = sorted({i % opts.task_count for i in range(len(p.names))} - {opts.task_index})
     keys = {t: forecast_key(opts, t) for t in tasks}
     deadline = time.monotonic() + wait_s
+    looks = 0
     while any(not store.exists(k) for k in keys.values()) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
+        _pause(looks)
+        looks += 1
     docs = [own] + [store.read_json(k) for k in keys.values() if store.exists(k)]
     done = [d for d in docs if "written" in d]
     out: dict[str, Any] = {
