@@ -64,3 +64,16 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def keras_eagerly() -> Iterator[None]:
+    """The module's Keras steps, its module fixtures' trainings included, run eagerly
+    (`tests.support.keras_eager.eager_keras`): for modules whose subject is what a model
+    computes (explanations, tuning, scoring), not how Keras traces it. Graph mode stays
+    covered by the modules without it and by every trainer subprocess. A module uses it
+    with `pytestmark = pytest.mark.usefixtures("keras_eagerly")`."""
+    from tests.support.keras_eager import eager_keras
+
+    with eager_keras():
+        yield

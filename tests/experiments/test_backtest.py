@@ -19,6 +19,8 @@ from experiments.models.naive import SeasonalNaive
 from experiments.models.sarima import Sarima, adf_order
 from experiments.report import write_report
 
+pytestmark = pytest.mark.usefixtures("keras_eagerly")
+
 PASTA = Path(__file__).resolve().parents[2].parent / "shared/data/pasta_sales_uci611"
 
 

@@ -11,7 +11,7 @@ from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams, TrainConfig
 from trainer.report.explain import _aggregate, explain, fixed_product_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("keras_eagerly")]
 
 CFG = small_config()
 

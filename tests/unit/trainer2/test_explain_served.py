@@ -14,6 +14,8 @@ from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams
 from trainer.report.explain import explain_forecaster, no_explanation, sample_windows
 
+pytestmark = pytest.mark.usefixtures("keras_eagerly")
+
 CFG = small_config(
     gbm_history_days=(40, 0),  # a two-member LightGBM ensemble: SHAP is the members' mean
 )

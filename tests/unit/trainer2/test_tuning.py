@@ -20,6 +20,8 @@ from trainer.models.tuning import (
     wait_for_others,
 )
 
+pytestmark = pytest.mark.usefixtures("keras_eagerly")
+
 CFG = small_config()
 
 

@@ -14,6 +14,8 @@ from tests.unit.trainer.helpers import make_sales
 from trainer.config import ModelParams
 from trainer.models.tuning import BestModel, tune
 
+pytestmark = pytest.mark.usefixtures("keras_eagerly")
+
 CFG = small_config(epochs=2)
 PARAMS = ModelParams(units=4, dropout=0.0, activation="tanh", learning_rate=0.005, lookback=7)
 
