@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterator
 
@@ -11,6 +12,15 @@ import sqlalchemy as sa
 from forecastguard.db.engine import make_engine
 from forecastguard.db.migrate import upgrade
 from tests.support.mariadb import server_url
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection loaded (pytest, the libraries, TensorFlow and Keras: about 600,000
+    objects for the whole suite) is frozen out of the garbage collector's reach
+    (`gc.freeze`): it lives as long as the process, yet every full collection a test
+    triggers would walk it again. The objects the tests make are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,13 @@ def eager_keras() -> Iterator[None]:
 @contextmanager
 def frozen_heap() -> Iterator[None]:
     """The objects alive at the start are left out of garbage collections inside the
-    block (`gc.freeze`); afterwards they are collectable again (`gc.unfreeze`)."""
+    block (`gc.freeze`); afterwards they are collectable again (`gc.unfreeze`). Inside
+    a pytest session that froze what its collection loaded (tests/conftest.py), the
+    block changes nothing: unfreezing would thaw the session's freeze too, and freezing
+    more would keep the earlier tests' models (cycles) from ever being collected."""
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield
