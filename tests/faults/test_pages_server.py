@@ -150,8 +150,11 @@ def test_stop_closes_open_connections_and_ends_the_serving_thread(sqlite_url):
         assert not server._thread.is_alive()
         for s in (kept, half):
             s.settimeout(30)
-            while chunk := s.recv(65536):  # the rest of the answer, then the close
-                assert s is kept, chunk
+            try:
+                while chunk := s.recv(65536):  # the rest of the answer, then the close
+                    assert s is kept, chunk
+            except ConnectionResetError:
+                pass  # closed with a reset: closed all the same
         assert threading.active_count() <= before
         server.stop()
     finally:
