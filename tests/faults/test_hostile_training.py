@@ -32,7 +32,7 @@ from forecastguard.db.schema import model_registry, predictions
 from forecastguard.sales_io import load_sales, read_sales_csv
 from forecastguard.storage import open_store
 from tests.integration.trainer2.smtp_server import start_trainer_smtp
-from tests.support.keras_eager import eager_keras, frozen_heap
+from tests.support.keras_eager import eager_keras
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
 from trainer.run.main import JobOptions, run_job
@@ -110,7 +110,7 @@ def world(tmp_path_factory):
     import trainer.judge.promotion
 
     # a test of hostile ids through every output, not of graph mode: Keras runs eagerly
-    with pytest.MonkeyPatch.context() as patch, eager_keras(), frozen_heap():
+    with pytest.MonkeyPatch.context() as patch, eager_keras():
         patch.setattr(trainer.judge.promotion, "decide", _promoting(trainer.judge.promotion.decide))
         code = run_job(settings, _options("run-1"), engine=engine, store=open_store(uri), smtp=smtp)
     yield {
@@ -195,7 +195,7 @@ def test_a_plot_that_raises_costs_neither_the_promotion_nor_the_forecasts(
     )
     monkeypatch.setitem(trainer.report.render._DRAWERS, "fairness.png", broken)
     engine, store = world["engine"], world["store"]
-    with caplog.at_level(logging.ERROR), eager_keras(), frozen_heap():
+    with caplog.at_level(logging.ERROR), eager_keras():
         code = run_job(
             world["settings"], _options("run-2"), engine=engine, store=store, smtp=world["smtp"]
         )

@@ -1,5 +1,4 @@
-"""Cheaper tiny in-process trainings (a test's setup): Keras' steps run eagerly, and the
-test process's heap is frozen out of the garbage collector's reach.
+"""Cheaper tiny in-process trainings (a test's setup): Keras' steps run eagerly.
 
 A training of a few products for one epoch spends most of its CPU tracing Keras'
 `tf.function`s (train, test and predict steps, traced again for each new model and input
@@ -9,16 +8,13 @@ same results up to float rounding. Graph mode stays covered: by every trainer te
 does not use this, and by the tests whose trainings run in task subprocesses.
 
 A partitioned run calls `gc.collect()` after its tuning and after each partition
-(`trainer.run.partitioned.release_memory`); in a pytest process, each full collection
-walks everything pytest, TensorFlow and the other test modules have allocated (about
-0.3 s a call). `frozen_heap` moves what exists before the run into the collector's
-permanent generation (`gc.freeze`) for the run's duration: the collections still run and
-free the cycles the run itself makes; they no longer re-walk the test process.
+(`trainer.run.partitioned.release_memory`); that those collections do not re-walk what
+pytest and TensorFlow loaded is the session's business: tests/conftest.py freezes it
+(`gc.freeze`) once collection ends.
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,20 +30,3 @@ def eager_keras() -> Iterator[None]:
         yield
     finally:
         tf.config.run_functions_eagerly(before)
-
-
-@contextmanager
-def frozen_heap() -> Iterator[None]:
-    """The objects alive at the start are left out of garbage collections inside the
-    block (`gc.freeze`); afterwards they are collectable again (`gc.unfreeze`). Inside
-    a pytest session that froze what its collection loaded (tests/conftest.py), the
-    block changes nothing: unfreezing would thaw the session's freeze too, and freezing
-    more would keep the earlier tests' models (cycles) from ever being collected."""
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

@@ -29,7 +29,7 @@ from forecastguard.db.migrate import upgrade
 from forecastguard.db.schema import model_registry, model_residuals, predictions
 from forecastguard.storage import open_store
 from tests.integration.trainer2.smtp_server import start_trainer_smtp
-from tests.support.keras_eager import eager_keras, frozen_heap
+from tests.support.keras_eager import eager_keras
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
 from trainer.judge.promotion import Decision, Scores, Tolerances, publish, record
@@ -96,7 +96,7 @@ def world(tmp_path_factory):
     store = open_store(uri)
     controller, inbox, smtp = start_trainer_smtp(tmp)
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
-    with eager_keras(), frozen_heap():  # a test of the fallback, not of graph mode
+    with eager_keras():  # a test of the fallback, not of graph mode
         code = run_job(
             settings,
             _options("run-1", tolerances=UNBEATABLE),
@@ -194,7 +194,7 @@ def test_a_trained_model_must_beat_the_baseline_champion(world):
     engine, store = world["engine"], world["store"]
     kind = read_champion(store).kind
     opts = _options("run-2")
-    with eager_keras(), frozen_heap():
+    with eager_keras():
         code = run_job(world["settings"], opts, engine=engine, store=store, smtp=SmtpConfig(None))
     assert code == 0
     metrics = store.read_json("runs/run-2/metrics.json")
@@ -233,7 +233,7 @@ def test_a_champion_that_cannot_be_loaded_hands_over_to_the_baseline(world):
     )
     publish(store, model_version="broken", run_id="broken", run_uri=writer.uri, scores=Scores(0.1))
     opts = _options("run-3", tolerances=UNBEATABLE)
-    with eager_keras(), frozen_heap():
+    with eager_keras():
         code = run_job(world["settings"], opts, engine=engine, store=store, smtp=SmtpConfig(None))
     assert code == 0
     metrics = store.read_json("runs/run-3/metrics.json")

@@ -8,8 +8,8 @@ single run's hostile test), so a trained model serves each partition and SHAP ex
 it whatever one epoch scores on this CPU; the per-partition plot is made to raise. The
 gather still promotes and forecasts; its report (HTML with the per-partition table and
 the merged SHAP, Markdown, CSV) is written beside the run and emailed, and names the
-plot that could not be drawn. The run's Keras steps run eagerly, the test process's heap
-frozen out of its garbage collections (`tests.support.keras_eager`).
+plot that could not be drawn. The run's Keras steps run eagerly
+(`tests.support.keras_eager`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from forecastguard.sales_io import load_sales, read_sales_csv
 from forecastguard.storage import open_store
 from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.integration.trainer2.test_baseline_fallback import CFG
-from tests.support.keras_eager import eager_keras, frozen_heap
+from tests.support.keras_eager import eager_keras
 from tests.unit.trainer.helpers import make_sales
 from trainer.run.main import JobOptions, run_job
 from trainer.serve.artifacts import read_champion
@@ -105,7 +105,7 @@ def world(tmp_path_factory):
     render_log = logging.getLogger("trainer.report.render")
     render_log.addHandler(handler)
     try:
-        with pytest.MonkeyPatch.context() as patch, eager_keras(), frozen_heap():
+        with pytest.MonkeyPatch.context() as patch, eager_keras():
             patch.setattr(
                 trainer.judge.promotion, "decide", _promoting(trainer.judge.promotion.decide)
             )

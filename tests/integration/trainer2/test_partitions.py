@@ -16,9 +16,8 @@ World B (no champion): run-3, partitioned, one task for both partitions: every p
 falls back to its best baseline, the gather registers a partitioned champion with every
 product's residuals and forecasts, and forecast mode serves it.
 
-run-1's and run-3's Keras steps run eagerly in this process, its heap frozen out of their
-garbage collections (`tests.support.keras_eager`: the same training without tracing
-`tf.function`s or re-walking the test process); run-2's tasks train in graph mode.
+run-1's and run-3's Keras steps run eagerly in this process (`tests.support.keras_eager`:
+the same training without tracing `tf.function`s); run-2's tasks train in graph mode.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from tests.integration.trainer2.test_baseline_fallback import (
     _predictions,
     _registry,
 )
-from tests.support.keras_eager import eager_keras, frozen_heap
+from tests.support.keras_eager import eager_keras
 from tests.unit.trainer.helpers import make_sales
 from trainer.judge.promotion import (
     Decision,
@@ -143,7 +142,7 @@ def world_a(tmp_path_factory):
     uri = (tmp / "artifacts").as_uri()
     engine, store = make_engine(url), open_store(uri)
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
-    with eager_keras(), frozen_heap():  # in this process only: run-2's tasks as they are
+    with eager_keras():  # in this process only: run-2's tasks as they are
         assert run_job(settings, _options("run-1"), engine=engine, store=store) == 0
     kind = _crown_run_1(engine, store)
     _run_tasks(url, uri, tmp, "run-2", tasks=2)
@@ -159,7 +158,7 @@ def world_b(tmp_path_factory):
     engine, store = make_engine(url), open_store(uri)
     settings = Settings.from_env({}, database_url=url, artifact_uri=uri)
     opts = _options("run-3", partition_size=2, tolerances=UNBEATABLE)
-    with eager_keras(), frozen_heap():
+    with eager_keras():
         code = run_job(settings, opts, engine=engine, store=store)
     yield {"engine": engine, "store": store, "settings": settings, "code": code}
     engine.dispose()
