@@ -43,12 +43,18 @@ $(STAMP): $(INPUTS)
 	$(PIP_INSTALL) -c requirements/constraints.txt -r requirements/dev.txt -r jobs/trainer/requirements.txt -e shared -e jobs/trainer $(QUIET)
 	@touch $@
 
+# The suite runs on the cores this process may use, at most four (pytest-xdist), one test
+# file per worker (--dist loadfile), so a module's fixtures (the demo chain's, a trained
+# model's) are built once. `make test TEST_WORKERS=0` runs it in this one process.
+TEST_WORKERS ?= auto
+PYTEST_WORKERS := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+
 test: setup $(CHECKOV_STAMP) $(BEAM_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_WORKERS)
 	$(VENV_BEAM)/bin/python -m pytest -p no:bqemulator tests/integration/beam
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not mariadb"
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not slow and not mariadb"
 
 demo: setup
 	$(BIN)/forecastguard demo

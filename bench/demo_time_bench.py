@@ -34,7 +34,10 @@ changed, while the demo's story (how many trainings it runs) changed with other 
 exist in each tree (tests/unit/trainer*, tests/integration/trainer*) instead of the demo,
 from the tree's root (`--test-path` names other files or globs), and records
 passed/failed counts from pytest's last line. The tests' MariaDB server is not a child of
-this process: its CPU is not counted on either side.
+this process: its CPU is not counted on either side. `--pytest-args label=ARGS` gives one
+side's pytest more options, e.g. the workers its Makefile's `make test` runs with
+(`--pytest-args "head=-n auto --maxprocesses 4 --dist loadfile"`), so each side runs
+its suite as its own `make test` does.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -67,6 +71,17 @@ def parse_side(text: str) -> tuple[str, Path]:
         if not (tree / sub).is_dir():
             raise argparse.ArgumentTypeError(f"{tree} has no {sub}/")
     return label, tree
+
+
+def parse_side_args(text: str) -> tuple[str, list[str]]:
+    """`label=ARGS`: more pytest options for one side, split as a shell would."""
+    label, sep, rest = text.partition("=")
+    if not sep or not label:
+        raise argparse.ArgumentTypeError(f"pytest args are label=ARGS, got {text!r}")
+    try:
+        return label, shlex.split(rest)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"pytest args for {label!r}: {exc}") from exc
 
 
 def side_env(tree: Path) -> dict[str, str]:
@@ -189,6 +204,7 @@ def run_once(
     index: int,
     demo_args: list[str],
     test_paths: list[str] | None = None,
+    pytest_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """One measured run of the demo (or the trainer tests) on one side."""
     if what == "demo":
@@ -210,7 +226,8 @@ def run_once(
         folders = sorted(str(p.relative_to(tree)) for g in globs for p in tree.glob(g))
         if not folders:
             raise ValueError(f"no test path of {list(globs)} in {tree}")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *folders]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        cmd += [*(pytest_args or []), *folders]
         cwd = tree
         env = side_env(tree)
     log_path = workdir.parent / f"{workdir.name}.log"
@@ -244,15 +261,23 @@ def run_once(
 
 
 def summarise(rows: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
-    """Per side: the runs' CPU seconds, their mean and the ratio to the first side."""
+    """Per side: the runs' CPU and wall seconds, their means and the ratios of the means
+    to the first side's (`ratio_to_<first>` is CPU's, `wall_ratio_to_<first>` wall's)."""
     out: dict[str, Any] = {}
     for label in labels:
-        cpu = [r["cpu_s"] for r in rows if r["side"] == label and r["returncode"] == 0]
-        out[label] = {"cpu_s": cpu, "mean_cpu_s": round(sum(cpu) / len(cpu), 1) if cpu else None}
-    base = out[labels[0]]["mean_cpu_s"]
+        ok = [r for r in rows if r["side"] == label and r["returncode"] == 0]
+        cpu, wall = [r["cpu_s"] for r in ok], [r["wall_s"] for r in ok]
+        out[label] = {
+            "cpu_s": cpu,
+            "mean_cpu_s": round(sum(cpu) / len(cpu), 1) if cpu else None,
+            "wall_s": wall,
+            "mean_wall_s": round(sum(wall) / len(wall), 1) if wall else None,
+        }
+    first = labels[0]
     for label in labels:
-        mean = out[label]["mean_cpu_s"]
-        out[label][f"ratio_to_{labels[0]}"] = round(mean / base, 3) if mean and base else None
+        for key, name in (("mean_cpu_s", "ratio"), ("mean_wall_s", "wall_ratio")):
+            mean, base = out[label][key], out[first][key]
+            out[label][f"{name}_to_{first}"] = round(mean / base, 3) if mean and base else None
     return out
 
 
@@ -267,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="with --what tests: a test file or glob instead of the trainer's folders",
     )
+    parser.add_argument(
+        "--pytest-args",
+        type=parse_side_args,
+        action="append",
+        default=[],
+        help="with --what tests: label=ARGS, more pytest options for that side",
+    )
     parser.add_argument("--workroot", type=Path, default=Path("/tmp/demo_time_bench"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("demo_args", nargs="*", help="extra `forecastguard demo` options")
@@ -276,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     labels = [label for label, _ in args.side]
     if len(set(labels)) != len(labels):
         parser.error("side labels must differ")
+    extra = dict(args.pytest_args)
+    if set(extra) - set(labels):
+        parser.error(f"--pytest-args names no side: {sorted(set(extra) - set(labels))}")
     become_subreaper()
     args.workroot.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
@@ -292,11 +327,22 @@ def main(argv: list[str] | None = None) -> int:
             ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
         result["sides"][label] = {"tree": str(tree), "commit": head, **import_paths(tree)}
+        if args.what == "tests":
+            result["sides"][label]["pytest_args"] = extra.get(label, [])
     sides = list(args.side)
     for i in range(args.repeats):
         order = sides[i % len(sides) :] + sides[: i % len(sides)]
         for label, tree in order:
-            row = run_once(args.what, label, tree, args.workroot, i, args.demo_args, args.test_path)
+            row = run_once(
+                args.what,
+                label,
+                tree,
+                args.workroot,
+                i,
+                args.demo_args,
+                args.test_path,
+                extra.get(label),
+            )
             result["runs"].append(row)
             print(
                 json.dumps(

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import apt
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -52,11 +54,12 @@ def ensure_chromium() -> str:
         pytest.skip("chromium is not installed and there is no apt-get to install it")
     if os.geteuid() != 0:
         pytest.skip("chromium is not installed and installing it needs root (apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    for args in (["update", "-q"], ["install", "-y", "-q", "chromium"]):
+        done = apt.run(args)
         if done.returncode != 0:
-            pytest.skip(f"chromium could not be installed ({' '.join(cmd)}): {done.stderr[-400:]}")
+            pytest.skip(
+                f"chromium could not be installed (apt-get {' '.join(args)}): {done.stderr[-400:]}"
+            )
     found = _find()
     if not found:
         pytest.skip("apt-get installed chromium but no chromium executable is on PATH")

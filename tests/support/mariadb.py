@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pymysql
 
+from tests.support import apt
+
 DEFAULT = ("127.0.0.1", 3306, "root", "")
 
 
@@ -43,14 +45,10 @@ def _binary(name: str) -> str | None:
 
 
 def _install() -> None:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "mariadb-server"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    for args in (["update", "-qq"], ["install", "-y", "-qq", "mariadb-server"]):
+        done = apt.run(args)
+        if done.returncode != 0:
+            raise RuntimeError(f"apt-get {' '.join(args)} failed: {done.stderr[-400:]}")
 
 
 class ThrowawayServer:
