@@ -154,6 +154,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _own_env() -> dict[str, str]:
+    """This process's environment without PYTHON* variables: a caller's PYTHONPATH (a
+    bench running a worktree, say) would put its checkout before the staged install."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
 def _clean_venv(path: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     return path / "bin" / "python"
@@ -247,6 +253,7 @@ def installs(tmp_path_factory: pytest.TempPathFactory):
         proc = subprocess.Popen(
             [*pip, "-r", "requirements.txt"],
             cwd=staged,
+            env=_own_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -269,6 +276,7 @@ def _installed(installs, folder: str) -> tuple[Path, Path, Path]:
     where = subprocess.run(
         [str(python), "-c", "import forecastguard; print(forecastguard.__file__)"],
         cwd=base,
+        env=_own_env(),
         capture_output=True,
         text=True,
         check=True,
