@@ -156,6 +156,16 @@ VARIANTS[
     "tail_floor": 0.01,
     "blend_median_point": 0.5,
 }
+# after the sixth pass's recipe sweep: counts have whole-number quantiles (`_Rounded`)
+_SERVED = _T3 | {"tail_floor": 0.01, "blend_median_point": 0.5}
+VARIANTS |= {
+    "served, every quantile rounded to whole units": _SERVED | {"round_levels": (0.1, 0.5, 0.9)},
+    "served, P50 and P90 rounded to whole units": _SERVED | {"round_levels": (0.5, 0.9)},
+    "served without the floor, every quantile rounded to whole units": _T3
+    | {"blend_median_point": 0.5, "round_levels": (0.1, 0.5, 0.9)},
+    "CQR P10/P90, P50 from the residuals, rounded to whole units": _T2
+    | {"round_levels": (0.1, 0.5, 0.9)},
+}
 for _options in VARIANTS.values():  # the variants name their floor (the trainer's: 0.01)
     if _options.get("tails"):
         _options.setdefault("tail_floor", 0.0)
@@ -169,6 +179,7 @@ EXTRA_OPTIONS = (
     "tail_weight",
     "lower_snap",
     "median_point",
+    "round_levels",
 )
 TAIL_OPTIONS = ("tails",)  # which kinds get the quantile tails (True: every kind with them)
 
@@ -243,6 +254,29 @@ class _Snapped:
         return out
 
 
+class _Rounded:
+    """`cal`'s quantiles at `levels` rounded to whole units. Sales are counts, and a
+    quantile commutes with rounding (the α-quantile of round(X) is round of X's), so a
+    quantile of counts is a whole number; between two whole numbers the pinball loss of
+    a count is linear, so a quantile inside the segment scores no better than both ends."""
+
+    def __init__(self, cal: Any, levels: tuple[float, ...]) -> None:
+        self.cal, self.round_levels = cal, levels
+        self.levels, self.columns = cal.levels, cal.columns
+        self.tail_levels = getattr(cal, "tail_levels", ())
+
+    def apply(self, frame: pd.DataFrame, column: str = "predicted") -> pd.DataFrame:
+        """`cal.apply`, the chosen levels rounded half up (kept from crossing)."""
+        out = self.cal.apply(frame, column)
+        cols = list(self.columns)
+        values = out[cols].to_numpy(dtype=float)
+        for i, a in enumerate(self.levels):
+            if a in self.round_levels:
+                values[:, i] = np.floor(values[:, i] + 0.5)
+        values = np.maximum.accumulate(values, axis=1)
+        return out.assign(**{c: values[:, j] for j, c in enumerate(cols)})
+
+
 class _PointMedian:
     """P50 as `weight` × the point forecast + (1 − weight) × `cal`'s P50 (kept from
     crossing the other quantiles)."""
@@ -305,6 +339,9 @@ def calibrate(frame: pd.DataFrame, naive: dict[str, float], **options: Any) -> A
     if "median_point" in extra:
         w = float(extra.pop("median_point"))
         return _PointMedian(calibrate(frame, naive, **options, **extra), w)
+    if "round_levels" in extra:
+        levels = tuple(float(a) for a in extra.pop("round_levels"))
+        return _Rounded(calibrate(frame, naive, **options, **extra), levels)
     if "lower_snap" in extra:
         floor = float(extra.pop("lower_snap"))
         return _Snapped(calibrate(frame, naive, **options, **extra), floor)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from experiments.recalibrate import (
+    VARIANTS,
     calibrate,
     guard_coverage,
     requantile,
@@ -271,3 +272,21 @@ def test_the_snap_and_point_median_variants() -> None:
     point = calibrate(frame, naive, tails=True, median_point=1.0).apply(frame)
     expected = np.clip(frame["predicted"].to_numpy(), point["p10"], point["p90"])
     np.testing.assert_allclose(point["p50"], expected)
+
+
+def test_the_rounded_variant_serves_whole_units() -> None:
+    """`round_levels`: those levels rounded half up to whole units, the others unchanged,
+    never crossing; a variant of `VARIANTS` names it."""
+    dump = _tailed_dump()
+    frame, naive = dump["calibration"]["lightgbm"], dump["naive"]
+    moved = [c for c in frame.columns if str(c).startswith("tail_") or c == "predicted"]
+    frame = frame.assign(**{c: frame[c] + 0.37 for c in moved})  # off whole units
+    plain = calibrate(frame, naive, tails=True).apply(frame)
+    rounded = calibrate(frame, naive, tails=True, round_levels=(0.5, 0.9)).apply(frame)
+    np.testing.assert_allclose(rounded["p10"], plain["p10"])
+    p50 = np.maximum(np.floor(plain["p50"] + 0.5), plain["p10"])  # kept from crossing
+    np.testing.assert_allclose(rounded["p50"], p50)
+    np.testing.assert_allclose(rounded["p90"], np.maximum(np.floor(plain["p90"] + 0.5), p50))
+    assert (plain["p90"] != np.round(plain["p90"])).any()  # the rounding changed something
+    assert (rounded["p10"] <= rounded["p50"]).all() and (rounded["p50"] <= rounded["p90"]).all()
+    assert any("rounded" in name for name in VARIANTS)

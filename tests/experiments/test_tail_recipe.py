@@ -1,0 +1,49 @@
+"""The tail-recipe sweep (issue 27): recipes, averages and their scores on a small panel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.data import synthetic
+
+pytest.importorskip("lightgbm")
+
+
+def test_recipes_average_and_restore_the_reference_parameters() -> None:
+    import experiments.models.lgbm as lgbm
+    from experiments.backtest import make_task
+    from experiments.tail_recipe import Average, models_for, sweep
+
+    before = dict(lgbm.DEFAULT_PARAMS)
+    panel = synthetic(4, start="2017-01-01", end="2017-12-31", seed=5)
+    cutoff = str(panel.dates[-29].date())
+    models = models_for(["tails_100", "reference_lr_0.21_100@1"], conformal=True)
+    scores, cpu = sweep(panel, models, [cutoff])
+    # every recipe and its conformalised twin is scored, and the parameters are restored
+    assert set(scores["model"]) == {
+        "tails_100",
+        "tails_100+cqr",
+        "reference_lr_0.21_100@1",
+        "reference_lr_0.21_100@1+cqr",
+    }
+    assert before == lgbm.DEFAULT_PARAMS
+    assert ((scores["coverage_80"] >= 0) & (scores["coverage_80"] <= 1)).all()
+    assert (scores["wspl"] > 0).all() and set(cpu) == {m.name for m in models}
+    # an average is the level-wise mean of its members' quantiles
+    task = make_task(panel, len(panel.dates) - 29, 28)
+    (avg,) = models_for(["mean_reference_tails_100"])
+    assert isinstance(avg, Average)
+    parts = [m._quantiles(task, (0.1, 0.9)) for m in avg.members]
+    mean = avg._quantiles(task, (0.1, 0.9))
+    np.testing.assert_allclose(mean[0.9], (parts[0][0.9] + parts[1][0.9]) / 2)
+    assert not np.allclose(parts[0][0.9], parts[1][0.9])  # two recipes, two fits
+
+
+def test_unknown_recipes_are_named() -> None:
+    from experiments.tail_recipe import models_for
+
+    with pytest.raises(ValueError, match="nope"):
+        models_for(["tails_100", "nope"])
+    with pytest.raises(ValueError, match="nope"):
+        models_for(["nope@2"])
