@@ -128,3 +128,45 @@ def test_prepare_keeps_synthetic_windows_within_the_share() -> None:
     assert aug["share"] == round(share, 4)
     assert aug["synthetic_windows"] == int(prepared.train.synthetic.sum())
     assert prepared.quality.to_dict()["augmentation"]["max_share"] == 0.2
+
+
+def test_the_quantile_tails_train_on_real_windows_only(monkeypatch) -> None:
+    """The point ensemble trains on the synthetic windows; the interval's quantile
+    boosters (issue 27) do not: an interpolated series has a narrower spread than sales,
+    both when training and when refitting."""
+    import trainer.models.gbm as gbm
+    from tests.support.trainer_config import small_config
+
+    cfg = small_config(min_observations=200, augment_copies=2, gbm_history_days=(0,))
+    prepared = prepare(sales_with_sparse_product(), cfg)
+    w = prepared.train
+    assert w.synthetic.any()
+    seen: list[tuple[int, int]] = []
+    real_train_tails = gbm.train_tails
+
+    def spy(full, rows, *a, **kw):  # the tails' rows and the Dataset they index
+        seen.append((len(rows), full.num_data()))
+        return real_train_tails(full, rows, *a, **kw)
+
+    monkeypatch.setattr(gbm, "train_tails", spy)
+    held = gbm.train_gbm(prepared, num_threads=1, rounds=5, tail_levels=(0.1, 0.9))
+    ((mask, _),) = [gbm.member_mask(w, prepared.train_end, 0, cfg.horizon, 600_000)]
+    real = mask & ~w.synthetic
+    assert seen[0] == (real.sum() * cfg.horizon, mask.sum() * cfg.horizon)
+    assert sorted(held.tails) == [0.1, 0.9]
+    gbm.refit_gbm(prepared, held, num_threads=1)
+    every_day, [(mask, _)] = gbm.refit_windows(prepared, [0], 600_000)
+    assert every_day.synthetic[mask].any()
+    assert seen[1] == (
+        (mask & ~every_day.synthetic).sum() * cfg.horizon,
+        mask.sum() * cfg.horizon,
+    )
+    # a mask without synthetic windows is kept; one with nothing real left too
+    from types import SimpleNamespace
+
+    flags = SimpleNamespace(synthetic=np.array([False, True, False, True]))
+    mask = np.array([True, True, False, True])
+    np.testing.assert_array_equal(gbm.real_windows(flags, mask), [True, False, False, False])
+    np.testing.assert_array_equal(
+        gbm.real_windows(flags, mask & flags.synthetic), mask & flags.synthetic
+    )

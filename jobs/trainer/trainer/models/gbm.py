@@ -337,14 +337,17 @@ def train_gbm(
         member_mask(prepared.train, prepared.train_end, days, prepared.cfg.horizon, max_rows)
         for days in lengths
     ]
+    masks = [m for m, _ in picks]
+    pick = tail_member(lengths)
     with timed(log, "stage lightgbm rows", stage="lightgbm_rows") as out:
         full, indices = _shared_rows(
             prepared,
             prepared.train,
-            [m for m, _ in picks],
+            [*masks, real_windows(prepared.train, masks[pick])],
             names,
             _booster_params(seed, num_threads, params),
         )
+        tail_rows = indices.pop()
         dval = _dataset(prepared, val, names, reference=full)
         out.update(rows=int(full.num_data()), members=len(lengths))
     members = []
@@ -363,31 +366,47 @@ def train_gbm(
             out.update(rows=int(dtrain.num_data()), origin_stride=stride, best_iteration=best)
         members.append(GBMMember(booster=booster, rounds=best, history_days=days))
     tails = train_tails(
-        full, indices, lengths, seed, num_threads, tail_levels, prepared.cfg.horizon
+        full, tail_rows, lengths[pick], seed, num_threads, tail_levels, prepared.cfg.horizon
     )
     return GBMForecaster(members=members, names=names, tails=tails)
 
 
+def tail_member(lengths: list[int]) -> int:
+    """The member whose training history is nearest `TAIL_HISTORY_DAYS` (0: all history)."""
+    span = [d if d else 10**6 for d in lengths]
+    return int(np.argmin([abs(d - TAIL_HISTORY_DAYS) for d in span]))
+
+
+def real_windows(w: Windows, mask: np.ndarray) -> np.ndarray:
+    """`mask` without the windows of synthetic (augmented) series, unless that leaves none.
+
+    The tails learn the spread of real sales: a synthetic series interpolates between
+    neighbouring days, which halves a day's variance before its noise is added, so its
+    windows would teach the quantile boosters a narrower spread for exactly the sparse
+    products (`trainer.data.augment`). The point ensemble keeps them."""
+    real = mask & ~np.asarray(w.synthetic, dtype=bool)
+    return real if real.any() else mask
+
+
 def train_tails(
     full: lgb.Dataset,
-    indices: list[np.ndarray],
-    lengths: list[int],
+    rows: np.ndarray,
+    history_days: int,
     seed: int,
     num_threads: int,
     levels: tuple[float, ...] = TAIL_LEVELS,
     horizon: int = 1,
 ) -> dict[float, GBMMember]:
-    """A quantile booster per level in `levels` on the rows of the member whose history
-    is nearest `TAIL_HISTORY_DAYS` (the point ensemble's `Dataset`: no second feature
-    build; every k-th of its windows, `horizon` rows each, beyond `TAIL_MAX_ROWS` rows),
+    """A quantile booster per level in `levels` on `rows` of the point ensemble's
+    `Dataset` (no second feature build): the real windows of the member whose history
+    (`history_days`) is nearest `TAIL_HISTORY_DAYS` (`tail_member`, `real_windows`),
+    every k-th of them, `horizon` rows each, beyond `TAIL_MAX_ROWS` rows;
     `TAIL_ROUNDS` rounds with `TAIL_PARAMS`."""
     import lightgbm as lgb
 
     if not levels:
         return {}
-    span = [d if d else 10**6 for d in lengths]  # 0: all history
-    pick = int(np.argmin([abs(d - TAIL_HISTORY_DAYS) for d in span]))
-    chosen = indices[pick].reshape(-1, horizon)
+    chosen = np.asarray(rows).reshape(-1, horizon)
     chosen = chosen[:: max(1, int(np.ceil(chosen.size / TAIL_MAX_ROWS)))].ravel()
     tails = {}
     for a in levels:
@@ -395,8 +414,8 @@ def train_tails(
             dtrain = full.subset(chosen)
             params = {**_booster_params(seed, num_threads, TAIL_PARAMS), "alpha": float(a)}
             booster = lgb.train(params, dtrain, num_boost_round=TAIL_ROUNDS)
-            out.update(rows=int(dtrain.num_data()), rounds=TAIL_ROUNDS, history_days=lengths[pick])
-        tails[float(a)] = GBMMember(booster=booster, rounds=TAIL_ROUNDS, history_days=lengths[pick])
+            out.update(rows=int(dtrain.num_data()), rounds=TAIL_ROUNDS, history_days=history_days)
+        tails[float(a)] = GBMMember(booster=booster, rounds=TAIL_ROUNDS, history_days=history_days)
     return tails
 
 
@@ -438,14 +457,18 @@ def refit_gbm(
     it is what gets served, `val_days + test_days` days fresher."""
     import lightgbm as lgb
 
-    every_day, picks = refit_windows(prepared, [m.history_days for m in heldout.members], max_rows)
+    lengths = [m.history_days for m in heldout.members]
+    every_day, picks = refit_windows(prepared, lengths, max_rows)
+    masks = [mask for mask, _ in picks]
+    pick = tail_member(lengths)
     full, indices = _shared_rows(
         prepared,
         every_day,
-        [mask for mask, _ in picks],
+        [*masks, real_windows(every_day, masks[pick])],
         heldout.names,
         _booster_params(seed, num_threads, params),
     )
+    tail_rows = indices.pop()
     members = []
     for i, m in enumerate(heldout.members):
         stride = picks[i][1]
@@ -464,8 +487,13 @@ def refit_gbm(
         members.append(GBMMember(booster=booster, rounds=rounds, history_days=m.history_days))
     tails = heldout.tails
     if TAIL_REFIT and tails:  # refitted like the members: the same rows' history, rounds
-        lengths = [m.history_days for m in heldout.members]
         tails = train_tails(
-            full, indices, lengths, seed, num_threads, tuple(sorted(tails)), prepared.cfg.horizon
+            full,
+            tail_rows,
+            lengths[pick],
+            seed,
+            num_threads,
+            tuple(sorted(tails)),
+            prepared.cfg.horizon,
         )
     return GBMForecaster(members=members, names=heldout.names, tails=tails)
