@@ -380,10 +380,11 @@ def tail_member(lengths: list[int]) -> int:
 def real_windows(w: Windows, mask: np.ndarray) -> np.ndarray:
     """`mask` without the windows of synthetic (augmented) series, unless that leaves none.
 
-    The tails learn the spread of real sales: a synthetic series interpolates between
-    neighbouring days, which halves a day's variance before its noise is added, so its
-    windows would teach the quantile boosters a narrower spread for exactly the sparse
-    products (`trainer.data.augment`). The point ensemble keeps them."""
+    The tails learn the spread of real sales: a synthetic series takes a random point
+    between neighbouring days, which leaves about 2/3 of a day's variance (independent
+    days; its noise, 0.1 of the product's sd, adds 1/100), so its windows would teach the
+    quantile boosters a narrower spread for exactly the sparse products
+    (`trainer.data.augment`). The point ensemble keeps them."""
     real = mask & ~np.asarray(w.synthetic, dtype=bool)
     return real if real.any() else mask
 
