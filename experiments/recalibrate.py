@@ -254,48 +254,59 @@ class _Snapped:
         return out
 
 
-class _Rounded:
-    """`cal`'s quantiles at `levels` rounded to whole units. Sales are counts, and a
-    quantile commutes with rounding (the α-quantile of round(X) is round of X's), so a
+class _Moved:
+    """A calibration whose applied quantiles a subclass moves (`move`), kept from crossing."""
+
+    def __init__(self, cal: Any) -> None:
+        self.cal = cal
+        self.levels, self.columns = cal.levels, cal.columns
+        self.tail_levels = getattr(cal, "tail_levels", ())
+
+    def move(self, values: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """The (rows, levels) quantiles moved; `point` the rows' point forecasts."""
+        raise NotImplementedError
+
+    def apply(self, frame: pd.DataFrame, column: str = "predicted") -> pd.DataFrame:
+        """`cal.apply`, the quantiles moved and kept from crossing."""
+        out = self.cal.apply(frame, column)
+        cols = list(self.columns)
+        point = np.clip(frame[column].to_numpy(dtype=float), 0.0, None)
+        values = self.move(out[cols].to_numpy(dtype=float), point)
+        values = np.maximum.accumulate(values, axis=1)
+        return out.assign(**{c: values[:, j] for j, c in enumerate(cols)})
+
+
+class _Rounded(_Moved):
+    """`cal`'s quantiles at `levels` rounded half up to whole units. Sales are counts, and
+    a quantile commutes with rounding (the α-quantile of round(X) is round of X's), so a
     quantile of counts is a whole number; between two whole numbers the pinball loss of
     a count is linear, so a quantile inside the segment scores no better than both ends."""
 
     def __init__(self, cal: Any, levels: tuple[float, ...]) -> None:
-        self.cal, self.round_levels = cal, levels
-        self.levels, self.columns = cal.levels, cal.columns
-        self.tail_levels = getattr(cal, "tail_levels", ())
+        super().__init__(cal)
+        self.round_levels = levels
 
-    def apply(self, frame: pd.DataFrame, column: str = "predicted") -> pd.DataFrame:
-        """`cal.apply`, the chosen levels rounded half up (kept from crossing)."""
-        out = self.cal.apply(frame, column)
-        cols = list(self.columns)
-        values = out[cols].to_numpy(dtype=float)
+    def move(self, values: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """The chosen levels rounded half up."""
         for i, a in enumerate(self.levels):
             if a in self.round_levels:
                 values[:, i] = np.floor(values[:, i] + 0.5)
-        values = np.maximum.accumulate(values, axis=1)
-        return out.assign(**{c: values[:, j] for j, c in enumerate(cols)})
+        return values
 
 
-class _PointMedian:
+class _PointMedian(_Moved):
     """P50 as `weight` × the point forecast + (1 − weight) × `cal`'s P50 (kept from
     crossing the other quantiles)."""
 
     def __init__(self, cal: Any, weight: float) -> None:
-        self.cal, self.weight = cal, weight
-        self.levels, self.columns = cal.levels, cal.columns
-        self.tail_levels = getattr(cal, "tail_levels", ())
+        super().__init__(cal)
+        self.weight = weight
 
-    def apply(self, frame: pd.DataFrame, column: str = "predicted") -> pd.DataFrame:
-        """`cal.apply` with P50 moved toward the point."""
-        out = self.cal.apply(frame, column)
-        cols = list(self.columns)
-        values = out[cols].to_numpy(dtype=float)
-        i = cols.index("p50")
-        point = np.clip(frame[column].to_numpy(dtype=float), 0.0, None)
+    def move(self, values: np.ndarray, point: np.ndarray) -> np.ndarray:
+        """P50 moved toward the point."""
+        i = list(self.columns).index("p50")
         values[:, i] = self.weight * point + (1 - self.weight) * values[:, i]
-        values = np.maximum.accumulate(values, axis=1)
-        return out.assign(**{c: values[:, j] for j, c in enumerate(cols)})
+        return values
 
 
 def _rule_scores(cal: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
