@@ -672,14 +672,36 @@ def variants_rows(
         rows.append(
             ref.assign(variant=ref["model"] + " (reference)", guard=np.nan, guard_sd=np.nan)
         )
-    hybrid = cqr_hybrid(forecasts)
-    if not hybrid.empty:
-        scores = interval_scores(hybrid, scale_frame)
-        rows.append(scores.assign(variant=HYBRID, guard=np.nan, guard_sd=np.nan))
+    for name, hybrid in (
+        (HYBRID, cqr_hybrid(forecasts)),
+        (HYBRID_P50, median_hybrid(forecasts, 1.0)),
+        (HYBRID_P50_MEAN, median_hybrid(forecasts, 0.5)),
+    ):
+        if not hybrid.empty:
+            scores = interval_scores(hybrid, scale_frame)
+            rows.append(scores.assign(variant=name, guard=np.nan, guard_sd=np.nan))
     return pd.concat(rows, ignore_index=True)
 
 
 HYBRID = "the trainer's point and P50, CQR's P10/P90 (the run's)"
+HYBRID_P50 = "the trainer's P10/P90, quantile LightGBM's P50 (the run's)"
+HYBRID_P50_MEAN = "the trainer's P10/P90, P50 the mean of its own and quantile LightGBM's"
+
+
+def median_hybrid(forecasts: pd.DataFrame, weight: float) -> pd.DataFrame:
+    """The served forecaster's rows with P50 `weight` × the run's `lightgbm_quantile` P50
+    + (1 − weight) × its own (kept between its P10 and P90): how much a better median
+    would move its WSPL. Empty without both models."""
+    key = ["cutoff", "product_id", "date"]
+    mine = forecasts[forecasts["model"] == "trainer"]
+    ref = forecasts[forecasts["model"] == "lightgbm_quantile"]
+    if mine.empty or ref.empty:
+        return mine.iloc[:0]
+    lo, mid, hi = (quantile_column(a) for a in (0.1, 0.5, 0.9))
+    out = mine.set_index(key)
+    other = ref.set_index(key)[mid].reindex(out.index)
+    out[mid] = np.clip(weight * other + (1 - weight) * out[mid], out[lo], out[hi])
+    return out.reset_index()
 
 
 def cqr_hybrid(forecasts: pd.DataFrame) -> pd.DataFrame:

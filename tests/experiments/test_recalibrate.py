@@ -208,6 +208,22 @@ def test_the_cqr_hybrid_takes_the_tails_and_keeps_the_trainers_median() -> None:
     assert cqr_hybrid(f).empty  # no CQR rows: nothing to score
 
 
+def test_the_median_hybrid_mixes_the_references_p50_inside_the_trainers_band() -> None:
+    from experiments.recalibrate import median_hybrid
+
+    f = _forecasts()  # the trainer's P10/P50/P90: 1, 2, 3
+    mine = f[f["model"] == "trainer"]
+    ref = mine.assign(model="lightgbm_quantile", q10=-5.0, q50=np.tile([2.8, 10.0], 28), q90=99.0)
+    both = pd.concat([f, ref], ignore_index=True)
+    whole, half = median_hybrid(both, 1.0), median_hybrid(both, 0.5)
+    assert len(whole) == len(mine) and (whole["model"] == "trainer").all()
+    assert (whole["q10"] == 1.0).all() and (whole["q90"] == 3.0).all()  # its own tails
+    # the reference's P50, kept inside the trainer's band (10 -> 3)
+    np.testing.assert_allclose(whole["q50"], np.tile([2.8, 3.0], 28))
+    np.testing.assert_allclose(half["q50"], np.tile([2.4, 3.0], 28))  # (2 + 2.8) / 2; 6 -> 3
+    assert median_hybrid(f, 1.0).empty  # no reference rows: nothing to score
+
+
 def _tailed_dump() -> dict:
     """`_dump` with LightGBM quantile tails in its frames (issue 27's fourth pass)."""
     dump = _dump()
