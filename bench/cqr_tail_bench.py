@@ -9,7 +9,8 @@ trains the ensemble with its tails (`train_gbm(tail_levels=...)`; the tails,
 `bench/train_bench.py` or the backtest's trainer CPU.
 
     nice -n 10 .venv/bin/python bench/cqr_tail_bench.py [--cutoff 2018-12-03]
-        [--train-stride 8] [--tail-rounds 100] [--tail-levels 0.1,0.9] [--out FILE]
+        [--train-stride 8] [--tail-rounds 100] [--tail-levels 0.1,0.9]
+        [--tail-params '{"num_leaves": 63}'] [--out FILE]
 """
 
 from __future__ import annotations
@@ -45,9 +46,18 @@ def main() -> None:
     p.add_argument("--train-stride", type=int, help="TrainConfig.train_stride (default: its)")
     p.add_argument("--tail-rounds", type=int, default=gbm.TAIL_ROUNDS)
     p.add_argument("--tail-levels", default="0.1,0.9", help="the tails' levels (comma-separated)")
+    p.add_argument(
+        "--tail-params",
+        type=json.loads,
+        default={},
+        help="JSON object of LightGBM parameters over gbm.TAIL_PARAMS",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     gbm.TAIL_ROUNDS = args.tail_rounds
+    if not isinstance(args.tail_params, dict):
+        p.error("--tail-params must be a JSON object")
+    gbm.TAIL_PARAMS = {**gbm.TAIL_PARAMS, **args.tail_params}
     sales = read_pasta_csv(_pasta.pasta_path())
     if args.cutoff:
         sales = sales[pd.to_datetime(sales["date"]) <= pd.Timestamp(args.cutoff)]
