@@ -688,19 +688,25 @@ HYBRID_P50 = "the trainer's P10/P90, quantile LightGBM's P50 (the run's)"
 HYBRID_P50_MEAN = "the trainer's P10/P90, P50 the mean of its own and quantile LightGBM's"
 
 
+def _served_beside(forecasts: pd.DataFrame, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The served forecaster's rows indexed by (cutoff, product_id, date) and `model`'s
+    rows on the same index; both empty unless the run has both models."""
+    key = ["cutoff", "product_id", "date"]
+    mine = forecasts[forecasts["model"] == "trainer"].set_index(key)
+    other = forecasts[forecasts["model"] == model].set_index(key)
+    if mine.empty or other.empty:
+        return mine.iloc[:0], other.iloc[:0]
+    return mine, other.reindex(mine.index)
+
+
 def median_hybrid(forecasts: pd.DataFrame, weight: float) -> pd.DataFrame:
     """The served forecaster's rows with P50 `weight` × the run's `lightgbm_quantile` P50
     + (1 − weight) × its own (kept between its P10 and P90): how much a better median
     would move its WSPL. Empty without both models."""
-    key = ["cutoff", "product_id", "date"]
-    mine = forecasts[forecasts["model"] == "trainer"]
-    ref = forecasts[forecasts["model"] == "lightgbm_quantile"]
-    if mine.empty or ref.empty:
-        return mine.iloc[:0]
+    out, ref = _served_beside(forecasts, "lightgbm_quantile")
     lo, mid, hi = (quantile_column(a) for a in (0.1, 0.5, 0.9))
-    out = mine.set_index(key)
-    other = ref.set_index(key)[mid].reindex(out.index)
-    out[mid] = np.clip(weight * other + (1 - weight) * out[mid], out[lo], out[hi])
+    if not out.empty:
+        out[mid] = np.clip(weight * ref[mid] + (1 - weight) * out[mid], out[lo], out[hi])
     return out.reset_index()
 
 
@@ -709,16 +715,11 @@ def cqr_hybrid(forecasts: pd.DataFrame) -> pd.DataFrame:
     its own (kept from crossing its P50): what serving conformalised quantile regression
     for the tails, with the trainer's point forecast, would have scored. Empty without
     both models."""
-    key = ["cutoff", "product_id", "date"]
-    mine = forecasts[forecasts["model"] == "trainer"]
-    cqr = forecasts[forecasts["model"] == "lightgbm_cqr"]
-    if mine.empty or cqr.empty:
-        return mine.iloc[:0]
+    out, cqr = _served_beside(forecasts, "lightgbm_cqr")
     lo, mid, hi = (quantile_column(a) for a in (0.1, 0.5, 0.9))
-    tails = cqr.set_index(key)[[lo, hi]]
-    out = mine.set_index(key)
-    out[lo] = np.minimum(tails[lo].reindex(out.index), out[mid])
-    out[hi] = np.maximum(tails[hi].reindex(out.index), out[mid])
+    if not out.empty:
+        out[lo] = np.minimum(cqr[lo], out[mid])
+        out[hi] = np.maximum(cqr[hi], out[mid])
     return out.reset_index()
 
 
