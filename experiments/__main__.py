@@ -119,7 +119,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "0.1,0.9; default: the trainer's, trainer.models.gbm.TAIL_LEVELS; 'none': off, "
         "the residual quantiles alone; issue 27)",
     )
+    p.add_argument(
+        "--trainer-tail-recipe",
+        choices=TAIL_RECIPES,
+        default="trainer",
+        help="the recipe of the trainer's quantile tails: its own (trainer.models.gbm."
+        "TAIL_PARAMS, TAIL_ROUNDS) or the quantile-LightGBM reference's (the point model's "
+        "parameters, learning rate 0.07, 300 rounds; issue 27's sixth pass)",
+    )
     return p.parse_args(argv)
+
+
+TAIL_RECIPES = ("trainer", "reference")
+
+
+def use_tail_recipe(name: str) -> None:
+    """Set the trainer's tail recipe for this process (`--trainer-tail-recipe`): the
+    trainer runs in-process, so its module's settings are what it trains with."""
+    if name not in TAIL_RECIPES:
+        raise ValueError(f"unknown tail recipe {name!r}; known: {TAIL_RECIPES}")
+    if name == "reference":
+        import trainer.models.gbm as gbm
+        from experiments.models.lgbm import DEFAULT_PARAMS, LightGBMQuantile
+
+        gbm.TAIL_PARAMS = {"objective": "quantile", **DEFAULT_PARAMS}
+        gbm.TAIL_ROUNDS = LightGBMQuantile.num_boost_round
 
 
 def trainer_tails(text: str | None) -> tuple[float, ...]:
@@ -266,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         return merge(args, argv)
     dataset, panel = load(args)
+    use_tail_recipe(args.trainer_tail_recipe)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     opts = ModelOptions(
         n_jobs=args.jobs,

@@ -47,3 +47,21 @@ def test_unknown_recipes_are_named() -> None:
         models_for(["tails_100", "nope"])
     with pytest.raises(ValueError, match="nope"):
         models_for(["nope@2"])
+
+
+def test_the_backtest_can_train_the_trainers_tails_on_the_references_recipe(monkeypatch) -> None:
+    import trainer.models.gbm as gbm
+    from experiments.__main__ import parse_args, use_tail_recipe
+    from experiments.models.lgbm import DEFAULT_PARAMS
+
+    monkeypatch.setattr(gbm, "TAIL_PARAMS", dict(gbm.TAIL_PARAMS))
+    monkeypatch.setattr(gbm, "TAIL_ROUNDS", gbm.TAIL_ROUNDS)
+    own = (dict(gbm.TAIL_PARAMS), gbm.TAIL_ROUNDS)
+    use_tail_recipe(parse_args(["--synthetic", "3"]).trainer_tail_recipe)  # the default
+    assert (gbm.TAIL_PARAMS, gbm.TAIL_ROUNDS) == own
+    args = parse_args(["--synthetic", "3", "--trainer-tail-recipe", "reference"])
+    use_tail_recipe(args.trainer_tail_recipe)
+    assert gbm.TAIL_PARAMS == {"objective": "quantile", **DEFAULT_PARAMS}
+    assert gbm.TAIL_ROUNDS == 300
+    with pytest.raises(ValueError, match="unknown tail recipe"):
+        use_tail_recipe("nope")
