@@ -58,7 +58,7 @@ def test_the_backtest_can_train_the_trainers_tails_on_the_references_recipe(monk
     monkeypatch.setattr(gbm, "TAIL_ROUNDS", gbm.TAIL_ROUNDS)
     own = (dict(gbm.TAIL_PARAMS), gbm.TAIL_ROUNDS)
     use_tail_recipe(parse_args(["--synthetic", "3"]).trainer_tail_recipe)  # the default
-    assert (gbm.TAIL_PARAMS, gbm.TAIL_ROUNDS) == own
+    assert own == (gbm.TAIL_PARAMS, gbm.TAIL_ROUNDS)
     args = parse_args(["--synthetic", "3", "--trainer-tail-recipe", "reference"])
     use_tail_recipe(args.trainer_tail_recipe)
     assert gbm.TAIL_PARAMS == {"objective": "quantile", **DEFAULT_PARAMS}
