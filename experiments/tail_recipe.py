@@ -3,10 +3,12 @@
 The trainer's interval tails are quantile boosters trained cheaply (`trainer.models.gbm`:
 `TAIL_ROUNDS` rounds with `TAIL_PARAMS`); the backtest's quantile-LightGBM reference
 uses the point model's recipe (more leaves, more rounds). This trains both recipes, and
-the cheap one at more rounds, on the same rows (`experiments.models.lgbm.direct_rows`:
-every history day up to the cutoff, no conformal step) and scores each cutoff's
-P10/P50/P90 with the backtest's own `interval_scores`. It isolates the boosters' fit
-from everything else the trainer does to its intervals, on any set of cutoffs.
+variants between them (`recipes()`), seeds and level-wise averages (`AVERAGES`), on the
+same rows (`experiments.models.lgbm.direct_rows`: windows over the history up to the
+cutoff) and scores each cutoff's P10/P50/P90 with the backtest's own `interval_scores`;
+`--conformal` also scores each one conformalised as `lightgbm_cqr` is (`<name>+cqr`). It
+isolates the boosters' fit from everything else the trainer does to its intervals.
+Results: experiments/results/pasta-tail-recipes/.
 
     python -m experiments.tail_recipe --data ../shared/data/pasta_sales_uci611 \
         --cutoff-dates 2017-03-06,2017-06-05 --out recipes.json
@@ -66,7 +68,7 @@ class _Named:
 
 @dataclass
 class Recipe(_Named, LightGBMQuantile):
-    """`LightGBMQuantile` with its parameters and rounds set (no conformal step)."""
+    """`LightGBMQuantile` with its parameters and rounds set (`conformal`: its CQR too)."""
 
     params: dict[str, Any] = field(default_factory=dict)
     conformal: bool = False
