@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ log = get_logger(__name__)
 
 
 def recipes() -> dict[str, tuple[dict[str, Any], int]]:
-    """name -> (parameters over `trainer.models.gbm.PARAMS`, rounds)."""
+    """name -> (parameters over `trainer.models.gbm.PARAMS`, each with its learning rate,
+    as `LightGBMQuantile.params`; rounds)."""
     from experiments.models.lgbm import DEFAULT_PARAMS
     from trainer.models.gbm import TAIL_PARAMS, TAIL_ROUNDS
 
@@ -70,20 +71,7 @@ class _Named:
 class Recipe(_Named, LightGBMQuantile):
     """`LightGBMQuantile` with its parameters and rounds set (`conformal`: its CQR too)."""
 
-    params: dict[str, Any] = field(default_factory=dict)
     conformal: bool = False
-
-    def _quantiles(self, task: Any, levels: tuple[float, ...]) -> dict[float, np.ndarray]:
-        import experiments.models.lgbm as lgbm
-
-        saved = dict(lgbm.DEFAULT_PARAMS)
-        lgbm.DEFAULT_PARAMS.clear()
-        lgbm.DEFAULT_PARAMS.update(self.params)
-        try:
-            return super()._quantiles(task, levels)
-        finally:
-            lgbm.DEFAULT_PARAMS.clear()
-            lgbm.DEFAULT_PARAMS.update(saved)
 
 
 @dataclass

@@ -197,6 +197,8 @@ class LightGBMQuantile:
     holiday_country: str = "IT"
     levels: tuple[float, ...] = (0.1, 0.5, 0.9)
     conformal: bool = True
+    # over `PARAMS` and `DEFAULT_PARAMS` (not the objective, level, threads or seed)
+    params: dict[str, Any] = field(default_factory=dict)
     name: str = "lightgbm_quantile"
 
     def _quantiles(self, task: ForecastTask, levels: tuple[float, ...]) -> dict[float, np.ndarray]:
@@ -221,6 +223,7 @@ class LightGBMQuantile:
             params = {
                 **PARAMS,
                 **DEFAULT_PARAMS,
+                **self.params,
                 "objective": "quantile",
                 "alpha": a,
                 "num_threads": self.num_threads,
