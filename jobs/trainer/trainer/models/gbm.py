@@ -337,17 +337,15 @@ def train_gbm(
         member_mask(prepared.train, prepared.train_end, days, prepared.cfg.horizon, max_rows)
         for days in lengths
     ]
-    masks = [m for m, _ in picks]
-    pick = tail_member(lengths)
     with timed(log, "stage lightgbm rows", stage="lightgbm_rows") as out:
-        full, indices = _shared_rows(
+        full, indices, tail_rows, tail_days = _member_and_tail_rows(
             prepared,
             prepared.train,
-            [*masks, real_windows(prepared.train, masks[pick])],
+            [m for m, _ in picks],
+            lengths,
             names,
             _booster_params(seed, num_threads, params),
         )
-        tail_rows = indices.pop()
         dval = _dataset(prepared, val, names, reference=full)
         out.update(rows=int(full.num_data()), members=len(lengths))
     members = []
@@ -366,9 +364,25 @@ def train_gbm(
             out.update(rows=int(dtrain.num_data()), origin_stride=stride, best_iteration=best)
         members.append(GBMMember(booster=booster, rounds=best, history_days=days))
     tails = train_tails(
-        full, tail_rows, lengths[pick], seed, num_threads, tail_levels, prepared.cfg.horizon
+        full, tail_rows, tail_days, seed, num_threads, tail_levels, prepared.cfg.horizon
     )
     return GBMForecaster(members=members, names=names, tails=tails)
+
+
+def _member_and_tail_rows(
+    prepared: Prepared,
+    w: Windows,
+    masks: list[np.ndarray],
+    lengths: list[int],
+    names: list[str],
+    params: dict[str, Any],
+) -> tuple[lgb.Dataset, list[np.ndarray], np.ndarray, int]:
+    """`_shared_rows` of the members' `masks` of windows `w`, and the rows the interval's
+    tails train on: the real windows (`real_windows`) of the member `tail_member` picks
+    among the members' history `lengths`, and that member's history in days."""
+    pick = tail_member(lengths)
+    full, indices = _shared_rows(prepared, w, [*masks, real_windows(w, masks[pick])], names, params)
+    return full, indices[:-1], indices[-1], lengths[pick]
 
 
 def tail_member(lengths: list[int]) -> int:
@@ -460,16 +474,14 @@ def refit_gbm(
 
     lengths = [m.history_days for m in heldout.members]
     every_day, picks = refit_windows(prepared, lengths, max_rows)
-    masks = [mask for mask, _ in picks]
-    pick = tail_member(lengths)
-    full, indices = _shared_rows(
+    full, indices, tail_rows, tail_days = _member_and_tail_rows(
         prepared,
         every_day,
-        [*masks, real_windows(every_day, masks[pick])],
+        [mask for mask, _ in picks],
+        lengths,
         heldout.names,
         _booster_params(seed, num_threads, params),
     )
-    tail_rows = indices.pop()
     members = []
     for i, m in enumerate(heldout.members):
         stride = picks[i][1]
@@ -491,7 +503,7 @@ def refit_gbm(
         tails = train_tails(
             full,
             tail_rows,
-            lengths[pick],
+            tail_days,
             seed,
             num_threads,
             tuple(sorted(tails)),
