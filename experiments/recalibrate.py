@@ -166,6 +166,16 @@ VARIANTS |= {
     "CQR P10/P90, P50 from the residuals, rounded to whole units": _T2
     | {"round_levels": (0.1, 0.5, 0.9)},
 }
+# the seventh pass: quantile averaging of the tails and the residual quantiles around
+# the point (which carries the LSTM's information), the weights chosen on validation
+VARIANTS |= {
+    "½ CQR tail + ½ residual quantile (P10, P90), floor, the blend's P50 ½ + ½ point": _SERVED
+    | {"tail_weight": {0.1: 0.5, 0.9: 0.5}},
+    "CQR tail + residual quantile, weights chosen on validation (P10, P50, P90)": _T3
+    | {"tail_floor": 0.01, "tail_weight": "validation"},
+    "CQR tail + residual quantile, weights on validation, the blend's P50 ½ + ½ point": _SERVED
+    | {"tail_weight": "validation"},
+}
 for _options in VARIANTS.values():  # the variants name their floor (the trainer's: 0.01)
     if _options.get("tails"):
         _options.setdefault("tail_floor", 0.0)
@@ -358,10 +368,13 @@ def calibrate(frame: pd.DataFrame, naive: dict[str, float], **options: Any) -> A
         return _Snapped(calibrate(frame, naive, **options, **extra), floor)
     if "tail_weight" in extra and options.get("tails"):
         w = extra.pop("tail_weight")
-        w = dict(w) if isinstance(w, dict) else float(w)
         tails = calibrate(frame, naive, **options, **extra)
         residual = calibrate(frame, naive, **(options | {"tails": False}))
-        return _Averaged(tails, residual, w) if tails.tail_levels else residual
+        if not tails.tail_levels:
+            return residual
+        if isinstance(w, str):  # "validation": chosen per level on the calibration rows
+            w = _validation_weights(tails, residual, frame, naive, WEIGHT_GRID)
+        return _Averaged(tails, residual, dict(w) if isinstance(w, dict) else float(w))
     if not options.pop("tails", False):  # the residual quantiles alone
         frame = frame.drop(columns=[c for c in frame.columns if str(c).startswith("tail_")])
     if "tail_levels" in extra:  # only these levels from the tails
@@ -403,6 +416,33 @@ def calibrate(frame: pd.DataFrame, naive: dict[str, float], **options: Any) -> A
         lower = calibrate(frame, naive, **(options | {"level_power": extra["lower_power"]}))
         return _Combined(lower, cal)
     return cal
+
+
+WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # `tail_weight` "validation": the weights tried
+
+
+def _validation_weights(
+    tails: Any, residual: Any, frame: pd.DataFrame, naive: dict[str, float], grid: tuple
+) -> dict[float, float]:
+    """Each tail level's weight of the tail in `_Averaged` (quantile averaging of the
+    quantile boosters and the residual quantiles around the point): the one of `grid`
+    with the lowest pinball loss on the calibration rows `frame`, each row's loss scaled
+    by its product's seasonal-naive error `naive` (as WSPL scales it)."""
+    from trainer.models.intervals import column_name, pinball_loss
+
+    data = frame[np.isfinite(frame["actual"].to_numpy(dtype=float))]
+    actual = data["actual"].to_numpy(dtype=float)
+    scale = data["product_id"].astype(str).map(naive).to_numpy(dtype=float)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
+    t, r = tails.apply(data, "predicted"), residual.apply(data, "predicted")
+    out = {}
+    for a in tails.tail_levels:
+        c = column_name(a)
+        loss = [
+            np.nanmean(pinball_loss(actual, w * t[c] + (1 - w) * r[c], a) / scale) for w in grid
+        ]
+        out[float(a)] = float(grid[int(np.argmin(loss))])
+    return out
 
 
 def _tail_shifts(cal: Any, frame: pd.DataFrame, mode: str) -> tuple[tuple[float, ...], ...]:

@@ -306,3 +306,40 @@ def test_the_rounded_variant_serves_whole_units() -> None:
     assert (plain["p90"] != np.round(plain["p90"])).any()  # the rounding changed something
     assert (rounded["p10"] <= rounded["p50"]).all() and (rounded["p50"] <= rounded["p90"]).all()
     assert any("rounded" in name for name in VARIANTS)
+
+
+def test_the_validation_weights_pick_the_better_of_tail_and_residual_quantile() -> None:
+    """`tail_weight` "validation": each tail level's weight of the grid with the lowest
+    scaled pinball loss on the calibration rows; tails of pure noise get weight 0 (the
+    residual quantiles), and the served quantiles are that average."""
+    from experiments.recalibrate import WEIGHT_GRID, _Averaged, _validation_weights
+    from trainer.models.intervals import pinball_loss
+
+    dump = _tailed_dump()
+    frame, naive = dump["calibration"]["lightgbm"], dump["naive"]
+    cal = calibrate(frame, naive, tails=True, tail_weight="validation")
+    assert isinstance(cal, _Averaged) and set(cal.weight) == {0.1, 0.9}
+    tails = calibrate(frame, naive, tails=True)
+    residual = calibrate(frame, naive, tails=False)
+    t, r = tails.apply(frame, "predicted"), residual.apply(frame, "predicted")
+    scale = frame["product_id"].map(naive).to_numpy()
+    for a, col in ((0.1, "p10"), (0.9, "p90")):
+        losses = {
+            w: np.mean(pinball_loss(frame["actual"], w * t[col] + (1 - w) * r[col], a) / scale)
+            for w in WEIGHT_GRID
+        }
+        assert losses[cal.weight[a]] == pytest.approx(min(losses.values()))
+    served = cal.apply(frame, "predicted")
+    w90 = cal.weight[0.9]
+    expected = np.maximum(w90 * t["p90"] + (1 - w90) * r["p90"], served["p50"])
+    np.testing.assert_allclose(served["p90"], expected)
+    # tails that know nothing: noise of ±20 units around the point
+    rng = np.random.default_rng(3)
+    noisy = frame.assign(
+        tail_p10=frame["predicted"] - rng.uniform(0, 20, len(frame)),
+        tail_p90=frame["predicted"] + rng.uniform(0, 20, len(frame)),
+    )
+    weights = _validation_weights(
+        calibrate(noisy, naive, tails=True), residual, noisy, naive, WEIGHT_GRID
+    )
+    assert weights == {0.1: 0.0, 0.9: 0.0}
