@@ -170,3 +170,31 @@ def test_the_quantile_tails_train_on_real_windows_only(monkeypatch) -> None:
     np.testing.assert_array_equal(
         gbm.real_windows(flags, mask & flags.synthetic), mask & flags.synthetic
     )
+
+
+def test_the_tails_member_counts_all_history_by_the_days_it_spans(monkeypatch) -> None:
+    """`tail_member` measures the all-history member (length 0) by the days its windows
+    span, not as unbounded: on a short history it is nearer `TAIL_HISTORY_DAYS` than a
+    shorter member and the tails train on it."""
+    import trainer.models.gbm as gbm
+    from tests.support.trainer_config import small_config
+
+    assert gbm.tail_member([546, 0], all_days=700) == 1
+    assert gbm.tail_member([546, 728, 0], all_days=1200) == 1
+    assert gbm.tail_member([546, 0], all_days=2000) == 0
+    cfg = small_config(gbm_history_days=(60, 0))
+    prepared = prepare(sales_with_sparse_product(), cfg)
+    span = prepared.train_end - int(prepared.train.origin.min())
+    assert gbm.history_lengths(prepared.train, prepared.train_end, (60, 0)) == [60, 0]
+    monkeypatch.setattr(gbm, "TAIL_HISTORY_DAYS", span + 10)  # all history is the nearer
+    seen: list[int] = []
+    real_train_tails = gbm.train_tails
+
+    def spy(full, rows, history_days, *a, **kw):
+        seen.append(history_days)
+        return real_train_tails(full, rows, history_days, *a, **kw)
+
+    monkeypatch.setattr(gbm, "train_tails", spy)
+    held = gbm.train_gbm(prepared, num_threads=1, rounds=5, tail_levels=(0.1, 0.9))
+    gbm.refit_gbm(prepared, held, num_threads=1)
+    assert seen == [0, 0]

@@ -341,6 +341,7 @@ def train_gbm(
         full, indices, tail_rows, tail_days = _member_and_tail_rows(
             prepared,
             prepared.train,
+            prepared.train_end,
             [m for m, _ in picks],
             lengths,
             names,
@@ -372,22 +373,26 @@ def train_gbm(
 def _member_and_tail_rows(
     prepared: Prepared,
     w: Windows,
+    end: int,
     masks: list[np.ndarray],
     lengths: list[int],
     names: list[str],
     params: dict[str, Any],
 ) -> tuple[lgb.Dataset, list[np.ndarray], np.ndarray, int]:
-    """`_shared_rows` of the members' `masks` of windows `w`, and the rows the interval's
-    tails train on: the real windows (`real_windows`) of the member `tail_member` picks
-    among the members' history `lengths`, and that member's history in days."""
-    pick = tail_member(lengths)
+    """`_shared_rows` of the members' `masks` of windows `w` (which end at day `end`), and
+    the rows the interval's tails train on: the real windows (`real_windows`) of the
+    member `tail_member` picks among the members' history `lengths`, and that member's
+    history in days."""
+    pick = tail_member(lengths, all_days=end - int(w.origin.min()))
     full, indices = _shared_rows(prepared, w, [*masks, real_windows(w, masks[pick])], names, params)
     return full, indices[:-1], indices[-1], lengths[pick]
 
 
-def tail_member(lengths: list[int]) -> int:
-    """The member whose training history is nearest `TAIL_HISTORY_DAYS` (0: all history)."""
-    span = [d if d else 10**6 for d in lengths]
+def tail_member(lengths: list[int], all_days: int) -> int:
+    """The member whose training history is nearest `TAIL_HISTORY_DAYS`; the all-history
+    member (length 0) counts as the `all_days` its windows span. (Counted as unbounded,
+    a short history's all-history member of ~700 days lost to the 546-day one.)"""
+    span = [d if d else all_days for d in lengths]
     return int(np.argmin([abs(d - TAIL_HISTORY_DAYS) for d in span]))
 
 
@@ -477,6 +482,7 @@ def refit_gbm(
     full, indices, tail_rows, tail_days = _member_and_tail_rows(
         prepared,
         every_day,
+        len(prepared.panel.calendar),
         [mask for mask, _ in picks],
         lengths,
         heldout.names,
