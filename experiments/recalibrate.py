@@ -175,6 +175,19 @@ VARIANTS |= {
     | {"tail_floor": 0.01, "tail_weight": "validation"},
     "CQR tail + residual quantile, weights on validation, the blend's P50 ½ + ½ point": _SERVED
     | {"tail_weight": "validation"},
+    # the best of the fourteen cutoffs with the point model's recipe for the tails, with
+    # the served floor (coverage: the floor takes in the days without a sale)
+    "CQR, P50 ½ tail + ½ residual quantile, floor": _T3
+    | {"tail_weight": {0.5: 0.5}, "tail_floor": 0.01},
+    "normalised CQR, P50 ½ tail + ½ residual quantile, floor": _T3
+    | {"tail_scale": "product", "tail_weight": {0.5: 0.5}, "tail_floor": 0.01},
+    "normalised CQR, P50 ½ tail + ½ residual quantile, floor, the blend's P50 ½ + ½ point": _T3
+    | {
+        "tail_scale": "product",
+        "tail_weight": {0.5: 0.5},
+        "tail_floor": 0.01,
+        "blend_median_point": 0.5,
+    },
 }
 for _options in VARIANTS.values():  # the variants name their floor (the trainer's: 0.01)
     if _options.get("tails"):
