@@ -142,6 +142,16 @@ def models_for(
     ]
 
 
+def describe(name: str) -> dict[str, Any]:
+    """What a sweep name stands for: an average's members, or a recipe's parameters,
+    rounds and LightGBM seed ("name@seed"; 0 without)."""
+    if name in AVERAGES:
+        return {"mean_of": list(AVERAGES[name])}
+    recipe, _, seed = name.partition("@")
+    params, rounds = recipes()[recipe]
+    return {"params": params, "rounds": rounds, "seed": int(seed or 0)}
+
+
 def sweep(
     panel: Any, models: list[LightGBMQuantile], cutoff_dates: list[str], horizon: int = 28
 ) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -172,16 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.process_time()
     scores, cpu = sweep(read_pasta(args.data), models, args.cutoff_dates.split(","))
     log.info("done", extra={"cpu_s": round(time.process_time() - t0, 1)})
-    with pd.option_context("display.width", 200, "display.precision", 4):
+    with pd.option_context(
+        "display.width", 250, "display.max_columns", None, "display.precision", 4
+    ):
         print(scores.pivot(index="model", columns="cutoff", values="wspl"))
         print(scores.groupby("model")[["coverage_80", "coverage_80_p10", "wspl"]].mean())
-    table = recipes()
-    described = {
-        r: {"mean_of": list(AVERAGES[r])}
-        if r in AVERAGES
-        else {"params": table[r][0], "rounds": table[r][1]}
-        for r in wanted
-    }
+    described = {r: describe(r) for r in wanted}
     args.out.write_text(
         json.dumps(
             {"recipes": described, "scores": scores.to_dict(orient="records"), "cpu_s": cpu},

@@ -74,3 +74,19 @@ def test_the_backtest_can_train_the_trainers_tails_on_the_references_recipe(monk
     assert gbm.TAIL_ROUNDS == 100
     with pytest.raises(ValueError, match="unknown tail recipe"):
         use_tail_recipe("nope")
+
+
+def test_the_sweep_describes_seeded_recipes_and_averages() -> None:
+    """`describe` (the JSON's `recipes`): "name@seed" is the recipe with that seed (it was
+    a KeyError after the scores were printed, so the JSON was never written)."""
+    from experiments.tail_recipe import describe, recipes
+
+    assert describe("reference@1") == {
+        "params": recipes()["reference"][0],
+        "rounds": 300,
+        "seed": 1,
+    }
+    assert describe("tails_100")["seed"] == 0
+    assert describe("seeds_3_reference") == {
+        "mean_of": ["reference@0", "reference@1", "reference@2"]
+    }
