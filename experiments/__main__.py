@@ -124,14 +124,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=TAIL_RECIPES,
         default="trainer",
         help="the recipe of the trainer's quantile tails: its own (trainer.models.gbm."
-        "TAIL_PARAMS, TAIL_ROUNDS), the quantile-LightGBM reference's (the point model's "
-        "parameters, learning rate 0.07, 300 rounds: the trainer's own since issue 27's "
-        "seventh pass) or the cheap one it had before (100 rounds, 31 leaves, half the rows)",
+        "TAIL_PARAMS, TAIL_ROUNDS) or the quantile-LightGBM reference's (the point model's "
+        "parameters, learning rate 0.07, 300 rounds; issue 27's sixth pass)",
     )
     return p.parse_args(argv)
 
 
-TAIL_RECIPES = ("trainer", "reference", "cheap")
+TAIL_RECIPES = ("trainer", "reference")
 
 
 def use_tail_recipe(name: str) -> None:
@@ -139,18 +138,12 @@ def use_tail_recipe(name: str) -> None:
     trainer runs in-process, so its module's settings are what it trains with."""
     if name not in TAIL_RECIPES:
         raise ValueError(f"unknown tail recipe {name!r}; known: {TAIL_RECIPES}")
-    if name == "trainer":
-        return
-    import trainer.models.gbm as gbm
-    from experiments.models.lgbm import DEFAULT_PARAMS, LightGBMQuantile
-    from experiments.tail_recipe import CHEAP_TAIL_PARAMS, CHEAP_TAIL_ROUNDS
+    if name == "reference":
+        import trainer.models.gbm as gbm
+        from experiments.models.lgbm import DEFAULT_PARAMS, LightGBMQuantile
 
-    params, rounds = {
-        "reference": (DEFAULT_PARAMS, LightGBMQuantile.num_boost_round),
-        "cheap": (CHEAP_TAIL_PARAMS, CHEAP_TAIL_ROUNDS),
-    }[name]
-    gbm.TAIL_PARAMS = {"objective": "quantile", **params}
-    gbm.TAIL_ROUNDS = rounds
+        gbm.TAIL_PARAMS = {"objective": "quantile", **DEFAULT_PARAMS}
+        gbm.TAIL_ROUNDS = LightGBMQuantile.num_boost_round
 
 
 def trainer_tails(text: str | None) -> tuple[float, ...]:

@@ -1,9 +1,8 @@
 """How much the quantile boosters' recipe moves WSPL (issue 27): a sweep on the pasta data.
 
-Until issue 27's seventh pass the trainer's interval tails were quantile boosters trained
-cheaply (`CHEAP_TAIL_PARAMS`, `CHEAP_TAIL_ROUNDS`); the backtest's quantile-LightGBM
-reference uses the point model's recipe (more leaves, more rounds), as the trainer's
-tails do since. This trains both recipes, and
+The trainer's interval tails are quantile boosters trained cheaply (`trainer.models.gbm`:
+`TAIL_ROUNDS` rounds with `TAIL_PARAMS`); the backtest's quantile-LightGBM reference
+uses the point model's recipe (more leaves, more rounds). This trains both recipes, and
 variants between them (`recipes()`), seeds and level-wise averages (`AVERAGES`), on the
 same rows (`experiments.models.lgbm.direct_rows`: windows over the history up to the
 cutoff) and scores each cutoff's P10/P50/P90 with the backtest's own `interval_scores`;
@@ -36,25 +35,16 @@ from forecastguard.logs import get_logger
 log = get_logger(__name__)
 
 
-# the trainer's tail recipe from issue 27's fourth pass to its sixth (over `PARAMS`; since
-# the seventh, the trainer's tails train on the reference's recipe)
-CHEAP_TAIL_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.1,
-    "num_leaves": 31,
-    "bagging_fraction": 0.5,
-}
-CHEAP_TAIL_ROUNDS = 100
-
-
 def recipes() -> dict[str, tuple[dict[str, Any], int]]:
     """name -> (parameters over `trainer.models.gbm.PARAMS`, each with its learning rate,
     as `LightGBMQuantile.params`; rounds)."""
     from experiments.models.lgbm import DEFAULT_PARAMS
+    from trainer.models.gbm import TAIL_PARAMS, TAIL_ROUNDS
 
-    cheap = dict(CHEAP_TAIL_PARAMS)
+    cheap = {k: v for k, v in TAIL_PARAMS.items() if k != "objective"}
     return {
         "reference": (dict(DEFAULT_PARAMS), 300),
-        f"tails_{CHEAP_TAIL_ROUNDS}": (cheap, CHEAP_TAIL_ROUNDS),
+        f"tails_{TAIL_ROUNDS}": (cheap, TAIL_ROUNDS),
         "tails_200": (cheap, 200),
         "tails_300": (cheap, 300),
         # which of the cheap recipe's changes costs the fit, and the reference made cheaper

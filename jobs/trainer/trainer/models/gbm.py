@@ -61,21 +61,26 @@ TAIL_FILE = "lightgbm_tail_{}.txt"  # one per tail level
 # Quantile boosters for the interval's tails (issue 27: conformalised quantile regression,
 # calibrated in trainer.models.intervals on the validation days they did not train on):
 # one per level on the training rows of the member nearest `TAIL_HISTORY_DAYS`, a fixed
-# number of rounds (no early stopping: validation calibrates them). Served since issue
-# 27's fifth pass at P10/P50/P90 (with `intervals.DEFAULT_TAIL_FLOOR`,
-# `intervals.DEFAULT_TAIL_WEIGHTS` and `intervals.BLEND_MEDIAN_POINT`: docs/trainer.md);
-# () turns them off (the residual quantiles alone, as before). Since the seventh pass
-# on the point model's recipe (`PARAMS`, learning rate 0.07, 300 rounds: the backtest's
-# quantile-LightGBM reference's), not the cheaper 100 rounds of 31 leaves on half the
-# rows, which fitted 2.0 thousandths of WSPL worse over fourteen cutoffs.
+# number of rounds (no early stopping: validation calibrates them), fewer leaves and half
+# the rows per round, so they cost a fraction of the point ensemble. Served since issue
+# 27's fifth pass at P10/P50/P90 (with `intervals.DEFAULT_TAIL_FLOOR` and
+# `intervals.BLEND_MEDIAN_POINT`: docs/trainer.md, "the fifth pass"); () turns them off
+# (the residual quantiles alone, as before). The point model's recipe (300 rounds at
+# 0.07, 63 leaves) fitted 1.1 thousandths of WSPL better over twenty cutoffs, about a
+# re-seeded booster's difference, at 3-4 times the tails' cost (the seventh pass).
 TAIL_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
 TAIL_HISTORY_DAYS = 728
-TAIL_ROUNDS = 300
+TAIL_ROUNDS = 100
 TAIL_MAX_ROWS = 300_000  # the tails' rows: every k-th window of the member's beyond this
 # refit the tails with the members on every day (as served), the shifts validation gave
 # the held-out tails kept; False: serve the held-out tails (calibrated as they are)
 TAIL_REFIT = True
-TAIL_PARAMS: dict[str, Any] = {"objective": "quantile", "learning_rate": 0.07}  # over PARAMS
+TAIL_PARAMS: dict[str, Any] = {
+    "objective": "quantile",
+    "learning_rate": 0.1,
+    "num_leaves": 31,
+    "bagging_fraction": 0.5,
+}
 
 
 def row_names(feature_names: tuple[str, ...], known_names: tuple[str, ...]) -> list[str]:
