@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from experiments.backtest import run_backtest
 from experiments.data import read_pasta
 from experiments.metrics import interval_scores
 from experiments.models.lgbm import LightGBMQuantile
-from forecastguard.logs import get_logger
+from forecastguard.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
 
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, required=True, help="JSON of the scores")
     args = ap.parse_args(argv)
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))  # progress: each model, cutoff
     wanted = [r for r in args.recipes.split(",") if r] or list(recipes())
     try:
         models = models_for(wanted, threads=args.threads, conformal=args.conformal)

@@ -81,3 +81,30 @@ def test_the_sweep_describes_seeded_recipes_and_averages() -> None:
     assert describe("seeds_3_reference") == {
         "mean_of": ["reference@0", "reference@1", "reference@2"]
     }
+
+
+def test_the_sweep_shows_its_progress_and_writes_its_json(monkeypatch, tmp_path, capsys) -> None:
+    """`main` logs each model's forecast at each cutoff as it goes (a sweep runs for tens
+    of minutes) and writes the scores with the seeded recipe described."""
+    import json
+    import logging
+
+    import experiments.tail_recipe as tail_recipe
+
+    panel = synthetic(3, start="2017-01-01", end="2017-12-31", seed=2)
+    monkeypatch.setattr(tail_recipe, "read_pasta", lambda _: panel)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        out = tmp_path / "r.json"
+        cutoff = str(panel.dates[-29].date())
+        argv = ["--data", "x", "--cutoff-dates", cutoff, "--recipes", "tails_100@1", "--out"]
+        assert tail_recipe.main([*argv, str(out)]) == 0
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert '"forecast done"' in err and '"model": "tails_100@1"' in err
+    data = json.loads(out.read_text())
+    assert data["recipes"]["tails_100@1"]["seed"] == 1
+    assert {r["model"] for r in data["scores"]} == {"tails_100@1"}
