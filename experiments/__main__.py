@@ -138,12 +138,13 @@ def use_tail_recipe(name: str) -> None:
     trainer runs in-process, so its module's settings are what it trains with."""
     if name not in TAIL_RECIPES:
         raise ValueError(f"unknown tail recipe {name!r}; known: {TAIL_RECIPES}")
-    if name == "reference":
+    if name == "reference":  # the recipe `experiments.tail_recipe` calls "reference"
         import trainer.models.gbm as gbm
-        from experiments.models.lgbm import DEFAULT_PARAMS, LightGBMQuantile
+        from experiments.tail_recipe import recipes
 
-        gbm.TAIL_PARAMS = {"objective": "quantile", **DEFAULT_PARAMS}
-        gbm.TAIL_ROUNDS = LightGBMQuantile.num_boost_round
+        params, rounds = recipes()["reference"]
+        gbm.TAIL_PARAMS = {"objective": "quantile", **params}
+        gbm.TAIL_ROUNDS = rounds
 
 
 def trainer_tails(text: str | None) -> tuple[float, ...]:

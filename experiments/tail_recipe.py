@@ -44,7 +44,7 @@ def recipes() -> dict[str, tuple[dict[str, Any], int]]:
 
     cheap = {k: v for k, v in TAIL_PARAMS.items() if k != "objective"}
     return {
-        "reference": (dict(DEFAULT_PARAMS), 300),
+        "reference": (dict(DEFAULT_PARAMS), LightGBMQuantile.num_boost_round),
         f"tails_{TAIL_ROUNDS}": (cheap, TAIL_ROUNDS),
         "tails_200": (cheap, 200),
         "tails_300": (cheap, 300),
