@@ -165,6 +165,9 @@ VARIANTS |= {
     # units. A P50 inside the interval moves no day in or out of it, so coverage stays;
     # rounded P10/P90 take in a whole unit more and cover 0.90.
     "served, P50 rounded to whole units": _SERVED | {"round_levels": (0.5,)},
+    # the same through the trainer's own option (a check that it reproduces the above)
+    "served, P50 rounded to whole units (the trainer's whole_median)": _SERVED
+    | {"whole_median": True},
     "served without the floor, every quantile rounded to whole units": _T3
     | {"blend_median_point": 0.5, "round_levels": (0.1, 0.5, 0.9)},
     "CQR P10/P90, P50 from the residuals, rounded to whole units": _T2

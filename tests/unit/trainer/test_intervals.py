@@ -447,3 +447,46 @@ def test_p50_takes_the_point_where_it_beats_the_methods_median_on_calibration() 
     assert off.median_point == 0.0
     with pytest.raises(ValueError, match="median_point_grid"):
         fit_intervals(frame, NAIVE, median_point_grid=(0.0, 1.5))
+
+
+def test_a_whole_number_median_for_products_that_sell_whole_units() -> None:
+    """`whole_median`: a product whose calibration sales are counts gets its P50 rounded
+    half up to whole units; one that sells fractions (kilograms) and one the calibration
+    never saw keep theirs. P10 and P90 do not move, so no day moves in or out of the
+    interval, and on new rows the whole-number P50 has the lower pinball loss (a count's
+    pinball loss is linear between whole numbers)."""
+    def rows(seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed + 50)
+        counts = _poisson_frame(seed, {"A": 1.5, "B": 3.5})
+        # an imperfect point forecast: the P50 then lies between whole numbers
+        counts["predicted"] *= rng.uniform(0.7, 1.3, len(counts))
+        kilos = _poisson_frame(seed + 100, {"K": 3.5}).assign(
+            actual=lambda f: f["actual"] * 0.37
+        )
+        return pd.concat([counts, kilos], ignore_index=True)
+
+    naive = {"A": 1.2, "B": 1.8, "K": 0.7}
+    off = fit_intervals(rows(0), naive)
+    on = fit_intervals(rows(0), naive, whole_median=True)
+    assert off.whole_products == frozenset() and on.whole_products == {"A", "B"}
+    assert IntervalCalibration.from_dict(on.to_dict()) == on
+    legacy = {k: v for k, v in on.to_dict().items() if k != "whole_products"}
+    assert IntervalCalibration.from_dict(legacy) == off
+    test = rows(1)
+    test = pd.concat(
+        [test, test[test["product_id"] == "A"].assign(product_id="NEW")], ignore_index=True
+    )
+    before, after = off.apply(test), on.apply(test)
+    np.testing.assert_array_equal(after[["p10", "p90"]], before[["p10", "p90"]])
+    counts = test["product_id"].isin(["A", "B"]).to_numpy()
+    p50 = after["p50"].to_numpy()
+    assert (p50[counts] == np.round(p50[counts])).all()
+    assert (p50[counts] != before["p50"].to_numpy()[counts]).mean() > 0.5
+    np.testing.assert_array_equal(p50[~counts], before["p50"].to_numpy()[~counts])
+    assert (np.diff(after[["p10", "p50", "p90"]].to_numpy(), axis=1) >= 0).all()
+
+    def pinball(q: np.ndarray) -> float:
+        y = test["actual"].to_numpy()[counts]
+        return float(np.mean(np.maximum(0.5 * (y - q), -0.5 * (y - q))))
+
+    assert pinball(p50[counts]) < pinball(before["p50"].to_numpy()[counts])
