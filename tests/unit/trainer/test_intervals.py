@@ -455,14 +455,13 @@ def test_a_whole_number_median_for_products_that_sell_whole_units() -> None:
     never saw keep theirs. P10 and P90 do not move, so no day moves in or out of the
     interval, and on new rows the whole-number P50 has the lower pinball loss (a count's
     pinball loss is linear between whole numbers)."""
+
     def rows(seed: int) -> pd.DataFrame:
         rng = np.random.default_rng(seed + 50)
         counts = _poisson_frame(seed, {"A": 1.5, "B": 3.5})
         # an imperfect point forecast: the P50 then lies between whole numbers
         counts["predicted"] *= rng.uniform(0.7, 1.3, len(counts))
-        kilos = _poisson_frame(seed + 100, {"K": 3.5}).assign(
-            actual=lambda f: f["actual"] * 0.37
-        )
+        kilos = _poisson_frame(seed + 100, {"K": 3.5}).assign(actual=lambda f: f["actual"] * 0.37)
         return pd.concat([counts, kilos], ignore_index=True)
 
     naive = {"A": 1.2, "B": 1.8, "K": 0.7}
