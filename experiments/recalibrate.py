@@ -199,6 +199,8 @@ VARIANTS |= {
 for _options in VARIANTS.values():  # the variants name their floor (the trainer's: 0.01)
     if _options.get("tails"):
         _options.setdefault("tail_floor", 0.0)
+    # and their median's rounding (the trainer's whole_median, served since the eighth pass)
+    _options.setdefault("whole_median", False)
 # the options above that are not `fit_intervals`' but transforms of its calibration here
 EXTRA_OPTIONS = (
     "zero_threshold",

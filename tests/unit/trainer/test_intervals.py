@@ -465,8 +465,8 @@ def test_a_whole_number_median_for_products_that_sell_whole_units() -> None:
         return pd.concat([counts, kilos], ignore_index=True)
 
     naive = {"A": 1.2, "B": 1.8, "K": 0.7}
-    off = fit_intervals(rows(0), naive)
-    on = fit_intervals(rows(0), naive, whole_median=True)
+    off = fit_intervals(rows(0), naive, whole_median=False)
+    on = fit_intervals(rows(0), naive)  # the default
     assert off.whole_products == frozenset() and on.whole_products == {"A", "B"}
     assert IntervalCalibration.from_dict(on.to_dict()) == on
     legacy = {k: v for k, v in on.to_dict().items() if k != "whole_products"}

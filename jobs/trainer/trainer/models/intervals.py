@@ -49,17 +49,18 @@ quantiles (default P10/P50/P90):
    the score in units of the product's scale or the tails' width (`tail_scale`),
    per-product offsets (`tail_shrinkage`), a per-level or per-product choice of tail or
    residual quantile (`tail_choice`), P50 moved toward the point (`median_point_grid`).
-6. **A whole-number median** (`whole_median`): a product whose calibration sales are all
-   whole numbers (counts) gets its P50 rounded half up to whole units. The median of a
-   count is a whole number, and between two whole numbers a count's pinball loss is
-   linear, so a P50 inside the segment scores no better than its better end. Only the
-   P50: no day moves in or out of the 10–90 interval, so coverage is unchanged (a P10
-   rounded down and a P90 rounded up each take in a whole unit more: on the pasta
-   backtest they covered 0.90). A product not in the calibration is not rounded.
+6. **A whole-number median** (`whole_median`, served since issue 27's eighth pass): a
+   product whose calibration sales are all whole numbers (counts) gets its P50 rounded
+   half up to whole units. The median of a count is a whole number, and between two
+   whole numbers a count's pinball loss is linear, so a P50 inside the segment scores no
+   better than its better end. Only the P50: no day moves in or out of the 10–90
+   interval, so coverage is unchanged (a P10 rounded down and a P90 rounded up each take
+   in a whole unit more: on the pasta backtest they covered 0.90). A product not in the
+   calibration, or one that sold a fraction (kilograms), is not rounded.
 
 The served point forecast stays the model's (mean-type: every model is trained on
-squared error); P50 is the point plus the median residual, so it differs from the point
-where the errors are skewed.
+squared error); P50 is the point plus the median residual (or the median tail), so it
+differs from the point where the errors are skewed, and is a whole number for counts.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ DEFAULT_TAIL_SHRINKAGE: float | None = None
 DEFAULT_TAIL_CHOICE = "none"
 DEFAULT_TAIL_FLOOR = 0.01  # units: a P10 tail under 1/100 of a unit is served as 0
 DEFAULT_MEDIAN_POINT_GRID: tuple[float, ...] = (0.0,)
-DEFAULT_WHOLE_MEDIAN = False  # P50 in whole units for products that sell whole units
+# P50 in whole units for products that sell whole units (issue 27, the eighth pass)
+DEFAULT_WHOLE_MEDIAN = True
 # the blend's median tail: this weight of its own point, the rest LightGBM's P50 tail
 BLEND_MEDIAN_POINT = 0.5
 
