@@ -34,7 +34,7 @@ import pandas as pd
 
 from experiments.backtest import quantile_column
 from experiments.models.base import QUANTILE_LEVELS
-from trainer.models.intervals import blend_median
+from trainer.models.intervals import blend_median, whole_units
 
 # backtest model -> (the dump's served kind, the calibration's kind); "trainer": the
 # kind the trainer chose at that cutoff
@@ -309,10 +309,11 @@ class _Moved:
 
 
 class _Rounded(_Moved):
-    """`cal`'s quantiles at `levels` rounded half up to whole units. Sales are counts, and
-    a quantile commutes with rounding (the α-quantile of round(X) is round of X's), so a
-    quantile of counts is a whole number; between two whole numbers the pinball loss of
-    a count is linear, so a quantile inside the segment scores no better than both ends."""
+    """`cal`'s quantiles at `levels` rounded half up to whole units (`whole_units`, the
+    trainer's rule). Sales are counts, and a quantile commutes with rounding (the
+    α-quantile of round(X) is round of X's), so a quantile of counts is a whole number;
+    between two whole numbers the pinball loss of a count is linear, so a quantile inside
+    the segment scores no better than both ends."""
 
     def __init__(self, cal: Any, levels: tuple[float, ...]) -> None:
         super().__init__(cal)
@@ -322,7 +323,7 @@ class _Rounded(_Moved):
         """The chosen levels rounded half up."""
         for i, a in enumerate(self.levels):
             if a in self.round_levels:
-                values[:, i] = np.floor(values[:, i] + 0.5)
+                values[:, i] = whole_units(values[:, i])
         return values
 
 

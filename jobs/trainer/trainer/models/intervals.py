@@ -139,6 +139,12 @@ def blend_median(frame: pd.DataFrame, column: str, weight: float) -> pd.DataFram
     return frame.assign(**{col: weight * point + (1 - weight) * frame[col].to_numpy(dtype=float)})
 
 
+def whole_units(values: np.ndarray) -> np.ndarray:
+    """`values` rounded half up to whole units (2.5 -> 3), the rule of the whole-number
+    median (`whole_median`)."""
+    return np.floor(np.asarray(values, dtype=float) + 0.5)
+
+
 def column_name(level: float) -> str:
     """The column of quantile `level` (0.1 -> "p10", 0.5 -> "p50", 0.975 -> "p97_5")."""
     pct = round(level * 100, 6)
@@ -269,7 +275,7 @@ class IntervalCalibration:
         if self.whole_products and 0.5 in self.levels:
             whole = np.array([p in self.whole_products for p in unique], dtype=bool)[row]
             i = self.levels.index(0.5)
-            values[whole, i] = np.floor(values[whole, i] + 0.5)
+            values[whole, i] = whole_units(values[whole, i])
             values = np.maximum.accumulate(values, axis=1)
         return {c: values[:, i] for i, c in enumerate(self.columns)}
 
