@@ -24,12 +24,15 @@ forecast is fed back in). `last_year=False` drops the `known_last_year` column.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from experiments.models.base import Forecast, ForecastTask, seasonal_naive_values
+
+if TYPE_CHECKING:
+    from trainer.models.quantile import DirectRows, Recipe
 
 DEFAULT_PARAMS: dict[str, Any] = {"learning_rate": 0.07}  # over `trainer.models.gbm.PARAMS`
 LAST_YEAR_COLUMN = "known_last_year"
@@ -48,18 +51,6 @@ def future_promotions(task: ForecastTask) -> pd.DataFrame:
     return frame.loc[frame["promo"] > 0, ["product_id", "date"]].reset_index(drop=True)
 
 
-@dataclass(frozen=True)
-class DirectRows:
-    """The trainer's LightGBM rows of one task: training rows and the forecast rows."""
-
-    names: list[str]
-    x: np.ndarray  # (R, F) training rows
-    y: np.ndarray  # (R,) standardised units of each row's target day
-    x_future: np.ndarray  # (M * H, F) rows of the forecast window of each of M products
-    products: list[str]  # (M,) the forecast windows' products
-    pipeline: Any  # trainer.data.features.FeaturePipeline (inverts the standardisation)
-
-
 def direct_rows(
     task: ForecastTask,
     *,
@@ -68,48 +59,29 @@ def direct_rows(
     holiday_country: str = "IT",
     last_year: bool = True,
 ) -> DirectRows:
-    """Rows of `task` from the trainer's feature code (see the module docstring).
-
-    Training windows end by the cutoff (every target day is a history day); the
-    forecast window of each product listed on the cutoff starts the day after it.
-    """
+    """`trainer.models.quantile.direct_rows` of `task`: training windows end by the cutoff
+    (every target day a history day); the forecast window of each product listed on the
+    cutoff starts the day after it."""
     from trainer.config import TrainConfig
-    from trainer.data.features import FeaturePipeline, build_panel
-    from trainer.data.quality import check_quality
-    from trainer.data.windowing import make_windows, origins_every
-    from trainer.models.gbm import row_names, rows
+    from trainer.models.quantile import direct_rows as rows_of
 
-    horizon = task.horizon
-    cfg = TrainConfig(horizon=horizon, holiday_country=holiday_country)
-    clean = check_quality(task.history.to_long(), cfg).clean
-    panel = build_panel(clean, end=task.future_dates[-1], promotions=future_promotions(task))
-    n_hist = int(panel.calendar.get_loc(task.future_dates[0]))
-    pipe = FeaturePipeline.fit(panel, n_hist, holiday_country)
-    arrays = pipe.transform(panel)
+    return rows_of(
+        task.history.to_long(),
+        TrainConfig(horizon=task.horizon, holiday_country=holiday_country),
+        train_days=train_days,
+        origin_stride=origin_stride,
+        promotions=future_promotions(task),
+        drop=() if last_year else (LAST_YEAR_COLUMN,),
+    )
 
-    lookback = cfg.lookback
-    origins = origins_every(max(lookback, n_hist - train_days), n_hist, origin_stride, horizon)
-    train = make_windows(arrays, origins, lookback, horizon, synthetic=panel.synthetic)
-    if not len(train):
-        raise ValueError(f"history of {n_hist} days is too short for LightGBM")
-    future = make_windows(arrays, np.array([n_hist]), lookback, horizon, require_targets=False)
 
-    def stats(series: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-        ids = [panel.product_ids[s] for s in series]
-        mean, std = pipe.series_stats(ids)
-        return ids, mean, std
-
-    names = row_names(pipe.feature_names, (*pipe.known_names, "horizon_step"))
-    _, tmean, tstd = stats(train.series)
-    x = rows(train, tmean, tstd)
-    y = (train.y + train.level[:, None]).reshape(-1)
-    products, fmean, fstd = stats(future.series)
-    xf = rows(future, fmean, fstd)
-    if not last_year:
-        col = names.index(LAST_YEAR_COLUMN)
-        names = [n for n in names if n != LAST_YEAR_COLUMN]
-        x, xf = np.delete(x, col, axis=1), np.delete(xf, col, axis=1)
-    return DirectRows(names, x, y, xf, products, pipe)
+def _wide(task: ForecastTask, products: list[str], units: np.ndarray) -> np.ndarray:
+    """(H, N) forecasts of every history product: `units` (M, H) of `products`, the
+    seasonal naive (clipped at 0) for the products without a forecast window."""
+    values = np.clip(seasonal_naive_values(task.history.filled, task.horizon), 0.0, None)
+    column = {p: j for j, p in enumerate(task.history.products)}
+    values[:, [column[p] for p in products]] = units.T
+    return values
 
 
 @dataclass
@@ -201,10 +173,21 @@ class LightGBMQuantile:
     params: dict[str, Any] = field(default_factory=dict)
     name: str = "lightgbm_quantile"
 
-    def _quantiles(self, task: ForecastTask, levels: tuple[float, ...]) -> dict[float, np.ndarray]:
-        import lightgbm as lgb
+    def recipe(self) -> Recipe:
+        """The boosters' recipe (`trainer.models.quantile.Recipe`)."""
+        from trainer.models.quantile import Recipe
 
-        from trainer.models.gbm import PARAMS
+        return Recipe(
+            params={**DEFAULT_PARAMS, **self.params},
+            rounds=self.num_boost_round,
+            train_days=self.train_days,
+            origin_stride=self.origin_stride,
+            num_threads=self.num_threads,
+            seed=self.seed,
+        )
+
+    def _quantiles(self, task: ForecastTask, levels: tuple[float, ...]) -> dict[float, np.ndarray]:
+        from trainer.models.quantile import fit_boosters, predict_quantiles
 
         d = direct_rows(
             task,
@@ -212,59 +195,36 @@ class LightGBMQuantile:
             origin_stride=self.origin_stride,
             holiday_country=self.holiday_country,
         )
-        data = lgb.Dataset(
-            d.x, label=d.y, feature_name=d.names, categorical_feature=["product"]
-        ).construct()
-        column = {p: j for j, p in enumerate(task.history.products)}
-        cols = [column[p] for p in d.products]
-        fallback = np.clip(seasonal_naive_values(task.history.filled, task.horizon), 0.0, None)
-        out = {}
-        for a in levels:
-            params = {
-                **PARAMS,
-                **DEFAULT_PARAMS,
-                **self.params,
-                "objective": "quantile",
-                "alpha": a,
-                "num_threads": self.num_threads,
-                "seed": self.seed,
-            }
-            booster = lgb.train(params, data, num_boost_round=self.num_boost_round)
-            z = np.asarray(booster.predict(d.x_future), dtype=float).reshape(len(d.products), -1)
-            values = fallback.copy()
-            values[:, cols] = d.pipeline.inverse_target(z, d.products).T
-            out[a] = values
-        # quantiles never cross
-        stacked = np.maximum.accumulate(np.stack([out[a] for a in levels]), axis=0)
-        return {a: stacked[i] for i, a in enumerate(levels)}
+        q = predict_quantiles(
+            fit_boosters(d, levels, self.recipe()), d.x_future, d.pipeline, d.products
+        )
+        wide = np.stack([_wide(task, d.products, q[a]) for a in sorted(q)])
+        wide = np.maximum.accumulate(wide, axis=0)  # quantiles never cross
+        return {a: wide[i] for i, a in enumerate(sorted(q))}
 
     def forecast(self, task: ForecastTask) -> Forecast:
-        """Quantile boosters on the history; with `conformal`, the CQR extra."""
-        from experiments.models.base import ForecastTask as Task
+        """Quantile boosters on the history; with `conformal`, the CQR extra
+        (`trainer.models.quantile.fit_quantile_model`: what the trainer serves)."""
+        from trainer.config import TrainConfig
+        from trainer.models.quantile import band_of, fit_quantile_model
 
-        q = self._quantiles(task, self.levels)
+        model = fit_quantile_model(
+            task.history.to_long(),
+            TrainConfig(horizon=task.horizon, holiday_country=self.holiday_country),
+            promotions=future_promotions(task),
+            levels=self.levels,
+            conformal=self.conformal,
+            recipe=self.recipe(),
+        )
+        stacked = np.stack([_wide(task, model.products, model.future[a]) for a in model.levels])
+        stacked = np.maximum.accumulate(stacked, axis=0)
+        q = {a: stacked[i] for i, a in enumerate(model.levels)}
         lo, hi = min(self.levels), max(self.levels)
         notes: dict[str, Any] = {}
         extra: dict[str, np.ndarray] = {}
         extra_q: dict[str, dict[float, np.ndarray]] = {}
-        h = task.horizon
-        t = len(task.history.dates)
-        if self.conformal and t - h > 3 * h:
-            past = Task(
-                history=task.history.upto(t - h),
-                future_dates=task.history.dates[t - h :],
-                future_promo=task.history.promo[t - h :],
-            )
-            qc = self._quantiles(past, (lo, hi))
-            y = task.history.units[t - h :]  # NaN: no record
-            score = np.maximum(qc[lo] - y, y - qc[hi])
-            bands = np.searchsorted(np.array([1, 8, 15]), np.arange(1, h + 1), side="right") - 1
-            widen = np.zeros(h)
-            for b in np.unique(bands):
-                s = score[bands == b]
-                s = np.sort(s[np.isfinite(s)])
-                if s.size:
-                    widen[bands == b] = s[_conformal_rank(s.size, hi - lo) - 1]
+        if model.widening:
+            widen = np.asarray(model.widening)[band_of(np.arange(1, task.horizon + 1))]
             notes["cqr_widening"] = [round(float(w), 3) for w in np.unique(widen)]
             extra["lightgbm_cqr"] = q[0.5] if 0.5 in q else (q[lo] + q[hi]) / 2
             extra_q["lightgbm_cqr"] = {
