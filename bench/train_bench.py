@@ -8,7 +8,9 @@ Optuna tuning; target ≤ 10 minutes on the 2-core machine), and scores the serv
 forecaster on the test split against the baselines (seasonal naive, moving average,
 statsmodels AutoETS-style). Prints one JSON document (also written to `--out`).
 `--sales FILE.csv` trains on a long CSV of `forecastguard synth --out` instead (a
-synthetic catalogue); `--train-config JSON` overrides `TrainConfig` fields. Peak memory:
+synthetic catalogue); `--train-config JSON` overrides `TrainConfig` fields; `--intervals
+residual` trains without the LightGBM kinds' quantile model (issue 27: its cost is the
+difference of `challenger_training_cpu_s`). Peak memory:
 run it under `/usr/bin/time -v` ("Maximum resident set size").
 
     .venv/bin/python bench/train_bench.py [--out /tmp/train_bench.json] [--no-ets]
@@ -89,6 +91,13 @@ def main() -> None:
         "--sales", type=Path, help="a `forecastguard synth --out` CSV instead of the pasta data"
     )
     parser.add_argument("--train-config", default="{}", help="JSON of TrainConfig overrides")
+    parser.add_argument(
+        "--intervals",
+        choices=("served", "residual"),
+        default="served",
+        help="the LightGBM kinds' intervals: as served (the quantile model, issue 27's ninth "
+        "pass) or the residual quantiles alone (no quantile booster: the cost baseline)",
+    )
     args = parser.parse_args()
     configure_logging()
     cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **json.loads(args.train_config)})
@@ -111,11 +120,15 @@ def main() -> None:
         print(json.dumps(result, indent=2, default=float))
         return
 
-    from trainer.models.challenger import train_challenger
+    import trainer.models.challenger as challenger
 
-    t = time.perf_counter()
-    ch = train_challenger(prepared, params, cfg)
+    challenger.QUANTILE_INTERVALS = args.intervals == "served"
+    result["intervals"] = args.intervals
+    t, cpu = time.perf_counter(), time.process_time()
+    ch = challenger.train_challenger(prepared, params, cfg)
     result["challenger_training_s"] = _r(time.perf_counter() - t, 1)
+    result["challenger_training_cpu_s"] = _r(time.process_time() - cpu, 1)
+    result["interval_test"] = ch.interval_test.get(ch.kind)
     result["served_kind"] = ch.kind
     result["candidates"] = {k: {n: _r(v) for n, v in c.items()} for k, c in ch.candidates.items()}
     for name, trained in (("lstm_dro", ch.lstm), ("lstm_plain", ch.plain)):

@@ -232,12 +232,13 @@ def served_tails(
     predicted_units, tail_p10, ...; without tail columns when it has none), as
     `forecast_served` computes them, and the held-out tails' (`heldout_tail_p10`, ...:
     the boosters validation calibrated, when the served ones were refitted)."""
+    from trainer.models.challenger import tail_forecasts
     from trainer.models.intervals import tail_column
     from trainer.models.lstm import forecast_windows, future_frame
 
     w, products, dates = forecast_windows(prepared.pipeline, sales, cfg, cfg.lookback, promos)
     frame = future_frame(products, dates, ch.gbm.predict_units(w, prepared.pipeline, products))
-    tails = ch.gbm.predict_tails(w, prepared.pipeline, products)
+    tails = tail_forecasts(ch.gbm, w, prepared.pipeline, products, sales, cfg, promos)
     frame = frame.assign(**{tail_column(a): v.reshape(-1) for a, v in tails.items()})
     if ch.gbm_heldout is not None:
         held = ch.gbm_heldout.predict_tails(w, prepared.pipeline, products)

@@ -18,6 +18,7 @@ from trainer.data.windowing import Windows, make_windows, origins_every
 
 if TYPE_CHECKING:
     import keras
+    import pandas as pd
 
 __all__ = ["SPLITS", "Prepared", "Trained"]
 
@@ -40,6 +41,9 @@ class Prepared:
     val: Windows
     test: Windows
     new_products: tuple[str, ...] = ()  # first sold after training: left out (unknown)
+    # the sales as given to `prepare` (the interval's quantile model trains on them all:
+    # `trainer.models.quantile`); None: not kept
+    sales: pd.DataFrame | None = None
 
     @property
     def products(self) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from tests.integration.trainer2.smtp_server import start_trainer_smtp
 from tests.unit.trainer.helpers import make_sales
 from trainer.config import TrainConfig
 from trainer.judge.promotion import Tolerances
-from trainer.models.gbm import TAIL_FILE, TAIL_LEVELS
+from trainer.models.gbm import TAIL_FILE, TAIL_PIPELINE_FILE
 from trainer.report.emailer import SmtpConfig
 from trainer.run.main import JobOptions, RequestInfo, run_job
 from trainer.serve.artifacts import read_champion, read_manifest, verify_run
@@ -190,32 +190,38 @@ def _members(files) -> set[str]:
     return set(files) - set(members)
 
 
-EXPECTED_FILES = {
-    "model/model.keras",
-    "model/feature_pipeline.joblib",
-    "model/feature_pipeline.json",
-    "model/bias_correction.json",
-    "model/lightgbm.json",  # + model/lightgbm_{i}.txt, one per ensemble member: `_members`
-    "model/blend.json",
-    "model/intervals.json",
-    "params.json",
-    "metrics.json",
-    "per_product.csv",
-    "holdout.csv",
-    "quality.json",
-    "history.json",
-    "tuning/trials.csv",
-    "tuning/summary.json",
-    "shap/summary.csv",
-    "shap/per_product.csv",
-    "shap/values.npz",
-    "report.md",
-    "report.html",
-    "fairness.png",
-    "bias.png",
-    "shap_summary.png",
-    "training.png",
-} | {f"model/{TAIL_FILE.format(i)}" for i in range(len(TAIL_LEVELS))}  # issue 27: served tails
+EXPECTED_FILES = (
+    {
+        "model/model.keras",
+        "model/feature_pipeline.joblib",
+        "model/feature_pipeline.json",
+        "model/bias_correction.json",
+        "model/lightgbm.json",  # + model/lightgbm_{i}.txt, one per ensemble member: `_members`
+        "model/blend.json",
+        "model/intervals.json",
+        "params.json",
+        "metrics.json",
+        "per_product.csv",
+        "holdout.csv",
+        "quality.json",
+        "history.json",
+        "tuning/trials.csv",
+        "tuning/summary.json",
+        "shap/summary.csv",
+        "shap/per_product.csv",
+        "shap/values.npz",
+        "report.md",
+        "report.html",
+        "fairness.png",
+        "bias.png",
+        "shap_summary.png",
+        "training.png",
+    }
+    | {  # issue 27: the quantile model's boosters (one per interval level) and pipeline
+        f"model/{TAIL_FILE.format(i)}" for i in range(len(TrainConfig().interval_levels))
+    }
+    | {f"model/{TAIL_PIPELINE_FILE}"}
+)
 
 
 def test_run_a_writes_every_artifact_sealed_by_the_manifest(world):

@@ -83,6 +83,22 @@ def challenger():
     return sales, prepared, params, train_challenger(prepared, params, CFG, gbm_threads=1)
 
 
+def _serving(challenger) -> dict:
+    """`forecast_served`'s arguments for the fixture's challenger (but the kind and the
+    interval calibration)."""
+    sales, prepared, params, ch = challenger
+    return dict(
+        model=ch.lstm.model,
+        params=params,
+        correction=ch.correction,
+        gbm=ch.gbm,
+        blend_weight=ch.blend_weight,
+        pipeline=prepared.pipeline,
+        sales=sales,
+        cfg=CFG,
+    )
+
+
 @pytest.mark.slow
 def test_challenger_scores_every_candidate_out_of_sample(challenger) -> None:
     _, prepared, _, ch = challenger
@@ -113,17 +129,9 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
     sales, prepared, params, ch = challenger
     frames = {}
     for kind in CANDIDATES:
-        frames[kind] = forecast_served(
-            kind,
-            model=ch.lstm.model,
-            params=params,
-            correction=ch.correction,
-            gbm=ch.gbm,
-            blend_weight=ch.blend_weight,
-            pipeline=prepared.pipeline,
-            sales=sales,
-            cfg=CFG,
-        ).sort_values(["product_id", "target_date"], ignore_index=True)
+        frames[kind] = forecast_served(kind, **_serving(challenger)).sort_values(
+            ["product_id", "target_date"], ignore_index=True
+        )
         assert len(frames[kind]) == 3 * CFG.horizon
         assert (frames[kind]["predicted_units"] >= 0).all()
     np.testing.assert_allclose(
@@ -133,11 +141,21 @@ def test_every_kind_forecasts_the_next_horizon_and_lightgbm_round_trips(
         rtol=1e-6,
     )
     files = ch.gbm.save(tmp_path)
-    # a text model per member and per tail level (issue 27: served by default) + metadata
-    assert len(files) == len(ch.gbm.members) + len(TAIL_LEVELS) + 1
-    assert sorted(ch.gbm.tails) == sorted(TAIL_LEVELS)
+    # a text model per member and per quantile level (issue 27: the quantile model's
+    # boosters are the served tails), their feature pipeline, the metadata
+    assert TAIL_LEVELS == ()  # the members' own tails: off by default
+    assert sorted(ch.gbm.tails) == sorted(CFG.interval_levels)
+    assert ch.gbm.tail_pipeline is not None
+    assert len(files) == len(ch.gbm.members) + len(CFG.interval_levels) + 2
     loaded = GBMForecaster.load(tmp_path)
     assert loaded.history_days == ch.gbm.history_days
+    assert loaded.tail_pipeline is not None
+    # the reloaded model serves the same interval
+    kw = _serving(challenger) | {"intervals": ch.intervals[LIGHTGBM]}
+    served = forecast_served(LIGHTGBM, **kw)
+    again_served = forecast_served(LIGHTGBM, **(kw | {"gbm": loaded}))
+    pd.testing.assert_frame_equal(served, again_served)
+    assert served[["p10", "p50", "p90"]].notna().all().all()
     # the quantile tails at other levels: a text model per level, reloaded
     tailed = train_gbm(prepared, num_threads=1, rounds=20, tail_levels=(0.1, 0.9))
     files = tailed.save(tmp_path / "tails")
@@ -237,7 +255,7 @@ def test_every_servable_kind_has_an_interval_calibrated_out_of_sample(challenger
     from trainer.models.challenger import forecast_served, load_intervals, save_intervals
     from trainer.serve.artifacts import RunWriter
 
-    sales, prepared, params, ch = challenger
+    sales, prepared, _, ch = challenger
     kinds = {*CANDIDATES, "baseline:seasonal_naive", "baseline:moving_average"}
     assert set(ch.intervals) == kinds
     for cal in ch.intervals.values():
@@ -247,21 +265,17 @@ def test_every_servable_kind_has_an_interval_calibrated_out_of_sample(challenger
     assert kinds <= set(ch.interval_test)
     served = ch.interval_test[ch.kind]
     assert 0.0 <= served["coverage"] <= 1.0 and served["interval_score"] > 0
-    assert served["points"] == len(ch.test)
     assert {"p10", "p50", "p90"} <= set(ch.test.columns)  # holdout.csv carries the band
+    # the band judged: the LightGBM kinds' from the quantile model's held-out boosters
+    # (the last horizon of days), the LSTM's residual band on every test row
+    judged = ch.test[["actual", "p10", "p90"]].notna().all(axis=1)
+    assert served["points"] == judged.sum() > 0
+    if ch.kind != LSTM:
+        held = ch.test[judged]
+        assert held["target_date"].nunique() == CFG.horizon
+        assert pd.to_datetime(held["target_date"]).max() == pd.to_datetime(sales["date"]).max()
     for kind in CANDIDATES:
-        frame = forecast_served(
-            kind,
-            model=ch.lstm.model,
-            params=params,
-            correction=ch.correction,
-            gbm=ch.gbm,
-            blend_weight=ch.blend_weight,
-            pipeline=prepared.pipeline,
-            sales=sales,
-            cfg=CFG,
-            intervals=ch.intervals[kind],
-        )
+        frame = forecast_served(kind, intervals=ch.intervals[kind], **_serving(challenger))
         assert (frame["p10"] <= frame["p50"]).all() and (frame["p50"] <= frame["p90"]).all()
         assert (frame["p10"] >= 0).all() and (frame["p90"] > frame["p10"]).any()
     store = open_store(f"file://{tmp_path / 'artifacts'}")
@@ -378,3 +392,35 @@ def test_a_skipped_fairness_comparison_trains_one_lstm_and_changes_nothing_else(
         assert ch.candidates[kind] == pytest.approx(scores)
     with pytest.raises(ValueError, match="reason it is skipped"):
         train_challenger(prepared, params, CFG, fairness_comparison="")
+
+
+@pytest.mark.slow
+def test_the_lightgbm_kinds_serve_the_quantile_models_cqr(challenger) -> None:
+    """Issue 27's ninth pass: the LightGBM kinds' P10/P90 are the quantile model's
+    boosters widened by its conformal shifts, the P50 its booster's (whole units for
+    count products), whatever the point; the LSTM keeps its residual quantiles."""
+    from trainer.models.challenger import forecast_served, tail_forecasts
+    from trainer.models.intervals import whole_units
+    from trainer.models.lstm import forecast_windows
+    from trainer.models.quantile import band_of
+
+    sales, prepared, _, ch = challenger
+    kw = _serving(challenger)
+    w, products, _ = forecast_windows(prepared.pipeline, sales, CFG, CFG.lookback)
+    tails = tail_forecasts(ch.gbm, w, prepared.pipeline, products, sales, CFG)
+    assert (tails[0.1] <= tails[0.5]).all() and (tails[0.5] <= tails[0.9]).all()  # uncrossed
+    shifts = np.asarray(ch.intervals[LIGHTGBM].tail_shifts)[band_of(np.arange(1, 8))]
+    whole = np.isin(products, list(ch.intervals[LIGHTGBM].whole_products))
+    for kind in (LIGHTGBM, BLEND):
+        cal = ch.intervals[kind]
+        assert cal.tail_levels == CFG.interval_levels and cal.median_point == 0.0
+        frame = forecast_served(kind, intervals=cal, **kw)
+        assert list(products) == sorted(products)
+        frame = frame.sort_values(["product_id", "target_date"])
+        p10 = np.clip(tails[0.1] + shifts[:, 0], 0, None)
+        p90 = tails[0.9] + shifts[:, 2]
+        p50 = np.where(whole[:, None], whole_units(tails[0.5]), tails[0.5])
+        np.testing.assert_allclose(frame["p10"].to_numpy(), p10.ravel(), atol=1e-9)
+        np.testing.assert_allclose(frame["p90"].to_numpy(), p90.ravel(), atol=1e-9)
+        np.testing.assert_allclose(frame["p50"].to_numpy(), p50.ravel(), atol=1e-9)
+    assert ch.intervals[LSTM].tail_levels == ()

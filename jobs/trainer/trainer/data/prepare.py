@@ -104,4 +104,5 @@ def prepare(sales: pd.DataFrame, cfg: TrainConfig) -> Prepared:
         val=val,
         test=test,
         new_products=new_products,
+        sales=sales,
     )

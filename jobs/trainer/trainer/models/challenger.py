@@ -70,6 +70,11 @@ BLEND = "blend"
 CANDIDATES = (LSTM, LIGHTGBM, BLEND)
 BLEND_WEIGHT = 0.5  # the LSTM's share of the blend when none was chosen (older runs)
 BLEND_WEIGHTS = (0.25, 0.5)  # the LSTM's shares the blend may take, chosen on validation
+# The LightGBM kinds' intervals come from `trainer.models.quantile` (conformalised
+# quantile boosters on all the sales; issue 27's ninth pass), unless the LightGBM has
+# tails of its own (`trainer.models.gbm.TAIL_LEVELS`, off by default: the fifth pass's
+# method, which the backtest can still turn on with `--trainer-tails`).
+QUANTILE_INTERVALS = True
 
 
 @dataclass
@@ -260,6 +265,82 @@ def available_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
     return max(1, cpus)
 
 
+def _with_quantile_model(
+    gbm: GBMForecaster,
+    intervals: dict[str, IntervalCalibration],
+    sales: pd.DataFrame,
+    cfg: TrainConfig,
+    num_threads: int,
+) -> tuple[GBMForecaster, dict[str, Any] | None, pd.DataFrame | None]:
+    """`gbm` with `trainer.models.quantile`'s boosters as its tails (and their pipeline),
+    and the LightGBM kinds' `intervals` serving them (in place); the quantile model's
+    held-out coverage (`coverage_summary`) and band (`QuantileModel.heldout`), both None
+    when it could not be conformalised."""
+    from dataclasses import replace
+
+    from trainer.models.gbm import GBMMember
+    from trainer.models.quantile import Recipe, fit_quantile_model
+
+    with timed(log, "stage quantile model", stage="quantile_model") as out:
+        recipe = Recipe(num_threads=num_threads)  # its own seed: the figures measured
+        model = fit_quantile_model(sales, cfg, levels=cfg.interval_levels, recipe=recipe)
+        out.update(levels=list(model.levels), widening=list(model.widening))
+    if not model.widening:
+        log.warning("quantile model not conformalised: the residual intervals serve")
+        return gbm, None, None
+    tails = {
+        a: GBMMember(booster=b, rounds=recipe.rounds, history_days=recipe.train_days)
+        for a, b in model.boosters.items()
+    }
+    for kind in (LIGHTGBM, BLEND):
+        intervals[kind] = model.calibration(intervals[kind])
+    held = None if model.heldout is None else coverage_summary(model.heldout)
+    return replace(gbm, tails=tails, tail_pipeline=model.pipeline), held, model.heldout
+
+
+def held_band(test: pd.DataFrame, band: pd.DataFrame | None) -> pd.DataFrame:
+    """The served kind's test forecasts `test` with the interval that was judged: with the
+    quantile model's held-out `band`, its quantiles on the rows it has (the last horizon
+    of days) and none elsewhere (no held-out quantile forecast them); else as it is."""
+    if band is None:
+        return test
+    cols = [c for c in band.columns if c in test.columns and str(c)[:1] == "p" and c[1:].isdigit()]
+    keys = ["product_id", "target_date"]
+    got = test[keys].merge(band[[*keys, *cols]], on=keys, how="left")
+    return test.assign(**{c: got[c].to_numpy() for c in cols})
+
+
+def tail_forecasts(
+    gbm: GBMForecaster,
+    w: Any,
+    pipeline: Any,
+    products: list[str],
+    sales: pd.DataFrame,
+    cfg: TrainConfig,
+    promotions: pd.DataFrame | None = None,
+) -> dict[float, np.ndarray]:
+    """`{level: (N, H) units}` of `gbm`'s tails for the forecast windows `w` of
+    `products` (`forecast_windows` of `pipeline`): from those windows, or, for tails
+    with a pipeline of their own (`trainer.models.quantile`), from that pipeline's
+    windows of the same sales, in `products`' order (NaN where it has no window)."""
+    from trainer.models.lstm import forecast_windows
+
+    if gbm.tail_pipeline is None:
+        return gbm.predict_tails(w, pipeline, products)
+    own, theirs, _ = forecast_windows(gbm.tail_pipeline, sales, cfg, cfg.lookback, promotions)
+    tails = gbm.predict_tails(own, gbm.tail_pipeline, theirs)
+    # uncrossed before the widening, as `quantile.predict_quantiles` (the reference) does
+    levels = sorted(tails)
+    stacked = np.maximum.accumulate(np.stack([tails[a] for a in levels]), axis=0)
+    tails = {a: stacked[i] for i, a in enumerate(levels)}
+    at = {p: i for i, p in enumerate(theirs)}
+    pick = np.array([at.get(p, -1) for p in products])
+    return {
+        a: np.where((pick >= 0)[:, None], v[np.clip(pick, 0, None)], np.nan)
+        for a, v in tails.items()
+    }
+
+
 def task_threads(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> int:
     """LightGBM's threads for this task (issue 26). On Cloud Run (`CLOUD_RUN_JOB` set)
     each task has its own vCPUs: all of them. Local task processes (the launcher's
@@ -363,8 +444,16 @@ def train_challenger(
     if cfg.gbm_refit and (always_refit or kind != LSTM):
         served_gbm = refit_gbm(prepared, gbm, seed=cfg.seed, num_threads=gbm_threads)
 
+    quantile_test = quantile_band = None
+    uses_gbm = always_refit or kind != LSTM
+    if QUANTILE_INTERVALS and uses_gbm and not gbm.tails and prepared.sales is not None:
+        served_gbm, quantile_test, quantile_band = _with_quantile_model(
+            served_gbm, intervals, prepared.sales, cfg, gbm_threads
+        )
     evaluation = evaluate(test[kind], prepared)
     interval_test = interval_coverage(intervals, test, evaluation)
+    if quantile_test is not None:  # the quantile model's own held-out figure
+        interval_test |= {LIGHTGBM: quantile_test, BLEND: quantile_test}
     log.info("interval coverage on test", extra={"kind": kind, **interval_test.get(kind, {})})
     val_eval = evaluate(val[kind], prepared)
     validation = {
@@ -401,7 +490,7 @@ def train_challenger(
         correction=correction,
         blend_weight=weight,
         lstm_test_raw=test_lstm_raw,
-        test=intervals[kind].apply(test[kind]),
+        test=held_band(intervals[kind].apply(test[kind]), quantile_band if kind != LSTM else None),
         evaluation=evaluation,
         candidates=candidates,
         validation=validation,
@@ -449,7 +538,7 @@ def forecast_served(
         w, products, dates = forecast_windows(pipeline, sales, cfg, cfg.lookback, promotions)
         assert gbm is not None
         frame = future_frame(products, dates, gbm.predict_units(w, pipeline, products))
-        tails = gbm.predict_tails(w, pipeline, products)
+        tails = tail_forecasts(gbm, w, pipeline, products, sales, cfg, promotions)
         frame = frame.assign(**{tail_column(a): v.reshape(-1) for a, v in tails.items()})
     if kind == BLEND:
         assert lstm is not None and frame is not None
@@ -462,7 +551,11 @@ def forecast_served(
             columns={"predicted_units_gbm": "predicted_units"}
         )
         frame = with_blend_tails(
-            merged[["product_id", "target_date", "predicted_units"]], gbm_point, "predicted_units"
+            merged[["product_id", "target_date", "predicted_units"]],
+            gbm_point,
+            "predicted_units",
+            # the quantile model's P50 serves as it is (its calibration: no mixing)
+            median_point=0.0 if gbm.tail_pipeline is not None else None,
         )
     assert frame is not None
     if intervals is None:  # no calibration: no tails either

@@ -58,17 +58,18 @@ PARAMS: dict[str, Any] = {
 MODEL_FILE = "lightgbm_{}.txt"  # one per ensemble member
 META_FILE = "lightgbm.json"
 TAIL_FILE = "lightgbm_tail_{}.txt"  # one per tail level
+TAIL_PIPELINE_FILE = "lightgbm_tail_pipeline.joblib"  # `GBMForecaster.tail_pipeline`
 # Quantile boosters for the interval's tails (issue 27: conformalised quantile regression,
 # calibrated in trainer.models.intervals on the validation days they did not train on):
 # one per level on the training rows of the member nearest `TAIL_HISTORY_DAYS`, a fixed
 # number of rounds (no early stopping: validation calibrates them), fewer leaves and half
-# the rows per round, so they cost a fraction of the point ensemble. Served since issue
+# the rows per round, so they cost a fraction of the point ensemble. Served from issue
 # 27's fifth pass at P10/P50/P90 (with `intervals.DEFAULT_TAIL_FLOOR` and
-# `intervals.BLEND_MEDIAN_POINT`: docs/trainer.md, "the fifth pass"); () turns them off
-# (the residual quantiles alone, as before). The point model's recipe (300 rounds at
-# 0.07, 63 leaves) fitted 1.1 thousandths of WSPL better over twenty cutoffs, about a
-# re-seeded booster's difference, at 3-4 times the tails' cost (the seventh pass).
-TAIL_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
+# `intervals.BLEND_MEDIAN_POINT`: docs/trainer.md, "the fifth pass") to its eighth; off
+# since the ninth (), when `trainer.models.quantile`'s boosters, trained on all the
+# sales and conformalised on their last days, became the LightGBM kinds' tails
+# (`challenger.QUANTILE_INTERVALS`). The backtest turns these on with `--trainer-tails`.
+TAIL_LEVELS: tuple[float, ...] = ()
 TAIL_HISTORY_DAYS = 728
 TAIL_ROUNDS = 100
 TAIL_MAX_ROWS = 300_000  # the tails' rows: every k-th window of the member's beyond this
@@ -152,6 +153,9 @@ class GBMForecaster:
     names: list[str]
     # level -> quantile booster of the interval's tail (`TAIL_LEVELS`; empty: none)
     tails: dict[float, GBMMember] = field(default_factory=dict)
+    # the tails' own feature pipeline (`trainer.models.quantile`'s boosters: their rows
+    # come from it, not from the members'); None: the members' pipeline
+    tail_pipeline: FeaturePipeline | None = None
 
     @property
     def rounds(self) -> list[int]:
@@ -207,9 +211,14 @@ class GBMForecaster:
             tails.append(
                 {"file": name, "level": a, "rounds": m.rounds, "history_days": m.history_days}
             )
-        (d / META_FILE).write_text(
-            json.dumps({"names": self.names, "members": meta, "tails": tails})
-        )
+        doc: dict[str, Any] = {"names": self.names, "members": meta, "tails": tails}
+        if self.tail_pipeline is not None:
+            import joblib
+
+            joblib.dump(self.tail_pipeline, d / TAIL_PIPELINE_FILE)
+            files.append(d / TAIL_PIPELINE_FILE)
+            doc["tail_pipeline"] = TAIL_PIPELINE_FILE
+        (d / META_FILE).write_text(json.dumps(doc))
         return [*files, d / META_FILE]
 
     @classmethod
@@ -236,7 +245,16 @@ class GBMForecaster:
             )
             for e in meta.get("tails", [])
         }
-        return cls(members=members, names=list(meta["names"]), tails=tails)
+        pipeline = None
+        if meta.get("tail_pipeline"):
+            import joblib
+
+            from trainer.data.features import FeaturePipeline
+
+            pipeline = joblib.load(d / meta["tail_pipeline"])  # a file this run wrote
+            if not isinstance(pipeline, FeaturePipeline):
+                raise TypeError(f"{d}: {meta['tail_pipeline']} holds {type(pipeline).__name__}")
+        return cls(members=members, names=list(meta["names"]), tails=tails, tail_pipeline=pipeline)
 
 
 def member_mask(
