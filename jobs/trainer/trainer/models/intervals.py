@@ -38,10 +38,13 @@ quantiles (default P10/P50/P90):
 
 5. **Quantile tails** (conformalised quantile regression, Romano et al. 2019, one level at a
    time): where the forecast frame carries a tail forecast `tail_p10`/`tail_p50`/`tail_p90`
-   (the LightGBM kinds' quantile boosters, `trainer.models.gbm.TAIL_LEVELS`, served since
-   issue 27's fifth pass; the blend gets LightGBM's tails as they are, its median tail
-   mixed half-and-half with its own point, `BLEND_MEDIAN_POINT`), that level is the tail
-   plus its band's shift `s_b(α)`, the split-conformal quantile at `α` of `actual - tail`
+   (the LightGBM kinds' quantile boosters: since issue 27's ninth pass the quantile
+   model's, `trainer.models.quantile`, whose calibration `QuantileModel.calibration`
+   makes: its conformal widening as the shifts, nothing else; from the fifth pass to the
+   eighth the member tails, `trainer.models.gbm.TAIL_LEVELS`, where the blend gets
+   LightGBM's tails as they are, its median tail mixed half-and-half with its own point,
+   `BLEND_MEDIAN_POINT`), that level is the tail plus its band's shift `s_b(α)` —
+   for the member tails the split-conformal quantile at `α` of `actual - tail`
    on the calibration rows: `Q_α = max(0, tail + s_b(α))`; a lower tail under
    `tail_floor` units (0.01) is served as 0 (counts: a P10 a hair above 0 misses every
    day without a sale). The zero mass and the scale do not touch such a level; the
