@@ -274,6 +274,7 @@ def test_every_servable_kind_has_an_interval_calibrated_out_of_sample(challenger
         held = ch.test[judged]
         assert held["target_date"].nunique() == CFG.horizon
         assert pd.to_datetime(held["target_date"]).max() == pd.to_datetime(sales["date"]).max()
+        assert ch.test["p50"].isna().all()  # no held-out P50: none is claimed
     for kind in CANDIDATES:
         frame = forecast_served(kind, intervals=ch.intervals[kind], **_serving(challenger))
         assert (frame["p10"] <= frame["p50"]).all() and (frame["p50"] <= frame["p90"]).all()

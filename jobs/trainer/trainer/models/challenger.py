@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -282,9 +283,14 @@ def _with_quantile_model(
     from trainer.models.quantile import Recipe, fit_quantile_model
 
     with timed(log, "stage quantile model", stage="quantile_model") as out:
+        cpu = time.process_time()
         recipe = Recipe(num_threads=num_threads)  # its own seed: the figures measured
         model = fit_quantile_model(sales, cfg, levels=cfg.interval_levels, recipe=recipe)
-        out.update(levels=list(model.levels), widening=list(model.widening))
+        out.update(
+            levels=list(model.levels),
+            widening=list(model.widening),
+            cpu_s=round(time.process_time() - cpu, 2),  # this process's, all its threads
+        )
     if not model.widening:
         log.warning("quantile model not conformalised: the residual intervals serve")
         return gbm, None, None
@@ -300,14 +306,16 @@ def _with_quantile_model(
 
 def held_band(test: pd.DataFrame, band: pd.DataFrame | None) -> pd.DataFrame:
     """The served kind's test forecasts `test` with the interval that was judged: with the
-    quantile model's held-out `band`, its quantiles on the rows it has (the last horizon
-    of days) and none elsewhere (no held-out quantile forecast them); else as it is."""
+    quantile model's held-out `band` (its P10 and P90), those on the rows it has (the
+    last horizon of days) and no quantile elsewhere, nor a P50 (no held-out booster
+    forecast them); else as it is."""
     if band is None:
         return test
-    cols = [c for c in band.columns if c in test.columns and str(c)[:1] == "p" and c[1:].isdigit()]
+    quantiles = [c for c in test.columns if str(c)[:1] == "p" and str(c)[1:].isdigit()]
+    cols = [c for c in quantiles if c in band.columns]
     keys = ["product_id", "target_date"]
     got = test[keys].merge(band[[*keys, *cols]], on=keys, how="left")
-    return test.assign(**{c: got[c].to_numpy() for c in cols})
+    return test.assign(**{c: got[c].to_numpy() if c in cols else np.nan for c in quantiles})
 
 
 def tail_forecasts(

@@ -289,12 +289,10 @@ def fit_quantile_model(
     last = days[-h:]
     past_sales = sales[sales["date"] < last[0]]
     past = direct_rows(past_sales, cfg, promotions=_promoted(sales, last), **rows_of)
-    # every level held out (the outer two widen; the P50 completes the held-out band)
-    held = fit_boosters(past, levels, recipe, "conformal")
-    q = predict_quantiles(held, past.x_future, past.pipeline, past.products)
-    # the scores from the outer pair alone (uncrossed as a pair, as the reference's)
-    pair = {a: held[a] for a in (lo, hi)}
-    q_pair = predict_quantiles(pair, past.x_future, past.pipeline, past.products)
+    # the outer pair alone (a held-out P50 would only complete the guard's band, at a
+    # sixth of the model's cost: docs/trainer.md, the ninth pass)
+    pair = fit_boosters(past, (lo, hi), recipe, "conformal")
+    q = predict_quantiles(pair, past.x_future, past.pipeline, past.products)
     actual = (
         sales[sales["date"].isin(past.dates)]
         .pivot_table(index="date", columns="product_id", values="units_sold", aggfunc="sum")
@@ -308,15 +306,15 @@ def fit_quantile_model(
             "target_date": np.tile(past.dates.to_numpy(), len(past.products)),
             "horizon_step": np.tile(np.arange(1, h + 1), len(past.products)),
             "actual": actual.reshape(-1),
-            **{column_name(a): q[a].reshape(-1) for a in levels},
+            "q_lo": q[lo].reshape(-1),
+            "q_hi": q[hi].reshape(-1),
         }
     )
-    frame["q_lo"], frame["q_hi"] = q_pair[lo].reshape(-1), q_pair[hi].reshape(-1)
     frame["score"] = np.maximum(frame["q_lo"] - frame["actual"], frame["actual"] - frame["q_hi"])
     coverage = hi - lo
     step, score = frame["horizon_step"].to_numpy(), frame["score"].to_numpy()
     model.widening = tuple(float(w) for w in widening(score, step, coverage, len(BAND_STARTS)))
-    model.heldout = heldout_frame(frame, coverage, [column_name(a) for a in levels])
+    model.heldout = heldout_frame(frame, coverage, column_name(lo), column_name(hi))
     log.info(
         "quantile model conformalised",
         extra={"widening": [round(w, 3) for w in model.widening], "rows": len(frame)},
@@ -324,12 +322,14 @@ def fit_quantile_model(
     return model
 
 
-def heldout_frame(frame: pd.DataFrame, coverage: float, columns: list[str]) -> pd.DataFrame:
-    """The held-out boosters' quantiles of the last days (`frame`: their `columns`,
-    ascending levels, and `q_lo`, `q_hi`, `score`), out of sample twice over: each half
-    of the products (alternate ones in sorted order) widened by the conformal quantile of
-    the other half's scores (product_id, target_date, horizon_step, actual and
-    `columns`: what `intervals.coverage_summary` reads)."""
+def heldout_frame(
+    frame: pd.DataFrame, coverage: float, lower: str = "p10", upper: str = "p90"
+) -> pd.DataFrame:
+    """The held-out pair's interval on the last days (`frame`: `q_lo`, `q_hi`, `score`),
+    out of sample twice over: each half of the products (alternate ones in sorted order)
+    widened by the conformal quantile of the other half's scores (product_id,
+    target_date, horizon_step, actual, and the bounds `lower` and `upper`: the columns
+    `intervals.coverage_summary` reads)."""
     products = np.array(sorted(frame["product_id"].astype(str).unique()), dtype=object)
     half = pd.Series(np.arange(len(products)) % 2, index=products)
     side = half.reindex(frame["product_id"].astype(str)).to_numpy()
@@ -339,9 +339,7 @@ def heldout_frame(frame: pd.DataFrame, coverage: float, columns: list[str]) -> p
         other = side != k
         w = widening(np.where(other, score, np.nan), step, coverage, len(BAND_STARTS))
         widen[side == k] = w[band_of(step[side == k])]
-    values = frame[columns].to_numpy(dtype=float).copy()
-    values[:, 0] = np.clip(values[:, 0] - widen, 0.0, None)
-    values[:, -1] = values[:, -1] + widen
-    values = np.maximum.accumulate(values, axis=1)
+    lo = np.clip(frame["q_lo"].to_numpy(dtype=float) - widen, 0.0, None)
+    hi = np.maximum(frame["q_hi"].to_numpy(dtype=float) + widen, lo)
     out = frame[["product_id", "target_date", "horizon_step", "actual"]].copy()
-    return out.assign(**{c: values[:, i] for i, c in enumerate(columns)})
+    return out.assign(**{lower: lo, upper: hi})
