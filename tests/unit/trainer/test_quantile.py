@@ -132,3 +132,31 @@ def test_too_short_a_history_is_not_conformalised() -> None:
     short = fit_quantile_model(sales, small_config(horizon=14), recipe=RECIPE)
     assert short.widening == () and short.heldout is None
     assert short.shifts() == ((0.0, 0.0, 0.0),) * len(BAND_STARTS)
+
+
+def test_the_rows_are_capped_with_every_product_kept() -> None:
+    from trainer.models.quantile import direct_rows
+
+    sales = make_sales(5, 200, seed=2)
+    full = direct_rows(sales, CFG, train_days=150, origin_stride=3)
+    capped = direct_rows(sales, CFG, train_days=150, origin_stride=3, max_rows=20 * CFG.horizon)
+    assert len(full.y) > 20 * CFG.horizon >= len(capped.y) > 0
+    product = full.names.index("product")
+    assert set(capped.x[:, product]) == set(full.x[:, product])  # each keeps some windows
+    assert capped.products == full.products  # the forecast windows are not capped
+
+
+def test_a_quantile_model_that_cannot_be_trained_leaves_the_residual_intervals(
+    monkeypatch,
+) -> None:
+    import trainer.models.quantile as quantile
+    from trainer.models.challenger import _with_quantile_model
+
+    def fails(*args, **kwargs):
+        raise ValueError("no training window for the quantile boosters")
+
+    monkeypatch.setattr(quantile, "fit_quantile_model", fails)
+    gbm, intervals = object(), {"lightgbm": "residual", "blend": "residual"}
+    served, held, band = _with_quantile_model(gbm, intervals, make_sales(2, 60), CFG, 1)
+    assert served is gbm and held is None and band is None
+    assert intervals == {"lightgbm": "residual", "blend": "residual"}

@@ -285,7 +285,14 @@ def _with_quantile_model(
     with timed(log, "stage quantile model", stage="quantile_model") as out:
         cpu = time.process_time()
         recipe = Recipe(num_threads=num_threads)  # its own seed: the figures measured
-        model = fit_quantile_model(sales, cfg, levels=cfg.interval_levels, recipe=recipe)
+        try:
+            model = fit_quantile_model(sales, cfg, levels=cfg.interval_levels, recipe=recipe)
+        except ValueError as exc:  # too little data for its windows: the model stands
+            log.warning(
+                "quantile model not trained: the residual intervals serve",
+                extra={"error": str(exc)},
+            )
+            return gbm, None, None
         out.update(
             levels=list(model.levels),
             widening=list(model.widening),
