@@ -287,6 +287,9 @@ def test_promotion_ends_with_forecasts_for_every_product(world):
     served = metrics["intervals"]["served"]
     assert metrics["intervals"]["levels"] == [0.1, 0.5, 0.9]
     assert 0.0 <= served["coverage"] <= 1.0 and served["interval_score"] > 0
+    kind = metrics["validation"]["kind"]  # the challenger's kind
+    method = "conformal residuals" if kind == "lstm" else "quantile model (CQR)"
+    assert metrics["intervals"]["served_method"] == method  # issue 27's ninth pass
     last_sale = pd.Timestamp("2023-01-02") + pd.Timedelta(days=199)
     assert min(r["target_date"] for r in rows) == (last_sale + pd.Timedelta(days=1)).date()
 

@@ -307,7 +307,16 @@ def intervals_document(
             "offsets cross-fitted), per horizon band, scaled by each product's residual "
             "scale shrunk toward its group; the models' also by the forecast's level, with "
             "a point mass at zero for the lower levels (not the baselines') "
-            "(trainer.models.intervals)"
+            "(trainer.models.intervals); for LightGBM and the blend, when their quantile "
+            "model was trained (served_method), conformalised quantile regression instead: "
+            "quantile boosters on all the sales, P10/P90 widened per horizon band by the "
+            "conformal quantile of the scores on the last horizon of days, forecast by the "
+            "same boosters trained without them, P50 theirs (trainer.models.quantile); "
+            "their test coverage is that held-out band, each half of the products widened "
+            "by the other half's scores; a P50 in whole units for count products"
+        ),
+        "served_method": (
+            "quantile model (CQR)" if cal is not None and cal.tail_levels else "conformal residuals"
         ),
         "coverage_bounds": list(bounds),
         "served": ch.interval_test.get(ch.kind),
