@@ -473,7 +473,7 @@ def _tail_shifts(cal: Any, frame: pd.DataFrame, mode: str) -> tuple[tuple[float,
     are); "symmetric" CQR's joint score (Romano et al. 2019): the split-conformal
     quantile `Q` at the interval's level of `max(lo - y, y - hi)`, lower tail moved by
     `-Q`, upper by `+Q`."""
-    from trainer.models.intervals import _conformal_quantile, tail_column
+    from trainer.models.intervals import conformal_quantile, tail_column
 
     if mode == "raw":
         return tuple(tuple(0.0 for _ in cal.tail_levels) for _ in cal.tail_shifts)
@@ -486,7 +486,7 @@ def _tail_shifts(cal: Any, frame: pd.DataFrame, mode: str) -> tuple[tuple[float,
     band = cal.band(data["horizon_step"].to_numpy())
     out = []
     for b in range(len(cal.tail_shifts)):
-        q = _conformal_quantile(score[band == b], hi - lo)
+        q = conformal_quantile(score[band == b], hi - lo)
         out.append((-q, q))
     return tuple(out)
 

@@ -75,13 +75,22 @@ def direct_rows(
     )
 
 
-def _wide(task: ForecastTask, products: list[str], units: np.ndarray) -> np.ndarray:
-    """(H, N) forecasts of every history product: `units` (M, H) of `products`, the
-    seasonal naive (clipped at 0) for the products without a forecast window."""
-    values = np.clip(seasonal_naive_values(task.history.filled, task.horizon), 0.0, None)
+def _wide(
+    task: ForecastTask, products: list[str], quantiles: dict[float, np.ndarray]
+) -> dict[float, np.ndarray]:
+    """`{level: (H, N)}` forecasts of every history product: `quantiles`' (M, H) of
+    `products`, the seasonal naive (clipped at 0) for the products without a forecast
+    window; never crossing."""
+    from trainer.models.quantile import uncrossed
+
+    fallback = np.clip(seasonal_naive_values(task.history.filled, task.horizon), 0.0, None)
     column = {p: j for j, p in enumerate(task.history.products)}
-    values[:, [column[p] for p in products]] = units.T
-    return values
+    cols = [column[p] for p in products]
+    out = {}
+    for a, units in quantiles.items():
+        out[a] = fallback.copy()
+        out[a][:, cols] = units.T
+    return uncrossed(out)
 
 
 @dataclass
@@ -142,10 +151,6 @@ class LightGBMGlobal:
         return Forecast(values=np.clip(values, 0.0, None), notes=notes)
 
 
-def _conformal_rank(n: int, level: float) -> int:
-    return min(n, int(np.ceil((n + 1) * level)))
-
-
 @dataclass
 class LightGBMQuantile:
     """The quantile-LightGBM reference: `LightGBMGlobal`'s recipe with LightGBM's quantile
@@ -195,18 +200,17 @@ class LightGBMQuantile:
             origin_stride=self.origin_stride,
             holiday_country=self.holiday_country,
         )
-        q = predict_quantiles(
-            fit_boosters(d, levels, self.recipe()), d.x_future, d.pipeline, d.products
+        boosters = fit_boosters(d, levels, self.recipe())
+        return _wide(
+            task, d.products, predict_quantiles(boosters, d.x_future, d.pipeline, d.products)
         )
-        wide = np.stack([_wide(task, d.products, q[a]) for a in sorted(q)])
-        wide = np.maximum.accumulate(wide, axis=0)  # quantiles never cross
-        return {a: wide[i] for i, a in enumerate(sorted(q))}
 
     def forecast(self, task: ForecastTask) -> Forecast:
         """Quantile boosters on the history; with `conformal`, the CQR extra
         (`trainer.models.quantile.fit_quantile_model`: what the trainer serves)."""
         from trainer.config import TrainConfig
-        from trainer.models.quantile import band_of, fit_quantile_model
+        from trainer.models.intervals import band_index
+        from trainer.models.quantile import BAND_STARTS, fit_quantile_model
 
         model = fit_quantile_model(
             task.history.to_long(),
@@ -216,15 +220,14 @@ class LightGBMQuantile:
             conformal=self.conformal,
             recipe=self.recipe(),
         )
-        stacked = np.stack([_wide(task, model.products, model.future[a]) for a in model.levels])
-        stacked = np.maximum.accumulate(stacked, axis=0)
-        q = {a: stacked[i] for i, a in enumerate(model.levels)}
+        q = _wide(task, model.products, model.future)
         lo, hi = min(self.levels), max(self.levels)
         notes: dict[str, Any] = {}
         extra: dict[str, np.ndarray] = {}
         extra_q: dict[str, dict[float, np.ndarray]] = {}
         if model.widening:
-            widen = np.asarray(model.widening)[band_of(np.arange(1, task.horizon + 1))]
+            steps = np.arange(1, task.horizon + 1)
+            widen = np.asarray(model.widening)[band_index(steps, BAND_STARTS)]
             notes["cqr_widening"] = [round(float(w), 3) for w in np.unique(widen)]
             extra["lightgbm_cqr"] = q[0.5] if 0.5 in q else (q[lo] + q[hi]) / 2
             extra_q["lightgbm_cqr"] = {

@@ -401,16 +401,15 @@ def test_the_lightgbm_kinds_serve_the_quantile_models_cqr(challenger) -> None:
     boosters widened by its conformal shifts, the P50 its booster's (whole units for
     count products), whatever the point; the LSTM keeps its residual quantiles."""
     from trainer.models.challenger import forecast_served, tail_forecasts
-    from trainer.models.intervals import whole_units
+    from trainer.models.intervals import band_index, whole_units
     from trainer.models.lstm import forecast_windows
-    from trainer.models.quantile import band_of
 
     sales, prepared, _, ch = challenger
     kw = _serving(challenger)
     w, products, _ = forecast_windows(prepared.pipeline, sales, CFG, CFG.lookback)
     tails = tail_forecasts(ch.gbm, w, prepared.pipeline, products, sales, CFG)
     assert (tails[0.1] <= tails[0.5]).all() and (tails[0.5] <= tails[0.9]).all()  # uncrossed
-    shifts = np.asarray(ch.intervals[LIGHTGBM].tail_shifts)[band_of(np.arange(1, 8))]
+    shifts = np.asarray(ch.intervals[LIGHTGBM].tail_shifts)[band_index(np.arange(1, 8))]
     whole = np.isin(products, list(ch.intervals[LIGHTGBM].whole_products))
     for kind in (LIGHTGBM, BLEND):
         cal = ch.intervals[kind]

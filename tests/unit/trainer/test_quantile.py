@@ -14,8 +14,6 @@ from tests.unit.trainer.helpers import make_sales
 from trainer.models.quantile import (
     BAND_STARTS,
     Recipe,
-    band_of,
-    conformal_rank,
     fit_quantile_model,
     heldout_frame,
     widening,
@@ -26,15 +24,17 @@ RECIPE = Recipe(rounds=30, train_days=150, origin_stride=3, num_threads=1)
 
 
 def test_the_conformal_quantile_is_the_split_conformal_rank() -> None:
-    assert conformal_rank(9, 0.8) == 8  # ceil(10 * 0.8)
-    assert conformal_rank(3, 0.8) == 3  # capped at n
+    from trainer.models.intervals import band_index, conformal_quantile
+
+    assert conformal_quantile(np.arange(1.0, 10.0), 0.8) == 8  # rank ceil(10 * 0.8)
+    assert conformal_quantile(np.arange(1.0, 4.0), 0.8) == 3  # the rank capped at n
     score = np.array([5.0, 1.0, 3.0, 2.0, 4.0, np.nan, 9.0, 0.0])
     step = np.array([1, 2, 3, 4, 5, 6, 8, 9])  # band 0: the first six; band 1: 8 and 9
     w = widening(score, step, 0.8, len(BAND_STARTS))
     assert w[0] == 5.0  # 5 finite scores: rank ceil(6 * 0.8) = 5, the largest
     assert w[1] == 9.0  # 2 scores: rank min(2, 3) = 2
     assert w[2] == 0.0  # a band without rows: no widening
-    assert list(band_of(np.array([1, 7, 8, 14, 15, 28]))) == [0, 0, 1, 1, 2, 2]
+    assert list(band_index(np.array([1, 7, 8, 14, 15, 28]), BAND_STARTS)) == [0, 0, 1, 1, 2, 2]
 
 
 def test_the_held_out_band_widens_each_half_by_the_other_halfs_scores() -> None:

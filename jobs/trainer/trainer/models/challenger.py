@@ -311,14 +311,15 @@ def _with_quantile_model(
     return replace(gbm, tails=tails, tail_pipeline=model.pipeline), held, model.heldout
 
 
-def held_band(test: pd.DataFrame, band: pd.DataFrame | None) -> pd.DataFrame:
-    """The served kind's test forecasts `test` with the interval that was judged: with the
-    quantile model's held-out `band` (its P10 and P90), those on the rows it has (the
-    last horizon of days) and no quantile elsewhere, nor a P50 (no held-out booster
-    forecast them); else as it is."""
+def held_band(
+    test: pd.DataFrame, band: pd.DataFrame | None, quantiles: tuple[str, ...]
+) -> pd.DataFrame:
+    """The served kind's test forecasts `test` (its `quantiles` columns) with the
+    interval that was judged: with the quantile model's held-out `band` (its P10 and
+    P90), those on the rows it has (the last horizon of days) and no quantile elsewhere,
+    nor a P50 (no held-out booster forecast them); else as it is."""
     if band is None:
         return test
-    quantiles = [c for c in test.columns if str(c)[:1] == "p" and str(c)[1:].isdigit()]
     cols = [c for c in quantiles if c in band.columns]
     keys = ["product_id", "target_date"]
     got = test[keys].merge(band[[*keys, *cols]], on=keys, how="left")
@@ -339,15 +340,13 @@ def tail_forecasts(
     with a pipeline of their own (`trainer.models.quantile`), from that pipeline's
     windows of the same sales, in `products`' order (NaN where it has no window)."""
     from trainer.models.lstm import forecast_windows
+    from trainer.models.quantile import uncrossed
 
     if gbm.tail_pipeline is None:
         return gbm.predict_tails(w, pipeline, products)
     own, theirs, _ = forecast_windows(gbm.tail_pipeline, sales, cfg, cfg.lookback, promotions)
-    tails = gbm.predict_tails(own, gbm.tail_pipeline, theirs)
     # uncrossed before the widening, as `quantile.predict_quantiles` (the reference) does
-    levels = sorted(tails)
-    stacked = np.maximum.accumulate(np.stack([tails[a] for a in levels]), axis=0)
-    tails = {a: stacked[i] for i, a in enumerate(levels)}
+    tails = uncrossed(gbm.predict_tails(own, gbm.tail_pipeline, theirs))
     at = {p: i for i, p in enumerate(theirs)}
     pick = np.array([at.get(p, -1) for p in products])
     return {
@@ -456,11 +455,11 @@ def train_challenger(
     log.info("served forecaster chosen on validation", extra={"kind": kind, **candidates[kind]})
 
     served_gbm = gbm
-    if cfg.gbm_refit and (always_refit or kind != LSTM):
+    uses_gbm = always_refit or kind != LSTM  # the served kind, or every kind, needs LightGBM
+    if cfg.gbm_refit and uses_gbm:
         served_gbm = refit_gbm(prepared, gbm, seed=cfg.seed, num_threads=gbm_threads)
 
     quantile_test = quantile_band = None
-    uses_gbm = always_refit or kind != LSTM
     if QUANTILE_INTERVALS and uses_gbm and not gbm.tails and prepared.sales is not None:
         served_gbm, quantile_test, quantile_band = _with_quantile_model(
             served_gbm, intervals, prepared.sales, cfg, gbm_threads
@@ -505,7 +504,11 @@ def train_challenger(
         correction=correction,
         blend_weight=weight,
         lstm_test_raw=test_lstm_raw,
-        test=held_band(intervals[kind].apply(test[kind]), quantile_band if kind != LSTM else None),
+        test=held_band(
+            intervals[kind].apply(test[kind]),
+            quantile_band if kind != LSTM else None,
+            intervals[kind].columns,
+        ),
         evaluation=evaluation,
         candidates=candidates,
         validation=validation,

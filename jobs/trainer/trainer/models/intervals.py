@@ -155,8 +155,14 @@ def column_name(level: float) -> str:
     return f"p{text}"
 
 
-def _conformal_quantile(z: np.ndarray, level: float) -> float:
-    """Split-conformal quantile of scores `z` at `level` (finite-sample corrected)."""
+def band_index(step: np.ndarray, band_starts: Sequence[int] = DEFAULT_BAND_STARTS) -> np.ndarray:
+    """The band index of each 1-based horizon step (bands start at `band_starts`)."""
+    return np.searchsorted(np.asarray(band_starts), np.asarray(step), side="right") - 1
+
+
+def conformal_quantile(z: np.ndarray, level: float) -> float:
+    """Split-conformal quantile of scores `z` at `level` (finite-sample corrected; 0
+    without scores)."""
     n = z.size
     if n == 0:
         return 0.0
@@ -214,8 +220,7 @@ class IntervalCalibration:
 
     def band(self, step: np.ndarray) -> np.ndarray:
         """The band index of each 1-based horizon step."""
-        starts = np.asarray(self.band_starts)
-        return np.searchsorted(starts, np.asarray(step), side="right") - 1
+        return band_index(step, self.band_starts)
 
     def quantile_values(
         self,
@@ -540,7 +545,7 @@ def fit_intervals(
         zb = z[band == b]
         if zb.size == 0:  # a band beyond the horizon, or empty: the previous band's
             zb = z[band == b - 1] if b else z
-        quantiles.append(tuple(_conformal_quantile(zb, a) for a in levels))
+        quantiles.append(tuple(conformal_quantile(zb, a) for a in levels))
     tail_levels = tuple(a for a in levels if tail_column(a) in data.columns)
     tails = {a: data[tail_column(a)].to_numpy(dtype=float) for a in tail_levels}
     unit = tail_unit(tail_scale, s * factor, tails, len(point)) if tails else np.ones(0)
@@ -659,7 +664,7 @@ def _tail_offsets(
         offsets = []
         for j, a in enumerate(levels):
             r = rows[:, j][np.isfinite(rows[:, j])]
-            offsets.append(weight * _conformal_quantile(r, a) if r.size else 0.0)
+            offsets.append(weight * conformal_quantile(r, a) if r.size else 0.0)
         out[str(p)] = tuple(offsets)
     return out
 
@@ -721,7 +726,7 @@ def _tail_shifts(
         row = []
         for a in tail_levels:
             r = (actual[mine] - data[tail_column(a)].to_numpy(dtype=float)[mine]) / unit[mine]
-            row.append(_conformal_quantile(r[np.isfinite(r)], a))
+            row.append(conformal_quantile(r[np.isfinite(r)], a))
         shifts.append(tuple(row))
     return tuple(shifts)
 

@@ -27,7 +27,6 @@ conformal quantile of the other half's scores.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,12 @@ import numpy as np
 import pandas as pd
 
 from forecastguard.logs import get_logger, timed
+from trainer.models.intervals import (
+    DEFAULT_BAND_STARTS,
+    band_index,
+    column_name,
+    conformal_quantile,
+)
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -58,7 +63,7 @@ ORIGIN_STRIDE = 10
 # products keep 3 windows each.
 MAX_ROWS = 1_000_000
 LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
-BAND_STARTS: tuple[int, ...] = (1, 8, 15)
+BAND_STARTS: tuple[int, ...] = DEFAULT_BAND_STARTS  # the residual calibration's bands
 
 
 @dataclass(frozen=True)
@@ -189,37 +194,32 @@ def predict_quantiles(
     products: list[str],
 ) -> dict[float, np.ndarray]:
     """`{level: (M, H) units}` of rows `x` (M windows of `products`); never crossing."""
-    levels = sorted(boosters)
-    units = [
-        pipeline.inverse_target(
-            np.asarray(boosters[a].predict(x), dtype=float).reshape(len(products), -1), products
-        )
-        for a in levels
-    ]
-    stacked = np.maximum.accumulate(np.stack(units), axis=0)
+    return uncrossed(
+        {
+            a: pipeline.inverse_target(
+                np.asarray(b.predict(x), dtype=float).reshape(len(products), -1), products
+            )
+            for a, b in boosters.items()
+        }
+    )
+
+
+def uncrossed(values: Mapping[float, np.ndarray]) -> dict[float, np.ndarray]:
+    """`{level: array}` made non-decreasing in the level, element by element (quantiles
+    never cross), levels ascending."""
+    levels = sorted(values)
+    stacked = np.maximum.accumulate(np.stack([values[a] for a in levels]), axis=0)
     return {a: stacked[i] for i, a in enumerate(levels)}
-
-
-def conformal_rank(n: int, level: float) -> int:
-    """The 1-based rank of the split-conformal quantile at `level` among `n` scores."""
-    return min(n, math.ceil((n + 1) * level))
-
-
-def band_of(step: np.ndarray, band_starts: tuple[int, ...] = BAND_STARTS) -> np.ndarray:
-    """The band index of each 1-based horizon step."""
-    return np.searchsorted(np.asarray(band_starts), np.asarray(step), side="right") - 1
 
 
 def widening(score: np.ndarray, step: np.ndarray, coverage: float, n_bands: int) -> np.ndarray:
     """Per band, the conformal quantile at `coverage` of the finite `score`s of its rows
-    (0 for a band without any)."""
-    bands = band_of(step)
-    out = np.zeros(n_bands)
-    for b in range(n_bands):
-        s = np.sort(score[(bands == b) & np.isfinite(score)])
-        if s.size:
-            out[b] = s[conformal_rank(s.size, coverage) - 1]
-    return out
+    (`intervals.conformal_quantile`; 0 for a band without any)."""
+    bands = band_index(step, BAND_STARTS)
+    ok = np.isfinite(score)
+    return np.array(
+        [conformal_quantile(score[ok & (bands == b)], coverage) for b in range(n_bands)]
+    )
 
 
 @dataclass
@@ -289,8 +289,6 @@ def fit_quantile_model(
     and, with `conformal`, their conformal widening (the module docstring). `promotions`:
     the planned promotions of the `cfg.horizon` days after the sales (the `future`
     forecasts' inputs)."""
-    from trainer.models.intervals import column_name
-
     recipe = recipe or Recipe()
     rows_of = {"train_days": recipe.train_days, "origin_stride": recipe.origin_stride}
     sales = sales.assign(date=pd.to_datetime(sales["date"]))
@@ -355,7 +353,7 @@ def heldout_frame(
     for k in (0, 1):
         other = side != k
         w = widening(np.where(other, score, np.nan), step, coverage, len(BAND_STARTS))
-        widen[side == k] = w[band_of(step[side == k])]
+        widen[side == k] = w[band_index(step[side == k], BAND_STARTS)]
     lo = np.clip(frame["q_lo"].to_numpy(dtype=float) - widen, 0.0, None)
     hi = np.maximum(frame["q_hi"].to_numpy(dtype=float) + widen, lo)
     out = frame[["product_id", "target_date", "horizon_step", "actual"]].copy()
